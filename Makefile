@@ -1,0 +1,25 @@
+# Two commands on a fresh machine:  `make demo` (set up, then train E88 on the embedded default
+# corpus for one minute on the CPU) and `make test` (set up, then lint and run the test suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; on a GPU machine install the CUDA build of torch first (any >= 2.4).
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test lint
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/archdsl train e88 --preset demo --minutes 1 --device cpu --out runs/demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -n 2 --dist loadgroup

@@ -1,0 +1,69 @@
+"""Initialisers of learned parameters: a spec's init expression evaluated to a tensor."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from archdsl import spec as S
+
+_ELEMENTWISE = {
+    "log": torch.log, "exp": torch.exp, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "sqrt": torch.sqrt,
+    "logit": torch.logit,
+    "softplus_inv": lambda t: t + torch.log(-torch.expm1(-t)),   # log(exp(t) - 1), stable
+}
+
+
+def initialise(expr: S.Expr | None, shape: tuple[int, ...], axes: tuple[str, ...], numbers: dict,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """A float32 tensor of ``shape`` from an init expression (None: xavier-uniform)."""
+
+    def ev(e) -> torch.Tensor:
+        match e:
+            case None:
+                return ev(S.Call("xavier", None, (), None))
+            case S.Num(value=v):
+                return torch.full(shape, float(v))
+            case S.Ref(name=n):
+                return torch.full(shape, float(numbers[n]))
+            case S.Neg(arg=a):
+                return -ev(a)
+            case S.BinOp(op=op, left=l, right=r):
+                a, b = ev(l), ev(r)
+                return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op] if op in "+-*/" else \
+                    (a // b if op == "//" else a % b)
+            case S.Call(func=f, args=args, axes=ax):
+                vals = [ev(a) for a in args]
+                t = torch.empty(shape)
+                if f == "zeros":
+                    return t.zero_()
+                if f == "ones":
+                    return t.fill_(1.0)
+                if f == "normal":
+                    return t.normal_(0, 1, generator=generator) * vals[1] + vals[0]
+                if f == "uniform":
+                    return vals[0] + (vals[1] - vals[0]) * t.uniform_(0, 1, generator=generator)
+                if f == "loguniform":
+                    lo, hi = torch.log(vals[0]), torch.log(vals[1])
+                    return torch.exp(lo + (hi - lo) * t.uniform_(0, 1, generator=generator))
+                if f == "xavier":
+                    return torch.nn.init.xavier_uniform_(t, generator=generator)
+                if f == "orthogonal":
+                    return torch.nn.init.orthogonal_(t, gain=float(vals[0].flatten()[0]), generator=generator)
+                if f == "linspace":
+                    k = axes.index(ax[0])
+                    lo, hi = float(vals[0].flatten()[0]), float(vals[1].flatten()[0])
+                    line = torch.linspace(lo, hi, shape[k])
+                    view = [1] * len(shape)
+                    view[k] = shape[k]
+                    return line.reshape(view).expand(shape).clone()
+                return _ELEMENTWISE[f](vals[0])
+        raise AssertionError(e)
+
+    with torch.no_grad():
+        return ev(expr).float().contiguous()
+
+
+def xavier_bound(fan_in: int, fan_out: int) -> float:
+    return math.sqrt(6.0 / (fan_in + fan_out))

@@ -1,0 +1,233 @@
+"""The typed IR: one step of a recurrent layer as a graph of named-axis tensor operations.
+
+Every value carries the names of its axes (a subset of the layer's axes, in declaration order).
+Elementwise operations broadcast by name; ``SUM`` removes one axis; ``RENAME`` moves a value onto
+other axes of the same size; ``EXPAND`` broadcasts onto more axes. Every pass keys a table on
+:class:`Op`: ``VJP`` (``archdsl.autodiff``), ``TORCH`` (``archdsl.reference``) and ``TRITON``
+(``archdsl.codegen.triton``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+
+class Op(enum.Enum):
+    # -- leaves: where a value comes from
+    INPUT = "input"        # a per-token tensor made before the cell (a projection's output)
+    PARAM = "param"        # a learned parameter
+    STATE = "state"        # a state's value before this step
+    CONST = "const"        # a scalar literal (attr: the value)
+    # -- elementwise, one argument
+    NEG = "neg"            # -a
+    EXP = "exp"            # e^a
+    LOG = "log"            # natural log
+    TANH = "tanh"
+    SIGMOID = "sigmoid"    # 1 / (1 + e^-a)
+    SOFTPLUS = "softplus"  # log(1 + e^a)
+    RELU = "relu"          # max(a, 0)
+    ABS = "abs"
+    SQRT = "sqrt"
+    STEP = "step"          # 1 where a > 0 else 0 (no gradient)
+    SIGN = "sign"          # -1, 0 or 1 (no gradient)
+    # -- elementwise, two arguments (broadcast by axis name)
+    ADD = "add"
+    SUB = "sub"
+    MUL = "mul"
+    DIV = "div"
+    MAXIMUM = "maximum"
+    MINIMUM = "minimum"
+    # -- axes
+    SUM = "sum"            # sum over one axis (attr: the axis)
+    RENAME = "rename"      # move onto other axes of equal size (attr: ((old, new), ...))
+    EXPAND = "expand"      # broadcast onto more axes (attr: the axes added)
+    # -- parameter transforms: run once per forward, outside the recurrence, in torch
+    SPECTRAL_NORM = "spectral_norm"  # rho * W / sigma_max(W), power iteration (attr: rho)
+
+
+LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE, Op.CONST})
+UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.TANH, Op.SIGMOID, Op.SOFTPLUS, Op.RELU, Op.ABS,
+                   Op.SQRT, Op.STEP, Op.SIGN})
+BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM})
+TRANSFORMS = frozenset({Op.SPECTRAL_NORM})
+#: ops that may appear inside a compiled kernel: every one needs a VJP and a Triton rule
+CELL_OPS = frozenset(Op) - TRANSFORMS
+
+
+class Kind(enum.IntEnum):
+    """How often a value changes: the checker's per-token / recurrent split."""
+
+    CONST = 0      # only parameters and literals: computed once per forward
+    TOKEN = 1      # per token, independent of the state: parallel over time
+    RECURRENT = 2  # depends on the previous state: sequential
+
+
+@dataclass(frozen=True)
+class Node:
+    op: Op
+    args: tuple[int, ...]
+    axes: tuple[str, ...]
+    attr: object = None
+
+
+@dataclass
+class Graph:
+    """An append-only list of nodes in topological order, with structural sharing."""
+
+    nodes: list[Node] = field(default_factory=list)
+    _index: dict[Node, int] = field(default_factory=dict, repr=False)
+
+    def add(self, node: Node) -> int:
+        if node in self._index:
+            return self._index[node]
+        self.nodes.append(node)
+        self._index[node] = len(self.nodes) - 1
+        return len(self.nodes) - 1
+
+    def __getitem__(self, i: int) -> Node:
+        return self.nodes[i]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def kinds(self) -> list[Kind]:
+        kinds: list[Kind] = []
+        for n in self.nodes:
+            if n.op is Op.STATE:
+                kinds.append(Kind.RECURRENT)
+            elif n.op is Op.INPUT:
+                kinds.append(Kind.TOKEN)
+            elif n.op in (Op.PARAM, Op.CONST):
+                kinds.append(Kind.CONST)
+            else:
+                kinds.append(max((kinds[a] for a in n.args), default=Kind.CONST))
+        return kinds
+
+    def ancestors(self, roots) -> set[int]:
+        seen: set[int] = set()
+        stack = list(roots)
+        while stack:
+            i = stack.pop()
+            if i not in seen:
+                seen.add(i)
+                stack.extend(self.nodes[i].args)
+        return seen
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One GEMM: ``source`` (flattened) -> the concatenated ``outputs`` (each reshaped to its axes)."""
+
+    source: str                        # "x" (the layer input) or a per-token value
+    source_axes: tuple[str, ...]
+    outputs: tuple[tuple[str, tuple[str, ...]], ...]
+    bias: bool
+    init: object                       # an init expression (spec AST) or None for xavier-uniform
+    spectral_norm: float | None        # rho, when the weight is spectrally normalised
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    axes: tuple[str, ...]
+    init: object                       # an init expression (spec AST)
+
+
+@dataclass
+class LayerIR:
+    """A spec instantiated at concrete hyper-parameters and choices: what every backend runs."""
+
+    name: str
+    source: str                        # the spec text
+    hypers: dict[str, float | int]
+    choices: dict[str, str]
+    sizes: dict[str, int]              # axis name -> size
+    axes: tuple[str, ...]              # all axes, in declaration order (the layout of every value)
+    projections: list[Projection]
+    params: list[ParamSpec]
+    states: dict[str, tuple[str, ...]]
+    graph: Graph                       # one step: pre-projection values, constants, the cell
+    values: dict[str, int]             # every named value -> node
+    pre: dict[str, int]                # per-token values that feed a projection
+    next_state: dict[str, int]         # state -> node of its value after the step
+    output: str                        # the readout value projected back to dim
+    output_node: int
+    output_init: object
+    dim: int
+    numbers: dict[str, float | int] = field(default_factory=dict)  # every compile-time name's value
+
+    # ---- derived facts -----------------------------------------------------------------------
+    def numel(self, axes) -> int:
+        out = 1
+        for a in axes:
+            out *= self.sizes[a]
+        return out
+
+    def param_count(self) -> int:
+        total = sum(self.numel(p.axes) for p in self.params)
+        for p in self.projections:
+            n_out = sum(self.numel(ax) for _, ax in p.outputs)
+            n_in = self.dim if p.source == "x" else self.numel(p.source_axes)
+            total += n_in * n_out + (n_out if p.bias else 0)
+        return total + self.numel(self.graph[self.output_node].axes) * self.dim
+
+    def state_size(self) -> int:
+        return sum(self.numel(ax) for ax in self.states.values())
+
+    def cell_roots(self) -> list[int]:
+        return [*self.next_state.values(), self.output_node]
+
+    def cell_nodes(self) -> set[int]:
+        """Nodes the cell needs: everything under the new states and the readout."""
+        return self.graph.ancestors(self.cell_roots())
+
+    def fingerprint(self) -> str:
+        """A hash of everything that defines the computation (not of the spec's comments)."""
+        payload = {
+            "axes": self.axes, "sizes": self.sizes, "states": self.states,
+            "nodes": [(n.op.value, n.args, n.axes, repr(n.attr)) for n in self.graph.nodes],
+            "next": self.next_state, "out": self.output_node,
+            "params": [(p.name, p.axes) for p in self.params],
+            "inputs": sorted(self.inputs()),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def frontier(self) -> list[int]:
+        """Parameter-only values the cell reads: computed once per forward, outside the recurrence.
+
+        A backend receives these as tensors (and returns their gradients); literals are inlined."""
+        kinds = self.graph.kinds()
+        cell = self.cell_nodes()
+        used = {a for i in cell if kinds[i] != Kind.CONST for a in self.graph[i].args}
+        return sorted(i for i in used if kinds[i] == Kind.CONST and self.graph[i].op is not Op.CONST)
+
+    def inputs(self) -> dict[str, tuple[str, ...]]:
+        """Per-token tensors the cell reads (name -> axes)."""
+        return {n.attr: n.axes for n in self.graph.nodes if n.op is Op.INPUT}
+
+
+def verify(layer: LayerIR) -> None:
+    """Structural checks between passes: topological order, axes consistent with each op."""
+    g = layer.graph
+    for i, n in enumerate(g.nodes):
+        assert all(a < i for a in n.args), f"node {i} uses a later node"
+        assert list(n.axes) == [a for a in layer.axes if a in n.axes], f"node {i}: axes out of order"
+        if n.op in UNARY:
+            assert len(n.args) == 1 and g[n.args[0]].axes == n.axes, f"node {i}: unary axes"
+        elif n.op in BINARY:
+            union = set(g[n.args[0]].axes) | set(g[n.args[1]].axes)
+            assert len(n.args) == 2 and set(n.axes) == union, f"node {i}: binary axes"
+        elif n.op is Op.SUM:
+            assert set(n.axes) == set(g[n.args[0]].axes) - {n.attr}, f"node {i}: sum axes"
+        elif n.op is Op.EXPAND:
+            assert set(n.axes) == set(g[n.args[0]].axes) | set(n.attr), f"node {i}: expand axes"
+        elif n.op is Op.RENAME:
+            mapping = dict(n.attr)
+            src = g[n.args[0]].axes
+            assert set(n.axes) == {mapping.get(a, a) for a in src}, f"node {i}: rename axes"
+            assert all(layer.sizes[o] == layer.sizes[m] for o, m in mapping.items()), "rename sizes"
+    for s, node in layer.next_state.items():
+        assert g[node].axes == layer.states[s], f"state {s}: update has axes {g[node].axes}"

@@ -1,0 +1,148 @@
+"""``RecurrentLayer``: a checked spec as a PyTorch module, with a choice of cell backend.
+
+forward = projections (GEMMs, per token) -> the cell (the recurrence: ``reference`` loop or a
+generated ``triton`` kernel) -> flatten the readout -> output projection back to ``dim``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from archdsl.inits import initialise
+from archdsl.ir import LayerIR, Op, Projection
+from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell
+
+BACKENDS = ("reference", "triton")
+
+
+class SpectralNorm(nn.Module):
+    """rho * W / sigma_max(W), sigma_max from power iteration with a persistent vector u."""
+
+    def __init__(self, rows: int, rho: float, iters: int = 1):
+        super().__init__()
+        self.rho, self.iters = rho, iters
+        self.register_buffer("u", nn.functional.normalize(torch.randn(rows), dim=0))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        w2 = w.reshape(w.shape[0], -1)
+        with torch.no_grad():
+            u = self.u.to(w2.dtype)
+            for _ in range(self.iters):
+                v = nn.functional.normalize(w2.t() @ u, dim=0, eps=1e-12)
+                u = nn.functional.normalize(w2 @ v, dim=0, eps=1e-12)
+            if self.training:
+                self.u.copy_(u)
+        sigma = torch.dot(u, w2 @ v)  # grad flows through W only (u, v are constants)
+        return self.rho * w / sigma.to(w.dtype)
+
+
+class RecurrentLayer(nn.Module):
+    """A spec's layer: ``forward(x [B, T, dim], state=None) -> (y [B, T, dim], final states)``."""
+
+    def __init__(self, layer: LayerIR, backend: str = "reference", seed: int | None = None, **compile_options):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        self.ir, self.backend = layer, backend
+        self.layout = Layout(layer)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        nums = layer.numbers
+        self.proj = nn.ModuleDict()
+        self.proj_sn = nn.ModuleDict()
+        for k, p in enumerate(layer.projections):
+            n_out, n_in = self._proj_shape(p)
+            lin = nn.Linear(n_in, n_out, bias=p.bias)
+            with torch.no_grad():
+                lin.weight.copy_(initialise(p.init, (n_out, n_in), ("out", "in"), nums, gen))
+                if p.bias:
+                    lin.bias.zero_()
+            self.proj[str(k)] = lin
+            if p.spectral_norm is not None:
+                self.proj_sn[str(k)] = SpectralNorm(n_out, p.spectral_norm)
+        self.params = nn.ParameterDict({
+            p.name: nn.Parameter(initialise(p.init, tuple(layer.sizes[a] for a in p.axes), p.axes, nums, gen))
+            for p in layer.params})
+        self.sn = nn.ModuleDict({
+            str(i): SpectralNorm(layer.sizes[n.axes[0]], n.attr)
+            for i, n in enumerate(layer.graph.nodes) if n.op is Op.SPECTRAL_NORM})
+        n_y = layer.numel(layer.graph[layer.output_node].axes)
+        self.out = nn.Linear(n_y, layer.dim, bias=False)
+        with torch.no_grad():
+            self.out.weight.copy_(initialise(layer.output_init, (layer.dim, n_y), ("out", "in"), nums, gen))
+        self._cell = None
+        self.compile_options = compile_options
+
+    def _proj_shape(self, p: Projection) -> tuple[int, int]:
+        n_out = sum(self.ir.numel(ax) for _, ax in p.outputs)
+        n_in = self.ir.dim if p.source == "x" else self.ir.numel(p.source_axes)
+        return n_out, n_in
+
+    # ---- the per-token part ----------------------------------------------------------------------
+    def project(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All projection outputs, [B, T, *axes] each (pre-projection values computed on the way)."""
+        ir, B, T = self.ir, x.shape[0], x.shape[1]
+        values: dict[str, torch.Tensor] = {}
+        env: dict[int, torch.Tensor] = {}
+        layout = Layout(ir, compute_dtype(x))
+        for k, p in enumerate(ir.projections):
+            if p.source == "x":
+                src = x
+            else:
+                node = ir.pre[p.source]
+                order = sorted(ir.graph.ancestors([node]))
+                evaluate(ir, order, env, self._pre_leaf(values, layout), layout)
+                src = layout.compact(env[node], p.source_axes, (B, T)).reshape(B, T, -1).to(x.dtype)
+            w = self.proj[str(k)].weight
+            if str(k) in self.proj_sn:
+                w = self.proj_sn[str(k)](w)
+            out = nn.functional.linear(src, w, self.proj[str(k)].bias)
+            start = 0
+            for name, axes in p.outputs:
+                size = ir.numel(axes)
+                values[name] = out[..., start:start + size].reshape(B, T, *(ir.sizes[a] for a in axes))
+                start += size
+        return values
+
+    def _pre_leaf(self, values, layout):
+        def leaf(i, node):
+            if node.op is Op.INPUT:
+                return layout.full(values[node.attr].to(layout.dtype), node.axes, 2)
+            return self._const_leaf(layout)(i, node)
+        return leaf
+
+    def _const_leaf(self, layout):
+        def leaf(i, node):
+            if node.op is Op.PARAM:
+                return layout.full(self.params[node.attr].to(layout.dtype), node.axes, 0)
+            if node.op is Op.SPECTRAL_NORM:
+                w = self.params[self.ir.graph[node.args[0]].attr]
+                return layout.full(self.sn[str(i)](w).to(layout.dtype), node.axes, 0)
+            raise AssertionError(node)
+        return leaf
+
+    def frontier_values(self) -> dict[int, torch.Tensor]:
+        """The parameter-only values the cell reads (compact shapes; fp32, or fp64 for fp64 weights)."""
+        ir = self.ir
+        some = next(iter(self.parameters()))
+        layout = Layout(ir, compute_dtype(some))
+        order = sorted(ir.graph.ancestors(ir.frontier()))
+        env = evaluate(ir, order, {}, self._const_leaf(layout), layout)
+        return {i: layout.compact(env[i], ir.graph[i].axes, ()) for i in ir.frontier()}
+
+    # ---- the recurrence --------------------------------------------------------------------------
+    def cell(self, inputs, frontier, state0):
+        if self.backend == "reference":
+            return reference_cell(self.ir, inputs, frontier, state0)
+        if self._cell is None:
+            from archdsl.codegen import compile_cell
+            self._cell = compile_cell(self.ir, **self.compile_options)
+        return self._cell(inputs, frontier, state0)
+
+    def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
+        B, T = x.shape[:2]
+        values = self.project(x)
+        inputs = {name: values[name] for name in self.ir.inputs()}
+        y, final = self.cell(inputs, self.frontier_values(), state)
+        y = y.reshape(B, T, -1).to(self.out.weight.dtype if not torch.is_autocast_enabled() else y.dtype)
+        return self.out(y), final
