@@ -8,18 +8,11 @@ from importlib import resources
 from pathlib import Path
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Transformer, v_args
 
 from archdsl import spec as S
 from archdsl.errors import ArchdslError, Span
-
-# Human names for the grammar's terminals, used in "expected ..." messages.
-_TERMINALS = {
-    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "PRIME": "'", "CMP": "a comparison",
-    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
-    "COMMA": "','", "EQUAL": "'='", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'",
-    "__ANON_0": "'->'", "__ANON_1": "'..'", "$END": "end of file",
-}
+from archdsl.syntax_errors import syntax_error
 
 
 @functools.cache
@@ -216,53 +209,13 @@ class _ToAst(Transformer):
         return S.If(cond, tuple(body), otherwise[1] if otherwise else (), self._s(meta))
 
 
-def _describe(token: Token) -> str:
-    if token.type == "$END":
-        return "end of file"
-    return f"'{token}'"
-
-
-def _word(name: str) -> str:
-    if name in _TERMINALS:
-        return _TERMINALS[name]
-    try:
-        return f"'{_lark().get_terminal(name).pattern.value}'"
-    except KeyError:
-        return name.lower()
-
-
-def _expected(names) -> str:
-    words = sorted({_word(n) for n in names})
-    if len(words) > 8:
-        words = words[:8] + ["…"]
-    return ", ".join(words)
-
-
 def parse(source: str, path: str = "<input>") -> S.SpecFile:
     """Parse ``.rnn`` text; raise :class:`ArchdslError` with a location on any syntax error."""
     file = Path(path).name if path != "<input>" else path
     try:
         tree = _lark().parse(source)
-    except lark.exceptions.UnexpectedToken as e:
-        tok = e.token
-        col = getattr(tok, "column", None) or e.column
-        line = getattr(tok, "line", None) or e.line
-        if tok.type == "$END":
-            lines = source.splitlines() or [""]
-            line, col = len(lines), len(lines[-1]) + 1
-        span = Span(file, line, col, line, col + max(1, len(str(tok))))
-        raise ArchdslError(f"unexpected {_describe(tok)}; expected {_expected(e.expected)}",
-                           span, source=source) from None
-    except lark.exceptions.UnexpectedCharacters as e:
-        span = Span(file, e.line, e.column, e.line, e.column + 1)
-        ch = source[e.pos_in_stream] if e.pos_in_stream < len(source) else "?"
-        raise ArchdslError(f"unexpected character {ch!r}; expected {_expected(e.allowed)}",
-                           span, source=source) from None
-    except lark.exceptions.UnexpectedEOF as e:
-        lines = source.splitlines() or [""]
-        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
-        raise ArchdslError(f"unexpected end of file; expected {_expected(e.expected)}", span,
-                           source=source) from None
+    except lark.exceptions.UnexpectedInput as e:
+        raise syntax_error(_lark(), source, file, e) from None
     items = _ToAst(file).transform(tree).children
     name, header_span = Path(path).stem, None
     body = []
