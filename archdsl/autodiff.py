@@ -1,0 +1,190 @@
+"""Autodiff on the IR: a vector-Jacobian rule per op (``VJP[op]``), composed into one backward step.
+
+``extract_cell`` cuts the recurrence out of a layer: parameter-only values become leaves (``PARAM``
+nodes named ``c0, c1, …``, computed once per forward outside the kernel). ``derive_backward`` builds
+the backward of one step: given the cotangents of the new states (``STATE`` leaves named ``d:S``)
+and of the readout (an ``INPUT`` leaf named ``d:y``), it recomputes the step's forward values from
+the previous state and returns the cotangents of the previous states, of every per-token input and
+of every constant. Backward-through-time is this step run in reverse time; the kernels and the
+tests both use it. The backward is linear in the cotangents, so partial cotangents (a kernel tile's
+share) can be summed afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from archdsl.ir import Graph, Kind, LayerIR, Node, Op
+
+GRAD = "d:"
+
+
+@dataclass
+class Cell:
+    """One step of the recurrence, with its own graph and named leaves."""
+
+    graph: Graph
+    axes: tuple[str, ...]
+    sizes: dict[str, int]
+    inputs: dict[str, tuple[str, ...]]           # per-token tensors the step reads
+    consts: dict[str, tuple[str, ...]]           # parameter-only values (c0, c1, …)
+    const_source: dict[str, int]                 # const name -> node in the layer graph
+    states: dict[str, tuple[str, ...]]
+    next_state: dict[str, int]
+    output: int
+    output_axes: tuple[str, ...]
+
+
+@dataclass
+class Backward:
+    """One backward step; leaves as in the cell plus ``d:<state>`` and ``d:y``."""
+
+    graph: Graph
+    d_state: dict[str, int]                       # cotangent of each previous state
+    d_inputs: dict[str, int]
+    d_consts: dict[str, int]
+    next_state: dict[str, int]                    # the forward update, recomputed
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class _Emitter:
+    """Adds nodes to a graph with the axes of each op computed from its arguments."""
+
+    def __init__(self, graph: Graph, axes: tuple[str, ...]):
+        self.g, self.order = graph, axes
+
+    def canon(self, axes) -> tuple[str, ...]:
+        s = set(axes)
+        return tuple(a for a in self.order if a in s)
+
+    def add(self, op: Op, args=(), attr=None, axes=None) -> int:
+        if axes is None:
+            axes = set().union(*(self.g[a].axes for a in args)) if args else ()
+        return self.g.add(Node(op, tuple(args), self.canon(axes), attr))
+
+    def const(self, v: float) -> int:
+        return self.add(Op.CONST, attr=float(v))
+
+    def unary(self, op, a):
+        return self.add(op, (a,))
+
+    def sum_to(self, x: int, axes) -> int:
+        """Reduce a cotangent onto ``axes`` (undo broadcasting)."""
+        for ax in [a for a in self.g[x].axes if a not in axes]:
+            x = self.add(Op.SUM, (x,), ax, set(self.g[x].axes) - {ax})
+        return x
+
+    def expand_to(self, x: int, axes) -> int:
+        missing = tuple(a for a in self.canon(axes) if a not in self.g[x].axes)
+        return self.add(Op.EXPAND, (x,), missing, set(self.g[x].axes) | set(missing)) if missing else x
+
+
+def extract_cell(layer: LayerIR) -> Cell:
+    g, kinds = layer.graph, layer.graph.kinds()
+    frontier = layer.frontier()
+    cg = Graph()
+    em = _Emitter(cg, layer.axes)
+    remap: dict[int, int] = {}
+    consts, const_source = {}, {}
+    for k, i in enumerate(frontier):
+        name = f"c{k}"
+        consts[name], const_source[name] = g[i].axes, i
+        remap[i] = cg.add(Node(Op.PARAM, (), g[i].axes, name))
+    for i in sorted(layer.cell_nodes()):
+        if i in remap or (kinds[i] == Kind.CONST and g[i].op is not Op.CONST):
+            continue
+        n = g[i]
+        remap[i] = cg.add(Node(n.op, tuple(remap[a] for a in n.args), n.axes, n.attr))
+    out = remap[layer.output_node]
+    return Cell(cg, layer.axes, dict(layer.sizes), layer.inputs(), consts, const_source,
+                dict(layer.states), {s: remap[n] for s, n in layer.next_state.items()}, out, cg[out].axes)
+
+
+# ---- vector-Jacobian rules: (emitter, node, its id, arg ids, cotangent id) -> per-arg cotangents ----
+def _vjp_unary(f: Callable) -> Callable:
+    return lambda e, n, z, args, dz: [f(e, z, args[0], dz)]
+
+
+def _mul(e, a, b):
+    return e.add(Op.MUL, (a, b))
+
+
+def _step(e, a):
+    return e.add(Op.STEP, (a,))
+
+
+VJP: dict[Op, Callable] = {
+    Op.INPUT: lambda e, n, z, args, dz: [],
+    Op.PARAM: lambda e, n, z, args, dz: [],
+    Op.STATE: lambda e, n, z, args, dz: [],
+    Op.CONST: lambda e, n, z, args, dz: [],
+    Op.NEG: _vjp_unary(lambda e, z, a, dz: e.add(Op.NEG, (dz,))),
+    Op.EXP: _vjp_unary(lambda e, z, a, dz: _mul(e, dz, z)),
+    Op.LOG: _vjp_unary(lambda e, z, a, dz: e.add(Op.DIV, (dz, a))),
+    Op.TANH: _vjp_unary(lambda e, z, a, dz: _mul(e, dz, e.add(Op.SUB, (e.const(1), _mul(e, z, z))))),
+    Op.SIGMOID: _vjp_unary(lambda e, z, a, dz: _mul(e, dz, _mul(e, z, e.add(Op.SUB, (e.const(1), z))))),
+    Op.SOFTPLUS: _vjp_unary(lambda e, z, a, dz: _mul(e, dz, e.unary(Op.SIGMOID, a))),
+    Op.RELU: _vjp_unary(lambda e, z, a, dz: _mul(e, dz, _step(e, a))),
+    Op.ABS: _vjp_unary(lambda e, z, a, dz: _mul(e, dz, e.unary(Op.SIGN, a))),
+    Op.SQRT: _vjp_unary(lambda e, z, a, dz: e.add(Op.DIV, (_mul(e, dz, e.const(0.5)), z))),
+    Op.STEP: lambda e, n, z, args, dz: [None],
+    Op.SIGN: lambda e, n, z, args, dz: [None],
+    Op.ADD: lambda e, n, z, args, dz: [dz, dz],
+    Op.SUB: lambda e, n, z, args, dz: [dz, e.add(Op.NEG, (dz,))],
+    Op.MUL: lambda e, n, z, args, dz: [_mul(e, dz, args[1]), _mul(e, dz, args[0])],
+    Op.DIV: lambda e, n, z, args, dz: [e.add(Op.DIV, (dz, args[1])),
+                                       e.add(Op.NEG, (e.add(Op.DIV, (_mul(e, dz, z), args[1])),))],
+    Op.MAXIMUM: lambda e, n, z, args, dz: _select(e, e.add(Op.SUB, args), dz),
+    Op.MINIMUM: lambda e, n, z, args, dz: _select(e, e.add(Op.SUB, args[::-1]), dz),
+    Op.SUM: lambda e, n, z, args, dz: [e.expand_to(dz, e.g[args[0]].axes)],
+    Op.RENAME: lambda e, n, z, args, dz: [e.add(Op.RENAME, (dz,), tuple((b, a) for a, b in n.attr),
+                                                e.g[args[0]].axes)],
+    Op.EXPAND: lambda e, n, z, args, dz: [e.sum_to(dz, e.g[args[0]].axes)],
+}
+
+
+def _select(e, diff, dz):
+    """max(a, b): the cotangent goes to a where a > b, else to b."""
+    s = _step(e, diff)
+    return [_mul(e, dz, s), _mul(e, dz, e.add(Op.SUB, (e.const(1), s)))]
+
+
+def derive_backward(cell: Cell) -> Backward:
+    g = Graph()
+    em = _Emitter(g, cell.axes)
+    # recompute the forward step (same node ids: the cell graph is copied first)
+    for n in cell.graph.nodes:
+        g.add(n)
+    ct: dict[int, int] = {}
+
+    def accumulate(i: int, c: int | None) -> None:
+        if c is None:
+            return
+        c = em.sum_to(c, g[i].axes)
+        c = em.expand_to(c, g[i].axes)
+        ct[i] = em.add(Op.ADD, (ct[i], c)) if i in ct else c
+
+    for s, axes in cell.states.items():
+        accumulate(cell.next_state[s], g.add(Node(Op.STATE, (), axes, GRAD + s)))
+    accumulate(cell.output, g.add(Node(Op.INPUT, (), cell.output_axes, GRAD + "y")))
+    for i in range(len(cell.graph) - 1, -1, -1):
+        if i not in ct:
+            continue
+        n = g[i]
+        for a, c in zip(n.args, VJP[n.op](em, n, i, n.args, ct[i])):
+            accumulate(a, c)
+
+    def grad_of(op: Op, name: str, axes) -> int:
+        leaf = next((i for i, n in enumerate(cell.graph.nodes) if n.op is op and n.attr == name), None)
+        if leaf is not None and leaf in ct:
+            return ct[leaf]
+        return em.expand_to(em.const(0.0), axes)
+
+    return Backward(
+        graph=g,
+        d_state={s: grad_of(Op.STATE, s, ax) for s, ax in cell.states.items()},
+        d_inputs={n: grad_of(Op.INPUT, n, ax) for n, ax in cell.inputs.items()},
+        d_consts={n: grad_of(Op.PARAM, n, ax) for n, ax in cell.consts.items()},
+        next_state=dict(cell.next_state),
+    )

@@ -1,0 +1,69 @@
+"""The execution plan of a cell: which axes the grid splits, block sizes, the strategy, the grid.
+
+A *fused sequential loop* runs one program per (batch element, tile of the split axes) and keeps its
+slice of the state in registers for the whole sequence. An axis can be split across programs when
+the step never mixes it: no sum over it, no renaming onto or from it, and every state and the
+readout have it (E88's heads and value axis; every element of a diagonal state). The other axes are
+held whole in each program, padded to a power of two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from archdsl.autodiff import Cell
+from archdsl.ir import Op
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str
+    axes: tuple[str, ...]
+    sizes: dict
+    split: tuple[str, ...]                  # axes tiled across programs
+    block: dict                             # axis -> block size (power of two)
+    tiles: dict                             # split axis -> number of tiles
+    chunk: int                              # checkpoint stride C of the backward
+
+    @property
+    def n_tiles(self) -> int:
+        return math.prod(self.tiles.values()) if self.tiles else 1
+
+    def state_bytes(self, states: dict) -> int:
+        return 4 * sum(math.prod(self.block[a] for a in ax) for ax in states.values())
+
+    def describe(self, states: dict) -> dict:
+        return {"strategy": self.strategy, "split_axes": list(self.split),
+                "blocks": dict(self.block), "grid": f"(B, {self.n_tiles})",
+                "state_bytes_per_program": self.state_bytes(states), "checkpoint_stride": self.chunk}
+
+
+def splittable_axes(cell: Cell) -> tuple[str, ...]:
+    mixed: set[str] = set()
+    for n in cell.graph.nodes:
+        if n.op is Op.SUM:
+            mixed.add(n.attr)
+        elif n.op is Op.RENAME:
+            for a, b in n.attr:
+                mixed.update((a, b))
+    must_have = [*cell.states.values(), cell.output_axes]
+    return tuple(a for a in cell.axes if a not in mixed and all(a in ax for ax in must_have))
+
+
+def make_plan(cell: Cell, chunk: int = 16, tile: int | None = None, max_tile: int = 16) -> Plan:
+    """``tile``: the block of the last split axis (None: up to ``max_tile``); other split axes get 1."""
+    split = splittable_axes(cell)
+    block, tiles = {}, {}
+    for a in cell.axes:
+        size = cell.sizes[a]
+        if a in split:
+            b = 1 if a != split[-1] else min(next_pow2(size), tile or max_tile)
+            block[a], tiles[a] = b, math.ceil(size / b)
+        else:
+            block[a] = next_pow2(size)
+    return Plan("fused sequential loop", cell.axes, dict(cell.sizes), split, block, tiles, max(1, int(chunk)))

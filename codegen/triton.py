@@ -1,0 +1,312 @@
+"""Triton source for a cell: ``TRITON[op]`` gives each op's expression; ``emit_module`` writes the
+forward kernel, the backward kernel (reverse time, segments recomputed from checkpoints) and their
+launchers as one readable module, in the style of flash-linear-attention's ``fused_recurrent.py``.
+
+Naming: ``p_`` pointers, ``b_`` register blocks, ``o_``/``m_`` offsets and masks per axis,
+``i_`` program ids. Every block has one dimension per layer axis (size 1 where a value lacks it), the
+layout the reference interpreter uses too.
+"""
+
+from __future__ import annotations
+
+import math
+
+from archdsl.autodiff import GRAD, Backward, Cell
+from archdsl.ir import Graph, Op
+from archdsl.reference import rename_permutation
+
+from .plan import Plan
+
+TRITON: dict[Op, str] = {
+    Op.INPUT: "",  # leaves are loaded by the kernels' prologues
+    Op.PARAM: "",
+    Op.STATE: "",
+    Op.CONST: "tl.full({shape}, {attr!r}, tl.float32)",
+    Op.NEG: "-{0}",
+    Op.EXP: "tl.exp({0})",
+    Op.LOG: "tl.log({0})",
+    Op.TANH: "_tanh({0})",
+    Op.SIGMOID: "tl.sigmoid({0})",
+    Op.SOFTPLUS: "_softplus({0})",
+    Op.RELU: "tl.maximum({0}, 0.0)",
+    Op.ABS: "tl.abs({0})",
+    Op.SQRT: "tl.sqrt({0})",
+    Op.STEP: "tl.where({0} > 0, 1.0, 0.0)",
+    Op.SIGN: "tl.where({0} > 0, 1.0, tl.where({0} < 0, -1.0, 0.0))",
+    Op.ADD: "{0} + {1}",
+    Op.SUB: "{0} - {1}",
+    Op.MUL: "{0} * {1}",
+    Op.DIV: "{0} / {1}",
+    Op.MAXIMUM: "tl.maximum({0}, {1})",
+    Op.MINIMUM: "tl.minimum({0}, {1})",
+    Op.SUM: "tl.sum(tl.where(m_{attr}, {0}, 0.0), axis={axis}, keep_dims=True)",
+    Op.RENAME: "tl.permute({0}, {perm})",
+    Op.EXPAND: "{0} + tl.zeros({shape}, tl.float32)",
+}
+
+HELPERS = '''
+@triton.jit
+def _tanh(x):
+    # tanh from exp (portable to the CPU interpreter); a series near 0 keeps relative accuracy
+    ax = tl.abs(x)
+    e = tl.exp(-2.0 * ax)
+    big = (1.0 - e) / (1.0 + e)
+    x2 = x * x
+    small = ax * (1.0 - x2 / 3.0 * (1.0 - 0.4 * x2))
+    r = tl.where(ax < 0.0625, small, big)
+    return tl.where(x < 0, -r, r)
+
+
+@triton.jit
+def _softplus(x):
+    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+'''
+
+
+class _Kernel:
+    """Writes the lines of one kernel body."""
+
+    def __init__(self, plan: Plan):
+        self.plan, self.lines = plan, []
+
+    def w(self, line: str = "", indent: int = 1) -> None:
+        self.lines.append("    " * indent + line if line else "")
+
+    def shape(self, axes) -> str:
+        return "[" + ", ".join(str(self.plan.block[a]) if a in axes else "1" for a in self.plan.axes) + "]"
+
+    def offset(self, axes) -> str:
+        """Flat offset block of a compact tensor with these axes (row-major over its own axes)."""
+        sizes = [self.plan.sizes[a] for a in axes]
+        terms = []
+        for k, a in enumerate(axes):
+            stride = math.prod(sizes[k + 1:])
+            terms.append(f"o_{a}" + (f" * {stride}" if stride != 1 else ""))
+        return " + ".join(terms) if terms else "0"
+
+    def mask(self, axes) -> str:
+        return " & ".join(f"m_{a}" for a in axes) if axes else "None"
+
+    def local_offset(self, axes) -> str:
+        """Flat offset inside a padded register block (for scratch memory)."""
+        blocks = [self.plan.block[a] for a in axes]
+        terms = []
+        for k, a in enumerate(axes):
+            stride = math.prod(blocks[k + 1:])
+            terms.append(f"l_{a}" + (f" * {stride}" if stride != 1 else ""))
+        return " + ".join(terms) if terms else "0"
+
+    def prologue(self) -> None:
+        p = self.plan
+        self.w("i_b = tl.program_id(0).to(tl.int64)")
+        self.w("i_s = tl.program_id(1)")
+        rest = "i_s"
+        for a in reversed(p.split):
+            self.w(f"i_{a} = {rest} % {p.tiles[a]}")
+            rest = f"({rest} // {p.tiles[a]})"
+        K = len(p.axes)
+        for k, a in enumerate(p.axes):
+            idx = ", ".join(":" if j == k else "None" for j in range(K))
+            start = f"i_{a} * {p.block[a]} + " if a in p.split else ""
+            self.w(f"l_{a} = tl.arange(0, {p.block[a]})[{idx}]")
+            self.w(f"o_{a} = {start}l_{a}")
+            self.w(f"m_{a} = o_{a} < {p.sizes[a]}")
+
+    def node_expr(self, g: Graph, i: int) -> str:
+        n = g[i]
+        args = [f"b{a}" for a in n.args]
+        tmpl = TRITON[n.op]
+        if n.op is Op.SUM:
+            return tmpl.format(*args, attr=n.attr, axis=self.plan.axes.index(n.attr))
+        if n.op is Op.RENAME:
+            return tmpl.format(*args, perm=tuple(rename_permutation(self.plan.axes, n.attr)))
+        if n.op in (Op.EXPAND, Op.CONST):
+            return tmpl.format(*args, shape=self.shape(n.axes), attr=n.attr)
+        return tmpl.format(*args)
+
+    def compute(self, g: Graph, order, indent: int, skip=()) -> None:
+        for i in order:
+            n = g[i]
+            if n.op in (Op.INPUT, Op.PARAM, Op.STATE) or i in skip:
+                continue
+            self.w(f"b{i} = {self.node_expr(g, i)}", indent)
+
+
+def _needed(g: Graph, roots) -> list[int]:
+    return sorted(g.ancestors(roots))
+
+
+def _leaf_ids(g: Graph, order, op: Op) -> dict[str, int]:
+    return {g[i].attr: i for i in order if g[i].op is op}
+
+
+def emit_forward(cell: Cell, plan: Plan, name: str) -> str:
+    g = cell.graph
+    order = _needed(g, [*cell.next_state.values(), cell.output])
+    ins, consts = list(cell.inputs), list(cell.consts)
+    states = list(cell.states)
+    k = _Kernel(plan)
+    sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_h0_{s}" for s in states]
+    sig += ["p_y"] + [f"p_ht_{s}" for s in states] + [f"p_ck_{s}" for s in states]
+    k.lines.append("@triton.jit")
+    k.lines.append(f"def {name}_fwd_kernel(")
+    k.lines.append("    " + ", ".join(sig) + ",")
+    k.lines.append("    T, USE_H0: tl.constexpr, CHUNK: tl.constexpr,")
+    k.lines.append("):")
+    k.prologue()
+    k.w("NC = tl.cdiv(T, CHUNK)")
+    for c, i in _leaf_ids(g, order, Op.PARAM).items():
+        ax = cell.consts[c]
+        k.w(f"b{i} = tl.load(p_{c} + {k.offset(ax)}, mask={k.mask(ax)}, other=0.0).to(tl.float32)  # {c}")
+    st_ids = _leaf_ids(g, order, Op.STATE)
+    for s in states:
+        ax = cell.states[s]
+        numel = math.prod(plan.sizes[a] for a in ax)
+        k.w(f"b_{s} = tl.zeros({k.shape(ax)}, tl.float32)")
+        k.w("if USE_H0:")
+        k.w(f"b_{s} += tl.load(p_h0_{s} + i_b * {numel} + {k.offset(ax)}, mask={k.mask(ax)}, other=0.0)"
+            ".to(tl.float32)", 2)
+    k.w("for t in range(T):")
+    k.w("if t % CHUNK == 0:", 2)
+    for s in states:
+        ax = cell.states[s]
+        numel = math.prod(plan.sizes[a] for a in ax)
+        k.w(f"tl.store(p_ck_{s} + (i_b * NC + t // CHUNK) * {numel} + {k.offset(ax)}, b_{s}, "
+            f"mask={k.mask(ax)})", 3)
+    _load_inputs(k, cell, g, order, 2)
+    for s, i in st_ids.items():
+        k.w(f"b{i} = b_{s}", 2)
+    k.compute(g, order, 2)
+    y_ax = cell.output_axes
+    y_numel = math.prod(plan.sizes[a] for a in y_ax)
+    k.w(f"tl.store(p_y + (i_b * T + t) * {y_numel} + {k.offset(y_ax)}, "
+        f"b{cell.output}.to(p_y.dtype.element_ty), mask={k.mask(y_ax)})", 2)
+    for s in states:
+        ax = cell.states[s]
+        k.w(f"b_{s} = tl.where({k.mask(ax)}, b{cell.next_state[s]}, 0.0)", 2)
+    for s in states:
+        ax = cell.states[s]
+        numel = math.prod(plan.sizes[a] for a in ax)
+        k.w(f"tl.store(p_ht_{s} + i_b * {numel} + {k.offset(ax)}, b_{s}, mask={k.mask(ax)})")
+    return "\n".join(k.lines)
+
+
+def _load_inputs(k: _Kernel, cell: Cell, g: Graph, order, indent: int) -> None:
+    for n, i in _leaf_ids(g, order, Op.INPUT).items():
+        if n.startswith(GRAD):
+            continue
+        ax = cell.inputs[n]
+        numel = math.prod(k.plan.sizes[a] for a in ax)
+        k.w(f"b{i} = tl.load(p_{n} + (i_b * T + t) * {numel} + {k.offset(ax)}, mask={k.mask(ax)}, "
+            "other=0.0).to(tl.float32)", indent)
+
+
+def missing_split(plan: Plan, axes) -> tuple[str, ...]:
+    return tuple(a for a in plan.split if a not in axes)
+
+
+def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
+    g = bwd.graph
+    states, ins, consts = list(cell.states), list(cell.inputs), list(cell.consts)
+    outs = [*bwd.d_state.values(), *bwd.d_inputs.values(), *bwd.d_consts.values()]
+    order = _needed(g, outs)
+    fwd_order = _needed(cell.graph, list(cell.next_state.values()))
+    k = _Kernel(plan)
+    sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_ck_{s}" for s in states]
+    sig += ["p_dy"] + [f"p_dht_{s}" for s in states] + [f"p_scr_{s}" for s in states]
+    sig += [f"p_d{n}" for n in ins] + [f"p_d{c}" for c in consts] + [f"p_dh0_{s}" for s in states]
+    k.lines.append("@triton.jit")
+    k.lines.append(f"def {name}_bwd_kernel(")
+    k.lines.append("    " + ", ".join(sig) + ",")
+    k.lines.append("    T, USE_DHT: tl.constexpr, CHUNK: tl.constexpr,")
+    k.lines.append("):")
+    k.prologue()
+    k.w("NC = tl.cdiv(T, CHUNK)")
+    k.w(f"pid = i_b * {plan.n_tiles} + i_s")
+    params = {**_leaf_ids(cell.graph, fwd_order, Op.PARAM), **_leaf_ids(g, order, Op.PARAM)}
+    for c, i in params.items():
+        ax = cell.consts[c]
+        k.w(f"b{i} = tl.load(p_{c} + {k.offset(ax)}, mask={k.mask(ax)}, other=0.0).to(tl.float32)  # {c}")
+    for c in consts:
+        k.w(f"b_d{c} = tl.zeros({k.shape(cell.consts[c])}, tl.float32)")
+    for s in states:
+        ax = cell.states[s]
+        numel = math.prod(plan.sizes[a] for a in ax)
+        k.w(f"b_d{s} = tl.zeros({k.shape(ax)}, tl.float32)")
+        k.w("if USE_DHT:")
+        k.w(f"b_d{s} += tl.load(p_dht_{s} + i_b * {numel} + {k.offset(ax)}, mask={k.mask(ax)}, other=0.0)", 2)
+    k.w("for i_c in range(NC):")
+    k.w("c = NC - 1 - i_c", 2)
+    k.w("t0 = c * CHUNK", 2)
+    k.w("L = tl.minimum(T - t0, CHUNK)", 2)
+    # 1) recompute the segment's states from its checkpoint into scratch
+    st_fwd = _leaf_ids(cell.graph, fwd_order, Op.STATE)
+    for s in states:
+        ax = cell.states[s]
+        numel = math.prod(plan.sizes[a] for a in ax)
+        k.w(f"b_{s} = tl.load(p_ck_{s} + (i_b * NC + c) * {numel} + {k.offset(ax)}, mask={k.mask(ax)}, "
+            "other=0.0)", 2)
+    k.w("for s in range(L):", 2)
+    k.w("t = t0 + s", 3)
+    for s in states:
+        sz = math.prod(plan.block[a] for a in cell.states[s])
+        k.w(f"tl.store(p_scr_{s} + (pid * CHUNK + s) * {sz} + {k.local_offset(cell.states[s])}, b_{s})", 3)
+    _load_inputs(k, cell, cell.graph, fwd_order, 3)
+    for s, i in st_fwd.items():
+        k.w(f"b{i} = b_{s}", 3)
+    k.compute(cell.graph, fwd_order, 3)
+    for s in states:
+        k.w(f"b_{s} = tl.where({k.mask(cell.states[s])}, b{cell.next_state[s]}, 0.0)", 3)
+    k.w("tl.debug_barrier()", 2)
+    # 2) walk the segment backwards
+    k.w("for s2 in range(L):", 2)
+    k.w("s = L - 1 - s2", 3)
+    k.w("t = t0 + s", 3)
+    for s in states:
+        sz = math.prod(plan.block[a] for a in cell.states[s])
+        i = next(j for j in order if g[j].op is Op.STATE and g[j].attr == s) \
+            if any(g[j].op is Op.STATE and g[j].attr == s for j in order) else None
+        if i is not None:
+            k.w(f"b{i} = tl.load(p_scr_{s} + (pid * CHUNK + s) * {sz} + {k.local_offset(cell.states[s])})", 3)
+        di = next((j for j in order if g[j].op is Op.STATE and g[j].attr == GRAD + s), None)
+        if di is not None:
+            k.w(f"b{di} = b_d{s}", 3)
+    _load_inputs(k, cell, g, order, 3)
+    dy = next((j for j in order if g[j].op is Op.INPUT and g[j].attr == GRAD + "y"), None)
+    if dy is not None:
+        y_ax = cell.output_axes
+        y_numel = math.prod(plan.sizes[a] for a in y_ax)
+        k.w(f"b{dy} = tl.load(p_dy + (i_b * T + t) * {y_numel} + {k.offset(y_ax)}, mask={k.mask(y_ax)}, "
+            "other=0.0).to(tl.float32)", 3)
+    k.compute(g, order, 3)
+    for n in ins:
+        ax = cell.inputs[n]
+        miss = missing_split(plan, ax)
+        nt = math.prod(plan.tiles[a] for a in miss)
+        idx = _tile_index(plan, miss)
+        numel = math.prod(plan.sizes[a] for a in ax)
+        val = f"b{bwd.d_inputs[n]}" + (f" + tl.zeros({k.shape(ax)}, tl.float32)" if g[bwd.d_inputs[n]].op
+                                        is Op.EXPAND else "")
+        k.w(f"tl.store(p_d{n} + ((i_b * T + t) * {nt} + {idx}) * {numel} + {k.offset(ax)}, "
+            f"{val}, mask={k.mask(ax)})", 3)
+    for c in consts:
+        k.w(f"b_d{c} += b{bwd.d_consts[c]}", 3)
+    for s in states:
+        k.w(f"b_d{s} = tl.where({k.mask(cell.states[s])}, b{bwd.d_state[s]}, 0.0)", 3)
+    k.w("tl.debug_barrier()", 2)
+    for s in states:
+        ax = cell.states[s]
+        numel = math.prod(plan.sizes[a] for a in ax)
+        k.w(f"tl.store(p_dh0_{s} + i_b * {numel} + {k.offset(ax)}, b_d{s}, mask={k.mask(ax)})")
+    for c in consts:
+        ax = cell.consts[c]
+        numel = math.prod(plan.sizes[a] for a in ax)
+        k.w(f"tl.store(p_d{c} + pid * {numel} + {k.offset(ax)}, b_d{c}, mask={k.mask(ax)})")
+    return "\n".join(k.lines)
+
+
+def _tile_index(plan: Plan, axes) -> str:
+    idx = "0"
+    for a in axes:
+        idx = f"({idx}) * {plan.tiles[a]} + i_{a}" if idx != "0" else f"i_{a}"
+    return idx
