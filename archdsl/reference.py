@@ -76,7 +76,7 @@ class Layout:
     def compact(self, t: torch.Tensor, axes, batch: tuple[int, ...]) -> torch.Tensor:
         t = t.expand(*batch, *self.shape(axes)) if t.dim() < len(batch) + len(self.axes) or \
             any(s == 1 and b != 1 for s, b in zip(t.shape, batch)) else t
-        return t.reshape(*batch, *(self.layer.sizes[a] for a in axes))
+        return t.reshape((*batch, *(self.layer.sizes[a] for a in axes)))  # () for a scalar
 
 
 def apply(node: Node, args: list[torch.Tensor], layout: Layout) -> torch.Tensor:
