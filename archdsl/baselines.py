@@ -63,8 +63,9 @@ def _info(cfg: ModelConfig, s: budget.Sizes, backend: str) -> dict:
 def rope(x: torch.Tensor, theta: float = ROPE_THETA) -> torch.Tensor:
     """Rotary embedding, rotate-half form: x [B, H, T, hd] -> [B, H, T, hd]."""
     T, hd = x.shape[-2], x.shape[-1]
-    inv = theta ** (-torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd)  # [hd/2]
-    ang = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv  # [T, hd/2]
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    inv = theta ** (-torch.arange(0, hd, 2, device=x.device, dtype=dtype) / hd)  # [hd/2]
+    ang = torch.arange(T, device=x.device, dtype=dtype)[:, None] * inv  # [T, hd/2]
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
