@@ -1,0 +1,278 @@
+"""``archdsl search [SPEC_OR_BASELINE…] --budget 100M --minutes 10 [--trials N] …``.
+
+Creates (or, with ``--resume``, continues) a study, runs its trials in worker processes (one per GPU,
+or ``--workers N`` on the CPU; ``--join`` adds this host's workers to a study in a database), shows a
+live table, re-trains the top-k configurations with more seeds, and writes the report.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+from archdsl.errors import ArchdslError
+
+from . import study as st
+from .space import DEFAULT_MODEL, Space, number, parse_range
+
+DEFAULT_TRIALS = 20
+#: flags that define a study: given with --resume/--join they would silently not apply, so they are refused
+DEFINING = (
+    "models",
+    "budget",
+    "minutes",
+    "data",
+    "val",
+    "objective",
+    "multi",
+    "sampler",
+    "no_prune",
+    "heads",
+    "n",
+    "depth",
+    "lr",
+    "space",
+    "set",
+    "batch",
+    "seq",
+    "eval_bytes",
+    "backend",
+    "device",
+    "align",
+    "seed",
+    "trial_timeout",
+)
+
+
+def add_arguments(p) -> None:
+    p.add_argument(
+        "models",
+        nargs="*",
+        help=f"specs or baselines to search (default {DEFAULT_MODEL}); "
+        "several make the model a categorical choice",
+    )
+    p.add_argument("--budget", help="parameter budget, e.g. 100M: every trial's width is solved to it")
+    p.add_argument("--minutes", type=float, help="training minutes of each trial (default 10)")
+    p.add_argument(
+        "--trials", type=int, help=f"trials to run (default {DEFAULT_TRIALS}; with --resume: this many more)"
+    )
+    p.add_argument("--study", help="study name (default MODEL-BUDGET); its files go to runs/<study>/")
+    p.add_argument(
+        "--storage",
+        help="database URL (postgresql://user@host/db) shared by several hosts; "
+        "default: a journal file runs/<study>/study.journal",
+    )
+    p.add_argument("--out", help="root of the run directories (default runs/)")
+    p.add_argument("--data", action="append", help="training byte file(s) (default: the embedded corpus)")
+    p.add_argument("--val", help="held-out file (default: the tail of the training data)")
+    p.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this host (CPU; default 1)")
+    p.add_argument("--objective", choices=st.OBJECTIVES, help="held-out bpb (default) or last-100 loss")
+    p.add_argument("--multi", help="second objective(s) for a Pareto front: tokens_per_s, state")
+    p.add_argument("--sampler", choices=("tpe", "cmaes"), help="Optuna sampler (default tpe)")
+    p.add_argument(
+        "--no-prune",
+        dest="no_prune",
+        action="store_true",
+        default=None,
+        help="never stop a trial early on its held-out bpb",
+    )
+    for name, example in (("heads", "4:64"), ("n", "16,32,64"), ("depth", "10:40"), ("lr", "1e-4:3e-3:log")):
+        p.add_argument(f"--{name}", metavar="RANGE", help=f"search {name} in RANGE, e.g. {example}")
+    p.add_argument(
+        "--space",
+        action="append",
+        metavar="NAME=RANGE",
+        help="search any hyper or choice, e.g. gate=none,silu or expansion=1:2",
+    )
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="fix a hyper or choice")
+    p.add_argument(
+        "--enqueue",
+        action="append",
+        metavar="K=V,…",
+        help="run this configuration first (e.g. heads=16,n=32,depth=20)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the study (--trials adds trials)")
+    p.add_argument(
+        "--join",
+        action="store_true",
+        help="only add this host's workers to an existing study (no re-runs, no report)",
+    )
+    p.add_argument("--seeds", type=int, help="extra seeds for the top-k re-runs (default 2; 0: none)")
+    p.add_argument(
+        "--top-k", dest="top_k", type=int, help="configurations re-run with more seeds (default 3)"
+    )
+    p.add_argument("--batch", type=int, help="sequences per step (trainer default 32)")
+    p.add_argument("--seq", type=int, help="bytes per sequence (trainer default 512)")
+    p.add_argument("--eval-bytes", dest="eval_bytes", type=int, help="held-out bytes scored per evaluation")
+    p.add_argument("--backend", choices=("reference", "triton"), help="cell backend of spec models")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--align", type=int, help="the solved width is a multiple of this (default 1)")
+    p.add_argument("--seed", type=int, help="seed of the sampler and of every trial (default 0)")
+    p.add_argument(
+        "--trial-timeout",
+        dest="trial_timeout",
+        type=float,
+        help="seconds after which a trial is killed (default 3x its budget + 10 min)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no live table")
+
+
+def _pairs(items, flag: str) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ArchdslError(f"{flag} expects NAME=VALUE, found '{item}'")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def new_settings(args) -> st.Settings:
+    from archdsl.budget import parse_count
+
+    if not args.budget:
+        raise ArchdslError("--budget is required for a new study, e.g. --budget 100M")
+    multi = [m.strip() for m in (args.multi or "").split(",") if m.strip()]
+    for m in multi:
+        if m not in st.MULTI:
+            raise ArchdslError(f"unknown --multi objective '{m}'; choose from {', '.join(st.MULTI)}")
+    if multi and args.sampler == "cmaes":
+        raise ArchdslError("CMA-ES is single-objective; use the default TPE sampler with --multi")
+    overrides = {k: v for k in ("heads", "n", "depth", "lr") if (v := getattr(args, k))}
+    overrides.update(_pairs(args.space, "--space"))
+    fixed = {k: number(v) for k, v in _pairs(args.set, "--set").items()}
+    s = st.Settings(
+        models=list(args.models) or [DEFAULT_MODEL],
+        budget=parse_count(args.budget),
+        minutes=args.minutes or 10.0,
+        trials=args.trials or DEFAULT_TRIALS,
+        overrides=overrides,
+        fixed=fixed,
+        data=[str(Path(d).resolve()) for d in args.data or []],
+        val=str(Path(args.val).resolve()) if args.val else None,
+    )
+    for key in (
+        "objective",
+        "sampler",
+        "batch",
+        "seq",
+        "eval_bytes",
+        "backend",
+        "device",
+        "align",
+        "seed",
+        "trial_timeout",
+        "seeds",
+        "top_k",
+    ):
+        if getattr(args, key) is not None:
+            setattr(s, key, getattr(args, key))
+    s.multi, s.prune = multi, not args.no_prune
+    if s.trials < 1 or s.minutes <= 0 or s.budget < 1:
+        raise ArchdslError("--trials, --minutes and --budget must be positive")
+    Space(s.models, {k: parse_range(k, v) for k, v in overrides.items()}, fixed)  # errors now, not per trial
+    return s
+
+
+def default_name(args) -> str:
+    models = "+".join(Path(m).stem for m in (args.models or [DEFAULT_MODEL]))
+    return f"{models}-{args.budget}" if args.budget else models
+
+
+def open_study(args, runs: Path):
+    """Create the study, or load it for --resume / --join (its stored settings apply)."""
+    import optuna
+
+    name = args.study or default_name(args)
+    storage = st.open_storage(name, args.storage, runs)
+    exists = st.study_exists(name, storage)
+    if args.resume or args.join:
+        if not exists:
+            raise ArchdslError(f"no study '{name}' in {args.storage or st.journal_path(runs, name)}")
+        given = [k for k in DEFINING if getattr(args, k, None) not in (None, [], False)]
+        if given:
+            raise ArchdslError(
+                "a continued study keeps its settings; drop "
+                + ", ".join("--" + k.replace("_", "-") for k in given),
+                hint="start a new --study to search something else",
+            )
+        study = st.load(name, storage)
+        settings = st.settings_of(study)
+        if args.resume and args.trials:
+            settings.trials = st.counts(study).finished + args.trials
+        for key in ("seeds", "top_k"):
+            if getattr(args, key) is not None:
+                setattr(settings, key, getattr(args, key))
+        if args.resume:
+            study.set_user_attr(st.SETTINGS_ATTR, settings.to_attr())
+        return study, settings, storage
+    if exists:
+        n = len(optuna.load_study(study_name=name, storage=storage).trials)
+        raise ArchdslError(
+            f"study '{name}' already exists ({n} trials)",
+            hint="pass --resume to continue it, or choose another --study",
+        )
+    settings = new_settings(args)
+    return st.create(name, storage, settings), settings, storage
+
+
+def enqueue(study, settings: st.Settings, items) -> None:
+    for item in items or []:
+        params = {k: number(v) for k, v in _pairs(item.split(","), "--enqueue").items()}
+        study.enqueue_trial(params, user_attrs={"enqueued": item})
+
+
+def recover(study, storage_url: str | None) -> None:
+    """Journal storage has no heartbeat: trials left running by a search that died are retried."""
+    if st.is_url(storage_url):
+        return  # a database storage fails stale trials itself (heartbeats); other hosts may be running
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        st.fail_and_retry(study, t, "its worker stopped before the trial ended (retried)")
+
+
+def run(args) -> int:
+    import optuna
+
+    from .live import Progress
+    from .pool import Pool
+    from .report import write_report
+    from .results import top_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    runs = st.runs_dir(args.out)
+    study, settings, storage = open_study(args, runs)
+    if args.resume:
+        recover(study, args.storage)
+    enqueue(study, settings, args.enqueue)
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    if args.workers < 1:
+        raise ArchdslError("--workers must be at least 1")
+    pool = Pool(study, args.storage, runs, gpus, args.workers)
+    progress = Progress(study, settings, quiet=args.quiet)
+    progress.header(
+        Space(
+            settings.models, {k: parse_range(k, v) for k, v in settings.overrides.items()}, settings.fixed
+        ).describe(),
+        len(pool.slots),
+    )
+    with progress:
+        pool.run(progress.tick)
+        if not args.join and settings.seeds > 0 and not settings.multi:
+            pool.reseed(settings, top_trials(study, settings.top_k), progress.tick)
+    if args.join:
+        return 0
+    where = args.storage if st.is_url(args.storage) else str(st.journal_path(runs, study.study_name))
+    md, html = write_report(study, runs / study.study_name, where)
+    progress.summary(md, html)
+    return 0 if st.counts(study).complete else 1
+
+
+if __name__ == "__main__":
+    from archdsl.cli import main
+
+    sys.exit(main(["search", *sys.argv[1:]]))
