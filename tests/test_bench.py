@@ -1,0 +1,220 @@
+"""``archdsl bench``: one fresh process per model, a results table (Markdown, JSON) and a loss plot."""
+
+import importlib.util
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from archdsl import bench
+from archdsl.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+VAL = ROOT.parent / "shared" / "data" / "corpus-val.txt.xz"
+
+FAKE_TRAIN = textwrap.dedent("""
+    # Stands in for 'archdsl train': writes <out>/result.json like the trainer, or fails like it.
+    import json, sys
+    from pathlib import Path
+    argv = sys.argv[1:]
+    model, out = argv[0], Path(argv[argv.index("--out") + 1])
+    if "--sleep" in argv:
+        import time
+        time.sleep(float(argv[argv.index("--sleep") + 1]))
+    if model == "nn-gru":
+        print("error: the device ran out of memory", file=sys.stderr)
+        sys.exit(2)
+    dim = int(argv[argv.index("--dim") + 1]) if "--dim" in argv else 0
+    curve = [(0.5 * i, 10 * i, 5.5 - 0.1 * i - 0.01 * dim) for i in range(1, 20)]
+    result = {"status": "ok", "steps": 190, "tokens": 190 * 64, "tokens_per_s": 12345.6, "last100_loss": 3.21,
+              "val_bpb": 4.56, "peak_mem_bytes": None, "params": 4242, "state_per_layer": 64,
+              "curve": curve, "info": {"model": model, "dim": dim, "depth": 2, "backend": "reference"},
+              "argv": argv}
+    print("step 190 loss 3.21")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result))
+""")
+
+
+@pytest.fixture
+def fake_trainer(tmp_path, monkeypatch):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    real = bench.train_command
+
+    def command(cfg, args, out):
+        return [sys.executable, str(script), *real(cfg, args, out)[4:]]  # drop "python -m archdsl.cli train"
+
+    monkeypatch.setattr(bench, "train_command", command)
+    return script
+
+
+def test_bench_tabulates_every_model_and_keeps_going(fake_trainer, tmp_path, capsys):
+    out = tmp_path / "bench"
+    rc = main(
+        [
+            "bench",
+            "e88:heads=2,n=8",
+            "nn-gru",
+            "fooo",
+            "llama",
+            "--params",
+            "250K",
+            "--depth",
+            "2",
+            "--steps",
+            "3",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 1  # two models failed, the others ran
+    doc = json.loads((out / "results.json").read_text())
+    rows = {r["model"]: r for r in doc["rows"]}
+    assert list(rows) == ["e88:heads=2,n=8", "nn-gru", "fooo", "llama"]
+    ok = rows["e88:heads=2,n=8"]
+    assert ok["status"] == "ok" and ok["last100_loss"] == 3.21 and ok["steps"] == 190
+    assert ok["heads"] == 2 and ok["n_state"] == 8
+    assert rows["nn-gru"]["status"] == "failed" and "ran out of memory" in rows["nn-gru"]["reason"]
+    assert rows["fooo"]["status"] == "failed" and "unknown model 'fooo'" in rows["fooo"]["reason"]
+    assert rows["llama"]["status"] == "failed" and "smallest reachable count" in rows["llama"]["reason"]
+    md = (out / "results.md").read_text()
+    header = "| " + " | ".join(bench.COLUMNS) + " |"
+    assert header in md and md.count("\n| ") == 5  # header + 4 rows
+    assert "| 3.2100 | 4.5600 | 12.3K |" in md
+    assert (out / "loss_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    argv = doc["runs"]["e88:heads=2,n=8"]["argv"]  # what the child was given
+    assert argv[argv.index("--steps") + 1] == "3" and argv[argv.index("--seed") + 1] == "0"
+    assert (out / "e88_heads_2_n_8" / "train.log").read_text().count("step 190 loss 3.21") == 1
+
+
+def test_a_run_past_its_timeout_is_stopped(fake_trainer, tmp_path):
+    out = tmp_path / "bench"
+    rc = main(
+        [
+            "bench",
+            "nn-lstm",
+            "--depth",
+            "1",
+            "--steps",
+            "1",
+            "--timeout",
+            "1",
+            "--out",
+            str(out),
+            "--train-args",
+            "--sleep 60",
+        ]
+    )
+    (r,) = json.loads((out / "results.json").read_text())["rows"]
+    assert rc == 1 and r["status"] == "failed" and "stopped after 1 s" in r["reason"]
+
+
+def test_train_command_passes_the_solved_config():
+    args = bench_args(
+        [
+            "E88_d12h32",
+            "--params",
+            "100M",
+            "--align",
+            "128",
+            "--minutes",
+            "2",
+            "--batch",
+            "32",
+            "--seq",
+            "512",
+            "--data",
+            "a.txt",
+            "b.txt",
+            "--device",
+            "cuda",
+            "--backend",
+            "triton",
+            "--train-args",
+            "--precision bf16",
+        ]
+    )
+    (entry,) = bench.entries(args)
+    cmd = bench.train_command(entry.cfg, args, Path("runs/x"))
+    assert cmd[1:5] == ["-m", "archdsl.cli", "train", "e88"]
+    flags = dict(zip(cmd[5::2], cmd[6::2]))
+    assert flags["--preset"] == "E88_d12h32" and flags["--dim"] == "3200" and flags["--minutes"] == "2.0"
+    assert flags["--backend"] == "triton" and flags["--device"] == "cuda" and flags["--depth"] == "20"
+    assert cmd[cmd.index("--data") + 1 : cmd.index("--data") + 3] == ["a.txt", "b.txt"]
+    assert cmd[-2:] == ["--precision", "bf16"]
+
+
+def bench_args(argv):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    return p.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("text", "model", "preset", "sets"),
+    [
+        ("mamba2", "mamba2", None, {}),
+        ("E88_h32n16", "e88", "E88_h32n16", {}),
+        ("e88:E88_h8n64,gate=silu", "e88", "E88_h8n64", {"gate": "silu"}),
+        ("e75:heads=8", "e75", None, {"heads": "8"}),
+    ],
+)
+def test_model_arguments(text, model, preset, sets):
+    cfg = bench.parse_model(text, bench_args(["x"]))
+    assert (cfg.model, cfg.preset, cfg.sets) == (model, preset, sets)
+
+
+def test_dry_run_prints_the_solved_sizes(capsys):
+    assert main(["bench", "E88_d12h32", "mamba2", "--params", "100M", "--align", "128", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("E88_d12h32: dim 3200, depth 20, heads 12, n 32")
+    assert "99,958,880 parameters" in out[0] and "99,629,968 parameters" in out[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("archdsl.train_cmd") is None,
+    reason="the 'archdsl train' command has not landed yet",
+)
+@pytest.mark.skipif(not VAL.exists(), reason="the team corpus is not in ../shared/data")
+def test_bench_trains_for_real(tmp_path):
+    """Two tiny models, a few seconds each, through the real 'archdsl train' on the team corpus."""
+    out = tmp_path / "bench"
+    rc = main(
+        [
+            "bench",
+            "e88:demo",
+            "nn-gru",
+            "--params",
+            "60K",
+            "--depth",
+            "2",
+            "--minutes",
+            "0.05",
+            "--batch",
+            "4",
+            "--seq",
+            "32",
+            "--data",
+            str(VAL),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
+    doc = json.loads((out / "results.json").read_text())
+    assert rc == 0, doc["rows"]
+    for r in doc["rows"]:
+        assert r["status"] == "ok" and r["steps"] > 0 and r["val_bpb"] > 0
+        assert abs(r["params"] - 60_000) <= 0.1 * 60_000
+    assert (out / "loss_vs_time.png").exists()
