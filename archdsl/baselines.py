@@ -15,6 +15,7 @@ Packages that are not installed raise ArchdslError naming the extra to install.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import sys
 import types
@@ -163,11 +164,13 @@ def import_mamba2():
     except ImportError:
         fused = False
     try:
-        importlib.import_module("selective_scan_cuda")
-    except ImportError:
-        # mamba_ssm imports Mamba1's CUDA scan at package import; Mamba2 never calls it (Triton SSD)
-        sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
-    try:
+        if importlib.util.find_spec("mamba_ssm") is None:
+            raise ModuleNotFoundError("No module named 'mamba_ssm'")
+        try:
+            importlib.import_module("selective_scan_cuda")
+        except ImportError:
+            # mamba_ssm imports Mamba1's CUDA scan at package import; Mamba2 never calls it (Triton SSD)
+            sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
         m2 = importlib.import_module("mamba_ssm.modules.mamba2")
     except Exception as e:  # ImportError, or a CUDA library that fails to load
         raise _missing("mamba2", "mamba-ssm", e) from None

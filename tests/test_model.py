@@ -1,5 +1,6 @@
 """The byte-level LM (variants.md §1) and the baselines (§5)."""
 
+import importlib.machinery
 import sys
 import types
 
@@ -190,6 +191,7 @@ def test_missing_package_is_a_user_error(model, package, monkeypatch):
 
 def fake_module(name: str, **attrs) -> types.ModuleType:
     mod = types.ModuleType(name)
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
     mod.__dict__.update(attrs)
     return mod
 
