@@ -19,6 +19,10 @@ def initialise(expr: S.Expr | None, shape: tuple[int, ...], axes: tuple[str, ...
                generator: torch.Generator | None = None) -> torch.Tensor:
     """A float32 tensor of ``shape`` from an init expression (None: xavier-uniform)."""
 
+    def scalar(e) -> float:  # a gain or an end point: on the CPU even while building on "meta"
+        with torch.device("cpu"):
+            return float(initialise(e, (), (), numbers))
+
     def ev(e) -> torch.Tensor:
         match e:
             case None:
@@ -50,10 +54,10 @@ def initialise(expr: S.Expr | None, shape: tuple[int, ...], axes: tuple[str, ...
                 if f == "xavier":
                     return torch.nn.init.xavier_uniform_(t, generator=generator)
                 if f == "orthogonal":
-                    return torch.nn.init.orthogonal_(t, gain=float(vals[0].flatten()[0]), generator=generator)
+                    return torch.nn.init.orthogonal_(t, gain=scalar(args[0]), generator=generator)
                 if f == "linspace":
                     k = axes.index(ax[0])
-                    lo, hi = float(vals[0].flatten()[0]), float(vals[1].flatten()[0])
+                    lo, hi = scalar(args[0]), scalar(args[1])
                     line = torch.linspace(lo, hi, shape[k])
                     view = [1] * len(shape)
                     view[k] = shape[k]
