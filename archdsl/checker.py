@@ -10,15 +10,18 @@ combination of choices, and validates the search space.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from archdsl import spec as S
-from archdsl.errors import ArchdslError, ArchdslWarning, did_you_mean
+from archdsl.errors import ArchdslError, ArchdslWarning, Span, add_note, did_you_mean, fmt, plural
 from archdsl.ir import Graph, Kind, LayerIR, Node, Op, ParamSpec, Projection, verify
 from archdsl.sizes import Poly, evaluate, to_poly
 
 L2_EPS = 1e-6
+MAX_AXIS = 2**31 - 1   # a tensor dimension must fit an int32 index
 
 #: per-step functions: name -> number of arguments (and whether it takes an axis, as ``sum[i]``)
 FUNCTIONS: dict[str, tuple[int, bool]] = {
@@ -87,7 +90,8 @@ def declarations(spec: S.SpecFile) -> Declarations:
             raise ArchdslError(f"a {kind} must be declared at the top level, not inside 'if'", st.span)
         if isinstance(st, (S.Hyper, S.Choice)):
             if st.name in d.hypers or st.name in d.choices:
-                raise ArchdslError(f"'{st.name}' is defined twice", st.span)
+                first = (d.hypers.get(st.name) or d.choices[st.name]).span
+                raise ArchdslError(f"'{st.name}' is defined twice; first on line {first.line}", st.span)
             (d.hypers if isinstance(st, S.Hyper) else d.choices)[st.name] = st
         if isinstance(st, S.Choice):
             if len(set(st.options)) != len(st.options):
@@ -97,14 +101,25 @@ def declarations(spec: S.SpecFile) -> Declarations:
                                    f"values", st.span, did_you_mean(st.default, st.options, "values"))
         elif isinstance(st, S.Preset):
             if st.name in d.presets:
-                raise ArchdslError(f"preset '{st.name}' is defined twice", st.span)
+                raise ArchdslError(f"preset '{st.name}' is defined twice; first on line "
+                                   f"{d.presets[st.name].span.line}", st.span)
             d.presets[st.name] = st
         elif isinstance(st, S.Search):
             d.search.extend(st.ranges)
     if "dim" not in d.hypers:
         raise ArchdslError("a spec must declare 'hyper dim = …' (the model width)",
-                           spec.header_span, "add for example: hyper dim = 512")
+                           file_span(spec), "add for example: hyper dim = 512")
     return d
+
+
+def file_span(spec: S.SpecFile, at_end: bool = False) -> Span:
+    """Where a fact about the whole file is reported: its header or first line (or last statement)."""
+    if at_end and spec.body:
+        return spec.body[-1].span
+    if spec.header_span is not None:
+        return spec.header_span
+    first = spec.source.splitlines()[0] if spec.source.strip() else ""
+    return Span(Path(spec.path).name, 1, 1, 1, len(first) + 1)
 
 
 def _choice_default(c: S.Choice) -> str:
@@ -141,7 +156,9 @@ class _Builder:
             return self.sizes_known[name]
         if name in self.lets:
             if name in self.resolving:
-                raise ArchdslError("cyclic definition: " + " -> ".join([*self.resolving, name]), ref.span)
+                cycle = " -> ".join([*self.resolving[self.resolving.index(name):], name])
+                raise ArchdslError(f"cyclic definition: {cycle}", ref.span,
+                                   "a compile-time name cannot depend on itself")
             self.resolving.append(name)
             self.sizes_known[name] = evaluate(self.lets[name].value, self.number)
             self.resolving.pop()
@@ -172,9 +189,10 @@ class _Builder:
             return self.sizes_known[key]
         ax = self.axis_decl[name]
         size = evaluate(ax.size, self.number)
-        if not float(size).is_integer() or size < 1:
-            raise ArchdslError(f"axis '{name}' has size {size}: sizes must be positive integers",
-                               ax.span, "check the hyper-parameters it is computed from")
+        if not float(size).is_integer() or not 1 <= size <= MAX_AXIS:
+            why = "a positive integer" if size < MAX_AXIS else f"at most {MAX_AXIS:,}"
+            raise ArchdslError(f"axis '{name}' has size {fmt(size)}; a size must be {why}", ax.span,
+                               "values: " + ", ".join(f"{k}={fmt(v)}" for k, v in self.hyper_values.items()))
         self.sizes_known[key] = int(size)
         return int(size)
 
@@ -205,12 +223,14 @@ class _Builder:
             elif ka == "choice" and kb == "choice":
                 value, other = self.choices[a], self.choices[b]
             else:
-                raise ArchdslError("write the choice on the left: if CHOICE == VALUE", c.span)
+                choice = a if ka == "choice" else b
+                raise ArchdslError(f"write the choice on the left: {choice} {c.op} VALUE", c.span,
+                                   "known values: " + ", ".join(self.decl.choices[choice].options))
             return (value == other) == (c.op == "==")
         if "word" in kinds:
             word = next(v for k, v in sides if k == "word")
             raise ArchdslError(f"unknown name '{word}' in a condition", c.span,
-                               did_you_mean(word, [*self.choices, *self.hyper_values, *self.lets]))
+                               did_you_mean(word, [*self.choices, *self.hyper_values, *self.lets], "names"))
         a, b = sides[0][1], sides[1][1]
         return {"==": a == b, "!=": a != b, "<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[c.op]
 
@@ -228,7 +248,9 @@ class _Builder:
         clash = (name in self.decl_of or name in self.hyper_values or name in self.lets
                  or name in self.choices or name in self.axis_decl)
         if clash:
-            raise ArchdslError(f"'{name}' is defined twice", span,
+            first = (self.decl_of.get(name) or self.lets.get(name) or self.axis_decl.get(name)
+                     or self.decl.hypers.get(name) or self.decl.choices.get(name))
+            raise ArchdslError(f"'{name}' is defined twice; first on line {first.span.line}", span,
                                "every name (hyper, let, axis, choice, value) is defined once")
         self.decl_of[name] = st
 
@@ -260,8 +282,8 @@ class _Builder:
 
     def rename(self, i: int, declared, given, span) -> int:
         if len(given) != len(declared):
-            raise ArchdslError(f"indexed with {len(given)} axes, but it has {len(declared)} "
-                               f"[{', '.join(declared)}]", span)
+            raise ArchdslError(f"indexed with {len(given)} axes [{', '.join(given)}], but it has "
+                               f"{len(declared)} [{', '.join(declared)}]", span)
         given = self.check_axes(given, span)
         mapping = tuple((d, g) for d, g in zip(declared, given) if d != g)
         for d, g in mapping:
@@ -278,7 +300,8 @@ class _Builder:
                                "(project x -> NAME[axes])", ref.span)
         if name in self.hyper_values or name in self.lets or name in self.axis_decl:
             if ref.primed or ref.axes:
-                raise ArchdslError(f"'{name}' is a compile-time number", ref.span)
+                raise ArchdslError(f"'{name}' is a compile-time number; it has no next value (') and "
+                                   "no axes", ref.span)
             return self.const(self.number(ref))
         if name in self.choices:
             raise ArchdslError(f"choice '{name}' is not a tensor; call it as a function "
@@ -332,14 +355,14 @@ class _Builder:
             state = self.decl_of[tgt.name]
             given = self.check_axes(tgt.axes, tgt.span) if tgt.axes else state.axes
             if len(given) != len(state.axes):
-                raise ArchdslError(f"state '{tgt.name}' has {len(state.axes)} axes "
-                                   f"[{', '.join(state.axes)}], found {len(given)}", tgt.span)
+                raise ArchdslError(f"state '{tgt.name}' has {plural(len(state.axes), 'axis')} "
+                                   f"[{', '.join(state.axes)}]; its update names {len(given)}", tgt.span)
         else:
             given = self.check_axes(tgt.axes, tgt.span) if tgt.axes is not None else have
         extra = [a for a in have if a not in given]
         if extra:
-            raise ArchdslError(f"shape mismatch: the right side has axes [{', '.join(have)}] but "
-                               f"'{tgt.name}{chr(39) if tgt.primed else ''}' is [{', '.join(given)}]",
+            raise ArchdslError(f"shape mismatch: the right side has axes [{', '.join(have)}], the left "
+                               f"side {tgt.name}{chr(39) if tgt.primed else ''} has [{', '.join(given)}]",
                                st.value.span, f"reduce the extra axes, e.g. sum[{extra[0]}](…)")
         missing = [a for a in given if a not in have]
         if missing:
@@ -357,7 +380,8 @@ class _Builder:
             case S.Ref():
                 return self.value(e)
             case S.Neg(arg=a):
-                return self.node(Op.NEG, (self.expr(a),), self.axes_of(self.expr(a)))
+                arg = self.expr(a)
+                return self.node(Op.NEG, (arg,), self.axes_of(arg))
             case S.BinOp(op=op, left=l, right=r):
                 if op not in _BINARY:
                     raise ArchdslError(f"'{op}' is integer arithmetic for sizes; per-step math uses "
@@ -373,13 +397,14 @@ class _Builder:
             func = self.choices[func]
             if func not in FUNCTIONS:
                 raise ArchdslError(f"choice '{e.func}' is '{func}', which is not a function", e.span,
-                                   did_you_mean(func, FUNCTIONS, "functions"))
+                                   f"call {e.func}(…) only where it is a function: inside "
+                                   f"'if {e.func} != {func} {{ … }}'")
         if func not in FUNCTIONS:
             raise ArchdslError(f"unknown function '{func}'", e.span,
                                did_you_mean(func, [*FUNCTIONS, *self.choices], "functions"))
         arity, takes_axis = FUNCTIONS[func]
         if len(e.args) != arity:
-            raise ArchdslError(f"'{func}' takes {arity} argument(s), found {len(e.args)}", e.span)
+            raise ArchdslError(f"'{func}' takes {plural(arity, 'argument')}, found {len(e.args)}", e.span)
         if takes_axis and (e.axes is None or len(e.axes) != 1):
             raise ArchdslError(f"'{func}' needs the axis it works along: {func}[AXIS](…)", e.span)
         if not takes_axis and e.axes is not None:
@@ -434,6 +459,9 @@ class _Builder:
                 self.decl_of.pop(st.name)
                 self.axis_decl[st.name] = st
         self.axis_order = tuple(self.axis_decl)
+        for st in body:   # every size is checked, in order, whether or not the step uses it
+            if isinstance(st, (S.Let, S.Axis)):
+                self.number(S.Ref(st.name, False, None, st.span))
         for st in body:
             if isinstance(st, S.Require) and not self.cond(st.cond):
                 raise ArchdslError(st.message or "requirement not met", st.span,
@@ -472,9 +500,10 @@ class _Builder:
             elif isinstance(st, S.Output):
                 outputs.append(st)
         if len(outputs) != 1:
-            where = outputs[1].span if len(outputs) > 1 else None
+            where = outputs[1].span if len(outputs) > 1 else file_span(self.spec, at_end=True)
             raise ArchdslError("a spec needs exactly one 'output NAME' (the readout projected back "
-                               f"to dim), found {len(outputs)}", where)
+                               f"to dim), found {len(outputs)}", where,
+                               "end the step with: output NAME" if not outputs else None)
         if not states:
             raise ArchdslError("a recurrent layer needs at least one 'state NAME[axes]'", outputs[0].span)
         out = outputs[0]
@@ -551,7 +580,7 @@ class _Builder:
                                        did_you_mean(f, INIT_FUNCTIONS, "initialisers"))
                 arity, takes_axis = INIT_FUNCTIONS[f]
                 if len(args) != arity:
-                    raise ArchdslError(f"'{f}' takes {arity} argument(s), found {len(args)}", e.span)
+                    raise ArchdslError(f"'{f}' takes {plural(arity, 'argument')}, found {len(args)}", e.span)
                 if takes_axis:
                     if not ax or len(ax) != 1 or ax[0] not in axes:
                         raise ArchdslError(f"'{f}' needs one axis of the parameter: {f}[AXIS](…); "
@@ -560,7 +589,7 @@ class _Builder:
                     raise ArchdslError(f"'{f}' takes no axis", e.span)
                 if f in ("xavier", "orthogonal") and len(axes) < 2:
                     raise ArchdslError(f"'{f}' initialises a matrix; this parameter has "
-                                       f"{len(axes)} axes", e.span)
+                                       f"{plural(len(axes), 'axis')} [{', '.join(axes)}]", e.span)
                 for a in args:
                     self.check_init(a, axes)
 
@@ -618,20 +647,26 @@ def configure(decl: Declarations, preset: str | None = None, overrides: Mapping[
                 settings.append((s.name, evaluate(s.value, lookup), s.span))
     for k, v in (overrides or {}).items():
         settings.append((k, _parse_value(v) if isinstance(v, str) else v, None))
+    origin = {h.name: h.span for h in decl.hypers.values()}
     for name, value, span in settings:
+        where = "" if span else f"--set {name}={value}: "
         if name in decl.choices:
             opts = decl.choices[name].options
             if value not in opts:
-                raise ArchdslError(f"'{value}' is not a value of choice '{name}'", span,
+                raise ArchdslError(f"{where}'{value}' is not a value of choice '{name}'", span,
                                    did_you_mean(str(value), opts, "values"))
             choices[name] = value
         elif name in decl.hypers:
-            if not isinstance(value, (int, float)):
-                raise ArchdslError(f"hyper '{name}' needs a number, found '{value}'", span)
-            hypers[name] = value
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ArchdslError(f"{where}hyper '{name}' needs a finite number, found '{value}'", span)
+            hypers[name], origin[name] = value, span
         else:
-            raise ArchdslError(f"unknown setting '{name}'", span,
+            raise ArchdslError(f"{where}unknown setting '{name}'; a setting names a hyper or a choice", span,
                                did_you_mean(name, [*decl.hypers, *decl.choices], "hypers and choices"))
+    dim = hypers["dim"]
+    if not (isinstance(dim, (int, float)) and math.isfinite(dim) and float(dim).is_integer() and dim >= 1):
+        where = "" if origin["dim"] else f"--set dim={dim}: "
+        raise ArchdslError(f"{where}dim is {dim}; the model width must be a positive integer", origin["dim"])
     return hypers, choices
 
 
@@ -677,7 +712,8 @@ def _search_dim(decl: Declarations, r: S.Range) -> SearchDim:
         values = []
         for v in r.domain.values:
             if not isinstance(v, S.Ref) or v.name not in opts:
-                raise ArchdslError(f"not a value of choice '{r.name}'", v.span, did_you_mean(
+                raise ArchdslError(f"'{getattr(v, 'name', fmt(getattr(v, 'value', 0)))}' is not a value of "
+                                   f"choice '{r.name}'", v.span, did_you_mean(
                     getattr(v, "name", ""), opts, "values"))
             values.append(v.name)
         return SearchDim(r.name, "categorical", values=tuple(values))
@@ -691,7 +727,8 @@ def _search_dim(decl: Declarations, r: S.Range) -> SearchDim:
         return SearchDim(r.name, "categorical", values=tuple(num(v) for v in r.domain.values))
     low, high = num(r.domain.low), num(r.domain.high)
     if low >= high:
-        raise ArchdslError(f"empty range: {low} .. {high}", r.domain.span)
+        raise ArchdslError(f"empty range: {fmt(low)} .. {fmt(high)}; the low bound comes first",
+                           r.domain.span)
     if r.domain.log and low <= 0:
         raise ArchdslError("a log range needs a positive lower bound", r.domain.span)
     is_int = isinstance(low, int) and isinstance(high, int)
@@ -715,18 +752,28 @@ def check_spec(spec: S.SpecFile) -> CheckResult:
     try:
         decl = declarations(spec)
         default = instantiate(spec)
-        presets = {name: instantiate(spec, preset=name) for name in decl.presets}
+        presets = {name: _checking(f"preset '{name}' (line {p.span.line})", spec, preset=name)
+                   for name, p in decl.presets.items()}
         names = list(decl.choices)
         combos = list(itertools.islice(itertools.product(*(decl.choices[n].options for n in names)),
-                                       MAX_COMBINATIONS))
+                                       MAX_COMBINATIONS)) if names else []
         for combo in combos:
-            instantiate(spec, overrides=dict(zip(names, combo)))
+            overrides = dict(zip(names, combo))
+            _checking(", ".join(f"{k} = {v}" for k, v in overrides.items()), spec, overrides=overrides)
         space = [_search_dim(decl, r) for r in decl.search]
         for dim, r in zip(space, decl.search):
             _check_range(spec, decl, dim, r)
     except ArchdslError as e:
         raise e.with_source(spec.source) from None
     return CheckResult(default, presets, space, 1 + len(presets) + len(combos), default.warnings)
+
+
+def _checking(what: str, spec: S.SpecFile, **config) -> Instance:
+    """``instantiate`` one configuration; an error says which one (``while checking preset 'big'``)."""
+    try:
+        return instantiate(spec, **config)
+    except ArchdslError as e:
+        raise add_note(e, f"while checking {what}") from None
 
 
 def _check_range(spec, decl, dim: SearchDim, r: S.Range) -> None:
@@ -746,5 +793,5 @@ def _check_range(spec, decl, dim: SearchDim, r: S.Range) -> None:
         try:
             instantiate(spec, overrides={dim.name: p})
         except ArchdslError as e:
-            raise ArchdslError(f"search range of '{dim.name}' includes {p}, which the spec does not "
+            raise ArchdslError(f"search range of '{dim.name}' includes {fmt(p)}, which the spec does not "
                                f"allow: {e.message}", r.span, e.hint) from None

@@ -209,6 +209,24 @@ class _ToAst(Transformer):
         return S.If(cond, tuple(body), otherwise[1] if otherwise else (), self._s(meta))
 
 
+MAX_DEPTH = 100  # nesting of expressions and blocks; the passes after the parser recurse on it
+
+
+def _check_depth(tree: lark.Tree, file: str, source: str) -> None:
+    """Reject absurd nesting with a located error instead of a RecursionError in a later pass."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ArchdslError(
+                f"expression nested more than {MAX_DEPTH} levels deep",
+                _span(file, node.meta),
+                "split it into named steps: a = …, b = f(a)",
+                source=source,
+            )
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, lark.Tree))
+
+
 def parse(source: str, path: str = "<input>") -> S.SpecFile:
     """Parse ``.rnn`` text; raise :class:`ArchdslError` with a location on any syntax error."""
     file = Path(path).name if path != "<input>" else path
@@ -216,6 +234,7 @@ def parse(source: str, path: str = "<input>") -> S.SpecFile:
         tree = _lark().parse(source)
     except lark.exceptions.UnexpectedInput as e:
         raise syntax_error(_lark(), source, file, e) from None
+    _check_depth(tree, file, source)
     items = _ToAst(file).transform(tree).children
     name, header_span = Path(path).stem, None
     body = []

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from archdsl import spec as S
-from archdsl.errors import ArchdslError, did_you_mean
+from archdsl.errors import ArchdslError, did_you_mean, fmt, plural
 
 SIZE_FUNCTIONS: dict[str, tuple[int, Callable]] = {
     "int": (1, lambda a: int(a)),
@@ -36,8 +36,10 @@ def evaluate(expr: S.Expr, lookup: Callable[[S.Ref], float | int]) -> float | in
             return v
         case S.Ref():
             if expr.primed or expr.axes:
-                raise ArchdslError(f"'{expr.name}' here must be a compile-time number, "
-                                   "not a tensor", expr.span)
+                used = expr.name + ("'" if expr.primed else "") + (f"[{', '.join(expr.axes)}]"
+                                                                   if expr.axes else "")
+                raise ArchdslError(f"a compile-time number cannot use {used}: a next value (') or axes "
+                                   "belong to the per-step math", expr.span)
             return lookup(expr)
         case S.Neg(arg=a):
             return -evaluate(a, lookup)
@@ -57,18 +59,20 @@ def evaluate(expr: S.Expr, lookup: Callable[[S.Ref], float | int]) -> float | in
                     return a // b
                 return a % b
             except ZeroDivisionError:
-                raise ArchdslError(f"division by zero in '{op}'", expr.span) from None
+                raise ArchdslError(f"division by zero: {fmt(a)} {op} {fmt(b)}", expr.span) from None
         case S.Call(func=f, args=args, axes=axes):
             if f not in SIZE_FUNCTIONS or axes:
                 raise ArchdslError(f"unknown function '{f}' in a compile-time expression", expr.span,
                                    did_you_mean(f, SIZE_FUNCTIONS, "functions"))
             arity, fn = SIZE_FUNCTIONS[f]
             if len(args) != arity:
-                raise ArchdslError(f"'{f}' takes {arity} argument(s), found {len(args)}", expr.span)
+                raise ArchdslError(f"'{f}' takes {plural(arity, 'argument')}, found {len(args)}", expr.span)
+            values = [evaluate(a, lookup) for a in args]
             try:
-                return fn(*(evaluate(a, lookup) for a in args))
+                return fn(*values)
             except (ValueError, OverflowError) as e:
-                raise ArchdslError(f"'{f}' failed: {e}", expr.span) from None
+                raise ArchdslError(f"{f}({', '.join(map(fmt, values))}) is undefined ({e})",
+                                   expr.span) from None
     raise AssertionError(expr)
 
 

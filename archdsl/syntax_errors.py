@@ -102,17 +102,19 @@ def _describe(tok: Token) -> str:
     return f"'{tok}'"
 
 
+_OPENERS = {"RPAR": "(", "RSQB": "[", "RBRACE": "{"}
+
+
 def _hint(prev: Token | None, bad: Token | None, accepts: set, prev_starts: bool) -> str | None:
-    """Likely causes: a misspelt keyword, a keyword used as a name, an unclosed bracket."""
+    """Likely causes: a misspelt keyword, an unknown statement, an unclosed bracket."""
     if prev is not None and prev.type == "NAME" and prev_starts and "EQUAL" in accepts:
         close = did_you_mean(str(prev), KEYWORDS)
         if close.startswith("did you mean"):
             return close.split("?")[0] + "?"
         return f"a statement starts with a keyword ({', '.join(KEYWORDS)}) or defines a value: {prev} = …"
-    if bad is not None and bad.type in STATEMENTS and "NAME" in accepts:
-        return f"'{bad}' is a keyword and cannot be used as a name"
-    if bad is not None and bad.type == "$END" and accepts & {"RPAR", "RSQB", "RBRACE"}:
-        return "a bracket is still open"
+    open_ = [_OPENERS[t] for t in ("RPAR", "RSQB", "RBRACE") if t in accepts]
+    if open_ and bad is not None and (bad.type == "$END" or bad.type in STATEMENTS):
+        return f"a '{open_[0]}' is still open"
     return None
 
 
@@ -153,6 +155,10 @@ def _error(parser, ip, source, file, states, prev, bad, char_error=None) -> Arch
         line, col = char_error.line, char_error.column
         span = Span(file, line, col, line, col + 1)
         what = f"character {char_error.char!r}"
+        if char_error.char == '"':
+            return ArchdslError(
+                "unterminated string: a message ends with '\"' on the same line", span, source=source
+            )
     elif bad.type == "$END":
         line = prev.end_line if prev else 1
         col = prev.end_column if prev else 1
