@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; on a GPU machine install the CUDA build of torch first (any >= 2.4).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint postgres
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,5 +21,12 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+# The distributed search test runs a private PostgreSQL server from Debian's packages: as root, install
+# them if they are missing (otherwise that one test skips and says why).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	  || echo "warning: could not install postgresql; the distributed search test will be skipped"
+
+test: lint postgres
 	$(PY) -m pytest -n 2 --dist loadgroup
