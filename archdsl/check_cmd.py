@@ -6,7 +6,7 @@ import json
 import sys
 
 from archdsl.checker import check_spec, instantiate, search_space
-from archdsl.errors import ArchdslError, format_error
+from archdsl.errors import ArchdslError, add_note, format_error
 from archdsl.ir import Kind
 from archdsl.parser import parse_file
 from archdsl.specs_path import resolve_spec
@@ -38,10 +38,21 @@ def lm_params(layer_params: int, dim: int, depth: int) -> int:
     return VOCAB * dim + dim + depth * (dim + layer_params)
 
 
+def configured(spec, preset: str | None, sets: dict):
+    """The instance for ``--preset``/``--set``; an error inside the file says which options led there."""
+    try:
+        return instantiate(spec, preset, sets)
+    except ArchdslError as e:
+        if e.span is not None:
+            options = ([f"--preset {preset}"] if preset else []) + [f"--set {k}={v}" for k, v in sets.items()]
+            add_note(e, "with " + " ".join(options))
+        raise
+
+
 def summary(path: str, preset: str | None, sets: dict, depth: int) -> dict:
     spec = parse_file(resolve_spec(path))
     result = check_spec(spec)
-    inst = instantiate(spec, preset, sets) if (preset or sets) else result.default
+    inst = configured(spec, preset, sets) if (preset or sets) else result.default
     layer = inst.layer
     kinds = layer.graph.kinds()
     named = {n: kinds[i] for n, i in layer.values.items()}
@@ -70,6 +81,8 @@ def summary(path: str, preset: str | None, sets: dict, depth: int) -> dict:
 
 def run(args) -> int:
     sets = parse_sets(args.set)
+    if args.depth < 1:
+        raise ArchdslError(f"--depth must be at least 1, found {args.depth}")
     failed = 0
     for path in args.specs:
         try:

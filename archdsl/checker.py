@@ -649,7 +649,7 @@ def configure(decl: Declarations, preset: str | None = None, overrides: Mapping[
         settings.append((k, _parse_value(v) if isinstance(v, str) else v, None))
     origin = {h.name: h.span for h in decl.hypers.values()}
     for name, value, span in settings:
-        where = "" if span else f"--set {name}={value}: "
+        where = "" if span else f"--set {name}={overrides[name]}: "
         if name in decl.choices:
             opts = decl.choices[name].options
             if value not in opts:
