@@ -72,6 +72,11 @@ class RecurrentLayer(nn.Module):
             self.out.weight.copy_(initialise(layer.output_init, (layer.dim, n_y), ("out", "in"), nums, gen))
         self._cell = None
         self.compile_options = compile_options
+        # static facts of the IR, computed once (torch.compile then traces only tensor work)
+        self._inputs = tuple(layer.inputs())
+        self._frontier = tuple(layer.frontier())
+        self._frontier_order = sorted(layer.graph.ancestors(self._frontier))
+        self._pre_order = {name: sorted(layer.graph.ancestors([node])) for name, node in layer.pre.items()}
 
     def _proj_shape(self, p: Projection) -> tuple[int, int]:
         n_out = sum(self.ir.numel(ax) for _, ax in p.outputs)
@@ -84,14 +89,13 @@ class RecurrentLayer(nn.Module):
         ir, B, T = self.ir, x.shape[0], x.shape[1]
         values: dict[str, torch.Tensor] = {}
         env: dict[int, torch.Tensor] = {}
-        layout = Layout(ir, compute_dtype(x))
+        layout = Layout(ir, compute_dtype(x), x.device)
         for k, p in enumerate(ir.projections):
             if p.source == "x":
                 src = x
             else:
                 node = ir.pre[p.source]
-                order = sorted(ir.graph.ancestors([node]))
-                evaluate(ir, order, env, self._pre_leaf(values, layout), layout)
+                evaluate(ir, self._pre_order[p.source], env, self._pre_leaf(values, layout), layout)
                 src = layout.compact(env[node], p.source_axes, (B, T)).reshape(B, T, -1).to(x.dtype)
             w = self.proj[str(k)].weight
             if str(k) in self.proj_sn:
@@ -125,10 +129,9 @@ class RecurrentLayer(nn.Module):
         """The parameter-only values the cell reads (compact shapes; fp32, or fp64 for fp64 weights)."""
         ir = self.ir
         some = next(iter(self.parameters()))
-        layout = Layout(ir, compute_dtype(some))
-        order = sorted(ir.graph.ancestors(ir.frontier()))
-        env = evaluate(ir, order, {}, self._const_leaf(layout), layout)
-        return {i: layout.compact(env[i], ir.graph[i].axes, ()) for i in ir.frontier()}
+        layout = Layout(ir, compute_dtype(some), some.device)
+        env = evaluate(ir, self._frontier_order, {}, self._const_leaf(layout), layout)
+        return {i: layout.compact(env[i], ir.graph[i].axes, ()) for i in self._frontier}
 
     # ---- the recurrence --------------------------------------------------------------------------
     def cell(self, inputs, frontier, state0):
@@ -142,7 +145,7 @@ class RecurrentLayer(nn.Module):
     def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
         B, T = x.shape[:2]
         values = self.project(x)
-        inputs = {name: values[name] for name in self.ir.inputs()}
+        inputs = {name: values[name] for name in self._inputs}
         y, final = self.cell(inputs, self.frontier_values(), state)
         y = y.reshape(B, T, -1).to(self.out.weight.dtype if not torch.is_autocast_enabled() else y.dtype)
         return self.out(y), final

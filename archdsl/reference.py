@@ -62,10 +62,10 @@ def compute_dtype(t: torch.Tensor) -> torch.dtype:
 class Layout:
     """Converts between compact tensors ``[*batch, *sizes(axes)]`` and the full layout."""
 
-    def __init__(self, layer: LayerIR, dtype: torch.dtype = torch.float32):
+    def __init__(self, layer: LayerIR, dtype: torch.dtype = torch.float32, device=None):
         self.layer = layer
         self.axes = layer.axes
-        self.dtype = dtype
+        self.dtype, self.device = dtype, device
 
     def shape(self, axes) -> list[int]:
         return [self.layer.sizes[a] if a in axes else 1 for a in self.axes]
@@ -109,7 +109,8 @@ def evaluate(layer: LayerIR, order, env: dict[int, torch.Tensor], leaf: Callable
             continue
         node = layer.graph[i]
         if node.op is Op.CONST:
-            env[i] = torch.tensor(node.attr, dtype=layout.dtype).reshape([1] * len(layout.axes))
+            env[i] = torch.tensor(node.attr, dtype=layout.dtype, device=layout.device).reshape(
+                [1] * len(layout.axes))
         elif node.op in (Op.INPUT, Op.PARAM, Op.STATE, Op.SPECTRAL_NORM):
             env[i] = leaf(i, node)
         else:
@@ -130,7 +131,7 @@ def reference_cell(layer: LayerIR, inputs: Mapping[str, torch.Tensor], frontier:
     any_input = next(iter(inputs.values()))
     B, T = any_input.shape[:2]
     dev, dt = any_input.device, compute_dtype(any_input)
-    layout = Layout(layer, dt)
+    layout = Layout(layer, dt, dev)
     kinds = g.kinds()
     cell = sorted(i for i in layer.cell_nodes() if kinds[i] != Kind.CONST or g[i].op is Op.CONST)
     states = {}

@@ -18,15 +18,27 @@ from .plan import Plan, make_plan
 from .source import emit_module
 
 
-def compile_cell(layer: LayerIR, chunk: int = 16, tile: int | None = None):
+def compile_cell(layer: LayerIR, chunk: int = 16, tile: int | None = None, num_warps: int | None = None):
+    """The layer's cell as a callable ``(inputs, frontier, state0) -> (y, final states)``.
+
+    ``chunk``: checkpoint stride C of the backward (extra memory O(B * state * T / C)).
+    ``tile``/``num_warps``: the block of the split axis and the warps per program; when both are
+    None they are measured on the first CUDA call (``codegen/tune.py``)."""
+    if tile is None and num_warps is None:
+        from .tune import TunedCell
+        return TunedCell(layer, chunk, build_cell)
+    return build_cell(layer, chunk, tile, num_warps)
+
+
+def build_cell(layer: LayerIR, chunk: int, tile: int | None, num_warps: int | None):
     from .runtime import CompiledCell, load_module
 
     cell = extract_cell(layer)
     backward = derive_backward(cell)
-    plan = make_plan(cell, chunk=chunk, tile=tile)
+    plan = make_plan(cell, chunk=chunk, tile=tile, num_warps=num_warps)
     source = emit_module(layer, cell, backward, plan)
     module, digest, path = load_module(source, layer.name)
     return CompiledCell(cell, backward, plan, module, digest, path)
 
 
-__all__ = ["Plan", "compile_cell", "emit_module", "make_plan"]
+__all__ = ["Plan", "build_cell", "compile_cell", "emit_module", "make_plan"]

@@ -29,6 +29,7 @@ class Plan:
     block: dict                             # axis -> block size (power of two)
     tiles: dict                             # split axis -> number of tiles
     chunk: int                              # checkpoint stride C of the backward
+    num_warps: int = 4
 
     @property
     def n_tiles(self) -> int:
@@ -40,7 +41,8 @@ class Plan:
     def describe(self, states: dict) -> dict:
         return {"strategy": self.strategy, "split_axes": list(self.split),
                 "blocks": dict(self.block), "grid": f"(B, {self.n_tiles})",
-                "state_bytes_per_program": self.state_bytes(states), "checkpoint_stride": self.chunk}
+                "state_bytes_per_program": self.state_bytes(states), "checkpoint_stride": self.chunk,
+                "num_warps": self.num_warps}
 
 
 def splittable_axes(cell: Cell) -> tuple[str, ...]:
@@ -55,7 +57,8 @@ def splittable_axes(cell: Cell) -> tuple[str, ...]:
     return tuple(a for a in cell.axes if a not in mixed and all(a in ax for ax in must_have))
 
 
-def make_plan(cell: Cell, chunk: int = 16, tile: int | None = None, max_tile: int = 16) -> Plan:
+def make_plan(cell: Cell, chunk: int = 16, tile: int | None = None, max_tile: int = 8,
+              num_warps: int | None = None) -> Plan:
     """``tile``: the block of the last split axis (None: up to ``max_tile``); other split axes get 1."""
     split = splittable_axes(cell)
     block, tiles = {}, {}
@@ -66,4 +69,7 @@ def make_plan(cell: Cell, chunk: int = 16, tile: int | None = None, max_tile: in
             block[a], tiles[a] = b, math.ceil(size / b)
         else:
             block[a] = next_pow2(size)
-    return Plan("fused sequential loop", cell.axes, dict(cell.sizes), split, block, tiles, max(1, int(chunk)))
+    state_elems = max(math.prod(block[a] for a in ax) for ax in cell.states.values())
+    warps = num_warps or max(1, min(8, state_elems // 512))
+    return Plan("fused sequential loop", cell.axes, dict(cell.sizes), split, block, tiles, max(1, int(chunk)),
+                warps)

@@ -3,6 +3,7 @@ launchers, the ``torch.autograd.Function`` and a ``torch.library`` custom op."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -62,9 +63,14 @@ class CompiledCell:
             v = (state0 or {}).get(s)
             h0.append(v.float().contiguous() if v is not None else
                       torch.zeros(B, *(self.cell.sizes[a] for a in self.cell.states[s]), device=xs[0].device))
-        outs = _CellFunction.apply(self, len(xs), len(cs), *xs, *cs, *h0)
-        y, finals = outs[0], outs[1:]
+        outs = self.op(xs, cs, h0)
+        y, finals = outs[0], outs[1:1 + len(h0)]
         return y, dict(zip(self.state_names, finals))
+
+    @functools.cached_property
+    def op(self):
+        """The cell as a ``torch.library`` custom op (so torch.compile keeps it as one node)."""
+        return _register_op(self)
 
     # ---- launchers -----------------------------------------------------------------------------
     def forward(self, xs, cs, h0):
@@ -77,7 +83,7 @@ class CompiledCell:
         ck = [torch.empty(B, nc, *(cell.sizes[a] for a in cell.states[s]), device=dev)
               for s in self.state_names]
         self.module.fwd_kernel[(B, plan.n_tiles)](*xs, *cs, *h0, y, *ht, *ck, T, USE_H0=True,
-                                                   CHUNK=plan.chunk)
+                                                   CHUNK=plan.chunk, num_warps=plan.num_warps)
         return y, ht, ck
 
     def backward(self, xs, cs, ck, dy, dht):
@@ -93,10 +99,10 @@ class CompiledCell:
             dxs.append(torch.empty(B, T, nt, *x.shape[2:], device=dev))
         dcs = [torch.zeros(B * plan.n_tiles, *c.shape, device=dev) for c in cs]
         dh0 = [torch.empty(B, *(cell.sizes[a] for a in cell.states[s]), device=dev) for s in self.state_names]
-        use_dht = any(d is not None for d in dht)
-        dht = [d.float().contiguous() if d is not None else torch.zeros_like(h) for d, h in zip(dht, dh0)]
+        dht = [d.float().contiguous() for d in dht]
         self.module.bwd_kernel[(B, plan.n_tiles)](*xs, *cs, *ck, dy.contiguous(), *dht, *scr, *dxs, *dcs, *dh0,
-                                                   T, USE_DHT=use_dht, CHUNK=plan.chunk)
+                                                   T, USE_DHT=True, CHUNK=plan.chunk,
+                                                   num_warps=plan.num_warps)
         dxs = [d.sum(2).to(x.dtype) for d, x in zip(dxs, xs)]
         dcs = [d.sum(0).to(c.dtype) for d, c in zip(dcs, cs)]
         return dxs, dcs, dh0
@@ -116,23 +122,61 @@ def _ntiles(plan: Plan, axes) -> int:
     return out
 
 
-class _CellFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, compiled: CompiledCell, n_x: int, n_c: int, *tensors):
-        xs, cs, h0 = tensors[:n_x], tensors[n_x:n_x + n_c], tensors[n_x + n_c:]
-        y, ht, ck = compiled.forward(xs, cs, h0)
-        ctx.compiled, ctx.n = compiled, (n_x, n_c, len(h0))
-        ctx.save_for_backward(*xs, *cs, *ck)
-        return (y, *ht)
+def _register_op(cc: CompiledCell):
+    """``archdsl::cell_<hash>(xs, cs, h0) -> [y, *final states, *checkpoints]`` with its autograd."""
+    name = f"archdsl::cell_{cc.hash}_{cc.plan.chunk}_{cc.plan.num_warps}_{cc.plan.n_tiles}"
+    n_s = len(cc.state_names)
+    cell = cc.cell
 
-    @staticmethod
-    def backward(ctx, dy, *dht):
-        n_x, n_c, n_s = ctx.n
+    @torch.library.custom_op(name, mutates_args=())
+    def op(xs: list[torch.Tensor], cs: list[torch.Tensor], h0: list[torch.Tensor]) -> list[torch.Tensor]:
+        y, ht, ck = cc.forward(xs, cs, h0)
+        return [y, *ht, *ck]
+
+    @op.register_fake
+    def _(xs, cs, h0):
+        B, T = xs[0].shape[:2]
+        nc = -(-T // cc.plan.chunk)
+        y = xs[0].new_empty(B, T, *(cell.sizes[a] for a in cell.output_axes))
+        ht = [xs[0].new_empty(B, *(cell.sizes[a] for a in cell.states[s]), dtype=torch.float32)
+              for s in cc.state_names]
+        ck = [xs[0].new_empty(B, nc, *(cell.sizes[a] for a in cell.states[s]), dtype=torch.float32)
+              for s in cc.state_names]
+        return [y, *ht, *ck]
+
+    def setup_context(ctx, inputs, output):
+        xs, cs, _ = inputs
+        ctx.n = (len(xs), len(cs))
+        ctx.save_for_backward(*xs, *cs, *output[1 + n_s:])
+
+    def backward(ctx, grads):
+        n_x, n_c = ctx.n
         saved = ctx.saved_tensors
         xs, cs, ck = saved[:n_x], saved[n_x:n_x + n_c], saved[n_x + n_c:]
+        dy, dht = grads[0], list(grads[1:1 + n_s])
         if dy is None:
-            dy = torch.zeros(1, device=xs[0].device).expand(*xs[0].shape[:2],
-                                                            *(ctx.compiled.cell.sizes[a]
-                                                              for a in ctx.compiled.cell.output_axes))
-        dxs, dcs, dh0 = ctx.compiled.backward(xs, cs, ck, dy, list(dht))
-        return (None, None, None, *dxs, *dcs, *dh0)
+            dy = xs[0].new_zeros(*xs[0].shape[:2], *(cell.sizes[a] for a in cell.output_axes))
+        dht = [d if d is not None else torch.zeros_like(c[:, 0]) for d, c in zip(dht, ck)]
+        grads = bwd_op(list(xs), list(cs), list(ck), dy, dht)
+        return grads[:n_x], grads[n_x:n_x + n_c], grads[n_x + n_c:]
+
+    bwd_op = _register_bwd_op(cc, name)
+    op.register_autograd(backward, setup_context=setup_context)
+    return op
+
+
+def _register_bwd_op(cc: CompiledCell, name: str):
+    """The backward as its own custom op, so that tracing the backward never launches a kernel."""
+
+    @torch.library.custom_op(name + "_bwd", mutates_args=())
+    def bwd(xs: list[torch.Tensor], cs: list[torch.Tensor], ck: list[torch.Tensor], dy: torch.Tensor,
+            dht: list[torch.Tensor]) -> list[torch.Tensor]:
+        dxs, dcs, dh0 = cc.backward(xs, cs, ck, dy, dht)
+        return [*dxs, *dcs, *dh0]
+
+    @bwd.register_fake
+    def _(xs, cs, ck, dy, dht):
+        return [*(torch.empty_like(x) for x in xs), *(torch.empty_like(c) for c in cs),
+                *(torch.empty_like(d, dtype=torch.float32) for d in dht)]
+
+    return bwd

@@ -58,8 +58,15 @@ def _tanh(x):
 
 
 @triton.jit
+def _log1p(u):
+    # log(1 + u) to a few ulps for small u (Goldberg): the rounding of 1 + u cancels out
+    w = 1.0 + u
+    return tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
+
+
+@triton.jit
 def _softplus(x):
-    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+    return tl.maximum(x, 0.0) + _log1p(tl.exp(-tl.abs(x)))
 '''
 
 

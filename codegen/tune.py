@@ -1,0 +1,74 @@
+"""Choosing a plan by measuring it: on the first CUDA call, time forward+backward of a few
+(tile, warps) candidates at the call's batch size and keep the fastest. Results are cached on disk
+per (IR fingerprint, checkpoint stride, GPU, batch); sequence length is not part of the key."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from .runtime import cache_dir
+
+CANDIDATES = ((8, 1), (16, 1), (4, 1), (16, 2), (32, 2), (32, 4))
+TUNE_T = 128   # steps timed per candidate: per-step cost does not depend on T
+
+
+def _cache_file():
+    return cache_dir().parent / "autotune.json"
+
+
+def _load() -> dict:
+    try:
+        return json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _store(key: str, value) -> None:
+    data = _load()
+    data[key] = value
+    tmp = _cache_file().with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, _cache_file())
+
+
+class TunedCell:
+    """A compiled cell whose tile and warps are chosen by measurement on the first CUDA call."""
+
+    def __init__(self, layer, chunk: int, build):
+        self.layer, self.chunk, self.build = layer, chunk, build
+        self.chosen = None
+
+    def __call__(self, inputs, frontier, state0=None):
+        if self.chosen is None:
+            self.chosen = self._choose(inputs, frontier)
+        return self.chosen(inputs, frontier, state0)
+
+    def _choose(self, inputs, frontier):
+        x = next(iter(inputs.values()))
+        if x.device.type != "cuda":
+            return self.build(self.layer, self.chunk, None, None)
+        key = f"{self.layer.fingerprint()}|C{self.chunk}|{torch.cuda.get_device_name(x.device)}|B{x.shape[0]}"
+        cached = _load().get(key)
+        if cached:
+            return self.build(self.layer, self.chunk, *cached)
+        from triton.testing import do_bench
+        short = {k: v[:, :TUNE_T].detach().requires_grad_(True) for k, v in inputs.items()}
+        best, seen = None, set()
+        for tile, warps in CANDIDATES:
+            cc = self.build(self.layer, self.chunk, tile, warps)
+            if (cc.plan.n_tiles, warps) in seen:
+                continue
+            seen.add((cc.plan.n_tiles, warps))
+
+            def step(cc=cc):
+                y = cc(short, frontier)[0]
+                torch.autograd.grad(y, list(short.values()), torch.ones_like(y))
+
+            ms = do_bench(step, warmup=3, rep=20)
+            if best is None or ms < best[0]:
+                best = (ms, tile, warps, cc)
+        _store(key, [best[1], best[2]])
+        return best[3]

@@ -1,0 +1,67 @@
+"""One harness for every spec: the compiled layer against the reference layer.
+
+Compares the output, every final state and every gradient (input, parameters, initial state) with a
+relative-RMS-error ratio (flash-linear-attention's ``assert_close`` style): NaN never passes, and one
+log line per tensor says how close it was.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from archdsl.layer import RecurrentLayer
+
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+
+
+def rel_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    a, e = actual.double(), expected.double()
+    return ((a - e).pow(2).mean().sqrt() / e.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+
+
+def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, tol: float) -> float:
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert torch.isfinite(actual).all(), f"{name}: non-finite values in the kernel's result"
+    err = rel_rms(actual, expected)
+    print(f"{name:>24}: rel-rms {err:.2e} (tol {tol:.0e})")
+    assert err <= tol or expected.abs().max() == 0 and actual.abs().max() == 0, \
+        f"{name}: relative RMS error {err:.3e} > {tol:.0e}"
+    return err
+
+
+def compare_backends(layer, B: int, T: int, dtype=torch.float32, seed: int = 0, chunk: int = 4,
+                     device: str = "cpu") -> dict[str, float]:
+    """Run reference and compiled layers with the same weights; assert everything agrees."""
+    torch.manual_seed(seed)
+    ref = RecurrentLayer(layer, seed=seed).to(device)
+    ker = RecurrentLayer(layer, backend="triton", seed=seed, chunk=chunk, tile=None, num_warps=1).to(device)
+    ker.load_state_dict(ref.state_dict())
+    x = torch.randn(B, T, layer.dim, device=device)
+    h0 = {s: 0.5 * torch.randn(B, *(layer.sizes[a] for a in ax), device=device) for s, ax in layer.states.items()}
+    tol = TOLERANCE[dtype]
+    errors = {}
+
+    def run(model, xx):
+        xx = xx.detach().to(dtype).requires_grad_(True)
+        hh = {k: v.clone().requires_grad_(True) for k, v in h0.items()}
+        if dtype != torch.float32:
+            model = model.to(dtype)
+        y, final = model(xx, hh)
+        return xx, hh, y.float(), {k: v.float() for k, v in final.items()}
+
+    x1, h1, y1, f1 = run(ref, x)
+    x2, h2, y2, f2 = run(ker, x)
+    errors["y"] = assert_close("y", y2, y1, tol)
+    for s in f1:
+        errors[f"state {s}"] = assert_close(f"final {s}", f2[s], f1[s], tol)
+    w = torch.randn_like(y1)
+    loss1 = (y1 * w).sum() + sum((v * v).sum() for v in f1.values())
+    loss2 = (y2 * w).sum() + sum((v * v).sum() for v in f2.values())
+    names = ["dx", *(f"dh0 {s}" for s in h1), *(f"d{n}" for n, _ in ref.named_parameters())]
+    g1 = torch.autograd.grad(loss1, [x1, *h1.values(), *ref.parameters()], allow_unused=True)
+    g2 = torch.autograd.grad(loss2, [x2, *h2.values(), *ker.parameters()], allow_unused=True)
+    for name, a, b in zip(names, g2, g1):
+        assert b is not None and a is not None, f"{name}: no gradient (a silently frozen parameter?)"
+        errors[name] = assert_close(name, a.float(), b.float(), tol)
+        assert b.abs().sum() > 0, f"{name}: zero gradient in the reference"
+    return errors
