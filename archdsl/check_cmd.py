@@ -6,7 +6,7 @@ import json
 import sys
 
 from archdsl.checker import check_spec, instantiate, search_space
-from archdsl.errors import ArchdslError, add_note, format_error
+from archdsl.errors import ArchdslError, add_note, format_error, plural
 from archdsl.ir import Kind
 from archdsl.parser import parse_file
 from archdsl.specs_path import resolve_spec
@@ -97,7 +97,7 @@ def run(args) -> int:
         for w in info["warnings"]:
             print(w, file=sys.stderr)
         hypers = ", ".join(f"{k}={v}" for k, v in {**info["hypers"], **info["choices"]}.items())
-        print(f"{info['spec']}: ok ({info['configurations_checked']} configurations checked)")
+        print(f"{info['spec']}: ok ({plural(info['configurations_checked'], 'configuration')} checked)")
         print(f"  {info['name']}: {hypers}")
         print(f"  layer params   {info['layer_params']:,} = {info['layer_params_formula']}")
         print(f"  LM params      {info['params']:,} (depth {info['depth']}, dim {info['dim']})")
