@@ -7,6 +7,7 @@ live table, re-trains the top-k configurations with more seeds, and writes the r
 
 from __future__ import annotations
 
+import random
 import sys
 import warnings
 from pathlib import Path
@@ -252,7 +253,9 @@ def run(args) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.workers < 1:
         raise ArchdslError("--workers must be at least 1")
-    pool = Pool(study, args.storage, runs, gpus, args.workers)
+    # a joining host's workers draw other random numbers than the first host's (their index seeds them)
+    first = random.randrange(1000, 1_000_000) if args.join else 0
+    pool = Pool(study, args.storage, runs, gpus, args.workers, first)
     progress = Progress(study, settings, quiet=args.quiet)
     progress.header(
         Space(

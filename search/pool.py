@@ -50,13 +50,18 @@ def slot_env(slot: Slot, n_slots: int, base: dict) -> dict:
 
 class Pool:
     def __init__(
-        self, study: optuna.Study, storage: str | None, runs: Path, gpus: list[str] | None, workers: int
+        self,
+        study: optuna.Study,
+        storage: str | None,
+        runs: Path,
+        gpus: list[str] | None,
+        workers: int,
+        first: int = 0,
     ):
+        """``first``: index of the first worker (it seeds the sampler: a joining host picks another)."""
         self.study, self.storage, self.runs = study, storage, runs
-        gpus = gpus or []
-        self.slots = (
-            [Slot(i, g) for i, g in enumerate(gpus)] if gpus else [Slot(i, None) for i in range(workers)]
-        )
+        gpus = gpus or [None] * workers
+        self.slots = [Slot(first + i, g) for i, g in enumerate(gpus)]
         self.base_env = trial_env(runs, study.study_name)
 
     def start(self, slot: Slot) -> None:

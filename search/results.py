@@ -170,6 +170,10 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
         return {}, "no searched parameter took more than one value"
     try:
         target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-        return optuna.importance.get_param_importances(study, target=target, params=sorted(varied)), ""
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # needs no scikit-learn
+        imp = optuna.importance.get_param_importances(
+            study, evaluator=evaluator, target=target, params=sorted(varied)
+        )
+        return imp, ""
     except (ValueError, RuntimeError, ZeroDivisionError) as e:
         return {}, f"could not be computed: {e}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from archdsl.errors import ArchdslError
 
 SETTINGS_ATTR = "archdsl"
 JOURNAL = "study.journal"
-HEARTBEAT_S = 10  # seconds between heartbeats of a running trial (RDB storage)
-GRACE_S = 30  # a running trial without a heartbeat for this long is failed and retried
+HEARTBEAT_S = 10  # seconds between heartbeats of a running trial (RDB storage; $ARCHDSL_HEARTBEAT_S)
+GRACE_S = 60  # a running trial without a heartbeat this long is failed and retried ($ARCHDSL_GRACE_S)
 MAX_RETRY = 3
 #: the second objective of a multi-objective study and its direction
 MULTI = {"tokens_per_s": "maximize", "state": "minimize"}
@@ -92,25 +93,40 @@ def journal_path(runs: Path, study: str) -> Path:
     return runs / study / JOURNAL
 
 
+def _retry_callback() -> dict:
+    """Queue a trial whose heartbeat stopped again (Optuna >= 4.9 names; the older ones before)."""
+    try:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        return {"heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
+    except ImportError:
+        from optuna.storages import RetryFailedTrialCallback
+
+        return {"failed_trial_callback": RetryFailedTrialCallback(max_retry=MAX_RETRY)}
+
+
 def open_storage(study: str, storage: str | None, runs: Path):
     """The journal file under ``runs/<study>/`` (or a given journal path), or an RDB storage URL."""
     if is_url(storage):
-        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+        from optuna.storages import RDBStorage
 
         try:
             return RDBStorage(
                 _driver_url(storage),
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                heartbeat_interval=int(os.environ.get("ARCHDSL_HEARTBEAT_S", HEARTBEAT_S)),
+                grace_period=int(os.environ.get("ARCHDSL_GRACE_S", GRACE_S)),
                 engine_kwargs={"pool_pre_ping": True},
+                **_retry_callback(),
             )
         except ImportError as e:
             raise ArchdslError(
-                f"storage {storage}: {e}", hint="pip install 'archdsl[search]' (psycopg for PostgreSQL)"
+                f"storage {hide_password(storage)}: {e}",
+                hint="pip install 'archdsl[search]' (psycopg for PostgreSQL)",
             ) from None
         except Exception as e:  # SQLAlchemy's connection errors: say which URL and why, briefly
-            raise ArchdslError(f"cannot open storage {storage}: {str(e).splitlines()[0]}") from None
+            raise ArchdslError(
+                f"cannot open storage {hide_password(storage)}: {str(e).splitlines()[0]}"
+            ) from None
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -148,12 +164,15 @@ def settings_of(study: optuna.Study) -> Settings:
 
 # ---- sampler and pruner ---------------------------------------------------------------------------
 def make_sampler(settings: Settings, worker: int = 0):
+    """TPE (multivariate, grouped for conditional spaces, a constant liar for parallel workers) or CMA-ES."""
     seed = settings.seed + worker
-    if settings.sampler == "cmaes":
-        # CMA-ES samples the numeric dimensions jointly; categoricals fall back to random sampling
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if settings.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if settings.sampler == "cmaes":
+            # CMA-ES samples the numeric dimensions jointly; categoricals fall back to random sampling
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        if settings.sampler == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
     raise ArchdslError(f"unknown sampler '{settings.sampler}'; choose tpe or cmaes")
 
 

@@ -226,7 +226,13 @@ class Worker:
             if c.waiting == 0 and c.finished + c.running >= target:
                 time.sleep(POLL_S)  # the last trials run elsewhere; wait in case one is retried
                 continue
-            self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))
+            try:
+                self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as e:
+                if isinstance(e, ValueError) and "Cannot tell" not in str(e):
+                    raise
+                # another worker failed this trial as stale (its heartbeat was late); it was retried
+                print(f"archdsl search: {self.name}: {e}", file=sys.stderr)
 
 
 def serve(study_name: str, storage: str | None, runs: Path, worker: int) -> int:
