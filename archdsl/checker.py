@@ -498,6 +498,9 @@ class _Builder:
                 else:
                     self.declare(t.name, st, t.span)
             elif isinstance(st, S.Output):
+                if st.options.bias or st.options.spectral_norm is not None:
+                    raise ArchdslError("the output projection takes only 'init' (no bias, no spectral_norm)",
+                                       st.span, f"write: output {st.name} [init EXPR]")
                 outputs.append(st)
         if len(outputs) != 1:
             where = outputs[1].span if len(outputs) > 1 else file_span(self.spec, at_end=True)
