@@ -232,7 +232,7 @@ def run_one(entry: Entry, args, out: Path, echo=print) -> dict:
                 watchdog.cancel()
     if watchdog and watchdog.finished.is_set() and rc != 0:
         return {"status": "failed", "message": f"stopped after {timeout:.0f} s (--timeout)"}
-    if rc == 0 and result_path.exists():
+    if result_path.exists():  # a run that stopped early (non-finite, interrupted) says so in its status
         return json.loads(result_path.read_text())
     reason = next((t for t in reversed(tail) if t.startswith("error") or ": error:" in t), None)
     reason = reason or next((t for t in reversed(tail) if t.strip()), "no output")
@@ -276,7 +276,7 @@ def _si(v, digits=2) -> str:
     for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(v) >= scale:
             return f"{v / scale:.{digits}f}{unit}"
-    return f"{v:g}"
+    return f"{v:.0f}" if isinstance(v, float) else str(v)
 
 
 def cells(r: dict) -> list[str]:

@@ -1,6 +1,5 @@
 """``archdsl bench``: one fresh process per model, a results table (Markdown, JSON) and a loss plot."""
 
-import importlib.util
 import json
 import sys
 import textwrap
@@ -181,13 +180,9 @@ def test_dry_run_prints_the_solved_sizes(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("archdsl.train_cmd") is None,
-    reason="the 'archdsl train' command has not landed yet",
-)
 @pytest.mark.skipif(not VAL.exists(), reason="the team corpus is not in ../shared/data")
 def test_bench_trains_for_real(tmp_path):
-    """Two tiny models, a few seconds each, through the real 'archdsl train' on the team corpus."""
+    """A spec and a baseline, two seconds each, through the real 'archdsl train' on the team corpus."""
     out = tmp_path / "bench"
     rc = main(
         [
@@ -199,7 +194,7 @@ def test_bench_trains_for_real(tmp_path):
             "--depth",
             "2",
             "--minutes",
-            "0.05",
+            "0.03",
             "--batch",
             "4",
             "--seq",
@@ -210,11 +205,16 @@ def test_bench_trains_for_real(tmp_path):
             "cpu",
             "--out",
             str(out),
+            "--train-args",
+            "--eval-bytes 4K --log-every 1",
         ]
     )
     doc = json.loads((out / "results.json").read_text())
     assert rc == 0, doc["rows"]
     for r in doc["rows"]:
-        assert r["status"] == "ok" and r["steps"] > 0 and r["val_bpb"] > 0
+        assert r["status"] == "ok" and r["steps"] > 0 and r["val_bpb"] > 0 and r["tokens_per_s"] > 0
         assert abs(r["params"] - 60_000) <= 0.1 * 60_000
-    assert (out / "loss_vs_time.png").exists()
+        run = doc["runs"][r["model"]]
+        assert run["params"] == r["params"] and len(run["curve"]) == r["steps"]
+    assert doc["rows"][0]["heads"] == 4 and doc["rows"][0]["n_state"] == 16  # the demo preset's
+    assert (out / "loss_vs_time.png").stat().st_size > 10_000
