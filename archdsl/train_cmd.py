@@ -1,0 +1,169 @@
+"""``archdsl train MODEL [--preset NAME | --params 100M --heads 12 --n 32 --depth 20 --set k=v …]
+(--minutes M | --steps N | --tokens N) [--data PATH…] [--val PATH] [--device cuda|cpu] [--out DIR]
+[--resume] [--backend reference|triton] [--batch --seq --lr --optimizer --precision --weights --seed]``."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from archdsl.check_cmd import parse_sets
+from archdsl.errors import ArchdslError
+
+EXIT = {"ok": 0, "pruned": 0, "nonfinite": 1, "interrupted": 130}
+
+
+def add_arguments(p) -> None:
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a spec (path or bundled name) or a baseline "
+        "(mamba2, fla-gdn, llama, lstm, gru, nn-lstm, nn-gru)",
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--preset", help="a named configuration of the spec")
+    m.add_argument("--params", help="parameter budget (250K, 100M, 1.3B): the width is solved")
+    m.add_argument("--dim", type=int, help="width (default: the preset's or the spec's)")
+    m.add_argument("--heads", type=int, help="shorthand for --set heads=H")
+    m.add_argument("--n", type=int, help="shorthand for --set n=N (state size per head)")
+    m.add_argument("--expansion", type=float, help="shorthand for --set expansion=E")
+    m.add_argument("--depth", type=int, default=20, help="layers (default 20)")
+    m.add_argument(
+        "--align", type=int, default=1, help="a solved width is a multiple of this (research: 128)"
+    )
+    m.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
+    m.add_argument("--backend", default="reference", help="spec cell backend: reference | triton")
+    b = p.add_argument_group("budget (exactly one)").add_mutually_exclusive_group(required=True)
+    b.add_argument("--minutes", type=float, help="timed training minutes (warm-up and evaluation excluded)")
+    b.add_argument("--steps", type=int, help="training steps")
+    b.add_argument("--tokens", help="training tokens, e.g. 50M (rounded up to whole steps)")
+    t = p.add_argument_group("training")
+    t.add_argument(
+        "--data",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="byte files read as one stream: text, .bin, .npy, or any of them .xz "
+        "(default: the embedded demo corpus)",
+    )
+    t.add_argument(
+        "--val", metavar="PATH", help="held-out file (default: the last 1%% of the training stream)"
+    )
+    t.add_argument("--device", default="auto", help="cuda | cpu (default: cuda when available)")
+    t.add_argument("--out", help="run directory (default runs/MODEL[-PRESET])")
+    t.add_argument(
+        "--resume", action="store_true", help="continue the checkpoint in --out, same total budget"
+    )
+    t.add_argument("--batch", type=int, default=32, help="windows per step (default 32)")
+    t.add_argument("--seq", type=int, default=512, help="bytes per window (default 512)")
+    t.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    t.add_argument(
+        "--optimizer", default="schedulefree", help="schedulefree (default) | adamw (warmup + cosine)"
+    )
+    t.add_argument("--warmup", type=int, default=0, help="LR warm-up steps (default 0)")
+    t.add_argument(
+        "--precision", default="auto", help="autocast: bf16 | fp32 (default: bf16 on CUDA, fp32 on CPU)"
+    )
+    t.add_argument("--weights", default="fp32", help="master weights: fp32 (default) | bf16")
+    t.add_argument("--seed", type=int, default=0, help="seed of the data order and of the initialisation")
+    t.add_argument("--eval-bytes", default="1M", help="held-out bytes scored at the end (default 1M)")
+    t.add_argument("--checkpoint-every", type=float, default=600.0, help="seconds between checkpoints (600)")
+    t.add_argument("--log-every", type=int, default=10, help="steps per log line (default 10)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (off the clock)")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
+
+
+def configs(args):
+    """The ModelConfig and TrainConfig that the flags describe."""
+    from archdsl.budget import parse_count
+    from archdsl.model import ModelConfig
+    from archdsl.train import TrainConfig
+
+    sets: dict[str, object] = dict(parse_sets(args.set))
+    for name in ("heads", "n", "expansion"):
+        if getattr(args, name) is not None:
+            sets[name] = getattr(args, name)
+    if args.params is not None and args.dim is not None:
+        raise ArchdslError("give --params (the width is solved) or --dim, not both")
+    model_cfg = ModelConfig(
+        model=args.model,
+        preset=args.preset,
+        sets=sets,
+        dim=args.dim,
+        depth=args.depth,
+        params=parse_count(args.params) if args.params is not None else None,
+        align=args.align,
+        backend=args.backend,
+        seed=args.seed,
+    )
+    cfg = TrainConfig(
+        minutes=args.minutes,
+        steps=args.steps,
+        tokens=parse_count(args.tokens) if args.tokens else None,
+        batch=args.batch,
+        seq=args.seq,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        warmup=args.warmup,
+        precision=args.precision,
+        weights=args.weights,
+        data=list(args.data),
+        val=args.val,
+        eval_bytes=parse_count(args.eval_bytes),
+        device=args.device,
+        out=args.out or default_out(args),
+        seed=args.seed,
+        log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every or None,
+        resume=args.resume,
+        progress=not args.no_progress,
+        compile=args.compile,
+        threads=args.threads,
+    )
+    return model_cfg, cfg
+
+
+def default_out(args) -> str:
+    name = Path(args.model).stem if args.model.endswith(".rnn") else args.model
+    name += f"-{args.preset}" if args.preset else ""
+    return str(Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
+
+
+def summary(result, out: Path) -> str:
+    info = result.info
+    size = ", ".join(
+        f"{k} {info[k]}" for k in ("dim", "depth", "heads", "n_state") if info.get(k) is not None
+    )
+    parts = [
+        f"{info.get('model')}: {result.status}",
+        f"{result.params:,} params ({size})",
+        f"{result.steps:,} steps",
+        f"{result.tokens:,} tokens",
+        f"{result.tokens_per_s:,.0f} tok/s",
+    ]
+    if result.last100_loss is not None:
+        parts.append(f"last-100 loss {result.last100_loss:.4f}")
+    if result.val_bpb is not None:
+        parts.append(f"held-out {result.val_bpb:.4f} bpb")
+    parts.append(f"{result.train_s:.1f} s timed")
+    return "  ".join(parts)
+
+
+def run(args) -> int:
+    from archdsl.train import train
+
+    model_cfg, cfg = configs(args)
+    if not cfg.data:
+        print(
+            "no --data given: training on the embedded demo corpus (the Python standard library's own "
+            "sources; see docs/training.md)",
+            file=sys.stderr,
+        )
+    result = train(model_cfg, cfg)
+    print(summary(result, Path(cfg.out)))
+    if result.message:
+        print(result.message)
+    print(f"result: {Path(cfg.out) / 'result.json'}")
+    return EXIT[result.status]
