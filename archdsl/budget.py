@@ -150,11 +150,7 @@ class Baseline:
 
 BASELINES: dict[str, Baseline] = {
     "mamba2": Baseline(
-        {"expansion": 2, "n": 64, "head_dim": 64, "conv": 4},
-        _mamba2,
-        896,
-        "layer",
-        step=_mamba2_step,
+        {"expansion": 2, "n": 64, "head_dim": 64, "conv": 4}, _mamba2, 896, "layer", step=_mamba2_step
     ),
     "fla-gdn": Baseline(
         {"expansion": 1, "head_dim": 128, "conv": 4}, _fla_gdn, 1024, step=lambda k: k["head_dim"]
@@ -171,11 +167,11 @@ def is_baseline(name: str) -> bool:
 
 
 def spec_path(name: str) -> Path:
-    if name.endswith(".rnn") or Path(name).exists():
-        return resolve_spec(name)
     try:
         return resolve_spec(name)
     except ArchdslError:
+        if name.endswith(".rnn") or Path(name).exists():
+            raise
         raise ArchdslError(
             f"'{name}' is neither a spec file, a bundled spec nor a baseline",
             hint=did_you_mean(name, [*bundled(), *BASELINES], "specs and baselines"),
@@ -244,15 +240,9 @@ def sizes(cfg, dim: int | None = None, sets: dict | None = None) -> Sizes:
         return Sizes(params, D, cfg.depth, m.expansion, m.heads, m.n_state, m.state)
     layer = spec_layer(cfg, dim, sets)
     norm = "layer" if cfg.model in SPEC_BASELINES else "rms"
-    h = layer.hypers
+    params, h = lm_params(layer.dim, cfg.depth, layer.param_count(), norm), layer.hypers
     return Sizes(
-        lm_params(layer.dim, cfg.depth, layer.param_count(), norm),
-        layer.dim,
-        cfg.depth,
-        h.get("expansion"),
-        h.get("heads"),
-        h.get("n"),
-        layer.state_size(),
+        params, layer.dim, cfg.depth, h.get("expansion"), h.get("heads"), h.get("n"), layer.state_size()
     )
 
 
