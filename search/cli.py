@@ -67,7 +67,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="root of the run directories (default runs/)")
     p.add_argument("--data", action="append", help="training byte file(s) (default: the embedded corpus)")
     p.add_argument("--val", help="held-out file (default: the tail of the training data)")
-    p.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU")
+    p.add_argument("--gpus", help="comma-separated GPU ids, or 'all': one worker per GPU")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this host (CPU; default 1)")
     p.add_argument("--objective", choices=st.OBJECTIVES, help="held-out bpb (default) or last-100 loss")
     p.add_argument("--multi", help="second objective(s) for a Pareto front: tokens_per_s, state")
@@ -225,6 +225,21 @@ def enqueue(study, settings: st.Settings, items) -> None:
         study.enqueue_trial(params, user_attrs={"enqueued": item})
 
 
+def gpu_list(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    if text == "all":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ArchdslError("--gpus all: torch sees no CUDA GPU", hint="use --workers N on the CPU")
+        return [str(i) for i in range(torch.cuda.device_count())]
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus or len(set(gpus)) != len(gpus):
+        raise ArchdslError(f"--gpus '{text}': expected distinct ids such as 0,1,2,3 (or 'all')")
+    return gpus
+
+
 def recover(study, storage_url: str | None) -> None:
     """Journal storage has no heartbeat: trials left running by a search that died are retried."""
     if st.is_url(storage_url):
@@ -250,7 +265,7 @@ def run(args) -> int:
     if args.resume:
         recover(study, args.storage)
     enqueue(study, settings, args.enqueue)
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    gpus = gpu_list(args.gpus)
     if args.workers < 1:
         raise ArchdslError("--workers must be at least 1")
     # a joining host's workers draw other random numbers than the first host's (their index seeds them)
@@ -266,7 +281,11 @@ def run(args) -> int:
     with progress:
         pool.run(progress.tick)
         if not args.join and settings.seeds > 0 and not settings.multi:
-            pool.reseed(settings, top_trials(study, settings.top_k), progress.tick)
+            top = top_trials(study, settings.top_k)
+            progress.phase = f"re-training the top {len(top)} with {settings.seeds} more seed(s)"
+            if not args.quiet and not progress.live:
+                progress.console.print(progress.phase)
+            pool.reseed(settings, top, progress.tick)
     if args.join:
         return 0
     where = args.storage if st.is_url(args.storage) else str(st.journal_path(runs, study.study_name))

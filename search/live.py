@@ -23,6 +23,7 @@ class Progress:
         self.last = 0.0
         self.printed: set[int] = set()
         self.t0 = time.monotonic()
+        self.phase = ""  # what runs after the trials (the top-k re-runs)
 
     def header(self, space: list[str], workers: int) -> None:
         s = self.settings
@@ -75,6 +76,8 @@ class Progress:
             f"{self.study.study_name}: {c.finished}/{s.trials} ended ({c.complete} complete, "
             f"{c.pruned} pruned, {c.failed} failed), {c.running} running, {elapsed / 60:.1f} min"
         )
+        if self.phase:
+            title += f"; {self.phase}"
         table = Table(title=title, title_justify="left")
         for col in ("#", "state", "model", "searched", "params", s.objective, "tok/s", "s", "note"):
             table.add_column(col, no_wrap=col != "note", overflow="fold")

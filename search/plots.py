@@ -58,20 +58,23 @@ def history(trials: list, objective: str) -> bytes | None:
     return _png(fig)
 
 
-def pareto(trials: list, front: list, objective: str, second: str) -> bytes | None:
-    """All complete trials and the Pareto front of the first objective against the second."""
-    done = [t for t in trials if t.values and len(t.values) > 1]
+def pareto(trials: list, front: list, objective: str, second: str, k: int = 1) -> bytes | None:
+    """All complete trials, the first objective against objective ``k``; the Pareto front in red
+    (joined by a line only when these two are all the objectives: otherwise it is a front in more
+    dimensions than the plot shows)."""
+    done = [t for t in trials if t.values and len(t.values) > k]
     if not done:
         return None
     on = {t.number for t in front}
     fig, ax = plt.subplots(figsize=(7, 4))
     rest = [t for t in done if t.number not in on]
-    ax.scatter([t.values[1] for t in rest], [t.values[0] for t in rest], s=18, c="0.6", label="trial")
-    best = sorted((t for t in done if t.number in on), key=lambda t: t.values[1])
-    ax.plot([t.values[1] for t in best], [t.values[0] for t in best], "o-", c="C3", label="Pareto front")
+    ax.scatter([t.values[k] for t in rest], [t.values[0] for t in rest], s=18, c="0.6", label="trial")
+    best = sorted((t for t in done if t.number in on), key=lambda t: t.values[k])
+    style = "o-" if len(done[0].values) == 2 else "o"
+    ax.plot([t.values[k] for t in best], [t.values[0] for t in best], style, c="C3", label="Pareto front")
     for t in best:
         ax.annotate(
-            str(t.number), (t.values[1], t.values[0]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            str(t.number), (t.values[k], t.values[0]), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
     ax.set_xlabel(MULTI_LABEL.get(second, second))
     ax.set_ylabel(f"{objective} (lower is better)")

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from . import study as st
-from .repro import model_job, train_job
+from .repro import model_job, train_command, train_job
 from .space import Candidate
 from .worker import objective_values, run_process, trial_env
 
@@ -126,9 +126,6 @@ class Pool:
     # ---- top-k re-runs ----------------------------------------------------------------------------
     def reseed(self, settings: st.Settings, top: list, on_tick=None) -> None:
         """Re-train each of ``top`` (frozen trials) with ``settings.seeds`` more seeds, in parallel."""
-        from .worker import build_space
-
-        space = build_space(settings)
         jobs = []
         for t in top:
             for k in range(1, settings.seeds + 1):
@@ -145,14 +142,14 @@ class Pool:
                     t, seed = jobs.pop(0)
                 except IndexError:
                     return
-                self.rerun(settings, space, t, seed, envs[i])
+                self.rerun(settings, t, seed, envs[i])
                 if on_tick:
                     on_tick()
 
         with ThreadPoolExecutor(len(self.slots)) as ex:
             list(ex.map(work, range(len(self.slots))))
 
-    def rerun(self, settings: st.Settings, space, t, seed: int, env: dict) -> None:
+    def rerun(self, settings: st.Settings, t, seed: int, env: dict) -> None:
         cand = candidate_of(t)
         out = self.runs / self.study.study_name / "seeds" / f"trial-{t.number}-seed-{seed}"
         job = {
@@ -163,8 +160,23 @@ class Pool:
             "report": False,
         }
         job["train"]["report_fractions"] = []
-        res = run_process(job, out, env, lambda *_: None, lambda *_: "go", settings.timeout_s())
-        record = {"seed": seed, "status": res["status"], "reason": res.get("reason")}
+        solved = {}
+        res = run_process(
+            job,
+            out,
+            env,
+            lambda model, params: solved.update(model=model, params=params),
+            lambda *_: "go",
+            settings.timeout_s(),
+        )
+        record = {
+            "seed": seed,
+            "status": res["status"],
+            "reason": res.get("reason"),
+            "params": solved.get("params"),
+        }
+        if solved:
+            record["command"] = train_command(solved["model"], job["train"])
         if res["status"] == "ok":
             record["values"] = objective_values(settings, res["result"], cand.depth)
             record["tokens_per_s"] = res["result"].get("tokens_per_s")

@@ -116,7 +116,7 @@ def best_section(doc: Doc, study, s: st.Settings, top: list) -> None:
     stats = [(t, results.seed_stats(study, t)) for t in top]
     headers = ["rank", "trial", "model", "searched", "dim", "depth", "params (vs budget)", s.objective]
     headers += [*s.multi] if multi else ["over seeds (mean ± std)"]
-    headers += ["tokens/s"]
+    headers += [] if "tokens_per_s" in s.multi else ["tokens/s"]
     rows = []
     for i, (t, ss) in enumerate(stats, 1):
         mc = t.user_attrs.get("model_config") or {}
@@ -131,7 +131,7 @@ def best_section(doc: Doc, study, s: st.Settings, top: list) -> None:
             f"{t.values[0]:.4f}",
         ]
         row += [results.fmt(v) for v in t.values[1:]] if multi else [ss.text()]
-        row += [f"{t.user_attrs.get('tokens_per_s', 0):,.0f}"]
+        row += [] if "tokens_per_s" in s.multi else [f"{t.user_attrs.get('tokens_per_s', 0):,.0f}"]
         rows.append(row)
     doc.table(headers, rows)
     if not multi:
@@ -148,11 +148,11 @@ def best_section(doc: Doc, study, s: st.Settings, top: list) -> None:
 def figures(doc: Doc, study, s: st.Settings, top: list) -> None:
     trials = study.get_trials(deepcopy=False)
     if len(study.directions) > 1:
-        doc.image(
-            "pareto.png",
-            plots.pareto(trials, study.best_trials, s.objective, s.multi[0]),
-            f"{s.objective} against {s.multi[0]}",
-        )
+        front = study.best_trials
+        doc.h(2, "Pareto plots")
+        for k, second in enumerate(s.multi, 1):
+            png = plots.pareto(trials, front, s.objective, second, k)
+            doc.image(f"pareto-{second}.png", png, f"{s.objective} against {second}")
     else:
         doc.h(2, "Progress")
         doc.image("history.png", plots.history(results.completed(study), s.objective), "trial values")

@@ -60,8 +60,8 @@ def train_command(model: dict, train: dict) -> str:
     for key in ("batch", "seq", "eval_bytes"):
         if train.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(train[key])]
-    for path in train.get("data") or []:
-        argv += ["--data", path]
+    if train.get("data"):
+        argv += ["--data", *train["data"]]
     if train.get("val"):
         argv += ["--val", train["val"]]
     if train.get("device"):

@@ -16,6 +16,9 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
+from test_search_space import parse_train_command  # noqa: E402
+
+from archdsl.budget import sizes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "corpus-val.txt.xz"
@@ -72,6 +75,9 @@ def test_cpu_search_invalid_choice_resume_report(tmp_path):
     for t in complete:
         assert t.values[0] == pytest.approx(t.user_attrs["val_bpb"])
         assert t.user_attrs["curve"] and t.user_attrs["command"].startswith("archdsl train e88 ")
+        model_cfg, cfg = parse_train_command(t.user_attrs["command"])  # reproduces exactly this trial
+        assert sizes(model_cfg).params == t.user_attrs["params"] and cfg.lr == t.user_attrs["lr"]
+        assert (cfg.minutes, cfg.batch, cfg.seq, cfg.data) == (0.02, 4, 16, [str(CORPUS)])
 
     best = sorted(complete, key=lambda t: t.values[0])[:2]
     for t in best:  # the top-2 re-trained with one more seed

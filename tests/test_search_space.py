@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 from pathlib import Path
 
 import pytest
@@ -140,8 +141,34 @@ def test_train_command_is_exact():
     cmd = train_command(model, train)
     assert cmd == (
         "archdsl train e88 --set gate=none --set heads=8 --dim 256 --depth 3 --backend triton "
-        "--minutes 10.0 --lr 0.0003 --batch 16 --eval-bytes 4096 --data a.txt --data b.txt --seed 2"
+        "--minutes 10.0 --lr 0.0003 --batch 16 --eval-bytes 4096 --data a.txt b.txt --seed 2"
     )
+    model_cfg, cfg = parse_train_command(cmd)  # the trainer's own CLI reads it back to the same configs
+    assert (model_cfg.model, model_cfg.sets, model_cfg.dim, model_cfg.depth, model_cfg.backend) == (
+        "e88",
+        {"gate": "none", "heads": "8"},
+        256,
+        3,
+        "triton",
+    )
+    assert (cfg.minutes, cfg.lr, cfg.batch, cfg.eval_bytes, cfg.data, cfg.seed, model_cfg.seed) == (
+        10.0,
+        3e-4,
+        16,
+        4096,
+        ["a.txt", "b.txt"],
+        2,
+        2,
+    )
+
+
+def parse_train_command(cmd: str):
+    train_cmd = pytest.importorskip("archdsl.train_cmd")
+    argv = shlex.split(cmd)
+    assert argv[:2] == ["archdsl", "train"]
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    return train_cmd.configs(parser.parse_args(argv[2:]))
 
 
 # ---- the verdict on seed noise -------------------------------------------------------------------
@@ -233,6 +260,36 @@ def test_report_from_storage(tmp_path, capsys):
     assert "## Parameter importances" in md and ("heads" in md.split("## Parameter importances")[1])
     assert html.count("data:image/png;base64,") >= 3 and "<script" not in html and 'src="http' not in html
     assert math.isfinite(results.seed_stats(study, study.trials[1]).std)
+
+
+def test_report_of_a_multi_objective_study(tmp_path):
+    study, s = make_study(tmp_path, multi=["tokens_per_s"])
+    dist = {"heads": optuna.distributions.IntDistribution(1, 8)}
+    for heads, bpb, speed in ((1, 2.0, 900.0), (2, 1.8, 700.0), (3, 1.9, 600.0), (4, 2.1, 1000.0)):
+        ua = {
+            "params": 199_000,
+            "model_config": {"model": "e88", "dim": 64, "depth": 2},
+            "command": "archdsl train",
+        }
+        study.add_trial(
+            optuna.create_trial(
+                values=[bpb, speed], params={"heads": heads}, distributions=dist, user_attrs=ua
+            )
+        )
+    md, page = report.write_report(study, tmp_path / "out")
+    front = md.read_text().split("## Pareto front")[1].split("###")[0]
+    assert {"| 1 | 1 |", "| 2 | 0 |", "| 3 | 3 |"} <= {line[:9] for line in front.splitlines()}  # by bpb
+    assert "| 2 |" not in [line[4:9] for line in front.splitlines()]  # trial 2: dominated by trial 1
+    assert (tmp_path / "out" / "pareto-tokens_per_s.png").stat().st_size > 0
+    assert "over seeds" not in front
+
+
+def test_workers_get_a_gpu_or_a_share_of_the_cores():
+    from archdsl.search.pool import Slot, slot_env
+
+    assert slot_env(Slot(3, "5"), 8, {})["CUDA_VISIBLE_DEVICES"] == "5"
+    env = slot_env(Slot(0, None), 2, {})
+    assert "CUDA_VISIBLE_DEVICES" not in env and int(env["OMP_NUM_THREADS"]) >= 1
 
 
 def test_report_unknown_study(tmp_path, capsys):
