@@ -15,10 +15,13 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import optuna
-from optuna.trial import TrialState
-
 from archdsl.errors import ArchdslError
+
+try:
+    import optuna
+    from optuna.trial import TrialState
+except ImportError:  # archdsl's core does not need it
+    raise ArchdslError("the search needs Optuna: pip install 'archdsl[search]'") from None
 
 SETTINGS_ATTR = "archdsl"
 JOURNAL = "study.journal"
