@@ -292,3 +292,29 @@ def test_accounting_does_not_import_torch():
     code = "import sys; import archdsl.budget; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def vector_state_layer(spec: str, D: int, d: int, K: int = 4) -> tuple[int, int]:
+    """variants.md §2's per-layer counts, as (exact, slack): "a few d" of biases and gate vectors."""
+    if spec in ("e1", "e56"):
+        return 3 * d * D + 2 * d * d + d, 0
+    if spec == "e42":
+        return 2 * d * D + d * d + d, 0
+    if spec == "e10":
+        return (3 + K) * d * D + 2 * d * d + d + K * d, 0
+    if spec == "e63":  # the summary line says 2d², but E63's recurrence has three maps: W_α, W_h, W_x
+        return 2 * d * D + 3 * d * d, 8 * d
+    return 2 * d * D + 2 * d * d, 8 * d
+
+
+@pytest.mark.parametrize("spec", ["e1", "e10", "e42", "e56", "e61", "e62", "e63", "e64", "e67", "e68"])
+def test_vector_state_presets_follow_the_formulas(spec):
+    """The LM count at each spec's benchmark preset: 256·D + D + 20·(D + layer), layer from §2."""
+    decl = declarations(parse_file(resolve_spec(spec)))
+    preset = next(p for p in decl.presets if p not in ("demo", "test"))
+    s = sizes(ModelConfig(spec, preset=preset))
+    layer = instantiate(parse_file(resolve_spec(spec)), preset).layer
+    d = int(s.dim * layer.hypers["expansion"])
+    exact, slack = vector_state_layer(spec, s.dim, d, layer.hypers.get("K", 4))
+    per_layer = (s.params - 256 * s.dim - s.dim) / 20 - s.dim
+    assert exact <= per_layer <= exact + slack
