@@ -68,7 +68,12 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="reference", help="spec cell backend: reference | triton")
     p.add_argument("--seed", type=int, default=0, help="the same seed for every model")
     p.add_argument("--out", default=None, help="results directory (default runs/bench-<date>)")
-    p.add_argument("--train-args", default="", help="more options for every 'archdsl train', quoted")
+    p.add_argument(
+        "--train-args",
+        default="",
+        metavar="'OPTIONS'",
+        help="more options for every 'archdsl train', e.g. --train-args='--compile --lr 1e-3'",
+    )
     p.add_argument("--timeout", type=float, help="seconds before a model's run is stopped")
     p.add_argument("--dry-run", action="store_true", help="print the solved sizes and stop")
 
@@ -340,6 +345,8 @@ def run(args) -> int:
         for e in todo:
             print(_describe(e, budget.parse_count(args.params) if args.params else None))
         return 0 if all(e.cfg is not None for e in todo) else 2
+    if args.minutes is None and args.steps is None and args.tokens is None:
+        raise ArchdslError("give the training budget of each model: --minutes, --steps or --tokens")
     out = Path(args.out or f"runs/bench-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     rows, results = [], {}

@@ -218,3 +218,14 @@ def test_bench_trains_for_real(tmp_path):
         assert run["params"] == r["params"] and len(run["curve"]) == r["steps"]
     assert doc["rows"][0]["heads"] == 4 and doc["rows"][0]["n_state"] == 16  # the demo preset's
     assert (out / "loss_vs_time.png").stat().st_size > 10_000
+
+
+def test_bench_needs_a_training_budget(capsys):
+    assert main(["bench", "nn-gru"]) == 2
+    assert "--minutes, --steps or --tokens" in capsys.readouterr().err
+
+
+def test_train_args_without_a_space():
+    args = bench_args(["nn-gru", "--steps", "1", "--train-args=--compile"])
+    (entry,) = bench.entries(args)
+    assert bench.train_command(entry.cfg, args, Path("x"))[-1] == "--compile"
