@@ -27,9 +27,9 @@ class Cell:
     graph: Graph
     axes: tuple[str, ...]
     sizes: dict[str, int]
-    inputs: dict[str, tuple[str, ...]]           # per-token tensors the step reads
-    consts: dict[str, tuple[str, ...]]           # parameter-only values (c0, c1, …)
-    const_source: dict[str, int]                 # const name -> node in the layer graph
+    inputs: dict[str, tuple[str, ...]]  # per-token tensors the step reads
+    consts: dict[str, tuple[str, ...]]  # parameter-only values (c0, c1, …)
+    const_source: dict[str, int]  # const name -> node in the layer graph
     states: dict[str, tuple[str, ...]]
     next_state: dict[str, int]
     output: int
@@ -41,10 +41,10 @@ class Backward:
     """One backward step; leaves as in the cell plus ``d:<state>`` and ``d:y``."""
 
     graph: Graph
-    d_state: dict[str, int]                       # cotangent of each previous state
+    d_state: dict[str, int]  # cotangent of each previous state
     d_inputs: dict[str, int]
     d_consts: dict[str, int]
-    next_state: dict[str, int]                    # the forward update, recomputed
+    next_state: dict[str, int]  # the forward update, recomputed
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -84,7 +84,6 @@ def extract_cell(layer: LayerIR) -> Cell:
     g, kinds = layer.graph, layer.graph.kinds()
     frontier = layer.frontier()
     cg = Graph()
-    em = _Emitter(cg, layer.axes)
     remap: dict[int, int] = {}
     consts, const_source = {}, {}
     for k, i in enumerate(frontier):
@@ -97,8 +96,18 @@ def extract_cell(layer: LayerIR) -> Cell:
         n = g[i]
         remap[i] = cg.add(Node(n.op, tuple(remap[a] for a in n.args), n.axes, n.attr))
     out = remap[layer.output_node]
-    return Cell(cg, layer.axes, dict(layer.sizes), layer.inputs(), consts, const_source,
-                dict(layer.states), {s: remap[n] for s, n in layer.next_state.items()}, out, cg[out].axes)
+    return Cell(
+        cg,
+        layer.axes,
+        dict(layer.sizes),
+        layer.inputs(),
+        consts,
+        const_source,
+        dict(layer.states),
+        {s: remap[n] for s, n in layer.next_state.items()},
+        out,
+        cg[out].axes,
+    )
 
 
 # ---- vector-Jacobian rules: (emitter, node, its id, arg ids, cotangent id) -> per-arg cotangents ----
@@ -133,13 +142,16 @@ VJP: dict[Op, Callable] = {
     Op.ADD: lambda e, n, z, args, dz: [dz, dz],
     Op.SUB: lambda e, n, z, args, dz: [dz, e.add(Op.NEG, (dz,))],
     Op.MUL: lambda e, n, z, args, dz: [_mul(e, dz, args[1]), _mul(e, dz, args[0])],
-    Op.DIV: lambda e, n, z, args, dz: [e.add(Op.DIV, (dz, args[1])),
-                                       e.add(Op.NEG, (e.add(Op.DIV, (_mul(e, dz, z), args[1])),))],
+    Op.DIV: lambda e, n, z, args, dz: [
+        e.add(Op.DIV, (dz, args[1])),
+        e.add(Op.NEG, (e.add(Op.DIV, (_mul(e, dz, z), args[1])),)),
+    ],
     Op.MAXIMUM: lambda e, n, z, args, dz: _select(e, e.add(Op.SUB, args), dz),
     Op.MINIMUM: lambda e, n, z, args, dz: _select(e, e.add(Op.SUB, args[::-1]), dz),
     Op.SUM: lambda e, n, z, args, dz: [e.expand_to(dz, e.g[args[0]].axes)],
-    Op.RENAME: lambda e, n, z, args, dz: [e.add(Op.RENAME, (dz,), tuple((b, a) for a, b in n.attr),
-                                                e.g[args[0]].axes)],
+    Op.RENAME: lambda e, n, z, args, dz: [
+        e.add(Op.RENAME, (dz,), tuple((b, a) for a, b in n.attr), e.g[args[0]].axes)
+    ],
     Op.EXPAND: lambda e, n, z, args, dz: [e.sum_to(dz, e.g[args[0]].axes)],
 }
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -20,12 +19,12 @@ import sys
 
 import torch
 import triton
+from archdsl.codegen import compile_cell
 from triton.testing import do_bench
 
 from archdsl.checker import instantiate
 from archdsl.layer import RecurrentLayer
 from archdsl.parser import parse_file
-from archdsl.codegen import compile_cell
 
 SHAPES = {
     "E88_d12h32": ("specs/e88.rnn", {"dim": 3200, "heads": 12, "n": 32}),
@@ -36,8 +35,10 @@ SHAPES = {
 
 def cell_inputs(layer, B, T, dtype, dev, seed=0):
     g = torch.Generator(device=dev).manual_seed(seed)
-    ins = {n: torch.randn(B, T, *(layer.sizes[a] for a in ax), device=dev, generator=g).to(dtype)
-           for n, ax in layer.inputs().items()}
+    ins = {
+        n: torch.randn(B, T, *(layer.sizes[a] for a in ax), device=dev, generator=g).to(dtype)
+        for n, ax in layer.inputs().items()
+    }
     m = RecurrentLayer(layer, seed=seed).to(dev)
     return ins, m.frontier_values()
 
@@ -49,28 +50,40 @@ def rel_rms(a, b) -> float:
 
 def time_cell(cc, ins, front, B, T, dtype):
     ins_g = {k: v.clone().requires_grad_(True) for k, v in ins.items()}
+
     def fwd():
         return cc(ins_g, front)[0]
+
     y = fwd()
     dy = torch.randn_like(y)
+
     def fwdbwd():
         y = cc(ins_g, front)[0]
         torch.autograd.grad(y, list(ins_g.values()), dy)
+
     return do_bench(fwd, warmup=5, rep=50), do_bench(fwdbwd, warmup=5, rep=50)
 
 
 def check(layer, cc, ins, front, T_check):
     """Kernel vs reference (fp32) on the first T_check steps: output, final state, every gradient."""
     from archdsl.reference import reference_cell
+
     short = {k: v[:, :T_check].float().clone().requires_grad_(True) for k, v in ins.items()}
     fr = {k: v.clone().requires_grad_(True) for k, v in front.items()}
     y1, f1 = reference_cell(layer, short, fr)
-    short2 = {k: v.detach().clone().to(next(iter(ins.values())).dtype).requires_grad_(True) for k, v in short.items()}
+    short2 = {
+        k: v.detach().clone().to(next(iter(ins.values())).dtype).requires_grad_(True)
+        for k, v in short.items()
+    }
     fr2 = {k: v.detach().clone().requires_grad_(True) for k, v in front.items()}
     y2, f2 = cc(short2, fr2)
     dy = torch.randn_like(y1)
-    g1 = torch.autograd.grad((y1 * dy).sum() + sum(f.sum() for f in f1.values()), [*short.values(), *fr.values()])
-    g2 = torch.autograd.grad((y2.float() * dy).sum() + sum(f.sum() for f in f2.values()), [*short2.values(), *fr2.values()])
+    g1 = torch.autograd.grad(
+        (y1 * dy).sum() + sum(f.sum() for f in f1.values()), [*short.values(), *fr.values()]
+    )
+    g2 = torch.autograd.grad(
+        (y2.float() * dy).sum() + sum(f.sum() for f in f2.values()), [*short2.values(), *fr2.values()]
+    )
     errs = {"y": rel_rms(y2, y1), **{f"state {s}": rel_rms(f2[s], f1[s]) for s in f1}}
     names = [f"d{n}" for n in short] + [f"d{layer.graph[i].op.value}#{i}" for i in fr]
     errs.update({n: rel_rms(a, b) for n, a, b in zip(names, g2, g1)})
@@ -79,20 +92,30 @@ def check(layer, cc, ins, front, T_check):
 
 def fla_gdn(B, T, H, K, V, dtype, dev):
     import fla.ops.common.chunk_o as chunk_o
-    chunk_o.TRITON_ABOVE_3_7_1 = True   # see ../shared/device/README.md: gradients checked there
+
+    chunk_o.TRITON_ABOVE_3_7_1 = True  # see ../shared/device/README.md: gradients checked there
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
     q = torch.randn(B, T, H, K, device=dev, dtype=dtype, requires_grad=True)
-    k = torch.nn.functional.normalize(torch.randn(B, T, H, K, device=dev, dtype=dtype), dim=-1).requires_grad_(True)
+    k = torch.nn.functional.normalize(
+        torch.randn(B, T, H, K, device=dev, dtype=dtype), dim=-1
+    ).requires_grad_(True)
     v = torch.randn(B, T, H, V, device=dev, dtype=dtype, requires_grad=True)
-    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev, dtype=torch.float32)).requires_grad_(True)
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev, dtype=torch.float32)).requires_grad_(
+        True
+    )
     beta = torch.rand(B, T, H, device=dev, dtype=dtype).sigmoid().requires_grad_(True)
+
     def fwd():
         return chunk_gated_delta_rule(q, k, v, g, beta, output_final_state=False)[0]
+
     o = fwd()
     do = torch.randn_like(o)
+
     def fwdbwd():
         o = fwd()
         torch.autograd.grad(o, [q, k, v, g, beta], do)
+
     return do_bench(fwd, warmup=5, rep=50), do_bench(fwdbwd, warmup=5, rep=50)
 
 
@@ -104,13 +127,22 @@ def main():
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     dev, dtype, B, T = "cuda", torch.bfloat16, args.B, args.T
-    commit = os.environ.get("ARCHDSL_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = [f"# Kernel benchmark: recurrent part, B {B}, T {T}, bf16 inputs (fp32 state)", "",
-             f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
-             f"- device: {torch.cuda.get_device_name()}",
-             f"- torch {torch.__version__}, triton {triton.__version__}, python {platform.python_version()}",
-             f"- commit: {commit}",
-             f"- command: `python {' '.join(sys.argv)}`", ""]
+    commit = (
+        os.environ.get("ARCHDSL_COMMIT")
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    )
+    lines = [
+        f"# Kernel benchmark: recurrent part, B {B}, T {T}, bf16 inputs (fp32 state)",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+        f"- device: {torch.cuda.get_device_name()}",
+        f"- torch {torch.__version__}, triton {triton.__version__}, python {platform.python_version()}",
+        f"- commit: {commit}",
+        f"- command: `python {' '.join(sys.argv)}`",
+        "",
+    ]
     results = {}
     try:
         f_fwd, f_fb = fla_gdn(B, T, 6, 128, 256, dtype, dev)
@@ -118,7 +150,13 @@ def main():
     except Exception as e:  # report and go on: the other rows stay useful
         lines.append(f"- fla GatedDeltaNet failed: {type(e).__name__}: {e}")
         f_fb = None
-    sweep_lines = ["", "## Settings sweep (fwd+bwd ms)", "", "| shape | tile | warps | C | fwd ms | fwd+bwd ms |", "|---|---|---|---|---|---|"]
+    sweep_lines = [
+        "",
+        "## Settings sweep (fwd+bwd ms)",
+        "",
+        "| shape | tile | warps | C | fwd ms | fwd+bwd ms |",
+        "|---|---|---|---|---|---|",
+    ]
     check_lines = ["", "## Kernel vs fp32 reference (relative RMS error, first 64 steps)", ""]
     for name, (path, ov) in SHAPES.items():
         try:
@@ -130,13 +168,15 @@ def main():
         best = None
         tiles = [4, 8, 16, 32] if not args.quick else [8]
         for tile in tiles:
-            for warps in ([1, 2, 4] if not args.quick else [2]):
-                for C in ([16, 64] if not args.quick else [16]):
+            for warps in [1, 2, 4] if not args.quick else [2]:
+                for C in [16, 64] if not args.quick else [16]:
                     try:
                         cc = compile_cell(layer, chunk=C, tile=tile, num_warps=warps)
                         fwd, fb = time_cell(cc, ins, front, B, T, dtype)
                     except Exception as e:
-                        sweep_lines.append(f"| {name} | {tile} | {warps} | {C} | failed: {type(e).__name__} | |")
+                        sweep_lines.append(
+                            f"| {name} | {tile} | {warps} | {C} | failed: {type(e).__name__} | |"
+                        )
                         continue
                     sweep_lines.append(f"| {name} | {tile} | {warps} | {C} | {fwd:.3f} | {fb:.3f} |")
                     print(sweep_lines[-1], flush=True)
@@ -156,21 +196,28 @@ def main():
         for C in (1, 16, 64):
             cc = compile_cell(layer, chunk=C, tile=best[2], num_warps=best[3])
             ins_g = {k: v.clone().requires_grad_(True) for k, v in ins.items()}
-            torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             y = cc(ins_g, front)[0]
             torch.autograd.grad(y, list(ins_g.values()), torch.ones_like(y))
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated() - base
             check_lines.append(f"  - backward peak extra memory at C={C}: {peak / 2**20:.1f} MiB")
-    lines += ["## Times (ms, triton.testing.do_bench median)", "", "| kernel | fwd | fwd+bwd | fwd+bwd vs fla GDN |", "|---|---|---|---|"]
+    lines += [
+        "## Times (ms, triton.testing.do_bench median)",
+        "",
+        "| kernel | fwd | fwd+bwd | fwd+bwd vs fla GDN |",
+        "|---|---|---|---|",
+    ]
     for k, (a, b) in results.items():
         ratio = f"{b / f_fb:.2f}x" if f_fb else "-"
         lines.append(f"| {k} | {a:.3f} | {b:.3f} | {ratio} |")
     text = "\n".join(lines + check_lines + sweep_lines) + "\n"
     print(text)
     if args.out:
-        open(args.out, "w").write(text)
+        with open(args.out, "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ def compile_cell(layer: LayerIR, chunk: int = 16, tile: int | None = None, num_w
     None they are measured on the first CUDA call (``codegen/tune.py``)."""
     if tile is None and num_warps is None:
         from .tune import TunedCell
+
         return TunedCell(layer, chunk, build_cell)
     return build_cell(layer, chunk, tile, num_warps)
 

@@ -25,10 +25,10 @@ class Plan:
     strategy: str
     axes: tuple[str, ...]
     sizes: dict
-    split: tuple[str, ...]                  # axes tiled across programs
-    block: dict                             # axis -> block size (power of two)
-    tiles: dict                             # split axis -> number of tiles
-    chunk: int                              # checkpoint stride C of the backward
+    split: tuple[str, ...]  # axes tiled across programs
+    block: dict  # axis -> block size (power of two)
+    tiles: dict  # split axis -> number of tiles
+    chunk: int  # checkpoint stride C of the backward
     num_warps: int = 4
 
     @property
@@ -39,10 +39,15 @@ class Plan:
         return 4 * sum(math.prod(self.block[a] for a in ax) for ax in states.values())
 
     def describe(self, states: dict) -> dict:
-        return {"strategy": self.strategy, "split_axes": list(self.split),
-                "blocks": dict(self.block), "grid": f"(B, {self.n_tiles})",
-                "state_bytes_per_program": self.state_bytes(states), "checkpoint_stride": self.chunk,
-                "num_warps": self.num_warps}
+        return {
+            "strategy": self.strategy,
+            "split_axes": list(self.split),
+            "blocks": dict(self.block),
+            "grid": f"(B, {self.n_tiles})",
+            "state_bytes_per_program": self.state_bytes(states),
+            "checkpoint_stride": self.chunk,
+            "num_warps": self.num_warps,
+        }
 
 
 def splittable_axes(cell: Cell) -> tuple[str, ...]:
@@ -57,8 +62,9 @@ def splittable_axes(cell: Cell) -> tuple[str, ...]:
     return tuple(a for a in cell.axes if a not in mixed and all(a in ax for ax in must_have))
 
 
-def make_plan(cell: Cell, chunk: int = 16, tile: int | None = None, max_tile: int = 8,
-              num_warps: int | None = None) -> Plan:
+def make_plan(
+    cell: Cell, chunk: int = 16, tile: int | None = None, max_tile: int = 8, num_warps: int | None = None
+) -> Plan:
     """``tile``: the block of the last split axis (None: up to ``max_tile``); other split axes get 1."""
     split = splittable_axes(cell)
     block, tiles = {}, {}
@@ -71,5 +77,6 @@ def make_plan(cell: Cell, chunk: int = 16, tile: int | None = None, max_tile: in
             block[a] = next_pow2(size)
     state_elems = max(math.prod(block[a] for a in ax) for ax in cell.states.values())
     warps = num_warps or max(1, min(8, state_elems // 512))
-    return Plan("fused sequential loop", cell.axes, dict(cell.sizes), split, block, tiles, max(1, int(chunk)),
-                warps)
+    return Plan(
+        "fused sequential loop", cell.axes, dict(cell.sizes), split, block, tiles, max(1, int(chunk)), warps
+    )

@@ -61,10 +61,13 @@ class CompiledCell:
         h0 = []
         for s in self.state_names:
             v = (state0 or {}).get(s)
-            h0.append(v.float().contiguous() if v is not None else
-                      torch.zeros(B, *(self.cell.sizes[a] for a in self.cell.states[s]), device=xs[0].device))
+            h0.append(
+                v.float().contiguous()
+                if v is not None
+                else torch.zeros(B, *(self.cell.sizes[a] for a in self.cell.states[s]), device=xs[0].device)
+            )
         outs = self.op(xs, cs, h0)
-        y, finals = outs[0], outs[1:1 + len(h0)]
+        y, finals = outs[0], outs[1 : 1 + len(h0)]
         return y, dict(zip(self.state_names, finals))
 
     @functools.cached_property
@@ -80,10 +83,12 @@ class CompiledCell:
         nc = -(-T // plan.chunk)
         y = torch.empty(B, T, *(cell.sizes[a] for a in cell.output_axes), device=dev, dtype=xs[0].dtype)
         ht = [torch.empty(B, *(cell.sizes[a] for a in cell.states[s]), device=dev) for s in self.state_names]
-        ck = [torch.empty(B, nc, *(cell.sizes[a] for a in cell.states[s]), device=dev)
-              for s in self.state_names]
-        self.module.fwd_kernel[(B, plan.n_tiles)](*xs, *cs, *h0, y, *ht, *ck, T, USE_H0=True,
-                                                   CHUNK=plan.chunk, num_warps=plan.num_warps)
+        ck = [
+            torch.empty(B, nc, *(cell.sizes[a] for a in cell.states[s]), device=dev) for s in self.state_names
+        ]
+        self.module.fwd_kernel[(B, plan.n_tiles)](
+            *xs, *cs, *h0, y, *ht, *ck, T, USE_H0=True, CHUNK=plan.chunk, num_warps=plan.num_warps
+        )
         return y, ht, ck
 
     def backward(self, xs, cs, ck, dy, dht):
@@ -91,8 +96,11 @@ class CompiledCell:
         B, T = xs[0].shape[:2]
         dev = xs[0].device
         from .triton import missing_split
-        scr = [torch.empty(B * plan.n_tiles * plan.chunk * _block_numel(plan, cell.states[s]), device=dev)
-               for s in self.state_names]
+
+        scr = [
+            torch.empty(B * plan.n_tiles * plan.chunk * _block_numel(plan, cell.states[s]), device=dev)
+            for s in self.state_names
+        ]
         dxs = []
         for n, x in zip(self.input_names, xs):
             nt = _ntiles(plan, missing_split(plan, cell.inputs[n]))
@@ -100,9 +108,21 @@ class CompiledCell:
         dcs = [torch.zeros(B * plan.n_tiles, *c.shape, device=dev) for c in cs]
         dh0 = [torch.empty(B, *(cell.sizes[a] for a in cell.states[s]), device=dev) for s in self.state_names]
         dht = [d.float().contiguous() for d in dht]
-        self.module.bwd_kernel[(B, plan.n_tiles)](*xs, *cs, *ck, dy.contiguous(), *dht, *scr, *dxs, *dcs, *dh0,
-                                                   T, USE_DHT=True, CHUNK=plan.chunk,
-                                                   num_warps=plan.num_warps)
+        self.module.bwd_kernel[(B, plan.n_tiles)](
+            *xs,
+            *cs,
+            *ck,
+            dy.contiguous(),
+            *dht,
+            *scr,
+            *dxs,
+            *dcs,
+            *dh0,
+            T,
+            USE_DHT=True,
+            CHUNK=plan.chunk,
+            num_warps=plan.num_warps,
+        )
         dxs = [d.sum(2).to(x.dtype) for d, x in zip(dxs, xs)]
         dcs = [d.sum(0).to(c.dtype) for d, c in zip(dcs, cs)]
         return dxs, dcs, dh0
@@ -138,27 +158,31 @@ def _register_op(cc: CompiledCell):
         B, T = xs[0].shape[:2]
         nc = -(-T // cc.plan.chunk)
         y = xs[0].new_empty(B, T, *(cell.sizes[a] for a in cell.output_axes))
-        ht = [xs[0].new_empty(B, *(cell.sizes[a] for a in cell.states[s]), dtype=torch.float32)
-              for s in cc.state_names]
-        ck = [xs[0].new_empty(B, nc, *(cell.sizes[a] for a in cell.states[s]), dtype=torch.float32)
-              for s in cc.state_names]
+        ht = [
+            xs[0].new_empty(B, *(cell.sizes[a] for a in cell.states[s]), dtype=torch.float32)
+            for s in cc.state_names
+        ]
+        ck = [
+            xs[0].new_empty(B, nc, *(cell.sizes[a] for a in cell.states[s]), dtype=torch.float32)
+            for s in cc.state_names
+        ]
         return [y, *ht, *ck]
 
     def setup_context(ctx, inputs, output):
         xs, cs, _ = inputs
         ctx.n = (len(xs), len(cs))
-        ctx.save_for_backward(*xs, *cs, *output[1 + n_s:])
+        ctx.save_for_backward(*xs, *cs, *output[1 + n_s :])
 
     def backward(ctx, grads):
         n_x, n_c = ctx.n
         saved = ctx.saved_tensors
-        xs, cs, ck = saved[:n_x], saved[n_x:n_x + n_c], saved[n_x + n_c:]
-        dy, dht = grads[0], list(grads[1:1 + n_s])
+        xs, cs, ck = saved[:n_x], saved[n_x : n_x + n_c], saved[n_x + n_c :]
+        dy, dht = grads[0], list(grads[1 : 1 + n_s])
         if dy is None:
             dy = xs[0].new_zeros(*xs[0].shape[:2], *(cell.sizes[a] for a in cell.output_axes))
         dht = [d if d is not None else torch.zeros_like(c[:, 0]) for d, c in zip(dht, ck)]
         grads = bwd_op(list(xs), list(cs), list(ck), dy, dht)
-        return grads[:n_x], grads[n_x:n_x + n_c], grads[n_x + n_c:]
+        return grads[:n_x], grads[n_x : n_x + n_c], grads[n_x + n_c :]
 
     bwd_op = _register_bwd_op(cc, name)
     op.register_autograd(backward, setup_context=setup_context)
@@ -169,14 +193,22 @@ def _register_bwd_op(cc: CompiledCell, name: str):
     """The backward as its own custom op, so that tracing the backward never launches a kernel."""
 
     @torch.library.custom_op(name + "_bwd", mutates_args=())
-    def bwd(xs: list[torch.Tensor], cs: list[torch.Tensor], ck: list[torch.Tensor], dy: torch.Tensor,
-            dht: list[torch.Tensor]) -> list[torch.Tensor]:
+    def bwd(
+        xs: list[torch.Tensor],
+        cs: list[torch.Tensor],
+        ck: list[torch.Tensor],
+        dy: torch.Tensor,
+        dht: list[torch.Tensor],
+    ) -> list[torch.Tensor]:
         dxs, dcs, dh0 = cc.backward(xs, cs, ck, dy, dht)
         return [*dxs, *dcs, *dh0]
 
     @bwd.register_fake
     def _(xs, cs, ck, dy, dht):
-        return [*(torch.empty_like(x) for x in xs), *(torch.empty_like(c) for c in cs),
-                *(torch.empty_like(d, dtype=torch.float32) for d in dht)]
+        return [
+            *(torch.empty_like(x) for x in xs),
+            *(torch.empty_like(c) for c in cs),
+            *(torch.empty_like(d, dtype=torch.float32) for d in dht),
+        ]
 
     return bwd

@@ -30,9 +30,11 @@ def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan) -> str:
     name = layer.name.replace("-", "_")
     spec = "\n".join("#   " + line for line in layer.source.splitlines())
     fwd_eqs = _equations(cell.graph, {**{f"{s}'": i for s, i in cell.next_state.items()}, "y": cell.output})
-    bwd_roots = {**{f"d{s}_prev": i for s, i in bwd.d_state.items()},
-                 **{f"d{n}": i for n, i in bwd.d_inputs.items()},
-                 **{f"d{c}": i for c, i in bwd.d_consts.items()}}
+    bwd_roots = {
+        **{f"d{s}_prev": i for s, i in bwd.d_state.items()},
+        **{f"d{n}": i for n, i in bwd.d_inputs.items()},
+        **{f"d{c}": i for c, i in bwd.d_consts.items()},
+    }
     bwd_eqs = _equations(bwd.graph, bwd_roots)
     settings = ", ".join(f"{k}={v}" for k, v in {**layer.hypers, **layer.choices}.items())
     header = [

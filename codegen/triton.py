@@ -44,7 +44,7 @@ TRITON: dict[Op, str] = {
     Op.EXPAND: "{0} + tl.zeros({shape}, tl.float32)",
 }
 
-HELPERS = '''
+HELPERS = """
 @triton.jit
 def _tanh(x):
     # tanh from exp (portable to the CPU interpreter); a series near 0 keeps relative accuracy
@@ -67,7 +67,7 @@ def _log1p(u):
 @triton.jit
 def _softplus(x):
     return tl.maximum(x, 0.0) + _log1p(tl.exp(-tl.abs(x)))
-'''
+"""
 
 
 class _Kernel:
@@ -87,9 +87,15 @@ class _Kernel:
         sizes = [self.plan.sizes[a] for a in axes]
         terms = []
         for k, a in enumerate(axes):
-            stride = math.prod(sizes[k + 1:])
+            stride = math.prod(sizes[k + 1 :])
             terms.append(f"o_{a}" + (f" * {stride}" if stride != 1 else ""))
-        return " + ".join(terms) if terms else "0"
+        return " + ".join(terms) if terms else "z0"
+
+    def load(self, ptr: str, axes) -> str:
+        """A masked load, converted to fp32 (a value with no axes needs no mask)."""
+        if not axes:
+            return f"tl.load({ptr}).to(tl.float32)"
+        return f"tl.load({ptr}, mask={self.mask(axes)}, other=0.0).to(tl.float32)"
 
     def mask(self, axes) -> str:
         return " & ".join(f"m_{a}" for a in axes) if axes else "None"
@@ -99,7 +105,7 @@ class _Kernel:
         blocks = [self.plan.block[a] for a in axes]
         terms = []
         for k, a in enumerate(axes):
-            stride = math.prod(blocks[k + 1:])
+            stride = math.prod(blocks[k + 1 :])
             terms.append(f"l_{a}" + (f" * {stride}" if stride != 1 else ""))
         return " + ".join(terms) if terms else "0"
 
@@ -118,6 +124,7 @@ class _Kernel:
             self.w(f"l_{a} = tl.arange(0, {p.block[a]})[{idx}]")
             self.w(f"o_{a} = {start}l_{a}")
             self.w(f"m_{a} = o_{a} < {p.sizes[a]}")
+        self.w(f"z0 = tl.zeros({self.shape(())}, tl.int32)  # offset of a value with no axes")
 
     def node_expr(self, g: Graph, i: int) -> str:
         n = g[i]
@@ -164,30 +171,35 @@ def emit_forward(cell: Cell, plan: Plan, name: str) -> str:
     k.w("NC = tl.cdiv(T, CHUNK)")
     for c, i in _leaf_ids(g, order, Op.PARAM).items():
         ax = cell.consts[c]
-        k.w(f"b{i} = tl.load(p_{c} + {k.offset(ax)}, mask={k.mask(ax)}, other=0.0).to(tl.float32)  # {c}")
+        k.w(f"b{i} = {k.load(f'p_{c} + {k.offset(ax)}', ax)}  # {c}")
     st_ids = _leaf_ids(g, order, Op.STATE)
     for s in states:
         ax = cell.states[s]
         numel = math.prod(plan.sizes[a] for a in ax)
         k.w(f"b_{s} = tl.zeros({k.shape(ax)}, tl.float32)")
         k.w("if USE_H0:")
-        k.w(f"b_{s} += tl.load(p_h0_{s} + i_b * {numel} + {k.offset(ax)}, mask={k.mask(ax)}, other=0.0)"
-            ".to(tl.float32)", 2)
+        k.w(f"b_{s} += {k.load(f'p_h0_{s} + i_b * {numel} + {k.offset(ax)}', ax)}", 2)
     k.w("for t in range(T):")
     k.w("if t % CHUNK == 0:", 2)
     for s in states:
         ax = cell.states[s]
         numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(f"tl.store(p_ck_{s} + (i_b * NC + t // CHUNK) * {numel} + {k.offset(ax)}, b_{s}, "
-            f"mask={k.mask(ax)})", 3)
+        k.w(
+            f"tl.store(p_ck_{s} + (i_b * NC + t // CHUNK) * {numel} + {k.offset(ax)}, b_{s}, "
+            f"mask={k.mask(ax)})",
+            3,
+        )
     _load_inputs(k, cell, g, order, 2)
     for s, i in st_ids.items():
         k.w(f"b{i} = b_{s}", 2)
     k.compute(g, order, 2)
     y_ax = cell.output_axes
     y_numel = math.prod(plan.sizes[a] for a in y_ax)
-    k.w(f"tl.store(p_y + (i_b * T + t) * {y_numel} + {k.offset(y_ax)}, "
-        f"b{cell.output}.to(p_y.dtype.element_ty), mask={k.mask(y_ax)})", 2)
+    k.w(
+        f"tl.store(p_y + (i_b * T + t) * {y_numel} + {k.offset(y_ax)}, "
+        f"b{cell.output}.to(p_y.dtype.element_ty), mask={k.mask(y_ax)})",
+        2,
+    )
     for s in states:
         ax = cell.states[s]
         k.w(f"b_{s} = tl.where({k.mask(ax)}, b{cell.next_state[s]}, 0.0)", 2)
@@ -204,8 +216,7 @@ def _load_inputs(k: _Kernel, cell: Cell, g: Graph, order, indent: int) -> None:
             continue
         ax = cell.inputs[n]
         numel = math.prod(k.plan.sizes[a] for a in ax)
-        k.w(f"b{i} = tl.load(p_{n} + (i_b * T + t) * {numel} + {k.offset(ax)}, mask={k.mask(ax)}, "
-            "other=0.0).to(tl.float32)", indent)
+        k.w(f"b{i} = {k.load(f'p_{n} + (i_b * T + t) * {numel} + {k.offset(ax)}', ax)}", indent)
 
 
 def missing_split(plan: Plan, axes) -> tuple[str, ...]:
@@ -233,7 +244,7 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     params = {**_leaf_ids(cell.graph, fwd_order, Op.PARAM), **_leaf_ids(g, order, Op.PARAM)}
     for c, i in params.items():
         ax = cell.consts[c]
-        k.w(f"b{i} = tl.load(p_{c} + {k.offset(ax)}, mask={k.mask(ax)}, other=0.0).to(tl.float32)  # {c}")
+        k.w(f"b{i} = {k.load(f'p_{c} + {k.offset(ax)}', ax)}  # {c}")
     for c in consts:
         k.w(f"b_d{c} = tl.zeros({k.shape(cell.consts[c])}, tl.float32)")
     for s in states:
@@ -241,7 +252,7 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
         numel = math.prod(plan.sizes[a] for a in ax)
         k.w(f"b_d{s} = tl.zeros({k.shape(ax)}, tl.float32)")
         k.w("if USE_DHT:")
-        k.w(f"b_d{s} += tl.load(p_dht_{s} + i_b * {numel} + {k.offset(ax)}, mask={k.mask(ax)}, other=0.0)", 2)
+        k.w(f"b_d{s} += {k.load(f'p_dht_{s} + i_b * {numel} + {k.offset(ax)}', ax)}", 2)
     k.w("for i_c in range(NC):")
     k.w("c = NC - 1 - i_c", 2)
     k.w("t0 = c * CHUNK", 2)
@@ -251,8 +262,7 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     for s in states:
         ax = cell.states[s]
         numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(f"b_{s} = tl.load(p_ck_{s} + (i_b * NC + c) * {numel} + {k.offset(ax)}, mask={k.mask(ax)}, "
-            "other=0.0)", 2)
+        k.w(f"b_{s} = {k.load(f'p_ck_{s} + (i_b * NC + c) * {numel} + {k.offset(ax)}', ax)}", 2)
     k.w("for s in range(L):", 2)
     k.w("t = t0 + s", 3)
     for s in states:
@@ -271,8 +281,11 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     k.w("t = t0 + s", 3)
     for s in states:
         sz = math.prod(plan.block[a] for a in cell.states[s])
-        i = next(j for j in order if g[j].op is Op.STATE and g[j].attr == s) \
-            if any(g[j].op is Op.STATE and g[j].attr == s for j in order) else None
+        i = (
+            next(j for j in order if g[j].op is Op.STATE and g[j].attr == s)
+            if any(g[j].op is Op.STATE and g[j].attr == s for j in order)
+            else None
+        )
         if i is not None:
             k.w(f"b{i} = tl.load(p_scr_{s} + (pid * CHUNK + s) * {sz} + {k.local_offset(cell.states[s])})", 3)
         di = next((j for j in order if g[j].op is Op.STATE and g[j].attr == GRAD + s), None)
@@ -283,8 +296,7 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     if dy is not None:
         y_ax = cell.output_axes
         y_numel = math.prod(plan.sizes[a] for a in y_ax)
-        k.w(f"b{dy} = tl.load(p_dy + (i_b * T + t) * {y_numel} + {k.offset(y_ax)}, mask={k.mask(y_ax)}, "
-            "other=0.0).to(tl.float32)", 3)
+        k.w(f"b{dy} = {k.load(f'p_dy + (i_b * T + t) * {y_numel} + {k.offset(y_ax)}', y_ax)}", 3)
     k.compute(g, order, 3)
     for n in ins:
         ax = cell.inputs[n]
@@ -292,10 +304,14 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
         nt = math.prod(plan.tiles[a] for a in miss)
         idx = _tile_index(plan, miss)
         numel = math.prod(plan.sizes[a] for a in ax)
-        val = f"b{bwd.d_inputs[n]}" + (f" + tl.zeros({k.shape(ax)}, tl.float32)" if g[bwd.d_inputs[n]].op
-                                        is Op.EXPAND else "")
-        k.w(f"tl.store(p_d{n} + ((i_b * T + t) * {nt} + {idx}) * {numel} + {k.offset(ax)}, "
-            f"{val}, mask={k.mask(ax)})", 3)
+        val = f"b{bwd.d_inputs[n]}" + (
+            f" + tl.zeros({k.shape(ax)}, tl.float32)" if g[bwd.d_inputs[n]].op is Op.EXPAND else ""
+        )
+        k.w(
+            f"tl.store(p_d{n} + ((i_b * T + t) * {nt} + {idx}) * {numel} + {k.offset(ax)}, "
+            f"{val}, mask={k.mask(ax)})",
+            3,
+        )
     for c in consts:
         k.w(f"b_d{c} += b{bwd.d_consts[c]}", 3)
     for s in states:

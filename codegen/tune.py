@@ -12,7 +12,7 @@ import torch
 from .runtime import cache_dir
 
 CANDIDATES = ((8, 1), (16, 1), (4, 1), (16, 2), (32, 2), (32, 4))
-TUNE_T = 128   # steps timed per candidate: per-step cost does not depend on T
+TUNE_T = 128  # steps timed per candidate: per-step cost does not depend on T
 
 
 def _cache_file():
@@ -55,6 +55,7 @@ class TunedCell:
         if cached:
             return self.build(self.layer, self.chunk, *cached)
         from triton.testing import do_bench
+
         short = {k: v[:, :TUNE_T].detach().requires_grad_(True) for k, v in inputs.items()}
         best, seen = None, set()
         for tile, warps in CANDIDATES:

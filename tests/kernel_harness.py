@@ -24,20 +24,25 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, tol: f
     assert torch.isfinite(actual).all(), f"{name}: non-finite values in the kernel's result"
     err = rel_rms(actual, expected)
     print(f"{name:>24}: rel-rms {err:.2e} (tol {tol:.0e})")
-    assert err <= tol or expected.abs().max() == 0 and actual.abs().max() == 0, \
+    assert err <= tol or expected.abs().max() == 0 and actual.abs().max() == 0, (
         f"{name}: relative RMS error {err:.3e} > {tol:.0e}"
+    )
     return err
 
 
-def compare_backends(layer, B: int, T: int, dtype=torch.float32, seed: int = 0, chunk: int = 4,
-                     device: str = "cpu") -> dict[str, float]:
+def compare_backends(
+    layer, B: int, T: int, dtype=torch.float32, seed: int = 0, chunk: int = 4, device: str = "cpu"
+) -> dict[str, float]:
     """Run reference and compiled layers with the same weights; assert everything agrees."""
     torch.manual_seed(seed)
     ref = RecurrentLayer(layer, seed=seed).to(device)
     ker = RecurrentLayer(layer, backend="triton", seed=seed, chunk=chunk, tile=None, num_warps=1).to(device)
     ker.load_state_dict(ref.state_dict())
     x = torch.randn(B, T, layer.dim, device=device)
-    h0 = {s: 0.5 * torch.randn(B, *(layer.sizes[a] for a in ax), device=device) for s, ax in layer.states.items()}
+    h0 = {
+        s: 0.5 * torch.randn(B, *(layer.sizes[a] for a in ax), device=device)
+        for s, ax in layer.states.items()
+    }
     tol = TOLERANCE[dtype]
     errors = {}
 

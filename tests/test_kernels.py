@@ -8,10 +8,10 @@ import pytest
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch  # noqa: E402
+from kernel_harness import compare_backends  # noqa: E402
 
 from archdsl.checker import declarations, instantiate  # noqa: E402
 from archdsl.parser import parse_file  # noqa: E402
-from kernel_harness import compare_backends  # noqa: E402
 
 SPECS = sorted(Path(__file__).resolve().parents[1].glob("specs/*.rnn"))
 
@@ -35,20 +35,23 @@ def test_kernel_single_step_single_head(path):
 
 
 def test_e88_long_sequence_and_bf16():
-    layer = instantiate(parse_file("specs/e88.rnn"), overrides={"dim": 12, "heads": 3, "n": 5}).layer
-    compare_backends(layer, B=2, T=63, chunk=16)
+    layer = instantiate(parse_file("specs/e88.rnn"), overrides={"dim": 7, "heads": 1, "n": 3}).layer
+    compare_backends(layer, B=1, T=63, chunk=16)
     compare_backends(layer, B=2, T=9, dtype=torch.bfloat16, chunk=4)
 
 
 def test_every_op_has_rules():
-    from archdsl.autodiff import VJP
     from archdsl.codegen.triton import TRITON
+
+    from archdsl.autodiff import VJP
     from archdsl.ir import CELL_OPS
     from archdsl.reference import TORCH
 
-    assert CELL_OPS <= set(VJP), CELL_OPS - set(VJP)
-    assert CELL_OPS <= set(TRITON), CELL_OPS - set(TRITON)
-    leaves = {o for o in CELL_OPS if o.value in ("input", "param", "state", "const", "sum", "rename", "expand")}
+    assert set(VJP) >= CELL_OPS, CELL_OPS - set(VJP)
+    assert set(TRITON) >= CELL_OPS, CELL_OPS - set(TRITON)
+    leaves = {
+        o for o in CELL_OPS if o.value in ("input", "param", "state", "const", "sum", "rename", "expand")
+    }
     assert CELL_OPS - leaves <= set(TORCH), CELL_OPS - leaves - set(TORCH)
 
 

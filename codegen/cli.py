@@ -1,0 +1,55 @@
+"""``archdsl compile SPEC [--preset NAME] [--set k=v …] [-o DIR] [--chunk C] [--tile N] [--warps N]``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from archdsl.check_cmd import parse_sets
+from archdsl.checker import instantiate
+from archdsl.parser import parse_file
+from archdsl.specs_path import resolve_spec
+
+
+def add_arguments(p) -> None:
+    p.add_argument("spec", help="a .rnn file or the name of a bundled spec")
+    p.add_argument("--preset", help="a named configuration of the spec")
+    p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
+    p.add_argument("-o", "--out", help="also copy the generated module into this directory")
+    p.add_argument("--chunk", type=int, default=16, help="checkpoint stride C of the backward (default 16)")
+    p.add_argument("--tile", type=int, help="block of the split axis (default: measured on the GPU)")
+    p.add_argument("--warps", type=int, help="warps per program (default: measured on the GPU)")
+
+
+def run(args) -> int:
+    from archdsl.codegen import build_cell
+
+    layer = instantiate(parse_file(resolve_spec(args.spec)), args.preset, parse_sets(args.set)).layer
+    cc = build_cell(layer, args.chunk, args.tile, args.warps)
+    info = cc.plan.describe(cc.cell.states)
+    settings = ", ".join(f"{k}={v}" for k, v in {**layer.hypers, **layer.choices}.items())
+    print(f"{layer.name}: compiled ({settings})")
+    print(f"  strategy       {info['strategy']}")
+    print(
+        f"  grid           {info['grid']} programs; split axes {', '.join(info['split_axes']) or '-'}; "
+        f"blocks {info['blocks']}"
+    )
+    print(f"  state/program  {info['state_bytes_per_program']:,} bytes in registers (fp32)")
+    print(f"  checkpoints    every {info['checkpoint_stride']} steps (backward recomputes each segment once)")
+    print(
+        f"  warps          {info['num_warps']}"
+        + (
+            ""
+            if args.tile or args.warps
+            else " (default; `archdsl train` measures tile and warps on the GPU)"
+        )
+    )
+    print(f"  kernel hash    {cc.hash} (IR {layer.fingerprint()})")
+    print(f"  module         {cc.path}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        dest = out / f"{layer.name}_{cc.hash}.py"
+        shutil.copyfile(cc.path, dest)
+        print(f"  written        {dest}")
+    return 0
