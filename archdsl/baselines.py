@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import os
 import sys
 import types
 
@@ -203,6 +204,13 @@ def _fla_gdn(cfg: ModelConfig, s: budget.Sizes, k: dict) -> LanguageModel:
         GatedDeltaNet = importlib.import_module("fla.layers").GatedDeltaNet
     except Exception as e:
         raise _missing("fla-gdn", "flash-linear-attention (fla)", e) from None
+    path = "fla chunk (Triton)"
+    if os.environ.get("ARCHDSL_FLA_TRITON_BWD") == "1":
+        # fla 0.6 refuses GatedDeltaNet's backward on Hopper with triton < 3.7.1 (its issue #640,
+        # wrong gradients at some shapes). This runs its Triton path anyway: use it only where the
+        # gradients were checked at the run's shapes (benchmarks/kernels.py does), and say so.
+        importlib.import_module("fla.ops.common.chunk_o").TRITON_ABOVE_3_7_1 = True
+        path += ", backward forced on Hopper (ARCHDSL_FLA_TRITON_BWD=1)"
     hd = k["head_dim"]
     mixers = [
         TakeFirst(
@@ -219,7 +227,7 @@ def _fla_gdn(cfg: ModelConfig, s: budget.Sizes, k: dict) -> LanguageModel:
         )
         for _ in range(cfg.depth)
     ]
-    return LanguageModel(s.dim, mixers, rms_norm, _info(cfg, s, "fla chunk (Triton)"))
+    return LanguageModel(s.dim, mixers, rms_norm, _info(cfg, s, path))
 
 
 BUILDERS = {
