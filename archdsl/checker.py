@@ -651,6 +651,7 @@ def configure(decl: Declarations, preset: str | None = None, overrides: Mapping[
     for k, v in (overrides or {}).items():
         settings.append((k, _parse_value(v) if isinstance(v, str) else v, None))
     origin = {h.name: h.span for h in decl.hypers.values()}
+    explicit: dict = {}
     for name, value, span in settings:
         where = "" if span else f"--set {name}={overrides[name]}: "
         if name in decl.choices:
@@ -662,10 +663,13 @@ def configure(decl: Declarations, preset: str | None = None, overrides: Mapping[
         elif name in decl.hypers:
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ArchdslError(f"{where}hyper '{name}' needs a finite number, found '{value}'", span)
-            hypers[name], origin[name] = value, span
+            explicit[name], origin[name] = value, span
         else:
             raise ArchdslError(f"{where}unknown setting '{name}'; a setting names a hyper or a choice", span,
                                did_you_mean(name, [*decl.hypers, *decl.choices], "hypers and choices"))
+    hypers.clear()  # a default that uses other hypers follows their configured values
+    for h in decl.hypers.values():
+        hypers[h.name] = explicit[h.name] if h.name in explicit else evaluate(h.value, lookup)
     dim = hypers["dim"]
     if not (isinstance(dim, (int, float)) and math.isfinite(dim) and float(dim).is_integer() and dim >= 1):
         where = "" if origin["dim"] else f"--set dim={dim}: "

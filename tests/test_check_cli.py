@@ -159,3 +159,11 @@ def test_json_error_output_is_a_message_not_json(capsys, tmp_path):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "bad.rnn:9:1: error: parameter 'w' is never used" in captured.err
+
+
+def test_a_hyper_default_follows_the_hypers_it_uses(capsys, tmp_path):
+    spec = tmp_path / "derived.rnn"
+    spec.write_text(TINY.replace("hyper heads = 2", "hyper heads = dim / 4") + "preset wide { dim = 32 }\n")
+    assert check_json(capsys, str(spec))["sizes"] == {"h": 2}
+    assert check_json(capsys, str(spec), "--preset", "wide")["sizes"] == {"h": 8}  # heads = 32 / 4
+    assert check_json(capsys, str(spec), "--preset", "wide", "--set", "heads=3")["sizes"] == {"h": 3}
