@@ -53,8 +53,7 @@ def test_cpu_search_invalid_choice_resume_report(tmp_path):
     space = "--heads 1:3 --n 8,16 --depth 1:2 --set gate=none --enqueue heads=0"  # heads=0: invalid
     trainer = f"--data {CORPUS} --batch 4 --seq 16 --eval-bytes 128 --device cpu --minutes 0.02"
     r = archdsl(
-        f"search e88 --budget 200K --trials 5 --workers 2 --no-prune --seeds 1 --top-k 2 {space} "
-        f"{trainer} {common}"
+        f"search e88 --budget 200K --trials 5 --workers 2 --seeds 1 --top-k 2 {space} {trainer} {common}"
     )
     assert r.returncode == 0, r.stderr[-3000:]
     study = load(runs)
@@ -74,6 +73,7 @@ def test_cpu_search_invalid_choice_resume_report(tmp_path):
             assert abs(t.user_attrs["params"] - BUDGET) <= 0.01 * BUDGET, t.user_attrs
     for t in complete:
         assert t.values[0] == pytest.approx(t.user_attrs["val_bpb"])
+        assert sorted(t.intermediate_values) == [25, 50, 75]  # held-out bpb reported for the pruner
         assert t.user_attrs["curve"] and t.user_attrs["command"].startswith("archdsl train e88 ")
         model_cfg, cfg = parse_train_command(t.user_attrs["command"])  # reproduces exactly this trial
         assert sizes(model_cfg).params == t.user_attrs["params"] and cfg.lr == t.user_attrs["lr"]
