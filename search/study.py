@@ -261,4 +261,4 @@ def finite(x) -> bool:
 
 
 def runs_dir(out: str | None) -> Path:
-    return Path(out or os.environ.get("ARCHDSL_RUNS", "runs"))
+    return Path(out or "runs")
