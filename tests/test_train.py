@@ -17,7 +17,7 @@ import torch
 
 from archdsl import cli, model
 from archdsl.model import ModelConfig
-from archdsl.train import TrainConfig, train
+from archdsl.train import Pruned, TrainConfig, train
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data"
 VAL = str(CORPUS / "corpus-val.txt.xz")
@@ -88,7 +88,8 @@ def test_llama_baseline_learns_on_cpu(corpus_slice, tmp_path):
 
 
 def _tiny(out, **kw) -> TrainConfig:
-    return small(out, batch=4, seq=16, log_every=2, data=[VAL], val_fraction=0.01, eval_bytes=512, **kw)
+    base = dict(batch=4, seq=16, log_every=2, data=[VAL], val_fraction=0.01, eval_bytes=512)
+    return small(out, **{**base, **kw})
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -114,6 +115,33 @@ def test_resume_refuses_another_budget_or_a_missing_checkpoint(tmp_path):
     train(mc, _tiny(tmp_path, steps=4))
     with pytest.raises(Exception, match="steps was 4, now 8"):
         train(mc, _tiny(tmp_path, steps=8, resume=True))
+
+
+def test_token_budget_and_adamw_cosine(tmp_path):
+    """Tokens round up to whole steps; AdamW's lr follows the cosine over the budget down to lr / 10."""
+    cfg = _tiny(tmp_path, tokens=6 * 64 - 10, optimizer="adamw", warmup=2, lr=1e-3, log_every=1)
+    r = train(ModelConfig("e88", preset="demo", depth=1), cfg)
+    assert r.status == "ok" and (r.steps, r.tokens) == (6, 6 * 64)
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    lrs = [e["lr"] for e in lines if e["event"] == "step"]
+    assert len(lrs) == 6 and lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(1e-4)
+    assert r.config["optimizer"] == "adamw" and r.config["precision"] == "fp32"
+
+
+def test_on_report_can_prune(tmp_path):
+    seen = []
+
+    def on_report(fraction, bpb):
+        seen.append((fraction, bpb))
+        if fraction >= 0.5:
+            raise Pruned("behind the median")
+
+    cfg = _tiny(tmp_path, steps=10, report_fractions=(0.5, 0.2), checkpoint=False)
+    r = train(ModelConfig("e88", preset="demo", depth=1), cfg, on_report)
+    assert [f for f, _ in seen] == [0.2, 0.5] and r.reports == seen
+    assert r.status == "pruned" and r.steps == 5 and r.val_bpb == seen[-1][1] and 0 < r.val_bpb < 9
+    assert r.message == "pruned at 50% of the budget behind the median"
+    assert not (tmp_path / "checkpoint.pt").exists() and (tmp_path / "result.json").exists()
 
 
 def test_sigterm_mid_run_then_resume_same_budget(tmp_path, capsys):
