@@ -63,7 +63,7 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)  # byte files as one stream; empty = the embedded default
     val: str | None = None  # held-out file; None = hold out the tail of the training stream
     val_fraction: float = 0.01  # size of that tail
-    eval_bytes: int = 1 << 20  # held-out bytes scored per evaluation (fixed, so runs compare)
+    eval_bytes: int = 1_000_000  # held-out bytes scored per evaluation (fixed, so runs compare)
     device: str = "auto"  # "cuda" | "cpu" | "auto" (cuda when available)
     out: str = "runs/train"  # run directory: log.jsonl, checkpoint.pt, result.json
     seed: int = 0  # data sampling and torch RNG (the model's init has its own seed)
