@@ -292,6 +292,14 @@ def test_workers_get_a_gpu_or_a_share_of_the_cores():
     assert "CUDA_VISIBLE_DEVICES" not in env and int(env["OMP_NUM_THREADS"]) >= 1
 
 
+def test_gpu_list():
+    from archdsl.search.cli import gpu_list
+
+    assert gpu_list("0, 1,3") == ["0", "1", "3"] and gpu_list(None) is None
+    with pytest.raises(ArchdslError, match="distinct ids"):
+        gpu_list("0,0")
+
+
 def test_report_unknown_study(tmp_path, capsys):
     args = argparse.Namespace(study="nope", storage=None, out=str(tmp_path), dest=None)
     with pytest.raises(ArchdslError, match="no study 'nope'"):
