@@ -8,7 +8,6 @@ live table, re-trains the top-k configurations with more seeds, and writes the r
 from __future__ import annotations
 
 import random
-import sys
 import warnings
 from pathlib import Path
 
@@ -257,27 +256,23 @@ def run(args) -> int:
     from .pool import Pool
     from .report import write_report
     from .results import top_trials
+    from .worker import build_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if args.workers < 1:
+        raise ArchdslError("--workers must be at least 1")
+    gpus = gpu_list(args.gpus)
     runs = st.runs_dir(args.out)
     study, settings, storage = open_study(args, runs)
     if args.resume:
         recover(study, args.storage)
     enqueue(study, settings, args.enqueue)
-    gpus = gpu_list(args.gpus)
-    if args.workers < 1:
-        raise ArchdslError("--workers must be at least 1")
     # a joining host's workers draw other random numbers than the first host's (their index seeds them)
     first = random.randrange(1000, 1_000_000) if args.join else 0
     pool = Pool(study, args.storage, runs, gpus, args.workers, first)
     progress = Progress(study, settings, quiet=args.quiet)
-    progress.header(
-        Space(
-            settings.models, {k: parse_range(k, v) for k, v in settings.overrides.items()}, settings.fixed
-        ).describe(),
-        len(pool.slots),
-    )
+    progress.header(build_space(settings).describe(), len(pool.slots))
     with progress:
         pool.run(progress.tick)
         if not args.join and settings.seeds > 0 and not settings.multi:
@@ -288,13 +283,7 @@ def run(args) -> int:
             pool.reseed(settings, top, progress.tick)
     if args.join:
         return 0
-    where = args.storage if st.is_url(args.storage) else str(st.journal_path(runs, study.study_name))
+    where = args.storage or str(st.journal_path(runs, study.study_name))
     md, html = write_report(study, runs / study.study_name, where)
     progress.summary(md, html)
     return 0 if st.counts(study).complete else 1
-
-
-if __name__ == "__main__":
-    from archdsl.cli import main
-
-    sys.exit(main(["search", *sys.argv[1:]]))
