@@ -95,7 +95,8 @@ def declarations(spec: S.SpecFile) -> Declarations:
             (d.hypers if isinstance(st, S.Hyper) else d.choices)[st.name] = st
         if isinstance(st, S.Choice):
             if len(set(st.options)) != len(st.options):
-                raise ArchdslError(f"choice '{st.name}' lists a value twice", st.span)
+                twice = next(o for o in st.options if st.options.count(o) > 1)
+                raise ArchdslError(f"choice '{st.name}' lists '{twice}' twice", st.span)
             if st.default is not None and st.default not in st.options:
                 raise ArchdslError(f"default '{st.default}' of choice '{st.name}' is not one of its "
                                    f"values", st.span, did_you_mean(st.default, st.options, "values"))
@@ -105,7 +106,10 @@ def declarations(spec: S.SpecFile) -> Declarations:
                                    f"{d.presets[st.name].span.line}", st.span)
             d.presets[st.name] = st
         elif isinstance(st, S.Search):
-            d.search.extend(st.ranges)
+            for r in st.ranges:
+                if any(r.name == other.name for other in d.search):
+                    raise ArchdslError(f"'{r.name}' has two search ranges", r.span, "give each name one range")
+                d.search.append(r)
     if "dim" not in d.hypers:
         raise ArchdslError("a spec must declare 'hyper dim = …' (the model width)",
                            file_span(spec), "add for example: hyper dim = 512")
@@ -261,7 +265,9 @@ class _Builder:
                                    did_you_mean(a, self.axis_decl, "axes") or "declare it: axis NAME = SIZE")
             self.axis_size(a)
         if len(set(axes)) != len(axes):
-            raise ArchdslError(f"axis listed twice in [{', '.join(axes)}]", span)
+            twice = next(a for a in axes if axes.count(a) > 1)
+            raise ArchdslError(f"axis '{twice}' listed twice in [{', '.join(axes)}]", span,
+                               "a value has each axis once; rename one of them (declare another axis)")
         return tuple(axes)
 
     def canon(self, axes) -> tuple[str, ...]:
@@ -442,8 +448,14 @@ class _Builder:
         w = e.args[0]
         st = self.decl_of.get(w.name) if isinstance(w, S.Ref) else None
         if not isinstance(st, S.Param) or len(st.axes) != 2 or w.axes:
-            raise ArchdslError("spectral_norm takes a learned matrix: spectral_norm(W, rho) with "
-                               "'param W[a, b]'", e.span)
+            kinds = {S.Param: "a parameter", S.Target: "a projection output", S.State: "a state",
+                     S.Define: "a value of the step"}
+            found = (f"'{w.name}', {kinds.get(type(st), 'a compile-time number')}" if isinstance(w, S.Ref)
+                     else "an expression")
+            if isinstance(st, S.Param) and len(st.axes) != 2:
+                found += f" with {plural(len(st.axes), 'axis')}"
+            raise ArchdslError(f"spectral_norm takes a learned matrix (param W[a, b]) by name; found {found}",
+                               e.span, "write: spectral_norm(W, rho)")
         rho = evaluate(e.args[1], self.number)
         return self.node(Op.SPECTRAL_NORM, (self.value(w),), st.axes, float(rho))
 
@@ -737,7 +749,7 @@ def _search_dim(decl: Declarations, r: S.Range) -> SearchDim:
         raise ArchdslError(f"empty range: {fmt(low)} .. {fmt(high)}; the low bound comes first",
                            r.domain.span)
     if r.domain.log and low <= 0:
-        raise ArchdslError("a log range needs a positive lower bound", r.domain.span)
+        raise ArchdslError(f"a log range needs a positive lower bound, found {fmt(low)}", r.domain.span)
     is_int = isinstance(low, int) and isinstance(high, int)
     return SearchDim(r.name, "int" if is_int else "float", low, high, r.domain.log)
 

@@ -133,18 +133,26 @@ class _ToAst(Transformer):
     def target(self, meta, items):
         return S.Target(str(items[0]), items[1] or (), self._s(meta))
 
-    def bias(self, items):
-        return ("bias", True)
+    @v_args(meta=True)
+    def bias(self, meta, items):
+        return ("bias", True, self._s(meta))
 
-    def init(self, items):
-        return ("init", items[0])
+    @v_args(meta=True)
+    def init(self, meta, items):
+        return ("init", items[0], self._s(meta))
 
-    def snorm(self, items):
-        return ("spectral_norm", items[0])
+    @v_args(meta=True)
+    def snorm(self, meta, items):
+        return ("spectral_norm", items[0], self._s(meta))
 
     @staticmethod
     def _options(items) -> S.ProjOptions:
-        return S.ProjOptions(**dict(items))
+        options = {}
+        for key, value, span in items:
+            if key in options:
+                raise ArchdslError(f"'{key}' is given twice", span, "give each option once")
+            options[key] = value
+        return S.ProjOptions(**options)
 
     @v_args(meta=True)
     def project(self, meta, items):
@@ -174,6 +182,11 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def preset(self, meta, items):
+        seen = set()
+        for setting in items[1:]:
+            if setting.name in seen:
+                raise ArchdslError(f"preset '{items[0]}' sets '{setting.name}' twice", setting.span)
+            seen.add(setting.name)
         return S.Preset(str(items[0]), tuple(items[1:]), self._s(meta))
 
     @v_args(meta=True)
@@ -235,7 +248,12 @@ def parse(source: str, path: str = "<input>") -> S.SpecFile:
     except lark.exceptions.UnexpectedInput as e:
         raise syntax_error(_lark(), source, file, e) from None
     _check_depth(tree, file, source)
-    items = _ToAst(file).transform(tree).children
+    try:
+        items = _ToAst(file).transform(tree).children
+    except lark.exceptions.VisitError as e:  # an ArchdslError raised while building the tree
+        if isinstance(e.orig_exc, ArchdslError):
+            raise e.orig_exc.with_source(source) from None
+        raise
     name, header_span = Path(path).stem, None
     body = []
     for item in items:
