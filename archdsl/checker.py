@@ -108,7 +108,8 @@ def declarations(spec: S.SpecFile) -> Declarations:
         elif isinstance(st, S.Search):
             for r in st.ranges:
                 if any(r.name == other.name for other in d.search):
-                    raise ArchdslError(f"'{r.name}' has two search ranges", r.span, "give each name one range")
+                    raise ArchdslError(f"'{r.name}' has two search ranges", r.span,
+                                       "give each name one range")
                 d.search.append(r)
     if "dim" not in d.hypers:
         raise ArchdslError("a spec must declare 'hyper dim = …' (the model width)",
