@@ -193,7 +193,12 @@ class _Builder:
         if key in self.sizes_known:
             return self.sizes_known[key]
         ax = self.axis_decl[name]
+        if name in self.resolving:
+            cycle = " -> ".join([*self.resolving[self.resolving.index(name):], name])
+            raise ArchdslError(f"cyclic definition: {cycle}", ax.span, "a size cannot depend on itself")
+        self.resolving.append(name)
         size = evaluate(ax.size, self.number)
+        self.resolving.pop()
         if not float(size).is_integer() or not 1 <= size <= MAX_AXIS:
             why = "a positive integer" if size < MAX_AXIS else f"at most {MAX_AXIS:,}"
             raise ArchdslError(f"axis '{name}' has size {fmt(size)}; a size must be {why}", ax.span,

@@ -7,6 +7,7 @@ insert a stray character, truncate) and random text over the language's alphabet
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -51,13 +52,19 @@ WORDS = [
     "log",
     "\n",
 ]
-FUZZ = settings(
-    max_examples=250,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+#: a longer, randomised run: ARCHDSL_FUZZ_EXAMPLES=5000 .venv/bin/pytest tests/test_fuzz.py
+LONG = int(os.environ.get("ARCHDSL_FUZZ_EXAMPLES", "0"))
+
+
+def fuzz(examples: int):
+    """CI: a fixed, deterministic sample; with ARCHDSL_FUZZ_EXAMPLES, that many random ones."""
+    return settings(
+        max_examples=LONG or examples,
+        deadline=None,
+        derandomize=not LONG,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
 
 def check_text(text: str) -> None:
@@ -116,7 +123,7 @@ def _mutation(text: str):
     )
 
 
-@FUZZ
+@fuzz(250)
 @given(mutated_spec())
 def test_mutated_specs_fail_with_located_errors(text):
     check_text(text)
@@ -125,13 +132,13 @@ def test_mutated_specs_fail_with_located_errors(text):
 ALPHABET = st.sampled_from(list("abdehilmnoprstuvxyz_0123456789 \n\t#'\"=+-*/%()[]{},.<>!é") + WORDS)
 
 
-@settings(FUZZ, max_examples=150)
+@fuzz(150)
 @given(st.lists(ALPHABET, max_size=80).map("".join))
 def test_random_text_fails_with_located_errors(text):
     check_text(text)
 
 
-@settings(FUZZ, max_examples=100)
+@fuzz(100)
 @given(
     st.lists(
         st.sampled_from(
@@ -183,7 +190,7 @@ SET_VALUES = [
 ]
 
 
-@settings(FUZZ, max_examples=150)
+@fuzz(150)
 @given(st.sampled_from(sorted(SPECS)), st.data())
 def test_set_overrides_fail_with_clear_errors(name, data):
     """``--set KEY=VALUE`` with any key and value: a config or an error that names the --set or a line."""
