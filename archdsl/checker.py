@@ -177,6 +177,9 @@ class _Builder:
         raise ArchdslError(f"unknown name '{name}' in a compile-time expression", ref.span,
                            did_you_mean(name, known, "names"))
 
+    def is_number(self, name: str) -> bool:
+        return name in self.hyper_values or name in self.lets or name in self.axis_decl
+
     def poly(self, name: str) -> Poly:
         if name in self.hyper_values:
             return Poly.sym(name)
@@ -320,8 +323,9 @@ class _Builder:
                                f"({name}(…)) or compare it in an 'if'", ref.span)
         st = self.decl_of.get(name)
         if st is None:
-            raise ArchdslError(f"undefined name '{name}'", ref.span,
-                               did_you_mean(name, [*self.decl_of, *self.hyper_values, *self.lets], "names"))
+            hint = (f"'{name}' is a function; call it: {name}(…)" if name in FUNCTIONS else
+                    did_you_mean(name, [*self.decl_of, *self.hyper_values, *self.lets], "names"))
+            raise ArchdslError(f"undefined name '{name}'", ref.span, hint)
         self.used.add(name)
         if ref.primed:
             if not isinstance(st, S.State):
@@ -416,7 +420,8 @@ class _Builder:
                                did_you_mean(func, [*FUNCTIONS, *self.choices], "functions"))
         arity, takes_axis = FUNCTIONS[func]
         if len(e.args) != arity:
-            raise ArchdslError(f"'{func}' takes {plural(arity, 'argument')}, found {len(e.args)}", e.span)
+            raise ArchdslError(f"'{func}' takes {plural(arity, 'argument')}, found {len(e.args)}", e.span,
+                               f"the axis goes in brackets: {func}[AXIS](…)" if takes_axis else None)
         if takes_axis and (e.axes is None or len(e.axes) != 1):
             raise ArchdslError(f"'{func}' needs the axis it works along: {func}[AXIS](…)", e.span)
         if not takes_axis and e.axes is not None:
@@ -588,6 +593,8 @@ class _Builder:
         match e:
             case S.Num():
                 return
+            case S.Ref() if e.name in INIT_FUNCTIONS and not self.is_number(e.name):
+                raise ArchdslError(f"'{e.name}' is an initialiser; call it: {e.name}(…)", e.span)
             case S.Ref():
                 self.number(e)
             case S.Neg(arg=a):

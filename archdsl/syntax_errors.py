@@ -105,13 +105,50 @@ def _describe(tok: Token) -> str:
 _OPENERS = {"RPAR": "(", "RSQB": "[", "RBRACE": "{"}
 
 
-def _hint(prev: Token | None, bad: Token | None, accepts: set, prev_starts: bool) -> str | None:
-    """Likely causes: a misspelt keyword, an unknown statement, an unclosed bracket."""
-    if prev is not None and prev.type == "NAME" and prev_starts and "EQUAL" in accepts:
-        close = did_you_mean(str(prev), KEYWORDS)
+def _definition_head(seen: list[Token]) -> int | None:
+    """Index of the NAME that starts the definition head (NAME ['] [axes]) ending ``seen``."""
+    i = len(seen) - 1
+    if i >= 0 and seen[i].type == "RSQB":
+        while i >= 0 and seen[i].type != "LSQB":
+            i -= 1
+        i -= 1
+    if i >= 0 and seen[i].type == "PRIME":
+        i -= 1
+    return i if i >= 0 and seen[i].type == "NAME" else None
+
+
+class _Context:
+    """The tokens read before the error and the parser state before each of them."""
+
+    def __init__(self, parser: lark.Lark, ip, source: str):
+        self.parser, self.ip, self.source = parser, ip, source
+        self.seen: list[Token] = []
+        self.states: list = []
+
+    def accepts(self, state) -> set[str]:
+        return InteractiveParser(self.ip.parser, state, self.ip.lexer_thread).accepts()
+
+    def starts_statement(self, i: int) -> bool:
+        return bool(self.accepts(self.states[i]) & STATEMENTS)
+
+
+def _hint(ctx: _Context, bad: Token | None, accepts: set) -> str | None:
+    """Likely causes: a misspelt keyword, a missing ',', '=' for '==', '**', an unclosed bracket."""
+    seen = ctx.seen
+    h = _definition_head(seen) if "EQUAL" in accepts and accepts <= {"EQUAL", "LSQB", "PRIME"} else None
+    if h is not None and ctx.starts_statement(h):
+        head = seen[h]
+        close = did_you_mean(str(head), KEYWORDS) if h == len(seen) - 1 else ""
         if close.startswith("did you mean"):
             return close.split("?")[0] + "?"
-        return f"a statement starts with a keyword ({', '.join(KEYWORDS)}) or defines a value: {prev} = …"
+        if h > 0 and seen[h - 1].line == head.line:
+            text = ctx.source[head.start_pos : seen[-1].end_pos]
+            return f"'{text}' reads as the start of a new definition; is a ',' missing before it?"
+        return f"a statement starts with a keyword ({', '.join(KEYWORDS)}) or defines a value: {head} = …"
+    if bad is not None and bad.type == "EQUAL" and "CMP" in accepts:
+        return "compare with '=='"
+    if bad is not None and bad.type == "STAR" and seen and seen[-1].type == "STAR":
+        return "there is no power operator: write a * a, square(a) or exp(b * log(a))"
     open_ = [_OPENERS[t] for t in ("RPAR", "RSQB", "RBRACE") if t in accepts]
     if open_ and bad is not None and (bad.type == "$END" or bad.type in STATEMENTS):
         return f"a '{open_[0]}' is still open"
@@ -121,33 +158,35 @@ def _hint(prev: Token | None, bad: Token | None, accepts: set, prev_starts: bool
 def syntax_error(parser: lark.Lark, source: str, file: str, error: UnexpectedInput) -> ArchdslError:
     """Re-parse ``source`` token by token to explain the first syntax error."""
     ip = parser.parse_interactive(source)
+    ctx = _Context(parser, ip, source)
     state = ip.parser_state
     tokens = ip.lexer_thread.lex(state)
-    prev: Token | None = None
-    before = state.copy(deepcopy_values=False)
     while True:
-        prev_before, before = before, state.copy(deepcopy_values=False)
+        before = state.copy(deepcopy_values=False)
         bad: Token | None = None
         try:
             bad = next(tokens, None)
             if bad is None:
-                bad = Token.new_borrow_pos("$END", "", prev) if prev else Token("$END", "", 0, 1, 1, 1, 1, 0)
+                last = ctx.seen[-1] if ctx.seen else None
+                bad = Token.new_borrow_pos("$END", "", last) if last else Token("$END", "", 0, 1, 1, 1, 1, 0)
                 state.feed_token(bad, True)
                 break
             state.feed_token(bad)
         except UnexpectedToken as e:
             bad = bad if bad is not None and bad is e.token else e.token
-            return _error(parser, ip, source, file, (prev_before, before), prev, bad)
+            return _error(ctx, file, before, bad)
         except UnexpectedCharacters as e:
-            return _error(parser, ip, source, file, (prev_before, before), prev, None, e)
-        prev = bad
+            return _error(ctx, file, before, None, e)
+        ctx.seen.append(bad)
+        ctx.states.append(before)
     return ArchdslError(f"syntax error: {error}", Span(file, 1, 1, 1, 2), source=source)
 
 
-def _error(parser, ip, source, file, states, prev, bad, char_error=None) -> ArchdslError:
-    """``states``: the parser before ``prev`` and before ``bad``."""
-    prev_accepts, accepts = (InteractiveParser(ip.parser, s, ip.lexer_thread).accepts() for s in states)
-    expected = expected_phrase(parser, accepts)
+def _error(ctx: _Context, file: str, before, bad: Token | None, char_error=None) -> ArchdslError:
+    """The message for ``bad`` (or an unlexable character) arriving in parser state ``before``."""
+    accepts = ctx.accepts(before)
+    expected = expected_phrase(ctx.parser, accepts)
+    prev = ctx.seen[-1] if ctx.seen else None
     after = ""
     if prev is not None:
         after = " after an expression" if "STAR" in accepts else f" after '{prev}'"
@@ -157,7 +196,7 @@ def _error(parser, ip, source, file, states, prev, bad, char_error=None) -> Arch
         what = f"character {char_error.char!r}"
         if char_error.char == '"':
             return ArchdslError(
-                "unterminated string: a message ends with '\"' on the same line", span, source=source
+                "unterminated string: a message ends with '\"' on the same line", span, source=ctx.source
             )
     elif bad.type == "$END":
         line = prev.end_line if prev else 1
@@ -168,8 +207,5 @@ def _error(parser, ip, source, file, states, prev, bad, char_error=None) -> Arch
         span = Span(file, bad.line, bad.column, bad.end_line, bad.end_column)
         what = _describe(bad)
     return ArchdslError(
-        f"unexpected {what}{after}; expected {expected}",
-        span,
-        _hint(prev, bad, accepts, bool(prev_accepts & STATEMENTS)),
-        source=source,
+        f"unexpected {what}{after}; expected {expected}", span, _hint(ctx, bad, accepts), source=ctx.source
     )

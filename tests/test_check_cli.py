@@ -167,3 +167,9 @@ def test_a_hyper_default_follows_the_hypers_it_uses(capsys, tmp_path):
     assert check_json(capsys, str(spec))["sizes"] == {"h": 2}
     assert check_json(capsys, str(spec), "--preset", "wide")["sizes"] == {"h": 8}  # heads = 32 / 4
     assert check_json(capsys, str(spec), "--preset", "wide", "--set", "heads=3")["sizes"] == {"h": 3}
+
+
+def test_a_range_may_be_written_without_spaces(capsys, tmp_path):
+    spec = tmp_path / "r.rnn"
+    spec.write_text(TINY + "search { heads in 2..8, lr in 0.0001..0.01 log }\n")
+    assert check_json(capsys, str(spec))["search_space"] == {"heads": "2 .. 8", "lr": "0.0001 .. 0.01 log"}
