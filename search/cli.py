@@ -8,6 +8,7 @@ live table, re-trains the top-k configurations with more seeds, and writes the r
 from __future__ import annotations
 
 import random
+import signal
 import warnings
 from pathlib import Path
 
@@ -249,6 +250,10 @@ def recover(study, storage_url: str | None) -> None:
         st.fail_and_retry(study, t, "its worker stopped before the trial ended (retried)")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(args) -> int:
     import optuna
 
@@ -260,6 +265,7 @@ def run(args) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: stop the workers, their trials run on --resume
     if args.workers < 1:
         raise ArchdslError("--workers must be at least 1")
     gpus = gpu_list(args.gpus)

@@ -57,11 +57,10 @@ class Progress:
             self.print_ended()
 
     def print_ended(self) -> None:
-        for t in self.study.get_trials(deepcopy=False):
-            r = results.row(t, self.settings)
-            if t.number in self.printed or r["state"] in ("running", "waiting"):
+        for r in results.rows(self.study.get_trials(deepcopy=False), self.settings):
+            if r["number"] in self.printed or r["state"] in ("running", "waiting"):
                 continue
-            self.printed.add(t.number)
+            self.printed.add(r["number"])
             value = f"{r['value']:.4f}" if r["value"] is not None else "-"
             self.console.print(
                 f"trial {r['number']:>3} {r['state']:<8} {r['model']} {r['searched']}  "
@@ -99,7 +98,7 @@ class Progress:
         return table
 
     def rows(self) -> list[dict]:
-        rows = [results.row(t, self.settings) for t in self.study.get_trials(deepcopy=False)]
+        rows = results.rows(self.study.get_trials(deepcopy=False), self.settings)
         running = [r for r in rows if r["state"] == "running"]
         best = sorted((r for r in rows if r["value"] is not None), key=lambda r: r["value"])
         latest = sorted((r for r in rows if r["state"] in ("pruned", "failed")), key=lambda r: -r["number"])

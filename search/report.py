@@ -171,7 +171,7 @@ def figures(doc: Doc, study, s: st.Settings, top: list) -> None:
 
 
 def trials_section(doc: Doc, study, s: st.Settings) -> None:
-    rows = [results.row(t, s) for t in study.get_trials(deepcopy=False)]
+    rows = results.rows(study.get_trials(deepcopy=False), s)
     failed = [r for r in rows if r["state"] == "failed"]
     if failed:
         doc.h(2, "Failed trials")

@@ -49,15 +49,21 @@ def count_text(t: FrozenTrial, budget: int) -> str:
     return f"{p:,} ({(p - budget) / budget:+.2%})" if p else "-"
 
 
-def row(t: FrozenTrial, settings: st.Settings) -> dict:
-    """One line of the trial tables (live and report)."""
+def rows(trials: list[FrozenTrial], settings: st.Settings) -> list[dict]:
+    """The lines of the trial tables (live and report), one per trial."""
+    retried = {t.system_attrs.get("failed_trial", t.user_attrs.get("retry_of")) for t in trials}
+    return [row(t, settings, t.number in retried) for t in trials]
+
+
+def row(t: FrozenTrial, settings: st.Settings, retried: bool = False) -> dict:
+    """One line of the trial tables; ``retried``: its parameters were queued again."""
     ua = t.user_attrs
     value = t.values[0] if t.values else None
     if t.state == TrialState.PRUNED and t.intermediate_values:
         step, v = max(t.intermediate_values.items())
         note = f"pruned at {step}% ({v:.4f} bpb)"
     elif t.state == TrialState.FAIL:
-        note = ua.get("fail_reason", "failed")
+        note = ua.get("fail_reason") or ("its heartbeat stopped (its worker died)" if retried else "failed")
     else:
         note = ""
     seconds = (
@@ -65,9 +71,12 @@ def row(t: FrozenTrial, settings: st.Settings) -> dict:
         if t.datetime_complete and t.datetime_start
         else None
     )
+    state = STATE.get(t.state, str(t.state))
+    if t.state == TrialState.FAIL and retried:
+        state = "retried"  # its worker died or the search was stopped: the same parameters run again
     return {
         "number": t.number,
-        "state": STATE.get(t.state, str(t.state)),
+        "state": state,
         "model": model_of(t, settings),
         "searched": searched(t),
         "dim": ua.get("dim"),

@@ -23,11 +23,12 @@ from archdsl.errors import ArchdslError, format_error
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Linux: the kernel kills this process when its worker dies (so a killed worker leaks no trial)."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: the kernel sends ``sig`` to this process when its parent dies (so a killed worker leaks
+    no trial, and a killed search no worker)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
         return
     if os.getppid() == 1:

@@ -27,6 +27,7 @@ from archdsl.errors import ArchdslError, format_error
 from . import study as st
 from .repro import model_job, train_command, train_job
 from .space import Candidate, Space, parse_range
+from .trial import die_with_parent
 
 POLL_S = 2.0
 CURVE_POINTS = 200  # a trial's loss curve is kept in the study, thinned to this many points
@@ -192,11 +193,12 @@ class Worker:
         try:
             out = run_process(job, trial_dir, self.env, on_config, on_report, s.timeout_s())
         except KeyboardInterrupt:
-            trial.set_user_attr(st.STALE_ATTR, True)
-            trial.set_user_attr("fail_reason", "interrupted (the search was stopped); retried on --resume")
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            self.interrupted(trial)
             raise
         res = out.get("result") or {}
+        if res.get("status") == "interrupted":  # a signal stopped the trainer: not the configuration's fault
+            self.interrupted(trial)
+            raise TrialFailed("interrupted")
         record_result(trial, res, cand.depth)
         trial.set_user_attr("status", out["status"])
         if out["status"] == "pruned":
@@ -204,6 +206,12 @@ class Worker:
         if out["status"] != "ok":
             return self.fail(trial, out.get("reason", "failed"))
         return objective_values(s, res, cand.depth)
+
+    def interrupted(self, trial) -> None:
+        """The search was stopped under this trial: it is not counted, and runs again on --resume."""
+        trial.set_user_attr(st.STALE_ATTR, True)
+        trial.set_user_attr("fail_reason", "interrupted (the search was stopped); retried on --resume")
+        self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
     def report_enabled(self) -> bool:
         return self.settings.prune and not self.settings.multi and bool(self.settings.report_fractions)
@@ -257,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=None, help="where trial run directories go (default runs/)")
     p.add_argument("--worker", type=int, default=0, help="index of this worker (seeds its sampler)")
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped: the running trial is queued again, not counted
+    die_with_parent(signal.SIGTERM)
     try:
         return serve(args.study, args.storage, st.runs_dir(args.runs), args.worker)
     except ArchdslError as e:

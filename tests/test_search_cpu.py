@@ -2,14 +2,17 @@
 
 One invalid configuration is queued on purpose (heads = 0): it must be recorded as failed with its
 reason while the study goes on; every trial's recorded count must be within 1% of the budget;
-``--resume`` must add trials to the same study; the top-k re-runs and the report must be written.
+``--resume`` must add trials to the same study (a trial stopped by SIGTERM runs again on the next
+``--resume``); the top-k re-runs and the report must be written.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,12 +93,35 @@ def test_cpu_search_invalid_choice_resume_report(tmp_path):
     assert "heads 0" in html and "archdsl train e88" in md and "over seeds" in md
     assert (runs / "cpu" / "curves.png").stat().st_size > 0
 
+    # --resume adds a trial; stopped (SIGTERM) while it trains, the trial is queued again, not counted
     first = {t.number: t.values for t in complete}
-    r = archdsl(f"search --resume --trials 1 --seeds 0 {common}")
+    stopped = subprocess.Popen(
+        [sys.executable, "-m", "archdsl.cli", *f"search --resume --trials 1 {common}".split()],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        victim = wait_for_training(runs, set(first) | {t.number for t in ended})
+    finally:
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(timeout=120) == 130
+    cut = load(runs).get_trials()[victim]
+    assert (
+        cut.state == TrialState.FAIL
+        and cut.user_attrs["stale"]
+        and "interrupted" in cut.user_attrs["fail_reason"]
+    )
+
+    r = archdsl(f"search --resume --seeds 0 {common}")  # no --trials: on to the target, the retry first
     assert r.returncode == 0, r.stderr[-3000:]
     again = load(runs).get_trials()
+    retry = [t for t in again if t.user_attrs.get("retry_of") == victim]
+    assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry[0].params == cut.params
     ended_again = [t for t in again if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
-    assert len(ended_again) >= len(ended) + 1  # resumed: more trials in the same study
+    counted = [t for t in ended_again if not t.user_attrs.get("stale")]
+    assert len(counted) == len(ended) + 1  # resumed: one more trial in the same study
     for number, values in first.items():
         assert again[number].values == values
 
@@ -103,4 +129,16 @@ def test_cpu_search_invalid_choice_resume_report(tmp_path):
     r = archdsl(f"report {runs / 'cpu'}")  # regenerated from the storage alone
     assert r.returncode == 0, r.stderr
     last = max(t.number for t in ended_again)
-    assert f"| {last} | " in (runs / "cpu" / "report.md").read_text()
+    report = (runs / "cpu" / "report.md").read_text()
+    assert f"| {last} | " in report and f"| {victim} | retried |" in report
+
+
+def wait_for_training(runs: Path, old: set[int], timeout: float = 120) -> int:
+    """The number of a new trial that has solved its configuration (it trains now)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        for t in load(runs).get_trials(states=(TrialState.RUNNING,)):
+            if t.number not in old and "params" in t.user_attrs:
+                return t.number
+        time.sleep(0.5)
+    raise AssertionError("no trial started training")

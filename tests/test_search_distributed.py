@@ -231,6 +231,8 @@ def test_two_hosts_one_killed_mid_trial(postgres_url, tmp_path):
         assert trials[number].state == TrialState.COMPLETE and trials[number].values == values
     for t in complete:
         assert abs(t.user_attrs["params"] - 200_000) <= 2_000
+    report = (tmp_path / "a" / "dist" / "report.md").read_text()  # A wrote the study's report
+    assert f"| {victim.number} | retried |" in report and "heartbeat stopped" in report
 
 
 def _runs_under(trial, runs: Path) -> bool:
