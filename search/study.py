@@ -147,12 +147,6 @@ def hide_password(url: str) -> str:
         return url
 
 
-def has_heartbeat(study: optuna.Study) -> bool:
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    return is_heartbeat_enabled(study._storage)
-
-
 def study_exists(name: str, storage) -> bool:
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     return any(s.study_name == name for s in summaries)

@@ -224,10 +224,9 @@ class Worker:
         """Run trials until the study has its target count of ended trials."""
         target = self.settings.trials
         while True:
-            if st.has_heartbeat(self.study):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    optuna.storages.fail_stale_trials(self.study)
+            with warnings.catch_warnings():  # RDB storage: fail (and queue again) trials without heartbeat
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
             c = st.counts(self.study)
             if c.finished >= target:
                 return
