@@ -37,6 +37,16 @@ def _pg_bin() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,8 +111,8 @@ def postgres_url():
             "(make test installs them when run as root)"
         )
     pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'archdsl[search]'")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as the postgres user")
+    if os.geteuid() == 0 and (shutil.which("runuser") is None or not _has_user("postgres")):
+        pytest.skip("running as root without runuser or a 'postgres' user: PostgreSQL refuses to run as root")
     server = PrivatePostgres(bindir)
     try:
         url = server.start()
