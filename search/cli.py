@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 import warnings
 from pathlib import Path
 
@@ -116,6 +117,13 @@ def add_arguments(p) -> None:
         dest="trial_timeout",
         type=float,
         help="seconds after which a trial is killed (default 3x its budget + 10 min)",
+    )
+    p.add_argument(
+        "--time-limit",
+        dest="time_limit",
+        type=float,
+        metavar="MINUTES",
+        help="start no trial (or re-run) that would still train after this many minutes",
     )
     p.add_argument("--quiet", action="store_true", help="no live table")
 
@@ -276,7 +284,8 @@ def run(args) -> int:
     enqueue(study, settings, args.enqueue)
     # a joining host's workers draw other random numbers than the first host's (their index seeds them)
     first = random.randrange(1000, 1_000_000) if args.join else 0
-    pool = Pool(study, args.storage, runs, gpus, args.workers, first)
+    deadline = time.time() + 60 * args.time_limit if args.time_limit else None
+    pool = Pool(study, args.storage, runs, gpus, args.workers, first, deadline)
     progress = Progress(study, settings, quiet=args.quiet)
     progress.header(build_space(settings).describe(), len(pool.slots))
     with progress:

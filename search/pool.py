@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from . import study as st
 from .repro import model_job, train_command, train_job
 from .space import Candidate
-from .worker import objective_values, run_process, trial_env
+from .worker import fits, objective_values, run_process, trial_env
 
 MAX_RESTARTS = 3
 
@@ -57,27 +57,20 @@ class Pool:
         gpus: list[str] | None,
         workers: int,
         first: int = 0,
+        deadline: float | None = None,
     ):
-        """``first``: index of the first worker (it seeds the sampler: a joining host picks another)."""
-        self.study, self.storage, self.runs = study, storage, runs
+        """``first``: index of the first worker (it seeds the sampler: a joining host picks another);
+        ``deadline``: time.time() after which no trial (or re-run) may still be training."""
+        self.study, self.storage, self.runs, self.deadline = study, storage, runs, deadline
         gpus = gpus or [None] * workers
         self.slots = [Slot(first + i, g) for i, g in enumerate(gpus)]
         self.base_env = trial_env(runs, study.study_name)
 
     def start(self, slot: Slot) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "archdsl.search.worker",
-            "--study",
-            self.study.study_name,
-            "--runs",
-            str(self.runs),
-            "--worker",
-            str(slot.index),
-        ]
-        if self.storage:
-            argv += ["--storage", self.storage]
+        argv = [sys.executable, "-m", "archdsl.search.worker", "--study", self.study.study_name]
+        argv += ["--runs", str(self.runs), "--worker", str(slot.index)]
+        argv += ["--storage", self.storage] if self.storage else []
+        argv += ["--deadline", repr(self.deadline)] if self.deadline else []
         slot.proc = subprocess.Popen(argv, env=slot_env(slot, len(self.slots), self.base_env))
 
     def run(self, on_tick=None) -> None:
@@ -104,7 +97,10 @@ class Pool:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.user_attrs.get("worker") == name:
                 st.fail_and_retry(self.study, t, f"its worker {name} died (exit status {rc})")
-        done = st.counts(self.study).finished >= st.settings_of(self.study).trials
+        settings = st.settings_of(self.study)
+        done = st.counts(self.study).finished >= settings.trials or not fits(
+            self.deadline, self.study, settings
+        )
         if not done and slot.restarts < MAX_RESTARTS and rc != 2:
             slot.restarts += 1
             print(
@@ -141,6 +137,8 @@ class Pool:
                 try:
                     t, seed = jobs.pop(0)
                 except IndexError:
+                    return
+                if not fits(self.deadline, self.study, settings):
                     return
                 self.rerun(settings, t, seed, envs[i])
                 if on_tick:

@@ -154,9 +154,23 @@ def objective_values(settings: st.Settings, res: dict, depth: int) -> list[float
     return [float(first)] + [float(extra[m]()) for m in settings.multi]
 
 
+def fits(deadline: float | None, study: optuna.Study, settings: st.Settings) -> bool:
+    """Whether a trial started now ends before the deadline (None: no deadline). A trial takes as
+    long as the longest of the study's last complete trials (start-up, warm-up and evaluation
+    included), or its training minutes before any has completed."""
+    if deadline is None:
+        return True
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done[-5:]]
+    return time.time() + max(spans, default=60 * settings.minutes) <= deadline
+
+
 class Worker:
-    def __init__(self, study: optuna.Study, settings: st.Settings, runs: Path, name: str):
+    def __init__(
+        self, study: optuna.Study, settings: st.Settings, runs: Path, name: str, deadline: float | None = None
+    ):
         self.study, self.settings, self.runs, self.name = study, settings, runs, name
+        self.deadline = deadline  # time.time() after which no trial may still be training
         self.space = build_space(settings)
         self.env = trial_env(runs, study.study_name)
 
@@ -228,7 +242,7 @@ class Worker:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)
             c = st.counts(self.study)
-            if c.finished >= target:
+            if c.finished >= target or not fits(self.deadline, self.study, self.settings):
                 return
             if c.waiting == 0 and c.finished + c.running >= target:
                 time.sleep(POLL_S)  # the last trials run elsewhere; wait in case one is retried
@@ -242,14 +256,16 @@ class Worker:
                 print(f"archdsl search: {self.name}: {e}", file=sys.stderr)
 
 
-def serve(study_name: str, storage: str | None, runs: Path, worker: int) -> int:
+def serve(
+    study_name: str, storage: str | None, runs: Path, worker: int, deadline: float | None = None
+) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the search shows each trial's end and reason
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")  # --enqueue may be
     store = st.open_storage(study_name, storage, runs)
     study = st.load(study_name, store, worker=worker)
     name = f"{socket.gethostname()}:{os.getpid()}:w{worker}"
-    Worker(study, st.settings_of(study), runs, name).loop()
+    Worker(study, st.settings_of(study), runs, name, deadline).loop()
     return 0
 
 
@@ -263,11 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", help="database URL or journal file (default runs/<study>/study.journal)")
     p.add_argument("--runs", default=None, help="where trial run directories go (default runs/)")
     p.add_argument("--worker", type=int, default=0, help="index of this worker (seeds its sampler)")
+    p.add_argument("--deadline", type=float, help="Unix time after which no trial may still train")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # stopped: the running trial is queued again, not counted
     die_with_parent(signal.SIGTERM)
     try:
-        return serve(args.study, args.storage, st.runs_dir(args.runs), args.worker)
+        return serve(args.study, args.storage, st.runs_dir(args.runs), args.worker, args.deadline)
     except ArchdslError as e:
         print(format_error(e), file=sys.stderr)
         return 2

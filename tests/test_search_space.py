@@ -292,6 +292,16 @@ def test_workers_get_a_gpu_or_a_share_of_the_cores():
     assert "CUDA_VISIBLE_DEVICES" not in env and int(env["OMP_NUM_THREADS"]) >= 1
 
 
+def test_a_trial_starts_only_if_it_ends_before_the_deadline(tmp_path):
+    import time
+
+    from archdsl.search.worker import fits
+
+    study, s = make_study(tmp_path)  # 0.1-minute trials, none complete yet: 6 s expected
+    assert fits(None, study, s) and fits(time.time() + 10, study, s)
+    assert not fits(time.time() + 3, study, s)
+
+
 def test_gpu_list():
     from archdsl.search.cli import gpu_list
 
