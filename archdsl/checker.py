@@ -383,10 +383,8 @@ class _Builder:
         missing = [a for a in given if a not in have]
         if missing:
             node = self.node(Op.EXPAND, (node,), set(have) | set(missing), tuple(missing))
-        if tgt.primed:
-            node = self.rename(node, given, state.axes, tgt.span) if given != state.axes else node
-            node = self.rename(node, self.axes_of(node), state.axes, tgt.span) \
-                if self.axes_of(node) != state.axes else node
+        if tgt.primed and set(given) != set(state.axes):  # S'[h, k] = …: move k onto the state's axis
+            node = self.rename(node, given, state.axes, tgt.span)
         return node
 
     def expr(self, e: S.Expr) -> int:
@@ -560,8 +558,8 @@ class _Builder:
             rho = evaluate(p.options.spectral_norm, self.number) if p.options.spectral_norm else None
             if p.options.init is not None:
                 self.check_init(p.options.init, ("out", "in"))
-            ir_projs.append(Projection(p.source, src_axes, tuple((t.name, t.axes) for t in p.targets),
-                                       p.options.bias, p.options.init, rho))
+            outputs = tuple((t.name, self.canon(t.axes)) for t in p.targets)
+            ir_projs.append(Projection(p.source, src_axes, outputs, p.options.bias, p.options.init, rho))
         if out.options.init is not None:
             self.check_init(out.options.init, ("out", "in"))
         # every learned thing must be used: a declared but unused parameter would silently not train
@@ -578,8 +576,9 @@ class _Builder:
             name=self.spec.name, source=self.spec.source, hypers=dict(self.hyper_values),
             choices=dict(self.choices), sizes={a: self.axis_size(a) for a in self.axis_order},
             axes=self.axis_order, projections=ir_projs,
-            params=[ParamSpec(p.name, p.axes, p.init) for p in params],
-            states={s.name: s.axes for s in states}, graph=self.graph,
+            # stored tensors are laid out in axis declaration order, whatever order a spec lists them in
+            params=[ParamSpec(p.name, self.canon(p.axes), p.init) for p in params],
+            states={s.name: self.canon(s.axes) for s in states}, graph=self.graph,
             values={k: v for k, v in self.node_of.items() if not k.endswith("'")},
             pre=dict(self.pre), next_state=next_state, output=out.name, output_node=out_node,
             output_init=out.options.init, dim=int(self.hyper_values["dim"]),

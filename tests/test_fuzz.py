@@ -207,3 +207,19 @@ def test_set_overrides_fail_with_clear_errors(name, data):
         assert message.startswith("error: --set ") or re.match(rf"^{re.escape(name)}:\d+:\d+: ", message), (
             message
         )
+
+
+def test_regression_state_axes_listed_out_of_declaration_order():
+    """Fuzzing found `state S[h, i, j]` with `axis j` declared before `axis i` failing the IR verifier
+    (and an update transposed onto the state). Stored tensors now follow the declaration order."""
+    text = (
+        "hyper dim = 8\naxis h = 2\naxis j = 3\naxis i = 4\nproject x -> k[h, i], v[h, j]\n"
+        "param W[i, h] = xavier()\nstate S[h, i, j]\nS' = tanh(S + k * v * W)\no = sum[i](S' * k)\noutput o\n"
+    )
+    layer = instantiate(parse(text, "order.rnn")).layer
+    assert layer.states == {"S": ("h", "j", "i")}
+    assert [p.axes for p in layer.params] == [("h", "i")]
+    assert layer.projections[0].outputs == (("k", ("h", "i")), ("v", ("h", "j")))
+    assert not any(n.op.value == "rename" for n in layer.graph.nodes)  # nothing is transposed
+    listed_in_order = text.replace("W[i, h]", "W[h, i]").replace("S[h, i, j]", "S[h, j, i]")
+    assert instantiate(parse(listed_in_order, "order.rnn")).layer.fingerprint() == layer.fingerprint()
