@@ -201,6 +201,7 @@ def open_study(args, runs: Path):
         if not exists:
             raise ArchdslError(f"no study '{name}' in {args.storage or st.journal_path(runs, name)}")
         given = [k for k in DEFINING if getattr(args, k, None) not in (None, [], False)]
+        given += ["trials"] if args.join and args.trials else []  # the target is the study's
         if given:
             raise ArchdslError(
                 "a continued study keeps its settings; drop "
