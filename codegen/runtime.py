@@ -142,9 +142,21 @@ def _ntiles(plan: Plan, axes) -> int:
     return out
 
 
+_OPS: dict[str, object] = {}
+
+
 def _register_op(cc: CompiledCell):
-    """``archdsl::cell_<hash>(xs, cs, h0) -> [y, *final states, *checkpoints]`` with its autograd."""
+    """``archdsl::cell_<hash>(xs, cs, h0) -> [y, *final states, *checkpoints]`` with its autograd.
+
+    An op is registered once per name: layers with the same IR and plan share it (the name covers
+    the generated source and every launch setting, so they compute the same thing)."""
     name = f"archdsl::cell_{cc.hash}_{cc.plan.chunk}_{cc.plan.num_warps}_{cc.plan.n_tiles}"
+    if name not in _OPS:
+        _OPS[name] = _make_op(cc, name)
+    return _OPS[name]
+
+
+def _make_op(cc: CompiledCell, name: str):
     n_s = len(cc.state_names)
     cell = cc.cell
 
