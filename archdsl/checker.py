@@ -21,26 +21,59 @@ from archdsl.ir import Graph, Kind, LayerIR, Node, Op, ParamSpec, Projection, ve
 from archdsl.sizes import Poly, evaluate, to_poly
 
 L2_EPS = 1e-6
-MAX_AXIS = 2**31 - 1   # a tensor dimension must fit an int32 index
+MAX_AXIS = 2**31 - 1  # a tensor dimension must fit an int32 index
 
 #: per-step functions: name -> number of arguments (and whether it takes an axis, as ``sum[i]``)
 FUNCTIONS: dict[str, tuple[int, bool]] = {
-    "exp": (1, False), "log": (1, False), "tanh": (1, False), "sigmoid": (1, False),
-    "softplus": (1, False), "relu": (1, False), "abs": (1, False), "sqrt": (1, False),
-    "silu": (1, False), "sg": (1, False), "identity": (1, False), "square": (1, False),
-    "max": (2, False), "min": (2, False), "spectral_norm": (2, False),
-    "sum": (1, True), "mean": (1, True), "dot": (2, True), "l2norm": (1, True),
+    "exp": (1, False),
+    "log": (1, False),
+    "tanh": (1, False),
+    "sigmoid": (1, False),
+    "softplus": (1, False),
+    "relu": (1, False),
+    "abs": (1, False),
+    "sqrt": (1, False),
+    "silu": (1, False),
+    "sg": (1, False),
+    "identity": (1, False),
+    "square": (1, False),
+    "max": (2, False),
+    "min": (2, False),
+    "spectral_norm": (2, False),
+    "sum": (1, True),
+    "mean": (1, True),
+    "dot": (2, True),
+    "l2norm": (1, True),
 }
-_UNARY = {"exp": Op.EXP, "log": Op.LOG, "tanh": Op.TANH, "sigmoid": Op.SIGMOID, "softplus": Op.SOFTPLUS,
-          "relu": Op.RELU, "abs": Op.ABS, "sqrt": Op.SQRT}
+_UNARY = {
+    "exp": Op.EXP,
+    "log": Op.LOG,
+    "tanh": Op.TANH,
+    "sigmoid": Op.SIGMOID,
+    "softplus": Op.SOFTPLUS,
+    "relu": Op.RELU,
+    "abs": Op.ABS,
+    "sqrt": Op.SQRT,
+}
 _BINARY = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}
 
 #: initialisers of learned parameters: name -> number of arguments (axis-taking: linspace[k])
 INIT_FUNCTIONS: dict[str, tuple[int, bool]] = {
-    "zeros": (0, False), "ones": (0, False), "normal": (2, False), "uniform": (2, False),
-    "loguniform": (2, False), "xavier": (0, False), "orthogonal": (1, False), "linspace": (2, True),
-    "log": (1, False), "exp": (1, False), "logit": (1, False), "softplus_inv": (1, False),
-    "sigmoid": (1, False), "tanh": (1, False), "sqrt": (1, False),
+    "zeros": (0, False),
+    "ones": (0, False),
+    "normal": (2, False),
+    "uniform": (2, False),
+    "loguniform": (2, False),
+    "xavier": (0, False),
+    "orthogonal": (1, False),
+    "linspace": (2, True),
+    "log": (1, False),
+    "exp": (1, False),
+    "logit": (1, False),
+    "softplus_inv": (1, False),
+    "sigmoid": (1, False),
+    "tanh": (1, False),
+    "sqrt": (1, False),
 }
 
 #: model-level names a search space may range over besides the spec's hypers and choices
@@ -51,7 +84,7 @@ RESERVED = {"x"}
 @dataclass
 class SearchDim:
     name: str
-    kind: str            # "int", "float" or "categorical"
+    kind: str  # "int", "float" or "categorical"
     low: float | None = None
     high: float | None = None
     log: bool = False
@@ -98,22 +131,31 @@ def declarations(spec: S.SpecFile) -> Declarations:
                 twice = next(o for o in st.options if st.options.count(o) > 1)
                 raise ArchdslError(f"choice '{st.name}' lists '{twice}' twice", st.span)
             if st.default is not None and st.default not in st.options:
-                raise ArchdslError(f"default '{st.default}' of choice '{st.name}' is not one of its "
-                                   f"values", st.span, did_you_mean(st.default, st.options, "values"))
+                raise ArchdslError(
+                    f"default '{st.default}' of choice '{st.name}' is not one of its values",
+                    st.span,
+                    did_you_mean(st.default, st.options, "values"),
+                )
         elif isinstance(st, S.Preset):
             if st.name in d.presets:
-                raise ArchdslError(f"preset '{st.name}' is defined twice; first on line "
-                                   f"{d.presets[st.name].span.line}", st.span)
+                raise ArchdslError(
+                    f"preset '{st.name}' is defined twice; first on line {d.presets[st.name].span.line}",
+                    st.span,
+                )
             d.presets[st.name] = st
         elif isinstance(st, S.Search):
             for r in st.ranges:
                 if any(r.name == other.name for other in d.search):
-                    raise ArchdslError(f"'{r.name}' has two search ranges", r.span,
-                                       "give each name one range")
+                    raise ArchdslError(
+                        f"'{r.name}' has two search ranges", r.span, "give each name one range"
+                    )
                 d.search.append(r)
     if "dim" not in d.hypers:
-        raise ArchdslError("a spec must declare 'hyper dim = …' (the model width)",
-                           file_span(spec), "add for example: hyper dim = 512")
+        raise ArchdslError(
+            "a spec must declare 'hyper dim = …' (the model width)",
+            file_span(spec),
+            "add for example: hyper dim = 512",
+        )
     return d
 
 
@@ -146,7 +188,7 @@ class _Builder:
         self.polys: dict[str, Poly] = {}
         self.axis_decl: dict[str, S.Axis] = {}
         # values
-        self.decl_of: dict[str, object] = {}      # value name -> its declaring statement
+        self.decl_of: dict[str, object] = {}  # value name -> its declaring statement
         self.node_of: dict[str, int] = {}
         self.resolving: list[str] = []
         self.used: set[str] = set()
@@ -161,9 +203,10 @@ class _Builder:
             return self.sizes_known[name]
         if name in self.lets:
             if name in self.resolving:
-                cycle = " -> ".join([*self.resolving[self.resolving.index(name):], name])
-                raise ArchdslError(f"cyclic definition: {cycle}", ref.span,
-                                   "a compile-time name cannot depend on itself")
+                cycle = " -> ".join([*self.resolving[self.resolving.index(name) :], name])
+                raise ArchdslError(
+                    f"cyclic definition: {cycle}", ref.span, "a compile-time name cannot depend on itself"
+                )
             self.resolving.append(name)
             self.sizes_known[name] = evaluate(self.lets[name].value, self.number)
             self.resolving.pop()
@@ -171,11 +214,17 @@ class _Builder:
         if name in self.axis_decl:
             return self.axis_size(name)
         if name in self.choices:
-            raise ArchdslError(f"choice '{name}' has no numeric value; compare it in an 'if' "
-                               f"(if {name} == {self.choices[name]} {{ … }})", ref.span)
+            raise ArchdslError(
+                f"choice '{name}' has no numeric value; compare it in an 'if' "
+                f"(if {name} == {self.choices[name]} {{ … }})",
+                ref.span,
+            )
         known = [*self.hyper_values, *self.lets, *self.axis_decl]
-        raise ArchdslError(f"unknown name '{name}' in a compile-time expression", ref.span,
-                           did_you_mean(name, known, "names"))
+        raise ArchdslError(
+            f"unknown name '{name}' in a compile-time expression",
+            ref.span,
+            did_you_mean(name, known, "names"),
+        )
 
     def is_number(self, name: str) -> bool:
         return name in self.hyper_values or name in self.lets or name in self.axis_decl
@@ -197,15 +246,18 @@ class _Builder:
             return self.sizes_known[key]
         ax = self.axis_decl[name]
         if name in self.resolving:
-            cycle = " -> ".join([*self.resolving[self.resolving.index(name):], name])
+            cycle = " -> ".join([*self.resolving[self.resolving.index(name) :], name])
             raise ArchdslError(f"cyclic definition: {cycle}", ax.span, "a size cannot depend on itself")
         self.resolving.append(name)
         size = evaluate(ax.size, self.number)
         self.resolving.pop()
         if not float(size).is_integer() or not 1 <= size <= MAX_AXIS:
             why = "a positive integer" if size < MAX_AXIS else f"at most {MAX_AXIS:,}"
-            raise ArchdslError(f"axis '{name}' has size {fmt(size)}; a size must be {why}", ax.span,
-                               "values: " + ", ".join(f"{k}={fmt(v)}" for k, v in self.hyper_values.items()))
+            raise ArchdslError(
+                f"axis '{name}' has size {fmt(size)}; a size must be {why}",
+                ax.span,
+                "values: " + ", ".join(f"{k}={fmt(v)}" for k, v in self.hyper_values.items()),
+            )
         self.sizes_known[key] = int(size)
         return int(size)
 
@@ -217,8 +269,13 @@ class _Builder:
         for side in (c.left, c.right):
             if isinstance(side, S.Ref) and side.name in self.choices:
                 sides.append(("choice", side.name))
-            elif isinstance(side, S.Ref) and not side.axes and side.name not in self.hyper_values \
-                    and side.name not in self.lets and side.name not in self.axis_decl:
+            elif (
+                isinstance(side, S.Ref)
+                and not side.axes
+                and side.name not in self.hyper_values
+                and side.name not in self.lets
+                and side.name not in self.axis_decl
+            ):
                 sides.append(("word", side.name))
             else:
                 sides.append(("num", evaluate(side, self.number)))
@@ -230,20 +287,27 @@ class _Builder:
             if ka == "choice" and kb == "word":
                 opts = self.decl.choices[a].options
                 if b not in opts:
-                    raise ArchdslError(f"'{b}' is not a value of choice '{a}'", c.right.span,
-                                       did_you_mean(b, opts, "values"))
+                    raise ArchdslError(
+                        f"'{b}' is not a value of choice '{a}'", c.right.span, did_you_mean(b, opts, "values")
+                    )
                 value, other = self.choices[a], b
             elif ka == "choice" and kb == "choice":
                 value, other = self.choices[a], self.choices[b]
             else:
                 choice = a if ka == "choice" else b
-                raise ArchdslError(f"write the choice on the left: {choice} {c.op} VALUE", c.span,
-                                   "known values: " + ", ".join(self.decl.choices[choice].options))
+                raise ArchdslError(
+                    f"write the choice on the left: {choice} {c.op} VALUE",
+                    c.span,
+                    "known values: " + ", ".join(self.decl.choices[choice].options),
+                )
             return (value == other) == (c.op == "==")
         if "word" in kinds:
             word = next(v for k, v in sides if k == "word")
-            raise ArchdslError(f"unknown name '{word}' in a condition", c.span,
-                               did_you_mean(word, [*self.choices, *self.hyper_values, *self.lets], "names"))
+            raise ArchdslError(
+                f"unknown name '{word}' in a condition",
+                c.span,
+                did_you_mean(word, [*self.choices, *self.hyper_values, *self.lets], "names"),
+            )
         a, b = sides[0][1], sides[1][1]
         return {"==": a == b, "!=": a != b, "<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[c.op]
 
@@ -258,25 +322,44 @@ class _Builder:
     def declare(self, name: str, st, span) -> None:
         if name in RESERVED:
             raise ArchdslError(f"'{name}' is reserved for the layer input", span)
-        clash = (name in self.decl_of or name in self.hyper_values or name in self.lets
-                 or name in self.choices or name in self.axis_decl)
+        clash = (
+            name in self.decl_of
+            or name in self.hyper_values
+            or name in self.lets
+            or name in self.choices
+            or name in self.axis_decl
+        )
         if clash:
-            first = (self.decl_of.get(name) or self.lets.get(name) or self.axis_decl.get(name)
-                     or self.decl.hypers.get(name) or self.decl.choices.get(name))
-            raise ArchdslError(f"'{name}' is defined twice; first on line {first.span.line}", span,
-                               "every name (hyper, let, axis, choice, value) is defined once")
+            first = (
+                self.decl_of.get(name)
+                or self.lets.get(name)
+                or self.axis_decl.get(name)
+                or self.decl.hypers.get(name)
+                or self.decl.choices.get(name)
+            )
+            raise ArchdslError(
+                f"'{name}' is defined twice; first on line {first.span.line}",
+                span,
+                "every name (hyper, let, axis, choice, value) is defined once",
+            )
         self.decl_of[name] = st
 
     def check_axes(self, axes, span) -> tuple[str, ...]:
         for a in axes:
             if a not in self.axis_decl:
-                raise ArchdslError(f"unknown axis '{a}'", span,
-                                   did_you_mean(a, self.axis_decl, "axes") or "declare it: axis NAME = SIZE")
+                raise ArchdslError(
+                    f"unknown axis '{a}'",
+                    span,
+                    did_you_mean(a, self.axis_decl, "axes") or "declare it: axis NAME = SIZE",
+                )
             self.axis_size(a)
         if len(set(axes)) != len(axes):
             twice = next(a for a in axes if axes.count(a) > 1)
-            raise ArchdslError(f"axis '{twice}' listed twice in [{', '.join(axes)}]", span,
-                               "a value has each axis once; rename one of them (declare another axis)")
+            raise ArchdslError(
+                f"axis '{twice}' listed twice in [{', '.join(axes)}]",
+                span,
+                "a value has each axis once; rename one of them (declare another axis)",
+            )
         return tuple(axes)
 
     def canon(self, axes) -> tuple[str, ...]:
@@ -297,34 +380,48 @@ class _Builder:
 
     def rename(self, i: int, declared, given, span) -> int:
         if len(given) != len(declared):
-            raise ArchdslError(f"indexed with {len(given)} axes [{', '.join(given)}], but it has "
-                               f"{len(declared)} [{', '.join(declared)}]", span)
+            raise ArchdslError(
+                f"indexed with {len(given)} axes [{', '.join(given)}], but it has "
+                f"{len(declared)} [{', '.join(declared)}]",
+                span,
+            )
         given = self.check_axes(given, span)
         mapping = tuple((d, g) for d, g in zip(declared, given) if d != g)
         for d, g in mapping:
             if self.axis_size(d) != self.axis_size(g):
-                raise ArchdslError(f"axis '{g}' has size {self.axis_size(g)} but '{d}' has size "
-                                   f"{self.axis_size(d)}; renaming needs equal sizes", span)
+                raise ArchdslError(
+                    f"axis '{g}' has size {self.axis_size(g)} but '{d}' has size "
+                    f"{self.axis_size(d)}; renaming needs equal sizes",
+                    span,
+                )
         return self.node(Op.RENAME, (i,), given, mapping) if mapping else i
 
     def value(self, ref: S.Ref) -> int:
         """The node of a named value at a use site (with ``'`` and ``[axes]`` applied)."""
         name = ref.name
         if name == "x":
-            raise ArchdslError("'x' is the layer input; it can only be projected "
-                               "(project x -> NAME[axes])", ref.span)
+            raise ArchdslError(
+                "'x' is the layer input; it can only be projected (project x -> NAME[axes])", ref.span
+            )
         if name in self.hyper_values or name in self.lets or name in self.axis_decl:
             if ref.primed or ref.axes:
-                raise ArchdslError(f"'{name}' is a compile-time number; it has no next value (') and "
-                                   "no axes", ref.span)
+                raise ArchdslError(
+                    f"'{name}' is a compile-time number; it has no next value (') and no axes", ref.span
+                )
             return self.const(self.number(ref))
         if name in self.choices:
-            raise ArchdslError(f"choice '{name}' is not a tensor; call it as a function "
-                               f"({name}(…)) or compare it in an 'if'", ref.span)
+            raise ArchdslError(
+                f"choice '{name}' is not a tensor; call it as a function "
+                f"({name}(…)) or compare it in an 'if'",
+                ref.span,
+            )
         st = self.decl_of.get(name)
         if st is None:
-            hint = (f"'{name}' is a function; call it: {name}(…)" if name in FUNCTIONS else
-                    did_you_mean(name, [*self.decl_of, *self.hyper_values, *self.lets], "names"))
+            hint = (
+                f"'{name}' is a function; call it: {name}(…)"
+                if name in FUNCTIONS
+                else did_you_mean(name, [*self.decl_of, *self.hyper_values, *self.lets], "names")
+            )
             raise ArchdslError(f"undefined name '{name}'", ref.span, hint)
         self.used.add(name)
         if ref.primed:
@@ -344,14 +441,18 @@ class _Builder:
         if key in self.node_of:
             return self.node_of[key]
         if key in self.resolving:
-            cycle = " -> ".join([*self.resolving[self.resolving.index(key):], key])
-            raise ArchdslError(f"cyclic definition: {cycle}", span,
-                               "a step's definitions must not depend on themselves; use a state")
+            cycle = " -> ".join([*self.resolving[self.resolving.index(key) :], key])
+            raise ArchdslError(
+                f"cyclic definition: {cycle}",
+                span,
+                "a step's definitions must not depend on themselves; use a state",
+            )
         st = self.decl_of.get(key) if not key.endswith("'") else self.updates.get(key[:-1])
         if st is None:
             state = self.decl_of[key[:-1]]
-            raise ArchdslError(f"state '{key[:-1]}' is never updated", state.span,
-                               f"add its update: {key[:-1]}' = …")
+            raise ArchdslError(
+                f"state '{key[:-1]}' is never updated", state.span, f"add its update: {key[:-1]}' = …"
+            )
         self.resolving.append(key)
         if isinstance(st, S.Param):
             node = self.node(Op.PARAM, axes=st.axes, attr=st.name)
@@ -371,15 +472,21 @@ class _Builder:
             state = self.decl_of[tgt.name]
             given = self.check_axes(tgt.axes, tgt.span) if tgt.axes else state.axes
             if len(given) != len(state.axes):
-                raise ArchdslError(f"state '{tgt.name}' has {plural(len(state.axes), 'axis')} "
-                                   f"[{', '.join(state.axes)}]; its update names {len(given)}", tgt.span)
+                raise ArchdslError(
+                    f"state '{tgt.name}' has {plural(len(state.axes), 'axis')} "
+                    f"[{', '.join(state.axes)}]; its update names {len(given)}",
+                    tgt.span,
+                )
         else:
             given = self.check_axes(tgt.axes, tgt.span) if tgt.axes is not None else have
         extra = [a for a in have if a not in given]
         if extra:
-            raise ArchdslError(f"shape mismatch: the right side has axes [{', '.join(have)}], the left "
-                               f"side {tgt.name}{chr(39) if tgt.primed else ''} has [{', '.join(given)}]",
-                               st.value.span, f"reduce the extra axes, e.g. sum[{extra[0]}](…)")
+            raise ArchdslError(
+                f"shape mismatch: the right side has axes [{', '.join(have)}], the left "
+                f"side {tgt.name}{chr(39) if tgt.primed else ''} has [{', '.join(given)}]",
+                st.value.span,
+                f"reduce the extra axes, e.g. sum[{extra[0]}](…)",
+            )
         missing = [a for a in given if a not in have]
         if missing:
             node = self.node(Op.EXPAND, (node,), set(have) | set(missing), tuple(missing))
@@ -398,8 +505,9 @@ class _Builder:
                 return self.node(Op.NEG, (arg,), self.axes_of(arg))
             case S.BinOp(op=op, left=l, right=r):
                 if op not in _BINARY:
-                    raise ArchdslError(f"'{op}' is integer arithmetic for sizes; per-step math uses "
-                                       "+ - * /", e.span)
+                    raise ArchdslError(
+                        f"'{op}' is integer arithmetic for sizes; per-step math uses + - * /", e.span
+                    )
                 return self.binary(_BINARY[op], self.expr(l), self.expr(r))
             case S.Call():
                 return self.call(e)
@@ -410,16 +518,24 @@ class _Builder:
         if func in self.choices:
             func = self.choices[func]
             if func not in FUNCTIONS:
-                raise ArchdslError(f"choice '{e.func}' is '{func}', which is not a function", e.span,
-                                   f"call {e.func}(…) only where it is a function: inside "
-                                   f"'if {e.func} != {func} {{ … }}'")
+                raise ArchdslError(
+                    f"choice '{e.func}' is '{func}', which is not a function",
+                    e.span,
+                    f"call {e.func}(…) only where it is a function: inside 'if {e.func} != {func} {{ … }}'",
+                )
         if func not in FUNCTIONS:
-            raise ArchdslError(f"unknown function '{func}'", e.span,
-                               did_you_mean(func, [*FUNCTIONS, *self.choices], "functions"))
+            raise ArchdslError(
+                f"unknown function '{func}'",
+                e.span,
+                did_you_mean(func, [*FUNCTIONS, *self.choices], "functions"),
+            )
         arity, takes_axis = FUNCTIONS[func]
         if len(e.args) != arity:
-            raise ArchdslError(f"'{func}' takes {plural(arity, 'argument')}, found {len(e.args)}", e.span,
-                               f"the axis goes in brackets: {func}[AXIS](…)" if takes_axis else None)
+            raise ArchdslError(
+                f"'{func}' takes {plural(arity, 'argument')}, found {len(e.args)}",
+                e.span,
+                f"the axis goes in brackets: {func}[AXIS](…)" if takes_axis else None,
+            )
         if takes_axis and (e.axes is None or len(e.axes) != 1):
             raise ArchdslError(f"'{func}' needs the axis it works along: {func}[AXIS](…)", e.span)
         if not takes_axis and e.axes is not None:
@@ -443,8 +559,11 @@ class _Builder:
         if func == "dot":
             a = self.binary(Op.MUL, a, args[1])
         if axis not in self.axes_of(a):
-            raise ArchdslError(f"'{func}[{axis}]' of a value with axes [{', '.join(self.axes_of(a))}]: "
-                               f"it has no axis '{axis}'", e.span)
+            raise ArchdslError(
+                f"'{func}[{axis}]' of a value with axes [{', '.join(self.axes_of(a))}]: "
+                f"it has no axis '{axis}'",
+                e.span,
+            )
         if func in ("sum", "dot", "mean"):
             s = self.node(Op.SUM, (a,), set(self.axes_of(a)) - {axis}, axis)
             return self.binary(Op.DIV, s, self.const(self.axis_size(axis))) if func == "mean" else s
@@ -457,14 +576,24 @@ class _Builder:
         w = e.args[0]
         st = self.decl_of.get(w.name) if isinstance(w, S.Ref) else None
         if not isinstance(st, S.Param) or len(st.axes) != 2 or w.axes:
-            kinds = {S.Param: "a parameter", S.Target: "a projection output", S.State: "a state",
-                     S.Define: "a value of the step"}
-            found = (f"'{w.name}', {kinds.get(type(st), 'a compile-time number')}" if isinstance(w, S.Ref)
-                     else "an expression")
+            kinds = {
+                S.Param: "a parameter",
+                S.Target: "a projection output",
+                S.State: "a state",
+                S.Define: "a value of the step",
+            }
+            found = (
+                f"'{w.name}', {kinds.get(type(st), 'a compile-time number')}"
+                if isinstance(w, S.Ref)
+                else "an expression"
+            )
             if isinstance(st, S.Param) and len(st.axes) != 2:
                 found += f" with {plural(len(st.axes), 'axis')}"
-            raise ArchdslError(f"spectral_norm takes a learned matrix (param W[a, b]) by name; found {found}",
-                               e.span, "write: spectral_norm(W, rho)")
+            raise ArchdslError(
+                f"spectral_norm takes a learned matrix (param W[a, b]) by name; found {found}",
+                e.span,
+                "write: spectral_norm(W, rho)",
+            )
         rho = evaluate(e.args[1], self.number)
         return self.node(Op.SPECTRAL_NORM, (self.value(w),), st.axes, float(rho))
 
@@ -480,13 +609,16 @@ class _Builder:
                 self.decl_of.pop(st.name)
                 self.axis_decl[st.name] = st
         self.axis_order = tuple(self.axis_decl)
-        for st in body:   # every size is checked, in order, whether or not the step uses it
+        for st in body:  # every size is checked, in order, whether or not the step uses it
             if isinstance(st, (S.Let, S.Axis)):
                 self.number(S.Ref(st.name, False, None, st.span))
         for st in body:
             if isinstance(st, S.Require) and not self.cond(st.cond):
-                raise ArchdslError(st.message or "requirement not met", st.span,
-                                   "values: " + ", ".join(f"{k}={v}" for k, v in self.hyper_values.items()))
+                raise ArchdslError(
+                    st.message or "requirement not met",
+                    st.span,
+                    "values: " + ", ".join(f"{k}={v}" for k, v in self.hyper_values.items()),
+                )
         projections, params, states, outputs = [], [], [], []
         self.updates: dict[str, S.Define] = {}
         for st in body:
@@ -508,9 +640,11 @@ class _Builder:
                 t = st.target
                 if t.primed:
                     if not isinstance(self.decl_of.get(t.name), S.State):
-                        raise ArchdslError(f"'{t.name}' is not a state; only a state has an update "
-                                           f"({t.name}')", t.span,
-                                           did_you_mean(t.name, [s.name for s in states], "states"))
+                        raise ArchdslError(
+                            f"'{t.name}' is not a state; only a state has an update ({t.name}')",
+                            t.span,
+                            did_you_mean(t.name, [s.name for s in states], "states"),
+                        )
                     if t.name in self.updates:
                         raise ArchdslError(f"state '{t.name}' is updated twice", st.span)
                     self.updates[t.name] = st
@@ -520,14 +654,20 @@ class _Builder:
                     self.declare(t.name, st, t.span)
             elif isinstance(st, S.Output):
                 if st.options.bias or st.options.spectral_norm is not None:
-                    raise ArchdslError("the output projection takes only 'init' (no bias, no spectral_norm)",
-                                       st.span, f"write: output {st.name} [init EXPR]")
+                    raise ArchdslError(
+                        "the output projection takes only 'init' (no bias, no spectral_norm)",
+                        st.span,
+                        f"write: output {st.name} [init EXPR]",
+                    )
                 outputs.append(st)
         if len(outputs) != 1:
             where = outputs[1].span if len(outputs) > 1 else file_span(self.spec, at_end=True)
-            raise ArchdslError("a spec needs exactly one 'output NAME' (the readout projected back "
-                               f"to dim), found {len(outputs)}", where,
-                               "end the step with: output NAME" if not outputs else None)
+            raise ArchdslError(
+                "a spec needs exactly one 'output NAME' (the readout projected back "
+                f"to dim), found {len(outputs)}",
+                where,
+                "end the step with: output NAME" if not outputs else None,
+            )
         if not states:
             raise ArchdslError("a recurrent layer needs at least one 'state NAME[axes]'", outputs[0].span)
         out = outputs[0]
@@ -540,9 +680,13 @@ class _Builder:
         for s in states:
             deps = self.graph.ancestors([next_state[s.name]])
             if not any(self.graph[d].op is Op.STATE and self.graph[d].attr == s.name for d in deps):
-                self.warnings.append(ArchdslWarning(
-                    f"the update of state '{s.name}' does not depend on '{s.name}'",
-                    self.updates[s.name].span, "the layer is then not recurrent in this state"))
+                self.warnings.append(
+                    ArchdslWarning(
+                        f"the update of state '{s.name}' does not depend on '{s.name}'",
+                        self.updates[s.name].span,
+                        "the layer is then not recurrent in this state",
+                    )
+                )
         # projections (their sources are per-token values computed before the cell)
         ir_projs = []
         for p in projections:
@@ -551,8 +695,11 @@ class _Builder:
             else:
                 src = self.value(S.Ref(p.source, False, None, p.span))
                 if self.graph.kinds()[src] == Kind.RECURRENT:
-                    raise ArchdslError(f"projection source '{p.source}' depends on the state; projections "
-                                       "run on every token before the recurrence", p.span)
+                    raise ArchdslError(
+                        f"projection source '{p.source}' depends on the state; projections "
+                        "run on every token before the recurrence",
+                        p.span,
+                    )
                 self.pre[p.source] = src
                 src_axes = self.axes_of(src)
             rho = evaluate(p.options.spectral_norm, self.number) if p.options.spectral_norm else None
@@ -566,25 +713,40 @@ class _Builder:
         for st in [*params, *(t for p in projections for t in p.targets)]:
             if st.name not in self.used:
                 what = "parameter" if isinstance(st, S.Param) else "projection output"
-                raise ArchdslError(f"{what} '{st.name}' is never used", st.span,
-                                   "an unused learned value would silently never train; remove it or "
-                                   "declare it inside an 'if'")
+                raise ArchdslError(
+                    f"{what} '{st.name}' is never used",
+                    st.span,
+                    "an unused learned value would silently never train; remove it or "
+                    "declare it inside an 'if'",
+                )
         for name, st in self.decl_of.items():
             if isinstance(st, S.Define) and name not in self.node_of:
                 self.warnings.append(ArchdslWarning(f"'{name}' is defined but never used", st.target.span))
         layer = LayerIR(
-            name=self.spec.name, source=self.spec.source, hypers=dict(self.hyper_values),
-            choices=dict(self.choices), sizes={a: self.axis_size(a) for a in self.axis_order},
-            axes=self.axis_order, projections=ir_projs,
+            name=self.spec.name,
+            source=self.spec.source,
+            hypers=dict(self.hyper_values),
+            choices=dict(self.choices),
+            sizes={a: self.axis_size(a) for a in self.axis_order},
+            axes=self.axis_order,
+            projections=ir_projs,
             # stored tensors are laid out in axis declaration order, whatever order a spec lists them in
             params=[ParamSpec(p.name, self.canon(p.axes), p.init) for p in params],
-            states={s.name: self.canon(s.axes) for s in states}, graph=self.graph,
+            states={s.name: self.canon(s.axes) for s in states},
+            graph=self.graph,
             values={k: v for k, v in self.node_of.items() if not k.endswith("'")},
-            pre=dict(self.pre), next_state=next_state, output=out.name, output_node=out_node,
-            output_init=out.options.init, dim=int(self.hyper_values["dim"]),
-            numbers={**self.hyper_values, **{k: self.number(S.Ref(k, False, None, v.span))
-                                             for k, v in self.lets.items()},
-                     **{a: self.axis_size(a) for a in self.axis_order}})
+            pre=dict(self.pre),
+            next_state=next_state,
+            output=out.name,
+            output_node=out_node,
+            output_init=out.options.init,
+            dim=int(self.hyper_values["dim"]),
+            numbers={
+                **self.hyper_values,
+                **{k: self.number(S.Ref(k, False, None, v.span)) for k, v in self.lets.items()},
+                **{a: self.axis_size(a) for a in self.axis_order},
+            },
+        )
         verify(layer)
         return layer, self.formula(layer)
 
@@ -603,20 +765,27 @@ class _Builder:
                 self.check_init(r, axes)
             case S.Call(func=f, args=args, axes=ax):
                 if f not in INIT_FUNCTIONS:
-                    raise ArchdslError(f"unknown initialiser '{f}'", e.span,
-                                       did_you_mean(f, INIT_FUNCTIONS, "initialisers"))
+                    raise ArchdslError(
+                        f"unknown initialiser '{f}'", e.span, did_you_mean(f, INIT_FUNCTIONS, "initialisers")
+                    )
                 arity, takes_axis = INIT_FUNCTIONS[f]
                 if len(args) != arity:
                     raise ArchdslError(f"'{f}' takes {plural(arity, 'argument')}, found {len(args)}", e.span)
                 if takes_axis:
                     if not ax or len(ax) != 1 or ax[0] not in axes:
-                        raise ArchdslError(f"'{f}' needs one axis of the parameter: {f}[AXIS](…); "
-                                           f"the parameter has [{', '.join(axes)}]", e.span)
+                        raise ArchdslError(
+                            f"'{f}' needs one axis of the parameter: {f}[AXIS](…); "
+                            f"the parameter has [{', '.join(axes)}]",
+                            e.span,
+                        )
                 elif ax:
                     raise ArchdslError(f"'{f}' takes no axis", e.span)
                 if f in ("xavier", "orthogonal") and len(axes) < 2:
-                    raise ArchdslError(f"'{f}' initialises a matrix; this parameter has "
-                                       f"{plural(len(axes), 'axis')} [{', '.join(axes)}]", e.span)
+                    raise ArchdslError(
+                        f"'{f}' initialises a matrix; this parameter has "
+                        f"{plural(len(axes), 'axis')} [{', '.join(axes)}]",
+                        e.span,
+                    )
                 for a in args:
                     self.check_init(a, axes)
 
@@ -648,8 +817,11 @@ def _parse_value(text: str):
     return text
 
 
-def configure(decl: Declarations, preset: str | None = None, overrides: Mapping[str, object] | None = None,
-              ) -> tuple[dict, dict]:
+def configure(
+    decl: Declarations,
+    preset: str | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> tuple[dict, dict]:
     """Hyper values and choices for a preset and ``--set`` overrides (values may be strings)."""
     hypers: dict = {}
     choices = {c.name: _choice_default(c) for c in decl.choices.values()}
@@ -657,8 +829,11 @@ def configure(decl: Declarations, preset: str | None = None, overrides: Mapping[
     def lookup(ref: S.Ref):
         if ref.name in hypers:
             return hypers[ref.name]
-        raise ArchdslError(f"unknown name '{ref.name}' in a hyper default", ref.span,
-                           did_you_mean(ref.name, hypers, "hypers"))
+        raise ArchdslError(
+            f"unknown name '{ref.name}' in a hyper default",
+            ref.span,
+            did_you_mean(ref.name, hypers, "hypers"),
+        )
 
     for h in decl.hypers.values():
         hypers[h.name] = evaluate(h.value, lookup)
@@ -681,16 +856,22 @@ def configure(decl: Declarations, preset: str | None = None, overrides: Mapping[
         if name in decl.choices:
             opts = decl.choices[name].options
             if value not in opts:
-                raise ArchdslError(f"{where}'{value}' is not a value of choice '{name}'", span,
-                                   did_you_mean(str(value), opts, "values"))
+                raise ArchdslError(
+                    f"{where}'{value}' is not a value of choice '{name}'",
+                    span,
+                    did_you_mean(str(value), opts, "values"),
+                )
             choices[name] = value
         elif name in decl.hypers:
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ArchdslError(f"{where}hyper '{name}' needs a finite number, found '{value}'", span)
             explicit[name], origin[name] = value, span
         else:
-            raise ArchdslError(f"{where}unknown setting '{name}'; a setting names a hyper or a choice", span,
-                               did_you_mean(name, [*decl.hypers, *decl.choices], "hypers and choices"))
+            raise ArchdslError(
+                f"{where}unknown setting '{name}'; a setting names a hyper or a choice",
+                span,
+                did_you_mean(name, [*decl.hypers, *decl.choices], "hypers and choices"),
+            )
     hypers.clear()  # a default that uses other hypers follows their configured values
     for h in decl.hypers.values():
         hypers[h.name] = explicit[h.name] if h.name in explicit else evaluate(h.value, lookup)
@@ -708,8 +889,11 @@ class Instance:
     warnings: list[ArchdslWarning]
 
 
-def instantiate(spec: S.SpecFile, preset: str | None = None, overrides: Mapping | None = None,
-                ) -> Instance:
+def instantiate(
+    spec: S.SpecFile,
+    preset: str | None = None,
+    overrides: Mapping | None = None,
+) -> Instance:
     """Check one configuration of a spec and return its IR (raises ArchdslError with a location)."""
     try:
         decl = declarations(spec)
@@ -731,8 +915,12 @@ def search_space(spec: S.SpecFile) -> list[SearchDim]:
 
 def _search_dim(decl: Declarations, r: S.Range) -> SearchDim:
     def num(e):
-        return evaluate(e, lambda ref: (_ for _ in ()).throw(
-            ArchdslError(f"search bounds are numbers; found name '{ref.name}'", ref.span)))
+        return evaluate(
+            e,
+            lambda ref: (_ for _ in ()).throw(
+                ArchdslError(f"search bounds are numbers; found name '{ref.name}'", ref.span)
+            ),
+        )
 
     if r.name in decl.choices:
         opts = decl.choices[r.name].options
@@ -743,23 +931,31 @@ def _search_dim(decl: Declarations, r: S.Range) -> SearchDim:
         values = []
         for v in r.domain.values:
             if not isinstance(v, S.Ref) or v.name not in opts:
-                raise ArchdslError(f"'{getattr(v, 'name', fmt(getattr(v, 'value', 0)))}' is not a value of "
-                                   f"choice '{r.name}'", v.span, did_you_mean(
-                    getattr(v, "name", ""), opts, "values"))
+                raise ArchdslError(
+                    f"'{getattr(v, 'name', fmt(getattr(v, 'value', 0)))}' is not a value of "
+                    f"choice '{r.name}'",
+                    v.span,
+                    did_you_mean(getattr(v, "name", ""), opts, "values"),
+                )
             values.append(v.name)
         return SearchDim(r.name, "categorical", values=tuple(values))
     if r.name not in decl.hypers and r.name not in MODEL_KNOBS:
-        raise ArchdslError(f"search over unknown name '{r.name}'", r.span,
-                           did_you_mean(r.name, [*decl.hypers, *decl.choices, *MODEL_KNOBS]))
+        raise ArchdslError(
+            f"search over unknown name '{r.name}'",
+            r.span,
+            did_you_mean(r.name, [*decl.hypers, *decl.choices, *MODEL_KNOBS]),
+        )
     if r.domain is None:
-        raise ArchdslError(f"'{r.name}' needs a range: {r.name} in LOW .. HIGH or {r.name} in {{a, b}}",
-                           r.span)
+        raise ArchdslError(
+            f"'{r.name}' needs a range: {r.name} in LOW .. HIGH or {r.name} in {{a, b}}", r.span
+        )
     if isinstance(r.domain, S.ValueSet):
         return SearchDim(r.name, "categorical", values=tuple(num(v) for v in r.domain.values))
     low, high = num(r.domain.low), num(r.domain.high)
     if low >= high:
-        raise ArchdslError(f"empty range: {fmt(low)} .. {fmt(high)}; the low bound comes first",
-                           r.domain.span)
+        raise ArchdslError(
+            f"empty range: {fmt(low)} .. {fmt(high)}; the low bound comes first", r.domain.span
+        )
     if r.domain.log and low <= 0:
         raise ArchdslError(f"a log range needs a positive lower bound, found {fmt(low)}", r.domain.span)
     is_int = isinstance(low, int) and isinstance(high, int)
@@ -783,11 +979,20 @@ def check_spec(spec: S.SpecFile) -> CheckResult:
     try:
         decl = declarations(spec)
         default = instantiate(spec)
-        presets = {name: _checking(f"preset '{name}' (line {p.span.line})", spec, preset=name)
-                   for name, p in decl.presets.items()}
+        presets = {
+            name: _checking(f"preset '{name}' (line {p.span.line})", spec, preset=name)
+            for name, p in decl.presets.items()
+        }
         names = list(decl.choices)
-        combos = list(itertools.islice(itertools.product(*(decl.choices[n].options for n in names)),
-                                       MAX_COMBINATIONS)) if names else []
+        combos = (
+            list(
+                itertools.islice(
+                    itertools.product(*(decl.choices[n].options for n in names)), MAX_COMBINATIONS
+                )
+            )
+            if names
+            else []
+        )
         for combo in combos:
             overrides = dict(zip(names, combo))
             _checking(", ".join(f"{k} = {v}" for k, v in overrides.items()), spec, overrides=overrides)
@@ -824,5 +1029,8 @@ def _check_range(spec, decl, dim: SearchDim, r: S.Range) -> None:
         try:
             instantiate(spec, overrides={dim.name: p})
         except ArchdslError as e:
-            raise ArchdslError(f"search range of '{dim.name}' includes {fmt(p)}, which the spec does not "
-                               f"allow: {e.message}", r.span, e.hint) from None
+            raise ArchdslError(
+                f"search range of '{dim.name}' includes {fmt(p)}, which the spec does not allow: {e.message}",
+                r.span,
+                e.hint,
+            ) from None

@@ -9,14 +9,23 @@ import torch
 from archdsl import spec as S
 
 _ELEMENTWISE = {
-    "log": torch.log, "exp": torch.exp, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "sqrt": torch.sqrt,
+    "log": torch.log,
+    "exp": torch.exp,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "sqrt": torch.sqrt,
     "logit": torch.logit,
-    "softplus_inv": lambda t: t + torch.log(-torch.expm1(-t)),   # log(exp(t) - 1), stable
+    "softplus_inv": lambda t: t + torch.log(-torch.expm1(-t)),  # log(exp(t) - 1), stable
 }
 
 
-def initialise(expr: S.Expr | None, shape: tuple[int, ...], axes: tuple[str, ...], numbers: dict,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def initialise(
+    expr: S.Expr | None,
+    shape: tuple[int, ...],
+    axes: tuple[str, ...],
+    numbers: dict,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """A float32 tensor of ``shape`` from an init expression (None: xavier-uniform)."""
 
     def scalar(e) -> float:  # a gain or an end point: on the CPU even while building on "meta"
@@ -35,8 +44,11 @@ def initialise(expr: S.Expr | None, shape: tuple[int, ...], axes: tuple[str, ...
                 return -ev(a)
             case S.BinOp(op=op, left=l, right=r):
                 a, b = ev(l), ev(r)
-                return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op] if op in "+-*/" else \
-                    (a // b if op == "//" else a % b)
+                return (
+                    {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op]
+                    if op in "+-*/"
+                    else (a // b if op == "//" else a % b)
+                )
             case S.Call(func=f, args=args, axes=ax):
                 vals = [ev(a) for a in args]
                 t = torch.empty(shape)

@@ -17,22 +17,22 @@ from dataclasses import dataclass, field
 
 class Op(enum.Enum):
     # -- leaves: where a value comes from
-    INPUT = "input"        # a per-token tensor made before the cell (a projection's output)
-    PARAM = "param"        # a learned parameter
-    STATE = "state"        # a state's value before this step
-    CONST = "const"        # a scalar literal (attr: the value)
+    INPUT = "input"  # a per-token tensor made before the cell (a projection's output)
+    PARAM = "param"  # a learned parameter
+    STATE = "state"  # a state's value before this step
+    CONST = "const"  # a scalar literal (attr: the value)
     # -- elementwise, one argument
-    NEG = "neg"            # -a
-    EXP = "exp"            # e^a
-    LOG = "log"            # natural log
+    NEG = "neg"  # -a
+    EXP = "exp"  # e^a
+    LOG = "log"  # natural log
     TANH = "tanh"
-    SIGMOID = "sigmoid"    # 1 / (1 + e^-a)
+    SIGMOID = "sigmoid"  # 1 / (1 + e^-a)
     SOFTPLUS = "softplus"  # log(1 + e^a)
-    RELU = "relu"          # max(a, 0)
+    RELU = "relu"  # max(a, 0)
     ABS = "abs"
     SQRT = "sqrt"
-    STEP = "step"          # 1 where a > 0 else 0 (no gradient)
-    SIGN = "sign"          # -1, 0 or 1 (no gradient)
+    STEP = "step"  # 1 where a > 0 else 0 (no gradient)
+    SIGN = "sign"  # -1, 0 or 1 (no gradient)
     # -- elementwise, two arguments (broadcast by axis name)
     ADD = "add"
     SUB = "sub"
@@ -41,16 +41,17 @@ class Op(enum.Enum):
     MAXIMUM = "maximum"
     MINIMUM = "minimum"
     # -- axes
-    SUM = "sum"            # sum over one axis (attr: the axis)
-    RENAME = "rename"      # move onto other axes of equal size (attr: ((old, new), ...))
-    EXPAND = "expand"      # broadcast onto more axes (attr: the axes added)
+    SUM = "sum"  # sum over one axis (attr: the axis)
+    RENAME = "rename"  # move onto other axes of equal size (attr: ((old, new), ...))
+    EXPAND = "expand"  # broadcast onto more axes (attr: the axes added)
     # -- parameter transforms: run once per forward, outside the recurrence, in torch
     SPECTRAL_NORM = "spectral_norm"  # rho * W / sigma_max(W), power iteration (attr: rho)
 
 
 LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE, Op.CONST})
-UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.TANH, Op.SIGMOID, Op.SOFTPLUS, Op.RELU, Op.ABS,
-                   Op.SQRT, Op.STEP, Op.SIGN})
+UNARY = frozenset(
+    {Op.NEG, Op.EXP, Op.LOG, Op.TANH, Op.SIGMOID, Op.SOFTPLUS, Op.RELU, Op.ABS, Op.SQRT, Op.STEP, Op.SIGN}
+)
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM})
 TRANSFORMS = frozenset({Op.SPECTRAL_NORM})
 #: ops that may appear inside a compiled kernel: every one needs a VJP and a Triton rule
@@ -60,8 +61,8 @@ CELL_OPS = frozenset(Op) - TRANSFORMS
 class Kind(enum.IntEnum):
     """How often a value changes: the checker's per-token / recurrent split."""
 
-    CONST = 0      # only parameters and literals: computed once per forward
-    TOKEN = 1      # per token, independent of the state: parallel over time
+    CONST = 0  # only parameters and literals: computed once per forward
+    TOKEN = 1  # per token, independent of the state: parallel over time
     RECURRENT = 2  # depends on the previous state: sequential
 
 
@@ -121,19 +122,19 @@ class Graph:
 class Projection:
     """One GEMM: ``source`` (flattened) -> the concatenated ``outputs`` (each reshaped to its axes)."""
 
-    source: str                        # "x" (the layer input) or a per-token value
+    source: str  # "x" (the layer input) or a per-token value
     source_axes: tuple[str, ...]
     outputs: tuple[tuple[str, tuple[str, ...]], ...]
     bias: bool
-    init: object                       # an init expression (spec AST) or None for xavier-uniform
-    spectral_norm: float | None        # rho, when the weight is spectrally normalised
+    init: object  # an init expression (spec AST) or None for xavier-uniform
+    spectral_norm: float | None  # rho, when the weight is spectrally normalised
 
 
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
     axes: tuple[str, ...]
-    init: object                       # an init expression (spec AST)
+    init: object  # an init expression (spec AST)
 
 
 @dataclass
@@ -141,19 +142,19 @@ class LayerIR:
     """A spec instantiated at concrete hyper-parameters and choices: what every backend runs."""
 
     name: str
-    source: str                        # the spec text
+    source: str  # the spec text
     hypers: dict[str, float | int]
     choices: dict[str, str]
-    sizes: dict[str, int]              # axis name -> size
-    axes: tuple[str, ...]              # all axes, in declaration order (the layout of every value)
+    sizes: dict[str, int]  # axis name -> size
+    axes: tuple[str, ...]  # all axes, in declaration order (the layout of every value)
     projections: list[Projection]
     params: list[ParamSpec]
     states: dict[str, tuple[str, ...]]
-    graph: Graph                       # one step: pre-projection values, constants, the cell
-    values: dict[str, int]             # every named value -> node
-    pre: dict[str, int]                # per-token values that feed a projection
-    next_state: dict[str, int]         # state -> node of its value after the step
-    output: str                        # the readout value projected back to dim
+    graph: Graph  # one step: pre-projection values, constants, the cell
+    values: dict[str, int]  # every named value -> node
+    pre: dict[str, int]  # per-token values that feed a projection
+    next_state: dict[str, int]  # state -> node of its value after the step
+    output: str  # the readout value projected back to dim
     output_node: int
     output_init: object
     dim: int
@@ -187,9 +188,12 @@ class LayerIR:
     def fingerprint(self) -> str:
         """A hash of everything that defines the computation (not of the spec's comments)."""
         payload = {
-            "axes": self.axes, "sizes": self.sizes, "states": self.states,
+            "axes": self.axes,
+            "sizes": self.sizes,
+            "states": self.states,
             "nodes": [(n.op.value, n.args, n.axes, repr(n.attr)) for n in self.graph.nodes],
-            "next": self.next_state, "out": self.output_node,
+            "next": self.next_state,
+            "out": self.output_node,
             "params": [(p.name, p.axes) for p in self.params],
             "inputs": sorted(self.inputs()),
         }

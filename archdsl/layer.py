@@ -40,7 +40,9 @@ class SpectralNorm(nn.Module):
 class RecurrentLayer(nn.Module):
     """A spec's layer: ``forward(x [B, T, dim], state=None) -> (y [B, T, dim], final states)``."""
 
-    def __init__(self, layer: LayerIR, backend: str = "reference", seed: int | None = None, **compile_options):
+    def __init__(
+        self, layer: LayerIR, backend: str = "reference", seed: int | None = None, **compile_options
+    ):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
@@ -60,12 +62,21 @@ class RecurrentLayer(nn.Module):
             self.proj[str(k)] = lin
             if p.spectral_norm is not None:
                 self.proj_sn[str(k)] = SpectralNorm(n_out, p.spectral_norm)
-        self.params = nn.ParameterDict({
-            p.name: nn.Parameter(initialise(p.init, tuple(layer.sizes[a] for a in p.axes), p.axes, nums, gen))
-            for p in layer.params})
-        self.sn = nn.ModuleDict({
-            str(i): SpectralNorm(layer.sizes[n.axes[0]], n.attr)
-            for i, n in enumerate(layer.graph.nodes) if n.op is Op.SPECTRAL_NORM})
+        self.params = nn.ParameterDict(
+            {
+                p.name: nn.Parameter(
+                    initialise(p.init, tuple(layer.sizes[a] for a in p.axes), p.axes, nums, gen)
+                )
+                for p in layer.params
+            }
+        )
+        self.sn = nn.ModuleDict(
+            {
+                str(i): SpectralNorm(layer.sizes[n.axes[0]], n.attr)
+                for i, n in enumerate(layer.graph.nodes)
+                if n.op is Op.SPECTRAL_NORM
+            }
+        )
         n_y = layer.numel(layer.graph[layer.output_node].axes)
         self.out = nn.Linear(n_y, layer.dim, bias=False)
         with torch.no_grad():
@@ -104,7 +115,7 @@ class RecurrentLayer(nn.Module):
             start = 0
             for name, axes in p.outputs:
                 size = ir.numel(axes)
-                values[name] = out[..., start:start + size].reshape(B, T, *(ir.sizes[a] for a in axes))
+                values[name] = out[..., start : start + size].reshape(B, T, *(ir.sizes[a] for a in axes))
                 start += size
         return values
 
@@ -113,6 +124,7 @@ class RecurrentLayer(nn.Module):
             if node.op is Op.INPUT:
                 return layout.full(values[node.attr].to(layout.dtype), node.axes, 2)
             return self._const_leaf(layout)(i, node)
+
         return leaf
 
     def _const_leaf(self, layout):
@@ -123,6 +135,7 @@ class RecurrentLayer(nn.Module):
                 w = self.params[self.ir.graph[node.args[0]].attr]
                 return layout.full(self.sn[str(i)](w).to(layout.dtype), node.axes, 0)
             raise AssertionError(node)
+
         return leaf
 
     def frontier_values(self) -> dict[int, torch.Tensor]:
@@ -139,6 +152,7 @@ class RecurrentLayer(nn.Module):
             return reference_cell(self.ir, inputs, frontier, state0)
         if self._cell is None:
             from archdsl.codegen import compile_cell
+
             self._cell = compile_cell(self.ir, **self.compile_options)
         return self._cell(inputs, frontier, state0)
 

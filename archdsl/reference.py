@@ -74,8 +74,11 @@ class Layout:
         return t.reshape(*t.shape[:nbatch], *self.shape(axes))
 
     def compact(self, t: torch.Tensor, axes, batch: tuple[int, ...]) -> torch.Tensor:
-        t = t.expand(*batch, *self.shape(axes)) if t.dim() < len(batch) + len(self.axes) or \
-            any(s == 1 and b != 1 for s, b in zip(t.shape, batch)) else t
+        t = (
+            t.expand(*batch, *self.shape(axes))
+            if t.dim() < len(batch) + len(self.axes) or any(s == 1 and b != 1 for s, b in zip(t.shape, batch))
+            else t
+        )
         return t.reshape((*batch, *(self.layer.sizes[a] for a in axes)))  # () for a scalar
 
 
@@ -100,8 +103,13 @@ def apply(node: Node, args: list[torch.Tensor], layout: Layout) -> torch.Tensor:
     raise NotImplementedError(f"no torch rule for {op}")
 
 
-def evaluate(layer: LayerIR, order, env: dict[int, torch.Tensor], leaf: Callable[[int, Node], torch.Tensor],
-             layout: Layout | None = None) -> dict[int, torch.Tensor]:
+def evaluate(
+    layer: LayerIR,
+    order,
+    env: dict[int, torch.Tensor],
+    leaf: Callable[[int, Node], torch.Tensor],
+    layout: Layout | None = None,
+) -> dict[int, torch.Tensor]:
     """Evaluate the nodes ``order`` (ascending ids) into ``env``; ``leaf`` supplies leaves."""
     layout = layout or Layout(layer)
     for i in order:
@@ -110,7 +118,8 @@ def evaluate(layer: LayerIR, order, env: dict[int, torch.Tensor], leaf: Callable
         node = layer.graph[i]
         if node.op is Op.CONST:
             env[i] = torch.tensor(node.attr, dtype=layout.dtype, device=layout.device).reshape(
-                [1] * len(layout.axes))
+                [1] * len(layout.axes)
+            )
         elif node.op in (Op.INPUT, Op.PARAM, Op.STATE, Op.SPECTRAL_NORM):
             env[i] = leaf(i, node)
         else:
@@ -118,9 +127,12 @@ def evaluate(layer: LayerIR, order, env: dict[int, torch.Tensor], leaf: Callable
     return env
 
 
-def reference_cell(layer: LayerIR, inputs: Mapping[str, torch.Tensor], frontier: Mapping[int, torch.Tensor],
-                   state0: Mapping[str, torch.Tensor] | None = None,
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def reference_cell(
+    layer: LayerIR,
+    inputs: Mapping[str, torch.Tensor],
+    frontier: Mapping[int, torch.Tensor],
+    state0: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run the cell over time.
 
     inputs: name -> [B, T, *axes]; frontier: node -> its value (compact, no batch), see
@@ -137,12 +149,15 @@ def reference_cell(layer: LayerIR, inputs: Mapping[str, torch.Tensor], frontier:
     states = {}
     for name, axes in layer.states.items():
         s0 = state0.get(name) if state0 else None
-        s0 = torch.zeros(B, *(layer.sizes[a] for a in axes), device=dev, dtype=dt) if s0 is None else s0.to(dt)
+        s0 = (
+            torch.zeros(B, *(layer.sizes[a] for a in axes), device=dev, dtype=dt) if s0 is None else s0.to(dt)
+        )
         states[name] = layout.full(s0, axes, 1)
     consts = {i: layout.full(v.to(dt), g[i].axes, 0) for i, v in frontier.items()}
     outs = []
     for t in range(T):
-        def leaf(i, node, t=t):
+
+        def leaf(i, node, t=t, states=states):
             if node.op is Op.INPUT:
                 return layout.full(inputs[node.attr][:, t].to(dt), node.axes, 1)
             if node.op is Op.STATE:
@@ -150,8 +165,9 @@ def reference_cell(layer: LayerIR, inputs: Mapping[str, torch.Tensor], frontier:
             raise AssertionError(f"unexpected leaf {node}")
 
         env = evaluate(layer, cell, dict(consts), leaf, layout)
-        states = {name: env[n].expand(B, *layout.shape(layer.states[name]))
-                  for name, n in layer.next_state.items()}
+        states = {
+            name: env[n].expand(B, *layout.shape(layer.states[name])) for name, n in layer.next_state.items()
+        }
         outs.append(env[layer.output_node].expand(B, *layout.shape(g[layer.output_node].axes)))
     y = torch.stack(outs, dim=1)
     out_axes = g[layer.output_node].axes

@@ -36,10 +36,16 @@ def evaluate(expr: S.Expr, lookup: Callable[[S.Ref], float | int]) -> float | in
             return v
         case S.Ref():
             if expr.primed or expr.axes:
-                used = expr.name + ("'" if expr.primed else "") + (f"[{', '.join(expr.axes)}]"
-                                                                   if expr.axes else "")
-                raise ArchdslError(f"a compile-time number cannot use {used}: a next value (') or axes "
-                                   "belong to the per-step math", expr.span)
+                used = (
+                    expr.name
+                    + ("'" if expr.primed else "")
+                    + (f"[{', '.join(expr.axes)}]" if expr.axes else "")
+                )
+                raise ArchdslError(
+                    f"a compile-time number cannot use {used}: a next value (') or axes "
+                    "belong to the per-step math",
+                    expr.span,
+                )
             return lookup(expr)
         case S.Neg(arg=a):
             return -evaluate(a, lookup)
@@ -62,8 +68,11 @@ def evaluate(expr: S.Expr, lookup: Callable[[S.Ref], float | int]) -> float | in
                 raise ArchdslError(f"division by zero: {fmt(a)} {op} {fmt(b)}", expr.span) from None
         case S.Call(func=f, args=args, axes=axes):
             if f not in SIZE_FUNCTIONS or axes:
-                raise ArchdslError(f"unknown function '{f}' in a compile-time expression", expr.span,
-                                   did_you_mean(f, SIZE_FUNCTIONS, "functions"))
+                raise ArchdslError(
+                    f"unknown function '{f}' in a compile-time expression",
+                    expr.span,
+                    did_you_mean(f, SIZE_FUNCTIONS, "functions"),
+                )
             arity, fn = SIZE_FUNCTIONS[f]
             if len(args) != arity:
                 raise ArchdslError(f"'{f}' takes {plural(arity, 'argument')}, found {len(args)}", expr.span)
@@ -71,8 +80,9 @@ def evaluate(expr: S.Expr, lookup: Callable[[S.Ref], float | int]) -> float | in
             try:
                 return fn(*values)
             except (ValueError, OverflowError) as e:
-                raise ArchdslError(f"{f}({', '.join(map(fmt, values))}) is undefined ({e})",
-                                   expr.span) from None
+                raise ArchdslError(
+                    f"{f}({', '.join(map(fmt, values))}) is undefined ({e})", expr.span
+                ) from None
     raise AssertionError(expr)
 
 

@@ -212,8 +212,9 @@ class If:
     span: Span
 
 
-Stmt = (Hyper | Let | Axis | Choice | Project | Param | State | Define | Output | Preset | Search
-        | Require | If)
+Stmt = (
+    Hyper | Let | Axis | Choice | Project | Param | State | Define | Output | Preset | Search | Require | If
+)
 
 
 @dataclass(frozen=True)

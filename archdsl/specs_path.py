@@ -22,8 +22,10 @@ def resolve_spec(name_or_path: str) -> Path:
     specs = bundled()
     if name_or_path in specs:
         return specs[name_or_path]
-    raise ArchdslError(f"no spec file or bundled spec named '{name_or_path}'",
-                       hint=did_you_mean(name_or_path, specs, "bundled specs"))
+    raise ArchdslError(
+        f"no spec file or bundled spec named '{name_or_path}'",
+        hint=did_you_mean(name_or_path, specs, "bundled specs"),
+    )
 
 
 def is_spec(name_or_path: str) -> bool:

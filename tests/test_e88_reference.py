@@ -17,13 +17,13 @@ def e88_by_hand(m: RecurrentLayer, x, heads, n, nv, linear_state=False):
     qkv = F.silu(x @ w_qkv.T)
     q, k, v = qkv.split([heads * n, heads * n, heads * nv], dim=-1)
     q, k, v = q.reshape(B, T, heads, n), k.reshape(B, T, heads, n), v.reshape(B, T, heads, nv)
-    a = x @ w_a.T                                                        # [B, T, H]
+    a = x @ w_a.T  # [B, T, H]
     S = x.new_zeros(B, heads, n, nv)
     outs = []
     for t in range(T):
         kh = k[:, t] / (k[:, t].norm(dim=-1, keepdim=True) + 1e-6)
         qh = q[:, t] / (q[:, t].norm(dim=-1, keepdim=True) + 1e-6)
-        alpha = torch.exp(-torch.exp(A_log) * F.softplus(a[:, t] + dt_bias))   # [B, H]
+        alpha = torch.exp(-torch.exp(A_log) * F.softplus(a[:, t] + dt_bias))  # [B, H]
         delta = v[:, t] - torch.einsum("bhij,bhi->bhj", S, kh)
         S = alpha[..., None, None] * S + kh[..., :, None] * delta[..., None, :]
         S = S if linear_state else torch.tanh(S)
@@ -36,8 +36,10 @@ def e88_by_hand(m: RecurrentLayer, x, heads, n, nv, linear_state=False):
 def test_e88_matches_hand_written_loop(nonlin):
     torch.manual_seed(0)
     heads, n = 3, 4
-    inst = instantiate(parse_file("specs/e88.rnn"),
-                       overrides={"dim": 10, "heads": heads, "n": n, "expansion": 2, "nonlin": nonlin})
+    inst = instantiate(
+        parse_file("specs/e88.rnn"),
+        overrides={"dim": 10, "heads": heads, "n": n, "expansion": 2, "nonlin": nonlin},
+    )
     m = RecurrentLayer(inst.layer, seed=1).double()
     x = torch.randn(2, 7, 10, dtype=torch.float64, requires_grad=True)
     y, final = m(x)
