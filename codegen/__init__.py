@@ -14,6 +14,7 @@ from __future__ import annotations
 from archdsl.autodiff import derive_backward, extract_cell
 from archdsl.ir import LayerIR
 
+from .dense import DenseCell, find_matvecs, step_cell
 from .plan import Plan, make_plan
 from .source import emit_module
 
@@ -32,9 +33,17 @@ def compile_cell(layer: LayerIR, chunk: int = 16, tile: int | None = None, num_w
 
 
 def build_cell(layer: LayerIR, chunk: int, tile: int | None, num_warps: int | None):
+    cell = extract_cell(layer)
+    matvecs = find_matvecs(cell, make_plan(cell).block)
+    if matvecs:  # a large learned matrix mixes the state: GEMM per step + a fused step kernel
+        step = _build(layer, step_cell(cell, matvecs), 1, tile, num_warps)
+        return DenseCell(cell, matvecs, step)
+    return _build(layer, cell, chunk, tile, num_warps)
+
+
+def _build(layer: LayerIR, cell, chunk: int, tile: int | None, num_warps: int | None):
     from .runtime import CompiledCell, load_module
 
-    cell = extract_cell(layer)
     backward = derive_backward(cell)
     plan = make_plan(cell, chunk=chunk, tile=tile, num_warps=num_warps)
     source = emit_module(layer, cell, backward, plan)

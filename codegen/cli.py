@@ -29,7 +29,7 @@ def run(args) -> int:
     info = cc.plan.describe(cc.cell.states)
     settings = ", ".join(f"{k}={v}" for k, v in {**layer.hypers, **layer.choices}.items())
     print(f"{layer.name}: compiled ({settings})")
-    print(f"  strategy       {info['strategy']}")
+    print(f"  strategy       {getattr(cc, 'strategy', info['strategy'])}")
     print(
         f"  grid           {info['grid']} programs; split axes {', '.join(info['split_axes']) or '-'}; "
         f"blocks {info['blocks']}"

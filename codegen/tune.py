@@ -48,8 +48,9 @@ class TunedCell:
 
     def _choose(self, inputs, frontier):
         x = next(iter(inputs.values()))
-        if x.device.type != "cuda":
-            return self.build(self.layer, self.chunk, None, None)
+        default = self.build(self.layer, self.chunk, None, None)
+        if x.device.type != "cuda" or not hasattr(default, "module"):
+            return default  # on the CPU, or a dense cell (whose GEMMs dominate): the default plan
         key = f"{self.layer.fingerprint()}|C{self.chunk}|{torch.cuda.get_device_name(x.device)}|B{x.shape[0]}"
         cached = _load().get(key)
         if cached:

@@ -40,6 +40,17 @@ def test_e88_long_sequence_and_bf16():
     compare_backends(layer, B=2, T=9, dtype=torch.bfloat16, chunk=4)
 
 
+@pytest.mark.parametrize("name", ["e1", "e10", "e63", "lstm", "gru"])
+def test_dense_strategy_matches_reference(name):
+    """Wide enough that the recurrent matrix leaves the registers: per-step GEMM + step kernel."""
+    from archdsl.codegen import build_cell
+    from archdsl.codegen.dense import DenseCell
+
+    layer = instantiate(parse_file(f"specs/{name}.rnn"), overrides={"dim": 40, "expansion": 2}).layer
+    assert isinstance(build_cell(layer, 4, None, 1), DenseCell)
+    compare_backends(layer, B=2, T=5, chunk=4)
+
+
 def test_every_op_has_rules():
     from archdsl.codegen.triton import TRITON
 
