@@ -59,7 +59,7 @@ def time_cell(cc, ins, front, B, T, dtype):
 
     def fwdbwd():
         y = cc(ins_g, front)[0]
-        torch.autograd.grad(y, list(ins_g.values()), dy)
+        torch.autograd.grad(y, list(ins_g.values()), dy, allow_unused=True)
 
     return do_bench(fwd, warmup=5, rep=50), do_bench(fwdbwd, warmup=5, rep=50)
 
@@ -180,6 +180,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="time every tile/warps/C setting")
     ap.add_argument("--e1", action="store_true", help="also E1 at d 1312 (dense strategy)")
+    ap.add_argument("--fla-check", action="store_true", help="check fla's forced Hopper backward")
     args = ap.parse_args()
     dev, dtype, B, T = "cuda", torch.bfloat16, args.B, args.T
     commit = (
@@ -202,12 +203,13 @@ def main():
     try:
         f_fwd, f_fb = fla_gdn(B, T, 6, 128, 256, dtype, dev)
         results["fla chunk GDN (6x128, expand_v 2)"] = (f_fwd, f_fb)
-        errs = fla_gradient_check(6, 128, 256, dev)
-        lines.append(
-            "- fla chunked GDN backward forced on Hopper (triton < 3.7.1): its bf16 gradients vs its "
-            "fp32 recurrent kernel at 6x128, V 256, B 4, T 512: "
-            + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
-        )
+        if args.fla_check:
+            errs = fla_gradient_check(6, 128, 256, dev)
+            lines.append(
+                "- fla chunked GDN backward forced on Hopper (triton < 3.7.1): its bf16 gradients vs its "
+                "fp32 recurrent kernel at 6x128, V 256, B 4, T 512: "
+                + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
+            )
     except Exception as e:  # report and go on: the other rows stay useful
         lines.append(f"- fla GatedDeltaNet failed: {type(e).__name__}: {e}")
         f_fb = None
@@ -280,7 +282,7 @@ def main():
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             y = cc(ins_g, front)[0]
-            torch.autograd.grad(y, list(ins_g.values()), torch.ones_like(y))
+            torch.autograd.grad(y, list(ins_g.values()), torch.ones_like(y), allow_unused=True)
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated() - base
             check_lines.append(f"  - backward peak extra memory at C={C}: {peak / 2**20:.1f} MiB")
