@@ -91,11 +91,15 @@ class _Kernel:
             terms.append(f"o_{a}" + (f" * {stride}" if stride != 1 else ""))
         return " + ".join(terms) if terms else "z0"
 
-    def load(self, ptr: str, axes) -> str:
+    def load(self, ptr: str, axes, cond: str | None = None) -> str:
         """A masked load, converted to fp32 (a value with no axes needs no mask)."""
-        if not axes:
+        # the condition is on the step index: z0 + … makes it a block, as Triton's CPU interpreter
+        # needs (and a value with no axes gets a block mask that way too)
+        block_mask = self.mask(axes) if axes else None
+        mask = " & ".join(m for m in (block_mask, f"(z0 + {cond})" if cond else None) if m)
+        if not mask:
             return f"tl.load({ptr}).to(tl.float32)"
-        return f"tl.load({ptr}, mask={self.mask(axes)}, other=0.0).to(tl.float32)"
+        return f"tl.load({ptr}, mask={mask}, other=0.0).to(tl.float32)"
 
     def mask(self, axes) -> str:
         return " & ".join(f"m_{a}" for a in axes) if axes else "None"
@@ -179,7 +183,10 @@ def emit_forward(cell: Cell, plan: Plan, name: str) -> str:
         k.w(f"b_{s} = tl.zeros({k.shape(ax)}, tl.float32)")
         k.w("if USE_H0:")
         k.w(f"b_{s} += {k.load(f'p_h0_{s} + i_b * {numel} + {k.offset(ax)}', ax)}", 2)
+    loads = _token_loads(k, cell, g, order)
+    _prefetch_first(k, loads, "0", 1)
     k.w("for t in range(T):")
+    _prefetch_next(k, loads, "t + 1", "t + 1 < T", 2)
     k.w("if t % CHUNK == 0:", 2)
     for s in states:
         ax = cell.states[s]
@@ -189,7 +196,6 @@ def emit_forward(cell: Cell, plan: Plan, name: str) -> str:
             f"mask={k.mask(ax)})",
             3,
         )
-    _load_inputs(k, cell, g, order, 2)
     for s, i in st_ids.items():
         k.w(f"b{i} = b_{s}", 2)
     k.compute(g, order, 2)
@@ -210,13 +216,28 @@ def emit_forward(cell: Cell, plan: Plan, name: str) -> str:
     return "\n".join(k.lines)
 
 
-def _load_inputs(k: _Kernel, cell: Cell, g: Graph, order, indent: int) -> None:
+def _token_loads(k: _Kernel, cell: Cell, g: Graph, order) -> list[tuple[int, str, tuple]]:
+    """(node, pointer at time ``{t}``, axes) of every per-token tensor the step reads."""
+    out = []
     for n, i in _leaf_ids(g, order, Op.INPUT).items():
-        if n.startswith(GRAD):
-            continue
-        ax = cell.inputs[n]
+        ax = cell.output_axes if n == GRAD + "y" else cell.inputs[n]
         numel = math.prod(k.plan.sizes[a] for a in ax)
-        k.w(f"b{i} = {k.load(f'p_{n} + (i_b * T + t) * {numel} + {k.offset(ax)}', ax)}", indent)
+        ptr = "p_dy" if n == GRAD + "y" else f"p_{n}"
+        out.append((i, f"{ptr} + (i_b * T + ({{t}})) * {numel} + {k.offset(ax)}", ax))
+    return out
+
+
+def _prefetch_first(k: _Kernel, loads, t_first: str, indent: int) -> None:
+    """Load the first step's per-token tensors before the loop."""
+    for i, ptr, ax in loads:
+        k.w(f"n{i} = {k.load(ptr.format(t=t_first), ax)}", indent)
+
+
+def _prefetch_next(k: _Kernel, loads, t_next: str, valid: str, indent: int) -> None:
+    """Take this step's tensors and issue the next step's loads, which then overlap the step's math."""
+    for i, ptr, ax in loads:
+        k.w(f"b{i} = n{i}", indent)
+        k.w(f"n{i} = {k.load(ptr.format(t=t_next), ax, valid)}", indent)
 
 
 def missing_split(plan: Plan, axes) -> tuple[str, ...]:
@@ -263,12 +284,14 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
         ax = cell.states[s]
         numel = math.prod(plan.sizes[a] for a in ax)
         k.w(f"b_{s} = {k.load(f'p_ck_{s} + (i_b * NC + c) * {numel} + {k.offset(ax)}', ax)}", 2)
+    rec_loads = _token_loads(k, cell, cell.graph, fwd_order)
+    _prefetch_first(k, rec_loads, "t0", 2)
     k.w("for s in range(L):", 2)
     k.w("t = t0 + s", 3)
+    _prefetch_next(k, rec_loads, "t + 1", "s + 1 < L", 3)
     for s in states:
         sz = math.prod(plan.block[a] for a in cell.states[s])
         k.w(f"tl.store(p_scr_{s} + (pid * CHUNK + s) * {sz} + {k.local_offset(cell.states[s])}, b_{s})", 3)
-    _load_inputs(k, cell, cell.graph, fwd_order, 3)
     for s, i in st_fwd.items():
         k.w(f"b{i} = b_{s}", 3)
     k.compute(cell.graph, fwd_order, 3)
@@ -276,9 +299,12 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
         k.w(f"b_{s} = tl.where({k.mask(cell.states[s])}, b{cell.next_state[s]}, 0.0)", 3)
     k.w("tl.debug_barrier()", 2)
     # 2) walk the segment backwards
+    bwd_loads = _token_loads(k, cell, g, order)
+    _prefetch_first(k, bwd_loads, "t0 + L - 1", 2)
     k.w("for s2 in range(L):", 2)
     k.w("s = L - 1 - s2", 3)
     k.w("t = t0 + s", 3)
+    _prefetch_next(k, bwd_loads, "t - 1", "s > 0", 3)
     for s in states:
         sz = math.prod(plan.block[a] for a in cell.states[s])
         i = (
@@ -291,12 +317,6 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
         di = next((j for j in order if g[j].op is Op.STATE and g[j].attr == GRAD + s), None)
         if di is not None:
             k.w(f"b{di} = b_d{s}", 3)
-    _load_inputs(k, cell, g, order, 3)
-    dy = next((j for j in order if g[j].op is Op.INPUT and g[j].attr == GRAD + "y"), None)
-    if dy is not None:
-        y_ax = cell.output_axes
-        y_numel = math.prod(plan.sizes[a] for a in y_ax)
-        k.w(f"b{dy} = {k.load(f'p_dy + (i_b * T + t) * {y_numel} + {k.offset(y_ax)}', y_ax)}", 3)
     k.compute(g, order, 3)
     for n in ins:
         ax = cell.inputs[n]
