@@ -34,10 +34,11 @@ def test_kernel_single_step_single_head(path):
     compare_backends(small(path, heads=1), B=1, T=1, chunk=16)
 
 
-def test_e88_long_sequence_and_bf16():
+def test_e88_long_sequence_bf16_fp16():
     layer = instantiate(parse_file("specs/e88.rnn"), overrides={"dim": 7, "heads": 1, "n": 3}).layer
     compare_backends(layer, B=1, T=63, chunk=16)
     compare_backends(layer, B=2, T=9, dtype=torch.bfloat16, chunk=4)
+    compare_backends(layer, B=2, T=9, dtype=torch.float16, chunk=4)
 
 
 @pytest.mark.parametrize("name", ["e1", "e10", "e63", "lstm", "gru"])
