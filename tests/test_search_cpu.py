@@ -80,7 +80,8 @@ def test_cpu_search_invalid_choice_resume_report(tmp_path):
         assert t.user_attrs["curve"] and t.user_attrs["command"].startswith("archdsl train e88 ")
         model_cfg, cfg = parse_train_command(t.user_attrs["command"])  # reproduces exactly this trial
         assert sizes(model_cfg).params == t.user_attrs["params"] and cfg.lr == t.user_attrs["lr"]
-        assert (cfg.minutes, cfg.batch, cfg.seq, cfg.data) == (0.02, 4, 16, [str(CORPUS)])
+        data = [str(Path(d).resolve()) for d in cfg.data]
+        assert (cfg.minutes, cfg.batch, cfg.seq, data) == (0.02, 4, 16, [str(CORPUS.resolve())])
 
     best = sorted(complete, key=lambda t: t.values[0])[:2]
     for t in best:  # the top-2 re-trained with one more seed
