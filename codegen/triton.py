@@ -70,6 +70,15 @@ def _softplus(x):
 """
 
 
+def _row_major(prefix: str, axes, extents) -> str:
+    """``prefix_a * stride_a + …`` over ``axes`` laid out row-major with these extents."""
+    terms = []
+    for k, a in enumerate(axes):
+        stride = math.prod(extents[k + 1 :])
+        terms.append(f"{prefix}_{a}" + (f" * {stride}" if stride != 1 else ""))
+    return " + ".join(terms)
+
+
 class _Kernel:
     """Writes the lines of one kernel body."""
 
@@ -84,12 +93,7 @@ class _Kernel:
 
     def offset(self, axes) -> str:
         """Flat offset block of a compact tensor with these axes (row-major over its own axes)."""
-        sizes = [self.plan.sizes[a] for a in axes]
-        terms = []
-        for k, a in enumerate(axes):
-            stride = math.prod(sizes[k + 1 :])
-            terms.append(f"o_{a}" + (f" * {stride}" if stride != 1 else ""))
-        return " + ".join(terms) if terms else "z0"
+        return _row_major("o", axes, [self.plan.sizes[a] for a in axes]) or "z0"
 
     def load(self, ptr: str, axes, cond: str | None = None) -> str:
         """A masked load, converted to fp32 (a value with no axes needs no mask)."""
@@ -106,12 +110,7 @@ class _Kernel:
 
     def local_offset(self, axes) -> str:
         """Flat offset inside a padded register block (for scratch memory)."""
-        blocks = [self.plan.block[a] for a in axes]
-        terms = []
-        for k, a in enumerate(axes):
-            stride = math.prod(blocks[k + 1 :])
-            terms.append(f"l_{a}" + (f" * {stride}" if stride != 1 else ""))
-        return " + ".join(terms) if terms else "0"
+        return _row_major("l", axes, [self.plan.block[a] for a in axes]) or "0"
 
     def prologue(self) -> None:
         p = self.plan
