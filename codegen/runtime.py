@@ -1,5 +1,6 @@
-"""Compiled cells at run time: the generated module cached on disk under a hash of the IR, the
-launchers, the ``torch.autograd.Function`` and a ``torch.library`` custom op."""
+"""Compiled cells at run time: the generated module cached on disk under a hash of its source, the
+launchers, and the ``torch.library`` custom ops (forward, and backward registered as its autograd
+formula) through which PyTorch and ``torch.compile`` call them."""
 
 from __future__ import annotations
 
