@@ -55,7 +55,7 @@ def add_arguments(p) -> None:
     p.add_argument("--params", help="parameter budget for every model (250K, 100M, 1.3B): widths are solved")
     p.add_argument("--align", type=int, default=1, help="solved widths are multiples of this (research: 128)")
     p.add_argument("--tolerance", type=float, default=0.1, help="largest relative miss of the budget (0.1)")
-    p.add_argument("--depth", type=int, default=20, help="layers (default 20)")
+    p.add_argument("--depth", type=int, help="layers (default: the preset's depth, else 20)")
     budget_group = p.add_mutually_exclusive_group()
     budget_group.add_argument("--minutes", type=float, help="timed training minutes per model")
     budget_group.add_argument("--steps", type=int, help="training steps per model")

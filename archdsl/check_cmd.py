@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
-from archdsl.checker import check_spec, instantiate, search_space
+from archdsl.checker import DEFAULT_DEPTH, check_spec, declarations, instantiate, preset_depth, search_space
 from archdsl.errors import ArchdslError, add_note, format_error, plural
 from archdsl.ir import Kind
 from archdsl.parser import parse_file
 from archdsl.specs_path import resolve_spec
 
-DEFAULT_DEPTH = 20
 VOCAB = 256
 
 
@@ -19,7 +18,7 @@ def add_arguments(p) -> None:
     p.add_argument("specs", nargs="+", help=".rnn files (or names of the bundled specs)")
     p.add_argument("--preset", help="a named configuration of the spec")
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
-    p.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="layers of the LM (default 20)")
+    p.add_argument("--depth", type=int, help="layers of the LM (default: the preset's depth, else 20)")
     p.add_argument("--json", action="store_true", help="print one JSON object per spec")
 
 
@@ -49,9 +48,11 @@ def configured(spec, preset: str | None, sets: dict):
         raise
 
 
-def summary(path: str, preset: str | None, sets: dict, depth: int) -> dict:
+def summary(path: str, preset: str | None, sets: dict, depth: int | None) -> dict:
+    """``depth``: None takes the preset's depth, else 20."""
     spec = parse_file(resolve_spec(path))
     result = check_spec(spec)
+    depth = depth or preset_depth(declarations(spec), preset) or DEFAULT_DEPTH
     inst = configured(spec, preset, sets) if (preset or sets) else result.default
     layer = inst.layer
     kinds = layer.graph.kinds()
@@ -81,7 +82,7 @@ def summary(path: str, preset: str | None, sets: dict, depth: int) -> dict:
 
 def run(args) -> int:
     sets = parse_sets(args.set)
-    if args.depth < 1:
+    if args.depth is not None and args.depth < 1:
         raise ArchdslError(f"--depth must be at least 1, found {args.depth}")
     failed = 0
     for path in args.specs:

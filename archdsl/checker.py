@@ -817,6 +817,26 @@ def _parse_value(text: str):
     return text
 
 
+DEFAULT_DEPTH = 20
+
+
+def _preset_depth_value(s: S.Setting) -> int:
+    def no_names(ref: S.Ref):
+        raise ArchdslError(f"a preset's depth is a number; found name '{ref.name}'", ref.span)
+
+    value = evaluate(s.value, no_names)
+    if not (isinstance(value, int) and value >= 1):
+        raise ArchdslError(f"a preset's depth must be a positive integer, found {value}", s.span)
+    return value
+
+
+def preset_depth(decl: Declarations, preset: str | None) -> int | None:
+    """The LM depth a preset names (``preset P { …, depth = 32 }``), or None."""
+    if preset is None or preset not in decl.presets:
+        return None
+    return next((_preset_depth_value(s) for s in decl.presets[preset].settings if s.name == "depth"), None)
+
+
 def configure(
     decl: Declarations,
     preset: str | None = None,
@@ -843,6 +863,9 @@ def configure(
             hint = did_you_mean(preset, decl.presets, "presets") or "this spec has no presets"
             raise ArchdslError(f"unknown preset '{preset}' in {decl.spec.name}", hint=hint)
         for s in decl.presets[preset].settings:
+            if s.name == "depth":  # a model setting, read by preset_depth()
+                _preset_depth_value(s)
+                continue
             if isinstance(s.value, S.Ref) and s.name in decl.choices:
                 settings.append((s.name, s.value.name, s.span))
             else:

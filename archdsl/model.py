@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from archdsl import budget
+from archdsl.checker import DEFAULT_DEPTH, declarations, preset_depth
 from archdsl.errors import ArchdslError
+from archdsl.parser import parse_file
 
 VOCAB = budget.VOCAB
 NORM_EPS = 1e-6
@@ -32,13 +34,27 @@ class ModelConfig:
     preset: str | None = None  # a preset of the spec
     sets: dict[str, object] = field(default_factory=dict)  # spec hypers/choices, or a baseline's knobs
     dim: int | None = None  # width; None: the preset's / spec's default, or solved from `params`
-    depth: int = 20  # layers (for llama: transformer blocks)
+    depth: int | None = None  # layers (llama: transformer blocks); None: the preset's depth, else 20
     params: int | None = None  # parameter budget; the width is solved when dim is None
     align: int = 1  # the solved width is a multiple of this (128 in the research code)
     backend: str = "reference"  # spec cell backend: "reference" | "triton"
     seed: int = 0  # initialisation seed
     tolerance: float = 0.1  # give up when no width lands within this fraction of `params`
     # (±10%: the research search's rule; the nearest count always wins)
+
+    def __post_init__(self):
+        if self.depth is None:
+            self.depth = _preset_depth(self) or DEFAULT_DEPTH
+
+
+def _preset_depth(cfg: ModelConfig) -> int | None:
+    """A spec preset may name its depth (``depth = 32``); errors surface later, where they are located."""
+    if cfg.preset is None or budget.is_baseline(cfg.model):
+        return None
+    try:
+        return preset_depth(declarations(parse_file(budget.spec_path(cfg.model))), cfg.preset)
+    except ArchdslError:
+        return None
 
 
 class TakeFirst(nn.Module):

@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
     m.add_argument("--heads", type=int, help="shorthand for --set heads=H")
     m.add_argument("--n", type=int, help="shorthand for --set n=N (state size per head)")
     m.add_argument("--expansion", type=float, help="shorthand for --set expansion=E")
-    m.add_argument("--depth", type=int, default=20, help="layers (default 20)")
+    m.add_argument("--depth", type=int, help="layers (default: the preset's depth, else 20)")
     m.add_argument(
         "--align", type=int, default=1, help="a solved width is a multiple of this (research: 128)"
     )

@@ -173,3 +173,16 @@ def test_a_range_may_be_written_without_spaces(capsys, tmp_path):
     spec = tmp_path / "r.rnn"
     spec.write_text(TINY + "search { heads in 2..8, lr in 0.0001..0.01 log }\n")
     assert check_json(capsys, str(spec))["search_space"] == {"heads": "2 .. 8", "lr": "0.0001 .. 0.01 log"}
+
+
+def test_a_preset_names_its_depth():
+    """E88_b56n32 is a depth-32 configuration: without --depth the LM count is at depth 32."""
+    from archdsl.check_cmd import summary
+    from archdsl.model import ModelConfig
+
+    info = summary("specs/e88.rnn", "E88_b56n32", {}, None)
+    assert info["depth"] == 32
+    assert summary("specs/e88.rnn", "E88_b56n32", {}, 20)["depth"] == 20
+    assert summary("specs/e88.rnn", "E88_d12h32", {}, None)["depth"] == 20
+    assert ModelConfig("e88", preset="E88_b56n32").depth == 32
+    assert ModelConfig("e88", preset="E88_b56n32", depth=4).depth == 4
