@@ -112,6 +112,18 @@ class _Kernel:
         """Flat offset inside a padded register block (for scratch memory)."""
         return _row_major("l", axes, [self.plan.block[a] for a in axes]) or "0"
 
+    def header(self, name: str, sig: list[str], flags: str) -> None:
+        """``@triton.jit def name(pointers…, T, flags):`` then the program ids, offsets and masks."""
+        self.lines += ["@triton.jit", f"def {name}(", "    " + ", ".join(sig) + ",", f"    T, {flags},", "):"]
+        self.prologue()
+        self.w("NC = tl.cdiv(T, CHUNK)")
+
+    def load_consts(self, cell: Cell, params: dict[str, int]) -> None:
+        """Parameter-only values are loaded once, before the time loop."""
+        for c, i in params.items():
+            ax = cell.consts[c]
+            self.w(f"b{i} = {self.load(f'p_{c} + {self.offset(ax)}', ax)}  # {c}")
+
     def prologue(self) -> None:
         p = self.plan
         self.w("i_b = tl.program_id(0).to(tl.int64)")
@@ -165,16 +177,8 @@ def emit_forward(cell: Cell, plan: Plan, name: str) -> str:
     k = _Kernel(plan)
     sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_h0_{s}" for s in states]
     sig += ["p_y"] + [f"p_ht_{s}" for s in states] + [f"p_ck_{s}" for s in states]
-    k.lines.append("@triton.jit")
-    k.lines.append(f"def {name}_fwd_kernel(")
-    k.lines.append("    " + ", ".join(sig) + ",")
-    k.lines.append("    T, USE_H0: tl.constexpr, CHUNK: tl.constexpr,")
-    k.lines.append("):")
-    k.prologue()
-    k.w("NC = tl.cdiv(T, CHUNK)")
-    for c, i in _leaf_ids(g, order, Op.PARAM).items():
-        ax = cell.consts[c]
-        k.w(f"b{i} = {k.load(f'p_{c} + {k.offset(ax)}', ax)}  # {c}")
+    k.header(f"{name}_fwd_kernel", sig, "USE_H0: tl.constexpr, CHUNK: tl.constexpr")
+    k.load_consts(cell, _leaf_ids(g, order, Op.PARAM))
     st_ids = _leaf_ids(g, order, Op.STATE)
     for s in states:
         ax = cell.states[s]
@@ -253,18 +257,9 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_ck_{s}" for s in states]
     sig += ["p_dy"] + [f"p_dht_{s}" for s in states] + [f"p_scr_{s}" for s in states]
     sig += [f"p_d{n}" for n in ins] + [f"p_d{c}" for c in consts] + [f"p_dh0_{s}" for s in states]
-    k.lines.append("@triton.jit")
-    k.lines.append(f"def {name}_bwd_kernel(")
-    k.lines.append("    " + ", ".join(sig) + ",")
-    k.lines.append("    T, USE_DHT: tl.constexpr, CHUNK: tl.constexpr,")
-    k.lines.append("):")
-    k.prologue()
-    k.w("NC = tl.cdiv(T, CHUNK)")
+    k.header(f"{name}_bwd_kernel", sig, "USE_DHT: tl.constexpr, CHUNK: tl.constexpr")
     k.w(f"pid = i_b * {plan.n_tiles} + i_s")
-    params = {**_leaf_ids(cell.graph, fwd_order, Op.PARAM), **_leaf_ids(g, order, Op.PARAM)}
-    for c, i in params.items():
-        ax = cell.consts[c]
-        k.w(f"b{i} = {k.load(f'p_{c} + {k.offset(ax)}', ax)}  # {c}")
+    k.load_consts(cell, {**_leaf_ids(cell.graph, fwd_order, Op.PARAM), **_leaf_ids(g, order, Op.PARAM)})
     for c in consts:
         k.w(f"b_d{c} = tl.zeros({k.shape(cell.consts[c])}, tl.float32)")
     for s in states:
