@@ -35,8 +35,13 @@ def compile_cell(layer: LayerIR, chunk: int = 16, tile: int | None = None, num_w
 def build_cell(layer: LayerIR, chunk: int, tile: int | None, num_warps: int | None):
     cell = extract_cell(layer)
     matvecs = find_matvecs(cell, make_plan(cell).block)
-    if matvecs:  # a large learned matrix mixes the state: GEMM per step + a fused step kernel
-        step = _build(layer, step_cell(cell, matvecs), 1, tile, num_warps)
+    if matvecs:  # a large learned matrix mixes the state
+        from .persistent import build_persistent
+
+        persistent = build_persistent(layer, cell, matvecs, tile, num_warps)
+        if persistent is not None:  # matrices x state in-kernel, one launch over the sequence
+            return persistent
+        step = _build(layer, step_cell(cell, matvecs), 1, tile, num_warps)  # GEMM per step + step kernel
         return DenseCell(cell, matvecs, step)
     return _build(layer, cell, chunk, tile, num_warps)
 

@@ -43,12 +43,12 @@ def test_e88_long_sequence_bf16_fp16():
 
 @pytest.mark.parametrize("name", ["e1", "e10", "e63", "lstm", "gru"])
 def test_dense_strategy_matches_reference(name):
-    """Wide enough that the recurrent matrix leaves the registers: per-step GEMM + step kernel."""
+    """Wide enough that the recurrent matrix leaves the registers: the persistent dense kernels."""
     from archdsl.codegen import build_cell
-    from archdsl.codegen.dense import DenseCell
+    from archdsl.codegen.persistent import PersistentCell
 
     layer = instantiate(parse_file(f"specs/{name}.rnn"), overrides={"dim": 40, "expansion": 2}).layer
-    assert isinstance(build_cell(layer, 4, None, 1), DenseCell)
+    assert isinstance(build_cell(layer, 4, None, 1), PersistentCell)
     compare_backends(layer, B=2, T=5, chunk=4)
 
 
