@@ -162,11 +162,14 @@ def _select(e, diff, dz):
     return [_mul(e, dz, s), _mul(e, dz, e.add(Op.SUB, (e.const(1), s)))]
 
 
-def derive_backward(cell: Cell) -> Backward:
+def _backprop(graph: Graph, axes, seeds) -> tuple[Graph, _Emitter, dict[int, int]]:
+    """Reverse-mode through ``graph``: a copy of it (same node ids) plus the cotangent nodes.
+
+    ``seeds``: (node, leaf) pairs: the leaf (a ``d:…`` input or state) is the cotangent of the node.
+    Returns the graph, its emitter and the cotangent node of every node that receives one."""
     g = Graph()
-    em = _Emitter(g, cell.axes)
-    # recompute the forward step (same node ids: the cell graph is copied first)
-    for n in cell.graph.nodes:
+    em = _Emitter(g, axes)
+    for n in graph.nodes:
         g.add(n)
     ct: dict[int, int] = {}
 
@@ -177,26 +180,53 @@ def derive_backward(cell: Cell) -> Backward:
         c = em.expand_to(c, g[i].axes)
         ct[i] = em.add(Op.ADD, (ct[i], c)) if i in ct else c
 
-    for s, axes in cell.states.items():
-        accumulate(cell.next_state[s], g.add(Node(Op.STATE, (), axes, GRAD + s)))
-    accumulate(cell.output, g.add(Node(Op.INPUT, (), cell.output_axes, GRAD + "y")))
-    for i in range(len(cell.graph) - 1, -1, -1):
+    for i, leaf in seeds:
+        accumulate(i, g.add(leaf))
+    for i in range(len(graph) - 1, -1, -1):
         if i not in ct:
             continue
         n = g[i]
         for a, c in zip(n.args, VJP[n.op](em, n, i, n.args, ct[i])):
             accumulate(a, c)
+    return g, em, ct
 
-    def grad_of(op: Op, name: str, axes) -> int:
-        leaf = next((i for i, n in enumerate(cell.graph.nodes) if n.op is op and n.attr == name), None)
-        if leaf is not None and leaf in ct:
-            return ct[leaf]
-        return em.expand_to(em.const(0.0), axes)
 
+def _grads_of(graph: Graph, em: _Emitter, ct: dict[int, int], op: Op, leaves: dict) -> dict[str, int]:
+    """The cotangent of each named leaf (a zero block where nothing reaches it)."""
+    out = {}
+    for name, axes in leaves.items():
+        leaf = next((i for i, n in enumerate(graph.nodes) if n.op is op and n.attr == name), None)
+        out[name] = ct[leaf] if leaf is not None and leaf in ct else em.expand_to(em.const(0.0), axes)
+    return out
+
+
+def derive_backward(cell: Cell) -> Backward:
+    seeds = [(cell.next_state[s], Node(Op.STATE, (), axes, GRAD + s)) for s, axes in cell.states.items()]
+    seeds.append((cell.output, Node(Op.INPUT, (), cell.output_axes, GRAD + "y")))
+    g, em, ct = _backprop(cell.graph, cell.axes, seeds)
     return Backward(
         graph=g,
-        d_state={s: grad_of(Op.STATE, s, ax) for s, ax in cell.states.items()},
-        d_inputs={n: grad_of(Op.INPUT, n, ax) for n, ax in cell.inputs.items()},
-        d_consts={n: grad_of(Op.PARAM, n, ax) for n, ax in cell.consts.items()},
+        d_state=_grads_of(cell.graph, em, ct, Op.STATE, cell.states),
+        d_inputs=_grads_of(cell.graph, em, ct, Op.INPUT, cell.inputs),
+        d_consts=_grads_of(cell.graph, em, ct, Op.PARAM, cell.consts),
         next_state=dict(cell.next_state),
+    )
+
+
+@dataclass
+class TokenBackward:
+    """The backward of a stateless per-token computation with several outputs (leaves ``d:<out>``)."""
+
+    graph: Graph
+    d_inputs: dict[str, int]
+    d_consts: dict[str, int]
+
+
+def derive_token_backward(graph: Graph, axes, outputs: dict[str, int], inputs: dict, consts: dict):
+    seeds = [(i, Node(Op.INPUT, (), graph[i].axes, GRAD + name)) for name, i in outputs.items()]
+    g, em, ct = _backprop(graph, axes, seeds)
+    return TokenBackward(
+        graph=g,
+        d_inputs=_grads_of(graph, em, ct, Op.INPUT, inputs),
+        d_consts=_grads_of(graph, em, ct, Op.PARAM, consts),
     )

@@ -15,7 +15,8 @@ from archdsl.autodiff import derive_backward, extract_cell
 from archdsl.ir import LayerIR
 
 from .dense import DenseCell, find_matvecs, step_cell
-from .plan import Plan, make_plan
+from .hoist import hoist
+from .plan import Plan, make_plan, make_token_plan
 from .source import emit_module
 
 
@@ -43,17 +44,20 @@ def build_cell(layer: LayerIR, chunk: int, tile: int | None, num_warps: int | No
             return persistent
         step = _build(layer, step_cell(cell, matvecs), 1, tile, num_warps)  # GEMM per step + step kernel
         return DenseCell(cell, matvecs, step)
-    return _build(layer, cell, chunk, tile, num_warps)
+    part, core = hoist(cell)  # per-token values in parallel kernels, the rest in the loop
+    return _build(layer, core, chunk, tile, num_warps, part, cell)
 
 
-def _build(layer: LayerIR, cell, chunk: int, tile: int | None, num_warps: int | None):
-    from .runtime import CompiledCell, load_module
+def _build(layer: LayerIR, cell, chunk: int, tile: int | None, num_warps: int | None, part=None, whole=None):
+    from .runtime import CompiledCell, HoistedCell, load_module
 
     backward = derive_backward(cell)
     plan = make_plan(cell, chunk=chunk, tile=tile, num_warps=num_warps)
-    source = emit_module(layer, cell, backward, plan)
+    token = (part, make_token_plan(cell.axes, cell.sizes, part.graph)) if part is not None else None
+    source = emit_module(layer, cell, backward, plan, token)
     module, digest, path = load_module(source, layer.name)
-    return CompiledCell(cell, backward, plan, module, digest, path)
+    compiled = CompiledCell(cell, backward, plan, module, digest, path)
+    return HoistedCell(part, token[1], compiled, whole) if part is not None else compiled
 
 
 __all__ = ["Plan", "build_cell", "compile_cell", "emit_module", "make_plan"]

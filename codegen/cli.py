@@ -30,10 +30,23 @@ def run(args) -> int:
     settings = ", ".join(f"{k}={v}" for k, v in {**layer.hypers, **layer.choices}.items())
     print(f"{layer.name}: compiled ({settings})")
     print(f"  strategy       {getattr(cc, 'strategy', info['strategy'])}")
+    if "rows_per_program" in info:  # the persistent dense recurrence
+        print(
+            f"  grid           {info['programs']} programs per batch block, each "
+            f"{info['rows_per_program']} rows of axis {info['split_axes'][0]}; blocks {info['blocks']}"
+        )
+        print("  launches       one per direction while the grid fits the GPU's SMs, else one per step")
+        print("  backward       every state and contraction stored; each matrix's gradient one GEMM")
+        print(f"  warps          {info['num_warps']}")
+        print(f"  kernel hash    {cc.hash} (IR {layer.fingerprint()})")
+        print(f"  module         {cc.path}")
+        return _write(args, layer, cc)
     print(
         f"  grid           {info['grid']} programs; split axes {', '.join(info['split_axes']) or '-'}; "
         f"blocks {info['blocks']}"
     )
+    if getattr(cc, "hoisted", None):
+        print(f"  per-token      {' '.join(cc.hoisted)} computed in parallel kernels, read by the loop")
     print(f"  state/program  {info['state_bytes_per_program']:,} bytes in registers (fp32)")
     print(f"  checkpoints    every {info['checkpoint_stride']} steps (backward recomputes each segment once)")
     print(
@@ -46,6 +59,10 @@ def run(args) -> int:
     )
     print(f"  kernel hash    {cc.hash} (IR {layer.fingerprint()})")
     print(f"  module         {cc.path}")
+    return _write(args, layer, cc)
+
+
+def _write(args, layer, cc) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -80,3 +80,11 @@ def make_plan(
     return Plan(
         "fused sequential loop", cell.axes, dict(cell.sizes), split, block, tiles, max(1, int(chunk)), warps
     )
+
+
+def make_token_plan(axes, sizes: dict, graph, tokens: int = 16) -> Plan:
+    """The per-token kernels' plan: every axis whole in each program, ``tokens`` steps per program."""
+    block = {a: next_pow2(sizes[a]) for a in axes}
+    largest = max(math.prod(block[a] for a in n.axes) for n in graph.nodes)
+    warps = max(1, min(8, largest // 512))
+    return Plan("per-token", tuple(axes), dict(sizes), (), block, {}, tokens, warps)

@@ -225,3 +225,99 @@ def _register_bwd_op(cc: CompiledCell, name: str):
         ]
 
     return bwd
+
+
+class HoistedCell:
+    """A compiled cell whose per-token part runs in its own parallel kernels (codegen/hoist.py):
+    ``token_fwd_kernel`` computes the hoisted values, the sequential kernels read them as inputs,
+    and ``token_bwd_kernel`` turns their cotangents into gradients of the inputs and constants."""
+
+    def __init__(self, part, token_plan: Plan, core: CompiledCell, cell: Cell):
+        self.part, self.token_plan, self.core, self.cell = part, token_plan, core, cell
+        self.plan, self.module, self.hash, self.path = core.plan, core.module, core.hash, core.path
+        self.input_names, self.const_names = list(part.inputs), list(part.consts)
+        self.strategy = core.plan.strategy
+        self.hoisted = [f"{o}[{', '.join(part.output_axes(o))}]" for o in part.outputs]
+
+    def __call__(self, inputs, frontier, state0=None):
+        xs = [inputs[n].contiguous() for n in self.input_names]
+        cs = [frontier[self.part.const_source[c]].contiguous() for c in self.const_names]
+        hoisted = dict(zip(self.part.outputs, self.token_op(xs, cs)))
+        core_inputs = {n: hoisted[n] if n in hoisted else inputs[n] for n in self.core.input_names}
+        return self.core(core_inputs, frontier, state0)
+
+    @functools.cached_property
+    def token_op(self):
+        name = f"archdsl::token_{self.hash}_{self.token_plan.chunk}_{self.token_plan.num_warps}"
+        if name not in _OPS:
+            _OPS[name] = _make_token_op(self, name)
+        return _OPS[name]
+
+    # ---- launchers -----------------------------------------------------------------------------
+    def _grid(self, xs):
+        B, T = xs[0].shape[:2]
+        return (B, -(-T // self.token_plan.chunk)), B, T
+
+    def token_forward(self, xs, cs):
+        grid, B, T = self._grid(xs)
+        part = self.part
+        outs = [
+            torch.empty(B, T, *(part.sizes[a] for a in part.output_axes(o)), device=xs[0].device)
+            for o in part.outputs
+        ]
+        plan = self.token_plan
+        self.module.token_fwd_kernel[grid](*xs, *cs, *outs, T, CHUNK=plan.chunk, num_warps=plan.num_warps)
+        return outs
+
+    def token_backward(self, xs, cs, douts):
+        grid, B, T = self._grid(xs)
+        plan = self.token_plan
+        dxs = [torch.empty_like(x) for x in xs]
+        dcs = [torch.empty(grid[0] * grid[1], *c.shape, device=c.device) for c in cs]
+        douts = [d.float().contiguous() for d in douts]
+        self.module.token_bwd_kernel[grid](
+            *xs, *cs, *douts, *dxs, *dcs, T, CHUNK=plan.chunk, num_warps=plan.num_warps
+        )
+        return dxs, [d.sum(0).to(c.dtype) for d, c in zip(dcs, cs)]
+
+
+def _make_token_op(hc: HoistedCell, name: str):
+    part = hc.part
+
+    @torch.library.custom_op(name, mutates_args=())
+    def op(xs: list[torch.Tensor], cs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return hc.token_forward(xs, cs)
+
+    @op.register_fake
+    def _(xs, cs):
+        B, T = xs[0].shape[:2]
+        shapes = [(B, T, *(part.sizes[a] for a in part.output_axes(o))) for o in part.outputs]
+        return [xs[0].new_empty(s, dtype=torch.float32) for s in shapes]
+
+    @torch.library.custom_op(name + "_bwd", mutates_args=())
+    def bwd(xs: list[torch.Tensor], cs: list[torch.Tensor], douts: list[torch.Tensor]) -> list[torch.Tensor]:
+        dxs, dcs = hc.token_backward(xs, cs, douts)
+        return [*dxs, *dcs]
+
+    @bwd.register_fake
+    def _(xs, cs, douts):
+        return [*(torch.empty_like(x) for x in xs), *(torch.empty_like(c) for c in cs)]
+
+    def setup_context(ctx, inputs, output):
+        xs, cs = inputs
+        ctx.n = len(xs)
+        ctx.save_for_backward(*xs, *cs)
+
+    def backward(ctx, grads):
+        saved = ctx.saved_tensors
+        xs, cs = list(saved[: ctx.n]), list(saved[ctx.n :])
+        B, T = xs[0].shape[:2]
+        douts = [
+            g if g is not None else xs[0].new_zeros(B, T, *(part.sizes[a] for a in part.output_axes(o)))
+            for g, o in zip(grads, part.outputs)
+        ]
+        out = bwd(xs, cs, douts)
+        return out[: ctx.n], out[ctx.n :]
+
+    op.register_autograd(backward, setup_context=setup_context)
+    return op

@@ -6,7 +6,7 @@ from archdsl.autodiff import Backward, Cell
 from archdsl.ir import Graph, LayerIR, Op
 
 from .plan import Plan
-from .triton import HELPERS, emit_backward, emit_forward
+from .triton import HELPERS, emit_backward, emit_forward, emit_token_backward, emit_token_forward
 
 
 def _equations(g: Graph, roots: dict[str, int], limit: int = 400) -> list[str]:
@@ -26,7 +26,8 @@ def _equations(g: Graph, roots: dict[str, int], limit: int = 400) -> list[str]:
     return lines[:limit] + (["…"] if len(lines) > limit else [])
 
 
-def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan) -> str:
+def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, token=None) -> str:
+    """``token``: (the hoisted per-token part, its plan), or None when the loop computes everything."""
     name = layer.name.replace("-", "_")
     spec = "\n".join("#   " + line for line in layer.source.splitlines())
     fwd_eqs = _equations(cell.graph, {**{f"{s}'": i for s, i in cell.next_state.items()}, "y": cell.output})
@@ -50,17 +51,35 @@ def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan) -> str:
         "# Derived backward step (d:S is the cotangent of the new state, d:y of the readout):",
         *("#   " + e for e in bwd_eqs),
     ]
+    kernels = [emit_forward(cell, plan, name), emit_backward(cell, bwd, plan, name)]
+    aliases = [f"fwd_kernel = {name}_fwd_kernel", f"bwd_kernel = {name}_bwd_kernel"]
+    if token is not None:
+        part, token_plan = token
+        header += ["#", *_token_equations(part)]
+        kernels += [emit_token_forward(part, token_plan, name), emit_token_backward(part, token_plan, name)]
+        aliases += [
+            f"token_fwd_kernel = {name}_token_fwd_kernel",
+            f"token_bwd_kernel = {name}_token_bwd_kernel",
+        ]
     body = [
         "\n".join(header),
         "import triton",
         "import triton.language as tl",
         HELPERS,
-        emit_forward(cell, plan, name),
-        "",
-        emit_backward(cell, bwd, plan, name),
-        "",
-        f"fwd_kernel = {name}_fwd_kernel",
-        f"bwd_kernel = {name}_bwd_kernel",
+        *kernels,
+        *aliases,
         "",
     ]
     return "\n\n".join(body)
+
+
+def _token_equations(part) -> list[str]:
+    tb = part.backward
+    roots = {**{f"d{n}": i for n, i in tb.d_inputs.items()}, **{f"d{c}": i for c, i in tb.d_consts.items()}}
+    return [
+        "# Per-token values hoisted out of the loop (parallel over time; the loop reads them as inputs):",
+        *("#   " + e for e in _equations(part.graph, part.outputs)),
+        "#",
+        "# Their derived backward (d:t* are the cotangents of the hoisted values):",
+        *("#   " + e for e in _equations(tb.graph, roots)),
+    ]

@@ -15,6 +15,7 @@ from archdsl.autodiff import GRAD, Backward, Cell
 from archdsl.ir import Graph, Op
 from archdsl.reference import rename_permutation
 
+from .hoist import TokenPart
 from .plan import Plan
 
 TRITON: dict[Op, str] = {
@@ -223,11 +224,15 @@ def _token_loads(k: _Kernel, cell: Cell, g: Graph, order) -> list[tuple[int, str
     """(node, pointer at time ``{t}``, axes) of every per-token tensor the step reads."""
     out = []
     for n, i in _leaf_ids(g, order, Op.INPUT).items():
-        ax = cell.output_axes if n == GRAD + "y" else cell.inputs[n]
+        ax = g[i].axes
         numel = math.prod(k.plan.sizes[a] for a in ax)
-        ptr = "p_dy" if n == GRAD + "y" else f"p_{n}"
-        out.append((i, f"{ptr} + (i_b * T + ({{t}})) * {numel} + {k.offset(ax)}", ax))
+        out.append((i, f"{pointer(n)} + (i_b * T + ({{t}})) * {numel} + {k.offset(ax)}", ax))
     return out
+
+
+def pointer(name: str) -> str:
+    """The kernel argument of a per-token tensor: ``p_k``; a cotangent ``d:y`` is ``p_dy``."""
+    return "p_" + name.replace(GRAD, "d")
 
 
 def _prefetch_first(k: _Kernel, loads, t_first: str, indent: int) -> None:
@@ -347,3 +352,63 @@ def _tile_index(plan: Plan, axes) -> str:
     for a in axes:
         idx = f"({idx}) * {plan.tiles[a]} + i_{a}" if idx != "0" else f"i_{a}"
     return idx
+
+
+def emit_token_forward(part: TokenPart, plan: Plan, name: str) -> str:
+    """The hoisted per-token values: one program per (batch element, CHUNK tokens), no recurrence."""
+    g = part.graph
+    order = _needed(g, part.outputs.values())
+    k = _Kernel(plan)
+    sig = [f"p_{n}" for n in part.inputs] + [f"p_{c}" for c in part.consts] + [f"p_{o}" for o in part.outputs]
+    k.header(f"{name}_token_fwd_kernel", sig, "CHUNK: tl.constexpr")
+    k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
+    loads = _token_loads(k, part, g, order)
+    k.w("for s in range(CHUNK):")
+    k.w("t = i_s * CHUNK + s  # this program's tokens: i_s * CHUNK …", 2)
+    for i, ptr, ax in loads:
+        k.w(f"b{i} = {k.load(ptr.format(t='t'), ax, 't < T')}", 2)
+    k.compute(g, order, 2)
+    for o, i in part.outputs.items():
+        _store_token(k, f"p_{o}", g[i].axes, f"b{i}", 2, cast=False)
+    return "\n".join(k.lines)
+
+
+def emit_token_backward(part: TokenPart, plan: Plan, name: str) -> str:
+    """The per-token values' backward: cotangents of the hoisted values -> inputs and constants."""
+    bwd = part.backward
+    g = bwd.graph
+    order = _needed(g, [*bwd.d_inputs.values(), *bwd.d_consts.values()])
+    k = _Kernel(plan)
+    sig = [f"p_{n}" for n in part.inputs] + [f"p_{c}" for c in part.consts]
+    sig += [pointer(GRAD + o) for o in part.outputs]
+    sig += [f"p_d{n}" for n in part.inputs] + [f"p_d{c}" for c in part.consts]
+    k.header(f"{name}_token_bwd_kernel", sig, "CHUNK: tl.constexpr")
+    k.w("pid = i_b * NC + i_s")
+    k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
+    for c in part.consts:
+        k.w(f"b_d{c} = tl.zeros({k.shape(part.consts[c])}, tl.float32)")
+    loads = _token_loads(k, part, g, order)
+    k.w("for s in range(CHUNK):")
+    k.w("t = i_s * CHUNK + s", 2)
+    for i, ptr, ax in loads:
+        k.w(f"b{i} = {k.load(ptr.format(t='t'), ax, 't < T')}", 2)
+    k.compute(g, order, 2)
+    for n, ax in part.inputs.items():
+        val = f"b{bwd.d_inputs[n]}" + (
+            f" + tl.zeros({k.shape(ax)}, tl.float32)" if g[bwd.d_inputs[n]].op is Op.EXPAND else ""
+        )
+        _store_token(k, f"p_d{n}", ax, val, 2, cast=True)
+    for c in part.consts:  # tokens past T loaded zeros: their terms may not be finite, so mask them
+        k.w(f"b_d{c} += tl.where(z0 + t < T, b{bwd.d_consts[c]}, 0.0)", 2)
+    for c, ax in part.consts.items():
+        numel = math.prod(plan.sizes[a] for a in ax)
+        k.w(f"tl.store(p_d{c} + pid * {numel} + {k.offset(ax)}, b_d{c}, mask={k.mask(ax)})")
+    return "\n".join(k.lines)
+
+
+def _store_token(k: _Kernel, ptr: str, ax, val: str, indent: int, cast: bool) -> None:
+    numel = math.prod(k.plan.sizes[a] for a in ax)
+    mask = " & ".join(m for m in (k.mask(ax) if ax else None, "(z0 + t < T)") if m)
+    if cast:
+        val = f"({val}).to({ptr}.dtype.element_ty)"
+    k.w(f"tl.store({ptr} + (i_b * T + t) * {numel} + {k.offset(ax)}, {val}, mask={mask})", indent)

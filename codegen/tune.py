@@ -1,6 +1,7 @@
 """Choosing a plan by measuring it: on the first CUDA call, time forward+backward of a few
 (tile, warps) candidates at the call's batch size and keep the fastest. Results are cached on disk
-per (IR fingerprint, checkpoint stride, GPU, batch); sequence length is not part of the key."""
+per (generated source of the default plan, checkpoint stride, GPU, batch); sequence length is not
+part of the key."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ class TunedCell:
         default = self.build(self.layer, self.chunk, None, None)
         if x.device.type != "cuda" or not hasattr(default, "module"):
             return default  # on the CPU, or a dense cell (whose GEMMs dominate): the default plan
-        key = f"{self.layer.fingerprint()}|C{self.chunk}|{torch.cuda.get_device_name(x.device)}|B{x.shape[0]}"
+        # the default plan's source hash: a new code generator retunes rather than reuse old choices
+        key = f"{default.hash}|C{self.chunk}|{torch.cuda.get_device_name(x.device)}|B{x.shape[0]}"
         cached = _load().get(key)
         if cached:
             return self.build(self.layer, self.chunk, *cached)

@@ -1,0 +1,138 @@
+"""Hoisting the per-token part of a step out of the sequential loop.
+
+Much of a step does not depend on the state: E88's ``l2norm[i](silu(k))``, its decay
+``exp(-exp(A_log) * softplus(a + dt_bias))``. Inside the time loop every program would recompute it
+at every step, and the backward would differentiate it there too (for E88, four of the forward's
+six reductions and most of the backward's). The compiler cuts the cell at the *token frontier* —
+the per-token values that a state-dependent value reads — and emits two parallel kernels for the part
+below it: one program per (batch element, block of tokens), no recurrence, so they run at memory
+speed. The sequential kernels then read the frontier values as inputs (``t0, t1, …``, fp32).
+
+A frontier value is hoisted only if it is no larger than the per-token inputs it is computed from
+(an outer product of two inputs would cost more memory traffic than it saves); otherwise the cut
+moves below it. Cells whose per-token part is a couple of pointwise ops keep it in the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from archdsl.autodiff import Cell, TokenBackward, derive_token_backward
+from archdsl.ir import Graph, Kind, Node, Op
+
+LEAVES = (Op.INPUT, Op.PARAM, Op.STATE, Op.CONST)
+#: hoist when the per-token part has a reduction or at least this many ops
+MIN_OPS = 4
+
+
+@dataclass(frozen=True)
+class TokenPart:
+    """The per-token values the loop reads, as a stateless computation over the cell's graph."""
+
+    graph: Graph  # the cell's graph (node ids shared with it)
+    axes: tuple[str, ...]
+    sizes: dict
+    inputs: dict[str, tuple[str, ...]]  # per-token tensors it reads
+    consts: dict[str, tuple[str, ...]]  # parameter-only values it reads
+    const_source: dict[str, int]
+    outputs: dict[str, int]  # hoisted name -> node
+    backward: TokenBackward
+
+    def output_axes(self, name: str) -> tuple[str, ...]:
+        return self.graph[self.outputs[name]].axes
+
+
+def token_frontier(cell: Cell) -> list[int]:
+    """The per-token values (not leaves) that state-dependent values or the readout read."""
+    g, kinds = cell.graph, cell.graph.kinds()
+    needed = g.ancestors([*cell.next_state.values(), cell.output])
+    numel = {i: math.prod(cell.sizes[a] for a in g[i].axes) for i in needed}
+    largest_input = {}
+    for i in sorted(needed):
+        n = g[i]
+        own = numel[i] if n.op is Op.INPUT else 0
+        largest_input[i] = max([own, *(largest_input[a] for a in n.args)])
+    frontier: list[int] = []
+
+    def take(i: int) -> None:
+        if g[i].op in LEAVES or kinds[i] != Kind.TOKEN or i in frontier:
+            return
+        if numel[i] <= largest_input[i]:
+            frontier.append(i)
+        else:  # cheaper to compute in the loop than to store: cut below it
+            for a in g[i].args:
+                take(a)
+
+    for i in sorted(needed):
+        if kinds[i] == Kind.RECURRENT:
+            for a in g[i].args:
+                take(a)
+    if kinds[cell.output] == Kind.TOKEN:
+        take(cell.output)
+    return sorted(frontier)
+
+
+def worth_hoisting(cell: Cell, frontier: list[int]) -> bool:
+    g = cell.graph
+    ops = [i for i in g.ancestors(frontier) if g[i].op not in LEAVES]
+    return any(g[i].op is Op.SUM for i in ops) or len(ops) >= MIN_OPS
+
+
+def hoist(cell: Cell, force: bool | None = None) -> tuple[TokenPart | None, Cell]:
+    """(the per-token part, the cell that reads it as inputs); (None, cell) when not worth it.
+
+    ``force``: True hoists any non-empty frontier, False never hoists, None decides by the rule."""
+    frontier = token_frontier(cell)
+    if not frontier or force is False or (force is None and not worth_hoisting(cell, frontier)):
+        return None, cell
+    g = cell.graph
+    taken = set(cell.inputs) | set(cell.consts)
+    names, k = [], 0
+    for _ in frontier:
+        while f"t{k}" in taken:
+            k += 1
+        names.append(f"t{k}")
+        k += 1
+    outputs = dict(zip(names, frontier))
+    below = g.ancestors(frontier)
+    leaves = {(g[i].op, g[i].attr) for i in below if g[i].op in (Op.INPUT, Op.PARAM)}
+    inputs = {n: ax for n, ax in cell.inputs.items() if (Op.INPUT, n) in leaves}
+    consts = {c: ax for c, ax in cell.consts.items() if (Op.PARAM, c) in leaves}
+    part = TokenPart(
+        graph=g,
+        axes=cell.axes,
+        sizes=cell.sizes,
+        inputs=inputs,
+        consts=consts,
+        const_source={c: cell.const_source[c] for c in consts},
+        outputs=outputs,
+        backward=derive_token_backward(g, cell.axes, outputs, inputs, consts),
+    )
+    return part, replace_with_inputs(cell, {i: n for n, i in outputs.items()})
+
+
+def replace_with_inputs(cell: Cell, replaced: dict[int, str]) -> Cell:
+    """The cell with each node in ``replaced`` turned into a per-token input of that name."""
+    g = Graph()
+    remap: dict[int, int] = {}
+    for i, n in enumerate(cell.graph.nodes):
+        if i in replaced:
+            remap[i] = g.add(Node(Op.INPUT, (), n.axes, replaced[i]))
+        else:
+            remap[i] = g.add(Node(n.op, tuple(remap[a] for a in n.args), n.axes, n.attr))
+    roots = [*(remap[v] for v in cell.next_state.values()), remap[cell.output]]
+    used = g.ancestors(roots)
+    leaves = {(g[i].op, g[i].attr): g[i].axes for i in used if g[i].op in (Op.INPUT, Op.PARAM)}
+    return Cell(
+        graph=g,
+        axes=cell.axes,
+        sizes=cell.sizes,
+        inputs={name: ax for (op, name), ax in leaves.items() if op is Op.INPUT},
+        consts={name: ax for name, ax in cell.consts.items() if (Op.PARAM, name) in leaves},
+        const_source={name: src for name, src in cell.const_source.items() if (Op.PARAM, name) in leaves},
+        states=cell.states,
+        next_state={s: remap[v] for s, v in cell.next_state.items()},
+        output=remap[cell.output],
+        output_axes=cell.output_axes,
+    )
