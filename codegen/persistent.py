@@ -46,7 +46,8 @@ from .source import _equations
 from .triton import HELPERS, _Kernel, _leaf_ids, _needed, _row_major
 
 BATCH = "_b"  # the batch axis of the register blocks (every program holds a block of batch rows)
-MAX_BLOCK_B = 64  # batch rows per program; more batch means more programs
+MAX_BLOCK_B = 128  # batch rows per program; more batch means more programs
+MAX_TILES = 128  # default rows per program: the smallest tile that needs at most this many programs
 DOT_MIN = 16  # tl.dot needs every dimension >= 16
 
 SYNC = """
@@ -470,16 +471,24 @@ class PersistentPlan:
     tiles: int  # programs per batch block
     num_warps: int
     block_k: int
+    size: int  # the rows' axis size
+
+    def blocks(self, batch: int) -> tuple[int, int, int]:
+        """(batch rows per program, columns per tl.dot, programs) at this batch size: a wider batch
+        block takes a narrower k block (the register blocks stay the same size)."""
+        bb = max(DOT_MIN, min(MAX_BLOCK_B, next_pow2(batch)))
+        block_k = max(DOT_MIN, min(self.block_k, 8192 // bb, next_pow2(self.size)))
+        return bb, block_k, self.tiles * math.ceil(batch / bb)
 
     def programs(self, batch: int) -> int:
-        return self.tiles * math.ceil(batch / MAX_BLOCK_B)
+        return self.blocks(batch)[2]
 
     def describe(self, states: dict) -> dict:
         return {
             "strategy": "persistent dense recurrence",
             "split_axes": [self.rows_axis],
-            "blocks": {self.rows_axis: self.rows, "batch": f"<= {MAX_BLOCK_B}", "k": self.block_k},
-            "grid": f"({self.tiles} x batch blocks of {MAX_BLOCK_B},)",
+            "blocks": {self.rows_axis: self.rows, "batch": f"<= {MAX_BLOCK_B}", "k": f"<= {self.block_k}"},
+            "grid": f"({self.tiles} x batch blocks of up to {MAX_BLOCK_B},)",
             "programs": self.tiles,
             "rows_per_program": self.rows,
             "state_bytes_per_program": 4 * MAX_BLOCK_B * self.rows * len(states),
@@ -513,18 +522,22 @@ class PersistentCell:
         lay: DenseLayout,
         rows=None,
         warps=None,
-        block_k=64,
+        block_k=128,
     ):
         self.cell, self.matvecs, self.lay = cell, matvecs, lay
         self.step = step_cell(cell, matvecs)
         self.bwd = derive_backward(self.step)
         D = cell.sizes[lay.rows]
-        rows = max(DOT_MIN, next_pow2(rows or 16))
+        if rows is None:  # the smallest tile that keeps the grid within MAX_TILES programs
+            rows = DOT_MIN
+            while math.ceil(D / rows) > MAX_TILES:
+                rows *= 2
+        rows = max(DOT_MIN, next_pow2(rows))
         rows = min(rows, max(DOT_MIN, next_pow2(D)))
-        warps = warps or 4
+        warps = warps or 8
         kplan = make_dense_plan(cell, self.step, lay, rows, warps)
         self.kplan = kplan
-        self.plan = PersistentPlan(lay.rows, rows, kplan.tiles[lay.rows], warps, block_k)
+        self.plan = PersistentPlan(lay.rows, rows, kplan.tiles[lay.rows], warps, block_k, D)
         from .runtime import load_module
 
         source = emit_module(layer, self.step, self.bwd, lay, kplan, len(matvecs))
@@ -532,7 +545,7 @@ class PersistentCell:
         self.input_names, self.const_names = _names(self.step)
         self.state_names = list(cell.states)
         self.operands = sorted(set(lay.operand))
-        self.last_sync: list[torch.Tensor] = []
+        self.key = f"{self.hash}_{rows}_{warps}_{block_k}"  # the custom op's name (one per key)
 
     # ---- the public call ------------------------------------------------------------------------
     def __call__(self, inputs, frontier, state0=None):
@@ -558,6 +571,11 @@ class PersistentCell:
     def op(self):
         return _register_op(self)
 
+    @property
+    def last_sync(self) -> list[torch.Tensor]:
+        """The barrier counters of the last persistent launches (empty after stepped launches)."""
+        return _SYNC.get(self.key, [])
+
     def check_barriers(self) -> None:
         """Raise if a grid barrier of the last launches gave up waiting (programs not co-resident)."""
         for s in self.last_sync:
@@ -567,15 +585,13 @@ class PersistentCell:
     # ---- launchers ----------------------------------------------------------------------------
     def _launch(self, kernel, args, B, T, reverse: bool):
         dev = args[0].device
-        bb = max(DOT_MIN, min(MAX_BLOCK_B, next_pow2(B)))
-        n_prog = self.plan.tiles * math.ceil(B / bb)
+        bb, block_k, n_prog = self.plan.blocks(B)
         # operands in the input dtype, fp32 accumulation; fp32 operands exactly (no TF32). The CPU
         # interpreter multiplies bf16 blocks wrongly, so there they are widened first (exactly).
         dot_t = _DOT_T.get(args[0].dtype, tl.float32)
         if _interpreting() or dev.type != "cuda":
             dot_t = tl.float32
         dot_prec = "ieee" if dot_t == tl.float32 else "tf32"
-        block_k = max(DOT_MIN, min(self.plan.block_k, next_pow2(self.cell.sizes[self.lay.rows])))
         # all programs resident at once (one per SM at most), or a single program (no barrier needed)
         on_gpu = dev.type == "cuda" and not _interpreting()
         persistent = n_prog == 1 or (on_gpu and n_prog <= _sm_count(dev.index or 0))
@@ -585,11 +601,12 @@ class PersistentCell:
         )
         if persistent:
             sync = torch.zeros(2, dtype=torch.int32, device=dev)
-            self.last_sync = [sync]
+            _SYNC[self.key] = [*(_SYNC.get(self.key, []) if reverse else []), sync]
             kernel[(n_prog,)](*args, sync, B, T, 0, T, PERSISTENT=True, **opts)
             return
         sync = torch.zeros(2, dtype=torch.int32, device=dev)
         steps = range(T - 1, -1, -1) if reverse else range(T)
+        _SYNC[self.key] = []
         for t in steps:  # one step per launch: the launch boundary is the barrier
             kernel[(n_prog,)](*args, sync, B, T, t, t + 1, PERSISTENT=False, **opts)
 
@@ -628,8 +645,7 @@ class PersistentCell:
         for n, x in zip(self.input_names, xs):
             nt = 1 if self.lay.rows in self.step.inputs[n] else self.plan.tiles
             dxs.append(torch.empty(B, T, nt, *x.shape[2:], device=dev))
-        bb = max(DOT_MIN, min(MAX_BLOCK_B, next_pow2(B)))
-        n_prog = self.plan.tiles * math.ceil(B / bb)
+        n_prog = self.plan.programs(B)
         dcs = [torch.zeros(n_prog, *c.shape, device=dev) for c in cs]
         args = [*xs, *cs, *ws, *hs, *mv, dy.contiguous(), *dh, *g, *dxs, *dcs]
         self._launch(self.module.bwd_kernel, args, B, T, reverse=True)
@@ -647,10 +663,12 @@ class PersistentCell:
 
 
 _OPS: dict[str, object] = {}
+_SYNC: dict[str, list[torch.Tensor]] = {}  # op key -> barrier counters of its last launches
 
 
 def _register_op(pc: PersistentCell):
-    name = f"archdsl::pcell_{pc.hash}_{pc.plan.rows}_{pc.plan.num_warps}"
+    """One op per key (source hash and launch settings): cells with the same key share it."""
+    name = f"archdsl::pcell_{pc.key}"
     if name not in _OPS:
         _OPS[name] = _make_op(pc, name)
     return _OPS[name]
@@ -726,11 +744,12 @@ def _make_op(pc: PersistentCell, name: str):
     return op
 
 
-def build_persistent(layer: LayerIR, cell: Cell, matvecs: list[MatVec], rows=None, warps=None, block_k=64):
+def build_persistent(layer: LayerIR, cell: Cell, matvecs: list[MatVec], rows=None, warps=None, block_k=128):
     """A ``PersistentCell`` when the layout applies, else None (the caller falls back).
 
-    ``rows``: state rows per program (a power of two >= 16; default 16); ``warps`` per program
-    (default 4); ``block_k``: columns per ``tl.dot`` in the contraction loop."""
+    ``rows``: state rows per program (a power of two >= 16; default: the smallest that needs at most
+    ``MAX_TILES`` programs per batch block); ``warps`` per program (default 8); ``block_k``: columns
+    per ``tl.dot`` in the contraction loop (at most; narrower for batch blocks over 64)."""
     lay = dense_layout(cell, matvecs, step_cell(cell, matvecs))
     if lay is None:
         return None

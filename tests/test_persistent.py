@@ -31,7 +31,9 @@ def test_chosen_for_e1_once_the_matrix_leaves_the_registers():
     info = cc.plan.describe(cc.cell.states)
     assert info["strategy"] == "persistent dense recurrence"
     assert (info["programs"], info["rows_per_program"]) == (82, 16)  # 1312 rows in tiles of 16
-    assert cc.plan.programs(48) == 82 and cc.plan.programs(65) == 164  # batch blocks of 64
+    assert cc.plan.blocks(48) == (64, 128, 82)  # batch rows, k block, programs
+    assert cc.plan.blocks(65) == (128, 64, 82) and cc.plan.programs(129) == 164  # batch blocks of 128
+    assert build_cell(e1(4096), 16, None, None).plan.rows == 32  # at most 128 programs per batch block
     source = cc.path.read_text()
     assert "tl.dot(" in source and "_grid_wait(p_sync" in source and 'sem="release"' in source
 
@@ -111,7 +113,7 @@ def test_whole_sequence_in_one_launch():
     g2 = torch.autograd.grad((y2 * w).sum() + f2["h"].square().sum(), wrt)
     for name, a, b in zip(["dwx", "dz", "dW_h", "dh0"], g2, g1):
         assert_close(name, a, b, 1e-5)
-    assert len(cc.last_sync) == 1  # the persistent launch, not one launch per step
+    assert len(cc.last_sync) == 2  # one persistent launch each way, not one launch per step
     cc.check_barriers()
 
 
@@ -125,3 +127,14 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(out, eager)
     out.sum().backward()
     assert m.params["W_h"].grad is not None and m.params["W_h"].grad.abs().sum() > 0
+
+
+def test_compile_reports_the_strategy(capsys, tmp_path):
+    from archdsl.cli import main
+
+    assert main(["compile", "e1", "--set", "dim=1312", "--set", "expansion=1", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "persistent dense recurrence" in out
+    assert "82 programs per batch block, each 16 rows of axis i" in out
+    (written,) = tmp_path.glob("e1_*.py")
+    assert "def e1_persistent_fwd_kernel(" in written.read_text()
