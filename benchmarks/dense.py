@@ -45,9 +45,12 @@ def layer_of(name: str, d: int):
     ).layer
 
 
-def persistent(layer, rows: int, warps: int, block_k: int) -> PersistentCell:
+def persistent(layer, cfg: str) -> PersistentCell:
+    """``rows x warps x k`` (``-late``: the step's own loads after the grid barrier)."""
+    rows, warps, block_k = (int(v) for v in cfg.removesuffix("-late").split("x"))
     cell = extract_cell(layer)
-    cc = build_persistent(layer, cell, find_matvecs(cell, make_plan(cell).block), rows, warps, block_k)
+    matvecs = find_matvecs(cell, make_plan(cell).block)
+    cc = build_persistent(layer, cell, matvecs, rows, warps, block_k, early=not cfg.endswith("-late"))
     assert cc is not None, f"{layer.name}: the persistent strategy does not apply"
     return cc
 
@@ -78,8 +81,9 @@ def main():
     ap.add_argument("--d", type=int, default=1312)
     ap.add_argument(
         "--configs",
-        default="default,16x4x128,16x8x64,32x8x128",
-        help="rows x warps x k block to time ('default': the plan build_cell picks)",
+        default="default,16x8x128-late,16x4x128,32x8x128",
+        help="rows x warps x k block to time ('default': the plan build_cell picks; '-late': the step's "
+        "own loads after the grid barrier)",
     )
     ap.add_argument("--batches", default="128", help="further batch sizes timed with the default plan")
     ap.add_argument("--watchdog", type=float, default=60.0, help="seconds one phase may take")
@@ -181,7 +185,7 @@ def main():
             continue
         phase(f"time {cfg}")
         try:
-            cc = default if cfg == "default" else persistent(layer, *(int(v) for v in cfg.split("x")))
+            cc = default if cfg == "default" else persistent(layer, cfg)
             f, fb = timed(cc, ins, front)
             cc.check_barriers()
         except Exception as e:  # report and go on

@@ -268,7 +268,9 @@ def _names(step: Cell) -> tuple[list[str], list[str]]:
     return ins, list(step.consts)
 
 
-def emit_forward(step: Cell, lay: DenseLayout, plan: Plan, name: str, n_mv: int) -> str:
+def emit_forward(step: Cell, lay: DenseLayout, plan: Plan, name: str, n_mv: int, early: bool = True) -> str:
+    """``early``: issue the step's per-token loads before the grid barrier (they do not depend on the
+    other programs), so that their latency overlaps the wait."""
     g = step.graph
     order = _needed(g, [*step.next_state.values(), step.output])
     ins, consts = _names(step)
@@ -285,18 +287,24 @@ def emit_forward(step: Cell, lay: DenseLayout, plan: Plan, name: str, n_mv: int)
         k.w(f"b_{s} = {k.load_full(k.at(f'p_hs_{s}', ax, 't_lo', '(T + 1)'), ax)}")
     k.w("for i_t in range(0, t_hi - t_lo):")
     k.w("t = t_lo + i_t", 2)
+    leaves = _leaf_ids(g, order, Op.INPUT)
+    mv_leaves = {n: i for n, i in leaves.items() if n in {f"mv{m}" for m in range(n_mv)}}
+    token = [
+        f"b{i} = {k.load_full(k.at(f'p_{n}', step.inputs[n], 't', 'T'), step.inputs[n])}"
+        for n, i in leaves.items()
+        if n not in mv_leaves
+    ]
+    for line in token if early else []:
+        k.w(line, 2)
     k.w("if PERSISTENT:", 2)
     k.w("if i_t > 0:", 3)
     k.w("_grid_wait(p_sync, NP * i_t)  # every row of the previous state is stored", 4)
     k.w("# the contractions: mv<k>[b, rows] = sum_q W<k>[rows, q] h[b, q] (all columns of h)", 2)
     k.matmul({m: (f"p_hv_{lay.operand[m]}", f"p_w{m}") for m in range(n_mv)}, "(T + 1)", "t", 2)
-    leaves = _leaf_ids(g, order, Op.INPUT)
-    for n, i in leaves.items():
-        if n.startswith("mv") and n[2:].isdigit() and int(n[2:]) < n_mv:
-            k.w(f"b{i} = {k.to_layout(f'acc{int(n[2:])}')}", 2)
-        else:
-            ax = step.inputs[n]
-            k.w(f"b{i} = {k.load_full(k.at(f'p_{n}', ax, 't', 'T'), ax)}", 2)
+    for n, i in mv_leaves.items():
+        k.w(f"b{i} = {k.to_layout(f'acc{int(n[2:])}')}", 2)
+    for line in [] if early else token:
+        k.w(line, 2)
     for s, i in _leaf_ids(g, order, Op.STATE).items():
         k.w(f"b{i} = b_{s}", 2)
     k.compute(g, order, 2)
@@ -326,7 +334,9 @@ def emit_forward(step: Cell, lay: DenseLayout, plan: Plan, name: str, n_mv: int)
     return "\n".join(k.lines)
 
 
-def emit_backward(step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, name: str, n_mv: int) -> str:
+def emit_backward(
+    step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, name: str, n_mv: int, early: bool = True
+) -> str:
     g = bwd.graph
     ins, consts = _names(step)
     states = list(step.states)
@@ -347,6 +357,19 @@ def emit_backward(step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, name:
         k.w(f"b_d{s} = {k.load_full(k.at_b(f'p_dh_{s}', ax), ax)}  # carried cotangent of the state")
     k.w("for i_t in range(0, t_hi - t_lo):")
     k.w("t = t_hi - 1 - i_t", 2)
+    # the step's own loads (previous state, mv, inputs, dy: written before this launch)
+    rows_ax = (lay.rows,)
+    token = []
+    for n, i in _leaf_ids(g, order, Op.STATE).items():
+        if not n.startswith(GRAD):
+            ax = step.states[n]
+            token.append(f"b{i} = {k.load_full(k.at(f'p_hs_{n}', ax, 't', '(T + 1)'), ax)}")
+    for n, i in _leaf_ids(g, order, Op.INPUT).items():
+        ax = step.output_axes if n == GRAD + "y" else rows_ax if n in mv_names else step.inputs[n]
+        ptr = "p_dy" if n == GRAD + "y" else f"p_{n}"
+        token.append(f"b{i} = {k.load_full(k.at(ptr, ax, 't', 'T'), ax)}")
+    for line in token if early else []:
+        k.w(line, 2)
     k.w("if PERSISTENT:", 2)
     k.w("if i_t > 0:", 3)
     k.w("_grid_wait(p_sync, NP * i_t)  # every row of g at t + 1 is stored", 4)
@@ -362,19 +385,8 @@ def emit_backward(step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, name:
     for n, i in _leaf_ids(g, order, Op.STATE).items():
         if n.startswith(GRAD):
             k.w(f"b{i} = b_dn_{n[len(GRAD) :]}", 2)
-        else:
-            ax = step.states[n]
-            k.w(f"b{i} = {k.load_full(k.at(f'p_hs_{n}', ax, 't', '(T + 1)'), ax)}", 2)
-    rows_ax = (lay.rows,)
-    for n, i in _leaf_ids(g, order, Op.INPUT).items():
-        if n == GRAD + "y":
-            ax = step.output_axes
-            k.w(f"b{i} = {k.load_full(k.at('p_dy', ax, 't', 'T'), ax)}", 2)
-        elif n in mv_names:
-            k.w(f"b{i} = {k.load_full(k.at(f'p_{n}', rows_ax, 't', 'T'), rows_ax)}", 2)
-        else:
-            ax = step.inputs[n]
-            k.w(f"b{i} = {k.load_full(k.at(f'p_{n}', ax, 't', 'T'), ax)}", 2)
+    for line in [] if early else token:
+        k.w(line, 2)
     k.compute(g, order, 2)
     for m, n in enumerate(mv_names):
         k.w(
@@ -417,7 +429,9 @@ def emit_backward(step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, name:
     return "\n".join(k.lines)
 
 
-def emit_module(layer: LayerIR, step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, n_mv: int) -> str:
+def emit_module(
+    layer: LayerIR, step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, n_mv: int, early: bool = True
+) -> str:
     name = layer.name.replace("-", "_")
     spec = "\n".join("#   " + line for line in layer.source.splitlines())
     fwd_eqs = _equations(step.graph, {**{f"{s}'": i for s, i in step.next_state.items()}, "y": step.output})
@@ -450,9 +464,9 @@ def emit_module(layer: LayerIR, step: Cell, bwd: Backward, lay: DenseLayout, pla
         "import triton",
         "import triton.language as tl",
         HELPERS + SYNC,
-        emit_forward(step, lay, plan, name, n_mv),
+        emit_forward(step, lay, plan, name, n_mv, early),
         "",
-        emit_backward(step, bwd, lay, plan, name, n_mv),
+        emit_backward(step, bwd, lay, plan, name, n_mv, early),
         "",
         f"fwd_kernel = {name}_persistent_fwd_kernel",
         f"bwd_kernel = {name}_persistent_bwd_kernel",
@@ -523,6 +537,7 @@ class PersistentCell:
         rows=None,
         warps=None,
         block_k=128,
+        early=True,
     ):
         self.cell, self.matvecs, self.lay = cell, matvecs, lay
         self.step = step_cell(cell, matvecs)
@@ -540,7 +555,7 @@ class PersistentCell:
         self.plan = PersistentPlan(lay.rows, rows, kplan.tiles[lay.rows], warps, block_k, D)
         from .runtime import load_module
 
-        source = emit_module(layer, self.step, self.bwd, lay, kplan, len(matvecs))
+        source = emit_module(layer, self.step, self.bwd, lay, kplan, len(matvecs), early)
         self.module, self.hash, self.path = load_module(source, layer.name + "_persistent")
         self.input_names, self.const_names = _names(self.step)
         self.state_names = list(cell.states)
@@ -744,16 +759,19 @@ def _make_op(pc: PersistentCell, name: str):
     return op
 
 
-def build_persistent(layer: LayerIR, cell: Cell, matvecs: list[MatVec], rows=None, warps=None, block_k=128):
+def build_persistent(
+    layer: LayerIR, cell: Cell, matvecs: list[MatVec], rows=None, warps=None, block_k=128, early=True
+):
     """A ``PersistentCell`` when the layout applies, else None (the caller falls back).
 
     ``rows``: state rows per program (a power of two >= 16; default: the smallest that needs at most
     ``MAX_TILES`` programs per batch block); ``warps`` per program (default 8); ``block_k``: columns
-    per ``tl.dot`` in the contraction loop (at most; narrower for batch blocks over 64)."""
+    per ``tl.dot`` in the contraction loop (at most; narrower for batch blocks over 64); ``early``:
+    issue each step's own loads before the grid barrier rather than after it."""
     lay = dense_layout(cell, matvecs, step_cell(cell, matvecs))
     if lay is None:
         return None
-    return PersistentCell(layer, cell, matvecs, lay, rows, warps, block_k)
+    return PersistentCell(layer, cell, matvecs, lay, rows, warps, block_k, early)
 
 
 __all__ = ["DenseLayout", "PersistentCell", "build_persistent", "dense_layout", "pointwise_axes"]
