@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import torch
 import triton
@@ -172,6 +173,82 @@ def e1_dense(B, T, d, dtype, dev):
     return fwd, fb, do_bench(gemms, warmup=5, rep=50), getattr(cc, "chosen", cc)
 
 
+def backward_memory(cc, ins, front) -> tuple[int, int]:
+    """(bytes the forward keeps for the backward beyond its output, peak extra bytes in the backward)."""
+    ins_g = {k: v.clone().requires_grad_(True) for k, v in ins.items()}
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    y = cc(ins_g, front)[0]
+    torch.cuda.synchronize()
+    saved = torch.cuda.memory_allocated() - before - y.numel() * y.element_size()
+    dy = torch.ones_like(y)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = torch.cuda.memory_allocated()
+    torch.autograd.grad(y, list(ins_g.values()), dy, allow_unused=True)
+    torch.cuda.synchronize()
+    return saved, torch.cuda.max_memory_allocated() - start
+
+
+def floor_line(B, T, layer, best, results) -> str:
+    """The per-step floor (benchmarks/floor.py) at the kernel's grid, and the fraction achieved."""
+    from floor import measure
+
+    fwd_floor, bwd_floor = measure(
+        B, layer.sizes["h"], layer.sizes["i"], layer.sizes["j"], best[2], best[3], T
+    )
+    fwd, fb = best[0], best[1]
+    return (
+        f"- E88_d12h32 per-step latency: forward {fwd / T * 1e3:.2f} us/step, forward+backward "
+        f"{fb / T * 1e3:.2f} us/step. Floor (benchmarks/floor.py: the same recurrence at the same grid, "
+        f"tile and warps with no memory traffic): forward {fwd_floor:.3f} ms "
+        f"({fwd_floor / T * 1e3:.2f} us/step), "
+        f"forward+backward {fwd_floor + bwd_floor:.3f} ms ({(fwd_floor + bwd_floor) / T * 1e3:.2f} us/step); "
+        f"achieved fraction of the floor: forward {fwd_floor / fwd:.0%}, forward+backward "
+        f"{(fwd_floor + bwd_floor) / fb:.0%}"
+    )
+
+
+def compiled_reference_line(name, B, T, timeout) -> str:
+    """torch.compile of the reference loop, in a child process with a time limit."""
+    cmd = [sys.executable, __file__, "--time-compiled-reference", name, "--B", str(B), "--T", str(T)]
+    t0 = time.time()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return (
+            f"- {name}: torch.compile of the reference loop did not finish within {timeout} s (B {B}, T {T})"
+        )
+    last = (out.stdout.strip().splitlines() or ["no output: " + out.stderr[-300:]])[-1]
+    return f"- {name}: torch.compile of the reference loop ({time.time() - t0:.0f} s in all): {last}"
+
+
+def time_compiled_reference(name, B, T) -> None:
+    from archdsl.reference import reference_cell
+
+    path, ov = SHAPES[name]
+    layer = instantiate(parse_file(path), overrides=ov).layer
+    ins, front = cell_inputs(layer, B, T, torch.bfloat16, "cuda")
+    ins = {k: v.float() for k, v in ins.items()}
+    fn = torch.compile(lambda i, f: reference_cell(layer, i, f)[0])
+    t0 = time.time()
+    fn(ins, front)
+    torch.cuda.synchronize()
+    compile_s = time.time() - t0
+    ig = {k: v.clone().requires_grad_(True) for k, v in ins.items()}
+    y = fn(ig, front)
+    dy = torch.randn_like(y)
+
+    def fb():
+        torch.autograd.grad(fn(ig, front), list(ig.values()), dy, allow_unused=True)
+
+    fb()
+    torch.cuda.synchronize()
+    fwd = do_bench(lambda: fn(ins, front), warmup=2, rep=20)
+    both = do_bench(fb, warmup=2, rep=20)
+    print(f"compiled in {compile_s:.0f} s; fwd {fwd:.2f} ms, fwd+bwd {both:.2f} ms (fp32)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--B", type=int, default=32)
@@ -181,7 +258,17 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="time every tile/warps/C setting")
     ap.add_argument("--e1", action="store_true", help="also E1 at d 1312 (dense strategy)")
     ap.add_argument("--fla-check", action="store_true", help="check fla's forced Hopper backward")
+    ap.add_argument(
+        "--compiled-reference",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="also time torch.compile of the reference loop, given this long to compile",
+    )
+    ap.add_argument("--time-compiled-reference", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.time_compiled_reference:
+        return time_compiled_reference(args.time_compiled_reference, args.B, args.T)
     dev, dtype, B, T = "cuda", torch.bfloat16, args.B, args.T
     commit = (
         os.environ.get("ARCHDSL_COMMIT")
@@ -276,16 +363,17 @@ def main():
         check_lines.append(f"- {name}: " + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()))
         # memory of the backward at C = 1, 16, 64
         for C in (1, 16, 64):
-            cc = compile_cell(layer, chunk=C, tile=best[2], num_warps=best[3])
-            ins_g = {k: v.clone().requires_grad_(True) for k, v in ins.items()}
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            y = cc(ins_g, front)[0]
-            torch.autograd.grad(y, list(ins_g.values()), torch.ones_like(y), allow_unused=True)
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - base
-            check_lines.append(f"  - backward peak extra memory at C={C}: {peak / 2**20:.1f} MiB")
+            saved, peak = backward_memory(
+                compile_cell(layer, chunk=C, tile=best[2], num_warps=best[3]), ins, front
+            )
+            check_lines.append(
+                f"  - C={C}: kept by the forward for the backward {saved / 2**20:.1f} MiB; "
+                f"peak extra during the backward {peak / 2**20:.1f} MiB"
+            )
+        if name == "E88_d12h32":
+            lines.append(floor_line(B, T, layer, best, results))
+            if args.compiled_reference:
+                lines.append(compiled_reference_line(name, B, T, args.compiled_reference))
     lines += [
         "## Times (ms, triton.testing.do_bench median)",
         "",
