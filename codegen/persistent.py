@@ -213,10 +213,15 @@ class _PKernel(_Kernel):
         ]
         self.prologue()
 
-    def matmul(self, accs: dict[int, tuple[str, str]], steps: str, t: str, indent: int) -> None:
-        """``acc<k>[b, r] = sum_q A_k[b, t, q] M_k[q, r]`` over the tile's rows ``r``, for every
-        ``k`` in ``accs`` (k -> (A pointer, M pointer)); ``A`` read through L2 (other programs wrote
-        it since this program's last step)."""
+    def at_tm(self, ptr: str, axes, t: str) -> str:
+        """Pointer block of a time-major tensor ``[steps, B, *axes]`` at step ``t``."""
+        return f"{ptr} + (({t}) * B + o__b) * {self.numel(axes)} + {self.off(axes)}"
+
+    def matmul(self, accs: dict[int, tuple[str, str]], t: str, indent: int) -> None:
+        """``acc<k>[b, r] = sum_q A_k[t, b, q] M_k[q, r]`` over the tile's rows ``r``, for every
+        ``k`` in ``accs`` (k -> (A pointer, M pointer)); ``A`` is time-major (a step's rows are one
+        contiguous block) and read through L2 (other programs wrote it since this program's last
+        step)."""
         D = self.D
         for k in accs:
             self.w(f"acc{k} = tl.zeros([BLOCK_B, {self.R}], tl.float32)", indent)
@@ -227,7 +232,7 @@ class _PKernel(_Kernel):
             if a_ptr not in loaded:
                 loaded[a_ptr] = f"a{len(loaded)}"
                 self.w(
-                    f"{loaded[a_ptr]} = tl.load({a_ptr} + (rb[:, None] * {steps} + {t}) * {D} + rq[None, :], "
+                    f"{loaded[a_ptr]} = tl.load({a_ptr} + (({t}) * B + rb[:, None]) * {D} + rq[None, :], "
                     f"mask=(rb[:, None] < B) & (rq[None, :] < {D}), other=0.0, cache_modifier='.cg')",
                     indent + 1,
                 )
@@ -300,7 +305,7 @@ def emit_forward(step: Cell, lay: DenseLayout, plan: Plan, name: str, n_mv: int,
     k.w("if i_t > 0:", 3)
     k.w("_grid_wait(p_sync, NP * i_t)  # every row of the previous state is stored", 4)
     k.w("# the contractions: mv<k>[b, rows] = sum_q W<k>[rows, q] h[b, q] (all columns of h)", 2)
-    k.matmul({m: (f"p_hv_{lay.operand[m]}", f"p_w{m}") for m in range(n_mv)}, "(T + 1)", "t", 2)
+    k.matmul({m: (f"p_hv_{lay.operand[m]}", f"p_w{m}") for m in range(n_mv)}, "t", 2)
     for n, i in mv_leaves.items():
         k.w(f"b{i} = {k.to_layout(f'acc{int(n[2:])}')}", 2)
     for line in [] if early else token:
@@ -325,7 +330,7 @@ def emit_forward(step: Cell, lay: DenseLayout, plan: Plan, name: str, n_mv: int,
     for s in opnd:
         ax = step.states[s]
         k.w(
-            f"tl.store({k.at(f'p_hv_{s}', ax, 't + 1', '(T + 1)')}, b_{s}.to(p_hv_{s}.dtype.element_ty), "
+            f"tl.store({k.at_tm(f'p_hv_{s}', ax, 't + 1')}, b_{s}.to(p_hv_{s}.dtype.element_ty), "
             f"mask={k.bmask(ax)})",
             2,
         )
@@ -375,7 +380,7 @@ def emit_backward(
     k.w("_grid_wait(p_sync, NP * i_t)  # every row of g at t + 1 is stored", 4)
     k.w("# the matrices' share of the state's cotangent: sum_i W<k>[i, rows] g<k>[b, t + 1, i]", 2)
     k.w("# (g at t = T is zero)", 2)
-    k.matmul({m: (f"p_g{m}", f"p_w{m}") for m in range(n_mv)}, "(T + 1)", "t + 1", 2)
+    k.matmul({m: (f"p_g{m}", f"p_w{m}") for m in range(n_mv)}, "t + 1", 2)
     share: dict[str, list[int]] = {}
     for m, s in enumerate(lay.operand):
         share.setdefault(s, []).append(m)
@@ -390,7 +395,7 @@ def emit_backward(
     k.compute(g, order, 2)
     for m, n in enumerate(mv_names):
         k.w(
-            f"tl.store({k.at(f'p_g{m}', rows_ax, 't', '(T + 1)')}, (b{bwd.d_inputs[n]} + "
+            f"tl.store({k.at_tm(f'p_g{m}', rows_ax, 't')}, (b{bwd.d_inputs[n]} + "
             f"tl.zeros({k.full_shape(rows_ax)}, tl.float32)).to(p_g{m}.dtype.element_ty), "
             f"mask={k.bmask(rows_ax)})",
             2,
@@ -400,7 +405,8 @@ def emit_backward(
         nt, idx = (1, "0") if lay.rows in ax else (plan.tiles[lay.rows], "i_r")
         k.w(
             f"tl.store(p_d{n} + ((o__b * T + t) * {nt} + {idx}) * {k.numel(ax)} + {k.off(ax)}, "
-            f"b{bwd.d_inputs[n]} + tl.zeros({k.full_shape(ax)}, tl.float32), mask={k.bmask(ax)})",
+            f"(b{bwd.d_inputs[n]} + tl.zeros({k.full_shape(ax)}, tl.float32)).to(p_d{n}.dtype.element_ty), "
+            f"mask={k.bmask(ax)})",
             2,
         )
     for c in consts:
@@ -635,10 +641,10 @@ class PersistentCell:
             buf = torch.empty(B, T + 1, *v.shape[1:], device=dev)
             buf[:, 0] = v
             hs.append(buf)
-        hv = []
+        hv = []  # the contractions' operands, time-major [T + 1, B, D], in the input dtype
         for s in self.operands:
-            buf = torch.empty(B, T + 1, D, device=dev, dtype=dt)
-            buf[:, 0] = h0[self.state_names.index(s)]
+            buf = torch.empty(T + 1, B, D, device=dev, dtype=dt)
+            buf[0] = h0[self.state_names.index(s)]
             hv.append(buf)
         mv = [torch.empty(B, T, D, device=dev) for _ in ws]
         y = torch.empty(B, T, *(cell.sizes[a] for a in cell.output_axes), device=dev, dtype=dt)
@@ -653,27 +659,28 @@ class PersistentCell:
         dev, dt = xs[0].device, xs[0].dtype
         D = cell.sizes[self.lay.rows]
         dh = [d.float().contiguous().clone() for d in dht]
-        g = [torch.empty(B, T + 1, D, device=dev, dtype=dt) for _ in ws]
+        g = [torch.empty(T + 1, B, D, device=dev, dtype=dt) for _ in ws]  # cotangents of mv, time-major
         for x in g:
-            x[:, T] = 0
-        dxs = []
+            x[T] = 0
+        dxs = []  # in the input dtype; fp32 partials per tile where an input lacks the rows' axis
         for n, x in zip(self.input_names, xs):
-            nt = 1 if self.lay.rows in self.step.inputs[n] else self.plan.tiles
-            dxs.append(torch.empty(B, T, nt, *x.shape[2:], device=dev))
+            tiled = self.lay.rows not in self.step.inputs[n]
+            shape = (B, T, self.plan.tiles, *x.shape[2:]) if tiled else x.shape
+            dxs.append(torch.empty(shape, device=dev, dtype=torch.float32 if tiled else x.dtype))
         n_prog = self.plan.programs(B)
         dcs = [torch.zeros(n_prog, *c.shape, device=dev) for c in cs]
         args = [*xs, *cs, *ws, *hs, *mv, dy.contiguous(), *dh, *g, *dxs, *dcs]
         self._launch(self.module.bwd_kernel, args, B, T, reverse=True)
-        dxs = [d.sum(2).to(x.dtype) for d, x in zip(dxs, xs)]
+        dxs = [d.sum(2).to(x.dtype) if d.dim() > x.dim() else d for d, x in zip(dxs, xs)]
         dcs = [d.sum(0).to(c.dtype) for d, c in zip(dcs, cs)]
-        # each matrix's gradient: one GEMM over every (batch, step): sum g[b, t, i] h[b, t - 1, q]
+        # each matrix's gradient: one GEMM over every (step, batch): sum g[t, b, i] h[t - 1, b, q]
         dws, dh0 = [], list(dh)
         for m, (w, gm) in enumerate(zip(ws, g)):
             s = self.lay.operand[m]
-            hprev = hv[self.operands.index(s)][:, :T]
-            dws.append(torch.einsum("bti,btq->iq", gm[:, :T], hprev).to(w.dtype))
+            hprev = hv[self.operands.index(s)][:T].reshape(T * B, D)
+            dws.append((gm[:T].reshape(T * B, D).t() @ hprev).to(w.dtype))
             k = self.state_names.index(s)
-            dh0[k] = dh0[k] + gm[:, 0].float() @ w.float()
+            dh0[k] = dh0[k] + gm[0].float() @ w.float()
         return dxs, dcs, dws, dh0
 
 
@@ -710,7 +717,7 @@ def _make_op(pc: PersistentCell, name: str):
         y = x.new_empty(B, T, *(cell.sizes[a] for a in cell.output_axes))
         finals = [h.new_empty(h.shape) for h in h0]
         hs = [h.new_empty(B, T + 1, *h.shape[1:]) for h in h0]
-        hv = [x.new_empty(B, T + 1, D) for _ in range(n_v)]
+        hv = [x.new_empty(T + 1, B, D) for _ in range(n_v)]
         mv = [x.new_empty(B, T, D, dtype=torch.float32) for _ in range(n_m)]
         return [y, *finals, *hs, *hv, *mv]
 
