@@ -7,6 +7,10 @@ The *step cell* is the cell with each such contraction replaced by an input ``mv
 with the same passes as any cell (derived backward included) and runs one step per launch. The
 operands of the contractions are evaluated from the state by the reference's rules, and autograd
 chains the GEMMs, the operands and the step kernel's derived backward.
+
+``DenseCell`` is the fallback: where every contraction reads a state renamed onto the contracted axis
+and the step cell is pointwise over the state's rows, ``codegen/persistent.py`` runs the whole
+sequence as one persistent forward and one backward launch instead (E1, E10, E63, LSTM, GRU).
 """
 
 from __future__ import annotations
@@ -79,7 +83,9 @@ def step_cell(cell: Cell, matvecs: list[MatVec]) -> Cell:
 class DenseCell:
     """``(inputs, frontier, state0) -> (y, final states)``: per step, GEMMs then the step kernel."""
 
-    strategy = "dense recurrent matmul (per-step GEMM + fused step kernel)"
+    strategy = (
+        "dense recurrent matmul (per-step GEMM + fused step kernel; the persistent strategy's fallback)"
+    )
 
     def __init__(self, cell: Cell, matvecs: list[MatVec], step):
         self.cell, self.matvecs, self.step = cell, matvecs, step

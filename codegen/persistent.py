@@ -2,8 +2,9 @@
 matrices (``sum[j](W_h * h[j])`` in E1, E10, E63, LSTM, GRU) runs as ONE forward and ONE backward
 launch over the whole sequence instead of a GEMM and a kernel launch per step.
 
-The grid has one program per tile of ``R`` state rows (times batch blocks of at most 64). Each step a
-program reads the previous state of every row (all columns, from a global history buffer), multiplies
+The grid has one program per tile of ``R`` state rows (times batch blocks of at most 128). Each step a
+program reads the previous state of every row (all columns, from a time-major history buffer in the
+input dtype, through L2), multiplies
 it by its ``R`` rows of each matrix with ``tl.dot`` (fp32 accumulation), runs the rest of the step
 (the *step cell* of ``codegen/dense.py``: the cell with each contraction replaced by an input
 ``mv<k>``) on its tile with the same per-op Triton rules as the fused loop, stores its rows of the
