@@ -563,7 +563,9 @@ class PersistentCell:
         from .runtime import load_module
 
         source = emit_module(layer, self.step, self.bwd, lay, kplan, len(matvecs), early)
-        self.module, self.hash, self.path = load_module(source, layer.name + "_persistent")
+        # ``kernels``, not ``module``: TunedCell measures (tile, warps) candidates of cells with a
+        # ``module``; this strategy's defaults come from its own H100 sweep (benchmarks/dense.py)
+        self.kernels, self.hash, self.path = load_module(source, layer.name + "_persistent")
         self.input_names, self.const_names = _names(self.step)
         self.state_names = list(cell.states)
         self.operands = sorted(set(lay.operand))
@@ -650,7 +652,7 @@ class PersistentCell:
         mv = [torch.empty(B, T, D, device=dev) for _ in ws]
         y = torch.empty(B, T, *(cell.sizes[a] for a in cell.output_axes), device=dev, dtype=dt)
         wf = [w.t().contiguous() for w in ws]  # [contracted, rows]: a program reads its rows' columns
-        self._launch(self.module.fwd_kernel, [*xs, *cs, *wf, *hs, *hv, *mv, y], B, T, reverse=False)
+        self._launch(self.kernels.fwd_kernel, [*xs, *cs, *wf, *hs, *hv, *mv, y], B, T, reverse=False)
         finals = [h[:, T].clone() for h in hs]
         return y, finals, hs, hv, mv
 
@@ -671,7 +673,7 @@ class PersistentCell:
         n_prog = self.plan.programs(B)
         dcs = [torch.zeros(n_prog, *c.shape, device=dev) for c in cs]
         args = [*xs, *cs, *ws, *hs, *mv, dy.contiguous(), *dh, *g, *dxs, *dcs]
-        self._launch(self.module.bwd_kernel, args, B, T, reverse=True)
+        self._launch(self.kernels.bwd_kernel, args, B, T, reverse=True)
         dxs = [d.sum(2).to(x.dtype) if d.dim() > x.dim() else d for d, x in zip(dxs, xs)]
         dcs = [d.sum(0).to(c.dtype) for d, c in zip(dcs, cs)]
         # each matrix's gradient: one GEMM over every (step, batch): sum g[t, b, i] h[t - 1, b, q]

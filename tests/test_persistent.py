@@ -34,6 +34,10 @@ def test_chosen_for_e1_once_the_matrix_leaves_the_registers():
     assert cc.plan.blocks(48) == (64, 128, 82)  # batch rows, k block, programs
     assert cc.plan.blocks(65) == (128, 64, 82) and cc.plan.programs(129) == 164  # batch blocks of 128
     assert build_cell(e1(4096), 16, None, None).plan.rows == 32  # at most 128 programs per batch block
+    # compile_cell's autotuner measures candidates only for cells with a ``module`` (the fused loop):
+    # its (tile, warps) candidates would replace this strategy's measured defaults (and its plan
+    # has no ``n_tiles``), so a persistent cell must not look like one
+    assert not hasattr(cc, "module") and cc.kernels.fwd_kernel is not None
     source = cc.path.read_text()
     assert "tl.dot(" in source and "_grid_wait(p_sync" in source and 'sem="release"' in source
 
