@@ -15,7 +15,7 @@ from archdsl.autodiff import derive_backward, extract_cell
 from archdsl.ir import LayerIR
 
 from .dense import DenseCell, find_matvecs, step_cell
-from .hoist import hoist
+from .hoist import hoist, split_readout
 from .plan import Plan, make_plan, make_token_plan
 from .source import emit_module
 
@@ -44,20 +44,27 @@ def build_cell(layer: LayerIR, chunk: int, tile: int | None, num_warps: int | No
             return persistent
         step = _build(layer, step_cell(cell, matvecs), 1, tile, num_warps)  # GEMM per step + step kernel
         return DenseCell(cell, matvecs, step)
-    part, core = hoist(cell)  # per-token values in parallel kernels, the rest in the loop
-    return _build(layer, core, chunk, tile, num_warps, part, cell)
+    readout, loop = split_readout(cell)  # a readout that mixes a splittable axis: after the loop
+    token, core = hoist(loop)  # per-token values: before the loop
+    return _build(layer, core, chunk, tile, num_warps, {"token": token, "readout": readout}, cell)
 
 
-def _build(layer: LayerIR, cell, chunk: int, tile: int | None, num_warps: int | None, part=None, whole=None):
-    from .runtime import CompiledCell, HoistedCell, load_module
+def _build(layer: LayerIR, cell, chunk: int, tile: int | None, num_warps: int | None, parts=None, whole=None):
+    """``parts``: the stateless parts around the loop by kind (None values skipped)."""
+    from .runtime import CompiledCell, HoistedCell, ParallelPart, load_module
 
     backward = derive_backward(cell)
     plan = make_plan(cell, chunk=chunk, tile=tile, num_warps=num_warps)
-    token = (part, make_token_plan(cell.axes, cell.sizes, part.graph)) if part is not None else None
-    source = emit_module(layer, cell, backward, plan, token)
+    parts = [
+        (k, p, make_token_plan(p.axes, p.sizes, p.graph)) for k, p in (parts or {}).items() if p is not None
+    ]
+    source = emit_module(layer, cell, backward, plan, parts)
     module, digest, path = load_module(source, layer.name)
     compiled = CompiledCell(cell, backward, plan, module, digest, path)
-    return HoistedCell(part, token[1], compiled, whole) if part is not None else compiled
+    if not parts:
+        return compiled
+    around = {k: ParallelPart(k, p, pp, module, digest) for k, p, pp in parts}
+    return HoistedCell(compiled, whole, around.get("token"), around.get("readout"))
 
 
 __all__ = ["Plan", "build_cell", "compile_cell", "emit_module", "make_plan"]

@@ -45,6 +45,9 @@ def run(args) -> int:
         f"  grid           {info['grid']} programs; split axes {', '.join(info['split_axes']) or '-'}; "
         f"blocks {info['blocks']}"
     )
+    if getattr(cc, "readout", None) is not None:
+        axes = ", ".join(cc.readout.part.inputs[cc.readout_input])
+        print(f"  readout        y from {cc.readout_input}[{axes}] in parallel kernels after the loop")
     if getattr(cc, "hoisted", None):
         print(f"  per-token      {' '.join(cc.hoisted)} computed in parallel kernels, read by the loop")
     print(f"  state/program  {info['state_bytes_per_program']:,} bytes in registers (fp32)")

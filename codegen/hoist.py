@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from archdsl.autodiff import Cell, TokenBackward, derive_token_backward
 from archdsl.ir import Graph, Kind, Node, Op
 
+from .plan import splittable_axes
+
 LEAVES = (Op.INPUT, Op.PARAM, Op.STATE, Op.CONST)
 #: hoist when the per-token part has a reduction or at least this many ops
 MIN_OPS = 4
@@ -79,6 +81,62 @@ def worth_hoisting(cell: Cell, frontier: list[int]) -> bool:
     return any(g[i].op is Op.SUM for i in ops) or len(ops) >= MIN_OPS
 
 
+def split_readout(cell: Cell) -> tuple[TokenPart | None, Cell]:
+    """(the readout after the loop, the cell whose readout is the value the loop hands it).
+
+    A readout that mixes an axis the state update never mixes (Gated DeltaNet's RMSNorm over the value
+    axis, Mamba2's over the heads and channels) would stop the plan from splitting that axis across
+    programs. The loop then stops at the last value ``o`` through which the readout depends on the
+    state and that mixes no such axis, and a parallel kernel computes ``y`` from ``o`` (and per-token
+    inputs and constants) after it. (None, cell) when the readout does not restrict the split."""
+    g, kinds = cell.graph, cell.graph.kinds()
+    best, best_split = None, set(splittable_axes(cell))
+    for n in sorted(g.ancestors([cell.output]), reverse=True):
+        if kinds[n] != Kind.RECURRENT or any(set(ax) <= set(g[n].axes) for ax in cell.states.values()):
+            continue  # state-independent, or as large as a state: not worth a round trip through memory
+        if _reaches_state(g, cell.output, n):
+            continue  # the readout also reads the state some other way
+        loop = Cell(**{**cell.__dict__, "output": n, "output_axes": g[n].axes})
+        split = set(splittable_axes(loop))
+        if len(split) > len(best_split):
+            best, best_split = n, split
+    if best is None:
+        return None, cell
+    name = _fresh("o", {*cell.inputs, *cell.consts})
+    epi = replace_with_inputs(cell, {best: name}, stateless=True)
+    part = TokenPart(
+        graph=epi.graph,
+        axes=cell.axes,
+        sizes=cell.sizes,
+        inputs=epi.inputs,
+        consts=epi.consts,
+        const_source=epi.const_source,
+        outputs={"y": epi.output},
+        backward=derive_token_backward(epi.graph, cell.axes, {"y": epi.output}, epi.inputs, epi.consts),
+    )
+    loop = Cell(**{**cell.__dict__, "output": best, "output_axes": g[best].axes})
+    return part, replace_with_inputs(loop, {})
+
+
+def _reaches_state(g: Graph, root: int, cut: int) -> bool:
+    """Does ``root`` depend on a state other than through ``cut``?"""
+    memo: dict[int, bool] = {}
+
+    def dep(i: int) -> bool:
+        if i not in memo:
+            memo[i] = i != cut and (g[i].op is Op.STATE or any(dep(a) for a in g[i].args))
+        return memo[i]
+
+    return dep(root)
+
+
+def _fresh(stem: str, taken) -> str:
+    k = 0
+    while f"{stem}{k}" in taken:
+        k += 1
+    return f"{stem}{k}"
+
+
 def hoist(cell: Cell, force: bool | None = None) -> tuple[TokenPart | None, Cell]:
     """(the per-token part, the cell that reads it as inputs); (None, cell) when not worth it.
 
@@ -87,13 +145,11 @@ def hoist(cell: Cell, force: bool | None = None) -> tuple[TokenPart | None, Cell
     if not frontier or force is False or (force is None and not worth_hoisting(cell, frontier)):
         return None, cell
     g = cell.graph
-    taken = set(cell.inputs) | set(cell.consts)
-    names, k = [], 0
+    taken = {*cell.inputs, *cell.consts}
+    names = []
     for _ in frontier:
-        while f"t{k}" in taken:
-            k += 1
-        names.append(f"t{k}")
-        k += 1
+        names.append(_fresh("t", taken))
+        taken.add(names[-1])
     outputs = dict(zip(names, frontier))
     below = g.ancestors(frontier)
     leaves = {(g[i].op, g[i].attr) for i in below if g[i].op in (Op.INPUT, Op.PARAM)}
@@ -112,8 +168,9 @@ def hoist(cell: Cell, force: bool | None = None) -> tuple[TokenPart | None, Cell
     return part, replace_with_inputs(cell, {i: n for n, i in outputs.items()})
 
 
-def replace_with_inputs(cell: Cell, replaced: dict[int, str]) -> Cell:
-    """The cell with each node in ``replaced`` turned into a per-token input of that name."""
+def replace_with_inputs(cell: Cell, replaced: dict[int, str], stateless: bool = False) -> Cell:
+    """The cell with each node in ``replaced`` turned into a per-token input of that name; its inputs
+    and constants are the ones its new states and readout read (``stateless``: its readout alone)."""
     g = Graph()
     remap: dict[int, int] = {}
     for i, n in enumerate(cell.graph.nodes):
@@ -121,8 +178,8 @@ def replace_with_inputs(cell: Cell, replaced: dict[int, str]) -> Cell:
             remap[i] = g.add(Node(Op.INPUT, (), n.axes, replaced[i]))
         else:
             remap[i] = g.add(Node(n.op, tuple(remap[a] for a in n.args), n.axes, n.attr))
-    roots = [*(remap[v] for v in cell.next_state.values()), remap[cell.output]]
-    used = g.ancestors(roots)
+    roots = [] if stateless else [remap[v] for v in cell.next_state.values()]
+    used = g.ancestors([*roots, remap[cell.output]])
     leaves = {(g[i].op, g[i].attr): g[i].axes for i in used if g[i].op in (Op.INPUT, Op.PARAM)}
     return Cell(
         graph=g,

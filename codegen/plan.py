@@ -50,14 +50,22 @@ class Plan:
         }
 
 
-def splittable_axes(cell: Cell) -> tuple[str, ...]:
+def mixed_axes(graph, nodes) -> set[str]:
+    """Axes that a sum or a renaming among ``nodes`` mixes."""
     mixed: set[str] = set()
-    for n in cell.graph.nodes:
+    for i in nodes:
+        n = graph[i]
         if n.op is Op.SUM:
             mixed.add(n.attr)
         elif n.op is Op.RENAME:
             for a, b in n.attr:
                 mixed.update((a, b))
+    return mixed
+
+
+def splittable_axes(cell: Cell) -> tuple[str, ...]:
+    live = cell.graph.ancestors([*cell.next_state.values(), cell.output])
+    mixed = mixed_axes(cell.graph, live)
     must_have = [*cell.states.values(), cell.output_axes]
     return tuple(a for a in cell.axes if a not in mixed and all(a in ax for ax in must_have))
 

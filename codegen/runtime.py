@@ -227,76 +227,67 @@ def _register_bwd_op(cc: CompiledCell, name: str):
     return bwd
 
 
-class HoistedCell:
-    """A compiled cell whose per-token part runs in its own parallel kernels (codegen/hoist.py):
-    ``token_fwd_kernel`` computes the hoisted values, the sequential kernels read them as inputs,
-    and ``token_bwd_kernel`` turns their cotangents into gradients of the inputs and constants."""
+class ParallelPart:
+    """A stateless per-token computation (codegen/hoist.py) as two kernels of the generated module,
+    ``<kind>_fwd_kernel`` and ``<kind>_bwd_kernel``, and a ``torch.library`` custom op with autograd."""
 
-    def __init__(self, part, token_plan: Plan, core: CompiledCell, cell: Cell):
-        self.part, self.token_plan, self.core, self.cell = part, token_plan, core, cell
-        self.plan, self.module, self.hash, self.path = core.plan, core.module, core.hash, core.path
+    def __init__(self, kind: str, part, plan: Plan, module, digest: str):
+        self.kind, self.part, self.plan, self.module, self.hash = kind, part, plan, module, digest
         self.input_names, self.const_names = list(part.inputs), list(part.consts)
-        self.strategy = core.plan.strategy
-        self.hoisted = [f"{o}[{', '.join(part.output_axes(o))}]" for o in part.outputs]
 
-    def __call__(self, inputs, frontier, state0=None):
+    def __call__(self, inputs: dict, frontier) -> list:
         xs = [inputs[n].contiguous() for n in self.input_names]
         cs = [frontier[self.part.const_source[c]].contiguous() for c in self.const_names]
-        hoisted = dict(zip(self.part.outputs, self.token_op(xs, cs)))
-        core_inputs = {n: hoisted[n] if n in hoisted else inputs[n] for n in self.core.input_names}
-        return self.core(core_inputs, frontier, state0)
+        return self.op(xs, cs)
 
     @functools.cached_property
-    def token_op(self):
-        name = f"archdsl::token_{self.hash}_{self.token_plan.chunk}_{self.token_plan.num_warps}"
+    def op(self):
+        name = f"archdsl::{self.kind}_{self.hash}_{self.plan.chunk}_{self.plan.num_warps}"
         if name not in _OPS:
-            _OPS[name] = _make_token_op(self, name)
+            _OPS[name] = _make_part_op(self, name)
         return _OPS[name]
+
+    def shapes(self, x):
+        B, T = x.shape[:2]
+        return [(B, T, *(self.part.sizes[a] for a in self.part.output_axes(o))) for o in self.part.outputs]
+
+    def dtype(self, x):
+        return torch.float32  # outputs stay fp32: the loop or the caller reads them
 
     # ---- launchers -----------------------------------------------------------------------------
     def _grid(self, xs):
         B, T = xs[0].shape[:2]
-        return (B, -(-T // self.token_plan.chunk)), B, T
+        return (B, -(-T // self.plan.chunk)), T
 
-    def token_forward(self, xs, cs):
-        grid, B, T = self._grid(xs)
-        part = self.part
-        outs = [
-            torch.empty(B, T, *(part.sizes[a] for a in part.output_axes(o)), device=xs[0].device)
-            for o in part.outputs
-        ]
-        plan = self.token_plan
-        self.module.token_fwd_kernel[grid](*xs, *cs, *outs, T, CHUNK=plan.chunk, num_warps=plan.num_warps)
+    def forward(self, xs, cs):
+        grid, T = self._grid(xs)
+        outs = [torch.empty(s, device=xs[0].device, dtype=self.dtype(xs[0])) for s in self.shapes(xs[0])]
+        kernel = getattr(self.module, f"{self.kind}_fwd_kernel")
+        kernel[grid](*xs, *cs, *outs, T, CHUNK=self.plan.chunk, num_warps=self.plan.num_warps)
         return outs
 
-    def token_backward(self, xs, cs, douts):
-        grid, B, T = self._grid(xs)
-        plan = self.token_plan
+    def backward(self, xs, cs, douts):
+        grid, T = self._grid(xs)
         dxs = [torch.empty_like(x) for x in xs]
         dcs = [torch.empty(grid[0] * grid[1], *c.shape, device=c.device) for c in cs]
-        douts = [d.float().contiguous() for d in douts]
-        self.module.token_bwd_kernel[grid](
-            *xs, *cs, *douts, *dxs, *dcs, T, CHUNK=plan.chunk, num_warps=plan.num_warps
-        )
+        douts = [d.contiguous() for d in douts]
+        kernel = getattr(self.module, f"{self.kind}_bwd_kernel")
+        kernel[grid](*xs, *cs, *douts, *dxs, *dcs, T, CHUNK=self.plan.chunk, num_warps=self.plan.num_warps)
         return dxs, [d.sum(0).to(c.dtype) for d, c in zip(dcs, cs)]
 
 
-def _make_token_op(hc: HoistedCell, name: str):
-    part = hc.part
-
+def _make_part_op(pp: ParallelPart, name: str):
     @torch.library.custom_op(name, mutates_args=())
     def op(xs: list[torch.Tensor], cs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return hc.token_forward(xs, cs)
+        return pp.forward(xs, cs)
 
     @op.register_fake
     def _(xs, cs):
-        B, T = xs[0].shape[:2]
-        shapes = [(B, T, *(part.sizes[a] for a in part.output_axes(o))) for o in part.outputs]
-        return [xs[0].new_empty(s, dtype=torch.float32) for s in shapes]
+        return [xs[0].new_empty(s, dtype=pp.dtype(xs[0])) for s in pp.shapes(xs[0])]
 
     @torch.library.custom_op(name + "_bwd", mutates_args=())
     def bwd(xs: list[torch.Tensor], cs: list[torch.Tensor], douts: list[torch.Tensor]) -> list[torch.Tensor]:
-        dxs, dcs = hc.token_backward(xs, cs, douts)
+        dxs, dcs = pp.backward(xs, cs, douts)
         return [*dxs, *dcs]
 
     @bwd.register_fake
@@ -311,13 +302,41 @@ def _make_token_op(hc: HoistedCell, name: str):
     def backward(ctx, grads):
         saved = ctx.saved_tensors
         xs, cs = list(saved[: ctx.n]), list(saved[ctx.n :])
-        B, T = xs[0].shape[:2]
         douts = [
-            g if g is not None else xs[0].new_zeros(B, T, *(part.sizes[a] for a in part.output_axes(o)))
-            for g, o in zip(grads, part.outputs)
+            g if g is not None else xs[0].new_zeros(s, dtype=pp.dtype(xs[0]))
+            for g, s in zip(grads, pp.shapes(xs[0]))
         ]
         out = bwd(xs, cs, douts)
         return out[: ctx.n], out[ctx.n :]
 
     op.register_autograd(backward, setup_context=setup_context)
     return op
+
+
+class HoistedCell:
+    """A compiled cell with parts of its step in parallel kernels around the loop (codegen/hoist.py):
+    the per-token values the loop reads (``token``, computed before it, fp32) and the readout after it
+    (``readout``, from the value the loop hands it). Either may be None."""
+
+    def __init__(
+        self, core: CompiledCell, cell: Cell, token: ParallelPart | None, readout: ParallelPart | None
+    ):
+        self.core, self.cell, self.token, self.readout = core, cell, token, readout
+        self.plan, self.module, self.hash, self.path = core.plan, core.module, core.hash, core.path
+        self.strategy = core.plan.strategy
+        self.hoisted = (
+            [f"{o}[{', '.join(token.part.output_axes(o))}]" for o in token.part.outputs] if token else []
+        )
+        # the loop's value the readout reads: its one input that is not a per-token input of the cell
+        self.readout_input = (
+            next((n for n in readout.part.inputs if n not in cell.inputs), None) if readout else None
+        )
+
+    def __call__(self, inputs, frontier, state0=None):
+        values = dict(inputs)
+        if self.token is not None:
+            values.update(zip(self.token.part.outputs, self.token(inputs, frontier)))
+        y, final = self.core({n: values[n] for n in self.core.input_names}, frontier, state0)
+        if self.readout is not None:
+            (y,) = self.readout({**inputs, self.readout_input: y}, frontier)
+        return y.to(next(iter(inputs.values())).dtype), final

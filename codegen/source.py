@@ -26,8 +26,9 @@ def _equations(g: Graph, roots: dict[str, int], limit: int = 400) -> list[str]:
     return lines[:limit] + (["…"] if len(lines) > limit else [])
 
 
-def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, token=None) -> str:
-    """``token``: (the hoisted per-token part, its plan), or None when the loop computes everything."""
+def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, parts=()) -> str:
+    """``parts``: (kind, part, plan) of each stateless part in parallel kernels around the loop:
+    ``token`` (per-token values hoisted before it), ``readout`` (the readout after it)."""
     name = layer.name.replace("-", "_")
     spec = "\n".join("#   " + line for line in layer.source.splitlines())
     fwd_eqs = _equations(cell.graph, {**{f"{s}'": i for s, i in cell.next_state.items()}, "y": cell.output})
@@ -53,14 +54,13 @@ def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, token=Non
     ]
     kernels = [emit_forward(cell, plan, name), emit_backward(cell, bwd, plan, name)]
     aliases = [f"fwd_kernel = {name}_fwd_kernel", f"bwd_kernel = {name}_bwd_kernel"]
-    if token is not None:
-        part, token_plan = token
-        header += ["#", *_token_equations(part)]
-        kernels += [emit_token_forward(part, token_plan, name), emit_token_backward(part, token_plan, name)]
-        aliases += [
-            f"token_fwd_kernel = {name}_token_fwd_kernel",
-            f"token_bwd_kernel = {name}_token_bwd_kernel",
+    for kind, part, part_plan in parts:
+        header += ["#", *_part_equations(kind, part)]
+        kernels += [
+            emit_token_forward(part, part_plan, name, kind),
+            emit_token_backward(part, part_plan, name, kind),
         ]
+        aliases += [f"{kind}_{d}_kernel = {name}_{kind}_{d}_kernel" for d in ("fwd", "bwd")]
     body = [
         "\n".join(header),
         "import triton",
@@ -73,13 +73,19 @@ def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, token=Non
     return "\n\n".join(body)
 
 
-def _token_equations(part) -> list[str]:
+PART_TITLES = {
+    "token": "Per-token values hoisted out of the loop (parallel over time; the loop reads them as inputs):",
+    "readout": "The readout after the loop (parallel over time, from the value o* the loop hands it):",
+}
+
+
+def _part_equations(kind: str, part) -> list[str]:
     tb = part.backward
     roots = {**{f"d{n}": i for n, i in tb.d_inputs.items()}, **{f"d{c}": i for c, i in tb.d_consts.items()}}
     return [
-        "# Per-token values hoisted out of the loop (parallel over time; the loop reads them as inputs):",
+        "# " + PART_TITLES[kind],
         *("#   " + e for e in _equations(part.graph, part.outputs)),
         "#",
-        "# Their derived backward (d:t* are the cotangents of the hoisted values):",
+        "# Its derived backward (d:<value> is the cotangent of that value):",
         *("#   " + e for e in _equations(tb.graph, roots)),
     ]

@@ -354,13 +354,14 @@ def _tile_index(plan: Plan, axes) -> str:
     return idx
 
 
-def emit_token_forward(part: TokenPart, plan: Plan, name: str) -> str:
-    """The hoisted per-token values: one program per (batch element, CHUNK tokens), no recurrence."""
+def emit_token_forward(part: TokenPart, plan: Plan, name: str, kind: str = "token") -> str:
+    """A stateless per-token part (the values hoisted before the loop, or the readout after it):
+    one program per (batch element, CHUNK tokens), no recurrence."""
     g = part.graph
     order = _needed(g, part.outputs.values())
     k = _Kernel(plan)
     sig = [f"p_{n}" for n in part.inputs] + [f"p_{c}" for c in part.consts] + [f"p_{o}" for o in part.outputs]
-    k.header(f"{name}_token_fwd_kernel", sig, "CHUNK: tl.constexpr")
+    k.header(f"{name}_{kind}_fwd_kernel", sig, "CHUNK: tl.constexpr")
     k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
     loads = _token_loads(k, part, g, order)
     k.w("for s in range(CHUNK):")
@@ -373,8 +374,8 @@ def emit_token_forward(part: TokenPart, plan: Plan, name: str) -> str:
     return "\n".join(k.lines)
 
 
-def emit_token_backward(part: TokenPart, plan: Plan, name: str) -> str:
-    """The per-token values' backward: cotangents of the hoisted values -> inputs and constants."""
+def emit_token_backward(part: TokenPart, plan: Plan, name: str, kind: str = "token") -> str:
+    """Its derived backward: cotangents of its outputs -> gradients of its inputs and constants."""
     bwd = part.backward
     g = bwd.graph
     order = _needed(g, [*bwd.d_inputs.values(), *bwd.d_consts.values()])
@@ -382,7 +383,7 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str) -> str:
     sig = [f"p_{n}" for n in part.inputs] + [f"p_{c}" for c in part.consts]
     sig += [pointer(GRAD + o) for o in part.outputs]
     sig += [f"p_d{n}" for n in part.inputs] + [f"p_d{c}" for c in part.consts]
-    k.header(f"{name}_token_bwd_kernel", sig, "CHUNK: tl.constexpr")
+    k.header(f"{name}_{kind}_bwd_kernel", sig, "CHUNK: tl.constexpr")
     k.w("pid = i_b * NC + i_s")
     k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
     for c in part.consts:

@@ -68,5 +68,7 @@ def compare_backends(
     for name, a, b in zip(names, g2, g1):
         assert b is not None and a is not None, f"{name}: no gradient (a silently frozen parameter?)"
         errors[name] = assert_close(name, a.float(), b.float(), tol)
-        assert b.abs().sum() > 0, f"{name}: zero gradient in the reference"
+        # a parameter whose reference gradient is all zero would hide a frozen parameter; the initial
+        # state's may legitimately vanish over a long sequence (GRU at T 256 underflows to zero)
+        assert b.abs().sum() > 0 or name.startswith("dh0"), f"{name}: zero gradient in the reference"
     return errors

@@ -75,7 +75,7 @@ def test_hoisted_equals_loop(dtype):
     layer = e88(gate="sigmoid")
     cell = extract_cell(layer)
     part, core = hoist(cell)
-    hoisted = _build(layer, core, 4, None, 1, part, cell)
+    hoisted = _build(layer, core, 4, None, 1, {"token": part}, cell)
     looped = _build(layer, cell, 4, None, 1)
     assert isinstance(hoisted, HoistedCell) and not isinstance(looped, HoistedCell)
     m = RecurrentLayer(layer, seed=0)
@@ -101,3 +101,29 @@ def test_build_cell_hoists_e88_and_reports_it():
     assert sorted(cc.hoisted) == ["t0[h]", "t1[h, i]", "t2[h, j]", "t3[h, i]"]
     source = cc.path.read_text()
     assert "e88_token_fwd_kernel" in source and "Per-token values hoisted" in source
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "after"), [("gdn", ("h",), ("h", "j")), ("mamba2", (), ("h", "p"))]
+)
+def test_a_normalising_readout_moves_after_the_loop(name, before, after):
+    """RMSNorm over the value axis (GDN) or the channels (Mamba2) would keep the loop from splitting
+    them; the loop hands the readout its last splittable value instead."""
+    from archdsl.codegen.hoist import split_readout
+    from archdsl.codegen.plan import splittable_axes
+
+    cell = extract_cell(instantiate(parse_file(f"specs/{name}.rnn"), "test").layer)
+    readout, loop = split_readout(cell)
+    assert splittable_axes(cell) == before and splittable_axes(loop) == after
+    assert loop.output_axes == after
+    live = readout.graph.ancestors([readout.outputs["y"]])
+    assert any(readout.graph[i].op is Op.SUM and readout.graph[i].attr in after for i in live)
+    live = readout.graph.ancestors([readout.outputs["y"]])
+    assert not any(readout.graph[i].op is Op.STATE for i in live)  # y reads the state only through o
+
+
+def test_a_pointwise_readout_stays_in_the_loop():
+    from archdsl.codegen.hoist import split_readout
+
+    part, cell = split_readout(extract_cell(e88(gate="sigmoid")))
+    assert part is None and cell.output_axes == ("h", "j")
