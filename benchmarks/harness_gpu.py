@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--B", type=int, default=4)
     ap.add_argument("--T", type=int, default=256)
     ap.add_argument("--timeout", type=int, default=90, help="seconds per row (compile included)")
+    ap.add_argument("--only", help="comma-separated spec names (default: every spec, and the shapes)")
     ap.add_argument("--shape", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -93,8 +94,11 @@ def main() -> None:
         "| spec | B | T | dtype | result | time |",
         "|---|---|---|---|---|---|",
     ]
-    jobs = [(["--shape", name], name) for name in BENCHMARK_SHAPES]
+    only = set(args.only.split(",")) if args.only else None
+    jobs = [(["--shape", name], name) for name in BENCHMARK_SHAPES if only is None]
     for path in sorted((ROOT / "specs").glob("*.rnn")):
+        if only is not None and path.stem not in only:
+            continue
         jobs.append(
             (["--spec", path.stem, "--B", str(args.B), "--T", str(args.T)], f"{path.stem} (defaults)")
         )

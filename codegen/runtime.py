@@ -96,11 +96,16 @@ class CompiledCell:
         plan, cell = self.plan, self.cell
         B, T = xs[0].shape[:2]
         dev = xs[0].device
-        from .triton import missing_split
+        from .triton import missing_split, stash_nodes
 
         scr = [
-            torch.empty(B * plan.n_tiles * plan.chunk * _block_numel(plan, cell.states[s]), device=dev)
+            torch.empty(B * plan.n_tiles * (plan.chunk + 1) * _block_numel(plan, cell.states[s]), device=dev)
             for s in self.state_names
+        ]
+        scr += [
+            torch.empty(B * plan.n_tiles * plan.chunk * _block_numel(plan, cell.graph[i].axes), device=dev)
+            for i, s in stash_nodes(cell, self.bwd).items()
+            if s is None
         ]
         dxs = []
         for n, x in zip(self.input_names, xs):

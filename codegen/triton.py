@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from archdsl.autodiff import GRAD, Backward, Cell
-from archdsl.ir import Graph, Op
+from archdsl.ir import Graph, Kind, Op
 from archdsl.reference import rename_permutation
 
 from .hoist import TokenPart
@@ -162,6 +162,9 @@ class _Kernel:
             self.w(f"b{i} = {self.node_expr(g, i)}", indent)
 
 
+LEAVES = (Op.INPUT, Op.PARAM, Op.STATE, Op.CONST)
+
+
 def _needed(g: Graph, roots) -> list[int]:
     return sorted(g.ancestors(roots))
 
@@ -248,6 +251,35 @@ def _prefetch_next(k: _Kernel, loads, t_next: str, valid: str, indent: int) -> N
         k.w(f"n{i} = {k.load(ptr.format(t=t_next), ax, valid)}", indent)
 
 
+def stash_nodes(cell: Cell, bwd: Backward) -> dict[int, str | None]:
+    """Forward values the reverse walk reads back instead of recomputing: the state-dependent values
+    that backward-only nodes read (E88: the new state S' and delta). The segment recompute stores them
+    per step; a value that is a new state is the next step's state, already in the state's scratch
+    (-> that state's name), the others get a buffer of their own (-> None)."""
+    g, n_fwd = bwd.graph, len(cell.graph)
+    kinds = cell.graph.kinds()
+    outs = [*bwd.d_state.values(), *bwd.d_inputs.values(), *bwd.d_consts.values()]
+    stash: dict[int, str | None] = {}
+    for i in _needed(g, outs):
+        for a in g[i].args if i >= n_fwd else ():
+            if a < n_fwd and g[a].op not in LEAVES and kinds[a] == Kind.RECURRENT:
+                stash[a] = next((s for s, v in cell.next_state.items() if v == a), None)
+    return dict(sorted(stash.items()))
+
+
+def _needed_above(g: Graph, roots, stop) -> list[int]:
+    """The ancestors of ``roots``, not looking below the nodes in ``stop`` (which are given)."""
+    seen: set[int] = set()
+    todo = list(roots)
+    while todo:
+        i = todo.pop()
+        if i not in seen:
+            seen.add(i)
+            if i not in stop:
+                todo.extend(g[i].args)
+    return sorted(seen)
+
+
 def missing_split(plan: Plan, axes) -> tuple[str, ...]:
     return tuple(a for a in plan.split if a not in axes)
 
@@ -256,11 +288,14 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     g = bwd.graph
     states, ins, consts = list(cell.states), list(cell.inputs), list(cell.consts)
     outs = [*bwd.d_state.values(), *bwd.d_inputs.values(), *bwd.d_consts.values()]
-    order = _needed(g, outs)
-    fwd_order = _needed(cell.graph, list(cell.next_state.values()))
+    stash = stash_nodes(cell, bwd)
+    own = [i for i, s in stash.items() if s is None]
+    order = _needed_above(g, outs, stash)
+    fwd_order = _needed(cell.graph, [*cell.next_state.values(), *stash])
     k = _Kernel(plan)
     sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_ck_{s}" for s in states]
     sig += ["p_dy"] + [f"p_dht_{s}" for s in states] + [f"p_scr_{s}" for s in states]
+    sig += [f"p_stash{i}" for i in own]
     sig += [f"p_d{n}" for n in ins] + [f"p_d{c}" for c in consts] + [f"p_dh0_{s}" for s in states]
     k.header(f"{name}_bwd_kernel", sig, "USE_DHT: tl.constexpr, CHUNK: tl.constexpr")
     k.w(f"pid = i_b * {plan.n_tiles} + i_s")
@@ -290,12 +325,24 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     _prefetch_next(k, rec_loads, "t + 1", "s + 1 < L", 3)
     for s in states:
         sz = math.prod(plan.block[a] for a in cell.states[s])
-        k.w(f"tl.store(p_scr_{s} + (pid * CHUNK + s) * {sz} + {k.local_offset(cell.states[s])}, b_{s})", 3)
+        k.w(
+            f"tl.store(p_scr_{s} + (pid * (CHUNK + 1) + s) * {sz} + {k.local_offset(cell.states[s])}, b_{s})",
+            3,
+        )
     for s, i in st_fwd.items():
         k.w(f"b{i} = b_{s}", 3)
     k.compute(cell.graph, fwd_order, 3)
+    for i in own:
+        sz = math.prod(plan.block[a] for a in g[i].axes)
+        k.w(f"tl.store(p_stash{i} + (pid * CHUNK + s) * {sz} + {k.local_offset(g[i].axes)}, b{i})", 3)
     for s in states:
         k.w(f"b_{s} = tl.where({k.mask(cell.states[s])}, b{cell.next_state[s]}, 0.0)", 3)
+    for s in states:  # the segment's last new state: read back as S' by its last step
+        sz = math.prod(plan.block[a] for a in cell.states[s])
+        k.w(
+            f"tl.store(p_scr_{s} + (pid * (CHUNK + 1) + L) * {sz} + {k.local_offset(cell.states[s])}, b_{s})",
+            2,
+        )
     k.w("tl.debug_barrier()", 2)
     # 2) walk the segment backwards
     bwd_loads = _token_loads(k, cell, g, order)
@@ -312,11 +359,19 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
             else None
         )
         if i is not None:
-            k.w(f"b{i} = tl.load(p_scr_{s} + (pid * CHUNK + s) * {sz} + {k.local_offset(cell.states[s])})", 3)
+            at = f"p_scr_{s} + (pid * (CHUNK + 1) + s) * {sz} + {k.local_offset(cell.states[s])}"
+            k.w(f"b{i} = tl.load({at})", 3)
         di = next((j for j in order if g[j].op is Op.STATE and g[j].attr == GRAD + s), None)
         if di is not None:
             k.w(f"b{di} = b_d{s}", 3)
-    k.compute(g, order, 3)
+    for i, s in stash.items():  # values of this step stored by the recompute
+        sz = math.prod(plan.block[a] for a in g[i].axes)
+        if s is not None:
+            src = f"p_scr_{s} + (pid * (CHUNK + 1) + s + 1) * {sz}"
+        else:
+            src = f"p_stash{i} + (pid * CHUNK + s) * {sz}"
+        k.w(f"b{i} = tl.load({src} + {k.local_offset(g[i].axes)})", 3)
+    k.compute(g, order, 3, skip=stash)
     for n in ins:
         ax = cell.inputs[n]
         miss = missing_split(plan, ax)
