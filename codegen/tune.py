@@ -14,6 +14,7 @@ from .runtime import cache_dir
 
 CANDIDATES = ((8, 1), (16, 1), (4, 1), (16, 2), (32, 2), (32, 4))
 TUNE_T = 512  # steps timed per candidate: shorter runs favour tiles with less fixed cost
+ROUNDS = 3  # interleaved timing rounds; each candidate keeps its best
 
 
 def _cache_file():
@@ -60,19 +61,24 @@ class TunedCell:
         from triton.testing import do_bench
 
         short = {k: v[:, :TUNE_T].detach().requires_grad_(True) for k, v in inputs.items()}
-        best, seen = None, set()
+        cands, seen = [], set()
         for tile, warps in CANDIDATES:
             cc = self.build(self.layer, self.chunk, tile, warps)
-            if (cc.plan.n_tiles, warps) in seen:
-                continue
-            seen.add((cc.plan.n_tiles, warps))
+            if (cc.plan.n_tiles, warps) not in seen:
+                seen.add((cc.plan.n_tiles, warps))
+                cands.append((tile, warps, cc))
 
-            def step(cc=cc):
-                y = cc(short, frontier)[0]
-                torch.autograd.grad(y, list(short.values()), torch.ones_like(y), allow_unused=True)
+        def step(cc):
+            y = cc(short, frontier)[0]
+            torch.autograd.grad(y, list(short.values()), torch.ones_like(y), allow_unused=True)
 
-            ms = do_bench(step, warmup=3, rep=20)
-            if best is None or ms < best[0]:
-                best = (ms, tile, warps, cc)
+        # ROUNDS interleaved rounds, the best time of each: one noisy sample does not pick the plan
+        times: dict[int, float] = {}
+        for _ in range(ROUNDS):
+            for i, (_, _, cc) in enumerate(cands):
+                ms = do_bench(lambda cc=cc: step(cc), warmup=3, rep=20)
+                times[i] = min(times.get(i, ms), ms)
+        i = min(times, key=times.get)
+        best = (times[i], *cands[i])
         _store(key, [best[1], best[2]])
         return best[3]
