@@ -627,6 +627,8 @@ class PersistentCell:
             sync = torch.zeros(2, dtype=torch.int32, device=dev)
             _SYNC[self.key] = [*(_SYNC.get(self.key, []) if reverse else []), sync]
             kernel[(n_prog,)](*args, sync, B, T, 0, T, PERSISTENT=True, **opts)
+            if on_gpu:  # a barrier that gave up means wrong numbers: fail loudly, without a host sync
+                torch._assert_async(sync[1] == 0, "archdsl: a persistent kernel's grid barrier timed out")
             return
         sync = torch.zeros(2, dtype=torch.int32, device=dev)
         steps = range(T - 1, -1, -1) if reverse else range(T)
