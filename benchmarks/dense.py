@@ -29,7 +29,7 @@ from archdsl.codegen.dense import find_matvecs  # noqa: E402
 from archdsl.codegen.persistent import PersistentCell, build_persistent  # noqa: E402
 from archdsl.codegen.plan import make_plan  # noqa: E402
 from archdsl.specs import __file__ as _specs_init  # noqa: E402
-from kernels import cell_inputs, check  # noqa: E402
+from kernels import cell_inputs, check, gemm_floor  # noqa: E402
 
 from archdsl.autodiff import extract_cell  # noqa: E402
 from archdsl.checker import instantiate  # noqa: E402
@@ -162,16 +162,7 @@ def main():
 
     # 2) the floor: T sequential GEMMs of the recurrence's shape
     phase("floor")
-    h = torch.randn(B, d, device=dev, dtype=dtype)
-    w = torch.randn(d, d, device=dev, dtype=dtype)
-
-    def gemms():
-        x = h
-        for _ in range(T):
-            x = x @ w
-        return x
-
-    floor = do_bench(gemms, warmup=5, rep=60)
+    floor = gemm_floor(B, T, d, dtype, dev, rep=60)
     say("## Times (ms, triton.testing.do_bench median)")
     say()
     say(f"- floor: {T} sequential cuBLAS GEMMs [{B},{d}]x[{d},{d}] bf16: {floor:.2f} ms")

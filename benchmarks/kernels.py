@@ -154,13 +154,8 @@ def fla_gradient_check(H, K, V, dev, B=4, T=512):
     return {n: rel_rms(a, b) for n, a, b in zip(names, out["chunk bf16"], out["recurrent fp32"])}
 
 
-def e1_dense(B, T, d, dtype, dev):
-    """E1 at width d: the dense strategy (per-step GEMM + fused step kernel) against the floor of
-    T sequential cuBLAS GEMMs of the same shape ([B, d] x [d, d])."""
-    layer = instantiate(parse_file("specs/e1.rnn"), overrides={"dim": d, "expansion": 1}).layer
-    ins, front = cell_inputs(layer, B, T, dtype, dev)
-    cc = compile_cell(layer, chunk=16)
-    fwd, fb = time_cell(cc, ins, front, B, T, dtype)
+def gemm_floor(B, T, d, dtype, dev, rep=50) -> float:
+    """ms for T sequential cuBLAS GEMMs [B, d] x [d, d]: the floor of a dense recurrence."""
     h = torch.randn(B, d, device=dev, dtype=dtype)
     w = torch.randn(d, d, device=dev, dtype=dtype)
 
@@ -170,7 +165,17 @@ def e1_dense(B, T, d, dtype, dev):
             x = x @ w
         return x
 
-    return fwd, fb, do_bench(gemms, warmup=5, rep=50), getattr(cc, "chosen", cc)
+    return do_bench(gemms, warmup=5, rep=rep)
+
+
+def e1_dense(B, T, d, dtype, dev):
+    """E1 at width d: the dense strategy (per-step GEMM + fused step kernel) against the floor of
+    T sequential cuBLAS GEMMs of the same shape ([B, d] x [d, d])."""
+    layer = instantiate(parse_file("specs/e1.rnn"), overrides={"dim": d, "expansion": 1}).layer
+    ins, front = cell_inputs(layer, B, T, dtype, dev)
+    cc = compile_cell(layer, chunk=16)
+    fwd, fb = time_cell(cc, ins, front, B, T, dtype)
+    return fwd, fb, gemm_floor(B, T, d, dtype, dev), getattr(cc, "chosen", cc)
 
 
 def backward_memory(cc, ins, front) -> tuple[int, int]:

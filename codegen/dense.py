@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from archdsl.autodiff import Cell
-from archdsl.ir import Graph, Kind, Node, Op
+from archdsl.ir import Kind, Op
 from archdsl.reference import Layout, evaluate
 
 #: a learned matrix whose padded register block would exceed this many floats goes to a GEMM
@@ -55,29 +55,9 @@ def find_matvecs(cell: Cell, block: dict) -> list[MatVec]:
 
 def step_cell(cell: Cell, matvecs: list[MatVec]) -> Cell:
     """The cell with each contraction replaced by a per-step input ``mv<k>``."""
-    g = Graph()
-    remap: dict[int, int] = {}
-    replaced = {m.node: f"mv{k}" for k, m in enumerate(matvecs)}
-    for i, n in enumerate(cell.graph.nodes):
-        if i in replaced:
-            remap[i] = g.add(Node(Op.INPUT, (), n.axes, replaced[i]))
-        else:
-            remap[i] = g.add(Node(n.op, tuple(remap[a] for a in n.args), n.axes, n.attr))
-    roots = [*(remap[v] for v in cell.next_state.values()), remap[cell.output]]
-    used = g.ancestors(roots)
-    leaves = {(g[i].op, g[i].attr): g[i].axes for i in used if g[i].op in (Op.INPUT, Op.PARAM)}
-    return Cell(
-        graph=g,
-        axes=cell.axes,
-        sizes=cell.sizes,
-        inputs={name: ax for (op, name), ax in leaves.items() if op is Op.INPUT},
-        consts={name: ax for name, ax in cell.consts.items() if (Op.PARAM, name) in leaves},
-        const_source={name: src for name, src in cell.const_source.items() if (Op.PARAM, name) in leaves},
-        states=cell.states,
-        next_state={s: remap[v] for s, v in cell.next_state.items()},
-        output=remap[cell.output],
-        output_axes=cell.output_axes,
-    )
+    from .hoist import replace_with_inputs
+
+    return replace_with_inputs(cell, {m.node: f"mv{k}" for k, m in enumerate(matvecs)})
 
 
 class DenseCell:
