@@ -107,14 +107,16 @@ class Graph:
                 kinds.append(max((kinds[a] for a in n.args), default=Kind.CONST))
         return kinds
 
-    def ancestors(self, roots) -> set[int]:
+    def ancestors(self, roots, stop=()) -> set[int]:
+        """``roots`` and everything they are computed from, not looking below the nodes in ``stop``."""
         seen: set[int] = set()
         stack = list(roots)
         while stack:
             i = stack.pop()
             if i not in seen:
                 seen.add(i)
-                stack.extend(self.nodes[i].args)
+                if i not in stop:
+                    stack.extend(self.nodes[i].args)
         return seen
 
 

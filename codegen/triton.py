@@ -267,19 +267,6 @@ def stash_nodes(cell: Cell, bwd: Backward) -> dict[int, str | None]:
     return dict(sorted(stash.items()))
 
 
-def _needed_above(g: Graph, roots, stop) -> list[int]:
-    """The ancestors of ``roots``, not looking below the nodes in ``stop`` (which are given)."""
-    seen: set[int] = set()
-    todo = list(roots)
-    while todo:
-        i = todo.pop()
-        if i not in seen:
-            seen.add(i)
-            if i not in stop:
-                todo.extend(g[i].args)
-    return sorted(seen)
-
-
 def missing_split(plan: Plan, axes) -> tuple[str, ...]:
     return tuple(a for a in plan.split if a not in axes)
 
@@ -290,7 +277,7 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     outs = [*bwd.d_state.values(), *bwd.d_inputs.values(), *bwd.d_consts.values()]
     stash = stash_nodes(cell, bwd)
     own = [i for i, s in stash.items() if s is None]
-    order = _needed_above(g, outs, stash)
+    order = sorted(g.ancestors(outs, stop=stash))  # values in the stash are read, not recomputed
     fwd_order = _needed(cell.graph, [*cell.next_state.values(), *stash])
     k = _Kernel(plan)
     sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_ck_{s}" for s in states]
