@@ -15,6 +15,7 @@ moves below it. Cells whose per-token part is a couple of pointwise ops keep it 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ MIN_OPS = 4
 class TokenPart:
     """The per-token values the loop reads, as a stateless computation over the cell's graph."""
 
-    graph: Graph  # the cell's graph (node ids shared with it)
+    graph: Graph
     axes: tuple[str, ...]
     sizes: dict
     inputs: dict[str, tuple[str, ...]]  # per-token tensors it reads
@@ -43,6 +44,20 @@ class TokenPart:
 
     def output_axes(self, name: str) -> tuple[str, ...]:
         return self.graph[self.outputs[name]].axes
+
+    @classmethod
+    def of(cls, cell: Cell, graph: Graph, inputs: dict, consts: dict, outputs: dict[str, int]) -> TokenPart:
+        """The part of ``graph`` (sizes and constants from ``cell``) with its derived backward."""
+        return cls(
+            graph=graph,
+            axes=cell.axes,
+            sizes=cell.sizes,
+            inputs=inputs,
+            consts=consts,
+            const_source={c: cell.const_source[c] for c in consts},
+            outputs=outputs,
+            backward=derive_token_backward(graph, cell.axes, outputs, inputs, consts),
+        )
 
 
 def token_frontier(cell: Cell) -> list[int]:
@@ -96,38 +111,21 @@ def split_readout(cell: Cell) -> tuple[TokenPart | None, Cell]:
             continue  # state-independent, or as large as a state: not worth a round trip through memory
         if _reaches_state(g, cell.output, n):
             continue  # the readout also reads the state some other way
-        loop = Cell(**{**cell.__dict__, "output": n, "output_axes": g[n].axes})
-        split = set(splittable_axes(loop))
+        split = set(splittable_axes(dataclasses.replace(cell, output=n, output_axes=g[n].axes)))
         if len(split) > len(best_split):
             best, best_split = n, split
     if best is None:
         return None, cell
     name = _fresh("o", {*cell.inputs, *cell.consts})
     epi = replace_with_inputs(cell, {best: name}, stateless=True)
-    part = TokenPart(
-        graph=epi.graph,
-        axes=cell.axes,
-        sizes=cell.sizes,
-        inputs=epi.inputs,
-        consts=epi.consts,
-        const_source=epi.const_source,
-        outputs={"y": epi.output},
-        backward=derive_token_backward(epi.graph, cell.axes, {"y": epi.output}, epi.inputs, epi.consts),
-    )
-    loop = Cell(**{**cell.__dict__, "output": best, "output_axes": g[best].axes})
+    part = TokenPart.of(cell, epi.graph, epi.inputs, epi.consts, {"y": epi.output})
+    loop = dataclasses.replace(cell, output=best, output_axes=g[best].axes)
     return part, replace_with_inputs(loop, {})
 
 
 def _reaches_state(g: Graph, root: int, cut: int) -> bool:
     """Does ``root`` depend on a state other than through ``cut``?"""
-    memo: dict[int, bool] = {}
-
-    def dep(i: int) -> bool:
-        if i not in memo:
-            memo[i] = i != cut and (g[i].op is Op.STATE or any(dep(a) for a in g[i].args))
-        return memo[i]
-
-    return dep(root)
+    return any(g[i].op is Op.STATE for i in g.ancestors([root], stop={cut}))
 
 
 def _fresh(stem: str, taken) -> str:
@@ -155,16 +153,7 @@ def hoist(cell: Cell, force: bool | None = None) -> tuple[TokenPart | None, Cell
     leaves = {(g[i].op, g[i].attr) for i in below if g[i].op in (Op.INPUT, Op.PARAM)}
     inputs = {n: ax for n, ax in cell.inputs.items() if (Op.INPUT, n) in leaves}
     consts = {c: ax for c, ax in cell.consts.items() if (Op.PARAM, c) in leaves}
-    part = TokenPart(
-        graph=g,
-        axes=cell.axes,
-        sizes=cell.sizes,
-        inputs=inputs,
-        consts=consts,
-        const_source={c: cell.const_source[c] for c in consts},
-        outputs=outputs,
-        backward=derive_token_backward(g, cell.axes, outputs, inputs, consts),
-    )
+    part = TokenPart.of(cell, g, inputs, consts, outputs)
     return part, replace_with_inputs(cell, {i: n for n, i in outputs.items()})
 
 

@@ -78,7 +78,6 @@ class TunedCell:
             for i, (_, _, cc) in enumerate(cands):
                 ms = do_bench(lambda cc=cc: step(cc), warmup=3, rep=20)
                 times[i] = min(times.get(i, ms), ms)
-        i = min(times, key=times.get)
-        best = (times[i], *cands[i])
-        _store(key, [best[1], best[2]])
-        return best[3]
+        tile, warps, cc = cands[min(times, key=times.get)]
+        _store(key, [tile, warps])
+        return cc
