@@ -37,6 +37,29 @@ class SpectralNorm(nn.Module):
         return self.rho * w / sigma.to(w.dtype)
 
 
+class ParamTable(nn.Module):
+    """The spec's parameters by name: ``table[name]``, and ``params.<name>`` in the state dict.
+
+    Unlike ``nn.ParameterDict`` it takes any spec name: a name that is an attribute of the module
+    (``type``, ``to``, ``float``, ``forward``, ``keys``…) or that ends in ``_`` is stored with one
+    more ``_``, a mapping that no two names share (``type`` -> ``type_``, ``b_`` -> ``b__``)."""
+
+    def __init__(self, params: dict[str, nn.Parameter]):
+        super().__init__()
+        for name, p in params.items():
+            self.register_parameter(self.key(name), p)
+
+    def key(self, name: str) -> str:
+        taken = name in self.__dict__ or hasattr(type(self), name)  # not the parameters themselves
+        return name + "_" if taken or name.endswith("_") else name
+
+    def __getitem__(self, name: str) -> nn.Parameter:
+        return self._parameters[self.key(name)]
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+
 class RecurrentLayer(nn.Module):
     """A spec's layer: ``forward(x [B, T, dim], state=None) -> (y [B, T, dim], final states)``."""
 
@@ -62,7 +85,7 @@ class RecurrentLayer(nn.Module):
             self.proj[str(k)] = lin
             if p.spectral_norm is not None:
                 self.proj_sn[str(k)] = SpectralNorm(n_out, p.spectral_norm)
-        self.params = nn.ParameterDict(
+        self.params = ParamTable(
             {
                 p.name: nn.Parameter(
                     initialise(p.init, tuple(layer.sizes[a] for a in p.axes), p.axes, nums, gen)

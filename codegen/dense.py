@@ -53,19 +53,26 @@ def find_matvecs(cell: Cell, block: dict) -> list[MatVec]:
     return out
 
 
+def mv_name(k: int) -> str:
+    """The step cell's input that replaces contraction ``k`` (``mv:k``: no spec name has a colon)."""
+    return f"mv:{k}"
+
+
 def step_cell(cell: Cell, matvecs: list[MatVec]) -> Cell:
-    """The cell with each contraction replaced by a per-step input ``mv<k>``."""
+    """The cell with each contraction replaced by a per-step input ``mv:<k>``."""
     from .hoist import replace_with_inputs
 
-    return replace_with_inputs(cell, {m.node: f"mv{k}" for k, m in enumerate(matvecs)})
+    return replace_with_inputs(cell, {m.node: mv_name(k) for k, m in enumerate(matvecs)})
 
 
 class DenseCell:
     """``(inputs, frontier, state0) -> (y, final states)``: per step, GEMMs then the step kernel."""
 
-    strategy = (
-        "dense recurrent matmul (per-step GEMM + fused step kernel; the persistent strategy's fallback)"
-    )
+    strategy = "dense"
+
+    def describe(self) -> list[tuple[str, str]]:
+        mats = ", ".join(f"{m.const}[{', '.join(self.cell.consts[m.const])}]" for m in self.matvecs)
+        return [("contractions", f"{mats}: one GEMM per step (cuBLAS)"), *self.step.describe()]
 
     def __init__(self, cell: Cell, matvecs: list[MatVec], step):
         self.cell, self.matvecs, self.step = cell, matvecs, step
@@ -109,7 +116,7 @@ class DenseCell:
             for k, (m, eq) in enumerate(zip(self.matvecs, self.equations)):
                 v = layout.compact(env[m.operand], cell.graph[m.operand].axes, (B,))
                 z = torch.einsum(eq, v.to(x0.dtype), consts[m.const].to(x0.dtype))
-                step_in[f"mv{k}"] = z[:, None]
+                step_in[mv_name(k)] = z[:, None]
             y, state = self.step(step_in, step_front, state)
             ys.append(y)
         return torch.cat(ys, dim=1), state

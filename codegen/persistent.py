@@ -41,7 +41,8 @@ import triton.language as tl
 from archdsl.autodiff import GRAD, Backward, Cell, derive_backward
 from archdsl.ir import LayerIR, Op
 
-from .dense import MatVec, step_cell
+from .dense import MatVec, mv_name, step_cell
+from .names import module_name
 from .plan import Plan, next_pow2
 from .source import _equations
 from .triton import HELPERS, _Kernel, _leaf_ids, _needed, _row_major
@@ -152,11 +153,15 @@ class _PKernel(_Kernel):
     def full_shape(self, axes) -> str:
         return "[" + ", ".join(str(self.plan.block[a]) if a in axes else "1" for a in self.plan.axes) + "]"
 
+    def ax(self, role: str, a: str) -> str:
+        """The batch axis's names are the emitter's own (``o__b``); the layer axes' as in the loop."""
+        return f"{role}_{a}" if a == BATCH else super().ax(role, a)
+
     def off(self, axes) -> str:
-        return _row_major("o", axes, [self.plan.sizes[a] for a in axes]) or "z0"
+        return _row_major(lambda a: self.ax("o", a), axes, [self.plan.sizes[a] for a in axes]) or "z0"
 
     def bmask(self, axes) -> str:
-        return " & ".join(["m__b", *(f"m_{a}" for a in axes)])
+        return " & ".join(["m__b", *(self.ax("m", a) for a in axes)])
 
     def numel(self, axes) -> int:
         return math.prod(self.plan.sizes[a] for a in axes)
@@ -193,9 +198,9 @@ class _PKernel(_Kernel):
                 self.w("m__b = o__b < B")
                 continue
             start = f"i_r * {p.block[a]} + " if a == lay.rows else ""
-            self.w(f"l_{a} = tl.arange(0, {p.block[a]})[{idx}]")
-            self.w(f"o_{a} = {start}l_{a}")
-            self.w(f"m_{a} = o_{a} < {p.sizes[a]}")
+            self.w(f"{self.ax('l', a)} = tl.arange(0, {p.block[a]})[{idx}]")
+            self.w(f"{self.ax('o', a)} = {start}{self.ax('l', a)}")
+            self.w(f"{self.ax('m', a)} = {self.ax('o', a)} < {p.sizes[a]}")
         self.w(f"z0 = tl.zeros({self.shape(())}, tl.int32)  # offset of a value with no axes")
         self.w("# the same rows as 2-D index vectors, for the matrix products")
         self.w("rb = (i_bb * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)")
@@ -270,8 +275,10 @@ def make_dense_plan(cell: Cell, step: Cell, lay: DenseLayout, rows: int, num_war
 
 
 def _names(step: Cell) -> tuple[list[str], list[str]]:
-    ins = [n for n in step.inputs if not (n.startswith("mv") and n[2:].isdigit())]
-    return ins, list(step.consts)
+    """The step's per-token inputs (not the contractions ``mv:<k>``, which the kernel computes) and
+    constants."""
+    mv = {mv_name(m) for m in range(len(step.inputs))}
+    return [n for n in step.inputs if n not in mv], list(step.consts)
 
 
 def emit_forward(step: Cell, lay: DenseLayout, plan: Plan, name: str, n_mv: int, early: bool = True) -> str:
@@ -283,22 +290,25 @@ def emit_forward(step: Cell, lay: DenseLayout, plan: Plan, name: str, n_mv: int,
     states = list(step.states)
     opnd = sorted(set(lay.operand))
     k = _PKernel(plan, lay)
-    sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_w{m}" for m in range(n_mv)]
-    sig += [f"p_hs_{s}" for s in states] + [f"p_hv_{s}" for s in opnd] + [f"p_mv{m}" for m in range(n_mv)]
-    sig += ["p_y", "p_sync"]
+    p_w = [k.ns(("w", m), f"p_w{m}") for m in range(n_mv)]
+    p_mv = [k.ns(("mv", m), f"p_mv{m}") for m in range(n_mv)]
+    sig = [k.ptr("in", n) for n in ins] + [k.ptr("const", c) for c in consts] + p_w
+    sig += [k.sptr("hs", s) for s in states] + [k.sptr("hv", s) for s in opnd] + p_mv
+    p_y = k.ptr("out", "y")
+    sig += [p_y, "p_sync"]
     k.header(f"{name}_persistent_fwd_kernel", sig)
     k.load_consts(step, _leaf_ids(g, order, Op.PARAM))
     for s in states:
         ax = step.states[s]
-        k.w(f"b_{s} = {k.load_full(k.at(f'p_hs_{s}', ax, 't_lo', '(T + 1)'), ax)}")
+        k.w(f"{k.blk(s)} = {k.load_full(k.at(k.sptr('hs', s), ax, 't_lo', '(T + 1)'), ax)}")
     k.w("for i_t in range(0, t_hi - t_lo):")
     k.w("t = t_lo + i_t", 2)
     leaves = _leaf_ids(g, order, Op.INPUT)
-    mv_leaves = {n: i for n, i in leaves.items() if n in {f"mv{m}" for m in range(n_mv)}}
+    mv_leaves = {m: leaves[mv_name(m)] for m in range(n_mv) if mv_name(m) in leaves}
     token = [
-        f"b{i} = {k.load_full(k.at(f'p_{n}', step.inputs[n], 't', 'T'), step.inputs[n])}"
+        f"b{i} = {k.load_full(k.at(k.ptr('in', n), step.inputs[n], 't', 'T'), step.inputs[n])}"
         for n, i in leaves.items()
-        if n not in mv_leaves
+        if n in ins
     ]
     for line in token if early else []:
         k.w(line, 2)
@@ -306,33 +316,32 @@ def emit_forward(step: Cell, lay: DenseLayout, plan: Plan, name: str, n_mv: int,
     k.w("if i_t > 0:", 3)
     k.w("_grid_wait(p_sync, NP * i_t)  # every row of the previous state is stored", 4)
     k.w("# the contractions: mv<k>[b, rows] = sum_q W<k>[rows, q] h[b, q] (all columns of h)", 2)
-    k.matmul({m: (f"p_hv_{lay.operand[m]}", f"p_w{m}") for m in range(n_mv)}, "t", 2)
-    for n, i in mv_leaves.items():
-        k.w(f"b{i} = {k.to_layout(f'acc{int(n[2:])}')}", 2)
+    k.matmul({m: (k.sptr("hv", lay.operand[m]), p_w[m]) for m in range(n_mv)}, "t", 2)
+    for m, i in mv_leaves.items():
+        k.w(f"b{i} = {k.to_layout(f'acc{m}')}", 2)
     for line in [] if early else token:
         k.w(line, 2)
     for s, i in _leaf_ids(g, order, Op.STATE).items():
-        k.w(f"b{i} = b_{s}", 2)
+        k.w(f"b{i} = {k.blk(s)}", 2)
     k.compute(g, order, 2)
     y_ax = step.output_axes
     k.w(
-        f"tl.store({k.at('p_y', y_ax, 't', 'T')}, (b{step.output} + tl.zeros({k.full_shape(y_ax)}, "
-        f"tl.float32)).to(p_y.dtype.element_ty), mask={k.bmask(y_ax)})",
+        f"tl.store({k.at(p_y, y_ax, 't', 'T')}, (b{step.output} + tl.zeros({k.full_shape(y_ax)}, "
+        f"tl.float32)).to({p_y}.dtype.element_ty), mask={k.bmask(y_ax)})",
         2,
     )
     rows_ax = (lay.rows,)
     for m in range(n_mv):
-        ptr = k.at(f"p_mv{m}", rows_ax, "t", "T")
-        k.w(f"tl.store({ptr}, {k.to_layout(f'acc{m}')}, mask={k.bmask(rows_ax)})", 2)
+        at = k.at(p_mv[m], rows_ax, "t", "T")
+        k.w(f"tl.store({at}, {k.to_layout(f'acc{m}')}, mask={k.bmask(rows_ax)})", 2)
     for s in states:
         ax = step.states[s]
-        k.w(f"b_{s} = tl.where({k.bmask(ax)}, b{step.next_state[s]}, 0.0)", 2)
-        k.w(f"tl.store({k.at(f'p_hs_{s}', ax, 't + 1', '(T + 1)')}, b_{s}, mask={k.bmask(ax)})", 2)
+        k.w(f"{k.blk(s)} = tl.where({k.bmask(ax)}, b{step.next_state[s]}, 0.0)", 2)
+        k.w(f"tl.store({k.at(k.sptr('hs', s), ax, 't + 1', '(T + 1)')}, {k.blk(s)}, mask={k.bmask(ax)})", 2)
     for s in opnd:
-        ax = step.states[s]
+        ax, hv = step.states[s], k.sptr("hv", s)
         k.w(
-            f"tl.store({k.at_tm(f'p_hv_{s}', ax, 't + 1')}, b_{s}.to(p_hv_{s}.dtype.element_ty), "
-            f"mask={k.bmask(ax)})",
+            f"tl.store({k.at_tm(hv, ax, 't + 1')}, {k.blk(s)}.to({hv}.dtype.element_ty), mask={k.bmask(ax)})",
             2,
         )
     k.w("if PERSISTENT:", 2)
@@ -346,21 +355,26 @@ def emit_backward(
     g = bwd.graph
     ins, consts = _names(step)
     states = list(step.states)
-    mv_names = [f"mv{m}" for m in range(n_mv)]
+    mv_names = [mv_name(m) for m in range(n_mv)]
     outs = [*bwd.d_state.values(), *bwd.d_inputs.values(), *bwd.d_consts.values()]
     order = _needed(g, outs)
     k = _PKernel(plan, lay)
-    sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_w{m}" for m in range(n_mv)]
-    sig += [f"p_hs_{s}" for s in states] + [f"p_mv{m}" for m in range(n_mv)] + ["p_dy"]
-    sig += [f"p_dh_{s}" for s in states] + [f"p_g{m}" for m in range(n_mv)]
-    sig += [f"p_d{n}" for n in ins] + [f"p_d{c}" for c in consts] + ["p_sync"]
+    p_w = [k.ns(("w", m), f"p_w{m}") for m in range(n_mv)]
+    p_mv = [k.ns(("mv", m), f"p_mv{m}") for m in range(n_mv)]
+    p_g = [k.ns(("g", m), f"p_g{m}") for m in range(n_mv)]
+    p_dy = k.ptr("in", GRAD + "y")
+    sig = [k.ptr("in", n) for n in ins] + [k.ptr("const", c) for c in consts] + p_w
+    sig += [k.sptr("hs", s) for s in states] + p_mv + [p_dy]
+    sig += [k.sptr("dh", s) for s in states] + p_g
+    sig += [k.dptr("in", n) for n in ins] + [k.dptr("const", c) for c in consts] + ["p_sync"]
     k.header(f"{name}_persistent_bwd_kernel", sig)
     k.load_consts(step, _leaf_ids(g, order, Op.PARAM))
     for c in consts:
-        k.w(f"b_d{c} = tl.zeros({k.shape(step.consts[c])}, tl.float32)")
+        k.w(f"{k.dblk('const', c)} = tl.zeros({k.shape(step.consts[c])}, tl.float32)")
     for s in states:
         ax = step.states[s]
-        k.w(f"b_d{s} = {k.load_full(k.at_b(f'p_dh_{s}', ax), ax)}  # carried cotangent of the state")
+        carried = k.load_full(k.at_b(k.sptr("dh", s), ax), ax)
+        k.w(f"{k.dblk('state', s)} = {carried}  # carried cotangent of the state")
     k.w("for i_t in range(0, t_hi - t_lo):")
     k.w("t = t_hi - 1 - i_t", 2)
     # the step's own loads (previous state, mv, inputs, dy: written before this launch)
@@ -369,10 +383,12 @@ def emit_backward(
     for n, i in _leaf_ids(g, order, Op.STATE).items():
         if not n.startswith(GRAD):
             ax = step.states[n]
-            token.append(f"b{i} = {k.load_full(k.at(f'p_hs_{n}', ax, 't', '(T + 1)'), ax)}")
+            token.append(f"b{i} = {k.load_full(k.at(k.sptr('hs', n), ax, 't', '(T + 1)'), ax)}")
     for n, i in _leaf_ids(g, order, Op.INPUT).items():
-        ax = step.output_axes if n == GRAD + "y" else rows_ax if n in mv_names else step.inputs[n]
-        ptr = "p_dy" if n == GRAD + "y" else f"p_{n}"
+        if n in mv_names:
+            ax, ptr = rows_ax, p_mv[mv_names.index(n)]
+        else:
+            ax, ptr = (step.output_axes if n == GRAD + "y" else step.inputs[n]), k.ptr("in", n)
         token.append(f"b{i} = {k.load_full(k.at(ptr, ax, 't', 'T'), ax)}")
     for line in token if early else []:
         k.w(line, 2)
@@ -381,65 +397,63 @@ def emit_backward(
     k.w("_grid_wait(p_sync, NP * i_t)  # every row of g at t + 1 is stored", 4)
     k.w("# the matrices' share of the state's cotangent: sum_i W<k>[i, rows] g<k>[b, t + 1, i]", 2)
     k.w("# (g at t = T is zero)", 2)
-    k.matmul({m: (f"p_g{m}", f"p_w{m}") for m in range(n_mv)}, "t + 1", 2)
+    k.matmul({m: (p_g[m], p_w[m]) for m in range(n_mv)}, "t + 1", 2)
     share: dict[str, list[int]] = {}
     for m, s in enumerate(lay.operand):
         share.setdefault(s, []).append(m)
+    carried = {s: k.ns(("dnext", s), f"b_dn_{s}") for s in states}
     for s in states:
         extra = "".join(f" + {k.to_layout(f'acc{m}')}" for m in share.get(s, []))
-        k.w(f"b_dn_{s} = b_d{s}{extra}", 2)
+        k.w(f"{carried[s]} = {k.dblk('state', s)}{extra}", 2)
     for n, i in _leaf_ids(g, order, Op.STATE).items():
         if n.startswith(GRAD):
-            k.w(f"b{i} = b_dn_{n[len(GRAD) :]}", 2)
+            k.w(f"b{i} = {carried[n[len(GRAD) :]]}", 2)
     for line in [] if early else token:
         k.w(line, 2)
     k.compute(g, order, 2)
     for m, n in enumerate(mv_names):
         k.w(
-            f"tl.store({k.at_tm(f'p_g{m}', rows_ax, 't')}, (b{bwd.d_inputs[n]} + "
-            f"tl.zeros({k.full_shape(rows_ax)}, tl.float32)).to(p_g{m}.dtype.element_ty), "
+            f"tl.store({k.at_tm(p_g[m], rows_ax, 't')}, (b{bwd.d_inputs[n]} + "
+            f"tl.zeros({k.full_shape(rows_ax)}, tl.float32)).to({p_g[m]}.dtype.element_ty), "
             f"mask={k.bmask(rows_ax)})",
             2,
         )
     for n in ins:
-        ax = step.inputs[n]
+        ax, p_dn = step.inputs[n], k.dptr("in", n)
         nt, idx = (1, "0") if lay.rows in ax else (plan.tiles[lay.rows], "i_r")
         k.w(
-            f"tl.store(p_d{n} + ((o__b * T + t) * {nt} + {idx}) * {k.numel(ax)} + {k.off(ax)}, "
-            f"(b{bwd.d_inputs[n]} + tl.zeros({k.full_shape(ax)}, tl.float32)).to(p_d{n}.dtype.element_ty), "
+            f"tl.store({p_dn} + ((o__b * T + t) * {nt} + {idx}) * {k.numel(ax)} + {k.off(ax)}, "
+            f"(b{bwd.d_inputs[n]} + tl.zeros({k.full_shape(ax)}, tl.float32)).to({p_dn}.dtype.element_ty), "
             f"mask={k.bmask(ax)})",
             2,
         )
     for c in consts:
         ax = step.consts[c]
-        k.w(
-            f"b_d{c} += tl.sum(tl.where(m__b, b{bwd.d_consts[c]} + tl.zeros({k.full_shape(ax)}, "
-            "tl.float32), 0.0), axis=0, keep_dims=True)",
-            2,
-        )
+        full = f"b{bwd.d_consts[c]} + tl.zeros({k.full_shape(ax)}, tl.float32)"
+        k.w(f"{k.dblk('const', c)} += tl.sum(tl.where(m__b, {full}, 0.0), axis=0, keep_dims=True)", 2)
     for s in states:
         ax = step.states[s]
-        k.w(f"b_d{s} = tl.where({k.bmask(ax)}, b{bwd.d_state[s]}, 0.0)", 2)
+        k.w(f"{k.dblk('state', s)} = tl.where({k.bmask(ax)}, b{bwd.d_state[s]}, 0.0)", 2)
     k.w("if PERSISTENT:", 2)
     k.w("_grid_arrive(p_sync)", 3)
     for s in states:
         ax = step.states[s]
-        k.w(f"tl.store({k.at_b(f'p_dh_{s}', ax)}, b_d{s}, mask={k.bmask(ax)})")
+        k.w(f"tl.store({k.at_b(k.sptr('dh', s), ax)}, {k.dblk('state', s)}, mask={k.bmask(ax)})")
     for c in consts:
         ax = step.consts[c]
-        ptr = f"p_d{c} + pid * {k.numel(ax)} + {k.off(ax)}"
+        ptr = f"{k.dptr('const', c)} + pid * {k.numel(ax)} + {k.off(ax)}"
         msk = k.mask(ax)
         if msk == "None":
-            k.w(f"tl.store({ptr}, tl.load({ptr}) + b_d{c})")
+            k.w(f"tl.store({ptr}, tl.load({ptr}) + {k.dblk('const', c)})")
         else:
-            k.w(f"tl.store({ptr}, tl.load({ptr}, mask={msk}, other=0.0) + b_d{c}, mask={msk})")
+            k.w(f"tl.store({ptr}, tl.load({ptr}, mask={msk}, other=0.0) + {k.dblk('const', c)}, mask={msk})")
     return "\n".join(k.lines)
 
 
 def emit_module(
     layer: LayerIR, step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, n_mv: int, early: bool = True
 ) -> str:
-    name = layer.name.replace("-", "_")
+    name = module_name(layer.name)
     spec = "\n".join("#   " + line for line in layer.source.splitlines())
     fwd_eqs = _equations(step.graph, {**{f"{s}'": i for s, i in step.next_state.items()}, "y": step.output})
     bwd_roots = {
@@ -452,7 +466,7 @@ def emit_module(
         f"mv{m} = sum[{lay.contracted[m]}](W{m} * {lay.operand[m]}[{lay.contracted[m]}])" for m in range(n_mv)
     )
     header = [
-        f"# Generated by archdsl from spec '{layer.name}' ({settings}). Do not edit.",
+        f"# Generated by archdsl from spec {layer.name!r} ({settings}). Do not edit.",
         f"# IR fingerprint {layer.fingerprint()}; persistent dense recurrence: rows '{lay.rows}' in tiles of "
         f"{plan.block[lay.rows]} ({plan.tiles[lay.rows]} programs per batch block), {plan.num_warps} warps",
         f"# Contractions run as tl.dot inside the kernels: {mats}",
@@ -533,7 +547,20 @@ def _sm_count(index: int) -> int:
 class PersistentCell:
     """``(inputs, frontier, state0) -> (y, final states)``: one persistent launch per direction."""
 
-    strategy = "persistent dense recurrence (matrices x state by tl.dot in-kernel, grid barrier per step)"
+    strategy = "persistent"
+
+    def describe(self) -> list[tuple[str, str]]:
+        p = self.plan
+        return [
+            (
+                "grid",
+                f"{p.tiles} programs per batch block, each {p.rows} rows of axis {p.rows_axis}; "
+                f"blocks {p.describe(self.cell.states)['blocks']}",
+            ),
+            ("launches", "one per direction while the grid fits the GPU's SMs, else one per step"),
+            ("backward", "every state and contraction stored; each matrix's gradient one GEMM"),
+            ("warps", str(p.num_warps)),
+        ]
 
     def __init__(
         self,
@@ -563,9 +590,7 @@ class PersistentCell:
         from .runtime import load_module
 
         source = emit_module(layer, self.step, self.bwd, lay, kplan, len(matvecs), early)
-        # ``kernels``, not ``module``: TunedCell measures (tile, warps) candidates of cells with a
-        # ``module``; this strategy's defaults come from its own H100 sweep (benchmarks/dense.py)
-        self.kernels, self.hash, self.path = load_module(source, layer.name + "_persistent")
+        self.kernels, self.hash, self.path = load_module(source, module_name(layer.name) + "_persistent")
         self.input_names, self.const_names = _names(self.step)
         self.state_names = list(cell.states)
         self.operands = sorted(set(lay.operand))

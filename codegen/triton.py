@@ -3,8 +3,9 @@ forward kernel, the backward kernel (reverse time, segments recomputed from chec
 launchers as one readable module, in the style of flash-linear-attention's ``fused_recurrent.py``.
 
 Naming: ``p_`` pointers, ``b_`` register blocks, ``o_``/``m_`` offsets and masks per axis,
-``i_`` program ids. Every block has one dimension per layer axis (size 1 where a value lacks it), the
-layout the reference interpreter uses too.
+``i_`` program ids; every name derived from the spec comes from the kernel's ``Namespace``
+(codegen/names.py), so no spec name can meet another or the emitter's own. Every block has one
+dimension per layer axis (size 1 where a value lacks it), the layout the reference interpreter uses too.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from archdsl.ir import Graph, Kind, Op
 from archdsl.reference import rename_permutation
 
 from .hoist import TokenPart
+from .names import Namespace
 from .plan import Plan
 
 TRITON: dict[Op, str] = {
     Op.INPUT: "",  # leaves are loaded by the kernels' prologues
     Op.PARAM: "",
     Op.STATE: "",
-    Op.CONST: "tl.full({shape}, {attr!r}, tl.float32)",
+    Op.CONST: "tl.full({shape}, {attr}, tl.float32)",
     Op.NEG: "-{0}",
     Op.EXP: "tl.exp({0})",
     Op.LOG: "tl.log({0})",
@@ -40,7 +42,7 @@ TRITON: dict[Op, str] = {
     Op.DIV: "{0} / {1}",
     Op.MAXIMUM: "tl.maximum({0}, {1})",
     Op.MINIMUM: "tl.minimum({0}, {1})",
-    Op.SUM: "tl.sum(tl.where(m_{attr}, {0}, 0.0), axis={axis}, keep_dims=True)",
+    Op.SUM: "tl.sum(tl.where({mask}, {0}, 0.0), axis={axis}, keep_dims=True)",
     Op.RENAME: "tl.permute({0}, {perm})",
     Op.EXPAND: "{0} + tl.zeros({shape}, tl.float32)",
 }
@@ -71,30 +73,59 @@ def _softplus(x):
 """
 
 
-def _row_major(prefix: str, axes, extents) -> str:
-    """``prefix_a * stride_a + …`` over ``axes`` laid out row-major with these extents."""
+def _row_major(name, axes, extents) -> str:
+    """``name(a) * stride_a + …`` over ``axes`` laid out row-major with these extents."""
     terms = []
     for k, a in enumerate(axes):
         stride = math.prod(extents[k + 1 :])
-        terms.append(f"{prefix}_{a}" + (f" * {stride}" if stride != 1 else ""))
+        terms.append(name(a) + (f" * {stride}" if stride != 1 else ""))
     return " + ".join(terms)
 
 
 class _Kernel:
-    """Writes the lines of one kernel body."""
+    """Writes the lines of one kernel body; ``ns`` hands out its names derived from the spec."""
 
     def __init__(self, plan: Plan):
         self.plan, self.lines = plan, []
+        self.ns = Namespace()
 
     def w(self, line: str = "", indent: int = 1) -> None:
         self.lines.append("    " * indent + line if line else "")
 
+    # ---- names derived from the spec ------------------------------------------------------------
+    def ax(self, role: str, a: str) -> str:
+        """Per-axis names: ``o_h`` offsets, ``m_h`` mask, ``l_h`` local offsets, ``i_h`` tile index."""
+        return self.ns((role, a), f"{role}_{a}")
+
+    def ptr(self, kind: str, name: str) -> str:
+        """A tensor argument: ``kind`` is ``in`` (per-token inputs, cotangents ``d:y`` too), ``const``,
+        ``out`` (a part's outputs, the loop's readout ``y``)."""
+        return self.ns((kind, name), f"p_{name}")
+
+    def dptr(self, kind: str, name: str) -> str:
+        """The gradient output of an ``in`` or ``const`` argument: ``p_dk``."""
+        return self.ns(("d" + kind, name), f"p_d{name}")
+
+    def sptr(self, role: str, s: str) -> str:
+        """A state's buffers: ``h0``/``ht`` initial and final, ``ck`` checkpoints, ``dht``/``dh0`` their
+        cotangents, ``scr`` the segment's recomputed states."""
+        return self.ns((role, s), f"p_{role}_{s}")
+
+    def blk(self, s: str) -> str:
+        """The register block a state lives in: ``b_S``."""
+        return self.ns(("block", s), f"b_{s}")
+
+    def dblk(self, kind: str, name: str) -> str:
+        """The block a cotangent is carried or summed in: ``b_dS`` (state), ``b_dA_log`` (const)."""
+        return self.ns(("dblock", kind, name), f"b_d{name}")
+
+    # ---- blocks, offsets, masks -----------------------------------------------------------------
     def shape(self, axes) -> str:
         return "[" + ", ".join(str(self.plan.block[a]) if a in axes else "1" for a in self.plan.axes) + "]"
 
     def offset(self, axes) -> str:
         """Flat offset block of a compact tensor with these axes (row-major over its own axes)."""
-        return _row_major("o", axes, [self.plan.sizes[a] for a in axes]) or "z0"
+        return _row_major(lambda a: self.ax("o", a), axes, [self.plan.sizes[a] for a in axes]) or "z0"
 
     def load(self, ptr: str, axes, cond: str | None = None) -> str:
         """A masked load, converted to fp32 (a value with no axes needs no mask)."""
@@ -107,11 +138,11 @@ class _Kernel:
         return f"tl.load({ptr}, mask={mask}, other=0.0).to(tl.float32)"
 
     def mask(self, axes) -> str:
-        return " & ".join(f"m_{a}" for a in axes) if axes else "None"
+        return " & ".join(self.ax("m", a) for a in axes) if axes else "None"
 
     def local_offset(self, axes) -> str:
         """Flat offset inside a padded register block (for scratch memory)."""
-        return _row_major("l", axes, [self.plan.block[a] for a in axes]) or "0"
+        return _row_major(lambda a: self.ax("l", a), axes, [self.plan.block[a] for a in axes]) or "0"
 
     def header(self, name: str, sig: list[str], flags: str) -> None:
         """``@triton.jit def name(pointers…, T, flags):`` then the program ids, offsets and masks."""
@@ -123,7 +154,8 @@ class _Kernel:
         """Parameter-only values are loaded once, before the time loop."""
         for c, i in params.items():
             ax = cell.consts[c]
-            self.w(f"b{i} = {self.load(f'p_{c} + {self.offset(ax)}', ax)}  # {c}")
+            at = f"{self.ptr('const', c)} + {self.offset(ax)}"
+            self.w(f"b{i} = {self.load(at, ax)}  # {c}")
 
     def prologue(self) -> None:
         p = self.plan
@@ -131,15 +163,15 @@ class _Kernel:
         self.w("i_s = tl.program_id(1)")
         rest = "i_s"
         for a in reversed(p.split):
-            self.w(f"i_{a} = {rest} % {p.tiles[a]}")
+            self.w(f"{self.ax('i', a)} = {rest} % {p.tiles[a]}")
             rest = f"({rest} // {p.tiles[a]})"
         K = len(p.axes)
         for k, a in enumerate(p.axes):
             idx = ", ".join(":" if j == k else "None" for j in range(K))
-            start = f"i_{a} * {p.block[a]} + " if a in p.split else ""
-            self.w(f"l_{a} = tl.arange(0, {p.block[a]})[{idx}]")
-            self.w(f"o_{a} = {start}l_{a}")
-            self.w(f"m_{a} = o_{a} < {p.sizes[a]}")
+            start = f"{self.ax('i', a)} * {p.block[a]} + " if a in p.split else ""
+            self.w(f"{self.ax('l', a)} = tl.arange(0, {p.block[a]})[{idx}]")
+            self.w(f"{self.ax('o', a)} = {start}{self.ax('l', a)}")
+            self.w(f"{self.ax('m', a)} = {self.ax('o', a)} < {p.sizes[a]}")
         self.w(f"z0 = tl.zeros({self.shape(())}, tl.int32)  # offset of a value with no axes")
 
     def node_expr(self, g: Graph, i: int) -> str:
@@ -147,11 +179,12 @@ class _Kernel:
         args = [f"b{a}" for a in n.args]
         tmpl = TRITON[n.op]
         if n.op is Op.SUM:
-            return tmpl.format(*args, attr=n.attr, axis=self.plan.axes.index(n.attr))
+            return tmpl.format(*args, mask=self.ax("m", n.attr), axis=self.plan.axes.index(n.attr))
         if n.op is Op.RENAME:
             return tmpl.format(*args, perm=tuple(rename_permutation(self.plan.axes, n.attr)))
         if n.op in (Op.EXPAND, Op.CONST):
-            return tmpl.format(*args, shape=self.shape(n.axes), attr=n.attr)
+            attr = n.attr if n.op is Op.EXPAND or math.isfinite(n.attr) else f"float('{n.attr}')"
+            return tmpl.format(*args, shape=self.shape(n.axes), attr=attr)
         return tmpl.format(*args)
 
     def compute(self, g: Graph, order, indent: int, skip=()) -> None:
@@ -173,23 +206,29 @@ def _leaf_ids(g: Graph, order, op: Op) -> dict[str, int]:
     return {g[i].attr: i for i in order if g[i].op is op}
 
 
+def _numel(plan: Plan, axes) -> int:
+    return math.prod(plan.sizes[a] for a in axes)
+
+
 def emit_forward(cell: Cell, plan: Plan, name: str) -> str:
     g = cell.graph
     order = _needed(g, [*cell.next_state.values(), cell.output])
     ins, consts = list(cell.inputs), list(cell.consts)
     states = list(cell.states)
     k = _Kernel(plan)
-    sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_h0_{s}" for s in states]
-    sig += ["p_y"] + [f"p_ht_{s}" for s in states] + [f"p_ck_{s}" for s in states]
+    sig = [k.ptr("in", n) for n in ins] + [k.ptr("const", c) for c in consts]
+    sig += [k.sptr("h0", s) for s in states]
+    p_y = k.ptr("out", "y")
+    sig += [p_y] + [k.sptr("ht", s) for s in states] + [k.sptr("ck", s) for s in states]
     k.header(f"{name}_fwd_kernel", sig, "USE_H0: tl.constexpr, CHUNK: tl.constexpr")
     k.load_consts(cell, _leaf_ids(g, order, Op.PARAM))
     st_ids = _leaf_ids(g, order, Op.STATE)
     for s in states:
         ax = cell.states[s]
-        numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(f"b_{s} = tl.zeros({k.shape(ax)}, tl.float32)")
+        k.w(f"{k.blk(s)} = tl.zeros({k.shape(ax)}, tl.float32)")
         k.w("if USE_H0:")
-        k.w(f"b_{s} += {k.load(f'p_h0_{s} + i_b * {numel} + {k.offset(ax)}', ax)}", 2)
+        h0 = f"{k.sptr('h0', s)} + i_b * {_numel(plan, ax)} + {k.offset(ax)}"
+        k.w(f"{k.blk(s)} += {k.load(h0, ax)}", 2)
     loads = _token_loads(k, cell, g, order)
     _prefetch_first(k, loads, "0", 1)
     k.w("for t in range(T):")
@@ -197,45 +236,35 @@ def emit_forward(cell: Cell, plan: Plan, name: str) -> str:
     k.w("if t % CHUNK == 0:", 2)
     for s in states:
         ax = cell.states[s]
-        numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(
-            f"tl.store(p_ck_{s} + (i_b * NC + t // CHUNK) * {numel} + {k.offset(ax)}, b_{s}, "
-            f"mask={k.mask(ax)})",
-            3,
-        )
+        at = f"{k.sptr('ck', s)} + (i_b * NC + t // CHUNK) * {_numel(plan, ax)} + {k.offset(ax)}"
+        k.w(f"tl.store({at}, {k.blk(s)}, mask={k.mask(ax)})", 3)
     for s, i in st_ids.items():
-        k.w(f"b{i} = b_{s}", 2)
+        k.w(f"b{i} = {k.blk(s)}", 2)
     k.compute(g, order, 2)
     y_ax = cell.output_axes
-    y_numel = math.prod(plan.sizes[a] for a in y_ax)
     k.w(
-        f"tl.store(p_y + (i_b * T + t) * {y_numel} + {k.offset(y_ax)}, "
-        f"b{cell.output}.to(p_y.dtype.element_ty), mask={k.mask(y_ax)})",
+        f"tl.store({p_y} + (i_b * T + t) * {_numel(plan, y_ax)} + {k.offset(y_ax)}, "
+        f"b{cell.output}.to({p_y}.dtype.element_ty), mask={k.mask(y_ax)})",
         2,
     )
     for s in states:
         ax = cell.states[s]
-        k.w(f"b_{s} = tl.where({k.mask(ax)}, b{cell.next_state[s]}, 0.0)", 2)
+        k.w(f"{k.blk(s)} = tl.where({k.mask(ax)}, b{cell.next_state[s]}, 0.0)", 2)
     for s in states:
         ax = cell.states[s]
-        numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(f"tl.store(p_ht_{s} + i_b * {numel} + {k.offset(ax)}, b_{s}, mask={k.mask(ax)})")
+        at = f"{k.sptr('ht', s)} + i_b * {_numel(plan, ax)} + {k.offset(ax)}"
+        k.w(f"tl.store({at}, {k.blk(s)}, mask={k.mask(ax)})")
     return "\n".join(k.lines)
 
 
 def _token_loads(k: _Kernel, cell: Cell, g: Graph, order) -> list[tuple[int, str, tuple]]:
-    """(node, pointer at time ``{t}``, axes) of every per-token tensor the step reads."""
+    """(node, pointer at time ``{t}``, axes) of every per-token tensor the step reads (the cell's
+    inputs, and in a backward the cotangents ``d:…`` of its outputs)."""
     out = []
     for n, i in _leaf_ids(g, order, Op.INPUT).items():
         ax = g[i].axes
-        numel = math.prod(k.plan.sizes[a] for a in ax)
-        out.append((i, f"{pointer(n)} + (i_b * T + ({{t}})) * {numel} + {k.offset(ax)}", ax))
+        out.append((i, f"{k.ptr('in', n)} + (i_b * T + ({{t}})) * {_numel(k.plan, ax)} + {k.offset(ax)}", ax))
     return out
-
-
-def pointer(name: str) -> str:
-    """The kernel argument of a per-token tensor: ``p_k``; a cotangent ``d:y`` is ``p_dy``."""
-    return "p_" + name.replace(GRAD, "d")
 
 
 def _prefetch_first(k: _Kernel, loads, t_first: str, indent: int) -> None:
@@ -280,56 +309,55 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     order = sorted(g.ancestors(outs, stop=stash))  # values in the stash are read, not recomputed
     fwd_order = _needed(cell.graph, [*cell.next_state.values(), *stash])
     k = _Kernel(plan)
-    sig = [f"p_{n}" for n in ins] + [f"p_{c}" for c in consts] + [f"p_ck_{s}" for s in states]
-    sig += ["p_dy"] + [f"p_dht_{s}" for s in states] + [f"p_scr_{s}" for s in states]
+    sig = [k.ptr("in", n) for n in ins] + [k.ptr("const", c) for c in consts]
+    sig += [k.sptr("ck", s) for s in states] + [k.ptr("in", GRAD + "y")]
+    sig += [k.sptr("dht", s) for s in states] + [k.sptr("scr", s) for s in states]
     sig += [f"p_stash{i}" for i in own]
-    sig += [f"p_d{n}" for n in ins] + [f"p_d{c}" for c in consts] + [f"p_dh0_{s}" for s in states]
+    sig += [k.dptr("in", n) for n in ins] + [k.dptr("const", c) for c in consts]
+    sig += [k.sptr("dh0", s) for s in states]
     k.header(f"{name}_bwd_kernel", sig, "USE_DHT: tl.constexpr, CHUNK: tl.constexpr")
     k.w(f"pid = i_b * {plan.n_tiles} + i_s")
     k.load_consts(cell, {**_leaf_ids(cell.graph, fwd_order, Op.PARAM), **_leaf_ids(g, order, Op.PARAM)})
     for c in consts:
-        k.w(f"b_d{c} = tl.zeros({k.shape(cell.consts[c])}, tl.float32)")
+        k.w(f"{k.dblk('const', c)} = tl.zeros({k.shape(cell.consts[c])}, tl.float32)")
     for s in states:
         ax = cell.states[s]
-        numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(f"b_d{s} = tl.zeros({k.shape(ax)}, tl.float32)")
+        k.w(f"{k.dblk('state', s)} = tl.zeros({k.shape(ax)}, tl.float32)")
         k.w("if USE_DHT:")
-        k.w(f"b_d{s} += {k.load(f'p_dht_{s} + i_b * {numel} + {k.offset(ax)}', ax)}", 2)
+        dht = f"{k.sptr('dht', s)} + i_b * {_numel(plan, ax)} + {k.offset(ax)}"
+        k.w(f"{k.dblk('state', s)} += {k.load(dht, ax)}", 2)
     k.w("for i_c in range(NC):")
     k.w("c = NC - 1 - i_c", 2)
     k.w("t0 = c * CHUNK", 2)
     k.w("L = tl.minimum(T - t0, CHUNK)", 2)
+
+    def scratch(s: str, step: str) -> str:
+        sz = math.prod(plan.block[a] for a in cell.states[s])
+        return f"{k.sptr('scr', s)} + (pid * (CHUNK + 1) + {step}) * {sz} + {k.local_offset(cell.states[s])}"
+
     # 1) recompute the segment's states from its checkpoint into scratch
     st_fwd = _leaf_ids(cell.graph, fwd_order, Op.STATE)
     for s in states:
         ax = cell.states[s]
-        numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(f"b_{s} = {k.load(f'p_ck_{s} + (i_b * NC + c) * {numel} + {k.offset(ax)}', ax)}", 2)
+        ck = f"{k.sptr('ck', s)} + (i_b * NC + c) * {_numel(plan, ax)} + {k.offset(ax)}"
+        k.w(f"{k.blk(s)} = {k.load(ck, ax)}", 2)
     rec_loads = _token_loads(k, cell, cell.graph, fwd_order)
     _prefetch_first(k, rec_loads, "t0", 2)
     k.w("for s in range(L):", 2)
     k.w("t = t0 + s", 3)
     _prefetch_next(k, rec_loads, "t + 1", "s + 1 < L", 3)
     for s in states:
-        sz = math.prod(plan.block[a] for a in cell.states[s])
-        k.w(
-            f"tl.store(p_scr_{s} + (pid * (CHUNK + 1) + s) * {sz} + {k.local_offset(cell.states[s])}, b_{s})",
-            3,
-        )
+        k.w(f"tl.store({scratch(s, 's')}, {k.blk(s)})", 3)
     for s, i in st_fwd.items():
-        k.w(f"b{i} = b_{s}", 3)
+        k.w(f"b{i} = {k.blk(s)}", 3)
     k.compute(cell.graph, fwd_order, 3)
     for i in own:
         sz = math.prod(plan.block[a] for a in g[i].axes)
         k.w(f"tl.store(p_stash{i} + (pid * CHUNK + s) * {sz} + {k.local_offset(g[i].axes)}, b{i})", 3)
     for s in states:
-        k.w(f"b_{s} = tl.where({k.mask(cell.states[s])}, b{cell.next_state[s]}, 0.0)", 3)
+        k.w(f"{k.blk(s)} = tl.where({k.mask(cell.states[s])}, b{cell.next_state[s]}, 0.0)", 3)
     for s in states:  # the segment's last new state: read back as S' by its last step
-        sz = math.prod(plan.block[a] for a in cell.states[s])
-        k.w(
-            f"tl.store(p_scr_{s} + (pid * (CHUNK + 1) + L) * {sz} + {k.local_offset(cell.states[s])}, b_{s})",
-            2,
-        )
+        k.w(f"tl.store({scratch(s, 'L')}, {k.blk(s)})", 2)
     k.w("tl.debug_barrier()", 2)
     # 2) walk the segment backwards
     bwd_loads = _token_loads(k, cell, g, order)
@@ -338,61 +366,49 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str) -> str:
     k.w("s = L - 1 - s2", 3)
     k.w("t = t0 + s", 3)
     _prefetch_next(k, bwd_loads, "t - 1", "s > 0", 3)
+    leaves = _leaf_ids(g, order, Op.STATE)
     for s in states:
-        sz = math.prod(plan.block[a] for a in cell.states[s])
-        i = (
-            next(j for j in order if g[j].op is Op.STATE and g[j].attr == s)
-            if any(g[j].op is Op.STATE and g[j].attr == s for j in order)
-            else None
-        )
-        if i is not None:
-            at = f"p_scr_{s} + (pid * (CHUNK + 1) + s) * {sz} + {k.local_offset(cell.states[s])}"
-            k.w(f"b{i} = tl.load({at})", 3)
-        di = next((j for j in order if g[j].op is Op.STATE and g[j].attr == GRAD + s), None)
-        if di is not None:
-            k.w(f"b{di} = b_d{s}", 3)
+        if s in leaves:
+            k.w(f"b{leaves[s]} = tl.load({scratch(s, 's')})", 3)
+        if GRAD + s in leaves:
+            k.w(f"b{leaves[GRAD + s]} = {k.dblk('state', s)}", 3)
     for i, s in stash.items():  # values of this step stored by the recompute
-        sz = math.prod(plan.block[a] for a in g[i].axes)
         if s is not None:
-            src = f"p_scr_{s} + (pid * (CHUNK + 1) + s + 1) * {sz}"
+            k.w(f"b{i} = tl.load({scratch(s, 's + 1')})", 3)
         else:
-            src = f"p_stash{i} + (pid * CHUNK + s) * {sz}"
-        k.w(f"b{i} = tl.load({src} + {k.local_offset(g[i].axes)})", 3)
+            sz = math.prod(plan.block[a] for a in g[i].axes)
+            k.w(f"b{i} = tl.load(p_stash{i} + (pid * CHUNK + s) * {sz} + {k.local_offset(g[i].axes)})", 3)
     k.compute(g, order, 3, skip=stash)
     for n in ins:
         ax = cell.inputs[n]
         miss = missing_split(plan, ax)
         nt = math.prod(plan.tiles[a] for a in miss)
-        idx = _tile_index(plan, miss)
-        numel = math.prod(plan.sizes[a] for a in ax)
+        idx = _tile_index(k, miss)
         val = f"b{bwd.d_inputs[n]}" + (
             f" + tl.zeros({k.shape(ax)}, tl.float32)" if g[bwd.d_inputs[n]].op is Op.EXPAND else ""
         )
-        k.w(
-            f"tl.store(p_d{n} + ((i_b * T + t) * {nt} + {idx}) * {numel} + {k.offset(ax)}, "
-            f"{val}, mask={k.mask(ax)})",
-            3,
-        )
+        at = f"{k.dptr('in', n)} + ((i_b * T + t) * {nt} + {idx}) * {_numel(plan, ax)} + {k.offset(ax)}"
+        k.w(f"tl.store({at}, {val}, mask={k.mask(ax)})", 3)
     for c in consts:
-        k.w(f"b_d{c} += b{bwd.d_consts[c]}", 3)
+        k.w(f"{k.dblk('const', c)} += b{bwd.d_consts[c]}", 3)
     for s in states:
-        k.w(f"b_d{s} = tl.where({k.mask(cell.states[s])}, b{bwd.d_state[s]}, 0.0)", 3)
+        k.w(f"{k.dblk('state', s)} = tl.where({k.mask(cell.states[s])}, b{bwd.d_state[s]}, 0.0)", 3)
     k.w("tl.debug_barrier()", 2)
     for s in states:
         ax = cell.states[s]
-        numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(f"tl.store(p_dh0_{s} + i_b * {numel} + {k.offset(ax)}, b_d{s}, mask={k.mask(ax)})")
+        at = f"{k.sptr('dh0', s)} + i_b * {_numel(plan, ax)} + {k.offset(ax)}"
+        k.w(f"tl.store({at}, {k.dblk('state', s)}, mask={k.mask(ax)})")
     for c in consts:
         ax = cell.consts[c]
-        numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(f"tl.store(p_d{c} + pid * {numel} + {k.offset(ax)}, b_d{c}, mask={k.mask(ax)})")
+        at = f"{k.dptr('const', c)} + pid * {_numel(plan, ax)} + {k.offset(ax)}"
+        k.w(f"tl.store({at}, {k.dblk('const', c)}, mask={k.mask(ax)})")
     return "\n".join(k.lines)
 
 
-def _tile_index(plan: Plan, axes) -> str:
+def _tile_index(k: _Kernel, axes) -> str:
     idx = "0"
     for a in axes:
-        idx = f"({idx}) * {plan.tiles[a]} + i_{a}" if idx != "0" else f"i_{a}"
+        idx = f"({idx}) * {k.plan.tiles[a]} + {k.ax('i', a)}" if idx != "0" else k.ax("i", a)
     return idx
 
 
@@ -402,7 +418,8 @@ def emit_token_forward(part: TokenPart, plan: Plan, name: str, kind: str = "toke
     g = part.graph
     order = _needed(g, part.outputs.values())
     k = _Kernel(plan)
-    sig = [f"p_{n}" for n in part.inputs] + [f"p_{c}" for c in part.consts] + [f"p_{o}" for o in part.outputs]
+    sig = [k.ptr("in", n) for n in part.inputs] + [k.ptr("const", c) for c in part.consts]
+    sig += [k.ptr("out", o) for o in part.outputs]
     k.header(f"{name}_{kind}_fwd_kernel", sig, "CHUNK: tl.constexpr")
     k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
     loads = _token_loads(k, part, g, order)
@@ -412,7 +429,7 @@ def emit_token_forward(part: TokenPart, plan: Plan, name: str, kind: str = "toke
         k.w(f"b{i} = {k.load(ptr.format(t='t'), ax, 't < T')}", 2)
     k.compute(g, order, 2)
     for o, i in part.outputs.items():
-        _store_token(k, f"p_{o}", g[i].axes, f"b{i}", 2, cast=False)
+        _store_token(k, k.ptr("out", o), g[i].axes, f"b{i}", 2, cast=False)
     return "\n".join(k.lines)
 
 
@@ -422,14 +439,14 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str, kind: str = "tok
     g = bwd.graph
     order = _needed(g, [*bwd.d_inputs.values(), *bwd.d_consts.values()])
     k = _Kernel(plan)
-    sig = [f"p_{n}" for n in part.inputs] + [f"p_{c}" for c in part.consts]
-    sig += [pointer(GRAD + o) for o in part.outputs]
-    sig += [f"p_d{n}" for n in part.inputs] + [f"p_d{c}" for c in part.consts]
+    sig = [k.ptr("in", n) for n in part.inputs] + [k.ptr("const", c) for c in part.consts]
+    sig += [k.ptr("in", GRAD + o) for o in part.outputs]
+    sig += [k.dptr("in", n) for n in part.inputs] + [k.dptr("const", c) for c in part.consts]
     k.header(f"{name}_{kind}_bwd_kernel", sig, "CHUNK: tl.constexpr")
     k.w("pid = i_b * NC + i_s")
     k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
     for c in part.consts:
-        k.w(f"b_d{c} = tl.zeros({k.shape(part.consts[c])}, tl.float32)")
+        k.w(f"{k.dblk('const', c)} = tl.zeros({k.shape(part.consts[c])}, tl.float32)")
     loads = _token_loads(k, part, g, order)
     k.w("for s in range(CHUNK):")
     k.w("t = i_s * CHUNK + s", 2)
@@ -440,18 +457,18 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str, kind: str = "tok
         val = f"b{bwd.d_inputs[n]}" + (
             f" + tl.zeros({k.shape(ax)}, tl.float32)" if g[bwd.d_inputs[n]].op is Op.EXPAND else ""
         )
-        _store_token(k, f"p_d{n}", ax, val, 2, cast=True)
+        _store_token(k, k.dptr("in", n), ax, val, 2, cast=True)
     for c in part.consts:  # tokens past T loaded zeros: their terms may not be finite, so mask them
-        k.w(f"b_d{c} += tl.where(z0 + t < T, b{bwd.d_consts[c]}, 0.0)", 2)
+        k.w(f"{k.dblk('const', c)} += tl.where(z0 + t < T, b{bwd.d_consts[c]}, 0.0)", 2)
     for c, ax in part.consts.items():
-        numel = math.prod(plan.sizes[a] for a in ax)
-        k.w(f"tl.store(p_d{c} + pid * {numel} + {k.offset(ax)}, b_d{c}, mask={k.mask(ax)})")
+        at = f"{k.dptr('const', c)} + pid * {_numel(plan, ax)} + {k.offset(ax)}"
+        k.w(f"tl.store({at}, {k.dblk('const', c)}, mask={k.mask(ax)})")
     return "\n".join(k.lines)
 
 
 def _store_token(k: _Kernel, ptr: str, ax, val: str, indent: int, cast: bool) -> None:
-    numel = math.prod(k.plan.sizes[a] for a in ax)
     mask = " & ".join(m for m in (k.mask(ax) if ax else None, "(z0 + t < T)") if m)
     if cast:
         val = f"({val}).to({ptr}.dtype.element_ty)"
-    k.w(f"tl.store({ptr} + (i_b * T + t) * {numel} + {k.offset(ax)}, {val}, mask={mask})", indent)
+    at = f"{ptr} + (i_b * T + t) * {_numel(k.plan, ax)} + {k.offset(ax)}"
+    k.w(f"tl.store({at}, {val}, mask={mask})", indent)
