@@ -10,6 +10,8 @@ from archdsl.checker import instantiate
 from archdsl.parser import parse_file
 from archdsl.specs_path import resolve_spec
 
+from .names import module_name
+
 
 def add_arguments(p) -> None:
     p.add_argument("spec", help="a .rnn file or the name of a bundled spec")
@@ -19,47 +21,29 @@ def add_arguments(p) -> None:
     p.add_argument("--chunk", type=int, default=16, help="checkpoint stride C of the backward (default 16)")
     p.add_argument("--tile", type=int, help="block of the split axis (default: measured on the GPU)")
     p.add_argument("--warps", type=int, help="warps per program (default: measured on the GPU)")
+    p.add_argument("--strategy", help="force an execution strategy (default: the first that applies)")
 
 
 def run(args) -> int:
-    from archdsl.codegen import build_cell
+    from archdsl.codegen import applicable, build_cell
+
+    from archdsl.autodiff import extract_cell
 
     layer = instantiate(parse_file(resolve_spec(args.spec)), args.preset, parse_sets(args.set)).layer
-    cc = build_cell(layer, args.chunk, args.tile, args.warps)
-    info = cc.plan.describe(cc.cell.states)
+    cc = build_cell(layer, args.chunk, args.tile, args.warps, args.strategy)
     settings = ", ".join(f"{k}={v}" for k, v in {**layer.hypers, **layer.choices}.items())
     print(f"{layer.name}: compiled ({settings})")
-    print(f"  strategy       {getattr(cc, 'strategy', info['strategy'])}")
-    if "rows_per_program" in info:  # the persistent dense recurrence
-        print(
-            f"  grid           {info['programs']} programs per batch block, each "
-            f"{info['rows_per_program']} rows of axis {info['split_axes'][0]}; blocks {info['blocks']}"
-        )
-        print("  launches       one per direction while the grid fits the GPU's SMs, else one per step")
-        print("  backward       every state and contraction stored; each matrix's gradient one GEMM")
-        print(f"  warps          {info['num_warps']}")
-        print(f"  kernel hash    {cc.hash} (IR {layer.fingerprint()})")
-        print(f"  module         {cc.path}")
-        return _write(args, layer, cc)
-    print(
-        f"  grid           {info['grid']} programs; split axes {', '.join(info['split_axes']) or '-'}; "
-        f"blocks {info['blocks']}"
-    )
-    if getattr(cc, "readout", None) is not None:
-        axes = ", ".join(cc.readout.part.inputs[cc.readout_input])
-        print(f"  readout        y from {cc.readout_input}[{axes}] in parallel kernels after the loop")
-    if getattr(cc, "hoisted", None):
-        print(f"  per-token      {' '.join(cc.hoisted)} computed in parallel kernels, read by the loop")
-    print(f"  state/program  {info['state_bytes_per_program']:,} bytes in registers (fp32)")
-    print(f"  checkpoints    every {info['checkpoint_stride']} steps (backward recomputes each segment once)")
-    print(
-        f"  warps          {info['num_warps']}"
-        + (
-            ""
-            if args.tile or args.warps
-            else " (default; `archdsl train` measures tile and warps on the GPU)"
-        )
-    )
+    tuned = False
+    for entry, reason in applicable(layer, extract_cell(layer)):
+        if entry.name == cc.strategy:
+            tuned = entry.tunable and not (args.tile or args.warps)
+            print(f"  strategy       {entry.name}: {entry.summary}")
+            break
+        print(f"  not {entry.name:<10} {reason}")
+    for label, text in cc.describe():
+        print(f"  {label:<14} {text}")
+    if tuned:
+        print("  tuning         tile and warps above are defaults; `archdsl train` measures them on the GPU")
     print(f"  kernel hash    {cc.hash} (IR {layer.fingerprint()})")
     print(f"  module         {cc.path}")
     return _write(args, layer, cc)
@@ -69,7 +53,7 @@ def _write(args, layer, cc) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        dest = out / f"{layer.name}_{cc.hash}.py"
+        dest = out / f"{module_name(layer.name)}_{cc.hash}.py"
         shutil.copyfile(cc.path, dest)
         print(f"  written        {dest}")
     return 0

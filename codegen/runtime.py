@@ -55,6 +55,22 @@ class CompiledCell:
         self.const_names = list(cell.consts)
         self.state_names = list(cell.states)
 
+    strategy = "loop"
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(label, text) lines for ``archdsl compile``: the plan of the loop."""
+        info = self.plan.describe(self.cell.states)
+        split = ", ".join(info["split_axes"]) or "-"
+        return [
+            ("grid", f"{info['grid']} programs; split axes {split}; blocks {info['blocks']}"),
+            ("state/program", f"{info['state_bytes_per_program']:,} bytes in registers (fp32)"),
+            (
+                "checkpoints",
+                f"every {info['checkpoint_stride']} steps (backward recomputes each segment once)",
+            ),
+            ("warps", str(info["num_warps"])),
+        ]
+
     def __call__(self, inputs, frontier, state0=None):
         xs = [inputs[n].contiguous() for n in self.input_names]
         cs = [frontier[self.cell.const_source[c]].contiguous() for c in self.const_names]
@@ -328,7 +344,7 @@ class HoistedCell:
     ):
         self.core, self.cell, self.token, self.readout = core, cell, token, readout
         self.plan, self.module, self.hash, self.path = core.plan, core.module, core.hash, core.path
-        self.strategy = core.plan.strategy
+        self.strategy = core.strategy
         self.hoisted = (
             [f"{o}[{', '.join(token.part.output_axes(o))}]" for o in token.part.outputs] if token else []
         )
@@ -336,6 +352,19 @@ class HoistedCell:
         self.readout_input = (
             next((n for n in readout.part.inputs if n not in cell.inputs), None) if readout else None
         )
+
+    def describe(self) -> list[tuple[str, str]]:
+        lines = self.core.describe()
+        if self.readout is not None:
+            axes = ", ".join(self.readout.part.inputs[self.readout_input])
+            lines.insert(
+                1, ("readout", f"y from {self.readout_input}[{axes}] in parallel kernels after the loop")
+            )
+        if self.hoisted:
+            lines.insert(
+                1, ("per-token", f"{' '.join(self.hoisted)} computed in parallel kernels, read by the loop")
+            )
+        return lines
 
     def __call__(self, inputs, frontier, state0=None):
         values = dict(inputs)

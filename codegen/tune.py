@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import torch
 
@@ -37,11 +38,17 @@ def _store(key: str, value) -> None:
 
 
 class TunedCell:
-    """A compiled cell whose tile and warps are chosen by measurement on the first CUDA call."""
+    """A compiled cell of a tunable strategy whose tile and warps are chosen by measurement on the
+    first CUDA call (on the CPU: the default plan)."""
 
-    def __init__(self, layer, chunk: int, build):
-        self.layer, self.chunk, self.build = layer, chunk, build
+    def __init__(self, layer, cell, strategy, opts):
+        self.layer, self.cell, self.strategy_entry, self.opts = layer, cell, strategy, opts
         self.chosen = None
+
+    def build(self, tile, warps):
+        return self.strategy_entry.build(
+            self.layer, self.cell, replace(self.opts, tile=tile, num_warps=warps)
+        )
 
     def __call__(self, inputs, frontier, state0=None):
         if self.chosen is None:
@@ -50,20 +57,20 @@ class TunedCell:
 
     def _choose(self, inputs, frontier):
         x = next(iter(inputs.values()))
-        default = self.build(self.layer, self.chunk, None, None)
-        if x.device.type != "cuda" or not hasattr(default, "module"):
-            return default  # on the CPU, or a dense cell (whose GEMMs dominate): the default plan
+        default = self.build(None, None)
+        if x.device.type != "cuda":
+            return default
         # the default plan's source hash: a new code generator retunes rather than reuse old choices
-        key = f"{default.hash}|C{self.chunk}|{torch.cuda.get_device_name(x.device)}|B{x.shape[0]}"
+        key = f"{default.hash}|C{self.opts.chunk}|{torch.cuda.get_device_name(x.device)}|B{x.shape[0]}"
         cached = _load().get(key)
         if cached:
-            return self.build(self.layer, self.chunk, *cached)
+            return self.build(*cached)
         from triton.testing import do_bench
 
         short = {k: v[:, :TUNE_T].detach().requires_grad_(True) for k, v in inputs.items()}
         cands, seen = [], set()
         for tile, warps in CANDIDATES:
-            cc = self.build(self.layer, self.chunk, tile, warps)
+            cc = self.build(tile, warps)
             if (cc.plan.n_tiles, warps) not in seen:
                 seen.add((cc.plan.n_tiles, warps))
                 cands.append((tile, warps, cc))

@@ -24,6 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=17, help="sequence length T")
     p.add_argument("--chunk", type=int, default=4, help="checkpoint stride (small: exercise the segments)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", help="force an execution strategy (default: the first that applies)")
 
 
 def run(args) -> int:
@@ -43,7 +44,8 @@ def run(args) -> int:
     layer = instantiate(parse_file(resolve_spec(args.spec)), args.preset, parse_sets(args.set)).layer
     torch.manual_seed(args.seed)
     ref = RecurrentLayer(layer, seed=args.seed).to(device)
-    ker = RecurrentLayer(layer, backend="triton", seed=args.seed, chunk=args.chunk).to(device)
+    ker = RecurrentLayer(layer, backend="triton", seed=args.seed, chunk=args.chunk, strategy=args.strategy)
+    ker = ker.to(device)
     ker.load_state_dict(ref.state_dict())
     B, T = args.batch, args.steps
     x = torch.randn(B, T, layer.dim, device=device)

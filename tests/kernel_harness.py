@@ -31,12 +31,21 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, tol: f
 
 
 def compare_backends(
-    layer, B: int, T: int, dtype=torch.float32, seed: int = 0, chunk: int = 4, device: str = "cpu"
+    layer,
+    B: int,
+    T: int,
+    dtype=torch.float32,
+    seed: int = 0,
+    chunk: int = 4,
+    device: str = "cpu",
+    strategy: str | None = None,
 ) -> dict[str, float]:
-    """Run reference and compiled layers with the same weights; assert everything agrees."""
+    """Run reference and compiled layers with the same weights; assert everything agrees.
+    ``strategy``: the execution strategy to compile with (default: the first that applies)."""
     torch.manual_seed(seed)
     ref = RecurrentLayer(layer, seed=seed).to(device)
-    ker = RecurrentLayer(layer, backend="triton", seed=seed, chunk=chunk, tile=None, num_warps=1).to(device)
+    opts = dict(chunk=chunk, tile=None, num_warps=1, strategy=strategy)
+    ker = RecurrentLayer(layer, backend="triton", seed=seed, **opts).to(device)
     ker.load_state_dict(ref.state_dict())
     x = torch.randn(B, T, layer.dim, device=device)
     h0 = {

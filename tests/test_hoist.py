@@ -1,20 +1,16 @@
 """Hoisting the per-token part of a step out of the sequential loop (codegen/hoist.py)."""
 
-import os
+import pytest
+import torch
+from archdsl.codegen import build_cell
+from archdsl.codegen.hoist import hoist
+from archdsl.codegen.runtime import HoistedCell
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from archdsl.codegen import build_cell  # noqa: E402
-from archdsl.codegen.hoist import hoist  # noqa: E402
-from archdsl.codegen.runtime import HoistedCell  # noqa: E402
-
-from archdsl.autodiff import extract_cell  # noqa: E402
-from archdsl.checker import instantiate  # noqa: E402
-from archdsl.ir import Op  # noqa: E402
-from archdsl.layer import RecurrentLayer  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
+from archdsl.autodiff import extract_cell
+from archdsl.checker import instantiate
+from archdsl.ir import Op
+from archdsl.layer import RecurrentLayer
+from archdsl.parser import parse_file
 
 
 def e88(**ov):
@@ -70,13 +66,13 @@ output y
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_hoisted_equals_loop(dtype):
     """The same cell with its per-token part hoisted and computed in the loop: same numbers."""
-    from archdsl.codegen import _build
+    from archdsl.codegen.loop import build_loop
+    from archdsl.codegen.strategies import Options
 
     layer = e88(gate="sigmoid")
     cell = extract_cell(layer)
-    part, core = hoist(cell)
-    hoisted = _build(layer, core, 4, None, 1, {"token": part}, cell)
-    looped = _build(layer, cell, 4, None, 1)
+    hoisted = build_loop(layer, cell, Options(4, None, 1))
+    looped = build_loop(layer, cell, Options(4, None, 1), parts=False)
     assert isinstance(hoisted, HoistedCell) and not isinstance(looped, HoistedCell)
     m = RecurrentLayer(layer, seed=0)
     front = {k: v.detach().clone().requires_grad_(True) for k, v in m.frontier_values().items()}
@@ -97,7 +93,7 @@ def test_hoisted_equals_loop(dtype):
 def test_build_cell_hoists_e88_and_reports_it():
     cc = build_cell(e88(), 4, None, 1)
     assert isinstance(cc, HoistedCell)
-    assert cc.strategy == "fused sequential loop"
+    assert cc.strategy == "loop"
     assert sorted(cc.hoisted) == ["t0[h]", "t1[h, i]", "t2[h, j]", "t3[h, i]"]
     source = cc.path.read_text()
     assert "e88_token_fwd_kernel" in source and "Per-token values hoisted" in source

@@ -1,17 +1,13 @@
 """Every spec in specs/: the generated Triton kernels (CPU interpreter) against the reference."""
 
-import os
 from pathlib import Path
 
 import pytest
+import torch
+from kernel_harness import compare_backends
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import torch  # noqa: E402
-from kernel_harness import compare_backends  # noqa: E402
-
-from archdsl.checker import declarations, instantiate  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
+from archdsl.checker import declarations, instantiate
+from archdsl.parser import parse_file
 
 SPECS = sorted(Path(__file__).resolve().parents[1].glob("specs/*.rnn"))
 

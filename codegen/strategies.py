@@ -1,0 +1,158 @@
+"""Execution strategies: one ordered list behind one protocol, tried in order.
+
+Each entry says, for a cell, why it does not apply (``None``: it does) and builds the compiled cell.
+``choose`` takes the first entry that applies, or the one a caller names (``--strategy``), with its
+reason when it cannot run that cell. Every compiled cell answers the same protocol (``Compiled``), so
+no caller needs to know which entry built it.
+
+=============  =================================================================================
+persistent     a learned matrix mixes the whole state (E1, LSTM, GRU): one persistent launch per
+               direction, the matrix product by ``tl.dot`` inside, a grid barrier per step
+dense          the same cells where the persistent layout does not fit: a GEMM per step and a
+               fused kernel for the rest of the step
+loop           everything else: the fused sequential loop, the state in registers, per-token work
+               hoisted before it and a mixing readout after it
+=============  =================================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from archdsl.autodiff import Cell
+from archdsl.errors import ArchdslError
+from archdsl.ir import LayerIR
+
+from .dense import find_matvecs
+from .plan import make_plan
+
+
+class Compiled(Protocol):
+    """What every strategy builds."""
+
+    strategy: str  # the entry's name
+    hash: str  # of the generated module's source
+    path: Path  # the generated module
+
+    def __call__(self, inputs: dict, frontier: dict, state0: dict | None = None) -> tuple: ...
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(label, text) lines for ``archdsl compile``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Options:
+    chunk: int = 16  # the backward's checkpoint stride (loop), the chunk length (chunked)
+    tile: int | None = None  # block of the split axis, or rows per program
+    num_warps: int | None = None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    summary: str  # one line, for `archdsl compile` and the docs
+    tunable: bool  # tile and warps measured on the first CUDA call (codegen/tune.py)
+    why_not: Callable[[LayerIR, Cell], str | None]
+    build: Callable[[LayerIR, Cell, Options], Compiled]
+
+
+def _matvecs(cell: Cell):
+    return find_matvecs(cell, make_plan(cell).block)
+
+
+def _persistent_why_not(layer: LayerIR, cell: Cell) -> str | None:
+    from .dense import step_cell
+    from .persistent import dense_layout
+
+    matvecs = _matvecs(cell)
+    if not matvecs:
+        return "no learned matrix too large for the registers mixes the state"
+    if dense_layout(cell, matvecs, step_cell(cell, matvecs)) is None:
+        return (
+            "a contraction does not read a state renamed onto its axis, or the rest of the step "
+            "mixes the state's rows"
+        )
+    return None
+
+
+def _build_persistent(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
+    from .persistent import build_persistent
+
+    return build_persistent(layer, cell, _matvecs(cell), opts.tile, opts.num_warps)
+
+
+def _dense_why_not(layer: LayerIR, cell: Cell) -> str | None:
+    return None if _matvecs(cell) else "no learned matrix too large for the registers mixes the state"
+
+
+def _build_dense(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
+    from .dense import DenseCell, step_cell
+    from .loop import build_loop
+
+    matvecs = _matvecs(cell)
+    step = build_loop(layer, step_cell(cell, matvecs), Options(1, opts.tile, opts.num_warps), parts=False)
+    return DenseCell(cell, matvecs, step)
+
+
+def _loop_why_not(layer: LayerIR, cell: Cell) -> str | None:
+    matvecs = _matvecs(cell)
+    if matvecs:
+        sizes = ", ".join(f"{m.const}[{', '.join(cell.consts[m.const])}]" for m in matvecs)
+        return f"a learned matrix mixes the state ({sizes}): too large to keep in every program's registers"
+    return None
+
+
+def _build_loop(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
+    from .loop import build_loop
+
+    return build_loop(layer, cell, opts)
+
+
+STRATEGIES: list[Strategy] = [
+    Strategy(
+        "persistent",
+        "persistent dense recurrence (matrices x state by tl.dot in-kernel, grid barrier per step)",
+        False,  # its defaults come from its own H100 sweep (benchmarks/dense.py)
+        _persistent_why_not,
+        _build_persistent,
+    ),
+    Strategy(
+        "dense",
+        "dense recurrent matmul (per-step GEMM + fused step kernel)",
+        False,
+        _dense_why_not,
+        _build_dense,
+    ),
+    Strategy("loop", "fused sequential loop", True, _loop_why_not, _build_loop),
+]
+
+
+def by_name(name: str) -> Strategy:
+    for s in STRATEGIES:
+        if s.name == name:
+            return s
+    known = ", ".join(s.name for s in STRATEGIES)
+    raise ArchdslError(f"--strategy: unknown strategy '{name}'; choose one of {known}")
+
+
+def applicable(layer: LayerIR, cell: Cell) -> list[tuple[Strategy, str | None]]:
+    """Every strategy with why it does not apply to this cell (None where it does), in order."""
+    return [(s, s.why_not(layer, cell)) for s in STRATEGIES]
+
+
+def choose(layer: LayerIR, cell: Cell, name: str | None = None) -> Strategy:
+    """The first strategy that applies, or the named one (an error says why it cannot run this cell)."""
+    if name is not None:
+        strategy = by_name(name)
+        reason = strategy.why_not(layer, cell)
+        if reason is not None:
+            raise ArchdslError(f"--strategy {name} does not apply to '{layer.name}': {reason}")
+        return strategy
+    for strategy, reason in applicable(layer, cell):
+        if reason is None:
+            return strategy
+    raise AssertionError("the loop applies to every cell the others refuse")
