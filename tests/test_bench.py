@@ -11,7 +11,7 @@ from archdsl import bench
 from archdsl.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-VAL = ROOT.parent / "shared" / "data" / "corpus-val.txt.xz"
+VAL = ROOT / "tests" / "data" / "corpus-val.txt.xz"
 
 FAKE_TRAIN = textwrap.dedent("""
     # Stands in for 'archdsl train': writes <out>/result.json like the trainer, or fails like it.
@@ -180,9 +180,8 @@ def test_dry_run_prints_the_solved_sizes(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not VAL.exists(), reason="the team corpus is not in ../shared/data")
 def test_bench_trains_for_real(tmp_path):
-    """A spec and a baseline, two seconds each, through the real 'archdsl train' on the team corpus."""
+    """A spec and a baseline, two seconds each, through the real 'archdsl train' on the test corpus."""
     out = tmp_path / "bench"
     rc = main(
         [

@@ -1,4 +1,4 @@
-"""The fixed-budget trainer on the CPU: E88 and a baseline learn on the team corpus; a SIGTERM
+"""The fixed-budget trainer on the CPU: E88 and a baseline learn on the test corpus (tests/data); a SIGTERM
 checkpoints and --resume finishes the same budget (exactly, step for step); a non-finite loss or
 gradient stops the run naming the step and the tensor; bad flags are clear errors."""
 
@@ -19,16 +19,16 @@ from archdsl import cli, model
 from archdsl.model import ModelConfig
 from archdsl.train import Pruned, TrainConfig, train
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data"
+CORPUS = Path(__file__).resolve().parent / "data"
 VAL = str(CORPUS / "corpus-val.txt.xz")
 
 
 @pytest.fixture(scope="module")
 def corpus_slice(tmp_path_factory) -> str:
-    """The first 2 MB of the team's training text."""
-    path = tmp_path_factory.mktemp("corpus") / "train-head.txt"
-    with lzma.open(CORPUS / "corpus-train-1.txt.xz") as f:
-        path.write_bytes(f.read(2_000_000))
+    """The test corpus's training text, decompressed."""
+    path = tmp_path_factory.mktemp("corpus") / "train.txt"
+    with lzma.open(CORPUS / "corpus-train.txt.xz") as f:
+        path.write_bytes(f.read())
     return str(path)
 
 
