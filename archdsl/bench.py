@@ -173,6 +173,7 @@ def train_command(cfg, args, out: Path) -> list[str]:
         cfg.model,
         "--out",
         str(out),
+        "--force",  # a benchmark measures anew: it replaces a run left in its folder by an earlier one
         "--depth",
         str(cfg.depth),
         "--seed",

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from archdsl import cli, model
+from archdsl import checkpoint, cli, model
 from archdsl.model import ModelConfig
 from archdsl.train import Pruned, TrainConfig, train
 
@@ -66,7 +65,7 @@ def check_learned(r, out: Path, first_loss_above: float = 4.5):
     assert env["device"] == "cpu" and "commit" in env["git"]
     events = [json.loads(line)["event"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert events[0] == "start" and {"step", "eval", "checkpoint"} <= set(events) and events[-1] == "end"
-    assert (out / "checkpoint.pt").is_file()
+    assert (out / "checkpoint.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -141,7 +140,7 @@ def test_on_report_can_prune(tmp_path):
     assert [f for f, _ in seen] == [0.2, 0.5] and r.reports == seen
     assert r.status == "pruned" and r.steps == 5 and r.val_bpb == seen[-1][1] and 0 < r.val_bpb < 9
     assert r.message == "pruned at 50% of the budget behind the median"
-    assert not (tmp_path / "checkpoint.pt").exists() and (tmp_path / "result.json").exists()
+    assert not (tmp_path / "checkpoint.safetensors").exists() and (tmp_path / "result.json").exists()
 
 
 def test_sigterm_mid_run_then_resume_same_budget(tmp_path, capsys):
@@ -189,7 +188,7 @@ def test_sigterm_mid_run_then_resume_same_budget(tmp_path, capsys):
     assert proc.returncode == 130, output
     first = json.loads((out / "result.json").read_text())
     assert first["status"] == "interrupted" and 10 <= first["steps"] < 150, first["message"]
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = checkpoint.read(out / "checkpoint.safetensors")
     assert ckpt["progress"]["step"] == first["steps"]  # nothing lost: the signal checkpointed
     again = [a for a in cmd[3:] if a != "--no-progress"] + ["--resume"]  # the same command, resumed
     assert cli.main(again) == 0  # (in this process, to save a start-up)
