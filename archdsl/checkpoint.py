@@ -229,7 +229,7 @@ def check_identity(path: Path, saved: dict, now: dict) -> None:
 def _short(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_short(x) for x in v) + "]"
-    return str(v)[:12] if v is not None else "none"
+    return str(v).split(":")[-1][:12] if v is not None else "none"
 
 
 def _plain(d: dict) -> dict:
