@@ -210,10 +210,11 @@ def load(path: Path, model_cfg, cfg) -> dict:
 def check_identity(path: Path, saved: dict, now: dict) -> None:
     """Refuse a resume whose spec text or data differ in content from the checkpoint's."""
     diffs = []
-    if saved.get("model") != now["model"]:
-        diffs.append(
-            f"the model's spec text changed (sha256 {_short(saved.get('model'))}, now {_short(now['model'])})"
-        )
+    was, model = str(saved.get("model")), str(now["model"])
+    if was != model and was.startswith("sha256:") and model.startswith("sha256:"):
+        diffs.append(f"the model's spec text changed (sha256 {_short(was)}, now {_short(model)})")
+    elif was != model:
+        diffs.append(f"the model changed (was {_short(was)}, now {_short(model)})")
     for key in ("data", "val"):
         if saved.get(key) != now[key]:
             diffs.append(
