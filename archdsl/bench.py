@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import re
 import shlex
@@ -22,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from archdsl import budget
+from archdsl import budget, trainlog
 from archdsl.errors import ArchdslError, did_you_mean
 
 COLUMNS = (
@@ -173,6 +172,7 @@ def train_command(cfg, args, out: Path) -> list[str]:
         cfg.model,
         "--out",
         str(out),
+        "--force",  # a benchmark measures anew: it replaces a run left in its folder by an earlier one
         "--depth",
         str(cfg.depth),
         "--seed",
@@ -238,7 +238,7 @@ def run_one(entry: Entry, args, out: Path, echo=print) -> dict:
     if watchdog and watchdog.finished.is_set() and rc != 0:
         return {"status": "failed", "message": f"stopped after {timeout:.0f} s (--timeout)"}
     if result_path.exists():  # a run that stopped early (non-finite, interrupted) says so in its status
-        return json.loads(result_path.read_text())
+        return trainlog.loads(result_path.read_text())  # strict JSON: "NaN" strings become floats
     reason = next((t for t in reversed(tail) if t.startswith("error") or ": error:" in t), None)
     reason = reason or next((t for t in reversed(tail) if t.strip()), "no output")
     return {"status": "failed", "message": f"exit status {rc}: {reason}"}
@@ -333,7 +333,7 @@ def write_results(out: Path, rows, results, args, argv) -> None:
         "rows": rows,
         "runs": results,
     }
-    (out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
+    (out / "results.json").write_text(trainlog.dumps(doc, indent=1))
     curves = {r["model"]: results[r["model"]].get("curve") or [] for r in rows if r["model"] in results}
     plot_loss(curves, out / "loss_vs_time.png", title)
 

@@ -45,10 +45,13 @@ def _write_atomic(target: Path, chunks) -> None:
     """Write to a temporary name and rename, so concurrent readers never see half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
 
 
 def decompressed(path: Path) -> Path:
@@ -64,7 +67,7 @@ def decompressed(path: Path) -> Path:
 
         try:
             _write_atomic(target, chunks())
-        except lzma.LZMAError as e:
+        except (lzma.LZMAError, EOFError) as e:  # EOFError: a truncated file
             raise ArchdslError(f"{path}: not a valid .xz file ({e})") from None
     return target
 
@@ -74,6 +77,13 @@ def open_bytes(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ArchdslError(f"no such data file: {path}")
+    try:
+        return _open_bytes(p, str(path))
+    except OSError as e:
+        raise ArchdslError(f"cannot read data file {path}: {e.strerror or e}") from None
+
+
+def _open_bytes(p: Path, path: str) -> np.ndarray:
     if p.suffix == ".xz":
         return open_bytes(decompressed(p))
     if p.suffix == ".npy":

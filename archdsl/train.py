@@ -3,13 +3,13 @@
 ``train()`` builds the model, warms it up (and compiles it, if asked) before the clock starts, then
 resets it to its initial weights; the clock times training steps only (with a device sync), never
 warm-up, evaluation or checkpoints. Held-out bits per byte are measured off the clock on a fixed
-number of bytes. Every run writes ``<out>/log.jsonl``, ``<out>/checkpoint.pt`` and
-``<out>/result.json`` (``asdict(TrainResult)``).
+number of bytes. Every run writes ``<out>/log.jsonl``, ``<out>/checkpoint.safetensors`` and
+``<out>/result.json`` (``asdict(TrainResult)``), holding a lock on ``<out>`` while it runs
+(rundir.py: one run per folder; a finished run is replaced only with ``force``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from archdsl import checkpoint
+from archdsl import checkpoint, trainlog
 from archdsl.data import ByteData, bits_per_byte, default_corpus
 from archdsl.errors import ArchdslError
 from archdsl.nonfinite import diagnose
+from archdsl.rundir import LOG, RunDir, cut_log, identity
 from archdsl.runinfo import environment
 from archdsl.trainlog import RunLog
 
@@ -65,12 +66,13 @@ class TrainConfig:
     val_fraction: float = 0.01  # size of that tail
     eval_bytes: int = 1_000_000  # held-out bytes scored per evaluation (fixed, so runs compare)
     device: str = "auto"  # "cuda" | "cpu" | "auto" (cuda when available)
-    out: str = "runs/train"  # run directory: log.jsonl, checkpoint.pt, result.json
+    out: str = "runs/train"  # run directory: log.jsonl, checkpoint.safetensors, result.json
     seed: int = 0  # data sampling and torch RNG (the model's init has its own seed)
     log_every: int = 10  # steps per log line and curve point
     checkpoint_every: float | None = 600.0  # wall seconds between checkpoints; None = end and signals only
     checkpoint: bool = True  # write checkpoints at all (a search trial may not need them)
-    resume: bool = False  # continue <out>/checkpoint.pt with the same total budget
+    resume: bool = False  # continue <out>/checkpoint.safetensors with the same total budget
+    force: bool = False  # replace a run already in <out> (without it, such a run is refused)
     progress: bool = True  # progress bar on a terminal, plain lines otherwise; False = silent
     report_fractions: tuple[float, ...] = ()  # budget fractions at which to evaluate and call on_report
     warm_steps: int = 2  # steps run (then undone) before the clock starts
@@ -141,15 +143,23 @@ class Trainer:
     """One run: built in ``__init__`` (nothing timed), trained in ``run``."""
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig):
-        from archdsl.model import build_model
-
         self.t0 = time.perf_counter()
         self.model_cfg, self.cfg = model_cfg, resolve(cfg)
         cfg = self.cfg
         self.out = Path(cfg.out)
-        # a resume checks its checkpoint before anything is built
-        self.resumed = checkpoint.load(self.out / "checkpoint.pt", model_cfg, cfg) if cfg.resume else None
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.dir = RunDir.open(self.out, cfg.resume, cfg.force)  # one run per folder, none overwritten
+        try:
+            self.build(model_cfg, cfg)
+        except BaseException:
+            self.dir.close()
+            raise
+
+    def build(self, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+        from archdsl.model import build_model
+
+        path = self.out / checkpoint.NAME
+        # a resume checks its checkpoint's settings before anything is built, its identity after
+        self.resumed = checkpoint.load(path, model_cfg, cfg) if cfg.resume else None
         train_files, val = (list(cfg.data), cfg.val) if cfg.data else default_corpus()
         self.data = ByteData(train_files, val, val_fraction=cfg.val_fraction, seed=cfg.seed)
         self.device = torch.device(cfg.device)
@@ -164,9 +174,13 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
         self.info = dict(getattr(model, "info", {}))
         self.params = int(self.info.get("params") or sum(p.numel() for p in model.parameters()))
+        self.identity = identity(self.info, train_files, val) if cfg.checkpoint or cfg.resume else {}
+        if self.resumed is not None:
+            checkpoint.check_identity(path, self.resumed["identity"], self.identity)
+            cut_log(self.out / LOG, self.resumed["progress"]["step"])
         self.progress = checkpoint.Progress()
         self.wall_base = 0.0  # wall seconds of the segments before a resume
-        self.log = RunLog(self.out / "log.jsonl", cfg.progress, append=cfg.resume)
+        self.log = RunLog(self.out / LOG, cfg.progress, append=cfg.resume)
 
     # ---- one step, one evaluation --------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -279,11 +293,11 @@ class Trainer:
                 return self.finish(opt, status, message, bpb, on_report)
             finally:
                 self.log.close()
+                self.dir.close()
 
     def loop(self, opt, stop, on_report) -> tuple[str, str, float | None]:
         """Timed steps until the budget is spent; returns (status, message, bpb of a pruning report)."""
         cfg, p = self.cfg, self.progress
-        pending: list[float] = []  # losses since the last curve point
         last_save = time.monotonic()
         done = p.reports[-1][0] if p.reports else 0.0
         fractions = [f for f in cfg.report_fractions if done < f < 1.0]
@@ -299,11 +313,11 @@ class Trainer:
                 return "nonfinite", self.nonfinite_message(loss, norm, x), None
             p.step, p.tokens = p.step + 1, p.tokens + cfg.batch * cfg.seq
             p.losses = (p.losses + [loss])[-LAST:]
-            pending.append(loss)
+            p.pending.append(loss)  # in the checkpoint: a signal loses no curve point
             self.log.update(self.fraction(), p.step, loss, p.tokens / p.train_s)
             if p.step % cfg.log_every == 0:
-                self.log_step(pending)
-                pending = []
+                self.log_step(p.pending)
+                p.pending = []
             while fractions and self.fraction() >= fractions[0]:
                 try:
                     self.report(opt, fractions.pop(0), on_report)
@@ -314,8 +328,9 @@ class Trainer:
             if every and time.monotonic() - last_save >= every:
                 self.save(opt)
                 last_save = time.monotonic()
-        if pending:
-            self.log_step(pending)
+        if p.pending:
+            self.log_step(p.pending)
+            p.pending = []
         return "ok", "", None
 
     def log_step(self, losses: list[float]) -> None:
@@ -342,12 +357,20 @@ class Trainer:
     # ---- checkpoints and the result -------------------------------------------------------------
     def save(self, opt) -> None:
         self.progress.wall_s = self.wall_base + time.perf_counter() - self.t0
-        checkpoint.save(self.out / "checkpoint.pt", self.model, opt, self.progress, self.model_cfg, self.cfg)
+        checkpoint.save(
+            self.out / checkpoint.NAME,
+            self.model,
+            opt,
+            self.progress,
+            self.model_cfg,
+            self.cfg,
+            self.identity,
+        )
         self.log.event("checkpoint", step=self.progress.step, train_s=round(self.progress.train_s, 3))
 
     def resume_from(self, blob: dict, opt) -> None:
         self.resumed = None  # not kept in memory for the whole run
-        self.progress = checkpoint.restore(blob, self.model, opt)
+        self.progress = checkpoint.restore(blob, self.model, opt, self.out / checkpoint.NAME)
         self.wall_base = self.progress.wall_s
         self.log.event("resume", step=self.progress.step, train_s=round(self.progress.train_s, 3))
         self.log.say(
@@ -370,7 +393,7 @@ class Trainer:
             self.save(opt)
         result = self.result(status, message, bpb)
         tmp = self.out / "result.json.tmp"
-        tmp.write_text(json.dumps(asdict(result), indent=1, default=str) + "\n")
+        tmp.write_text(trainlog.dumps(asdict(result), indent=1) + "\n")
         tmp.replace(self.out / "result.json")
         self.log.event("end", **{k: v for k, v in asdict(result).items() if k not in LONG_FIELDS})
         return result

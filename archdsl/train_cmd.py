@@ -1,6 +1,7 @@
 """``archdsl train MODEL [--preset NAME | --params 100M --heads 12 --n 32 --depth 20 --set k=v …]
 (--minutes M | --steps N | --tokens N) [--data PATH…] [--val PATH] [--device cuda|cpu] [--out DIR]
-[--resume] [--backend reference|triton] [--batch --seq --lr --optimizer --precision --weights --seed]``."""
+[--resume | --force]
+[--backend reference|triton] [--batch --seq --lr --optimizer --precision --weights --seed]``."""
 
 from __future__ import annotations
 
@@ -52,8 +53,12 @@ def add_arguments(p) -> None:
     )
     t.add_argument("--device", default="auto", help="cuda | cpu (default: cuda when available)")
     t.add_argument("--out", help="run directory (default runs/MODEL[-PRESET])")
-    t.add_argument(
+    again = t.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume", action="store_true", help="continue the checkpoint in --out, same total budget"
+    )
+    again.add_argument(
+        "--force", action="store_true", help="replace the run already in --out (its files are removed)"
     )
     t.add_argument("--batch", type=int, default=32, help="windows per step (default 32)")
     t.add_argument("--seq", type=int, default=512, help="bytes per window (default 512)")
@@ -118,6 +123,7 @@ def configs(args):
         log_every=args.log_every,
         checkpoint_every=args.checkpoint_every or None,
         resume=args.resume,
+        force=args.force,
         progress=not args.no_progress,
         compile=args.compile,
         threads=args.threads,

@@ -3,16 +3,53 @@
 Every line of ``<out>/log.jsonl`` is one JSON object whose first key is ``event`` (``start``,
 ``step``, ``eval``, ``report``, ``checkpoint``, ``resume``, ``nonfinite``, ``end``), so
 ``grep '"event": "eval"' runs/*/log.jsonl`` finds every held-out number.
+
+Both files are strict JSON: a non-finite number (a diverged loss) is written as the string ``"NaN"``,
+``"Infinity"`` or ``"-Infinity"``, never as a bare ``NaN`` that other JSON readers reject;
+:func:`loads` reads those strings back as floats.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 PLAIN_EVERY_S = 10.0  # without a terminal, print a plain status line at most this often
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _finite(x):
+    """``x`` with every non-finite float replaced by its name (tuples become lists, as JSON has them)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def dumps(obj, **kw) -> str:
+    """Strict JSON (non-finite numbers as strings; other objects as ``str``)."""
+    return json.dumps(_finite(obj), allow_nan=False, default=str, **kw)
+
+
+def _back(x):
+    if isinstance(x, str):
+        return NONFINITE.get(x, x)
+    if isinstance(x, dict):
+        return {k: _back(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_back(v) for v in x]
+    return x
+
+
+def loads(text: str | bytes):
+    """Read what :func:`dumps` wrote (``"NaN"``, ``"Infinity"``, ``"-Infinity"`` become floats)."""
+    return _back(json.loads(text))
 
 
 class RunLog:
@@ -43,7 +80,7 @@ class RunLog:
         if self.file is None:
             return
         record = {"event": event, "time": round(time.time(), 3), **fields}
-        self.file.write(json.dumps(record, default=str) + "\n")
+        self.file.write(dumps(record) + "\n")
         self.file.flush()
 
     def update(self, fraction: float, step: int, loss: float, tokens_per_s: float) -> None:

@@ -20,17 +20,29 @@ from .plan import Plan
 
 
 def cache_dir() -> Path:
+    """``$ARCHDSL_CACHE/kernels`` (default ``~/.cache/archdsl/kernels``), private to its owner (0o700):
+    the modules in it are imported, so no other user may write there."""
     root = os.environ.get("ARCHDSL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "archdsl")
     path = Path(root) / "kernels"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():  # made by an older archdsl, or by hand
+        path.chmod(0o700)
     return path
 
 
 def load_module(source: str, name: str):
-    """Write ``source`` atomically under its hash and import it (Triton's @jit needs a real file)."""
+    """Write ``source`` atomically under its hash and import it (Triton's @jit needs a real file).
+
+    A file already in the cache is imported only if it holds exactly ``source`` (the text its name's
+    hash stands for); anything else there (a damaged or planted file) is replaced first."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     path = cache_dir() / f"{name}_{digest}.py"
-    if not path.exists():
+    try:
+        intact = path.read_bytes() == source.encode()
+    except OSError:  # missing (or unreadable: rewritten below)
+        intact = False
+    if not intact:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(source)

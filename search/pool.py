@@ -158,6 +158,7 @@ class Pool:
             "report": False,
         }
         job["train"]["report_fractions"] = []
+        job["train"]["force"] = True  # a re-run stopped before it was recorded starts over in its folder
         solved = {}
         res = run_process(
             job,

@@ -1,6 +1,7 @@
 """Byte data: windows and targets line up, sampling is a function of (seed, step), files of every
 kind read as one stream, the held-out set is never trained on and is scored byte by byte."""
 
+import importlib.util
 import lzma
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from archdsl import data
 from archdsl.data import ByteData, default_corpus, open_bytes
 from archdsl.errors import ArchdslError
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data"
+CORPUS = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -78,14 +79,26 @@ def test_held_out_tail_is_never_sampled_and_scored_once(noise):
     assert b"".join(targets) == raw[cut + 1 : cut + 1 + 14 * 50]  # each held-out byte once, in order
 
 
-def test_separate_held_out_file_and_team_corpus():
+def test_separate_held_out_file_and_test_corpus():
     val = CORPUS / "corpus-val.txt.xz"
     with lzma.open(val) as f:
-        head = f.read(4096)
+        whole = f.read()
+    head = whole[:4096]
     d = ByteData([str(val)], str(val))
-    assert d.split.val == str(val) and d.split.val_bytes == d.split.train_bytes == 2_879_838
+    assert d.split.val == str(val) and d.split.val_bytes == d.split.train_bytes == len(whole) > 250_000
     x, y = next(d.eval_batches(4096, batch=2, seq=64))
     assert bytes(x[0].tolist()) == head[:64] and bytes(y[1].tolist()) == head[65:129]
+
+
+def test_shipped_test_corpus_is_what_its_script_writes():
+    """tests/data holds the suite's only corpus; its files are the generator's output, nothing else."""
+    spec = importlib.util.spec_from_file_location("make_corpus", CORPUS / "make_corpus.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    for name, (seed, size) in make.FILES.items():
+        with lzma.open(CORPUS / name) as f:
+            assert f.read() == make.text(seed, size), name
+        assert (CORPUS / name).stat().st_size < 300_000
 
 
 def test_default_corpus_is_the_python_standard_library():

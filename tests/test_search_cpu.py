@@ -1,4 +1,4 @@
-"""A real search on the CPU: E88 at a 200K-parameter budget, two workers, the team corpus.
+"""A real search on the CPU: E88 at a 200K-parameter budget, two workers, the test corpus.
 
 One invalid configuration is queued on purpose (heads = 0): it must be recorded as failed with its
 reason while the study goes on; every trial's recorded count must be within 1% of the budget;
@@ -24,7 +24,7 @@ from test_search_space import parse_train_command  # noqa: E402
 from archdsl.budget import sizes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "data" / "corpus-val.txt.xz"
+CORPUS = ROOT / "tests" / "data" / "corpus-val.txt.xz"
 BUDGET = 200_000
 
 
@@ -49,8 +49,6 @@ def load(runs: Path):
 @pytest.mark.slow
 @pytest.mark.xdist_group("search")
 def test_cpu_search_invalid_choice_resume_report(tmp_path):
-    if not CORPUS.exists():
-        pytest.skip(f"the team corpus is not at {CORPUS}")
     runs = tmp_path / "runs"
     common = f"--out {runs} --study cpu --quiet"
     space = "--heads 1:3 --n 8,16 --depth 1:2 --set gate=none --enqueue heads=0"  # heads=0: invalid

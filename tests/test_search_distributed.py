@@ -25,7 +25,7 @@ optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "data" / "corpus-val.txt.xz"
+CORPUS = ROOT / "tests" / "data" / "corpus-val.txt.xz"
 TRIALS = 3
 
 
@@ -146,14 +146,29 @@ def _search(url: str, *args: str, runs: Path) -> subprocess.Popen:
         )
 
 
-def _wait(pred, timeout: float, what: str):
+# Only a guard against a hang: the waits below end on events (the awaited state, or the exit of a process
+# that had to produce it), never on a guess of how long a loaded machine needs.
+HANG_S = 1800
+
+
+def _wait(pred, what: str, needs: dict[str, tuple[subprocess.Popen, Path]]):
+    """Poll ``pred`` until it holds; fail at once, with its log, if a process it ``needs`` has exited."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
+    while time.monotonic() - t0 < HANG_S:
         got = pred()
         if got:
             return got
+        for name, (proc, runs) in needs.items():
+            if proc.poll() is not None:
+                log = (runs / "search.log").read_text()[-3000:]
+                raise AssertionError(f"{name} exited ({proc.returncode}) before {what}:\n{log}")
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"no {what} after {HANG_S} s (hung?)")
+
+
+def _exit_code(proc: subprocess.Popen) -> int:
+    """Wait for a process to end (however long a loaded machine takes; HANG_S guards a hang)."""
+    return proc.wait(timeout=HANG_S)
 
 
 class Reader:
@@ -208,8 +223,9 @@ def test_two_hosts_one_killed_mid_trial(postgres_url, tmp_path):
     )
     b = None
     try:
-        _wait(db.study, 60, "the study to be created")
+        _wait(db.study, "the study was created", {"search A": (a, tmp_path / "a")})
         b = _search(postgres_url, "--join", runs=tmp_path / "b")
+        both = {"search A": (a, tmp_path / "a"), "search B": (b, tmp_path / "b")}
 
         # once a trial has finished and B trains one of its own (it has reported its parameter count),
         # kill B's whole process group: its search, its worker and the trial
@@ -218,12 +234,11 @@ def test_two_hosts_one_killed_mid_trial(postgres_url, tmp_path):
             mine = [t for t in running if _runs_under(t, tmp_path / "b") and "params" in t.user_attrs]
             return mine if db.trials(TrialState.COMPLETE) else []
 
-        victim = _wait(b_training, 180, "a finished trial and a trial of worker B")[0]
+        victim = _wait(b_training, "a trial had finished while worker B trained one", both)[0]
         before = {t.number: t.values for t in db.trials(TrialState.COMPLETE)}
         os.killpg(b.pid, signal.SIGKILL)
-        b.wait(timeout=30)
-        a.wait(timeout=240)
-        assert a.returncode == 0, (tmp_path / "a" / "search.log").read_text()[-3000:]
+        _exit_code(b)
+        assert _exit_code(a) == 0, (tmp_path / "a" / "search.log").read_text()[-3000:]
     finally:
         for p in (a, b):
             if p is not None and p.poll() is None:

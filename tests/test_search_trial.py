@@ -13,7 +13,7 @@ from archdsl.search.worker import _died, run_process, trial_env
 from archdsl.errors import ArchdslError
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "data" / "corpus-val.txt.xz"
+CORPUS = ROOT / "tests" / "data" / "corpus-val.txt.xz"
 BUDGET = 200_000
 
 
@@ -49,8 +49,6 @@ def run(tmp_path: Path, j: dict, prune_at: float | None = None, timeout: float =
 
 @pytest.mark.slow
 def test_trial_is_solved_to_the_budget_and_pruned_on_request(tmp_path):
-    if not CORPUS.exists():
-        pytest.skip(f"the team corpus is not at {CORPUS}")
     out, seen = run(tmp_path, job(tmp_path, {"heads": 2, "n": 8, "gate": "none"}, report=True), prune_at=0.5)
     assert out["status"] == "pruned", out
     assert "pruned at 50%" in out["reason"]
