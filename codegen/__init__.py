@@ -20,12 +20,24 @@ from .plan import Plan, make_plan, make_token_plan
 from .source import emit_module
 
 
-def compile_cell(layer: LayerIR, chunk: int = 16, tile: int | None = None, num_warps: int | None = None):
+def compile_cell(
+    layer: LayerIR,
+    chunk: int = 16,
+    tile: int | None = None,
+    num_warps: int | None = None,
+    strategy: str | None = None,
+):
     """The layer's cell as a callable ``(inputs, frontier, state0) -> (y, final states)``.
 
     ``chunk``: checkpoint stride C of the backward (extra memory O(B * state * T / C)).
+    ``strategy="chunked"``: the chunked tensor-core form for state-linear recurrences
+    (``codegen/chunked.py``), ``chunk`` then its chunk size; ValueError when it does not apply.
     ``tile``/``num_warps``: the block of the split axis and the warps per program; when both are
     None they are measured on the first CUDA call (``codegen/tune.py``)."""
+    if strategy == "chunked":  # chunked linear recurrences (codegen/chunked.py); chunk = its chunk size
+        from .chunked import build_chunked
+
+        return build_chunked(layer, chunk)
     if tile is None and num_warps is None:
         from .tune import TunedCell
 

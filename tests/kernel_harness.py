@@ -31,12 +31,23 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, tol: f
 
 
 def compare_backends(
-    layer, B: int, T: int, dtype=torch.float32, seed: int = 0, chunk: int = 4, device: str = "cpu"
+    layer,
+    B: int,
+    T: int,
+    dtype=torch.float32,
+    seed: int = 0,
+    chunk: int = 4,
+    device: str = "cpu",
+    strategy: str | None = None,
 ) -> dict[str, float]:
-    """Run reference and compiled layers with the same weights; assert everything agrees."""
+    """Run reference and compiled layers with the same weights; assert everything agrees.
+
+    ``strategy``: force one compilation strategy (``"chunked"``), else the compiler's choice."""
     torch.manual_seed(seed)
     ref = RecurrentLayer(layer, seed=seed).to(device)
-    ker = RecurrentLayer(layer, backend="triton", seed=seed, chunk=chunk, tile=None, num_warps=1).to(device)
+    forced = {"strategy": strategy} if strategy else {}
+    ker = RecurrentLayer(layer, backend="triton", seed=seed, chunk=chunk, tile=None, num_warps=1, **forced)
+    ker = ker.to(device)
     ker.load_state_dict(ref.state_dict())
     x = torch.randn(B, T, layer.dim, device=device)
     h0 = {
