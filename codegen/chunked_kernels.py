@@ -6,9 +6,9 @@ state in fp32 registers and walks the chunks in order; inside a chunk every prod
 corrections is the inverse ``(I - L)⁻¹ = Π_m (I + L^(2^m))`` of the strictly lower (nilpotent) ``L``:
 log2(C) pairs of C×C products instead of C dependent row updates.
 
-The backward recomputes the chunks through the PyTorch form (``chunked_torch``: batched GEMMs over all
-chunks at once, one small product per chunk for the state) and differentiates it; nothing but the
-inputs is stored, and no gradient is accumulated with atomics, so it is deterministic.
+The backward (``codegen/chunked_backward.py``) recomputes the state at every chunk's start with this
+kernel and walks the chunks in reverse; only the inputs are saved. Without a GPU or the interpreter
+the same algebra runs in PyTorch (``chunked_torch``) and autograd differentiates it.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ def _unit_lower_inverse(L, eye, LOG2C: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def chunked_fwd_kernel(
-    lw, q, k, v, a, b, h0, o, ht, T, H, K, V,
+    lw, q, k, v, a, b, h0, o, ht, states, T, H, K, V,
     C: tl.constexpr, LOG2C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr, STATES: tl.constexpr,
 ):  # fmt: skip
+    """``STATES``: store the state at every chunk's start (for the backward) instead of the outputs."""
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
@@ -66,7 +67,14 @@ def chunked_fwd_kernel(
     eye = tl.where(rc[:, None] == rc[None, :], 1.0, 0.0)
     pS = (i_bh * K + rk[:, None]) * V + rv[None, :]
     S = tl.load(h0 + pS, mask=mk[:, None] & mv[None, :], other=0.0)
-    for n in range(0, tl.cdiv(T, C)):
+    N = tl.cdiv(T, C)
+    for n in range(0, N):
+        if STATES:
+            tl.store(
+                states + (i_bh * N + n) * K * V + rk[:, None] * V + rv[None, :],
+                S,
+                mask=mk[:, None] & mv[None, :],
+            )
         t = n * C + rc
         mt = t < T
         row = (i_b * T + t) * H + i_h
@@ -108,29 +116,38 @@ def chunked_fwd_kernel(
             U = tl.dot(inv, rhs, input_precision=PREC)
             out += tl.dot(_decayed(qq, aa, G, G, causal, SCALAR, PREC), U, input_precision=PREC)
             new += tl.dot(tl.trans(a_end), U, input_precision=PREC)
-        tl.store(o + row[:, None] * V + rv[None, :], out, mask=mt[:, None] & mv[None, :])
+        if not STATES:
+            tl.store(o + row[:, None] * V + rv[None, :], out, mask=mt[:, None] & mv[None, :])
         S = w_end * S + new
     tl.store(ht + pS, S, mask=mk[:, None] & mv[None, :])
 
 
-def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool):
-    """(o [B, T, H, V] fp32, final state [B, H, K, V] fp32) from the Triton kernel."""
+def blocks(K: int, V: int) -> tuple[int, int]:
+    """The key axis whole (padded to a power of two, at least 16: ``tl.dot``'s minimum), the value
+    axis in blocks of at most 64."""
+    return max(16, triton.next_power_of_2(K)), min(64, max(16, triton.next_power_of_2(V)))
+
+
+def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool, states: bool = False):
+    """(o [B, T, H, V] fp32, final state [B, H, K, V] fp32) from the Triton kernel; ``states``:
+    (the state at every chunk's start [B, H, N, K, V] fp32, final state) instead."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     assert chunk >= 16 and chunk & (chunk - 1) == 0, "the chunk must be a power of two, at least 16"
-    BK = max(16, triton.next_power_of_2(K))
-    BV = min(64, max(16, triton.next_power_of_2(V)))
-    o = torch.empty(B, T, H, V, device=q.device, dtype=torch.float32)
-    ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
+    BK, BV = blocks(K, V)
+    dev = q.device
+    o = torch.empty(*((1,) if states else (B, T, H, V)), device=dev)
+    st = torch.empty(B, H, -(-T // chunk) if states else 0, K, V, device=dev)
+    ht = torch.empty(B, H, K, V, device=dev, dtype=torch.float32)
     a, b = ab if ab else (q, q)
     args = [x.contiguous() for x in (lw, q, k, v, a, b, h0)]
     chunked_fwd_kernel[(B * H, triton.cdiv(V, BV))](
-        *args, o, ht, T, H, K, V,
+        *args, o, ht, st, T, H, K, V,
         C=chunk, LOG2C=chunk.bit_length() - 1, BK=BK, BV=BV,
-        SCALAR=lw.dim() == 3, LOWRANK=bool(ab), PREC="ieee" if precise else "tf32",
+        SCALAR=lw.dim() == 3, LOWRANK=bool(ab), PREC="ieee" if precise else "tf32", STATES=states,
         num_warps=4,
     )  # fmt: skip
-    return o, ht
+    return (st if states else o), ht
 
 
 _OPS: dict[str, object] = {}
@@ -155,6 +172,19 @@ def _op(chunk: int, precise: bool):
         B, T, H, _ = xs[1].shape
         return [xs[1].new_empty(B, T, H, xs[3].shape[-1], dtype=torch.float32), torch.empty_like(h0)]
 
+    @torch.library.custom_op(name + "_bwd", mutates_args=())
+    def bwd(
+        xs: list[torch.Tensor], h0: torch.Tensor, do: torch.Tensor, dht: torch.Tensor
+    ) -> list[torch.Tensor]:
+        from .chunked_backward import chunked_backward
+
+        lw, q, k, v, *ab = xs
+        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, precise)
+
+    @bwd.register_fake
+    def _(xs, h0, do, dht):
+        return [*(torch.empty_like(x) for x in xs), torch.empty_like(h0)]
+
     def setup_context(ctx, inputs, output):
         xs, h0 = inputs
         ctx.save_for_backward(*xs, h0)
@@ -164,7 +194,10 @@ def _op(chunk: int, precise: bool):
         do, dht = grads
         do = torch.zeros_like(xs[3], dtype=torch.float32) if do is None else do.float().contiguous()
         dht = torch.zeros_like(h0) if dht is None else dht.float().contiguous()
-        out = _recompute_grads(list(xs), h0, do, dht, chunk)
+        if xs[1].is_cuda or _interpreted():
+            out = bwd(list(xs), h0, do, dht)
+        else:
+            out = _recompute_grads(list(xs), h0, do, dht, chunk)
         return out[:-1], out[-1]
 
     op.register_autograd(backward, setup_context=setup_context)
