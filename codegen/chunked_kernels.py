@@ -122,10 +122,14 @@ def chunked_fwd_kernel(
     tl.store(ht + pS, S, mask=mk[:, None] & mv[None, :])
 
 
+#: launch settings: the largest block of value columns per program, and warps per program
+LAUNCH = {"bv": 64, "warps": 4}
+
+
 def blocks(K: int, V: int) -> tuple[int, int]:
     """The key axis whole (padded to a power of two, at least 16: ``tl.dot``'s minimum), the value
-    axis in blocks of at most 64."""
-    return max(16, triton.next_power_of_2(K)), min(64, max(16, triton.next_power_of_2(V)))
+    axis in blocks of at most ``LAUNCH["bv"]``."""
+    return max(16, triton.next_power_of_2(K)), min(LAUNCH["bv"], max(16, triton.next_power_of_2(V)))
 
 
 def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool, states: bool = False):
@@ -145,7 +149,7 @@ def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool, states: bool
         *args, o, ht, st, T, H, K, V,
         C=chunk, LOG2C=chunk.bit_length() - 1, BK=BK, BV=BV,
         SCALAR=lw.dim() == 3, LOWRANK=bool(ab), PREC="ieee" if precise else "tf32", STATES=states,
-        num_warps=4,
+        num_warps=LAUNCH["warps"],
     )  # fmt: skip
     return (st if states else o), ht
 
