@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunked_kernels import LAUNCH, _decayed, _unit_lower_inverse, blocks, chunked_forward
+from .chunked_kernels import _decayed, _unit_lower_inverse, blocks, chunked_forward, warps
 
 
 @triton.jit
@@ -184,7 +184,7 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, precise: bool) ->
         per_block[0], per_block[1], per_block[2], dv, da, db, dh0, T, H, K, V,
         C=chunk, LOG2C=chunk.bit_length() - 1, BK=BK, BV=BV,
         SCALAR=lw.dim() == 3, LOWRANK=bool(ab), PREC="ieee" if precise else "tf32",
-        num_warps=LAUNCH["warps"],
+        num_warps=warps(K),
     )  # fmt: skip
     summed = [x.sum(0) for x in per_block]
     return [summed[0], summed[1], summed[2], dv, *summed[3:], dh0]

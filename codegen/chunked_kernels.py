@@ -122,8 +122,13 @@ def chunked_fwd_kernel(
     tl.store(ht + pS, S, mask=mk[:, None] & mv[None, :])
 
 
-#: launch settings: the largest block of value columns per program, and warps per program
-LAUNCH = {"bv": 64, "warps": 4}
+#: launch settings: the largest block of value columns per program, and warps per program (None:
+#: 8 for a key axis of 128 or more, else 4). Not yet measured on a GPU (benchmarks/chunked_sweep.py).
+LAUNCH = {"bv": 64, "warps": None}
+
+
+def warps(K: int) -> int:
+    return LAUNCH["warps"] or (8 if K >= 128 else 4)
 
 
 def blocks(K: int, V: int) -> tuple[int, int]:
@@ -141,7 +146,7 @@ def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool, states: bool
     BK, BV = blocks(K, V)
     dev = q.device
     o = torch.empty(*((1,) if states else (B, T, H, V)), device=dev)
-    st = torch.empty(B, H, -(-T // chunk) if states else 0, K, V, device=dev)
+    st = torch.empty(*((B, H, -(-T // chunk), K, V) if states else (1,)), device=dev)
     ht = torch.empty(B, H, K, V, device=dev, dtype=torch.float32)
     a, b = ab if ab else (q, q)
     args = [x.contiguous() for x in (lw, q, k, v, a, b, h0)]
@@ -149,7 +154,7 @@ def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool, states: bool
         *args, o, ht, st, T, H, K, V,
         C=chunk, LOG2C=chunk.bit_length() - 1, BK=BK, BV=BV,
         SCALAR=lw.dim() == 3, LOWRANK=bool(ab), PREC="ieee" if precise else "tf32", STATES=states,
-        num_warps=LAUNCH["warps"],
+        num_warps=warps(K),
     )  # fmt: skip
     return (st if states else o), ht
 
