@@ -56,6 +56,50 @@ def _rowsum(x, SCALAR: tl.constexpr):
 
 
 @triton.jit
+def _correction_bwd(S, dS, dO, qq, kk, vv, aa, bb, g, G, eEnd, causal, strict, eye, LOG2C: tl.constexpr,
+                    SCALAR: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
+    """The rank-one correction's share of a chunk's backward: its parts of dS_prev, dv, dq, dk; da, db;
+    its parts of dG (the cumulative log-decays G), of te (the end-of-chunk decays) and dGm (of G - g)."""
+    Gm = G - g
+    if SCALAR:
+        eGm = tl.exp(Gm)[:, None]
+    else:
+        eGm = tl.exp(Gm)
+    b_s, a_end = bb * eGm, aa * eEnd
+    inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, PREC), eye, LOG2C, PREC)
+    Mak = _decayed(bb, kk, Gm, G, strict, SCALAR, PREC)
+    Qa = _decayed(qq, aa, G, G, causal, SCALAR, PREC)
+    U = tl.dot(
+        inv,
+        tl.dot(b_s, S, input_precision=PREC) + tl.dot(Mak, vv, input_precision=PREC),
+        input_precision=PREC,
+    )
+    dU = tl.dot(tl.trans(Qa), dO, input_precision=PREC) + tl.dot(a_end, dS, input_precision=PREC)
+    dR = tl.dot(tl.trans(inv), dU, input_precision=PREC)
+    db_s = tl.dot(dR, tl.trans(S), input_precision=PREC)
+    da_end = tl.dot(U, tl.trans(dS), input_precision=PREC)
+    dQa = tl.where(causal, tl.dot(dO, tl.trans(U), input_precision=PREC), 0.0)
+    dMak = tl.where(strict, tl.dot(dR, tl.trans(vv), input_precision=PREC), 0.0)
+    dMab = tl.where(strict, tl.dot(dR, tl.trans(U), input_precision=PREC), 0.0)
+    dq2, da2, dGx2, dGy2 = _decayed_bwd(dQa, qq, aa, G, G, causal, SCALAR, PREC)
+    db3, dk3, dGm3, dGy3 = _decayed_bwd(dMak, bb, kk, Gm, G, strict, SCALAR, PREC)
+    db4, da4, dGm4, dGy4 = _decayed_bwd(dMab, bb, aa, Gm, G, strict, SCALAR, PREC)
+    dGm = _rowsum(db_s * b_s, SCALAR) + dGm3 + dGm4
+    dG = dGx2 + dGy2 + dGy3 + dGy4
+    return (
+        tl.dot(tl.trans(b_s), dR, input_precision=PREC),
+        tl.dot(tl.trans(Mak), dR, input_precision=PREC),
+        dq2,
+        dk3,
+        da_end * eEnd + da2 + da4,
+        db_s * eGm + db3 + db4,
+        dG,
+        _rowsum(da_end * a_end, SCALAR),
+        dGm,
+    )
+
+
+@triton.jit
 def chunked_bwd_kernel(
     lw, q, k, v, a, b, states, do, dht,
     dlw, dq, dk, dv, da, db, dh0, T, H, K, V,
@@ -113,36 +157,15 @@ def chunked_bwd_kernel(
         if LOWRANK:
             aa = tl.load(a + pk, mask=mtk, other=0.0)
             bb = tl.load(b + pk, mask=mtk, other=0.0)
-            Gm = G - g
-            if SCALAR:
-                eGm = tl.exp(Gm)[:, None]
-            else:
-                eGm = tl.exp(Gm)
-            b_s, a_end = bb * eGm, aa * eEnd
-            inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, PREC), eye, LOG2C, PREC)
-            Mak = _decayed(bb, kk, Gm, G, strict, SCALAR, PREC)
-            Qa = _decayed(qq, aa, G, G, causal, SCALAR, PREC)
-            R = tl.dot(b_s, S, input_precision=PREC) + tl.dot(Mak, vv, input_precision=PREC)
-            U = tl.dot(inv, R, input_precision=PREC)
-            dU = tl.dot(tl.trans(Qa), dO, input_precision=PREC) + tl.dot(a_end, dS, input_precision=PREC)
-            dR = tl.dot(tl.trans(inv), dU, input_precision=PREC)
-            dS_prev += tl.dot(tl.trans(b_s), dR, input_precision=PREC)
-            dvv += tl.dot(tl.trans(Mak), dR, input_precision=PREC)
-            db_s = tl.dot(dR, tl.trans(S), input_precision=PREC)
-            da_end = tl.dot(U, tl.trans(dS), input_precision=PREC)
-            dQa = tl.where(causal, tl.dot(dO, tl.trans(U), input_precision=PREC), 0.0)
-            dMak = tl.where(strict, tl.dot(dR, tl.trans(vv), input_precision=PREC), 0.0)
-            dMab = tl.where(strict, tl.dot(dR, tl.trans(U), input_precision=PREC), 0.0)
-            dq2, da2, dGx2, dGy2 = _decayed_bwd(dQa, qq, aa, G, G, causal, SCALAR, PREC)
-            db3, dk3, dGm3, dGy3 = _decayed_bwd(dMak, bb, kk, Gm, G, strict, SCALAR, PREC)
-            db4, da4, dGm4, dGy4 = _decayed_bwd(dMab, bb, aa, Gm, G, strict, SCALAR, PREC)
-            dqq += dq2
-            dkk += dk3
-            daa = da_end * eEnd + da2 + da4
-            dbb = db_s * eGm + db3 + db4
-            dGm = _rowsum(db_s * b_s, SCALAR) + dGm3 + dGm4
-            dG += dGx2 + dGy2 + dGy3 + dGy4 + dGm  # Gm = G - g
-            te += _rowsum(da_end * a_end, SCALAR)
+            dS_a, dv_a, dq_a, dk_a, daa, dbb, dG_a, te_a, dGm = _correction_bwd(
+                S, dS, dO, qq, kk, vv, aa, bb, g, G, eEnd, causal, strict, eye, LOG2C, SCALAR, PREC
+            )
+            dS_prev += dS_a
+            dvv += dv_a
+            dqq += dq_a
+            dkk += dk_a
+            dG += dG_a + dGm  # Gm = G - g: dGm reaches G here and g below
+            te += te_a
             tl.store(da + part * K + pk, daa, mask=mtk)
             tl.store(db + part * K + pk, dbb, mask=mtk)
         else:

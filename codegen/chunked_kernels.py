@@ -52,6 +52,25 @@ def _unit_lower_inverse(L, eye, LOG2C: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
+def _correction_fwd(S, qq, kk, vv, aa, bb, g, G, GC, causal, strict, eye, LOG2C: tl.constexpr,
+                    SCALAR: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
+    """The rank-one correction's share of a chunk's outputs and end state: U = (I - M_ab)⁻¹ (B̃ S + M_ak V)."""
+    Gm = G - g
+    if SCALAR:
+        b_s = bb * tl.exp(Gm)[:, None]
+        a_end = aa * tl.exp(GC - G)[:, None]
+    else:
+        b_s = bb * tl.exp(Gm)
+        a_end = aa * tl.exp(GC[None, :] - G)
+    inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, PREC), eye, LOG2C, PREC)
+    Mak = _decayed(bb, kk, Gm, G, strict, SCALAR, PREC)
+    rhs = tl.dot(b_s, S, input_precision=PREC) + tl.dot(Mak, vv, input_precision=PREC)
+    U = tl.dot(inv, rhs, input_precision=PREC)
+    out = tl.dot(_decayed(qq, aa, G, G, causal, SCALAR, PREC), U, input_precision=PREC)
+    return out, tl.dot(tl.trans(a_end), U, input_precision=PREC)
+
+
+@triton.jit
 def chunked_fwd_kernel(
     lw, q, k, v, a, b, h0, o, ht, states, T, H, K, V,
     C: tl.constexpr, LOG2C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -103,19 +122,11 @@ def chunked_fwd_kernel(
         if LOWRANK:
             aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
             bb = tl.load(b + pk, mask=mtk, other=0.0).to(tl.float32)
-            Gm = G - g
-            if SCALAR:
-                b_s = bb * tl.exp(Gm)[:, None]
-                a_end = aa * tl.exp(GC - G)[:, None]
-            else:
-                b_s = bb * tl.exp(Gm)
-                a_end = aa * tl.exp(GC[None, :] - G)
-            inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, PREC), eye, LOG2C, PREC)
-            Mak = _decayed(bb, kk, Gm, G, strict, SCALAR, PREC)
-            rhs = tl.dot(b_s, S, input_precision=PREC) + tl.dot(Mak, vv, input_precision=PREC)
-            U = tl.dot(inv, rhs, input_precision=PREC)
-            out += tl.dot(_decayed(qq, aa, G, G, causal, SCALAR, PREC), U, input_precision=PREC)
-            new += tl.dot(tl.trans(a_end), U, input_precision=PREC)
+            out_a, new_a = _correction_fwd(
+                S, qq, kk, vv, aa, bb, g, G, GC, causal, strict, eye, LOG2C, SCALAR, PREC
+            )
+            out += out_a
+            new += new_a
         if not STATES:
             tl.store(o + row[:, None] * V + rv[None, :], out, mask=mt[:, None] & mv[None, :])
         S = w_end * S + new
