@@ -21,6 +21,7 @@ final state, and ``g ⊙ o + p`` and the spec's readout (``split_readout``) are 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -30,13 +31,17 @@ from archdsl.autodiff import Cell, extract_cell
 from archdsl.ir import Graph, Kind, LayerIR, Node, Op
 from archdsl.reference import Layout, apply, compute_dtype
 
-from .hoist import split_readout
+from .hoist import TokenPart, replace_with_inputs, split_readout
 
 OLD, NEW = "S", "S'"
 
 
 class NotLinear(Exception):
     """The reason a cell is not in the chunked class."""
+
+
+class ReadoutNotLinear(NotLinear):
+    """The update is in the class, its readout (as cut) is not."""
 
 
 @dataclass
@@ -245,6 +250,28 @@ def _key_axis(cell: Cell) -> str:
     return key
 
 
+def _positive(g: Graph, i: int) -> bool:
+    """Is the value positive by its construction (so that its logarithm is defined)?"""
+    n = g[i]
+    if n.op in (Op.EXP, Op.SIGMOID, Op.SOFTPLUS):
+        return True
+    if n.op is Op.CONST:
+        return n.attr > 0
+    if n.op in (Op.MUL, Op.DIV, Op.ADD):
+        return all(_positive(g, a) for a in n.args)
+    return n.op is Op.EXPAND and _positive(g, n.args[0])
+
+
+def _readout_form(cell: Cell, key: str, b: _Builder):
+    walker = _Walker(cell, key, b)
+    walker.readout = True
+    r = walker.lin(cell.output)
+    if r is None or not r.low or r.diag:
+        raise NotLinear("the readout is not a contraction of the new state over the key axis")
+    g_out, q = _merge(b, r.low, "the readout")
+    return g_out, q, r
+
+
 def _linear_form(cell: Cell) -> LinearForm:
     if len(cell.states) != 1:
         raise NotLinear(f"{len(cell.states)} states: one linear state only (not yet several)")
@@ -260,15 +287,15 @@ def _linear_form(cell: Cell) -> LinearForm:
     write = _merge(b, upd.write, "the per-token write")
     if write is None:
         raise NotLinear("the new state has no per-token write: not yet")
-    walker = _Walker(cell, key, b)
-    walker.readout = True
-    r = walker.lin(cell.output)
-    if r is None or not r.low or r.diag:
-        raise NotLinear("the readout is not a contraction of the new state over the key axis")
-    g_out, q = _merge(b, r.low, "the readout")
+    try:
+        g_out, q, r = _readout_form(cell, key, b)
+    except NotLinear as e:
+        raise ReadoutNotLinear(str(e)) from None
     one = b.const(1.0)
     a, bb = (None, None) if low is None else (low[0] or one, low[1] or one)
     k, v, q = write[0] or one, write[1] or one, q or one
+    if not _positive(b.g, w):
+        raise NotLinear("a decay that may be zero or negative: not yet (the chunks need its logarithm)")
     log_w = b.g[w].args[0] if b.g[w].op is Op.EXP else b.add(Op.LOG, (w,))
     coeffs = [log_w, k, q] + ([a, bb] if a is not None else [])
     used = set().union(*(b.g[c].axes for c in coeffs))
@@ -285,14 +312,50 @@ def _linear_form(cell: Cell) -> LinearForm:
     )
 
 
-def classify(cell: Cell) -> tuple[LinearForm, object] | str:
-    """(the linear form of the loop, the readout after it) when the cell is in the class, else the
-    reason it is not (``"tanh around the update: sequential loop"``)."""
+def classify(cell: Cell) -> tuple[LinearForm, list] | str:
+    """(the linear form of the loop, the readout parts after it) when the cell is in the class, else
+    the reason it is not (``"tanh around the update: sequential loop"``).
+
+    The readout parts are (TokenPart, the name of its input from the loop) in the order they run:
+    when the readout is not linear in the new state (E74's self-gate ``sg(Sᵀq)``), the loop stops at
+    the last linear contraction through which alone the readout reads the state."""
     readout, loop = split_readout(cell)
+    parts = [(readout, _loop_input(readout, cell))] if readout is not None else []
     try:
-        return _linear_form(loop), readout
+        return _linear_form(loop), parts
+    except ReadoutNotLinear as e:
+        reason = str(e)
+        for part, inner in _readout_cuts(loop):
+            try:
+                return _linear_form(inner), [(part, _loop_input(part, loop)), *parts]
+            except ReadoutNotLinear:
+                continue
+            except NotLinear as e:  # the readout was the first obstacle, not the last
+                reason = str(e)
+        return reason
     except NotLinear as e:
         return str(e)
+
+
+def _loop_input(part: TokenPart, cell: Cell) -> str:
+    """The input of a readout part that the loop hands it (the one that is no input of ``cell``)."""
+    return next(n for n in part.inputs if n not in cell.inputs)
+
+
+def _readout_cuts(loop: Cell):
+    """(readout part, loop cut there) at each state-dependent value without the key axis through which
+    alone the readout reads the state, latest first."""
+    g, kinds = loop.graph, loop.graph.kinds()
+    key = _key_axis(loop)
+    for n in sorted(g.ancestors([loop.output]) - {loop.output}, reverse=True):
+        if kinds[n] != Kind.RECURRENT or key in g[n].axes:
+            continue
+        if any(g[i].op is Op.STATE for i in g.ancestors([loop.output], stop={n})):
+            continue  # the readout also reads the state some other way
+        name = "o:" + str(n)
+        epi = replace_with_inputs(loop, {n: name}, stateless=True)
+        part = TokenPart.of(loop, epi.graph, epi.inputs, epi.consts, {"y": epi.output})
+        yield part, replace_with_inputs(dataclasses.replace(loop, output=n, output_axes=g[n].axes), {})
 
 
 def classification(layer: LayerIR) -> str:
@@ -310,7 +373,7 @@ def _evaluate(graph: Graph, roots, leaves: dict, layout: Layout, env: dict | Non
             continue
         n = graph[i]
         if n.op is Op.CONST:
-            env[i] = torch.tensor(n.attr, dtype=layout.dtype, device=layout.device)
+            env[i] = torch.full([1] * len(layout.axes), n.attr, dtype=layout.dtype, device=layout.device)
         elif n.op in (Op.INPUT, Op.PARAM):
             env[i] = leaves[(n.op, n.attr)]
         else:
@@ -323,22 +386,22 @@ class ChunkedCell:
 
     strategy = "chunked"
 
-    def __init__(self, layer: LayerIR, form: LinearForm, readout, chunk: int):
+    def __init__(self, layer: LayerIR, form: LinearForm, readouts: list, chunk: int):
         from .chunked_kernels import kernel_path
 
-        self.form, self.readout, self.chunk = form, readout, chunk
+        self.form, self.readouts, self.chunk = form, readouts, chunk
         self.cell = form.cell
         self.hash = f"{layer.fingerprint()}_c{chunk}"
         self.path = kernel_path()
         self.description = form.describe()
         c = form.cell
         self.sizes = c.sizes
-        self.readout_input = next((n for n in readout.inputs if n not in c.inputs), None) if readout else None
 
-    def _block(self, t: torch.Tensor, axes, merge: int) -> torch.Tensor:
-        """Full layout [B, T, *all axes] -> [B, T, prod(first ``merge`` axes), *sizes of the rest]."""
+    def _block(self, t: torch.Tensor, axes, merge: int, BT) -> torch.Tensor:
+        """Full layout [B, T, *all axes] (or broadcastable to it) -> [B, T, prod(first ``merge`` axes),
+        *sizes of the rest]."""
         c = self.cell
-        shape = [*t.shape[:2], *(c.sizes[a] if a in axes else 1 for a in c.axes)]
+        shape = [*BT, *(c.sizes[a] if a in axes else 1 for a in c.axes)]
         t = t.expand(shape)
         rest = [d for d, a in enumerate(c.axes) if a not in axes]
         t = t.permute(0, 1, *(2 + c.axes.index(a) for a in axes), *(2 + d for d in rest))
@@ -362,10 +425,10 @@ class ChunkedCell:
         env = _evaluate(f.graph, roots, leaves, layout)
         nh = len(f.heads)
         hk = (*f.heads, f.key)
-        lw = self._block(env[f.log_w], f.heads if f.scalar_decay else hk, nh)
-        vec = [self._block(env[i], hk, nh) for i in (f.q, f.k)]
-        v = self._block(env[f.v], (*f.heads, *f.values), nh).reshape(B, T, vec[0].shape[2], -1)
-        ab = [self._block(env[i], hk, nh) for i in (f.a, f.b)] if f.a is not None else []
+        lw = self._block(env[f.log_w], f.heads if f.scalar_decay else hk, nh, (B, T))
+        vec = [self._block(env[i], hk, nh, (B, T)) for i in (f.q, f.k)]
+        v = self._block(env[f.v], (*f.heads, *f.values), nh, (B, T)).reshape(B, T, vec[0].shape[2], -1)
+        ab = [self._block(env[i], hk, nh, (B, T)) for i in (f.a, f.b)] if f.a is not None else []
         h0 = self._state0(state0, B, x0.device)
         o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, x0.dtype)
         shape = [B, T, *(c.sizes[a] if a in (*f.heads, *f.values) else 1 for a in c.axes)]
@@ -374,8 +437,8 @@ class ChunkedCell:
         )
         env = _evaluate(f.graph, [f.out], leaves, layout, env)
         y = layout.compact(env[f.out], c.output_axes, (B, T))
-        if self.readout is not None:
-            y = self._readout(inputs, frontier, y, layout)
+        for part, name in self.readouts:
+            y = self._readout(part, name, inputs, frontier, y, layout)
         return y.to(x0.dtype), {f.state: self._final(hT, B)}
 
     def _unblock(self, t: torch.Tensor, shape) -> torch.Tensor:
@@ -408,12 +471,11 @@ class ChunkedCell:
         inverse = [order.index(d) for d in range(len(order))]
         return t.permute(0, *(1 + d for d in inverse)).contiguous()
 
-    def _readout(self, inputs, frontier, y, layout):
-        part = self.readout
+    def _readout(self, part: TokenPart, name: str, inputs, frontier, y, layout):
         B, T = y.shape[:2]
-        leaves = {(Op.INPUT, self.readout_input): layout.full(y, part.inputs[self.readout_input], 2)}
+        leaves = {(Op.INPUT, name): layout.full(y, part.inputs[name], 2)}
         for n, ax in part.inputs.items():
-            if n != self.readout_input:
+            if n != name:
                 leaves[(Op.INPUT, n)] = layout.full(inputs[n].to(layout.dtype), ax, 2)
         for name, ax in part.consts.items():
             leaves[(Op.PARAM, name)] = layout.full(frontier[part.const_source[name]].to(layout.dtype), ax, 0)
@@ -427,5 +489,5 @@ def build_chunked(layer: LayerIR, chunk: int = 64) -> ChunkedCell:
     got = classify(extract_cell(layer))
     if isinstance(got, str):
         raise ValueError(f"{layer.name}: the chunked strategy does not apply: {got}")
-    form, readout = got
-    return ChunkedCell(layer, form, readout, chunk)
+    form, readouts = got
+    return ChunkedCell(layer, form, readouts, chunk)

@@ -52,6 +52,25 @@ def test_nonlinear_update_is_refused_with_its_reason():
         build_chunked(layer)
 
 
+E74_DELTA = {"form": "full", "update": "delta", "proj": "noz", "nonlin": "identity"}
+
+
+def test_readout_cut_at_the_last_linear_contraction():
+    """E74's readout sg(Sᵀq) is not linear in the state: the loop stops at Sᵀq, sg runs after it."""
+    layer = instantiate(parse_file(ROOT / "specs/e74.rnn"), "test", E74_DELTA).layer
+    form, parts = classify(extract_cell(layer))
+    assert form.heads == () and form.a is not None and len(parts) == 1
+    simple = instantiate(parse_file(ROOT / "specs/e74.rnn"), "test", {**E74_DELTA, "update": "simple"}).layer
+    assert "may be zero or negative" in classification(simple)  # sigmoid(l) arrives as a parameter
+
+
+def test_e74_delta_identity_matches_reference():
+    """Short: with no decay and write strength 1 the corrections' triangular system is ill-conditioned,
+    and over 17+ steps the initial state's gradient drifts to 3e-5 in fp32 (outputs stay ≤ 6e-6)."""
+    layer = instantiate(parse_file(ROOT / "specs/e74.rnn"), "test", E74_DELTA).layer
+    compare_backends(layer, B=2, T=5, chunk=16, strategy="chunked")
+
+
 def test_vector_state_without_contraction_is_refused():
     layer = instantiate(parse_file(ROOT / "specs/e61.rnn"), None, {"dim": 8, "expansion": 1}).layer
     assert "contraction" in classification(layer)
