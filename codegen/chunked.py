@@ -396,6 +396,7 @@ class ChunkedCell:
         self.description = form.describe()
         c = form.cell
         self.sizes = c.sizes
+        self.shape_info = SimpleNamespace(axes=c.axes, sizes=c.sizes)  # what Layout reads of a layer
 
     def _block(self, t: torch.Tensor, axes, merge: int, BT) -> torch.Tensor:
         """Full layout [B, T, *all axes] (or broadcastable to it) -> [B, T, prod(first ``merge`` axes),
@@ -417,7 +418,7 @@ class ChunkedCell:
         f, c = self.form, self.cell
         x0 = next(iter(inputs.values()))
         B, T = x0.shape[:2]
-        layout = Layout(SimpleNamespace(axes=c.axes, sizes=c.sizes), compute_dtype(x0), x0.device)
+        layout = Layout(self.shape_info, compute_dtype(x0), x0.device)
         leaves = {(Op.INPUT, n): layout.full(inputs[n].to(layout.dtype), ax, 2) for n, ax in c.inputs.items()}
         for name, ax in c.consts.items():
             leaves[(Op.PARAM, name)] = layout.full(frontier[c.const_source[name]].to(layout.dtype), ax, 0)

@@ -185,7 +185,7 @@ def _op(chunk: int, precise: bool):
         if q.is_cuda or _interpreted():
             return list(chunked_forward(lw, q, k, v, ab, h0, chunk, precise))
         with torch.no_grad():
-            return list(chunked_torch(lw, q, k, v, ab, h0, chunk))
+            return [x.contiguous() for x in chunked_torch(lw, q, k, v, ab, h0, chunk)]
 
     @op.register_fake
     def _(xs, h0):
