@@ -20,14 +20,15 @@ from .strategies import STRATEGIES, Options, applicable, choose
 
 def compile_cell(
     layer: LayerIR,
-    chunk: int = 16,
+    chunk: int | None = None,
     tile: int | None = None,
     num_warps: int | None = None,
     strategy: str | None = None,
 ):
     """The layer's cell as a callable ``(inputs, frontier, state0) -> (y, final states)``.
 
-    ``chunk``: checkpoint stride C of the loop's backward (extra memory O(B * state * T / C)).
+    ``chunk``: steps per block, None for the strategy's default: the loop's checkpoint stride C (16;
+    the backward keeps O(B * state * T / C)), the chunked form's chunk (64, a power of two >= 16).
     ``tile``/``num_warps``: the block of the split axis and the warps per program; when both are
     None and the strategy is tunable they are measured on the first CUDA call (``codegen/tune.py``).
     ``strategy``: force an entry of ``STRATEGIES`` by name (an error says why it does not apply)."""
@@ -42,7 +43,11 @@ def compile_cell(
 
 
 def build_cell(
-    layer: LayerIR, chunk: int, tile: int | None, num_warps: int | None, strategy: str | None = None
+    layer: LayerIR,
+    chunk: int | None,
+    tile: int | None,
+    num_warps: int | None,
+    strategy: str | None = None,
 ):
     """The compiled cell at these settings, without measuring any (``compile_cell`` less the tuner)."""
     cell = extract_cell(layer)

@@ -18,7 +18,11 @@ def add_arguments(p) -> None:
     p.add_argument("--preset", help="a named configuration of the spec")
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
     p.add_argument("-o", "--out", help="also copy the generated module into this directory")
-    p.add_argument("--chunk", type=int, default=16, help="checkpoint stride C of the backward (default 16)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        help="steps per block: the loop's checkpoint stride (default 16), the chunked chunk (default 64)",
+    )
     p.add_argument("--tile", type=int, help="block of the split axis (default: measured on the GPU)")
     p.add_argument("--warps", type=int, help="warps per program (default: measured on the GPU)")
     p.add_argument("--strategy", help="force an execution strategy (default: the first that applies)")

@@ -13,6 +13,8 @@ from .plan import make_plan, make_token_plan
 from .runtime import CompiledCell, HoistedCell, ParallelPart, load_module
 from .source import emit_module
 
+CHECKPOINT_DEFAULT = 16  # the backward's checkpoint stride
+
 
 def build_loop(layer: LayerIR, cell: Cell, opts, parts: bool = True):
     """``opts``: a ``strategies.Options``; ``parts``: cut off the per-token part and the readout
@@ -24,7 +26,7 @@ def build_loop(layer: LayerIR, cell: Cell, opts, parts: bool = True):
         token, cell = hoist(loop)  # per-token values: before the loop
         around = {k: p for k, p in {"token": token, "readout": readout}.items() if p is not None}
     backward = derive_backward(cell)
-    plan = make_plan(cell, chunk=opts.chunk, tile=opts.tile, num_warps=opts.num_warps)
+    plan = make_plan(cell, chunk=opts.chunk or CHECKPOINT_DEFAULT, tile=opts.tile, num_warps=opts.num_warps)
     part_plans = [(k, p, make_token_plan(p.axes, p.sizes, p.graph)) for k, p in around.items()]
     source = emit_module(layer, cell, backward, plan, part_plans)
     module, digest, path = load_module(source, module_name(layer.name))

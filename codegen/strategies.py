@@ -6,6 +6,9 @@ reason when it cannot run that cell. Every compiled cell answers the same protoc
 no caller needs to know which entry built it.
 
 =============  =================================================================================
+chunked        the update is linear in the state, diagonal decay plus rank-one terms, read out by a
+               contraction (GatedDeltaNet, Mamba2, GLA, E88 without its tanh): chunkwise-parallel
+               kernels whose products run on tensor cores
 persistent     a learned matrix mixes the whole state (E1, LSTM, GRU): one persistent launch per
                direction, the matrix product by ``tl.dot`` inside, a grid barrier per step
 dense          the same cells where the persistent layout does not fit: a GEMM per step and a
@@ -46,7 +49,8 @@ class Compiled(Protocol):
 
 @dataclass(frozen=True)
 class Options:
-    chunk: int = 16  # the backward's checkpoint stride (loop), the chunk length (chunked)
+    chunk: int | None = None  # steps per block: the loop's checkpoint stride (default 16), the chunk
+    # length of the chunked form (default 64); None: the strategy's default
     tile: int | None = None  # block of the split axis, or rows per program
     num_warps: int | None = None
 
@@ -112,7 +116,37 @@ def _build_loop(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
     return build_loop(layer, cell, opts)
 
 
+def _chunked_why_not(layer: LayerIR, cell: Cell) -> str | None:
+    from .chunked import classify
+
+    got = classify(cell)
+    return got if isinstance(got, str) else None
+
+
+CHUNKED_DEFAULT = 64
+
+
+def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
+    from .chunked import ChunkedCell, classify
+
+    chunk = opts.chunk or CHUNKED_DEFAULT
+    if chunk < 16 or chunk & (chunk - 1):
+        raise ArchdslError(
+            f"--chunk {chunk}: the chunked strategy's chunk is a power of two of at least 16 "
+            "(the smallest block of a tensor-core product); the default is 64"
+        )
+    form, readouts = classify(cell)
+    return ChunkedCell(layer, form, readouts, chunk)
+
+
 STRATEGIES: list[Strategy] = [
+    Strategy(
+        "chunked",
+        "chunked linear recurrence (tensor-core products inside chunks, fp32 state between them)",
+        False,
+        _chunked_why_not,
+        _build_chunked,
+    ),
     Strategy(
         "persistent",
         "persistent dense recurrence (matrices x state by tl.dot in-kernel, grid barrier per step)",

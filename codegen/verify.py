@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", default="fp32", choices=sorted(TOLERANCE))
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=17, help="sequence length T")
-    p.add_argument("--chunk", type=int, default=4, help="checkpoint stride (small: exercise the segments)")
+    p.add_argument("--chunk", type=int, help="steps per block (default: the strategy's; see archdsl compile)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", help="force an execution strategy (default: the first that applies)")
 

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from archdsl.codegen import applicable
 from kernel_harness import compare_backends
 
+from archdsl.autodiff import extract_cell
 from archdsl.checker import declarations, instantiate
 from archdsl.parser import parse_file
 
@@ -19,15 +21,28 @@ def small(path: Path, **extra):
     return instantiate(spec, preset, overrides).layer
 
 
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
-def test_kernel_matches_reference(path):
-    """Odd sizes, a batch of 3, 17 steps, checkpoint stride 4 (so segments end mid-sequence)."""
-    compare_backends(small(path, heads=3), B=3, T=17, chunk=4)
+# steps per block in the harness: loop segments of 4 end mid-sequence; chunks of 16 (the smallest)
+CHUNK = {"chunked": 16}
 
 
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
-def test_kernel_single_step_single_head(path):
-    compare_backends(small(path, heads=1), B=1, T=1, chunk=16)
+def strategies(path: Path) -> list[str]:
+    """Every execution strategy that applies to the spec at its test size."""
+    layer = small(path, heads=3)
+    return [s.name for s, why in applicable(layer, extract_cell(layer)) if why is None]
+
+
+CASES = [(p, s) for p in SPECS for s in strategies(p)]
+
+
+@pytest.mark.parametrize(("path", "strategy"), CASES, ids=[f"{p.stem}-{s}" for p, s in CASES])
+def test_kernel_matches_reference(path, strategy):
+    """Odd sizes, a batch of 3, 17 steps, blocks that end mid-sequence; every strategy that applies."""
+    compare_backends(small(path, heads=3), B=3, T=17, chunk=CHUNK.get(strategy, 4), strategy=strategy)
+
+
+@pytest.mark.parametrize(("path", "strategy"), CASES, ids=[f"{p.stem}-{s}" for p, s in CASES])
+def test_kernel_single_step_single_head(path, strategy):
+    compare_backends(small(path, heads=1), B=1, T=1, chunk=16, strategy=strategy)
 
 
 def test_e88_long_sequence_bf16_fp16():

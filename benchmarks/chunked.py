@@ -1,0 +1,188 @@
+"""Whole-layer benchmark of the chunked strategy (codegen/chunked.py) on one GPU.
+
+For gdn.rnn at GDN_100m, mamba2.rnn at Mamba2_100m and e88.rnn at E88_d12h32 with ``nonlin =
+identity``: the chunked layer against the same spec on the sequential loop (same weights), and
+against fla's ``GatedDeltaNet`` (chunk mode, no short convolution) and mamba_ssm's ``Mamba2`` (its
+convolution set to the identity tap) when they import, with the same weights copied in. B 32, T 512,
+bf16 autocast; forward and forward+backward (``triton.testing.do_bench``), each side's first call
+(compile + autotune), and the relative RMS difference of each side's output to the chunked layer's.
+
+    python benchmarks/chunked.py --out benchmarks/results/chunked-h100.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import time
+
+import torch
+import triton
+from triton.testing import do_bench
+
+from archdsl.checker import instantiate
+from archdsl.layer import RecurrentLayer
+from archdsl.parser import parse_file
+
+CASES = {
+    "gdn GDN_100m": ("specs/gdn.rnn", "GDN_100m", {}),
+    "mamba2 Mamba2_100m": ("specs/mamba2.rnn", "Mamba2_100m", {}),
+    "e88 E88_d12h32 identity": ("specs/e88.rnn", "E88_d12h32", {"nonlin": "identity"}),
+}
+
+
+def rel_rms(a, b) -> float:
+    a, b = a.float(), b.float()
+    return ((a - b).pow(2).mean().sqrt() / (b.pow(2).mean().sqrt() + 1e-30)).item()
+
+
+def timed(module, x):
+    """(first fwd+bwd call s, fwd ms, fwd+bwd ms, output) under bf16 autocast."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    xg = x.clone().requires_grad_(True)
+
+    def fwd():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = module(xg)
+        return out[0] if isinstance(out, tuple) else out
+
+    def fwdbwd():
+        y = fwd()
+        torch.autograd.grad(y, [xg, *params], dy, allow_unused=True)
+
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    y = fwd()
+    dy = torch.randn_like(y)
+    torch.autograd.grad(y, [xg, *params], dy, allow_unused=True)
+    torch.cuda.synchronize()
+    first = time.perf_counter() - start
+    return first, do_bench(fwd, warmup=5, rep=50), do_bench(fwdbwd, warmup=5, rep=50), fwd().detach()
+
+
+def fla_gdn(ours: RecurrentLayer):
+    """fla's GatedDeltaNet with gdn.rnn's weights (q,k,v,g: projection 0; a,b: projection 1)."""
+    import fla.ops.common.chunk_o as chunk_o
+
+    chunk_o.TRITON_ABOVE_3_7_1 = True  # fla refuses its Triton backward on Hopper with triton < 3.7.1
+    from fla.layers import GatedDeltaNet
+
+    ir = ours.ir
+    H, K, V = ir.sizes["h"], ir.sizes["i"], ir.sizes["j"]
+    m = GatedDeltaNet(
+        hidden_size=ir.dim, expand_v=V / K, head_dim=K, num_heads=H, use_gate=True,
+        use_short_conv=False, mode="chunk",
+    )  # fmt: skip
+    w0, w1 = ours.proj["0"].weight, ours.proj["1"].weight
+    q, k, v, g = w0.split([H * K, H * K, H * V, H * V])
+    a, b = w1.split([H, H])
+    with torch.no_grad():
+        for dst, src in ((m.q_proj, q), (m.k_proj, k), (m.v_proj, v), (m.g_proj, g), (m.a_proj, a)):
+            dst.weight.copy_(src)
+        m.b_proj.weight.copy_(b)
+        m.A_log.copy_(ours.params["A_log"])
+        m.dt_bias.copy_(ours.params["dt_bias"])
+        m.o_norm.weight.copy_(ours.params["norm_w"])
+        m.o_proj.weight.copy_(ours.out.weight)
+    return m
+
+
+def mamba2(ours: RecurrentLayer):
+    """mamba_ssm's Mamba2 with mamba2.rnn's weights, its causal convolution the identity tap."""
+    from archdsl.baselines import import_mamba2
+
+    Mamba2, _ = import_mamba2()
+    ir = ours.ir
+    m = Mamba2(
+        d_model=ir.dim, d_state=ir.sizes["s"], d_conv=4, expand=ir.hypers["expansion"],
+        headdim=ir.sizes["p"], use_mem_eff_path=False,
+    )  # fmt: skip
+    with torch.no_grad():
+        m.in_proj.weight.copy_(ours.proj["0"].weight)
+        m.conv1d.weight.zero_()
+        m.conv1d.weight[:, 0, -1] = 1.0
+        m.conv1d.bias.zero_()
+        m.dt_bias.copy_(ours.params["dt_bias"])
+        m.A_log.copy_(ours.params["A_log"])
+        m.D.copy_(ours.params["D"])
+        m.norm.weight.copy_(ours.params["norm_w"].reshape(-1))
+        m.out_proj.weight.copy_(ours.out.weight)
+    return m
+
+
+PEERS = {
+    "gdn GDN_100m": ("fla GatedDeltaNet (chunk)", fla_gdn),
+    "mamba2 Mamba2_100m": ("mamba_ssm Mamba2", mamba2),
+}
+
+
+def bench_case(name: str, B: int, T: int, chunk: int) -> list[str]:
+    path, preset, sets = CASES[name]
+    layer = instantiate(parse_file(path), preset, sets).layer
+    ours = RecurrentLayer(layer, backend="triton", seed=0, chunk=chunk, strategy="chunked").cuda()
+    loop = RecurrentLayer(layer, backend="triton", seed=0).cuda()
+    loop.load_state_dict(ours.state_dict())
+    x = torch.randn(B, T, layer.dim, device="cuda")
+    sides = [(f"archdsl chunked (C {chunk})", ours), ("archdsl sequential loop", loop)]
+    if name in PEERS:
+        label, make = PEERS[name]
+        try:
+            sides.append((label, make(ours).cuda()))
+        except Exception as e:  # not installed, or an incompatible version: say so in the table
+            sides.append((f"{label}: unavailable ({type(e).__name__}: {str(e)[:80]})", None))
+    rows, base = [], None
+    for label, module in sides:
+        if module is None:
+            rows.append(f"| {name} | {label} | | | | | |")
+            continue
+        first, fwd, fb, y = timed(module, x)
+        if base is None:
+            base = (fb, y)
+        rows.append(
+            f"| {name} | {label} | {fwd:.2f} | {fb:.2f} | {fb / base[0]:.2f}x | {first:.1f} | "
+            f"{rel_rms(y, base[1]):.1e} |"
+        )
+        del module
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--B", type=int, default=32)
+    ap.add_argument("--T", type=int, default=512)
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--out", help="write the markdown table here too")
+    args = ap.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    lines = [
+        f"# Chunked strategy, whole layer (B {args.B}, T {args.T}, bf16 autocast)",
+        "",
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {torch.cuda.get_device_name()}, "
+        f"torch {torch.__version__}, triton {triton.__version__}, python {platform.python_version()}, "
+        f"commit {commit.strip() or '?'}",
+        "",
+        "`python benchmarks/chunked.py " + " ".join(f"--{k} {v}" for k, v in (("B", args.B), ("T", args.T)))
+        + f" --chunk {args.chunk}`",
+        "",
+        "Times in ms (do_bench); ratio: fwd+bwd over the chunked layer's; first call: compile + autotune "
+        "of the first forward+backward, s; diff: relative RMS of the output to the chunked layer's.",
+        "",
+        "| layer | side | fwd | fwd+bwd | ratio | first call | diff |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name in args.cases:
+        lines += bench_case(name, args.B, args.T, args.chunk)
+        print("\n".join(lines[-3:]), flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The chunked layer against the reference on the GPU (fp32 and bf16): gdn, mamba2, e88 identity at
+their test presets, T 130, chunk 16 and 64 — the compiled kernels, not the interpreter.
+
+    python benchmarks/chunked_check.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from kernel_harness import compare_backends  # noqa: E402
+
+from archdsl.checker import instantiate  # noqa: E402
+from archdsl.parser import parse_file  # noqa: E402
+
+CASES = [("gdn", {"heads": 3}), ("mamba2", {}), ("e88", {"nonlin": "identity"})]
+
+
+def main():
+    for name, sets in CASES:
+        layer = instantiate(parse_file(f"specs/{name}.rnn"), "test", sets).layer
+        for dtype, chunk in ((torch.float32, 16), (torch.float32, 64), (torch.bfloat16, 64)):
+            errs = compare_backends(
+                layer, B=2, T=130, dtype=dtype, chunk=chunk, device="cuda", strategy="chunked"
+            )
+            print(f"{name} {dtype} C {chunk}: worst rel-rms {max(errs.values()):.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
