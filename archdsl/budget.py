@@ -278,6 +278,10 @@ def _spec_plan(cfg) -> _Plan:
     solved, other = ("heads", "n") if "heads" in free else ("n", "heads") if free else (None, None)
     if solved and other not in hypers:
         solved = None
+    if solved and not (isinstance(hypers[other], (int, float)) and hypers[other] > 0):
+        raise ArchdslError(
+            f"{other} must be positive to solve {solved} from the width, found {hypers[other]}"
+        )
 
     def sets_at(D: int, rounding=round) -> dict:
         s = dict(cfg.sets)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+from archdsl import args as A
 from archdsl.check_cmd import parse_sets
 from archdsl.errors import ArchdslError
 
@@ -17,13 +18,18 @@ def add_arguments(p) -> None:
     p.add_argument("--preset", help="a named configuration (default: the spec's defaults)")
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
     p.add_argument(
-        "--device", default=None, help="cpu (Triton's interpreter) or cuda (default: cuda if present)"
+        "--device",
+        type=A.device,
+        default=None,
+        help="cpu (Triton's interpreter) or cuda (default: cuda if present)",
     )
     p.add_argument("--dtype", default="fp32", choices=sorted(TOLERANCE))
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--steps", type=int, default=17, help="sequence length T")
-    p.add_argument("--chunk", type=int, default=4, help="checkpoint stride (small: exercise the segments)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=A.positive_int, default=2)
+    p.add_argument("--steps", type=A.positive_int, default=17, help="sequence length T")
+    p.add_argument(
+        "--chunk", type=A.positive_int, default=4, help="checkpoint stride (small: exercise the segments)"
+    )
+    p.add_argument("--seed", type=A.nonnegative_int, default=0)
 
 
 def run(args) -> int:

@@ -13,6 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
+from archdsl import args as A
 from archdsl.errors import ArchdslError
 
 from . import study as st
@@ -54,22 +55,29 @@ def add_arguments(p) -> None:
         help=f"specs or baselines to search (default {DEFAULT_MODEL}); "
         "several make the model a categorical choice",
     )
-    p.add_argument("--budget", help="parameter budget, e.g. 100M: every trial's width is solved to it")
-    p.add_argument("--minutes", type=float, help="training minutes of each trial (default 10)")
     p.add_argument(
-        "--trials", type=int, help=f"trials to run (default {DEFAULT_TRIALS}; with --resume: this many more)"
+        "--budget", type=A.count, help="parameter budget, e.g. 100M: every trial's width is solved to it"
+    )
+    p.add_argument("--minutes", type=A.positive_float, help="training minutes of each trial (default 10)")
+    p.add_argument(
+        "--trials",
+        type=A.positive_int,
+        help=f"trials to run (default {DEFAULT_TRIALS}; with --resume: this many more)",
     )
     p.add_argument("--study", help="study name (default MODEL-BUDGET); its files go to runs/<study>/")
     p.add_argument(
         "--storage",
+        type=A.storage,
         help="database URL (postgresql://user@host/db) shared by several hosts; "
         "default: a journal file runs/<study>/study.journal",
     )
-    p.add_argument("--out", help="root of the run directories (default runs/)")
+    p.add_argument("--out", type=A.writable_dir, help="root of the run directories (default runs/)")
     p.add_argument("--data", action="append", help="training byte file(s) (default: the embedded corpus)")
     p.add_argument("--val", help="held-out file (default: the tail of the training data)")
     p.add_argument("--gpus", help="comma-separated GPU ids, or 'all': one worker per GPU")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this host (CPU; default 1)")
+    p.add_argument(
+        "--workers", type=A.positive_int, default=1, help="worker processes on this host (CPU; default 1)"
+    )
     p.add_argument("--objective", choices=st.OBJECTIVES, help="held-out bpb (default) or last-100 loss")
     p.add_argument("--multi", help="second objective(s) for a Pareto front: tokens_per_s, state")
     p.add_argument("--sampler", choices=("tpe", "cmaes"), help="Optuna sampler (default tpe)")
@@ -101,27 +109,33 @@ def add_arguments(p) -> None:
         action="store_true",
         help="only add this host's workers to an existing study (no re-runs, no report)",
     )
-    p.add_argument("--seeds", type=int, help="extra seeds for the top-k re-runs (default 2; 0: none)")
     p.add_argument(
-        "--top-k", dest="top_k", type=int, help="configurations re-run with more seeds (default 3)"
+        "--seeds", type=A.nonnegative_int, help="extra seeds for the top-k re-runs (default 2; 0: none)"
     )
-    p.add_argument("--batch", type=int, help="sequences per step (trainer default 32)")
-    p.add_argument("--seq", type=int, help="bytes per sequence (trainer default 512)")
-    p.add_argument("--eval-bytes", dest="eval_bytes", type=int, help="held-out bytes scored per evaluation")
+    p.add_argument(
+        "--top-k", dest="top_k", type=A.positive_int, help="configurations re-run with more seeds (default 3)"
+    )
+    p.add_argument("--batch", type=A.positive_int, help="sequences per step (trainer default 32)")
+    p.add_argument("--seq", type=A.positive_int, help="bytes per sequence (trainer default 512)")
+    p.add_argument(
+        "--eval-bytes", dest="eval_bytes", type=A.positive_int, help="held-out bytes scored per evaluation"
+    )
     p.add_argument("--backend", choices=("reference", "triton"), help="cell backend of spec models")
-    p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
-    p.add_argument("--align", type=int, help="the solved width is a multiple of this (default 1)")
-    p.add_argument("--seed", type=int, help="seed of the sampler and of every trial (default 0)")
+    p.add_argument("--device", type=A.device, help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--align", type=A.positive_int, help="the solved width is a multiple of this (default 1)")
+    p.add_argument(
+        "--seed", type=A.nonnegative_int, help="seed of the sampler and of every trial (default 0)"
+    )
     p.add_argument(
         "--trial-timeout",
         dest="trial_timeout",
-        type=float,
+        type=A.positive_float,
         help="seconds after which a trial is killed (default 3x its budget + 10 min)",
     )
     p.add_argument(
         "--time-limit",
         dest="time_limit",
-        type=float,
+        type=A.positive_float,
         metavar="MINUTES",
         help="start no trial (or re-run) that would still train after this many minutes",
     )

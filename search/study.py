@@ -9,6 +9,7 @@ failed by the next worker that starts a trial and queued again with the same par
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -134,8 +135,34 @@ def open_storage(study: str, storage: str | None, runs: Path):
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(storage) if storage else journal_path(runs, study)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    check_journal(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as e:
+        raise ArchdslError(f"cannot open the study journal {path}: {e.strerror or e}") from None
+
+
+def check_journal(path: Path) -> None:
+    """An existing journal must be one: every line of Optuna's journal is a JSON object with an
+    ``op_code`` (reading anything else fails deep inside Optuna)."""
+    if path.is_dir():
+        raise ArchdslError(f"{path} is a directory, not a study journal")
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+    except OSError as e:
+        raise ArchdslError(f"cannot read the study journal {path}: {e.strerror or e}") from None
+    if not first:
+        return  # an empty journal is a new one
+    try:
+        ok = "op_code" in json.loads(first)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise ArchdslError(f"{path} is not a study journal (its first line is not an Optuna journal entry)")
 
 
 def hide_password(url: str) -> str:
