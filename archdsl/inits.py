@@ -85,7 +85,9 @@ def initialise(
 
 def _finite(out: torch.Tensor, args, what: str, e) -> torch.Tensor:
     """An initial value that is NaN or infinite trains nothing: say which function made it, and from what."""
-    if out.device.type == "meta" or not all(torch.isfinite(a).all() for a in args) or torch.isfinite(out).all():
+    if out.device.type == "meta" or torch.isfinite(out).all():
+        return out
+    if not all(torch.isfinite(a).all() for a in args):  # not made here: the inner call says why
         return out
     bad = int((~torch.isfinite(out)).sum())
     lo, hi = (min(float(a.min()) for a in args), max(float(a.max()) for a in args)) if args else (0, 0)
