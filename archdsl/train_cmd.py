@@ -169,6 +169,12 @@ def run(args) -> int:
     from archdsl.train import train
 
     model_cfg, cfg = configs(args)
+    device = cfg.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    A.check_batch_memory(cfg.batch, cfg.seq, device)
     if not cfg.data:
         print(
             "no --data given: training on the embedded demo corpus (the Python standard library's own "
