@@ -83,8 +83,8 @@ def count(text: str) -> int:
 
     try:
         parse_count(text)
-    except ArchdslError:
-        raise _bad("a positive count such as 250K, 100M, 1.3B or 12345", text) from None
+    except ArchdslError as e:
+        raise argparse.ArgumentTypeError(e.message + ("; " + e.hint if e.hint else "")) from None
     return str(text).strip()
 
 

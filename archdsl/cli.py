@@ -60,7 +60,10 @@ def _run(cmd: str, argv: list[str]) -> int:
         module = importlib.import_module(module_name)
         parser = argparse.ArgumentParser(prog=f"archdsl {cmd}", description=help)
         module.add_arguments(parser)
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # argparse: --help (0) or its one `error:` line (2)
+            return int(e.code or 0)
         return int(module.run(args) or 0)
     except ArchdslError as e:
         print(format_error(e), file=sys.stderr)

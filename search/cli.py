@@ -7,6 +7,7 @@ live table, re-trains the top-k configurations with more seeds, and writes the r
 
 from __future__ import annotations
 
+import argparse
 import random
 import signal
 import time
@@ -214,16 +215,9 @@ def open_study(args, runs: Path):
     if args.resume or args.join:
         if not exists:
             raise ArchdslError(f"no study '{name}' in {args.storage or st.journal_path(runs, name)}")
-        given = [k for k in DEFINING if getattr(args, k, None) not in (None, [], False)]
-        given += ["trials"] if args.join and args.trials else []  # the target is the study's
-        if given:
-            raise ArchdslError(
-                "a continued study keeps its settings; drop "
-                + ", ".join("--" + k.replace("_", "-") for k in given),
-                hint="start a new --study to search something else",
-            )
         study = st.load(name, storage)
         settings = st.settings_of(study)
+        _check_same(args, settings)
         if args.resume and args.trials:
             settings.trials = st.counts(study).finished + args.trials
         for key in ("seeds", "top_k"):
@@ -233,13 +227,78 @@ def open_study(args, runs: Path):
             study.set_user_attr(st.SETTINGS_ATTR, settings.to_attr())
         return study, settings, storage
     if exists:
-        n = len(optuna.load_study(study_name=name, storage=storage).trials)
-        raise ArchdslError(
-            f"study '{name}' already exists ({n} trials)",
-            hint="pass --resume to continue it, or choose another --study",
-        )
+        raise _exists(name, storage)
     settings = new_settings(args)
-    return st.create(name, storage, settings), settings, storage
+    try:
+        return st.create(name, storage, settings), settings, storage
+    except optuna.exceptions.DuplicatedStudyError:  # another search created it since we looked
+        raise _exists(name, storage) from None
+
+
+def _exists(name: str, storage) -> ArchdslError:
+    """Why a new search cannot take the name of a study that exists (perhaps another search's, live)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    if running:
+        return ArchdslError(
+            f"study '{name}' is being searched now ({running} trial(s) running, {len(trials)} in all)",
+            hint="pass --join to add this host's workers to it, or choose another --study",
+        )
+    return ArchdslError(
+        f"study '{name}' already exists ({len(trials)} trials)",
+        hint="pass --resume to continue it, or choose another --study",
+    )
+
+
+def _check_same(args, stored: st.Settings) -> None:
+    """A continued study keeps its settings: flags that define it are accepted when they say what the
+    study already has (its original command line), and refused, each named, when they differ."""
+    given = [k for k in DEFINING if getattr(args, k, None) not in (None, [], False)]
+    if args.join and args.trials:
+        given.append("trials")  # the target is the study's
+    if not given:
+        return
+    if args.budget is None:
+        args = argparse.Namespace(**{**vars(args), "budget": str(stored.budget)})
+    if args.trials is None:
+        args = argparse.Namespace(**{**vars(args), "trials": stored.trials})
+    ours = new_settings(args)
+    differ = []
+    for k in given:
+        for field in FIELDS.get(k, (k,)):
+            now, was = getattr(ours, field), getattr(stored, field)
+            if isinstance(now, dict):  # only the names this command line gives
+                now = {n: v for n, v in now.items() if n in _named(args, k)}
+                was = {n: v for n, v in was.items() if n in now}
+            if now != was:
+                differ.append(f"--{k.replace('_', '-')} ({field}: the study has {was}, given {now})")
+    if differ:
+        raise ArchdslError(
+            "a continued study keeps its settings; these flags differ from them: " + "; ".join(differ),
+            hint="drop them (or give the study's own values), or start a new --study for something else",
+        )
+
+
+#: the Settings fields that a defining flag sets (the flag's own name where not listed)
+FIELDS = {
+    "no_prune": ("prune",),
+    "heads": ("overrides",),
+    "n": ("overrides",),
+    "depth": ("overrides",),
+    "lr": ("overrides",),
+    "space": ("overrides",),
+    "set": ("fixed",),
+}
+
+
+def _named(args, flag: str) -> set[str]:
+    """The hyper names a range or --set flag names."""
+    if flag in ("heads", "n", "depth", "lr"):
+        return {flag}
+    return set(_pairs(getattr(args, flag), "--" + flag))
 
 
 def enqueue(study, settings: st.Settings, items) -> None:

@@ -9,6 +9,7 @@ failed by the next worker that starts a trial and queued again with the same par
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -58,7 +59,7 @@ class Settings:
     eval_bytes: int | None = None
     backend: str = "reference"  # cell backend of spec models: "reference" | "triton"
     device: str | None = None  # None -> the trainer picks (cuda when present)
-    seed: int = 0  # sampler seed (worker k uses seed + k) and the seed of every trial's model
+    seed: int = 0  # seed of every trial's model; with (study, worker, start) it seeds each sampler
     seeds: int = 2  # extra seeds for the top-k re-runs (0: none)
     top_k: int = 3
     trial_timeout: float | None = None  # seconds; None -> 3x the budget + 10 minutes
@@ -187,9 +188,17 @@ def settings_of(study: optuna.Study) -> Settings:
 
 
 # ---- sampler and pruner ---------------------------------------------------------------------------
-def make_sampler(settings: Settings, worker: int = 0):
+def sampler_seed(settings: Settings, study: str, worker: int, start: int) -> int:
+    """The seed of one start of one worker: a function of (study, worker, start), so that a worker
+    restarted, a ``--resume`` and a joining host never draw again the numbers an earlier start drew.
+    ``start``: the number of trials the study held when the worker started."""
+    key = f"{settings.seed}:{study}:{worker}:{start}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+def make_sampler(settings: Settings, worker: int = 0, study: str = "", start: int = 0):
     """TPE (multivariate, grouped for conditional spaces, a constant liar for parallel workers) or CMA-ES."""
-    seed = settings.seed + worker
+    seed = sampler_seed(settings, study, worker, start)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if settings.sampler == "cmaes":
@@ -210,8 +219,12 @@ def load(name: str, storage, settings: Settings | None = None, worker: int = 0) 
     """Load a study with the sampler and pruner its settings ask for."""
     study = optuna.load_study(study_name=name, storage=storage)
     settings = settings or settings_of(study)
+    start = len(study.get_trials(deepcopy=False))
     return optuna.load_study(
-        study_name=name, storage=storage, sampler=make_sampler(settings, worker), pruner=make_pruner(settings)
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(settings, worker, name, start),
+        pruner=make_pruner(settings),
     )
 
 
@@ -220,7 +233,7 @@ def create(name: str, storage, settings: Settings) -> optuna.Study:
         study_name=name,
         storage=storage,
         directions=settings.directions(),
-        sampler=make_sampler(settings),
+        sampler=make_sampler(settings, study=name),
         pruner=make_pruner(settings),
     )
     study.set_user_attr(SETTINGS_ATTR, settings.to_attr())
