@@ -200,7 +200,7 @@ def test_verdict(a, b, verdict):
         (["--budget", "2X"], "cannot read a parameter count"),
         (["--budget", "200K", "--heads", "8:4"], "empty range"),
         (["--resume"], "no study"),
-        (["--budget", "200K", "--workers", "0"], "argument --workers: expected a positive integer, found '0'"),
+        (["--budget", "200K", "--workers", "0"], "--workers: expected a positive integer, found '0'"),
     ],
 )
 def test_search_errors(argv, message, tmp_path, capsys):
