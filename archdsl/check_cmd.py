@@ -85,8 +85,6 @@ def summary(path: str, preset: str | None, sets: dict, depth: int | None) -> dic
 
 def run(args) -> int:
     sets = parse_sets(args.set)
-    if args.depth is not None and args.depth < 1:
-        raise ArchdslError(f"--depth must be at least 1, found {args.depth}")
     failed = 0
     for path in args.specs:
         try:
