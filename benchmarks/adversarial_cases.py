@@ -239,9 +239,13 @@ def two_runs_one_out(tmp: Path):
     from adversarial import env_for
 
     procs = [
-        subprocess.Popen(argv, cwd=tmp, env=env_for(tmp), stderr=subprocess.PIPE, text=True) for _ in "ab"
+        subprocess.Popen(
+            argv, cwd=tmp, env=env_for(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in "ab"
     ]
-    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    results = [(p.returncode, err) for p, err in zip(procs, errs)]
     if all(rc == 0 for rc, _ in results):
         return "silently-wrong", "both runs on one --out exited 0 (one result lost)"
     if any("Traceback" in err for _, err in results):
@@ -378,7 +382,8 @@ def search_same_name(tmp: Path):
         for _ in "ab"
     ]
     try:
-        results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+        errs = [p.communicate(timeout=600)[1] for p in procs]
+        results = [(p.returncode, err) for p, err in zip(procs, errs)]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -476,4 +481,6 @@ CASES += [
     ("search", "kill -9 of the search leaves workers", search_kill9),
     ("search", "two searches, one study name", search_same_name),
 ]
-CASES.append(("codegen", "mLSTM-like spec in bf16", lambda tmp: ("skipped", "needs a CUDA GPU (bf16 kernels)")))
+CASES.append(
+    ("codegen", "mLSTM-like spec in bf16", lambda tmp: ("skipped", "needs a CUDA GPU (bf16 kernels)"))
+)
