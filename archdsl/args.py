@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from pathlib import Path
+
+from archdsl.errors import ArchdslError
 
 #: the suffix a journal file of a search study must have (``runs/<study>/study.journal``)
 JOURNAL_SUFFIX = ".journal"
@@ -37,6 +40,24 @@ def _float(text: str, expected: str) -> float:
     if not math.isfinite(value):
         raise _bad(expected, text)
     return value
+
+
+_COUNT_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+
+
+def parse_count(text: str | int) -> int:
+    """``"100M"``, ``"1.3B"``, ``"250K"``, ``"12345"``, ``"1e8"`` -> an integer count."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtT]?)\s*", str(text))
+    if not m:
+        raise ArchdslError(
+            f"cannot read a parameter count from '{text}'", hint="write for example 250K, 100M, 1.3B or 12345"
+        )
+    value = float(m.group(1)) * _COUNT_SUFFIX[m.group(2).upper()]
+    if value < 1:
+        raise ArchdslError(f"a parameter count must be positive, found '{text}'")
+    return int(round(value))
 
 
 def positive_int(text: str) -> int:
@@ -78,9 +99,6 @@ def power_of_two(text: str) -> int:
 def count(text: str) -> int:
     """A positive count with an optional suffix: ``250K``, ``100M``, ``1.3B``, ``12345``; the text is
     kept as given (study names and titles show it), the command reads it with ``parse_count``."""
-    from archdsl.budget import parse_count
-    from archdsl.errors import ArchdslError
-
     try:
         parse_count(text)
     except ArchdslError as e:
@@ -138,41 +156,3 @@ def storage(text: str) -> str:
     if not path.exists():
         writable_dir(str(path.parent) or ".")
     return t
-
-
-# ---- checks that need more than one flag ------------------------------------------------------------
-#: bytes per token that a step needs at the least: the logits over 256 bytes in fp32, their float copy
-#: and their gradient (the model's own activations come on top)
-FLOOR_BYTES_PER_TOKEN = 3 * 256 * 4
-
-
-def free_memory(device: str) -> int | None:
-    """Bytes free on ``device`` (cuda: the driver's count; cpu: MemAvailable), None when unknown."""
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            return None
-        return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def check_batch_memory(batch: int, seq: int, device: str) -> None:
-    """Refuse, before anything is built, a batch x seq whose logits alone do not fit in free memory."""
-    from archdsl.errors import ArchdslError
-
-    need = batch * seq * FLOOR_BYTES_PER_TOKEN
-    free = free_memory(device)
-    if free is not None and need > free:
-        raise ArchdslError(
-            f"--batch {batch} x --seq {seq} = {batch * seq:,} tokens per step need at least "
-            f"{need / 2**30:,.1f} GiB (the logits alone), but {device} has {free / 2**30:,.1f} GiB free",
-            hint="lower --batch or --seq",
-        )

@@ -174,7 +174,7 @@ def run(args) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    A.check_batch_memory(cfg.batch, cfg.seq, device)
+    check_batch_memory(cfg.batch, cfg.seq, device)
     if not cfg.data:
         print(
             "no --data given: training on the embedded demo corpus (the Python standard library's own "
@@ -187,3 +187,38 @@ def run(args) -> int:
         print(result.message)
     print(f"result: {Path(cfg.out) / 'result.json'}")
     return EXIT[result.status]
+
+
+#: bytes per token that a step needs at the least: the logits over 256 bytes in fp32, their float copy
+#: and their gradient (the model's own activations come on top)
+FLOOR_BYTES_PER_TOKEN = 3 * 256 * 4
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes free on ``device`` (cuda: the driver's count; cpu: MemAvailable), None when unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_batch_memory(batch: int, seq: int, device: str) -> None:
+    """Refuse, before anything is built, a batch x seq whose logits alone do not fit in free memory."""
+    need = batch * seq * FLOOR_BYTES_PER_TOKEN
+    free = free_memory(device)
+    if free is not None and need > free:
+        raise ArchdslError(
+            f"--batch {batch} x --seq {seq} = {batch * seq:,} tokens per step need at least "
+            f"{need / 2**30:,.1f} GiB (the logits alone), but {device} has {free / 2**30:,.1f} GiB free",
+            hint="lower --batch or --seq",
+        )
