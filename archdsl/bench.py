@@ -21,6 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
+from archdsl import args as A
 from archdsl import budget, trainlog
 from archdsl.errors import ArchdslError, did_you_mean
 
@@ -51,29 +52,39 @@ class Entry:
 
 def add_arguments(p) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="baselines, specs, presets or SPEC:ITEM,…")
-    p.add_argument("--params", help="parameter budget for every model (250K, 100M, 1.3B): widths are solved")
-    p.add_argument("--align", type=int, default=1, help="solved widths are multiples of this (research: 128)")
-    p.add_argument("--tolerance", type=float, default=0.1, help="largest relative miss of the budget (0.1)")
-    p.add_argument("--depth", type=int, help="layers (default: the preset's depth, else 20)")
+    p.add_argument(
+        "--params",
+        type=A.count,
+        help="parameter budget for every model (250K, 100M, 1.3B): widths are solved",
+    )
+    p.add_argument(
+        "--align", type=A.positive_int, default=1, help="solved widths are multiples of this (research: 128)"
+    )
+    p.add_argument(
+        "--tolerance", type=A.positive_float, default=0.1, help="largest relative miss of the budget (0.1)"
+    )
+    p.add_argument("--depth", type=A.positive_int, help="layers (default: the preset's depth, else 20)")
     budget_group = p.add_mutually_exclusive_group()
-    budget_group.add_argument("--minutes", type=float, help="timed training minutes per model")
-    budget_group.add_argument("--steps", type=int, help="training steps per model")
-    budget_group.add_argument("--tokens", help="training tokens per model (e.g. 50M)")
+    budget_group.add_argument("--minutes", type=A.positive_float, help="timed training minutes per model")
+    budget_group.add_argument("--steps", type=A.positive_int, help="training steps per model")
+    budget_group.add_argument("--tokens", type=A.count, help="training tokens per model (e.g. 50M)")
     p.add_argument("--data", nargs="+", default=[], help="training byte files (default: the embedded corpus)")
     p.add_argument("--val", help="held-out file (default: the tail of the training stream)")
-    p.add_argument("--batch", type=int, help="windows per step (default 32)")
-    p.add_argument("--seq", type=int, help="bytes per window (default 512)")
-    p.add_argument("--device", help="cuda | cpu (default: cuda when available)")
+    p.add_argument("--batch", type=A.positive_int, help="windows per step (default 32)")
+    p.add_argument("--seq", type=A.positive_int, help="bytes per window (default 512)")
+    p.add_argument("--device", type=A.device, help="cuda | cpu (default: cuda when available)")
     p.add_argument("--backend", default="reference", help="spec cell backend: reference | triton")
-    p.add_argument("--seed", type=int, default=0, help="the same seed for every model")
-    p.add_argument("--out", default=None, help="results directory (default runs/bench-<date>)")
+    p.add_argument("--seed", type=A.nonnegative_int, default=0, help="the same seed for every model")
+    p.add_argument(
+        "--out", type=A.writable_dir, default=None, help="results directory (default runs/bench-<date>)"
+    )
     p.add_argument(
         "--train-args",
         default="",
         metavar="'OPTIONS'",
         help="more options for every 'archdsl train', e.g. --train-args='--compile --lr 1e-3'",
     )
-    p.add_argument("--timeout", type=float, help="seconds before a model's run is stopped")
+    p.add_argument("--timeout", type=A.positive_float, help="seconds before a model's run is stopped")
     p.add_argument("--dry-run", action="store_true", help="print the solved sizes and stop")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from archdsl import args as A
 from archdsl.checker import DEFAULT_DEPTH, check_spec, declarations, instantiate, preset_depth, search_space
 from archdsl.errors import ArchdslError, add_note, format_error, plural
 from archdsl.ir import Kind
@@ -18,7 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("specs", nargs="+", help=".rnn files (or names of the bundled specs)")
     p.add_argument("--preset", help="a named configuration of the spec")
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
-    p.add_argument("--depth", type=int, help="layers of the LM (default: the preset's depth, else 20)")
+    p.add_argument(
+        "--depth", type=A.positive_int, help="layers of the LM (default: the preset's depth, else 20)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per spec")
 
 
@@ -82,8 +85,6 @@ def summary(path: str, preset: str | None, sets: dict, depth: int | None) -> dic
 
 def run(args) -> int:
     sets = parse_sets(args.set)
-    if args.depth is not None and args.depth < 1:
-        raise ArchdslError(f"--depth must be at least 1, found {args.depth}")
     failed = 0
     for path in args.specs:
         try:

@@ -780,7 +780,7 @@ class _Builder:
                         )
                 elif ax:
                     raise ArchdslError(f"'{f}' takes no axis", e.span)
-                if f in ("xavier", "orthogonal") and len(axes) < 2:
+                if f in ("xavier", "orthogonal") and len(axes) != 2:
                     raise ArchdslError(
                         f"'{f}' initialises a matrix; this parameter has "
                         f"{plural(len(axes), 'axis')} [{', '.join(axes)}]",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from archdsl.errors import ArchdslError, format_error
@@ -30,9 +31,27 @@ def _usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
+        try:
+            print(_usage(), flush=True)
+        except BrokenPipeError:
+            _quiet_stdout()
         return 0
     cmd = argv[0]
+    try:
+        return _run(cmd, argv[1:])
+    except BrokenPipeError:  # `archdsl … | head`: the reader left; say nothing more
+        _quiet_stdout()
+        return 0
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not raise on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _run(cmd: str, argv: list[str]) -> int:
     if cmd not in COMMANDS:
         print(f"archdsl: unknown command '{cmd}'\n\n{_usage()}", file=sys.stderr)
         return 2
@@ -41,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(module_name)
         parser = argparse.ArgumentParser(prog=f"archdsl {cmd}", description=help)
         module.add_arguments(parser)
-        args = parser.parse_args(argv[1:])
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # argparse: --help (0) or its one `error:` line (2)
+            return int(e.code or 0)
         return int(module.run(args) or 0)
     except ArchdslError as e:
         print(format_error(e), file=sys.stderr)
@@ -49,9 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("archdsl: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `archdsl check … | head`: the reader left; say nothing more
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import math
 import torch
 
 from archdsl import spec as S
+from archdsl.errors import ArchdslError
 
 _ELEMENTWISE = {
     "log": torch.log,
@@ -44,11 +45,12 @@ def initialise(
                 return -ev(a)
             case S.BinOp(op=op, left=l, right=r):
                 a, b = ev(l), ev(r)
-                return (
+                out = (
                     {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op]
                     if op in "+-*/"
                     else (a // b if op == "//" else a % b)
                 )
+                return _finite(out, (a, b), f"'{op}'", e)
             case S.Call(func=f, args=args, axes=ax):
                 vals = [ev(a) for a in args]
                 t = torch.empty(shape)
@@ -74,11 +76,26 @@ def initialise(
                     view = [1] * len(shape)
                     view[k] = shape[k]
                     return line.reshape(view).expand(shape).clone()
-                return _ELEMENTWISE[f](vals[0])
+                return _finite(_ELEMENTWISE[f](vals[0]), vals, f"'{f}'", e)
         raise AssertionError(e)
 
     with torch.no_grad():
         return ev(expr).float().contiguous()
+
+
+def _finite(out: torch.Tensor, args, what: str, e) -> torch.Tensor:
+    """An initial value that is NaN or infinite trains nothing: say which function made it, and from what."""
+    if out.device.type == "meta" or torch.isfinite(out).all():
+        return out
+    if not all(torch.isfinite(a).all() for a in args):  # not made here: the inner call says why
+        return out
+    bad = int((~torch.isfinite(out)).sum())
+    lo, hi = (min(float(a.min()) for a in args), max(float(a.max()) for a in args)) if args else (0, 0)
+    raise ArchdslError(
+        f"the initialiser's {what} yields NaN or infinity at {bad} of {out.numel()} entries "
+        f"(its arguments range over {lo:g} .. {hi:g}, outside its domain)",
+        getattr(e, "span", None),
+    )
 
 
 def xavier_bound(fan_in: int, fan_out: int) -> float:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from archdsl import args as A
 from archdsl.check_cmd import parse_sets
 from archdsl.checker import instantiate
+from archdsl.errors import ArchdslError
 from archdsl.parser import parse_file
 from archdsl.specs_path import resolve_spec
 
@@ -17,14 +19,24 @@ def add_arguments(p) -> None:
     p.add_argument("spec", help="a .rnn file or the name of a bundled spec")
     p.add_argument("--preset", help="a named configuration of the spec")
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
-    p.add_argument("-o", "--out", help="also copy the generated module into this directory")
+    p.add_argument(
+        "-o", "--out", type=A.writable_dir, help="also copy the generated module into this directory"
+    )
     p.add_argument(
         "--chunk",
-        type=int,
+        type=A.positive_int,
         help="steps per block: the loop's checkpoint stride (default 16), the chunked chunk (default 64)",
     )
-    p.add_argument("--tile", type=int, help="block of the split axis (default: measured on the GPU)")
-    p.add_argument("--warps", type=int, help="warps per program (default: measured on the GPU)")
+    p.add_argument(
+        "--tile",
+        type=A.power_of_two,
+        help="block of the split axis, a power of two (default: measured on the GPU)",
+    )
+    p.add_argument(
+        "--warps",
+        type=A.power_of_two,
+        help="warps per program, a power of two (default: measured on the GPU)",
+    )
     p.add_argument("--strategy", help="force an execution strategy (default: the first that applies)")
 
 
@@ -56,8 +68,11 @@ def run(args) -> int:
 def _write(args, layer, cc) -> int:
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         dest = out / f"{module_name(layer.name)}_{cc.hash}.py"
-        shutil.copyfile(cc.path, dest)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cc.path, dest)
+        except OSError as e:
+            raise ArchdslError(f"-o {args.out}: cannot write {dest}: {e.strerror or e}") from None
         print(f"  written        {dest}")
     return 0

@@ -13,7 +13,11 @@ import math
 from dataclasses import dataclass
 
 from archdsl.autodiff import Cell
+from archdsl.errors import ArchdslError
 from archdsl.ir import Op
+
+#: the most elements a Triton block (one program's tile of a tensor) may have
+MAX_BLOCK = 1 << 20
 
 
 def next_pow2(n: int) -> int:
@@ -84,6 +88,15 @@ def make_plan(
         else:
             block[a] = next_pow2(size)
     state_elems = max(math.prod(block[a] for a in ax) for ax in cell.states.values())
+    for s, ax in cell.states.items():
+        elems = math.prod(block[a] for a in ax)
+        if elems > MAX_BLOCK:
+            shape = " x ".join(f"{a} {block[a]}" for a in ax)
+            raise ArchdslError(
+                f"state {s}[{', '.join(ax)}] cannot fit: each program would hold {elems:,} floats "
+                f"({shape}; {4 * elems / 2**20:,.0f} MiB), more than a Triton block's {MAX_BLOCK:,}",
+                hint="split the state over more heads, or make the axes each program holds whole smaller",
+            )
     warps = num_warps or max(1, min(8, state_elems // 512))
     return Plan(
         "fused sequential loop", cell.axes, dict(cell.sizes), split, block, tiles, max(1, int(chunk)), warps

@@ -7,12 +7,14 @@ live table, re-trains the top-k configurations with more seeds, and writes the r
 
 from __future__ import annotations
 
+import argparse
 import random
 import signal
 import time
 import warnings
 from pathlib import Path
 
+from archdsl import args as A
 from archdsl.errors import ArchdslError
 
 from . import study as st
@@ -54,22 +56,29 @@ def add_arguments(p) -> None:
         help=f"specs or baselines to search (default {DEFAULT_MODEL}); "
         "several make the model a categorical choice",
     )
-    p.add_argument("--budget", help="parameter budget, e.g. 100M: every trial's width is solved to it")
-    p.add_argument("--minutes", type=float, help="training minutes of each trial (default 10)")
     p.add_argument(
-        "--trials", type=int, help=f"trials to run (default {DEFAULT_TRIALS}; with --resume: this many more)"
+        "--budget", type=A.count, help="parameter budget, e.g. 100M: every trial's width is solved to it"
+    )
+    p.add_argument("--minutes", type=A.positive_float, help="training minutes of each trial (default 10)")
+    p.add_argument(
+        "--trials",
+        type=A.positive_int,
+        help=f"trials to run (default {DEFAULT_TRIALS}; with --resume: this many more)",
     )
     p.add_argument("--study", help="study name (default MODEL-BUDGET); its files go to runs/<study>/")
     p.add_argument(
         "--storage",
+        type=A.storage,
         help="database URL (postgresql://user@host/db) shared by several hosts; "
         "default: a journal file runs/<study>/study.journal",
     )
-    p.add_argument("--out", help="root of the run directories (default runs/)")
+    p.add_argument("--out", type=A.writable_dir, help="root of the run directories (default runs/)")
     p.add_argument("--data", action="append", help="training byte file(s) (default: the embedded corpus)")
     p.add_argument("--val", help="held-out file (default: the tail of the training data)")
     p.add_argument("--gpus", help="comma-separated GPU ids, or 'all': one worker per GPU")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this host (CPU; default 1)")
+    p.add_argument(
+        "--workers", type=A.positive_int, default=1, help="worker processes on this host (CPU; default 1)"
+    )
     p.add_argument("--objective", choices=st.OBJECTIVES, help="held-out bpb (default) or last-100 loss")
     p.add_argument("--multi", help="second objective(s) for a Pareto front: tokens_per_s, state")
     p.add_argument("--sampler", choices=("tpe", "cmaes"), help="Optuna sampler (default tpe)")
@@ -101,27 +110,33 @@ def add_arguments(p) -> None:
         action="store_true",
         help="only add this host's workers to an existing study (no re-runs, no report)",
     )
-    p.add_argument("--seeds", type=int, help="extra seeds for the top-k re-runs (default 2; 0: none)")
     p.add_argument(
-        "--top-k", dest="top_k", type=int, help="configurations re-run with more seeds (default 3)"
+        "--seeds", type=A.nonnegative_int, help="extra seeds for the top-k re-runs (default 2; 0: none)"
     )
-    p.add_argument("--batch", type=int, help="sequences per step (trainer default 32)")
-    p.add_argument("--seq", type=int, help="bytes per sequence (trainer default 512)")
-    p.add_argument("--eval-bytes", dest="eval_bytes", type=int, help="held-out bytes scored per evaluation")
+    p.add_argument(
+        "--top-k", dest="top_k", type=A.positive_int, help="configurations re-run with more seeds (default 3)"
+    )
+    p.add_argument("--batch", type=A.positive_int, help="sequences per step (trainer default 32)")
+    p.add_argument("--seq", type=A.positive_int, help="bytes per sequence (trainer default 512)")
+    p.add_argument(
+        "--eval-bytes", dest="eval_bytes", type=A.positive_int, help="held-out bytes scored per evaluation"
+    )
     p.add_argument("--backend", choices=("reference", "triton"), help="cell backend of spec models")
-    p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
-    p.add_argument("--align", type=int, help="the solved width is a multiple of this (default 1)")
-    p.add_argument("--seed", type=int, help="seed of the sampler and of every trial (default 0)")
+    p.add_argument("--device", type=A.device, help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--align", type=A.positive_int, help="the solved width is a multiple of this (default 1)")
+    p.add_argument(
+        "--seed", type=A.nonnegative_int, help="seed of the sampler and of every trial (default 0)"
+    )
     p.add_argument(
         "--trial-timeout",
         dest="trial_timeout",
-        type=float,
+        type=A.positive_float,
         help="seconds after which a trial is killed (default 3x its budget + 10 min)",
     )
     p.add_argument(
         "--time-limit",
         dest="time_limit",
-        type=float,
+        type=A.positive_float,
         metavar="MINUTES",
         help="start no trial (or re-run) that would still train after this many minutes",
     )
@@ -200,16 +215,9 @@ def open_study(args, runs: Path):
     if args.resume or args.join:
         if not exists:
             raise ArchdslError(f"no study '{name}' in {args.storage or st.journal_path(runs, name)}")
-        given = [k for k in DEFINING if getattr(args, k, None) not in (None, [], False)]
-        given += ["trials"] if args.join and args.trials else []  # the target is the study's
-        if given:
-            raise ArchdslError(
-                "a continued study keeps its settings; drop "
-                + ", ".join("--" + k.replace("_", "-") for k in given),
-                hint="start a new --study to search something else",
-            )
         study = st.load(name, storage)
         settings = st.settings_of(study)
+        _check_same(args, settings)
         if args.resume and args.trials:
             settings.trials = st.counts(study).finished + args.trials
         for key in ("seeds", "top_k"):
@@ -219,13 +227,78 @@ def open_study(args, runs: Path):
             study.set_user_attr(st.SETTINGS_ATTR, settings.to_attr())
         return study, settings, storage
     if exists:
-        n = len(optuna.load_study(study_name=name, storage=storage).trials)
-        raise ArchdslError(
-            f"study '{name}' already exists ({n} trials)",
-            hint="pass --resume to continue it, or choose another --study",
-        )
+        raise _exists(name, storage)
     settings = new_settings(args)
-    return st.create(name, storage, settings), settings, storage
+    try:
+        return st.create(name, storage, settings), settings, storage
+    except optuna.exceptions.DuplicatedStudyError:  # another search created it since we looked
+        raise _exists(name, storage) from None
+
+
+def _exists(name: str, storage) -> ArchdslError:
+    """Why a new search cannot take the name of a study that exists (perhaps another search's, live)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    if running:
+        return ArchdslError(
+            f"study '{name}' is being searched now ({running} trial(s) running, {len(trials)} in all)",
+            hint="pass --join to add this host's workers to it, or choose another --study",
+        )
+    return ArchdslError(
+        f"study '{name}' already exists ({len(trials)} trials)",
+        hint="pass --resume to continue it, or choose another --study",
+    )
+
+
+def _check_same(args, stored: st.Settings) -> None:
+    """A continued study keeps its settings: flags that define it are accepted when they say what the
+    study already has (its original command line), and refused, each named, when they differ."""
+    given = [k for k in DEFINING if getattr(args, k, None) not in (None, [], False)]
+    if args.join and args.trials:
+        given.append("trials")  # the target is the study's
+    if not given:
+        return
+    if args.budget is None:
+        args = argparse.Namespace(**{**vars(args), "budget": str(stored.budget)})
+    if args.trials is None:
+        args = argparse.Namespace(**{**vars(args), "trials": stored.trials})
+    ours = new_settings(args)
+    differ = []
+    for k in given:
+        for field in FIELDS.get(k, (k,)):
+            now, was = getattr(ours, field), getattr(stored, field)
+            if isinstance(now, dict):  # only the names this command line gives
+                now = {n: v for n, v in now.items() if n in _named(args, k)}
+                was = {n: v for n, v in was.items() if n in now}
+            if now != was:
+                differ.append(f"--{k.replace('_', '-')} ({field}: the study has {was}, given {now})")
+    if differ:
+        raise ArchdslError(
+            "a continued study keeps its settings; these flags differ from them: " + "; ".join(differ),
+            hint="drop them (or give the study's own values), or start a new --study for something else",
+        )
+
+
+#: the Settings fields that a defining flag sets (the flag's own name where not listed)
+FIELDS = {
+    "no_prune": ("prune",),
+    "heads": ("overrides",),
+    "n": ("overrides",),
+    "depth": ("overrides",),
+    "lr": ("overrides",),
+    "space": ("overrides",),
+    "set": ("fixed",),
+}
+
+
+def _named(args, flag: str) -> set[str]:
+    """The hyper names a range or --set flag names."""
+    if flag in ("heads", "n", "depth", "lr"):
+        return {flag}
+    return set(_pairs(getattr(args, flag), "--" + flag))
 
 
 def enqueue(study, settings: st.Settings, items) -> None:

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from . import study as st
 from .repro import model_job, train_command, train_job
 from .space import Candidate
+from .trial import child_env
 from .worker import fits, objective_values, run_process, trial_env
 
 MAX_RESTARTS = 3
@@ -71,7 +72,8 @@ class Pool:
         argv += ["--runs", str(self.runs), "--worker", str(slot.index)]
         argv += ["--storage", self.storage] if self.storage else []
         argv += ["--deadline", repr(self.deadline)] if self.deadline else []
-        slot.proc = subprocess.Popen(argv, env=slot_env(slot, len(self.slots), self.base_env))
+        env = child_env(slot_env(slot, len(self.slots), self.base_env))
+        slot.proc = subprocess.Popen(argv, env=env)
 
     def run(self, on_tick=None) -> None:
         """Start the workers and wait for them, calling ``on_tick()`` every second or so."""

@@ -14,6 +14,7 @@ import html
 import warnings
 from pathlib import Path
 
+from archdsl import args as A
 from archdsl.errors import ArchdslError
 
 from . import plots, results
@@ -240,9 +241,9 @@ def write_report(study, out: Path, storage: str | None = None) -> tuple[Path, Pa
 # ---- the command -----------------------------------------------------------------------------------
 def add_arguments(p) -> None:
     p.add_argument("study", help="study name (runs/<study>/study.journal), a run directory or a journal file")
-    p.add_argument("--storage", help="database URL of the study (postgresql://…)")
-    p.add_argument("--out", help="root of the run directories (default runs/)")
-    p.add_argument("--dest", help="where to write the report (default runs/<study>/)")
+    p.add_argument("--storage", type=A.storage, help="database URL of the study (postgresql://…)")
+    p.add_argument("--out", type=A.writable_dir, help="root of the run directories (default runs/)")
+    p.add_argument("--dest", type=A.writable_dir, help="where to write the report (default runs/<study>/)")
 
 
 def run(args) -> int:

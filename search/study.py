@@ -9,6 +9,8 @@ failed by the next worker that starts a trial and queued again with the same par
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import warnings
@@ -57,7 +59,7 @@ class Settings:
     eval_bytes: int | None = None
     backend: str = "reference"  # cell backend of spec models: "reference" | "triton"
     device: str | None = None  # None -> the trainer picks (cuda when present)
-    seed: int = 0  # sampler seed (worker k uses seed + k) and the seed of every trial's model
+    seed: int = 0  # seed of every trial's model; with (study, worker, start) it seeds each sampler
     seeds: int = 2  # extra seeds for the top-k re-runs (0: none)
     top_k: int = 3
     trial_timeout: float | None = None  # seconds; None -> 3x the budget + 10 minutes
@@ -134,8 +136,34 @@ def open_storage(study: str, storage: str | None, runs: Path):
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(storage) if storage else journal_path(runs, study)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    check_journal(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as e:
+        raise ArchdslError(f"cannot open the study journal {path}: {e.strerror or e}") from None
+
+
+def check_journal(path: Path) -> None:
+    """An existing journal must be one: every line of Optuna's journal is a JSON object with an
+    ``op_code`` (reading anything else fails deep inside Optuna)."""
+    if path.is_dir():
+        raise ArchdslError(f"{path} is a directory, not a study journal")
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+    except OSError as e:
+        raise ArchdslError(f"cannot read the study journal {path}: {e.strerror or e}") from None
+    if not first:
+        return  # an empty journal is a new one
+    try:
+        ok = "op_code" in json.loads(first)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise ArchdslError(f"{path} is not a study journal (its first line is not an Optuna journal entry)")
 
 
 def hide_password(url: str) -> str:
@@ -160,9 +188,17 @@ def settings_of(study: optuna.Study) -> Settings:
 
 
 # ---- sampler and pruner ---------------------------------------------------------------------------
-def make_sampler(settings: Settings, worker: int = 0):
+def sampler_seed(settings: Settings, study: str, worker: int, start: int) -> int:
+    """The seed of one start of one worker: a function of (study, worker, start), so that a worker
+    restarted, a ``--resume`` and a joining host never draw again the numbers an earlier start drew.
+    ``start``: the number of trials the study held when the worker started."""
+    key = f"{settings.seed}:{study}:{worker}:{start}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+def make_sampler(settings: Settings, worker: int = 0, study: str = "", start: int = 0):
     """TPE (multivariate, grouped for conditional spaces, a constant liar for parallel workers) or CMA-ES."""
-    seed = settings.seed + worker
+    seed = sampler_seed(settings, study, worker, start)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if settings.sampler == "cmaes":
@@ -183,8 +219,12 @@ def load(name: str, storage, settings: Settings | None = None, worker: int = 0) 
     """Load a study with the sampler and pruner its settings ask for."""
     study = optuna.load_study(study_name=name, storage=storage)
     settings = settings or settings_of(study)
+    start = len(study.get_trials(deepcopy=False))
     return optuna.load_study(
-        study_name=name, storage=storage, sampler=make_sampler(settings, worker), pruner=make_pruner(settings)
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(settings, worker, name, start),
+        pruner=make_pruner(settings),
     )
 
 
@@ -193,7 +233,7 @@ def create(name: str, storage, settings: Settings) -> optuna.Study:
         study_name=name,
         storage=storage,
         directions=settings.directions(),
-        sampler=make_sampler(settings),
+        sampler=make_sampler(settings, study=name),
         pruner=make_pruner(settings),
     )
     study.set_user_attr(SETTINGS_ATTR, settings.to_attr())

@@ -21,6 +21,14 @@ import traceback
 from archdsl.errors import ArchdslError, format_error
 
 PR_SET_PDEATHSIG = 1
+#: the pid of the process that started this one (set by the parent: a parent that died before the
+#: prctl below leaves this process to init or to a subreaper, whose pid is not 1 in a container)
+PARENT_ENV = "ARCHDSL_PARENT_PID"
+
+
+def child_env(env: dict) -> dict:
+    """``env`` for a child that is to die with this process."""
+    return {**env, PARENT_ENV: str(os.getpid())}
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -31,8 +39,9 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         libc.prctl(PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:
-        os._exit(1)
+    expected = os.environ.get(PARENT_ENV)
+    if os.getppid() == 1 or (expected and expected.isdigit() and os.getppid() != int(expected)):
+        os._exit(1)  # the parent is gone already
 
 
 class Channel:

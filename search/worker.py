@@ -27,7 +27,7 @@ from archdsl.errors import ArchdslError, format_error
 from . import study as st
 from .repro import model_job, train_command, train_job
 from .space import Candidate, Space, parse_range
-from .trial import die_with_parent
+from .trial import child_env, die_with_parent
 
 POLL_S = 2.0
 CURVE_POINTS = 200  # a trial's loss curve is kept in the study, thinned to this many points
@@ -81,7 +81,7 @@ def run_process(job: dict, trial_dir: Path, env: dict, on_config, on_report, tim
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=logf,
-            env=env,
+            env=child_env(env),
             text=True,
             bufsize=1,
         )

@@ -20,6 +20,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -57,7 +58,12 @@ def run_cli(case: Path) -> tuple[int, str, str]:
     cwd = os.getcwd()
     try:
         os.chdir(case.parent)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        # argparse wraps its usage line to the terminal: the golden files are 80 columns wide
+        with (
+            mock.patch.dict(os.environ, {"COLUMNS": "80"}),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
             rc = cli.main(argv_of(case))
     finally:
         os.chdir(cwd)

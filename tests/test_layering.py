@@ -23,6 +23,7 @@ FRONT = [
     "sizes",
     "errors",
     "check_cmd",
+    "args",
     "specs_path",
     "autodiff",
 ]

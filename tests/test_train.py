@@ -248,8 +248,8 @@ def test_nonfinite_names_step_and_tensor(tmp_path, monkeypatch, where):
     [
         (["e88", "--steps", "5", "--optimizer", "sgd"], "unknown optimizer 'sgd'"),
         (["e88", "--steps", "5", "--data", "no/such/file.txt"], "no such data file: no/such/file.txt"),
-        (["e88", "--steps", "5", "--device", "tpu"], "unknown device 'tpu'"),
-        (["e88", "--steps", "0"], "the budget must be positive"),
+        (["e88", "--steps", "5", "--device", "tpu"], "expected cpu, cuda or cuda:N, found 'tpu'"),
+        (["e88", "--steps", "0"], "argument --steps: expected a positive integer, found '0'"),
         (["e88", "--steps", "5", "--params", "1M", "--dim", "64"], "give --params"),
         (["e99", "--steps", "5"], "neither a spec file"),
     ],
@@ -261,9 +261,8 @@ def test_bad_flags_are_clear_errors(argv, message, capsys, tmp_path):
 
 
 def test_two_budgets_are_refused(capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(["train", "e88", "--steps", "5", "--minutes", "1"])
-    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert cli.main(["train", "e88", "--steps", "5", "--minutes", "1"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_cli_without_data_uses_the_embedded_corpus(tmp_path, capsys):
