@@ -13,7 +13,6 @@ Three independent checks of an IR op:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from types import SimpleNamespace
 
 import torch
@@ -104,14 +103,16 @@ def swap_op(layer: LayerIR, old: Op, new: Op) -> LayerIR:
 def frontier_of(layer: LayerIR, params: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
     """The parameter-only values the cell reads, computed from ``params`` (differentiably)."""
     front = layer.frontier()
-    layout = Layout(layer)
-    env = evaluate(
-        layer,
-        sorted(layer.graph.ancestors(front)),
-        {},
-        lambda i, node: layout.full(params[node.attr], node.axes, 0),
-        layout,
-    )
+    layout = Layout(layer, device=next(iter(params.values())).device if params else None)
+    g = layer.graph
+
+    def leaf(i, node):
+        if node.op is Op.SPECTRAL_NORM:  # rho * W / sigma_max(W), exactly
+            w = params[g[node.args[0]].attr]
+            return layout.full(node.attr * w / torch.linalg.matrix_norm(w, ord=2), node.axes, 0)
+        return layout.full(params[node.attr], node.axes, 0)
+
+    env = evaluate(layer, sorted(g.ancestors(front)), {}, leaf, layout)
     return {i: layout.compact(env[i], layer.graph[i].axes, ()) for i in front}
 
 
@@ -123,12 +124,13 @@ def kernel_vs_reference(
     tile: int | None = 2,
     tol: float = 1e-5,
     cell=None,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """Forward and backward of the compiled cell against the reference on the same values.
 
     ``inputs``: name -> [B, T, *axes]; with B >= 2 and T not a multiple of ``chunk``, the tokens past
     a batch element's T are the next element's (non-zero) tokens, and the last segment is partial.
-    ``cell``: an already built compiled cell (else ``build_cell``)."""
+    ``cell``: an already built compiled cell (else ``build_cell``); ``device``: where both run."""
     from archdsl.codegen import build_cell
 
     params = params or {}
@@ -141,11 +143,11 @@ def kernel_vs_reference(
     cc = cell or build_cell(layer, chunk, tile, 1)
     results = []
     for run in (cc, lambda xs, fr, h: reference_cell(layer, xs, fr, h)):
-        xs = {k: v.detach().float().clone().requires_grad_(True) for k, v in inputs.items()}
-        ps = {k: v.detach().float().clone().requires_grad_(True) for k, v in params.items()}
+        xs = {k: v.detach().float().to(device).requires_grad_(True) for k, v in inputs.items()}
+        ps = {k: v.detach().float().to(device).requires_grad_(True) for k, v in params.items()}
         hs = {k: v.clone().requires_grad_(True) for k, v in h0.items()}
         y, final = run(xs, frontier_of(layer, ps), hs)
-        w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+        w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(device)
         loss = (y.float() * w).sum() + sum((v * v).sum() for v in final.values())
         leaves = [*xs.values(), *hs.values(), *ps.values()]
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
@@ -158,5 +160,15 @@ def kernel_vs_reference(
     return {k: assert_close(k, ker[k], ref[k], tol) for k in ref}
 
 
-def cycle_values(*groups) -> list[float]:
-    return list(itertools.chain(*groups))
+def default_params(layer: LayerIR) -> dict[str, torch.Tensor]:
+    """The layer's learned parameters at their initialisation (seed 0)."""
+    from archdsl.layer import RecurrentLayer
+
+    return {k: v.detach() for k, v in RecurrentLayer(layer, seed=0).params.items()}
+
+
+def random_inputs(layer: LayerIR, B: int, T: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        n: torch.randn(B, T, *(layer.sizes[a] for a in ax), generator=gen) for n, ax in layer.inputs().items()
+    }
