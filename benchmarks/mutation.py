@@ -405,11 +405,14 @@ def main(argv=None) -> int:
         "ARCHDSL_CACHE": tempfile.mkdtemp(prefix="archdsl-mutants-"),
         "TRITON_INTERPRET": "1",
     }
-    for group in sorted({x.group for x in muts}):
-        status, secs, first = run_tests(group, args.timeout, env)
-        if status != "survived":
-            raise SystemExit(f"error: the unmutated tests of group {group} fail ({status}): {first}")
-        print(f"{'(unmutated ' + group + ')':28} passes    {secs:6.1f}s", flush=True)
+    groups = sorted({x.group for x in muts})
+    with ThreadPoolExecutor(args.jobs) as pool:  # every group passes unmutated
+        for group, (status, secs, first) in zip(
+            groups, pool.map(lambda g: run_tests(g, args.timeout, env), groups)
+        ):
+            if status != "survived":
+                raise SystemExit(f"error: the unmutated tests of group {group} fail ({status}): {first}")
+            print(f"{'(unmutated ' + group + ')':28} passes    {secs:6.1f}s", flush=True)
 
     def one(mut: Mutant):
         status, secs, first = run_tests(mut.group, args.timeout, env, mut.id)
