@@ -2,8 +2,10 @@
 
 The interpreter runs a launch's programs one after another, so programs that share scratch memory,
 a grid barrier that releases one step early, or a persistent grid that is not co-resident all give
-the right numbers there. On a GPU the programs run at once. Run with ``pytest -m gpu`` on a machine
-with CUDA (without ``TRITON_INTERPRET``); each test is skipped on a machine without one.
+the right numbers there. On a GPU the programs run at once. Run ``pytest -m gpu tests/test_gpu.py``
+on a machine with CUDA: name the file, since the CPU test modules set ``TRITON_INTERPRET=1`` when
+they are imported (these tests then skip rather than run on the interpreter). Each test is skipped
+on a machine without CUDA.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from op_oracles import default_params, kernel_vs_reference, random_inputs
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA GPU (run with pytest -m gpu there)"
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (run pytest -m gpu tests/test_gpu.py there)"
     ),
     pytest.mark.skipif(
         os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
