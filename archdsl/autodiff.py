@@ -157,8 +157,9 @@ VJP: dict[Op, Callable] = {
 
 
 def _select(e, diff, dz):
-    """max(a, b): the cotangent goes to a where a > b, else to b."""
-    s = _step(e, diff)
+    """max(a, b): the cotangent goes to a where a > b, to b where a < b, half to each at a tie
+    (torch's convention, so the kernels' gradients equal the reference's): s = (1 + sign(a - b)) / 2."""
+    s = _mul(e, e.const(0.5), e.add(Op.ADD, (e.const(1), e.add(Op.SIGN, (diff,)))))
     return [_mul(e, dz, s), _mul(e, dz, e.add(Op.SUB, (e.const(1), s)))]
 
 

@@ -1,0 +1,103 @@
+"""Kernels against the reference on a CUDA GPU: what Triton's CPU interpreter cannot show.
+
+The interpreter runs a launch's programs one after another, so programs that share scratch memory,
+a grid barrier that releases one step early, or a persistent grid that is not co-resident all give
+the right numbers there. On a GPU the programs run at once. Run ``pytest -m gpu tests/test_gpu.py``
+on a machine with CUDA: name the file, since the CPU test modules set ``TRITON_INTERPRET=1`` when
+they are imported (these tests then skip rather than run on the interpreter). Each test is skipped
+on a machine without CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from op_oracles import default_params, kernel_vs_reference, random_inputs
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (run pytest -m gpu tests/test_gpu.py there)"
+    ),
+    pytest.mark.skipif(
+        os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
+        reason="TRITON_INTERPRET is set: the kernels would run on the CPU interpreter",
+    ),
+]
+
+SPECS = sorted(Path(__file__).resolve().parents[1].glob("specs/*.rnn"))
+
+
+def _layer(path, **overrides):
+    from archdsl.checker import declarations, instantiate
+    from archdsl.parser import parse_file
+
+    spec = parse_file(path)
+    decl = declarations(spec)
+    preset = "test" if "test" in decl.presets else None
+    return instantiate(spec, preset, {k: v for k, v in overrides.items() if k in decl.hypers}).layer
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_spec_on_the_gpu(path):
+    """B 3, T 37, checkpoints every 8 steps (5 segments, the last partial), 3 heads."""
+    from kernel_harness import compare_backends
+
+    compare_backends(_layer(path, heads=3), B=3, T=37, chunk=8, device="cuda")
+
+
+def test_fused_loop_many_programs_deterministic():
+    """E88 with the value axis in tiles of 4: 3 x 4 x 4 programs per launch sharing the backward
+    scratch buffers (one region each); two runs must agree bit for bit (a race would differ)."""
+    from archdsl.codegen import build_cell
+
+    from archdsl.checker import instantiate
+    from archdsl.parser import parse_file
+
+    layer = instantiate(
+        parse_file("specs/e88.rnn"), overrides={"dim": 32, "heads": 4, "n": 8, "expansion": 2}
+    ).layer
+    cc = build_cell(layer, 8, 4, 2)
+    assert cc.plan.n_tiles == 16 and cc.plan.chunk == 8
+    inputs, params = random_inputs(layer, 3, 37), default_params(layer)
+    first = kernel_vs_reference(layer, inputs, params, cell=cc, device="cuda", tol=1e-4)
+    again = kernel_vs_reference(layer, inputs, params, cell=cc, device="cuda", tol=1e-4)
+    assert first == again
+
+
+@pytest.mark.parametrize("batch", [2, 130], ids=["one-batch-block", "two-batch-blocks"])
+def test_persistent_dense_at_several_row_blocks(batch):
+    """E1 at d 80: 5 row blocks of 16 (10 programs at B 130, in two batch blocks) in one persistent
+    launch per direction, synchronised by the grid barrier at every step."""
+    from archdsl.codegen import build_cell
+    from archdsl.codegen.persistent import PersistentCell
+
+    from archdsl.checker import instantiate
+    from archdsl.parser import parse_file
+
+    layer = instantiate(parse_file("specs/e1.rnn"), overrides={"dim": 40, "expansion": 2}).layer
+    cc = build_cell(layer, 16, 16, 4)
+    assert isinstance(cc, PersistentCell) and cc.plan.rows == 16 and cc.plan.tiles == 5
+    assert cc.plan.programs(batch) == (5 if batch <= 128 else 10)
+    kernel_vs_reference(
+        layer, random_inputs(layer, batch, 33), default_params(layer), cell=cc, device="cuda", tol=1e-4
+    )
+    assert len(cc.last_sync) == 2, "not launched persistently (one launch per direction)"
+    assert all(int(s[0].item()) > 0 for s in cc.last_sync)  # the barrier counted arrivals
+    cc.check_barriers()
+
+
+def test_hoisted_and_readout_kernels_on_the_gpu():
+    """GDN: a per-token part before the loop and a normalising readout after it, B 2, T 40."""
+    from archdsl.codegen import build_cell
+    from archdsl.codegen.runtime import HoistedCell
+
+    layer = _layer(Path(__file__).resolve().parents[1] / "specs" / "gdn.rnn", heads=3)
+    cc = build_cell(layer, 8, 2, 1)
+    assert isinstance(cc, HoistedCell) and cc.readout is not None
+    kernel_vs_reference(
+        layer, random_inputs(layer, 2, 40), default_params(layer), cell=cc, device="cuda", tol=1e-4
+    )
