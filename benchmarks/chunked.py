@@ -122,7 +122,7 @@ def bench_case(name: str, B: int, T: int, chunk: int) -> list[str]:
     path, preset, sets = CASES[name]
     layer = instantiate(parse_file(path), preset, sets).layer
     ours = RecurrentLayer(layer, backend="triton", seed=0, chunk=chunk, strategy="chunked").cuda()
-    loop = RecurrentLayer(layer, backend="triton", seed=0).cuda()
+    loop = RecurrentLayer(layer, backend="triton", seed=0, strategy="loop").cuda()
     loop.load_state_dict(ours.state_dict())
     x = torch.randn(B, T, layer.dim, device="cuda")
     sides = [(f"archdsl chunked (C {chunk})", ours), ("archdsl sequential loop", loop)]
