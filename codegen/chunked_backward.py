@@ -33,26 +33,31 @@ from .chunked_kernels import _decayed, _unit_lower_inverse, blocks, chunked_forw
 @triton.jit
 def _decayed_bwd(dM, x, y, gx, gy, mask, SCALAR: tl.constexpr, PREC: tl.constexpr):
     """(dx, dy, dgx, dgy) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) (0 outside ``mask``)."""
+    # one return after a constexpr if/else: Triton 3.6 compiles the statements after an early return
     if SCALAR:
         E = tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
         dP = dM * E
         Z = dP * tl.dot(x, tl.trans(y), input_precision=PREC)
         dx = tl.dot(dP, y, input_precision=PREC)
         dy = tl.dot(tl.trans(dP), x, input_precision=PREC)
-        return dx, dy, tl.sum(Z, 1), -tl.sum(Z, 0)
-    xh, yh = x * tl.exp(gx), y * tl.exp(-gy)
-    dMm = tl.where(mask, dM, 0.0)
-    dxh = tl.dot(dMm, yh, input_precision=PREC)
-    dyh = tl.dot(tl.trans(dMm), xh, input_precision=PREC)
-    return dxh * tl.exp(gx), dyh * tl.exp(-gy), dxh * xh, -dyh * yh
+        dgx, dgy = tl.sum(Z, 1), -tl.sum(Z, 0)
+    else:
+        xh, yh = x * tl.exp(gx), y * tl.exp(-gy)
+        dMm = tl.where(mask, dM, 0.0)
+        dxh = tl.dot(dMm, yh, input_precision=PREC)
+        dyh = tl.dot(tl.trans(dMm), xh, input_precision=PREC)
+        dx, dy, dgx, dgy = dxh * tl.exp(gx), dyh * tl.exp(-gy), dxh * xh, -dyh * yh
+    return dx, dy, dgx, dgy
 
 
 @triton.jit
 def _rowsum(x, SCALAR: tl.constexpr):
     """A decay's gradient: summed over the key axis when the decay is one per head."""
     if SCALAR:
-        return tl.sum(x, 1)
-    return x
+        out = tl.sum(x, 1)
+    else:
+        out = x
+    return out
 
 
 @triton.jit

@@ -33,11 +33,14 @@ def _interpreted() -> bool:
 @triton.jit
 def _decayed(x, y, gx, gy, mask, SCALAR: tl.constexpr, PREC: tl.constexpr):
     """M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) where ``mask``, else 0."""
+    # one return after a constexpr if/else: Triton 3.6 compiles the statements after an early return
     if SCALAR:
         m = tl.dot(x, tl.trans(y), input_precision=PREC)
-        return m * tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
-    m = tl.dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), input_precision=PREC)
-    return tl.where(mask, m, 0.0)
+        out = m * tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
+    else:
+        m = tl.dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), input_precision=PREC)
+        out = tl.where(mask, m, 0.0)
+    return out
 
 
 @triton.jit
