@@ -42,7 +42,10 @@ GROUPS = {
     "ref": (OPS, "reference or bf16 or renaming or kernel"),
     "kernel": ([*OPS, "tests/test_scratch.py"], "kernel or padded or hoisted or disjoint or cycle"),
     "hoist": (["tests/test_structure.py", "tests/test_hoist.py"], None),
-    "persistent": (["tests/test_persistent.py"], None),
+    "persistent": (
+        ["tests/test_persistent.py", "tests/test_kernels.py"],
+        "not kernel_matches_reference and not single_step and not e88 and not torch_compile and not every_op",
+    ),
 }
 
 
@@ -392,8 +395,14 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="mutants run at once")
     ap.add_argument("--out", type=Path, help="also write the Markdown report here")
     ap.add_argument("--check", action="store_true", help="only check that every substitution applies")
+    ap.add_argument("--no-baseline", action="store_true", help="skip running each group unmutated first")
+    ap.add_argument(
+        "--gpu", action="store_true", help="also run the GPU-only mutants (they survive on a CPU)"
+    )
     args = ap.parse_args(argv)
-    muts = [x for x in MUTANTS if not args.only or x.id in args.only]
+    muts = [
+        x for x in MUTANTS if (not args.only or x.id in args.only) and (args.gpu or not x.gpu or args.only)
+    ]
     bad = [x.id for x in muts if not applies(x)]
     if bad:
         raise SystemExit(f"error: mutants that do not apply (expected text not found): {', '.join(bad)}")
@@ -405,7 +414,7 @@ def main(argv=None) -> int:
         "ARCHDSL_CACHE": tempfile.mkdtemp(prefix="archdsl-mutants-"),
         "TRITON_INTERPRET": "1",
     }
-    groups = sorted({x.group for x in muts})
+    groups = [] if args.no_baseline else sorted({x.group for x in muts})
     with ThreadPoolExecutor(args.jobs) as pool:  # every group passes unmutated
         for group, (status, secs, first) in zip(
             groups, pool.map(lambda g: run_tests(g, args.timeout, env), groups)
@@ -443,7 +452,12 @@ def render(rows) -> str:
         f"{len(killed)}/{len(cpu)} CPU-visible mutants killed ({100 * len(killed) / max(1, len(cpu)):.0f}%)"
     )
     survivors = ", ".join(r[0].id for r in cpu if r[1] == "survived") or "none"
-    gpu = ", ".join(f"{r[0].id} ({r[1]})" for r in rows if r[0].gpu) or "none"
+    ran = {r[0].id for r in rows}
+    gpu = ", ".join(
+        f"{x.id} ({next(r[1] for r in rows if r[0] is x) if x.id in ran else 'not run'})"
+        for x in MUTANTS
+        if x.gpu
+    )
     return "\n".join(
         [*lines, "", score, f"survivors: {survivors}", f"GPU-only mutants on the CPU: {gpu}", ""]
     )
