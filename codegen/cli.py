@@ -55,7 +55,10 @@ def run(args) -> int:
             tuned = entry.tunable and not (args.tile or args.warps)
             print(f"  strategy       {entry.name}: {entry.summary}")
             break
-        print(f"  not {entry.name:<10} {reason}")
+        if reason is None:  # applies, but is tried only when named
+            print(f"  also {entry.name:<9} applies: --strategy {entry.name}")
+        else:
+            print(f"  not {entry.name:<10} {reason}")
     for label, text in cc.describe():
         print(f"  {label:<14} {text}")
     if tuned:

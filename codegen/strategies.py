@@ -6,9 +6,9 @@ reason when it cannot run that cell. Every compiled cell answers the same protoc
 no caller needs to know which entry built it.
 
 =============  =================================================================================
-chunked        the update is linear in the state, diagonal decay plus rank-one terms, read out by a
-               contraction (GatedDeltaNet, Mamba2, GLA, E88 without its tanh): chunkwise-parallel
-               kernels whose products run on tensor cores
+chunked        (by name only, for now) the update is linear in the state, diagonal decay plus
+               rank-one terms, read out by a contraction (GatedDeltaNet, Mamba2, GLA, E88 without
+               its tanh): chunkwise-parallel kernels whose products run on tensor cores
 persistent     a learned matrix mixes the whole state (E1, LSTM, GRU): one persistent launch per
                direction, the matrix product by ``tl.dot`` inside, a grid barrier per step
 dense          the same cells where the persistent layout does not fit: a GEMM per step and a
@@ -62,6 +62,7 @@ class Strategy:
     tunable: bool  # tile and warps measured on the first CUDA call (codegen/tune.py)
     why_not: Callable[[LayerIR, Cell], str | None]
     build: Callable[[LayerIR, Cell, Options], Compiled]
+    automatic: bool = True  # tried when no strategy is named; False: only by --strategy NAME
 
 
 def _matvecs(cell: Cell):
@@ -123,7 +124,10 @@ def _chunked_why_not(layer: LayerIR, cell: Cell) -> str | None:
     return got if isinstance(got, str) else None
 
 
-CHUNKED_DEFAULT = 64
+# Chunks of 16: the triangular inverse by repeated squaring loses fp32 accuracy on longer chunks of
+# an undamped delta rule (E88 identity on an H100: 9e-5 at 32, 4.8 at 64; GDN 2.7e-4 at 64), see
+# benchmarks/results/chunked-h100.md.
+CHUNKED_DEFAULT = 16
 
 
 def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
@@ -133,7 +137,7 @@ def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
     if chunk < 16 or chunk & (chunk - 1):
         raise ArchdslError(
             f"--chunk {chunk}: the chunked strategy's chunk is a power of two of at least 16 "
-            "(the smallest block of a tensor-core product); the default is 64"
+            f"(the smallest block of a tensor-core product); the default is {CHUNKED_DEFAULT}"
         )
     form, readouts = classify(cell)
     return ChunkedCell(layer, form, readouts, chunk)
@@ -146,6 +150,9 @@ STRATEGIES: list[Strategy] = [
         False,
         _chunked_why_not,
         _build_chunked,
+        # by name only until it beats the loop: GDN_100m fwd+bwd 17.9 ms against the loop's 15.2 ms
+        # on an H100 (benchmarks/results/chunked-h100.md), and E88 identity misses bf16 tolerance
+        automatic=False,
     ),
     Strategy(
         "persistent",
@@ -187,6 +194,6 @@ def choose(layer: LayerIR, cell: Cell, name: str | None = None) -> Strategy:
             raise ArchdslError(f"--strategy {name} does not apply to '{layer.name}': {reason}")
         return strategy
     for strategy, reason in applicable(layer, cell):
-        if reason is None:
+        if reason is None and strategy.automatic:
             return strategy
     raise AssertionError("the loop applies to every cell the others refuse")
