@@ -46,6 +46,7 @@ class ParamTable(nn.Module):
 
     def __init__(self, params: dict[str, nn.Parameter]):
         super().__init__()
+        self.names = tuple(params)
         for name, p in params.items():
             self.register_parameter(self.key(name), p)
 
@@ -58,6 +59,13 @@ class ParamTable(nn.Module):
 
     def __len__(self) -> int:
         return len(self._parameters)
+
+    def items(self):
+        """(spec name, parameter) pairs, in the spec's order."""
+        return [(name, self[name]) for name in self.names]
+
+    def values(self):
+        return [p for _, p in self.items()]
 
 
 class RecurrentLayer(nn.Module):

@@ -28,7 +28,8 @@ pytestmark = [
     ),
 ]
 
-SPECS = sorted(Path(__file__).resolve().parents[1].glob("specs/*.rnn"))
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted(ROOT.glob("specs/*.rnn"))
 
 
 def _layer(path, **overrides):
@@ -58,7 +59,7 @@ def test_fused_loop_many_programs_deterministic():
     from archdsl.parser import parse_file
 
     layer = instantiate(
-        parse_file("specs/e88.rnn"), overrides={"dim": 32, "heads": 4, "n": 8, "expansion": 2}
+        parse_file(ROOT / "specs" / "e88.rnn"), overrides={"dim": 32, "heads": 4, "n": 8, "expansion": 2}
     ).layer
     cc = build_cell(layer, 8, 4, 2)
     assert cc.plan.n_tiles == 16 and cc.plan.chunk == 8
@@ -78,7 +79,7 @@ def test_persistent_dense_at_several_row_blocks(batch):
     from archdsl.checker import instantiate
     from archdsl.parser import parse_file
 
-    layer = instantiate(parse_file("specs/e1.rnn"), overrides={"dim": 40, "expansion": 2}).layer
+    layer = instantiate(parse_file(ROOT / "specs" / "e1.rnn"), overrides={"dim": 40, "expansion": 2}).layer
     cc = build_cell(layer, 16, 16, 4)
     assert isinstance(cc, PersistentCell) and cc.plan.rows == 16 and cc.plan.tiles == 5
     assert cc.plan.programs(batch) == (5 if batch <= 128 else 10)
