@@ -145,7 +145,7 @@ def kernel_vs_reference(
     for run in (cc, lambda xs, fr, h: reference_cell(layer, xs, fr, h)):
         xs = {k: v.detach().float().to(device).requires_grad_(True) for k, v in inputs.items()}
         ps = {k: v.detach().float().to(device).requires_grad_(True) for k, v in params.items()}
-        hs = {k: v.clone().requires_grad_(True) for k, v in h0.items()}
+        hs = {k: v.clone().to(device).requires_grad_(True) for k, v in h0.items()}
         y, final = run(xs, frontier_of(layer, ps), hs)
         w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(device)
         loss = (y.float() * w).sum() + sum((v * v).sum() for v in final.values())
