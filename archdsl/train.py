@@ -252,14 +252,17 @@ class Trainer:
         return p.tokens / cfg.tokens
 
     # ---- before the clock ----------------------------------------------------------------------
-    def warm_up(self) -> None:
-        """Run a few steps (compiles, autotunes, allocates), then restore the initial weights."""
+    def warm_up(self, stop: checkpoint.StopSignals | None = None) -> None:
+        """Run a few steps (compiles, autotunes, allocates), then restore the initial weights; a
+        signal ends the warm-up at once (the loop then stops before its first step)."""
         if self.cfg.warm_steps <= 0:
             return
         initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         rng = checkpoint.rng_states()
         opt = self.optimizer()
         for k in range(self.cfg.warm_steps):
+            if stop is not None and stop.received:
+                break
             self.step(opt, *self.data.batch(k, self.cfg.batch, self.cfg.seq, self.device))
         self.model.zero_grad(set_to_none=True)
         self.model.load_state_dict(initial)
@@ -275,7 +278,7 @@ class Trainer:
         # a SIGINT/SIGTERM from here on stops the run at the next step, with a checkpoint
         with checkpoint.StopSignals() as stop:
             try:
-                self.warm_up()
+                self.warm_up(stop)
                 opt = self.optimizer()
                 if self.resumed is not None:
                     self.resume_from(self.resumed, opt)

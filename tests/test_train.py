@@ -293,3 +293,30 @@ def test_cli_without_data_uses_the_embedded_corpus(tmp_path, capsys):
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["data"]["default_corpus"] and "python-stdlib" in result["data"]["train"][0]
     assert result["data"]["eval_bytes"] == 256 and f"result: {tmp_path / 'result.json'}" in captured.out
+
+
+WARM_UP_FOREVER = """
+import os, signal, sys, threading, time
+from archdsl.model import ModelConfig
+from archdsl.train import TrainConfig, train
+
+threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+cfg = TrainConfig(steps=5, batch=2, seq=8, device="cpu", threads=1, eval_bytes=512, out=sys.argv[1],
+                  data=[sys.argv[2]], progress=False, warm_steps=10**9)
+t0 = time.time()
+r = train(ModelConfig("e88", preset="demo", depth=1), cfg)
+print(r.status, round(time.time() - t0))
+"""
+
+
+def test_sigterm_during_warm_up_stops_the_run(tmp_path):
+    """A warm-up that would never end (10**9 steps) stops at the signal; the run ends interrupted."""
+    out = subprocess.run(
+        [sys.executable, "-c", WARM_UP_FOREVER, str(tmp_path / "run"), VAL],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    status, seconds = out.stdout.split()[-2:]
+    assert status == "interrupted" and int(seconds) < 120, out.stdout
