@@ -118,8 +118,11 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if len(given) != 1:
         found = f" (found {', '.join(given)})" if given else ""
         raise ArchdslError(f"give exactly one budget: minutes, steps or tokens{found}")
-    if not getattr(cfg, given[0]) > 0:
-        raise ArchdslError(f"the budget must be positive, found {given[0]} = {getattr(cfg, given[0])}")
+    if not 0 < getattr(cfg, given[0]) < math.inf:
+        raise ArchdslError(
+            f"the budget must be finite and positive, found {given[0]} = {getattr(cfg, given[0])}"
+        )
+    _check_numbers(cfg)
     for name, known in CHOICES.items():
         if getattr(cfg, name) not in known:
             raise ArchdslError(f"unknown {name} '{getattr(cfg, name)}'; choose one of {', '.join(known)}")
@@ -137,6 +140,33 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     precision = {"auto": "bf16" if device.startswith("cuda") else "fp32"}.get(cfg.precision, cfg.precision)
     fractions = tuple(sorted(cfg.report_fractions))
     return replace(cfg, device=device, precision=precision, report_fractions=fractions)
+
+
+# (field, lowest allowed value, whether the lowest itself is allowed): every number must be finite
+_LIMITS = (
+    ("lr", 0, False),
+    ("warmup", 0, True),
+    ("weight_decay", 0, True),
+    ("clip", 0, False),
+    ("val_fraction", 0, False),
+    ("warm_steps", 0, True),
+    ("threads", 1, True),
+    ("checkpoint_every", 0, False),
+)
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    """The numeric settings of the Python API, checked as the command line checks its flags."""
+    for name, low, inclusive in _LIMITS:
+        v = getattr(cfg, name, None)
+        if v is None:
+            continue
+        ok = isinstance(v, (int, float)) and math.isfinite(v) and (v >= low if inclusive else v > low)
+        if not ok:
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise ArchdslError(f"{name} must be a finite number {bound}, found {v!r}")
+    if not cfg.val_fraction < 1:
+        raise ArchdslError(f"val_fraction must be below 1, found {cfg.val_fraction!r}")
 
 
 class Trainer:

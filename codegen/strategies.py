@@ -50,9 +50,19 @@ class Compiled(Protocol):
 @dataclass(frozen=True)
 class Options:
     chunk: int | None = None  # steps per block: the loop's checkpoint stride (default 16), the chunk
-    # length of the chunked form (default 64); None: the strategy's default
-    tile: int | None = None  # block of the split axis, or rows per program
-    num_warps: int | None = None
+    # length of the chunked form; None: the strategy's default
+    tile: int | None = None  # block of the split axis, or rows per program (a power of two)
+    num_warps: int | None = None  # a power of two, at most 32
+
+    def __post_init__(self):
+        """The same checks as the command line's (``archdsl/args.py``), for callers of the API."""
+        for name, v, power in (("chunk", self.chunk, False), ("tile", self.tile, True)):
+            if v is not None and not (isinstance(v, int) and v >= 1 and (not power or v & (v - 1) == 0)):
+                kind = "a power of two" if power else "a whole number"
+                raise ArchdslError(f"{name} must be {kind} >= 1, found {v!r}")
+        w = self.num_warps
+        if w is not None and not (isinstance(w, int) and 1 <= w <= 32 and w & (w - 1) == 0):
+            raise ArchdslError(f"num_warps must be a power of two from 1 to 32, found {w!r}")
 
 
 @dataclass(frozen=True)

@@ -296,16 +296,24 @@ def test_cli_without_data_uses_the_embedded_corpus(tmp_path, capsys):
 
 
 WARM_UP_FOREVER = """
-import os, signal, sys, threading, time
+import os, signal, sys
+from archdsl import train as T
 from archdsl.model import ModelConfig
-from archdsl.train import TrainConfig, train
 
-threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
-cfg = TrainConfig(steps=5, batch=2, seq=8, device="cpu", threads=1, eval_bytes=512, out=sys.argv[1],
-                  data=[sys.argv[2]], progress=False, warm_steps=10**9)
-t0 = time.time()
-r = train(ModelConfig("e88", preset="demo", depth=1), cfg)
-print(r.status, round(time.time() - t0))
+step = T.Trainer.step
+
+
+def first_step_signals(self, *args):  # SIGTERM arrives during the first warm-up step
+    if not getattr(self, "signalled", False):
+        self.signalled = True
+        os.kill(os.getpid(), signal.SIGTERM)
+    return step(self, *args)
+
+
+T.Trainer.step = first_step_signals
+cfg = T.TrainConfig(steps=5, batch=2, seq=8, device="cpu", threads=1, eval_bytes=512, out=sys.argv[1],
+                    data=[sys.argv[2]], progress=False, warm_steps=10**9)
+print(T.train(ModelConfig("e88", preset="demo", depth=1), cfg).status)
 """
 
 
@@ -318,5 +326,4 @@ def test_sigterm_during_warm_up_stops_the_run(tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    status, seconds = out.stdout.split()[-2:]
-    assert status == "interrupted" and int(seconds) < 120, out.stdout
+    assert out.stdout.split()[-1] == "interrupted", out.stdout
