@@ -14,6 +14,8 @@ from pathlib import Path
 
 from adversarial import ROOT, archdsl, error_expected, sh, success_expected, verify_expected
 
+from archdsl.checkpoint import NAME as CHECKPOINT  # the file a run checkpoints to
+
 SPECS = ROOT / "specs"
 TINY = ["--batch", "2", "--seq", "16", "--eval-bytes", "256", "--device", "cpu", "--no-progress"]
 
@@ -164,8 +166,10 @@ class Planted:
 def pickled_checkpoint(tmp: Path):
     archdsl(tiny_train(tmp), tmp, 300)
     marker = tmp / "pwned"
-    with open(tmp / "run" / "checkpoint.pt", "wb") as f:
-        pickle.dump({"x": Planted(str(marker))}, f)
+    # the pickle where a checkpoint is read from, and under the old pickled checkpoint's name
+    for name in (CHECKPOINT, "checkpoint.pt"):
+        with open(tmp / "run" / name, "wb") as f:
+            pickle.dump({"x": Planted(str(marker))}, f)
     r = archdsl([*tiny_train(tmp), "--resume"], tmp, 300)
     if marker.exists():
         return "silently-wrong", "--resume ran the code pickled in the checkpoint"
@@ -175,9 +179,9 @@ def pickled_checkpoint(tmp: Path):
 def corrupt_checkpoint(how: str):
     def run(tmp: Path):
         archdsl(tiny_train(tmp), tmp, 300)
-        ck = tmp / "run" / "checkpoint.pt"
+        ck = tmp / "run" / CHECKPOINT
         if not ck.exists():
-            return "harness-error", "the first run wrote no checkpoint.pt"
+            return "harness-error", f"the first run wrote no {CHECKPOINT}"
         blob = ck.read_bytes()
         ck.write_bytes({"empty": b"", "truncated": blob[: len(blob) // 2], "random": os.urandom(4096)}[how])
         return error_expected(archdsl([*tiny_train(tmp), "--resume"], tmp, 300))
@@ -285,14 +289,15 @@ def kill9_log(tmp: Path):
         argv, cwd=tmp, env=env_for(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (tmp / "run" / "checkpoint.pt").exists():
+    while time.monotonic() < deadline and not (tmp / "run" / CHECKPOINT).exists():
         time.sleep(1)
     time.sleep(4)
     proc.kill()
     proc.wait()
     r = archdsl([*tiny_train(tmp, steps="100000", extra=["--checkpoint-every", "3"]), "--resume"], tmp, 20)
-    steps = [json.loads(line).get("step") for line in (tmp / "run" / "log.jsonl").read_text().splitlines()]
-    steps = [s for s in steps if isinstance(s, int)]
+    # the curve points (event "step"); a checkpoint or resume event repeats the step it happened at
+    records = [json.loads(line) for line in (tmp / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r.get("event") == "step"]
     if any(b <= a for a, b in zip(steps, steps[1:])):
         return "silently-wrong", "log.jsonl repeats step numbers after kill -9 and --resume"
     if "Traceback" in r.err:
@@ -391,5 +396,9 @@ CASES += [
     ("search", "two searches, one study name", search_same_name),
 ]
 CASES.append(
-    ("codegen", "mLSTM-like spec in bf16", lambda tmp: ("skipped", "needs a CUDA GPU (bf16 kernels)"))
+    (
+        "codegen",
+        "mLSTM-like spec in bf16",
+        lambda tmp: ("skipped", "needs a CUDA GPU: see benchmarks/results/bf16-conditioning.md"),
+    )
 )
