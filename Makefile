@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(VENV)/bin/archdsl train e88 --preset demo --depth 4 --batch 16 --seq 64 --lr 3e-3 --eval-bytes 32K --minutes 1 --device cpu --out runs/demo
+	$(VENV)/bin/archdsl train e88 --preset demo --depth 4 --batch 16 --seq 64 --lr 3e-3 --eval-bytes 32K --minutes 1 --device cpu --out runs/demo --force
 
 lint: install
 	$(VENV)/bin/ruff check .
