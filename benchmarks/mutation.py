@@ -358,9 +358,13 @@ MUTANTS = [
 
 def run_tests(group: str, timeout: float, env: dict, mutant: str = "") -> tuple[str, float, str]:
     files, expr = GROUPS[group]
-    env = {**env, "ARCHDSL_MUTANT": mutant, "PYTHONPATH": str(ROOT / "benchmarks")}
+    path = os.pathsep.join(p for p in (str(ROOT / "benchmarks"), env.get("PYTHONPATH", "")) if p)
+    env = {**env, "ARCHDSL_MUTANT": mutant, "PYTHONPATH": path}
+    # -P: the repository's own folder is not put on the path, so an installed archdsl (a wheel on a
+    # GPU machine) is the one imported, not the source tree (whose archdsl/ lacks archdsl.codegen)
     cmd = [
         sys.executable,
+        *(["-P"] if sys.version_info >= (3, 11) else []),
         "-m",
         "pytest",
         "-x",
