@@ -46,6 +46,7 @@ GROUPS = {
         ["tests/test_persistent.py", "tests/test_kernels.py"],
         "not kernel_matches_reference and not single_step and not e88 and not torch_compile and not every_op",
     ),
+    "gpu": (["tests/test_gpu.py"], "persistent"),  # on a CUDA machine: the persistent grid at once
 }
 
 
@@ -342,7 +343,7 @@ MUTANTS = [
         PERS,
         'k.w("t = t_hi - 1 - i_t", 2)',
         'k.w("t = t_lo + i_t", 2)',
-        "persistent",
+        "gpu",
         gpu=True,
     ),
     m(
@@ -350,7 +351,7 @@ MUTANTS = [
         PERS,
         "_grid_wait(p_sync, NP * i_t)  # every row of the previous state",
         "_grid_wait(p_sync, NP * i_t - NP)  # every row of the previous state",
-        "persistent",
+        "gpu",
         gpu=True,
     ),
 ]
