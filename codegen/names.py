@@ -21,8 +21,8 @@ import builtins
 import keyword
 import re
 
-# The emitter's own identifiers that contain an underscore (all others are a letter and digits, or
-# upper case, or start with an underscore, and no derived name has those forms).
+# The emitter's own identifiers that contain an underscore. Its others have none (``t``, ``pid``,
+# ``NC``, ``b12``, ``acc0``), while every derived name has one after its role prefix, so those cannot meet.
 EMITTER = frozenset(
     ("i_b", "i_s", "i_c", "i_r", "i_bb", "i_t", "t_lo", "t_hi", "o__b", "l__b", "m__b", "p_sync")
     + ("USE_H0", "USE_DHT", "BLOCK_B", "BLOCK_K", "DOT_T", "DOT_PREC")
