@@ -7,7 +7,7 @@ convolution set to the identity tap) when they import, with the same weights cop
 bf16 autocast; forward and forward+backward (``triton.testing.do_bench``), each side's first call
 (compile + autotune), and the relative RMS difference of each side's output to the chunked layer's.
 
-    python benchmarks/chunked.py --out benchmarks/results/chunked-h100.md
+    python benchmarks/chunked.py --chunk 32 64 --out chunked.md   (results: benchmarks/results/chunked-gpu.md)
 """
 
 from __future__ import annotations
@@ -118,14 +118,34 @@ PEERS = {
 }
 
 
-def bench_case(name: str, B: int, T: int, chunk: int) -> list[str]:
+def profile(label: str, module, x) -> None:
+    """The ten CUDA kernels that take most of one forward+backward, after the timed runs."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    xg = x.clone().requires_grad_(True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = module(xg)
+            y = y[0] if isinstance(y, tuple) else y
+            torch.autograd.grad(y, [xg, *params], torch.ones_like(y), allow_unused=True)
+        torch.cuda.synchronize()
+    print(f"profile: {label} (3 forward+backward)", flush=True)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10), flush=True)
+
+
+def bench_case(name: str, B: int, T: int, chunks: list[int], prof: bool = False) -> list[str]:
     path, preset, sets = CASES[name]
     layer = instantiate(parse_file(path), preset, sets).layer
-    ours = RecurrentLayer(layer, backend="triton", seed=0, chunk=chunk, strategy="chunked").cuda()
+    sides = []
+    for chunk in chunks:
+        side = RecurrentLayer(layer, backend="triton", seed=0, chunk=chunk, strategy="chunked").cuda()
+        sides.append((f"archdsl chunked (C {chunk})", side))
+    ours = sides[0][1]
     loop = RecurrentLayer(layer, backend="triton", seed=0, strategy="loop").cuda()
-    loop.load_state_dict(ours.state_dict())
+    sides.append(("archdsl sequential loop", loop))
+    for _, side in sides[1:]:
+        side.load_state_dict(ours.state_dict())
     x = torch.randn(B, T, layer.dim, device="cuda")
-    sides = [(f"archdsl chunked (C {chunk})", ours), ("archdsl sequential loop", loop)]
     if name in PEERS:
         label, make = PEERS[name]
         try:
@@ -137,13 +157,19 @@ def bench_case(name: str, B: int, T: int, chunk: int) -> list[str]:
         if module is None:
             rows.append(f"| {name} | {label} | | | | | |")
             continue
-        first, fwd, fb, y = timed(module, x)
+        try:
+            first, fwd, fb, y = timed(module, x)
+        except Exception as e:  # a launch setting that does not fit this GPU: say so in the table
+            rows.append(f"| {name} | {label}: failed ({type(e).__name__}: {str(e)[:80]}) | | | | | |")
+            continue
         if base is None:
             base = (fb, y)
         rows.append(
             f"| {name} | {label} | {fwd:.2f} | {fb:.2f} | {fb / base[0]:.2f}x | {first:.1f} | "
             f"{rel_rms(y, base[1]):.1e} |"
         )
+        if prof:
+            profile(f"{name}, {label}", module, x)
         del module
         torch.cuda.empty_cache()
     return rows
@@ -153,9 +179,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--B", type=int, default=32)
     ap.add_argument("--T", type=int, default=512)
-    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--chunk", type=int, nargs="*", default=[64], help="one chunked side per chunk")
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--out", help="write the markdown table here too")
+    ap.add_argument("--profile", action="store_true", help="print each side's top CUDA kernels (fwd+bwd)")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     lines = [
@@ -166,7 +193,7 @@ def main():
         f"commit {commit.strip() or '?'}",
         "",
         "`python benchmarks/chunked.py " + " ".join(f"--{k} {v}" for k, v in (("B", args.B), ("T", args.T)))
-        + f" --chunk {args.chunk}`",
+        + f" --chunk {' '.join(map(str, args.chunk))}`",
         "",
         "Times in ms (do_bench); ratio: fwd+bwd over the chunked layer's; first call: compile + autotune "
         "of the first forward+backward, s; diff: relative RMS of the output to the chunked layer's.",
@@ -175,7 +202,7 @@ def main():
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name in args.cases:
-        lines += bench_case(name, args.B, args.T, args.chunk)
+        lines += bench_case(name, args.B, args.T, args.chunk, args.profile)
         print("\n".join(lines[-3:]), flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

@@ -1,5 +1,6 @@
 """The chunked layer against the reference on the GPU (fp32 and bf16): gdn, mamba2, e88 identity at
-their test presets, T 130, chunk 16, 32 and 64 — the compiled kernels, not the interpreter.
+their test presets and GLA, T 130, chunk 16, 32 and 64 (bf16: 16 and 64) — the compiled kernels,
+not the interpreter.
 
     python benchmarks/chunked_check.py
 """
@@ -17,17 +18,24 @@ from kernel_harness import compare_backends  # noqa: E402
 from archdsl.checker import instantiate  # noqa: E402
 from archdsl.parser import parse_file  # noqa: E402
 
-CASES = [("gdn", {"heads": 3}), ("mamba2", {}), ("e88", {"nonlin": "identity"})]
+CASES = [
+    ("specs/gdn.rnn", {"heads": 3}),
+    ("specs/mamba2.rnn", {}),
+    ("specs/e88.rnn", {"nonlin": "identity"}),
+    ("tests/specs/gla.rnn", {}),
+]
 
 
 def main():
-    for name, sets in CASES:
-        layer = instantiate(parse_file(f"specs/{name}.rnn"), "test", sets).layer
+    for path, sets in CASES:
+        name = Path(path).stem
+        layer = instantiate(parse_file(path), "test", sets).layer
         for dtype, chunk in (
             (torch.float32, 16),
             (torch.float32, 32),
             (torch.float32, 64),
             (torch.bfloat16, 16),
+            (torch.bfloat16, 64),
         ):
             try:
                 errs = compare_backends(

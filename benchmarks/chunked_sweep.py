@@ -6,6 +6,7 @@ time per launch setting (value block, warps, chunk). Prints one line per setting
 
 from __future__ import annotations
 
+import argparse
 import itertools
 
 import torch
@@ -16,9 +17,28 @@ from triton.testing import do_bench
 SHAPES = {"gdn 8x128x128 delta": (8, 128, 128, True), "mamba2 28x64x64": (28, 64, 64, False)}
 
 
+def profile(fn, label: str) -> None:
+    """Each kernel's share of three calls of ``fn``."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+    print(f"profile: {label}", flush=True)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8), flush=True)
+
+
 def main(B=32, T=512):
+    args = argparse.ArgumentParser()
+    args.add_argument("--bv", type=int, nargs="*", default=[32, 64, 128])
+    args.add_argument("--warps", type=int, nargs="*", default=[4, 8])
+    args.add_argument("--chunk", type=int, nargs="*", default=[32, 64])
+    args.add_argument("--stages", type=int, nargs="*", default=[1])
+    args.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    args.add_argument("--profile", action="store_true", help="print each kernel's time per setting")
+    opts = args.parse_args()
     dev = "cuda"
-    for name, (H, K, V, low) in SHAPES.items():
+    for name in opts.shapes:
+        H, K, V, low = SHAPES[name]
         g = torch.Generator(device=dev).manual_seed(0)
         lw = -torch.rand(B, T, H, device=dev, generator=g) * 0.1
         q, k = (
@@ -30,16 +50,20 @@ def main(B=32, T=512):
         h0 = torch.zeros(B, H, K, V, device=dev)
         do, dht = torch.randn(B, T, H, V, device=dev), torch.zeros_like(h0)
         args = (lw, q, k, v, ab, h0)
-        for bv, warps, chunk in itertools.product((16, 32, 64), (4, 8), (32, 64)):
-            ck.LAUNCH.update(bv=bv, warps=warps)
+        grid = itertools.product(opts.bv, opts.warps, opts.chunk, opts.stages)
+        for bv, warps, chunk, stages in grid:
+            ck.LAUNCH.update(bv=bv, warps=warps, stages=stages)
+            label = f"{name}: bv {bv} warps {warps} C {chunk} stages {stages}"
             try:
                 f = do_bench(lambda a=args, c=chunk: ck.chunked_forward(*a, c, False), warmup=3, rep=20)
                 b = do_bench(
                     lambda a=args, d=(do, dht), c=chunk: chunked_backward(*a, *d, c, False), warmup=3, rep=20
                 )
-                print(f"{name}: bv {bv} warps {warps} C {chunk}: fwd {f:.3f} ms, bwd {b:.3f} ms", flush=True)
+                print(f"{label}: fwd {f:.3f} ms, bwd {b:.3f} ms", flush=True)
+                if opts.profile:
+                    profile(lambda a=args, d=(do, dht), c=chunk: chunked_backward(*a, *d, c, False), label)
             except Exception as e:
-                print(f"{name}: bv {bv} warps {warps} C {chunk}: failed {type(e).__name__}: {str(e)[:100]}")
+                print(f"{label}: failed {type(e).__name__}: {str(e)[:100]}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""The chunked forward as one Triton kernel, and the custom op the chunked cell calls.
+"""The chunked forward as Triton kernels, and the custom op the chunked cell calls.
 
-One program per (batch element × head, block of value columns) holds its ``[K, BV]`` slice of the
-state in fp32 registers and walks the chunks in order; inside a chunk every product is a ``tl.dot``
-(the algebra is in ``codegen/chunked_torch.py``). The unit lower-triangular solve of the rank-one
-corrections is the inverse ``(I - L)⁻¹ = Π_m (I + L^(2^m))`` of the strictly lower (nilpotent) ``L``:
-log2(C) pairs of C×C products instead of C dependent row updates.
+The algebra is in ``codegen/chunked_torch.py``. Per (batch element × head), chunk ``n`` of C steps
+with ``S`` the state at its start, the forward is three launches:
 
-The backward (``codegen/chunked_backward.py``) recomputes the state at every chunk's start with this
-kernel and walks the chunks in reverse; only the inputs are saved. Without a GPU or the interpreter
-the same algebra runs in PyTorch (``chunked_torch``) and autograd differentiates it.
+1. ``chunk_prep_kernel`` (delta rules only; every chunk at once): the unit lower-triangular inverse
+   ``T = (I - M_ab)⁻¹`` by forward substitution (row by row, stable where repeated squaring is not),
+   ``W = T B̃`` and ``U₀ = T M_ak V``, so that the corrections are ``U = W S + U₀``.
+2. ``chunk_states_kernel`` (chunks in order; one program per block of value columns): stores ``S``,
+   ``U = W S + U₀``, and passes ``S ← Γ_C S + K_endᵀ V + A_endᵀ U`` in fp32 registers. Three
+   ``tl.dot`` a chunk: the only sequential work.
+3. ``chunk_output_kernel`` (every chunk at once): ``O = Q̃ S + Q_k V + Q_a U``.
+
+The backward (``codegen/chunked_backward.py``) reruns 1 and 2 (only the inputs are saved), passes the
+state's gradient backwards through the chunks, then computes every per-token gradient for all chunks
+at once. Without a GPU or the interpreter the same algebra runs in PyTorch (``chunked_torch``) and
+autograd differentiates it.
 """
 
 from __future__ import annotations
@@ -44,101 +50,167 @@ def _decayed(x, y, gx, gy, mask, SCALAR: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
-def _unit_lower_inverse(L, eye, LOG2C: tl.constexpr, PREC: tl.constexpr):
-    """(I - L)⁻¹ for a strictly lower triangular L: (I + L)(I + L²)(I + L⁴)…"""
-    inv = eye + L
-    p = L
-    for _ in tl.static_range(LOG2C - 1):
-        p = tl.dot(p, p, input_precision=PREC)
-        inv = inv + tl.dot(inv, p, input_precision=PREC)
+def _unit_lower_inverse(L, rc, C: tl.constexpr):
+    """(I - L)⁻¹ for a strictly lower triangular L, by forward substitution: row t of the inverse is
+    e_t + Σ_{m<t} L[t, m]·(row m), the rows above it already final."""
+    inv = tl.where(rc[:, None] == rc[None, :], 1.0, 0.0)
+    for t in range(1, C):
+        lt = tl.sum(tl.where(rc[:, None] == t, L, 0.0), 0)  # row t of L
+        inv = tl.where(rc[:, None] == t, inv + tl.sum(lt[:, None] * inv, 0)[None, :], inv)
     return inv
 
 
 @triton.jit
-def _correction_fwd(S, qq, kk, vv, aa, bb, g, G, GC, causal, strict, eye, LOG2C: tl.constexpr,
-                    SCALAR: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
-    """The rank-one correction's share of a chunk's outputs and end state: U = (I - M_ab)⁻¹ (B̃ S + M_ak V)."""
-    Gm = G - g
+def _chunk_decays(lw, row, pk, mt, mtk, SCALAR: tl.constexpr):
+    """(g, G, Γ_C): the chunk's log-decays, their inclusive cumulative sum and the chunk's total."""
     if SCALAR:
-        b_s = bb * tl.exp(Gm)[:, None]
-        a_end = aa * tl.exp(GC - G)[:, None]
+        g = tl.load(lw + row, mask=mt, other=0.0)
     else:
-        b_s = bb * tl.exp(Gm)
-        a_end = aa * tl.exp(GC[None, :] - G)
-    inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, PREC), eye, LOG2C, PREC)
-    Mak = _decayed(bb, kk, Gm, G, strict, SCALAR, PREC)
-    rhs = tl.dot(b_s, S, input_precision=PREC) + tl.dot(Mak, vv, input_precision=PREC)
-    U = tl.dot(inv, rhs, input_precision=PREC)
-    out = tl.dot(_decayed(qq, aa, G, G, causal, SCALAR, PREC), U, input_precision=PREC)
-    return out, tl.dot(tl.trans(a_end), U, input_precision=PREC)
+        g = tl.load(lw + pk, mask=mtk, other=0.0)
+    return g, tl.cumsum(g, 0), tl.sum(g, 0)
 
 
 @triton.jit
-def chunked_fwd_kernel(
-    lw, q, k, v, a, b, h0, o, ht, states, T, H, K, V,
-    C: tl.constexpr, LOG2C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr, STATES: tl.constexpr,
+def _to_end(x, G, GC, SCALAR: tl.constexpr):
+    """x_t decayed from step t to the chunk's end: x_t ⊙ Γ_C / Γ_t."""
+    if SCALAR:
+        out = x * tl.exp(GC - G)[:, None]
+    else:
+        out = x * tl.exp(GC[None, :] - G)
+    return out
+
+
+@triton.jit
+def _from_start(x, G, SCALAR: tl.constexpr):
+    """x_t ⊙ Γ_t."""
+    if SCALAR:
+        out = x * tl.exp(G)[:, None]
+    else:
+        out = x * tl.exp(G)
+    return out
+
+
+@triton.jit
+def _decay_state(S, GC, SCALAR: tl.constexpr):
+    """Γ_C S: the whole state decayed over the chunk."""
+    if SCALAR:
+        out = tl.exp(GC) * S
+    else:
+        out = tl.exp(GC)[:, None] * S
+    return out
+
+
+@triton.jit
+def chunk_prep_kernel(
+    lw, k, v, a, b, inv_out, w_out, u0_out, T, H, K, V,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SCALAR: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """``STATES``: store the state at every chunk's start (for the backward) instead of the outputs."""
+    """Per chunk: T = (I - M_ab)⁻¹ [C, C], W = T B̃ [C, K] and U₀ = T M_ak V [C, V]."""
+    i_bh, n = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, C)
+    rc, rk = tl.arange(0, C), tl.arange(0, BK)
+    t = n * C + rc
+    mt, mk = t < T, rk < K
+    row = (i_b * T + t) * H + i_h
+    pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
+    kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
+    aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
+    bb = tl.load(b + pk, mask=mtk, other=0.0).to(tl.float32)
+    g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
+    Gm = G - g  # the decay before step t
+    strict = rc[:, None] > rc[None, :]
+    inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, PREC), rc, C)
+    chunk = i_bh * N + n
+    tl.store(inv_out + (chunk * C + rc[:, None]) * C + rc[None, :], inv)
+    out_row = chunk * C + rc
+    W = tl.dot(inv, _from_start(bb, Gm, SCALAR), input_precision=PREC)
+    tl.store(w_out + out_row[:, None] * K + rk[None, :], W, mask=mk[None, :])
+    IM = tl.dot(inv, _decayed(bb, kk, Gm, G, strict, SCALAR, PREC), input_precision=PREC)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        rv = i_v * BV + tl.arange(0, BV)
+        mv = rv < V
+        vv = tl.load(v + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+        U0 = tl.dot(IM, vv.to(tl.float32), input_precision=PREC)
+        tl.store(u0_out + out_row[:, None] * V + rv[None, :], U0, mask=mv[None, :])
+
+
+@triton.jit
+def chunk_states_kernel(
+    lw, k, v, a, w_in, u0_in, h0, states, u_out, ht, T, H, K, V,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """The chunks in order: stores each chunk's start state (and its corrections U), passes the state."""
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     mk, mv = rk < K, rv < V
-    causal = rc[:, None] >= rc[None, :]
-    strict = rc[:, None] > rc[None, :]
-    eye = tl.where(rc[:, None] == rc[None, :], 1.0, 0.0)
-    pS = (i_bh * K + rk[:, None]) * V + rv[None, :]
-    S = tl.load(h0 + pS, mask=mk[:, None] & mv[None, :], other=0.0)
+    pS, mS = rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
+    S = tl.load(h0 + i_bh * K * V + pS, mask=mS, other=0.0)
     N = tl.cdiv(T, C)
     for n in range(0, N):
-        if STATES:
-            tl.store(
-                states + (i_bh * N + n) * K * V + rk[:, None] * V + rv[None, :],
-                S,
-                mask=mk[:, None] & mv[None, :],
-            )
+        chunk = i_bh * N + n
+        tl.store(states + chunk * K * V + pS, S, mask=mS)
         t = n * C + rc
         mt = t < T
         row = (i_b * T + t) * H + i_h
         pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-        qq = tl.load(q + pk, mask=mtk, other=0.0).to(tl.float32)
         kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
         vv = tl.load(v + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
-        vv = vv.to(tl.float32)
-        if SCALAR:
-            g = tl.load(lw + row, mask=mt, other=0.0)
-            G = tl.cumsum(g, 0)
-            GC = tl.sum(g, 0)
-            q_s = qq * tl.exp(G)[:, None]
-            k_end = kk * tl.exp(GC - G)[:, None]
-            w_end = tl.exp(GC)
-        else:
-            g = tl.load(lw + pk, mask=mtk, other=0.0)
-            G = tl.cumsum(g, 0)
-            GC = tl.sum(g, 0)
-            q_s = qq * tl.exp(G)
-            k_end = kk * tl.exp(GC[None, :] - G)
-            w_end = tl.exp(GC)[:, None]
-        Qk = _decayed(qq, kk, G, G, causal, SCALAR, PREC)
-        out = tl.dot(q_s, S, input_precision=PREC) + tl.dot(Qk, vv, input_precision=PREC)
-        new = tl.dot(tl.trans(k_end), vv, input_precision=PREC)
+        g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
+        new = tl.dot(tl.trans(_to_end(kk, G, GC, SCALAR)), vv.to(tl.float32), input_precision=PREC)
         if LOWRANK:
+            out_row = chunk * C + rc
+            W = tl.load(w_in + out_row[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
+            pu = out_row[:, None] * V + rv[None, :]
+            U = tl.dot(W, S, input_precision=PREC) + tl.load(u0_in + pu, mask=mv[None, :], other=0.0)
+            tl.store(u_out + pu, U, mask=mv[None, :])
             aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
-            bb = tl.load(b + pk, mask=mtk, other=0.0).to(tl.float32)
-            out_a, new_a = _correction_fwd(
-                S, qq, kk, vv, aa, bb, g, G, GC, causal, strict, eye, LOG2C, SCALAR, PREC
-            )
-            out += out_a
-            new += new_a
-        if not STATES:
-            tl.store(o + row[:, None] * V + rv[None, :], out, mask=mt[:, None] & mv[None, :])
-        S = w_end * S + new
-    tl.store(ht + pS, S, mask=mk[:, None] & mv[None, :])
+            new += tl.dot(tl.trans(_to_end(aa, G, GC, SCALAR)), U, input_precision=PREC)
+        S = _decay_state(S, GC, SCALAR) + new
+    tl.store(ht + i_bh * K * V + pS, S, mask=mS)
 
 
-#: launch settings: the largest block of value columns per program, and warps per program (None:
-#: 8 for a key axis of 128 or more, else 4). Not yet measured on a GPU (benchmarks/chunked_sweep.py).
-LAUNCH = {"bv": 64, "warps": None}
+@triton.jit
+def chunk_output_kernel(
+    lw, q, k, v, a, states, u_in, o, T, H, K, V,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Every chunk at once: O = Q̃ S + Q_k V (+ Q_a U)."""
+    i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, C)
+    rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
+    mk, mv = rk < K, rv < V
+    chunk = i_bh * N + n
+    S = tl.load(
+        states + chunk * K * V + rk[:, None] * V + rv[None, :], mask=mk[:, None] & mv[None, :], other=0.0
+    )
+    t = n * C + rc
+    mt = t < T
+    row = (i_b * T + t) * H + i_h
+    pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
+    pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
+    qq = tl.load(q + pk, mask=mtk, other=0.0).to(tl.float32)
+    kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
+    vv = tl.load(v + pv, mask=mtv, other=0.0).to(tl.float32)
+    g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
+    causal = rc[:, None] >= rc[None, :]
+    out = tl.dot(_from_start(qq, G, SCALAR), S, input_precision=PREC)
+    out += tl.dot(_decayed(qq, kk, G, G, causal, SCALAR, PREC), vv, input_precision=PREC)
+    if LOWRANK:
+        aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
+        U = tl.load(u_in + (chunk * C + rc)[:, None] * V + rv[None, :], mask=mv[None, :], other=0.0)
+        out += tl.dot(_decayed(qq, aa, G, G, causal, SCALAR, PREC), U, input_precision=PREC)
+    tl.store(o + pv, out, mask=mtv)
+
+
+#: launch settings: the largest block of value columns per program, warps per program (None: 8 for a
+#: key axis of 128 or more, else 4), and software-pipelining stages of the two kernels that walk the
+#: chunks (each stage holds a chunk's [C, K] tiles in shared memory).
+LAUNCH = {"bv": 64, "warps": None, "stages": 1}
 
 
 def warps(K: int) -> int:
@@ -151,26 +223,57 @@ def blocks(K: int, V: int) -> tuple[int, int]:
     return max(16, triton.next_power_of_2(K)), min(LAUNCH["bv"], max(16, triton.next_power_of_2(V)))
 
 
-def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool, states: bool = False):
-    """(o [B, T, H, V] fp32, final state [B, H, K, V] fp32) from the Triton kernel; ``states``:
-    (the state at every chunk's start [B, H, N, K, V] fp32, final state) instead."""
+def _meta(lw, q, v, ab, chunk: int, precise: bool) -> dict:
+    assert chunk >= 16 and chunk & (chunk - 1) == 0, "the chunk must be a power of two, at least 16"
+    BK, BV = blocks(q.shape[-1], v.shape[-1])
+    return dict(
+        C=chunk, BK=BK, BV=BV, SCALAR=lw.dim() == 3, PREC="ieee" if precise else "tf32",
+        num_warps=warps(q.shape[-1]),
+    )  # fmt: skip
+
+
+def chunk_states(lw, q, k, v, ab, h0, chunk: int, precise: bool):
+    """Kernels 1 and 2: (the state at every chunk's start [B·H, N, K, V], final state [B, H, K, V],
+    the corrections U [B·H, N·C, V] or None, W [B·H, N·C, K] or None, T⁻¹ [B·H, N, C, C] or None)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    assert chunk >= 16 and chunk & (chunk - 1) == 0, "the chunk must be a power of two, at least 16"
-    BK, BV = blocks(K, V)
-    dev = q.device
-    o = torch.empty(*((1,) if states else (B, T, H, V)), device=dev)
-    st = torch.empty(*((B, H, -(-T // chunk), K, V) if states else (1,)), device=dev)
-    ht = torch.empty(B, H, K, V, device=dev, dtype=torch.float32)
-    a, b = ab if ab else (q, q)
-    args = [x.contiguous() for x in (lw, q, k, v, a, b, h0)]
-    chunked_fwd_kernel[(B * H, triton.cdiv(V, BV))](
-        *args, o, ht, st, T, H, K, V,
-        C=chunk, LOG2C=chunk.bit_length() - 1, BK=BK, BV=BV,
-        SCALAR=lw.dim() == 3, LOWRANK=bool(ab), PREC="ieee" if precise else "tf32", STATES=states,
-        num_warps=warps(K),
+    N = -(-T // chunk)
+    meta = _meta(lw, q, v, ab, chunk, precise)
+    dev, f32 = q.device, torch.float32
+    states = torch.empty(B * H, N, K, V, device=dev, dtype=f32)
+    ht = torch.empty(B, H, K, V, device=dev, dtype=f32)
+    U = W = inv = None
+    a = q
+    if ab:
+        a, b = ab
+        inv = torch.empty(B * H, N, chunk, chunk, device=dev, dtype=f32)
+        W = torch.empty(B * H, N * chunk, K, device=dev, dtype=f32)
+        U0 = torch.empty(B * H, N * chunk, V, device=dev, dtype=f32)
+        U = torch.empty_like(U0)
+        prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "PREC", "num_warps")}
+        chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, inv, W, U0, T, H, K, V, **prep)
+    grid = (B * H, triton.cdiv(V, meta["BV"]))
+    chunk_states_kernel[grid](
+        lw, k, v, a, W if ab else q, U0 if ab else q, h0, states, U if ab else q, ht, T, H, K, V,
+        LOWRANK=bool(ab), num_stages=LAUNCH["stages"], **meta,
     )  # fmt: skip
-    return (st if states else o), ht
+    return states, ht, U, W, inv
+
+
+def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool):
+    """(o [B, T, H, V] fp32, final state [B, H, K, V] fp32) from the Triton kernels."""
+    lw, q, k, v, h0 = (x.contiguous() for x in (lw, q, k, v, h0))
+    ab = [x.contiguous() for x in ab]
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    states, ht, U, _, _ = chunk_states(lw, q, k, v, ab, h0, chunk, precise)
+    meta = _meta(lw, q, v, ab, chunk, precise)
+    o = torch.empty(B, T, H, V, device=q.device, dtype=torch.float32)
+    grid = (B * H, states.shape[1], triton.cdiv(V, meta["BV"]))
+    chunk_output_kernel[grid](
+        lw, q, k, v, ab[0] if ab else q, states, U if ab else q, o, T, H, K, V, LOWRANK=bool(ab), **meta
+    )
+    return o, ht
 
 
 _OPS: dict[str, object] = {}

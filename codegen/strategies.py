@@ -134,22 +134,29 @@ def _chunked_why_not(layer: LayerIR, cell: Cell) -> str | None:
     return got if isinstance(got, str) else None
 
 
-# Chunks of 16: the triangular inverse by repeated squaring loses fp32 accuracy on longer chunks of
-# an undamped delta rule (E88 identity on an H100: 9e-5 at 32, 4.8 at 64; GDN 2.7e-4 at 64), see
-# benchmarks/results/chunked-h100.md.
-CHUNKED_DEFAULT = 16
+# Chunks of 64: the chunk's triangular inverse by forward substitution and the decay gradients
+# summed term by term keep fp32 within 1e-5 of the reference at every chunk length (tests/test_chunked.py).
+# A delta rule with a key axis of 128 or more takes chunks of 32: at 64 its backward's tiles need more
+# shared memory than an H100 has (278 KB of 227 KB, benchmarks/results/chunked-gpu.md).
+CHUNKED_DEFAULT = 64
+
+
+def chunked_default(form) -> int:
+    """The chunk a linear form runs with when ``--chunk`` is not given."""
+    wide_delta = form.a is not None and form.cell.sizes[form.key] >= 128
+    return CHUNKED_DEFAULT // 2 if wide_delta else CHUNKED_DEFAULT
 
 
 def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
     from .chunked import ChunkedCell, classify
 
-    chunk = opts.chunk or CHUNKED_DEFAULT
+    form, readouts = classify(cell)
+    chunk = opts.chunk or chunked_default(form)
     if chunk < 16 or chunk & (chunk - 1):
         raise ArchdslError(
             f"--chunk {chunk}: the chunked strategy's chunk is a power of two of at least 16 "
-            f"(the smallest block of a tensor-core product); the default is {CHUNKED_DEFAULT}"
+            f"(the smallest block of a tensor-core product); the default is {chunked_default(form)}"
         )
-    form, readouts = classify(cell)
     return ChunkedCell(layer, form, readouts, chunk)
 
 
@@ -160,8 +167,9 @@ STRATEGIES: list[Strategy] = [
         False,
         _chunked_why_not,
         _build_chunked,
-        # by name only until it beats the loop: GDN_100m fwd+bwd 17.9 ms against the loop's 15.2 ms
-        # on an H100 (benchmarks/results/chunked-h100.md), and E88 identity misses bf16 tolerance
+        # by name only until it beats the loop on every form: on an H100 (benchmarks/results/
+        # chunked-gpu.md) Mamba2_100m fwd+bwd 10.7 ms against the loop's 12.8, but GDN_100m 32.7
+        # against 15.2 (the delta rule's per-token gradient kernel) and E88 identity 6.2 against 4.5
         automatic=False,
     ),
     Strategy(
