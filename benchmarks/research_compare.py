@@ -195,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", default="", help="only the cases whose name contains this")
     args = ap.parse_args(argv)
     if not (args.research / "elman" / "models").is_dir():
-        print(f"error: --research {args.research}: expected a checkout of ekg/elman (elman/models/ missing)")
+        print(
+            f"error: --research {args.research}: expected a checkout of ekg/elman, found no elman/models/",
+            file=sys.stderr,
+        )
         return 2
     args.research_commit = args.research_commit or git_commit(args.research)
     sys.path.insert(0, str(args.research.resolve()))
