@@ -114,7 +114,9 @@ def _llama(cfg: ModelConfig, s: budget.Sizes, k: dict) -> LanguageModel:
 
 # ---- LSTM / GRU ----------------------------------------------------------------------------------
 class TorchRNN(nn.Module):
-    """``W_out cell(W_in x)`` with a torch.nn.LSTM/GRU cell (cuDNN on a GPU), W_out zero-initialised."""
+    """``W_out cell(W_in x)`` with a torch.nn.LSTM/GRU cell (cuDNN on a GPU), initialised as the research's
+    lstm_baseline.py / gru_baseline.py: W_in N(0, 0.02), the cell's weights orthogonal, biases zero but
+    the LSTM's forget gate 1 in both biases, W_out zero."""
 
     def __init__(self, kind: str, dim: int, d: int):
         super().__init__()
@@ -122,11 +124,14 @@ class TorchRNN(nn.Module):
         self.cell = (nn.LSTM if kind == "lstm" else nn.GRU)(d, d, batch_first=True)
         self.w_out = nn.Linear(d, dim, bias=False)
         with torch.no_grad():
+            nn.init.normal_(self.w_in.weight, 0.0, 0.02)
             nn.init.zeros_(self.w_out.weight)
-            self.cell.bias_ih_l0.zero_()
-            self.cell.bias_hh_l0.zero_()
-            if kind == "lstm":
-                self.cell.bias_ih_l0[d : 2 * d] = 1.0  # gates (i, f, g, o): forget-gate bias 1
+            for w in (self.cell.weight_ih_l0, self.cell.weight_hh_l0):
+                nn.init.orthogonal_(w)
+            for b in (self.cell.bias_ih_l0, self.cell.bias_hh_l0):
+                b.zero_()
+                if kind == "lstm":
+                    b[d : 2 * d] = 1.0  # gates (i, f, g, o): forget-gate bias 1 in each, 2 in effect
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.cell(self.w_in(x))  # [B, T, d]

@@ -65,7 +65,7 @@ INIT_FUNCTIONS: dict[str, tuple[int, bool]] = {
     "uniform": (2, False),
     "loguniform": (2, False),
     "xavier": (0, False),
-    "orthogonal": (1, False),
+    "orthogonal": (1, False),  # or (gain, blocks): see inits.py
     "linspace": (2, True),
     "log": (1, False),
     "exp": (1, False),
@@ -769,6 +769,13 @@ class _Builder:
                         f"unknown initialiser '{f}'", e.span, did_you_mean(f, INIT_FUNCTIONS, "initialisers")
                     )
                 arity, takes_axis = INIT_FUNCTIONS[f]
+                if f == "orthogonal" and len(args) == 2:
+                    arity = 2
+                    blocks = evaluate(args[1], self.number)
+                    if blocks != int(blocks) or blocks < 1:
+                        raise ArchdslError(
+                            f"orthogonal's blocks must be a positive integer, found {blocks:g}", args[1].span
+                        )
                 if len(args) != arity:
                     raise ArchdslError(f"'{f}' takes {plural(arity, 'argument')}, found {len(args)}", e.span)
                 if takes_axis:

@@ -68,7 +68,7 @@ def initialise(
                 if f == "xavier":
                     return torch.nn.init.xavier_uniform_(t, generator=generator)
                 if f == "orthogonal":
-                    return torch.nn.init.orthogonal_(t, gain=scalar(args[0]), generator=generator)
+                    return _orthogonal(shape, args, scalar, generator)
                 if f == "linspace":
                     k = axes.index(ax[0])
                     lo, hi = scalar(args[0]), scalar(args[1])
@@ -81,6 +81,17 @@ def initialise(
 
     with torch.no_grad():
         return ev(expr).float().contiguous()
+
+
+def _orthogonal(shape, args, scalar, generator) -> torch.Tensor:
+    """``orthogonal(gain)``: a random orthogonal matrix (orthonormal rows or columns) times gain.
+    ``orthogonal(gain, K)``: the first row block of one for a (K * rows, cols) matrix, so that K such
+    parameters are each distributed as one gate of torch's ``orthogonal_`` on a stacked weight
+    (``nn.LSTM``'s ``weight_hh``); the blocks are drawn independently."""
+    blocks = int(scalar(args[1])) if len(args) > 1 else 1
+    full = torch.empty(blocks * shape[0], *shape[1:])
+    torch.nn.init.orthogonal_(full, gain=scalar(args[0]), generator=generator)
+    return full[: shape[0]].clone()
 
 
 def _finite(out: torch.Tensor, args, what: str, e) -> torch.Tensor:

@@ -17,11 +17,18 @@ BACKENDS = ("reference", "triton")
 
 
 class SpectralNorm(nn.Module):
-    """rho * W / sigma_max(W), sigma_max from power iteration with a persistent vector u."""
+    """rho * W / (sigma + eps), sigma = |u^T W v| from ``iters`` power iterations per forward.
 
-    def __init__(self, rows: int, rho: float, iters: int = 1):
+    As the research code computes it: each iteration normalises ``v = W^T u`` and ``u = W v`` by
+    ``norm + eps``, and the persistent vector ``u`` carries over between forward passes (stored in
+    training mode only). Gradients flow through W alone (u and v are constants, as in torch's
+    ``spectral_norm``)."""
+
+    def __init__(self, rows: int, rho: float, iters: int = 3, eps: float = 1e-8):
         super().__init__()
-        self.rho, self.iters = rho, iters
+        if iters < 1:
+            raise ValueError(f"spectral-norm iterations must be at least 1, found {iters}")
+        self.rho, self.iters, self.eps = rho, iters, eps
         self.register_buffer("u", nn.functional.normalize(torch.randn(rows), dim=0))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
@@ -29,12 +36,14 @@ class SpectralNorm(nn.Module):
         with torch.no_grad():
             u = self.u.to(w2.dtype)
             for _ in range(self.iters):
-                v = nn.functional.normalize(w2.t() @ u, dim=0, eps=1e-12)
-                u = nn.functional.normalize(w2 @ v, dim=0, eps=1e-12)
+                v = w2.t() @ u
+                v = v / (v.norm() + self.eps)
+                u = w2 @ v
+                u = u / (u.norm() + self.eps)
             if self.training:
                 self.u.copy_(u)
-        sigma = torch.dot(u, w2 @ v)  # grad flows through W only (u, v are constants)
-        return self.rho * w / sigma.to(w.dtype)
+        sigma = torch.dot(u, w2 @ v).abs()
+        return w * (self.rho / (sigma + self.eps)).to(w.dtype)
 
 
 class ParamTable(nn.Module):
@@ -72,7 +81,12 @@ class RecurrentLayer(nn.Module):
     """A spec's layer: ``forward(x [B, T, dim], state=None) -> (y [B, T, dim], final states)``."""
 
     def __init__(
-        self, layer: LayerIR, backend: str = "reference", seed: int | None = None, **compile_options
+        self,
+        layer: LayerIR,
+        backend: str = "reference",
+        seed: int | None = None,
+        spectral_iters: int = 3,
+        **compile_options,
     ):
         super().__init__()
         if backend not in BACKENDS:
@@ -92,7 +106,7 @@ class RecurrentLayer(nn.Module):
                     lin.bias.zero_()
             self.proj[str(k)] = lin
             if p.spectral_norm is not None:
-                self.proj_sn[str(k)] = SpectralNorm(n_out, p.spectral_norm)
+                self.proj_sn[str(k)] = SpectralNorm(n_out, p.spectral_norm, spectral_iters)
         self.params = ParamTable(
             {
                 p.name: nn.Parameter(
@@ -103,7 +117,7 @@ class RecurrentLayer(nn.Module):
         )
         self.sn = nn.ModuleDict(
             {
-                str(i): SpectralNorm(layer.sizes[n.axes[0]], n.attr)
+                str(i): SpectralNorm(layer.sizes[n.axes[0]], n.attr, spectral_iters)
                 for i, n in enumerate(layer.graph.nodes)
                 if n.op is Op.SPECTRAL_NORM
             }

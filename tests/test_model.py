@@ -149,7 +149,8 @@ def test_rope_scores_depend_only_on_the_offset():
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_torch_rnn_wrapper(kind):
-    """W_out starts at zero (so the LM starts as embedding -> norm -> head); LSTM forget bias 1."""
+    """W_out starts at zero (so the LM starts as embedding -> norm -> head); the research's initialisation:
+    orthogonal cell weights, the LSTM's forget bias 1 in both of torch's biases."""
     model = build_model(TINY[f"nn-{kind}"])
     idx = torch.randint(0, 256, (1, 5))
     x = model.embed.weight[idx]
@@ -159,8 +160,11 @@ def test_torch_rnn_wrapper(kind):
     )
     cell = model.mixers[0].cell
     assert isinstance(model.norms[0], nn.LayerNorm) and cell.hidden_size == 16
+    for w in (cell.weight_ih_l0, cell.weight_hh_l0):  # [gates * 16, 16]: orthonormal columns
+        torch.testing.assert_close(w.t() @ w, torch.eye(16), atol=1e-5, rtol=0)
     if kind == "lstm":
-        assert torch.equal(cell.bias_ih_l0[16:32], torch.ones(16)) and not cell.bias_ih_l0[:16].any()
+        for b in (cell.bias_ih_l0, cell.bias_hh_l0):
+            assert torch.equal(b[16:32], torch.ones(16)) and not b[:16].any() and not b[32:].any()
 
 
 def test_spec_lstm_matches_torch_lstm():

@@ -1,0 +1,184 @@
+"""The research-default choices, settings and initialisations (docs/research.md).
+
+The spectral norm against a direct computation of the research's power iteration; the initialisers
+against torch's; the new choices of E74 and E10 through the checker, the parameter counts and the
+kernel harness. (The comparison with the research code itself, benchmarks/research_compare.py, needs
+a checkout of that code and is not a test.)
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ROOT
+from kernel_harness import compare_backends
+
+from archdsl.checker import instantiate
+from archdsl.errors import ArchdslError
+from archdsl.inits import initialise
+from archdsl.layer import RecurrentLayer, SpectralNorm
+from archdsl.parser import parse, parse_file
+
+
+def layer_of(name: str, preset: str | None = "test", **sets):
+    return instantiate(parse_file(ROOT / "specs" / f"{name}.rnn"), preset=preset, overrides=sets).layer
+
+
+# ---- spectral norm ---------------------------------------------------------------------------------
+def research_spectral_norm(w, u, rho, iters, eps=1e-8):
+    """W * rho / (|u W v| + eps) after ``iters`` steps normalising by norm + eps, written out."""
+    for _ in range(iters):
+        v = w.t() @ u
+        v = v / (torch.linalg.vector_norm(v) + eps)
+        u = w @ v
+        u = u / (torch.linalg.vector_norm(u) + eps)
+    return w * (rho / ((u @ w @ v).abs() + eps)), u
+
+
+@pytest.mark.parametrize("iters", [1, 3, 5])
+def test_spectral_norm_is_the_research_power_iteration(iters):
+    gen = torch.Generator().manual_seed(iters)
+    w = torch.randn(7, 7, generator=gen, dtype=torch.float64)
+    sn = SpectralNorm(7, 0.99, iters=iters).double().train()
+    u0 = sn.u.clone()
+    want, u_next = research_spectral_norm(w, u0, 0.99, iters)
+    torch.testing.assert_close(sn(w), want, rtol=1e-15, atol=0)
+    torch.testing.assert_close(sn.u, u_next, rtol=1e-15, atol=0)  # training carries u over
+    sn.eval()
+    sn(w)
+    torch.testing.assert_close(sn.u, u_next, rtol=0, atol=0)  # evaluation leaves it
+
+
+def test_spectral_norm_epsilon_is_the_researchs():
+    """For a tiny matrix the eps of norm + 1e-8 and sigma + 1e-8 is visible in the output."""
+    w = torch.diag(torch.tensor([1e-7, 5e-8], dtype=torch.float64))
+    u = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    sn = SpectralNorm(2, 1.0, iters=3).double()
+    sn.u = u.clone()
+    got = sn(w)
+    torch.testing.assert_close(got, research_spectral_norm(w, u, 1.0, 3)[0], rtol=1e-15, atol=0)
+    without_eps = research_spectral_norm(w, u, 1.0, 3, eps=0.0)[0]
+    assert (got - without_eps).abs().max() > 0.05  # without the epsilon: W / sigma_max exactly
+    assert SpectralNorm(2, 1.0).iters == 3 and SpectralNorm(2, 1.0).eps == 1e-8
+    with pytest.raises(ValueError, match="at least 1"):
+        SpectralNorm(2, 1.0, iters=0)
+
+
+@pytest.mark.parametrize(("spec", "n_norms"), [("e1", 1), ("e42", 1), ("e70", 2)])
+def test_layer_passes_its_spectral_iterations_to_every_norm(spec, n_norms):
+    layer = layer_of(spec)
+    for iters, made in [(3, RecurrentLayer(layer)), (7, RecurrentLayer(layer, spectral_iters=7))]:
+        norms = [s for s in made.modules() if isinstance(s, SpectralNorm)]
+        assert len(norms) == n_norms and {s.iters for s in norms} == {iters}
+
+
+# ---- initialisers ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("blocks", [1, 3, 4])
+def test_orthogonal_blocks_are_a_row_block_of_torchs_stacked_orthogonal(blocks):
+    expr = parse(f"rnn t\nhyper dim = 4\nparam W[i, j] = orthogonal(1.5, {blocks})\n").body
+    init = next(s for s in expr if hasattr(s, "init")).init
+    got = initialise(init, (5, 5), ("i", "j"), {}, torch.Generator().manual_seed(0))
+    stacked = torch.empty(5 * blocks, 5)
+    torch.nn.init.orthogonal_(stacked, gain=1.5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, stacked[:5])
+
+
+@pytest.mark.parametrize("bad", ["0", "1.5"])
+def test_orthogonal_blocks_must_be_a_positive_integer(bad):
+    src = (
+        "rnn t\nhyper dim = 4\naxis i = 4\naxis j = 4\nproject x -> u[i]\n"
+        f"param W[i, j] = orthogonal(1, {bad})\nstate h[i]\n"
+        "h' = tanh(u + sum[j](W * h[j]))\ny = h'\noutput y\n"
+    )
+    with pytest.raises(ArchdslError, match="blocks must be a positive integer"):
+        instantiate(parse(src))
+
+
+@pytest.mark.parametrize(("name", "gates"), [("lstm", 4), ("gru", 3)])
+def test_lstm_gru_research_initialisation(name, gates):
+    layer = layer_of(name, preset=None, dim=64, expansion=2)
+    m = RecurrentLayer(layer, seed=0).double()
+    d = layer.sizes["i"]
+    w_in = m.proj["0"].weight
+    assert abs(w_in.std().item() - 0.02) < 0.002 and abs(w_in.mean().item()) < 0.002  # N(0, 0.02)
+    w_ih = m.proj["1"].weight  # [gates * d, d]: orthonormal columns
+    torch.testing.assert_close(w_ih.t() @ w_ih, torch.eye(d, dtype=torch.float64), atol=1e-6, rtol=0)
+    for p in [v for k, v in m.params.items() if k.startswith("W_h")]:
+        s = torch.linalg.svdvals(p)  # a row block of an orthonormal-column matrix: a contraction
+        assert s.max() <= 1 + 1e-6 and abs((s**2).sum().item() - d / gates) < 0.25 * d / gates
+
+
+# ---- the choices of E74 and E10 ----------------------------------------------------------------------
+def test_e74_simple_decay_starts_where_the_research_did():
+    diag = RecurrentLayer(layer_of("e74", form="diagonal", update="simple"))
+    full = RecurrentLayer(layer_of("e74", form="full", update="simple"))
+    assert torch.equal(diag.params["l"].detach(), torch.full((3,), -0.1))
+    assert full.params["l"].item() == 0.0
+
+
+def test_e74_in_and_out_maps_start_as_train_e74s():
+    m = RecurrentLayer(layer_of("e74", preset=None, dim=64, n=16), seed=0)
+    for w in (m.proj["0"].weight, m.out.weight):
+        assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+
+
+def z_weights(**sets) -> bool:
+    return any("wz" in [o for o, _ in p.outputs] for p in layer_of("e74", proj="full", **sets).projections)
+
+
+def test_e74_zuse_delta_has_z_only_where_the_research_reads_it():
+    assert z_weights(form="full", update="delta", zuse="delta")
+    for form, update in [("full", "simple"), ("diagonal", "delta"), ("diagonal", "simple")]:
+        assert not z_weights(form=form, update=update, zuse="delta")
+        assert z_weights(form=form, update=update, zuse="all")
+
+
+def test_e74_diag_full_presets_keep_their_count_and_z():
+    """zuse = all keeps the research's count: the noz preset plus n (d + 1) per layer."""
+    for update in ("delta", "simple"):
+        full = layer_of("e74", preset=f"E74_diag_{update}_full")
+        noz = layer_of("e74", preset=f"E74_diag_{update}_noz")
+        assert full.choices["zuse"] == "all" and full.choices["input"] == "identity"
+        n, d = full.sizes["i"], full.sizes["c"]
+        assert full.param_count() == noz.param_count() + n * (d + 1)
+
+
+def test_e74_input_identity_feeds_the_projection_straight_in():
+    x = torch.randn(1, 2, 6, generator=torch.Generator().manual_seed(0))
+    for act, fn in [("identity", lambda t: t), ("silu", torch.nn.functional.silu)]:
+        m = RecurrentLayer(layer_of("e74", input=act), seed=0)
+        k = m.project(x)["k"]
+        xt = x @ m.proj["0"].weight.t()
+        torch.testing.assert_close(k, fn(xt) @ m.proj["1"].weight[:3].t())
+
+
+def test_e10_wnorm():
+    assert not [s for s in RecurrentLayer(layer_of("e10")).modules() if isinstance(s, SpectralNorm)]
+    assert (
+        len(
+            [
+                s
+                for s in RecurrentLayer(layer_of("e10", wnorm="spectral")).modules()
+                if isinstance(s, SpectralNorm)
+            ]
+        )
+        == 1
+    )
+    assert layer_of("e10", preset="E10_d512").choices["wnorm"] == "none"
+
+
+KERNEL_CASES = [
+    ("e74", {"input": "silu"}),
+    ("e74", {"form": "full", "update": "simple", "proj": "full", "zuse": "delta"}),
+    ("e74", {"form": "full", "update": "simple", "proj": "full", "zuse": "all"}),
+    ("e74", {"form": "diagonal", "update": "delta", "proj": "full", "zuse": "delta"}),
+    ("e74", {"form": "diagonal", "update": "simple", "proj": "full", "zuse": "all"}),
+    ("e10", {"wnorm": "spectral"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "sets"), KERNEL_CASES, ids=[f"{n}-{'-'.join(s.values())}" for n, s in KERNEL_CASES]
+)
+def test_new_choices_pass_the_kernel_harness(name, sets):
+    compare_backends(layer_of(name, **sets), B=2, T=5, chunk=4)
