@@ -1,12 +1,16 @@
 """Choosing a plan by measuring it: on the first CUDA call, time forward+backward of a few
 (tile, warps) candidates at the call's batch size and keep the fastest. Results are cached on disk
 per (generated source of the default plan, checkpoint stride, GPU, batch); sequence length is not
-part of the key."""
+part of the key. Search workers tune in parallel processes: each entry is added under an exclusive
+lock on the cache file, so no worker's entry is lost to another's write."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import sys
 from dataclasses import replace
 
 import torch
@@ -29,12 +33,28 @@ def _load() -> dict:
         return {}
 
 
+@contextlib.contextmanager
+def _locked():
+    """An exclusive ``flock`` on ``autotune.json.lock`` (released by the kernel if the process dies)."""
+    path = _cache_file().with_suffix(".json.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _store(key: str, value) -> None:
-    data = _load()
-    data[key] = value
-    tmp = _cache_file().with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, _cache_file())
+    """Add one entry: read, update and replace the file under the lock (an atomic rename, so readers
+    without the lock see the old file or the new one, never half of one)."""
+    with _locked():
+        data = _load()
+        data[key] = value
+        tmp = _cache_file().with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, _cache_file())
 
 
 class TunedCell:
@@ -67,6 +87,12 @@ class TunedCell:
             return self.build(*cached)
         from triton.testing import do_bench
 
+        print(
+            f"archdsl: tuning {self.layer.name} ({self.strategy_entry.name}, batch {x.shape[0]}): timing "
+            f"{len(CANDIDATES)} launch plans once; the choice is cached in {_cache_file()}",
+            file=sys.stderr,
+            flush=True,
+        )
         short = {k: v[:, :TUNE_T].detach().requires_grad_(True) for k, v in inputs.items()}
         cands, seen = [], set()
         for tile, warps in CANDIDATES:
