@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from oracle_maps import LAYERS, PRECISION  # noqa: E402
+from oracle_maps import FP32_MODE, LAYERS, PRECISION  # noqa: E402
 
 from archdsl.checker import instantiate  # noqa: E402
 from archdsl.layer import RecurrentLayer  # noqa: E402
@@ -46,6 +46,8 @@ QUICK_SETS = {
     "deltanet": {"dim": 256, "heads": 4},
     "hgrn2": {"dim": 256, "expand": 64},
     "mamba": {"dim": 256},
+    "kda": {"dim": 256, "heads": 2, "n": 64},
+    "gated_deltaproduct": {"dim": 256, "heads": 2, "n": 64},
 }
 
 
@@ -162,10 +164,14 @@ def run_spec(spec: str, quick: bool) -> dict:
     result["strategy"] = strategy_of(ir)
     result["agreement"] = []
     for dtype in (torch.float32, torch.bfloat16):
+        mode = FP32_MODE.get(spec, "chunk") if dtype == torch.float32 else "chunk"
+        if mode is None:
+            result["fp32_skipped"] = "the library's layer refuses fp32 under autograd (bf16 only)"
+            continue
         for B, T in QUICK_SHAPES if quick else SHAPES:
             torch.manual_seed(0)
             ours = RecurrentLayer(ir, backend="triton", seed=0).cuda()
-            lib = build(ir).cuda()
+            lib = build(ir, mode).cuda()
             copy_weights(ours, lib, rows)
             result["agreement"].append(compare(spec, ir, ours, lib, rows, B, T, dtype))
     full = instantiate(parse_file(path), preset).layer

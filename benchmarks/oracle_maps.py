@@ -31,15 +31,15 @@ def _mamba(module: str, name: str):
     return getattr(importlib.import_module(f"mamba_ssm.modules.{module}"), name)
 
 
-def gdn(ir):
+def gdn(ir, mode: str = "chunk"):
     h, n = ir.hypers["heads"], ir.sizes["i"]
     return _fla("GatedDeltaNet")(
         hidden_size=ir.dim, expand_v=ir.hypers["expansion"], head_dim=n, num_heads=h,
-        use_short_conv=True, conv_size=4, mode="chunk",
+        use_short_conv=True, conv_size=4, mode=mode,
     )  # fmt: skip
 
 
-def mamba2(ir):
+def mamba2(ir, mode: str = "chunk"):
     from archdsl.baselines import import_mamba2
 
     Mamba2, _ = import_mamba2()
@@ -49,22 +49,36 @@ def mamba2(ir):
     )  # fmt: skip
 
 
-def gla(ir):
+def gla(ir, mode: str = "chunk"):
     return _fla("GatedLinearAttention")(
         hidden_size=ir.dim, expand_k=0.5, expand_v=1.0, num_heads=ir.hypers["heads"],
-        gate_low_rank_dim=ir.hypers["rank"], mode="chunk",
+        gate_low_rank_dim=ir.hypers["rank"], mode=mode,
     )  # fmt: skip
 
 
-def deltanet(ir):
-    return _fla("DeltaNet")(hidden_size=ir.dim, num_heads=ir.hypers["heads"], mode="chunk")
+def deltanet(ir, mode: str = "chunk"):
+    return _fla("DeltaNet")(hidden_size=ir.dim, num_heads=ir.hypers["heads"], mode=mode)
 
 
-def hgrn2(ir):
-    return _fla("HGRN2Attention")(hidden_size=ir.dim, expand_ratio=ir.hypers["expand"], mode="chunk")
+def hgrn2(ir, mode: str = "chunk"):
+    return _fla("HGRN2Attention")(hidden_size=ir.dim, expand_ratio=ir.hypers["expand"], mode=mode)
 
 
-def mamba(ir):
+def kda(ir, mode: str = "chunk"):
+    return _fla("KimiDeltaAttention")(
+        hidden_size=ir.dim, expand_v=ir.hypers["expansion"], head_dim=ir.sizes["i"],
+        num_heads=ir.hypers["heads"], use_short_conv=True, conv_size=4, mode=mode,
+    )  # fmt: skip
+
+
+def gated_deltaproduct(ir, mode: str = "chunk"):
+    return _fla("GatedDeltaProduct")(
+        hidden_size=ir.dim, expand_v=ir.hypers["expansion"], head_dim=ir.sizes["i"],
+        num_heads=ir.hypers["heads"], num_householder=2, mode=mode,
+    )  # fmt: skip
+
+
+def mamba(ir, mode: str = "chunk"):
     Mamba = _mamba("mamba_simple", "Mamba")
     return Mamba(
         d_model=ir.dim, d_state=ir.sizes["s"], d_conv=4, expand=ir.hypers["expansion"],
@@ -103,6 +117,22 @@ LAYERS = {
         ("q_proj.weight", ["q"]), ("f_proj.weight", ["f"]), ("i_proj.weight", ["u"]),
         ("g_norm.weight", ["norm_w"]), ("o_proj.weight", ["out"]),
     ]),
+    "kda": ("fla KimiDeltaAttention", "KDA_100m", kda, [
+        ("q_proj.weight", ["q"]), ("k_proj.weight", ["k"]), ("v_proj.weight", ["v"]),
+        ("b_proj.weight", ["b"]), ("f_proj.0.weight", ["fl"]), ("f_proj.1.weight", ["f"]),
+        ("g_proj.0.weight", ["gl"]), ("g_proj.1.weight", ["go"]), ("g_proj.1.bias", ["bias:go"]),
+        ("A_log", ["A_log"]), ("dt_bias", ["dt_bias"]),
+        ("q_conv1d.weight", ["conv_q"]), ("k_conv1d.weight", ["conv_k"]), ("v_conv1d.weight", ["conv_v"]),
+        ("o_norm.weight", ["norm_w"]), ("o_proj.weight", ["out"]),
+    ]),
+    "gated_deltaproduct": ("fla GatedDeltaProduct", "GatedDeltaProduct_100m", gated_deltaproduct, [
+        ("q_proj.weight", ["q"]), ("k_proj.weight", ["k1", "k2"]), ("v_proj.weight", ["v1", "v2"]),
+        ("b_proj.weight", ["b1", "b2"]), ("a_proj.weight", ["a"]),
+        ("A_log", ["A_log"]), ("dt_bias", ["dt_bias"]),
+        ("q_conv1d.weight", ["conv_q"]), ("k_conv1d.weight", ["conv_k1", "conv_k2"]),
+        ("v_conv1d.weight", ["conv_v1", "conv_v2"]),
+        ("g_proj.weight", ["g"]), ("o_norm.weight", ["norm_w"]), ("o_proj.weight", ["out"]),
+    ]),
     "mamba": ("mamba_ssm Mamba", "Mamba_130m", mamba, [
         ("in_proj.weight", ["xs", "z"]),
         ("conv1d.weight", ["conv_w"]), ("conv1d.bias", ["conv_b"]),
@@ -112,14 +142,21 @@ LAYERS = {
     ]),
 }  # fmt: skip
 
+_TF32_L2 = "fla's chunked kernels multiply in TF32 on tensor cores; L2 norm eps inside the sqrt"
 #: where the library is not an fp32 computation with the spec's epsilons
 PRECISION = {
-    "gdn": "fla's chunked kernels multiply in TF32 on tensor cores; L2 norm eps inside the sqrt",
-    "deltanet": "fla's chunked kernels multiply in TF32 on tensor cores; L2 norm eps inside the sqrt",
+    "gdn": _TF32_L2,
+    "deltanet": "fp32 against fla's fused_recurrent kernel (its chunk one refuses fp32); L2 eps in sqrt",
     "gla": "fla's chunked kernels multiply in TF32 on tensor cores",
     "hgrn2": "fla's chunked kernels multiply in TF32 on tensor cores",
     "mamba2": "mamba_ssm's SSD kernels multiply in TF32 on tensor cores",
+    "kda": _TF32_L2,
+    "gated_deltaproduct": _TF32_L2,
 }
+
+#: fla layers whose chunked kernels refuse fp32: the fp32 comparison runs this mode instead (None:
+#: the layer has no fp32 path with a backward, and only bf16 is compared)
+FP32_MODE = {"deltanet": "fused_recurrent", "gated_deltaproduct": None}
 
 #: specs of the zoo: (paper, library it is compared with or None and why)
 PAPERS = {
@@ -129,6 +166,8 @@ PAPERS = {
     "deltanet": "arXiv:2406.06484",
     "hgrn2": "arXiv:2404.07904",
     "mamba": "arXiv:2312.00752",
+    "kda": "arXiv:2510.26692",
+    "gated_deltaproduct": "arXiv:2502.10297",
     "mingru": "arXiv:2410.01201",
     "mlstm": "arXiv:2405.04517",
 }

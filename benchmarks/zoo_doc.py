@@ -33,7 +33,7 @@ def spec_lines(spec: str) -> int:
 def _agreement(r: dict, dtype: str) -> str:
     runs = [a for a in r.get("agreement", []) if a["dtype"] == dtype]
     if not runs:
-        return "—"
+        return f"— ({r['fp32_skipped']})" if dtype == "float32" and r.get("fp32_skipped") else "—"
     worst = max(runs, key=lambda a: a["max"])
     tol = FP32_TOL if dtype == "float32" else BF16_TOL
     mark = "" if worst["max"] <= tol else f" (> {tol:g}: {worst['worst']})"
