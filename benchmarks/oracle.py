@@ -38,6 +38,8 @@ from archdsl.parser import parse_file  # noqa: E402
 SHAPES = [(2, 128), (2, 100)]  # (B, T); 100 is not a multiple of 64
 QUICK_SHAPES = [(1, 64), (1, 37)]
 TIME_SHAPE = (8, 512)
+#: where both layers run ("cpu" only for a smoke test of this script: TRITON_INTERPRET=1, tiny sizes)
+DEVICE = "cuda"
 #: the sizes agreement is checked at: the 100M preset, or a smaller one under --quick
 QUICK_SETS = {
     "gdn": {"dim": 256, "heads": 2, "n": 64},
@@ -109,13 +111,13 @@ def lib_forward(lib, x):
 
 def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype) -> dict:
     ours, lib = ours.to(dtype), lib.to(dtype)
-    x = torch.randn(B, T, ir.dim, device="cuda", generator=torch.Generator("cuda").manual_seed(1)).to(dtype)
+    x = torch.randn(B, T, ir.dim, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
     xs = [x.clone().requires_grad_(True) for _ in range(2)]
     for m in (ours, lib):
         m.zero_grad(set_to_none=True)
     y_ours = ours(xs[0])[0]
     y_lib = lib_forward(lib, xs[1])
-    w = torch.randn(y_lib.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    w = torch.randn(y_lib.shape, generator=torch.Generator().manual_seed(2)).to(DEVICE)
     (y_ours.float() * w).sum().backward()
     (y_lib.float() * w).sum().backward()
     errors = {"y": rel_rms(y_ours.float(), y_lib.float()), "dx": rel_rms(xs[0].grad, xs[1].grad)}
@@ -138,6 +140,11 @@ def time_fb(model, x, reps: int) -> float:
         lib_forward(model, x.requires_grad_(True)).float().sum().backward()
     times = []
     for _ in range(reps):
+        if DEVICE != "cuda":
+            t0 = time.perf_counter()
+            lib_forward(model, x).float().sum().backward()
+            times.append(1e3 * (time.perf_counter() - t0))
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         lib_forward(model, x).float().sum().backward()
@@ -170,16 +177,16 @@ def run_spec(spec: str, quick: bool) -> dict:
             continue
         for B, T in QUICK_SHAPES if quick else SHAPES:
             torch.manual_seed(0)
-            ours = RecurrentLayer(ir, backend="triton", seed=0).cuda()
-            lib = build(ir, mode).cuda()
+            ours = RecurrentLayer(ir, backend="triton", seed=0).to(DEVICE)
+            lib = build(ir, mode).to(DEVICE)
             copy_weights(ours, lib, rows)
             result["agreement"].append(compare(spec, ir, ours, lib, rows, B, T, dtype))
-    full = instantiate(parse_file(path), preset).layer
-    ours = RecurrentLayer(full, backend="triton", seed=0).cuda().bfloat16()
-    lib = build(full).cuda().bfloat16()
+    full = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
+    ours = RecurrentLayer(full, backend="triton", seed=0).to(DEVICE, torch.bfloat16)
+    lib = build(full).to(DEVICE, torch.bfloat16)
     copy_weights(ours, lib, rows)
     B, T = (2, 128) if quick else TIME_SHAPE
-    x = torch.randn(B, T, full.dim, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(B, T, full.dim, device=DEVICE, dtype=torch.bfloat16)
     reps = 3 if quick else 20
     result["time"] = {
         "B": B,
