@@ -153,6 +153,9 @@ VJP: dict[Op, Callable] = {
         e.add(Op.RENAME, (dz,), tuple((b, a) for a, b in n.attr), e.g[args[0]].axes)
     ],
     Op.EXPAND: lambda e, n, z, args, dz: [e.sum_to(dz, e.g[args[0]].axes)],
+    # a shift's transpose moves the cotangent back by the same tokens (and sums a window)
+    Op.SHIFT: lambda e, n, z, args, dz: [e.add(Op.UNSHIFT, (dz,), n.attr, e.g[args[0]].axes)],
+    Op.UNSHIFT: lambda e, n, z, args, dz: [e.add(Op.SHIFT, (dz,), n.attr, e.g[args[0]].axes)],
 }
 
 

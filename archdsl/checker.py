@@ -44,6 +44,8 @@ FUNCTIONS: dict[str, tuple[int, bool]] = {
     "mean": (1, True),
     "dot": (2, True),
     "l2norm": (1, True),
+    "shift": (1, False),  # shift(a): the previous token's a; shift[c](a): the last |c| tokens on axis c
+    "conv": (2, True),  # conv[c](a, w) = sum[c](w * shift[c](a)): a depthwise causal convolution
 }
 _UNARY = {
     "exp": Op.EXP,
@@ -193,6 +195,7 @@ class _Builder:
         self.resolving: list[str] = []
         self.used: set[str] = set()
         self.pre: dict[str, int] = {}
+        self.sequence: dict[str, int] = {}
 
     # ---- compile-time names ------------------------------------------------------------------
     def number(self, ref: S.Ref) -> float | int:
@@ -460,6 +463,14 @@ class _Builder:
             node = self.node(Op.INPUT, axes=st.axes, attr=st.name)
         else:
             node = self.define(st)
+            if not key.endswith("'"):
+                node = self.across_tokens(key, node, st.value.span)
+            elif any(self.graph[i].op is Op.SHIFT for i in self.graph.ancestors([node])):
+                raise ArchdslError(
+                    f"the update of '{key[:-1]}' reads earlier tokens (shift, conv) inside the recurrence",
+                    st.value.span,
+                    "define the shifted value on its own line (kc = conv[c](k, w)) and use it here",
+                )
         self.resolving.pop()
         self.node_of[key] = node
         return node
@@ -536,6 +547,8 @@ class _Builder:
                 e.span,
                 f"the axis goes in brackets: {func}[AXIS](…)" if takes_axis else None,
             )
+        if func == "shift":
+            return self.shift(e)
         if takes_axis and (e.axes is None or len(e.axes) != 1):
             raise ArchdslError(f"'{func}' needs the axis it works along: {func}[AXIS](…)", e.span)
         if not takes_axis and e.axes is not None:
@@ -556,6 +569,8 @@ class _Builder:
             silu = self.binary(Op.MUL, a, self.node(Op.SIGMOID, (a,), self.axes_of(a)))
             return silu if func == "silu" else self.binary(Op.MUL, a, silu)
         axis = self.check_axes(e.axes, e.span)[0]
+        if func == "conv":
+            return self.conv(e, axis, a, args[1])
         if func == "dot":
             a = self.binary(Op.MUL, a, args[1])
         if axis not in self.axes_of(a):
@@ -571,6 +586,57 @@ class _Builder:
         sq = self.node(Op.SUM, (self.binary(Op.MUL, a, a),), set(self.axes_of(a)) - {axis}, axis)
         norm = self.node(Op.SQRT, (sq,), self.axes_of(sq))
         return self.binary(Op.DIV, a, self.binary(Op.ADD, norm, self.const(L2_EPS)))
+
+    # ---- across tokens: shift and conv ----------------------------------------------------------
+    def shift(self, e: S.Call, arg: int | None = None) -> int:
+        """shift(a) or shift[c](a): ``a`` at earlier tokens. ``a`` must be per-token."""
+        if e.axes is not None and len(e.axes) != 1:
+            raise ArchdslError("'shift' takes at most one axis, the window: shift[AXIS](…)", e.span)
+        axis = self.check_axes(e.axes, e.span)[0] if e.axes else None
+        a = self.expr(e.args[0]) if arg is None else arg
+        kind = self.graph.kinds()[a]
+        if kind != Kind.TOKEN:
+            what = "depends on the state" if kind == Kind.RECURRENT else "is the same at every token"
+            raise ArchdslError(
+                f"'{e.func}' reads earlier tokens of a per-token value; its argument {what}",
+                e.args[0].span,
+                "shift a projection output or a value computed from one" if kind == Kind.CONST else None,
+            )
+        if axis is not None and axis in self.axes_of(a):
+            raise ArchdslError(
+                f"the window axis '{axis}' of '{e.func}[{axis}]' is already an axis of its argument "
+                f"[{', '.join(self.axes_of(a))}]",
+                e.span,
+                "declare an axis of its own for the window: axis c = 4",
+            )
+        return self.node(Op.SHIFT, (a,), set(self.axes_of(a)) | ({axis} - {None}), axis)
+
+    def conv(self, e: S.Call, axis: str, a: int, w: int) -> int:
+        if axis not in self.axes_of(w):
+            raise ArchdslError(
+                f"the weight of 'conv[{axis}]' needs the window axis '{axis}'; it has "
+                f"[{', '.join(self.axes_of(w))}]",
+                e.args[1].span,
+                f"declare it as param w[{axis}, …]",
+            )
+        window = self.shift(e, a)
+        product = self.binary(Op.MUL, window, w)
+        return self.node(Op.SUM, (product,), set(self.axes_of(product)) - {axis}, axis)
+
+    def across_tokens(self, name: str, node: int, span) -> int:
+        """A definition that reads other tokens becomes a sequence value: computed over the whole
+        sequence before the recurrence, and read by the step as a per-token input of that name."""
+        g = self.graph
+        if not any(g[i].op is Op.SHIFT for i in g.ancestors([node])):
+            return node
+        if g.kinds()[node] == Kind.RECURRENT:
+            raise ArchdslError(
+                f"'{name}' mixes earlier tokens (shift, conv) with the state",
+                span,
+                "define the shifted value on its own line (kc = conv[c](k, w)) and use it here",
+            )
+        self.sequence[name] = node
+        return self.node(Op.INPUT, axes=self.axes_of(node), attr=name)
 
     def spectral_norm(self, e: S.Call) -> int:
         w = e.args[0]
@@ -736,6 +802,7 @@ class _Builder:
             graph=self.graph,
             values={k: v for k, v in self.node_of.items() if not k.endswith("'")},
             pre=dict(self.pre),
+            sequence=dict(self.sequence),
             next_state=next_state,
             output=out.name,
             output_node=out_node,

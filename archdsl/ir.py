@@ -46,6 +46,11 @@ class Op(enum.Enum):
     EXPAND = "expand"  # broadcast onto more axes (attr: the axes added)
     # -- parameter transforms: run once per forward, outside the recurrence, in torch
     SPECTRAL_NORM = "spectral_norm"  # rho * W / sigma_max(W), power iteration (attr: rho)
+    # -- across tokens: run over the whole sequence before the recurrence, in torch
+    SHIFT = "shift"  # attr None: the previous token's value (0 at the first); attr an axis c of size
+    #                  C: the window of the last C tokens on c, oldest first (c = C-1 is this token)
+    UNSHIFT = "unshift"  # the transpose of SHIFT (its VJP): attr None: the next token's value;
+    #                      attr c: sum over c of the value C-1-c tokens later
 
 
 LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE, Op.CONST})
@@ -54,8 +59,10 @@ UNARY = frozenset(
 )
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM})
 TRANSFORMS = frozenset({Op.SPECTRAL_NORM})
+#: ops that read other tokens: only in ``LayerIR.sequence`` values, never inside a cell
+SEQUENCE = frozenset({Op.SHIFT, Op.UNSHIFT})
 #: ops that may appear inside a compiled kernel: every one needs a VJP and a Triton rule
-CELL_OPS = frozenset(Op) - TRANSFORMS
+CELL_OPS = frozenset(Op) - TRANSFORMS - SEQUENCE
 
 
 class Kind(enum.IntEnum):
@@ -161,6 +168,9 @@ class LayerIR:
     output_init: object
     dim: int
     numbers: dict[str, float | int] = field(default_factory=dict)  # every compile-time name's value
+    #: per-token values that read other tokens (a ``shift`` or ``conv``): name -> node, computed over
+    #: the whole sequence before the recurrence; the cell reads each as an ``INPUT`` of that name
+    sequence: dict[str, int] = field(default_factory=dict)
 
     # ---- derived facts -----------------------------------------------------------------------
     def numel(self, axes) -> int:
@@ -211,8 +221,16 @@ class LayerIR:
         return sorted(i for i in used if kinds[i] == Kind.CONST and self.graph[i].op is not Op.CONST)
 
     def inputs(self) -> dict[str, tuple[str, ...]]:
-        """Per-token tensors the cell reads (name -> axes)."""
-        return {n.attr: n.axes for n in self.graph.nodes if n.op is Op.INPUT}
+        """Per-token tensors the cell reads (name -> axes); a projection output that only a
+        sequence value reads is not one of them."""
+        only_sequence = (
+            self.graph.ancestors(self.sequence.values()) - self.cell_nodes() if self.sequence else ()
+        )
+        return {
+            n.attr: n.axes
+            for i, n in enumerate(self.graph.nodes)
+            if n.op is Op.INPUT and i not in only_sequence
+        }
 
 
 def verify(layer: LayerIR) -> None:
@@ -230,10 +248,16 @@ def verify(layer: LayerIR) -> None:
             assert set(n.axes) == set(g[n.args[0]].axes) - {n.attr}, f"node {i}: sum axes"
         elif n.op is Op.EXPAND:
             assert set(n.axes) == set(g[n.args[0]].axes) | set(n.attr), f"node {i}: expand axes"
+        elif n.op is Op.SHIFT:
+            assert set(n.axes) == set(g[n.args[0]].axes) | {n.attr} - {None}, f"node {i}: shift axes"
+        elif n.op is Op.UNSHIFT:
+            assert set(n.axes) == set(g[n.args[0]].axes) - {n.attr}, f"node {i}: unshift axes"
         elif n.op is Op.RENAME:
             mapping = dict(n.attr)
             src = g[n.args[0]].axes
             assert set(n.axes) == {mapping.get(a, a) for a in src}, f"node {i}: rename axes"
             assert all(layer.sizes[o] == layer.sizes[m] for o, m in mapping.items()), "rename sizes"
+    cell = layer.cell_nodes()
+    assert not any(g[i].op in SEQUENCE for i in cell), "a shift inside the cell"
     for s, node in layer.next_state.items():
         assert g[node].axes == layer.states[s], f"state {s}: update has axes {g[node].axes}"

@@ -133,6 +133,8 @@ class RecurrentLayer(nn.Module):
         self._frontier = tuple(layer.frontier())
         self._frontier_order = sorted(layer.graph.ancestors(self._frontier))
         self._pre_order = {name: sorted(layer.graph.ancestors([node])) for name, node in layer.pre.items()}
+        self._sequence_order = {n: sorted(layer.graph.ancestors([i])) for n, i in layer.sequence.items()}
+        self._projection_of = {name: k for k, p in enumerate(layer.projections) for name, _ in p.outputs}
 
     def _proj_shape(self, p: Projection) -> tuple[int, int]:
         n_out = sum(self.ir.numel(ax) for _, ax in p.outputs)
@@ -141,36 +143,51 @@ class RecurrentLayer(nn.Module):
 
     # ---- the per-token part ----------------------------------------------------------------------
     def project(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All projection outputs, [B, T, *axes] each (pre-projection values computed on the way)."""
+        """All projection outputs and sequence values, [B, T, *axes] each (pre-projection values
+        computed on the way). Each is computed when first needed: a projection may read a sequence
+        value (``shift``, ``conv``) and a sequence value a projection's output."""
         ir, B, T = self.ir, x.shape[0], x.shape[1]
         values: dict[str, torch.Tensor] = {}
         env: dict[int, torch.Tensor] = {}
         layout = Layout(ir, compute_dtype(x), x.device)
-        for k, p in enumerate(ir.projections):
-            if p.source == "x":
-                src = x
-            else:
-                node = ir.pre[p.source]
-                evaluate(ir, self._pre_order[p.source], env, self._pre_leaf(values, layout), layout)
-                src = layout.compact(env[node], p.source_axes, (B, T)).reshape(B, T, -1).to(x.dtype)
-            w = self.proj[str(k)].weight
-            if str(k) in self.proj_sn:
-                w = self.proj_sn[str(k)](w)
-            out = nn.functional.linear(src, w, self.proj[str(k)].bias)
-            start = 0
-            for name, axes in p.outputs:
-                size = ir.numel(axes)
-                values[name] = out[..., start : start + size].reshape(B, T, *(ir.sizes[a] for a in axes))
-                start += size
-        return values
+        const_leaf = self._const_leaf(layout)
 
-    def _pre_leaf(self, values, layout):
         def leaf(i, node):
             if node.op is Op.INPUT:
-                return layout.full(values[node.attr].to(layout.dtype), node.axes, 2)
-            return self._const_leaf(layout)(i, node)
+                return layout.full(get(node.attr).to(layout.dtype), node.axes, 2)
+            return const_leaf(i, node)
 
-        return leaf
+        def get(name: str) -> torch.Tensor:
+            if name not in values:
+                if name in ir.sequence:
+                    node = ir.sequence[name]
+                    evaluate(ir, self._sequence_order[name], env, leaf, layout)
+                    values[name] = layout.compact(env[node], ir.graph[node].axes, (B, T))
+                else:
+                    self._project_one(self._projection_of[name], x, values, env, leaf, layout)
+            return values[name]
+
+        for name in [*self._projection_of, *ir.sequence]:
+            get(name)
+        return values
+
+    def _project_one(self, k: int, x, values, env, leaf, layout) -> None:
+        ir, p, (B, T) = self.ir, self.ir.projections[k], x.shape[:2]
+        if p.source == "x":
+            src = x
+        else:
+            node = ir.pre[p.source]
+            evaluate(ir, self._pre_order[p.source], env, leaf, layout)
+            src = layout.compact(env[node], p.source_axes, (B, T)).reshape(B, T, -1).to(x.dtype)
+        w = self.proj[str(k)].weight
+        if str(k) in self.proj_sn:
+            w = self.proj_sn[str(k)](w)
+        out = nn.functional.linear(src, w, self.proj[str(k)].bias)
+        start = 0
+        for name, axes in p.outputs:
+            size = ir.numel(axes)
+            values[name] = out[..., start : start + size].reshape(B, T, *(ir.sizes[a] for a in axes))
+            start += size
 
     def _const_leaf(self, layout):
         def leaf(i, node):

@@ -100,7 +100,36 @@ def apply(node: Node, args: list[torch.Tensor], layout: Layout) -> torch.Tensor:
         for ax in node.attr:
             shape[nb + layout.axes.index(ax)] = layout.layer.sizes[ax]
         return a.expand(*shape)
+    if op in (Op.SHIFT, Op.UNSHIFT):
+        return shift(args[0], node, layout)
     raise NotImplementedError(f"no torch rule for {op}")
+
+
+def _delay(a: torch.Tensor, d: int, dim: int) -> torch.Tensor:
+    """``a`` moved ``d`` steps later along ``dim`` (zeros first); ``d < 0`` moves it earlier."""
+    T = a.shape[dim]
+    if d == 0:
+        return a
+    if abs(d) >= T:
+        return torch.zeros_like(a)
+    zeros = torch.zeros_like(a.narrow(dim, 0, abs(d)))
+    if d > 0:
+        return torch.cat([zeros, a.narrow(dim, 0, T - d)], dim=dim)
+    return torch.cat([a.narrow(dim, -d, T + d), zeros], dim=dim)
+
+
+def shift(a: torch.Tensor, node: Node, layout: Layout) -> torch.Tensor:
+    """``SHIFT`` / ``UNSHIFT`` on a full-layout tensor whose last batch dimension is time."""
+    nb = a.dim() - len(layout.axes)
+    assert nb >= 1, "a shift needs a time dimension"
+    time, sign = nb - 1, 1 if node.op is Op.SHIFT else -1
+    if node.attr is None:
+        return _delay(a, sign, time)
+    c = nb + layout.axes.index(node.attr)
+    C = layout.layer.sizes[node.attr]
+    if node.op is Op.SHIFT:  # window position k holds the token C-1-k steps back
+        return torch.cat([_delay(a, C - 1 - k, time) for k in range(C)], dim=c)
+    return sum(_delay(a.narrow(c, k, 1), k + 1 - C, time) for k in range(C))
 
 
 def evaluate(

@@ -22,6 +22,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 from dataclasses import dataclass  # noqa: E402
 
 import pytest  # noqa: E402
+import shift_oracles  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from op_oracles import (  # noqa: E402
@@ -34,7 +35,7 @@ from op_oracles import (  # noqa: E402
     swap_op,
 )
 
-from archdsl.ir import BINARY, LEAVES, TRANSFORMS, UNARY, Node, Op  # noqa: E402
+from archdsl.ir import BINARY, LEAVES, SEQUENCE, TRANSFORMS, UNARY, Node, Op  # noqa: E402
 
 GENERIC = [-3.0, -1.5, -0.5, -0.01, 0.0, 0.01, 0.5, 1.5, 3.0, -0.75, 2.25]
 AROUND_ZERO = [-2.0, -1e-3, -1e-20, 0.0, 1e-20, 1e-3, 2.0, -0.7, 0.0, 0.7, -0.0]
@@ -371,6 +372,22 @@ def test_spectral_norm_compiled_layer_matches_reference():
     compare_backends(layer_of(SN_SPEC), B=2, T=5, chunk=4)
 
 
+# ---- across tokens: shift and its transpose (tests/shift_oracles.py) ----------------------------
+def test_shift_vjp_matches_autograd():
+    shift_oracles.check_vjps()
+
+
+def test_shift_reference_matches_torch_conv1d():
+    shift_oracles.check_reference()
+
+
+def test_shift_compiled_layer_matches_reference():
+    """The prologue (conv, shift) in torch, the cell compiled: the whole layer against the reference."""
+    from kernel_harness import compare_backends
+
+    compare_backends(shift_oracles.shift_layer(), B=2, T=7, chunk=4)
+
+
 # ---- the table: every op has its three oracles ---------------------------------------------------
 ORACLES: dict[Op, tuple] = {
     **{
@@ -410,6 +427,14 @@ ORACLES: dict[Op, tuple] = {
         test_spectral_norm_reference_matches_torch,
         test_spectral_norm_compiled_layer_matches_reference,
     ),
+    **{
+        op: (
+            test_shift_vjp_matches_autograd,
+            test_shift_reference_matches_torch_conv1d,
+            test_shift_compiled_layer_matches_reference,
+        )
+        for op in SEQUENCE
+    },
 }
 
 

@@ -1,0 +1,320 @@
+"""The zoo against the libraries that define its layers: same weights, same input, every gradient.
+
+For each spec of ``oracle_maps.LAYERS``: build the spec's layer (compiled kernels) and the library's,
+copy the weights across through the spec's table, and compare the output and every gradient
+(the input's and each library parameter's) by relative RMS error, in fp32 and in bf16, at two shapes
+(one with T not a multiple of 64). Then time forward + backward of both at the library's 100M
+configuration in the same process. Each spec runs in its own ``try``: a failure is recorded with its
+message and the next spec runs.
+
+    python benchmarks/oracle.py --out benchmarks/results/oracle [--specs gdn,gla] [--quick]
+
+writes ``results.json`` and ``results.md`` under ``--out``; ``benchmarks/zoo_doc.py`` turns the JSON
+into docs/zoo.md. Needs CUDA, flash-linear-attention and mamba_ssm (with a stub for Mamba-1's CUDA
+scan when it is missing: its pure-torch reference scan then stands in, and the timing says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from oracle_maps import FP32_MODE, LAYERS, PRECISION  # noqa: E402
+
+from archdsl.checker import instantiate  # noqa: E402
+from archdsl.layer import RecurrentLayer  # noqa: E402
+from archdsl.parser import parse_file  # noqa: E402
+
+SHAPES = [(2, 128), (2, 100)]  # (B, T); 100 is not a multiple of 64
+QUICK_SHAPES = [(1, 64), (1, 37)]
+TIME_SHAPE = (8, 512)
+#: where both layers run ("cpu" only for a smoke test of this script: TRITON_INTERPRET=1, tiny sizes)
+DEVICE = "cuda"
+#: the sizes agreement is checked at: the 100M preset, or a smaller one under --quick
+QUICK_SETS = {
+    "gdn": {"dim": 256, "heads": 2, "n": 64},
+    "mamba2": {"dim": 256},
+    "gla": {"dim": 256, "heads": 2},
+    "deltanet": {"dim": 256, "heads": 4},
+    "hgrn2": {"dim": 256, "expand": 64},
+    "mamba": {"dim": 256},
+    "kda": {"dim": 256, "heads": 2, "n": 64},
+    "gated_deltaproduct": {"dim": 256, "heads": 2, "n": 64},
+}
+
+
+def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+
+
+def gather(ours: RecurrentLayer, sources: list[str], grad: bool = False) -> torch.Tensor:
+    """The spec's tensors of one table row, concatenated along the first dimension (or their grads)."""
+    ir, parts = ours.ir, []
+    rows = {}
+    for k, p in enumerate(ir.projections):
+        start = 0
+        for name, axes in p.outputs:
+            rows[name] = (k, start, start + ir.numel(axes))
+            start += ir.numel(axes)
+    for src in sources:
+        bias = src.startswith("bias:")
+        name = src.removeprefix("bias:")
+        if src == "out":
+            t = ours.out.weight
+        elif name in rows:
+            k, a, b = rows[name]
+            lin = ours.proj[str(k)]
+            t = (lin.bias if bias else lin.weight)[a:b]
+            if grad:
+                g = (lin.bias if bias else lin.weight).grad
+                parts.append(g[a:b].reshape(b - a, -1))
+                continue
+        else:
+            t = ours.params[name]
+        parts.append((t.grad if grad else t).reshape(t.shape[0] if t.dim() else 1, -1))
+    return torch.cat([p.reshape(-1) for p in parts])
+
+
+def copy_weights(ours: RecurrentLayer, lib: torch.nn.Module, rows) -> None:
+    named = dict(lib.named_parameters())
+    with torch.no_grad():
+        for lib_name, sources in rows:
+            target = named[lib_name]
+            value = gather(ours, sources)
+            assert value.numel() == target.numel(), (
+                f"{lib_name}: {value.numel()} values for {tuple(target.shape)}"
+            )
+            target.copy_(value.reshape(target.shape))
+    covered = {name for name, _ in rows}
+    missing = [n for n in named if n not in covered]
+    assert not missing, f"library parameters without a row: {missing}"
+    n_ours = sum(p.numel() for p in ours.parameters())
+    n_lib = sum(p.numel() for p in lib.parameters())
+    assert n_ours == n_lib, f"parameter counts differ: spec {n_ours}, library {n_lib}"
+
+
+def lib_forward(lib, x):
+    out = lib(x)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype) -> dict:
+    ours, lib = ours.to(dtype), lib.to(dtype)
+    x = torch.randn(B, T, ir.dim, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    for m in (ours, lib):
+        m.zero_grad(set_to_none=True)
+    y_ours = ours(xs[0])[0]
+    y_lib = lib_forward(lib, xs[1])
+    w = torch.randn(y_lib.shape, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    (y_ours.float() * w).sum().backward()
+    (y_lib.float() * w).sum().backward()
+    errors = {"y": rel_rms(y_ours.float(), y_lib.float()), "dx": rel_rms(xs[0].grad, xs[1].grad)}
+    named = dict(lib.named_parameters())
+    for lib_name, sources in rows:
+        errors["d" + lib_name] = rel_rms(gather(ours, sources, grad=True), named[lib_name].grad.reshape(-1))
+    return {
+        "B": B,
+        "T": T,
+        "dtype": str(dtype).removeprefix("torch."),
+        "errors": errors,
+        "worst": max(errors, key=errors.get),
+        "max": max(errors.values()),
+    }
+
+
+def time_fb(model, x, reps: int) -> float:
+    """Median milliseconds of forward + backward (after warm-up, which includes compiling and tuning)."""
+    for _ in range(3):
+        lib_forward(model, x.requires_grad_(True)).float().sum().backward()
+    times = []
+    for _ in range(reps):
+        if DEVICE != "cuda":
+            t0 = time.perf_counter()
+            lib_forward(model, x).float().sum().backward()
+            times.append(1e3 * (time.perf_counter() - t0))
+            continue
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        lib_forward(model, x).float().sum().backward()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def strategy_of(ir) -> str:
+    from archdsl.codegen.strategies import choose
+
+    from archdsl.autodiff import extract_cell
+
+    return choose(ir, extract_cell(ir)).name
+
+
+def run_spec(spec: str, quick: bool) -> dict:
+    library, preset, build, rows = LAYERS[spec]
+    path = ROOT / "specs" / f"{spec}.rnn"
+    result = {"spec": spec, "library": library, "preset": preset, "lines": _lines(path)}
+    result["precision"] = PRECISION.get(spec)
+    ir = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
+    result["strategy"] = strategy_of(ir)
+    result["agreement"] = []
+    for dtype in (torch.float32, torch.bfloat16):
+        mode = FP32_MODE.get(spec, "chunk") if dtype == torch.float32 else "chunk"
+        if mode is None:
+            result["fp32_skipped"] = "the library's layer refuses fp32 under autograd (bf16 only)"
+            continue
+        for B, T in QUICK_SHAPES if quick else SHAPES:
+            torch.manual_seed(0)
+            ours = RecurrentLayer(ir, backend="triton", seed=0).to(DEVICE)
+            lib = build(ir, mode).to(DEVICE)
+            copy_weights(ours, lib, rows)
+            result["agreement"].append(compare(spec, ir, ours, lib, rows, B, T, dtype))
+    full = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
+    ours = RecurrentLayer(full, backend="triton", seed=0).to(DEVICE, torch.bfloat16)
+    lib = build(full).to(DEVICE, torch.bfloat16)
+    copy_weights(ours, lib, rows)
+    B, T = (2, 128) if quick else TIME_SHAPE
+    x = torch.randn(B, T, full.dim, device=DEVICE, dtype=torch.bfloat16)
+    reps = 3 if quick else 20
+    result["time"] = {
+        "B": B,
+        "T": T,
+        "dtype": "bfloat16",
+        "preset": preset,
+        "archdsl_ms": time_fb(ours, x.clone(), reps),
+        "library_ms": time_fb(lib, x.clone(), reps),
+    }
+    result["time"]["ratio"] = result["time"]["archdsl_ms"] / result["time"]["library_ms"]
+    return result
+
+
+def _lines(path: Path) -> int:
+    """Lines of the spec that say something: not blank, not only a comment."""
+    return sum(
+        1 for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
+
+
+def prepare_libraries() -> None:
+    """Settings the libraries need on this machine, before their first call."""
+    try:
+        import fla.ops.common.chunk_o as chunk_o
+
+        chunk_o.TRITON_ABOVE_3_7_1 = True  # GatedDeltaNet's backward on Hopper
+    except Exception:  # the library is absent: the specs that need it fail with their own message
+        pass
+    try:
+        from oracle_maps import _mamba
+
+        _mamba("mamba_simple", "Mamba")
+        if not hasattr(sys.modules["selective_scan_cuda"], "fwd"):  # the stub: no CUDA scan
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
+
+            sys.modules["mamba_ssm.modules.mamba_simple"].selective_scan_fn = selective_scan_ref
+    except Exception:
+        pass
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, type=Path, help="directory for results.json and results.md")
+    ap.add_argument("--specs", default=",".join(LAYERS), help="comma-separated specs (default: all)")
+    ap.add_argument("--quick", action="store_true", help="small sizes and shapes, few timing repetitions")
+    args = ap.parse_args(argv)
+    specs = [s for s in args.specs.split(",") if s]
+    unknown = [s for s in specs if s not in LAYERS]
+    if unknown:
+        print(f"error: --specs: unknown {', '.join(unknown)}; known: {', '.join(LAYERS)}", file=sys.stderr)
+        return 2
+    if not torch.cuda.is_available():
+        print("error: the oracle needs a CUDA device", file=sys.stderr)
+        return 2
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    prepare_libraries()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for spec in specs:
+        t0 = time.time()
+        try:
+            results.append(run_spec(spec, args.quick))
+        except Exception as e:  # recorded, and the next spec runs
+            results.append(
+                {
+                    "spec": spec,
+                    "library": LAYERS[spec][0],
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(),
+                }
+            )
+        results[-1]["seconds"] = round(time.time() - t0, 1)
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "traceback"})[:400], flush=True)
+    meta = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": " ".join(["python", "benchmarks/oracle.py", *(argv or sys.argv[1:])]),
+    }
+    for name in ("fla", "mamba_ssm", "triton"):
+        try:
+            meta[name] = __import__(name).__version__
+        except Exception:
+            meta[name] = None
+    doc = {"meta": meta, "results": results}
+    (args.out / "results.json").write_text(json.dumps(doc, indent=1))
+    (args.out / "results.md").write_text(markdown(doc))
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def markdown(doc: dict) -> str:
+    meta = doc["meta"]
+    out = [
+        f"# Oracle: the zoo against its libraries ({meta['device']}, {meta['date']})",
+        "",
+        f"`{meta['command']}`; torch {meta['torch']}, fla {meta.get('fla')}, "
+        f"mamba_ssm {meta.get('mamba_ssm')}.",
+        "",
+        "| spec | library | dtype | B×T | max rel-RMS | worst tensor | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        if "error" in r:
+            out.append(f"| {r['spec']} | {r['library']} | | | failed | | {r['error'][:200]} |")
+            continue
+        for a in r["agreement"]:
+            note = r["precision"] or "" if a["dtype"] == "float32" else ""
+            out.append(
+                f"| {r['spec']} | {r['library']} | {a['dtype']} | {a['B']}×{a['T']} | {a['max']:.2e} | "
+                f"{a['worst']} | {note} |"
+            )
+    out += [
+        "",
+        "| spec | strategy | B×T (bf16) | archdsl ms | library ms | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        if "time" in r:
+            t = r["time"]
+            out.append(
+                f"| {r['spec']} | {r['strategy']} | {t['B']}×{t['T']} | {t['archdsl_ms']:.2f} | "
+                f"{t['library_ms']:.2f} | {t['ratio']:.2f} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The zoo's plumbing that runs without a GPU: the oracle's weight tables cover every learned tensor
+of their specs exactly once, the zoo specs' sequence values, and docs/zoo.md's generator on a small
+synthetic results file."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import oracle_maps  # noqa: E402
+import zoo_doc  # noqa: E402
+
+from archdsl.checker import instantiate  # noqa: E402
+from archdsl.layer import RecurrentLayer  # noqa: E402
+from archdsl.parser import parse_file  # noqa: E402
+
+
+def learned_tensors(ir) -> set[str]:
+    names = {"out", *(p.name for p in ir.params)}
+    for p in ir.projections:
+        names |= {name for name, _ in p.outputs}
+        names |= {f"bias:{name}" for name, _ in p.outputs} if p.bias else set()
+    return names
+
+
+@pytest.mark.parametrize("spec", list(oracle_maps.LAYERS))
+def test_weight_table_covers_every_learned_tensor_once(spec):
+    _, preset, _, rows = oracle_maps.LAYERS[spec]
+    ir = instantiate(parse_file(ROOT / "specs" / f"{spec}.rnn"), preset).layer
+    sources = [s for _, srcs in rows for s in srcs]
+    assert len(sources) == len(set(sources)), "a spec tensor is copied twice"
+    assert set(sources) == learned_tensors(ir)
+    assert len({name for name, _ in rows}) == len(rows), "a library parameter has two rows"
+
+
+@pytest.mark.parametrize("spec", list(oracle_maps.LAYERS))
+def test_gather_reads_the_rows_of_the_table(spec):
+    """The oracle's gather concatenates exactly the spec's numbers (the test preset, so it is small)."""
+    import oracle
+
+    _, _, _, rows = oracle_maps.LAYERS[spec]
+    m = RecurrentLayer(instantiate(parse_file(ROOT / "specs" / f"{spec}.rnn"), "test").layer, seed=0)
+    total = sum(oracle.gather(m, srcs).numel() for _, srcs in rows)
+    assert total == sum(p.numel() for p in m.parameters())
+    if "out" in [s for _, srcs in rows for s in srcs]:
+        torch.testing.assert_close(oracle.gather(m, ["out"]), m.out.weight.reshape(-1))
+
+
+def test_convolutions_are_sequence_values():
+    ir = instantiate(parse_file(ROOT / "specs" / "gdn.rnn"), "test").layer
+    assert set(ir.sequence) == {"qc", "kc", "vc"}
+    assert {"qc", "kc", "vc"} <= set(ir.inputs()) and not {"q", "k", "v"} & set(ir.inputs())
+
+
+def synthetic() -> dict:
+    agreement = [
+        {"B": 1, "T": 64, "dtype": "float32", "errors": {"y": 3e-6}, "worst": "y", "max": 3e-6},
+        {"B": 1, "T": 37, "dtype": "float32", "errors": {"dA_log": 4e-4}, "worst": "dA_log", "max": 4e-4},
+        {"B": 1, "T": 37, "dtype": "bfloat16", "errors": {"y": 5e-3}, "worst": "y", "max": 5e-3},
+    ]
+    return {
+        "meta": {
+            "device": "Test GPU",
+            "date": "2026-11-26",
+            "torch": "2",
+            "fla": "0.6.0",
+            "mamba_ssm": "2.3.2",
+            "triton": "3",
+            "quick": True,
+            "command": "python benchmarks/oracle.py",
+        },
+        "results": [
+            {
+                "spec": "gdn",
+                "library": "fla GatedDeltaNet",
+                "precision": "TF32",
+                "strategy": "loop",
+                "agreement": agreement,
+                "time": {
+                    "B": 2,
+                    "T": 128,
+                    "dtype": "bfloat16",
+                    "archdsl_ms": 1.5,
+                    "library_ms": 3.0,
+                    "ratio": 0.5,
+                },
+            },
+            {"spec": "gla", "library": "fla GatedLinearAttention", "error": "RuntimeError: boom"},
+        ],
+    }
+
+
+def test_zoo_doc_renders_a_results_file(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(synthetic()))
+    out = tmp_path / "zoo.md"
+    assert zoo_doc.main([str(path), "-o", str(out)]) == 0
+    text = out.read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "4.0e-04 (> 0.0001: dA_log); TF32" in rows["gdn"] and "5.0e-03 |" in rows["gdn"]
+    assert "0.50× (1.50 / 3.00 ms)" in rows["gdn"] and "| loop |" in rows["gdn"]
+    assert "failed: RuntimeError: boom" in rows["gla"]
+    assert "no library layer" in rows["mingru"] and "not in these results" in rows["mamba"]
+    assert f"| gdn | {zoo_doc.spec_lines('gdn')} |" in rows["gdn"]
+    assert "Test GPU" in text and "--quick" in text
+
+
+def test_zoo_doc_rejects_a_file_that_is_not_results(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert zoo_doc.main([str(bad), "-o", str(tmp_path / "zoo.md")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
