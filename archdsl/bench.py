@@ -68,7 +68,13 @@ def add_arguments(p) -> None:
     budget_group.add_argument("--minutes", type=A.positive_float, help="timed training minutes per model")
     budget_group.add_argument("--steps", type=A.positive_int, help="training steps per model")
     budget_group.add_argument("--tokens", type=A.count, help="training tokens per model (e.g. 50M)")
-    p.add_argument("--data", nargs="+", default=[], help="training byte files (default: the embedded corpus)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="training byte files (default: the embedded corpus)",
+    )
     p.add_argument("--val", help="held-out file (default: the tail of the training stream)")
     p.add_argument("--batch", type=A.positive_int, help="windows per step (default 32)")
     p.add_argument("--seq", type=A.positive_int, help="bytes per window (default 512)")

@@ -46,6 +46,7 @@ def add_arguments(p) -> None:
     t.add_argument(
         "--data",
         nargs="+",
+        action="extend",
         default=[],
         metavar="PATH",
         help="byte files read as one stream: text, .bin, .npy, or any of them .xz "

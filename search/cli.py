@@ -75,8 +75,16 @@ def add_arguments(p) -> None:
         help="database URL (postgresql://user@host/db) shared by several hosts; "
         "default: a journal file runs/<study>/study.journal",
     )
-    p.add_argument("--out", type=A.writable_dir, help="root of the run directories (default runs/)")
-    p.add_argument("--data", action="append", help="training byte file(s) (default: the embedded corpus)")
+    p.add_argument(
+        "--runs", type=A.writable_dir, help="root of the study folders: RUNS/<study>/ (default runs/)"
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="training byte files read as one stream (default: the embedded corpus)",
+    )
     p.add_argument("--val", help="held-out file (default: the tail of the training data)")
     p.add_argument("--gpus", help="comma-separated GPU ids, or 'all': one worker per GPU")
     p.add_argument(
@@ -406,7 +414,7 @@ def run(args) -> int:
     if args.workers < 1:
         raise ArchdslError("--workers must be at least 1")
     gpus = gpu_list(args.gpus)
-    runs = st.runs_dir(args.out)
+    runs = st.runs_dir(args.runs)
     study, settings, storage = open_study(args, runs)
     if args.resume:
         recover(study, args.storage)

@@ -284,7 +284,7 @@ def write_report(study, out: Path, storage: str | None = None) -> tuple[Path, Pa
 def add_arguments(p) -> None:
     p.add_argument("study", help="study name (runs/<study>/study.journal), a run directory or a journal file")
     p.add_argument("--storage", type=A.storage, help="database URL of the study (postgresql://…)")
-    p.add_argument("--out", type=A.writable_dir, help="root of the run directories (default runs/)")
+    p.add_argument("--runs", type=A.writable_dir, help="root of the study folders (default runs/)")
     p.add_argument("--dest", type=A.writable_dir, help="where to write the report (default runs/<study>/)")
 
 
@@ -292,7 +292,7 @@ def run(args) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    runs = st.runs_dir(args.out)
+    runs = st.runs_dir(args.runs)
     name, storage, dest = args.study, args.storage, runs / args.study
     if not storage:  # a study name under runs/, a run directory, or a journal file
         given = Path(args.study)
@@ -306,7 +306,7 @@ def run(args) -> int:
         if not journal.is_file():
             raise ArchdslError(
                 f"no study '{name}': {journal} does not exist",
-                hint="pass --storage URL for a study in a database, or --out for another runs/",
+                hint="pass --storage URL for a study in a database, or --runs for another root",
             )
         storage, name, dest = str(journal), journal.resolve().parent.name, journal.parent
     store = st.open_storage(name, storage, runs)

@@ -137,7 +137,7 @@ def report_of(tmp_path, curves):
                 value=value, params={"heads": heads, "n": n}, distributions=dist, user_attrs=ua
             )
         )
-    args = argparse.Namespace(study="s", storage=None, out=str(tmp_path), dest=None)
+    args = argparse.Namespace(study="s", storage=None, runs=str(tmp_path), dest=None)
     assert report.run(args) == 0
     return (tmp_path / "s" / "report.html").read_text(), (tmp_path / "s" / "report.md").read_text()
 

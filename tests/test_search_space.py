@@ -214,7 +214,7 @@ def test_verdict_leaves_out_the_search_score():
     ],
 )
 def test_search_errors(argv, message, tmp_path, capsys):
-    assert main(["search", *argv, "--out", str(tmp_path), "--study", "s", "--quiet"]) == 2
+    assert main(["search", *argv, "--runs", str(tmp_path), "--study", "s", "--quiet"]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -226,9 +226,9 @@ def make_study(tmp_path: Path, **kw):
 
 def test_existing_study_needs_resume_and_keeps_its_settings(tmp_path, capsys):
     make_study(tmp_path)
-    assert main(["search", "--budget", "200K", "--out", str(tmp_path), "--study", "s"]) == 2
+    assert main(["search", "--budget", "200K", "--runs", str(tmp_path), "--study", "s"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["search", "--resume", "--heads", "4:8", "--out", str(tmp_path), "--study", "s"]) == 2
+    assert main(["search", "--resume", "--heads", "4:8", "--runs", str(tmp_path), "--study", "s"]) == 2
     err = capsys.readouterr().err
     assert "keeps its settings; these flags differ from them: --heads" in err
 
@@ -259,7 +259,7 @@ def test_report_from_storage(tmp_path, capsys):
     add(study, None, 7, status="failed", fail_reason="out of memory: CUDA out of memory")
     study.set_user_attr("seed_run:1:1", {"seed": 1, "status": "ok", "values": [1.25]})
     study.set_user_attr("seed_run:3:1", {"seed": 1, "status": "failed", "reason": "non-finite loss: step 3"})
-    args = argparse.Namespace(study="s", storage=None, out=str(tmp_path), dest=None)
+    args = argparse.Namespace(study="s", storage=None, runs=str(tmp_path), dest=None)
     assert report.run(args) == 0
     md = (tmp_path / "s" / "report.md").read_text()
     html = (tmp_path / "s" / "report.html").read_text()
@@ -322,6 +322,6 @@ def test_gpu_list():
 
 
 def test_report_unknown_study(tmp_path, capsys):
-    args = argparse.Namespace(study="nope", storage=None, out=str(tmp_path), dest=None)
+    args = argparse.Namespace(study="nope", storage=None, runs=str(tmp_path), dest=None)
     with pytest.raises(ArchdslError, match="no study 'nope'"):
         report.run(args)
