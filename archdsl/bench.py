@@ -352,6 +352,10 @@ def write_results(out: Path, rows, results, args, argv) -> None:
     }
     (out / "results.json").write_text(trainlog.dumps(doc, indent=1))
     curves = {r["model"]: results[r["model"]].get("curve") or [] for r in rows if r["model"] in results}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # an optional extra: pip install 'archdsl[plots]'
+        return
     plot_loss(curves, out / "loss_vs_time.png", title)
 
 
@@ -384,5 +388,6 @@ def run(args) -> int:
         return 130
     write_results(out, rows, results, args, argv)
     print(markdown(rows, "results"))
-    print(f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'loss_vs_time.png'}")
+    written = [out / n for n in ("results.md", "results.json", "loss_vs_time.png") if (out / n).exists()]
+    print("written: " + ", ".join(map(str, written)))
     return 0 if all(r["status"] == "ok" for r in rows) else 1
