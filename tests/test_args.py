@@ -267,6 +267,7 @@ COMMAND_FLAGS = {
             "--eval-bytes": "count",
             "--checkpoint-every": "nonneg_float",
             "--log-every": "pos_int",
+            "--eval-every": "pos_int",
             "--threads": "pos_int",
         },
     ),
