@@ -274,6 +274,9 @@ def open_study(args, runs: Path):
     name = args.study or default_name(args)
     fresh = not (args.resume or args.join)
     settings = new_settings(args) if fresh else None  # a refused command leaves no study folder behind
+    journal = Path(args.storage) if args.storage else st.journal_path(runs, name)
+    if not fresh and not st.is_url(args.storage) and not journal.is_file():
+        raise ArchdslError(f"no study '{name}' in {journal}")  # (opening it would create the file)
     storage = st.open_storage(name, args.storage, runs)
     exists = st.study_exists(name, storage)
     if args.resume or args.join:

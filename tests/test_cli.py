@@ -104,3 +104,11 @@ def test_a_failed_command_keeps_what_was_there(tmp_path, monkeypatch):
     (keep / "notes.txt").write_text("mine")
     assert cli.main(["train", "e88", "--steps", "1", "--data", "missing.txt", "--out", "runs/mine"]) == 2
     assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_resuming_a_study_that_does_not_exist_makes_no_journal(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("optuna")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["search", "--resume", "--study", "zz"]) == 2
+    assert "no study 'zz'" in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*"))
