@@ -16,8 +16,12 @@ MULTI_LABEL = {
 
 
 def _png(fig) -> bytes:
+    import warnings
+
     buf = io.BytesIO()
-    fig.tight_layout()
+    with warnings.catch_warnings():  # Optuna's slice plot has axes tight_layout cannot lay out exactly
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
