@@ -221,11 +221,11 @@ def _check_fla_backward() -> None:
             return
     except Exception:  # noqa: S110 (no TileLang: fla will refuse)
         pass
-    import triton
+    from importlib.metadata import version
 
     raise ArchdslError(
         f"fla-gdn: flash-linear-attention refuses GatedDeltaNet's backward on this Hopper GPU with "
-        f"triton {triton.__version__} (below 3.7.1: wrong gradients at some shapes, fla issue #640)",
+        f"triton {version('triton')} (below 3.7.1: wrong gradients at some shapes, fla issue #640)",
         hint=FLA_HOPPER_HINT,
     )
 
