@@ -1,5 +1,11 @@
 # Two commands on a fresh machine:  `make demo` (set up, then train E88 on the embedded default
 # corpus for one minute on the CPU) and `make test` (set up, then lint and run the test suite).
+# What `make install` (and so `make demo` and `make test`) installs, and nothing else: a virtual
+# environment .venv (python3 -m venv), the latest pip, $(TORCH) (torch 2.13.0 from PyPI unless
+# TORCH=... says otherwise), then archdsl in editable mode with its `dev` extra: lark, numpy,
+# triton (Linux only), schedulefree, rich, safetensors; pytest, pytest-xdist, hypothesis, ruff 0.17.6,
+# optuna, cmaes, psycopg, scipy, matplotlib (pyproject.toml). No GPU baseline (mamba-ssm, fla):
+# README.md's "GPU set-up" installs those. `make test` also installs PostgreSQL (as root, with apt).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch; on a GPU machine install the CUDA build of torch first (any >= 2.4).

@@ -89,6 +89,17 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A fraction in (0, 1): ``0.02`` or ``2%``."""
+    t = str(text).strip()
+    value = _float(t[:-1], "a fraction such as 0.02 or 2%") / 100 if t.endswith("%") else None
+    if value is None:
+        value = _float(t, "a fraction such as 0.02 or 2%")
+    if not 0 < value < 1:
+        raise _bad("a fraction between 0 and 1, such as 0.02 or 2%", text)
+    return value
+
+
 def power_of_two(text: str) -> int:
     value = _int(text, "a power of two (1, 2, 4, 8, …)")
     if value < 1 or value & (value - 1):

@@ -204,12 +204,45 @@ def _mamba2(cfg: ModelConfig, s: budget.Sizes, k: dict) -> LanguageModel:
 
 
 # ---- fla-gdn -------------------------------------------------------------------------------------
+FLA_HOPPER_HINT = (
+    "install triton >= 3.7.1 (with a torch built for it), or set ARCHDSL_FLA_TRITON_BWD=1 to run fla's "
+    "Triton backward anyway, only where its gradients were checked at the run's shapes "
+    "(python benchmarks/kernels.py compares them); README.md, 'GPU set-up', says more"
+)
+
+
+def _check_fla_backward() -> None:
+    """fla refuses GatedDeltaNet's backward on Hopper with triton in [3.4.0, 3.7.1) (its issue #640),
+    at the first backward step; say so before the run, with what to do."""
+    try:
+        utils = importlib.import_module("fla.utils")
+        affected = utils.IS_NVIDIA_HOPPER and utils.TRITON_ABOVE_3_4_0 and not utils.TRITON_ABOVE_3_7_1
+    except (ImportError, AttributeError):
+        return  # an fla without these flags: it has no such refusal
+    if not affected:
+        return
+    try:  # fla runs its backward through TileLang instead where that backend can be used
+        if importlib.import_module("fla.ops.common.backends.tilelang").TileLangBackend.can_use():
+            return
+    except Exception:  # noqa: S110 (no TileLang: fla will refuse)
+        pass
+    from importlib.metadata import version
+
+    raise ArchdslError(
+        f"fla-gdn: flash-linear-attention refuses GatedDeltaNet's backward on this Hopper GPU with "
+        f"triton {version('triton')} (below 3.7.1: wrong gradients at some shapes, fla issue #640)",
+        hint=FLA_HOPPER_HINT,
+    )
+
+
 def _fla_gdn(cfg: ModelConfig, s: budget.Sizes, k: dict) -> LanguageModel:
     try:
         GatedDeltaNet = importlib.import_module("fla.layers").GatedDeltaNet
     except Exception as e:
         raise _missing("fla-gdn", "flash-linear-attention (fla)", e) from None
     path = "fla chunk (Triton)"
+    if os.environ.get("ARCHDSL_FLA_TRITON_BWD") != "1":
+        _check_fla_backward()
     if os.environ.get("ARCHDSL_FLA_TRITON_BWD") == "1":
         # fla 0.6 refuses GatedDeltaNet's backward on Hopper with triton < 3.7.1 (its issue #640,
         # wrong gradients at some shapes). This runs its Triton path anyway: use it only where the

@@ -68,7 +68,13 @@ def add_arguments(p) -> None:
     budget_group.add_argument("--minutes", type=A.positive_float, help="timed training minutes per model")
     budget_group.add_argument("--steps", type=A.positive_int, help="training steps per model")
     budget_group.add_argument("--tokens", type=A.count, help="training tokens per model (e.g. 50M)")
-    p.add_argument("--data", nargs="+", default=[], help="training byte files (default: the embedded corpus)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="training byte files (default: the embedded corpus)",
+    )
     p.add_argument("--val", help="held-out file (default: the tail of the training stream)")
     p.add_argument("--batch", type=A.positive_int, help="windows per step (default 32)")
     p.add_argument("--seq", type=A.positive_int, help="bytes per window (default 512)")
@@ -346,6 +352,10 @@ def write_results(out: Path, rows, results, args, argv) -> None:
     }
     (out / "results.json").write_text(trainlog.dumps(doc, indent=1))
     curves = {r["model"]: results[r["model"]].get("curve") or [] for r in rows if r["model"] in results}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # an optional extra: pip install 'archdsl[plots]'
+        return
     plot_loss(curves, out / "loss_vs_time.png", title)
 
 
@@ -378,5 +388,6 @@ def run(args) -> int:
         return 130
     write_results(out, rows, results, args, argv)
     print(markdown(rows, "results"))
-    print(f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'loss_vs_time.png'}")
+    written = [out / n for n in ("results.md", "results.json", "loss_vs_time.png") if (out / n).exists()]
+    print("written: " + ", ".join(map(str, written)))
     return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -1,4 +1,4 @@
-"""Plots of bench results (matplotlib, the Agg backend: no display needed)."""
+"""Plots of runs and bench results (matplotlib, the Agg backend: no display needed)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def plot_loss(curves: dict[str, list], path: Path, title: str) -> None:
     for label, curve in curves.items():
         pts = [(float(t), float(loss)) for t, _, loss in curve if loss == loss]  # drop NaN points
         if pts:
-            ax.plot([t for t, _ in pts], smooth([v for _, v in pts]), label=label, linewidth=1.5)
+            marker = "o" if len(pts) < 20 else None  # a curve of one point is otherwise invisible
+            xs, ys = [t for t, _ in pts], smooth([v for _, v in pts])
+            ax.plot(xs, ys, label=label, linewidth=1.5, marker=marker, ms=3)
     ax.set_xlabel("training seconds (timed steps)")
     ax.set_ylabel("training loss (nats per byte)")
     ax.set_title(title)
@@ -35,3 +37,21 @@ def plot_loss(curves: dict[str, list], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+LOSS_PLOT = "loss.png"
+
+
+def run_loss_plot(out: Path, curve: list, label: str) -> Path | None:
+    """``loss.png`` in a run folder: its training loss against timed seconds (None: nothing to draw,
+    or matplotlib is not installed, ``pip install 'archdsl[plots]'``)."""
+    pts = [p for p in curve if p[2] == p[2]]
+    if not pts:
+        return None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    path = Path(out) / LOSS_PLOT
+    plot_loss({label: pts}, path, f"{label}: training loss")
+    return path

@@ -23,9 +23,12 @@ import torch.nn.functional as F
 from archdsl import checkpoint, trainlog
 from archdsl.data import ByteData, bits_per_byte, default_corpus
 from archdsl.errors import ArchdslError
+from archdsl.export import export
 from archdsl.nonfinite import diagnose
+from archdsl.plots import run_loss_plot
 from archdsl.rundir import LOG, RunDir, cut_log, identity
 from archdsl.runinfo import environment
+from archdsl.sinks import Sinks
 from archdsl.trainlog import RunLog
 
 if TYPE_CHECKING:
@@ -80,6 +83,8 @@ class TrainConfig:
     # CPU threads for torch; None keeps torch's default (on a busy machine, 1 thread can be
     # several times faster than oversubscribed cores)
     threads: int | None = None
+    log_to: list[str] = field(default_factory=list)  # more metric sinks: "csv", "tensorboard", "wandb"
+    eval_every: int | None = None  # steps between held-out evaluations during the run (None: at the end)
 
 
 @dataclass
@@ -211,6 +216,8 @@ class Trainer:
         self.progress = checkpoint.Progress()
         self.wall_base = 0.0  # wall seconds of the segments before a resume
         self.log = RunLog(self.out / LOG, cfg.progress, append=cfg.resume)
+        config = {"model": asdict(model_cfg), "train": asdict(cfg), "params": self.params}
+        self.log.sinks = Sinks(list(cfg.log_to), self.out, config, append=cfg.resume)
 
     # ---- one step, one evaluation --------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -351,6 +358,9 @@ class Trainer:
             if p.step % cfg.log_every == 0:
                 self.log_step(p.pending)
                 p.pending = []
+            if cfg.eval_every and p.step % cfg.eval_every == 0 and self.fraction() < 1.0:
+                bpb = self.evaluate(opt)  # off the clock: only the steps are timed
+                self.log.event("eval", step=p.step, val_bpb=bpb, bytes=self.eval_bytes())
             while fractions and self.fraction() >= fractions[0]:
                 try:
                     self.report(opt, fractions.pop(0), on_report)
@@ -428,6 +438,10 @@ class Trainer:
         tmp = self.out / "result.json.tmp"
         tmp.write_text(trainlog.dumps(asdict(result), indent=1) + "\n")
         tmp.replace(self.out / "result.json")
+        if status == "ok":
+            extra = {"params": self.params, "steps": p.step, "val_bpb": bpb, "info": self.info}
+            export(self.model, opt, self.out, self.model_cfg, cfg, extra)
+        run_loss_plot(self.out, p.curve, self.model_cfg.model)
         self.log.event("end", **{k: v for k, v in asdict(result).items() if k not in LONG_FIELDS})
         return result
 

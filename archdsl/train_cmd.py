@@ -46,6 +46,7 @@ def add_arguments(p) -> None:
     t.add_argument(
         "--data",
         nargs="+",
+        action="extend",
         default=[],
         metavar="PATH",
         help="byte files read as one stream: text, .bin, .npy, or any of them .xz "
@@ -89,6 +90,20 @@ def add_arguments(p) -> None:
         help="seconds between checkpoints (600; 0: none)",
     )
     t.add_argument("--log-every", type=A.positive_int, default=10, help="steps per log line (default 10)")
+    t.add_argument(
+        "--log-to",
+        nargs="+",
+        action="extend",
+        default=[],
+        choices=("csv", "tensorboard", "wandb"),
+        help="also send the metrics to metrics.csv, TensorBoard (RUN/tensorboard/) or Weights & Biases",
+    )
+    t.add_argument(
+        "--eval-every",
+        type=A.positive_int,
+        metavar="STEPS",
+        help="score the held-out set every STEPS steps, off the clock (default: at the end only)",
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the model (off the clock)")
     t.add_argument("--threads", type=A.positive_int, help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
@@ -135,6 +150,8 @@ def configs(args):
         out=args.out or default_out(args),
         seed=args.seed,
         log_every=args.log_every,
+        log_to=list(args.log_to),
+        eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every or None,
         resume=args.resume,
         force=args.force,
@@ -142,6 +159,9 @@ def configs(args):
         compile=args.compile,
         threads=args.threads,
     )
+    from archdsl.sinks import check as check_sinks
+
+    check_sinks(cfg.log_to)  # a missing TensorBoard or W&B is said before anything runs
     return model_cfg, cfg
 
 

@@ -58,6 +58,7 @@ class RunLog:
     def __init__(self, path: Path | None, progress: bool, append: bool = False):
         self.file = open(path, "a" if append else "w") if path is not None else None  # noqa: SIM115
         self.progress = progress
+        self.sinks = None  # archdsl.sinks.Sinks: metrics also sent to csv / TensorBoard / W&B
         self.bar = None
         self.last_plain = 0.0
         if progress and sys.stderr.isatty():
@@ -77,6 +78,8 @@ class RunLog:
             self.bar.start()
 
     def event(self, event: str, **fields) -> None:
+        if self.sinks is not None:
+            self.sinks.event(event, fields)
         if self.file is None:
             return
         record = {"event": event, "time": round(time.time(), 3), **fields}
@@ -99,6 +102,9 @@ class RunLog:
             print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        if self.sinks is not None:
+            self.sinks.close()
+            self.sinks = None
         if self.bar is not None:
             self.bar.stop()
             self.bar = None

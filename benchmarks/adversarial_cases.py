@@ -63,8 +63,8 @@ FLAGS = [
     ["train", "e88", "--steps", "1", "--checkpoint-every=-1"],
     ["train", "e88", "--steps", "1", "--device", "gpu"],
     ["train", "e88", "--preset", "test", "--steps", "1", "--batch", "100000000", "--device", "cpu"],
-    ["verify", "e88", "--preset", "test", "--steps", "0"],
-    ["verify", "e88", "--preset", "test", "--steps=-3"],
+    ["verify", "e88", "--preset", "test", "--seq", "0"],
+    ["verify", "e88", "--preset", "test", "--seq=-3"],
     ["verify", "e88", "--preset", "test", "--batch", "0"],
     ["verify", "e88", "--preset", "test", "--device", "gpu"],
     ["compile", "e88", "--chunk", "0"],
@@ -96,7 +96,7 @@ def flag_case(argv: list[str]):
 def spec_verify(text: str, name: str = "s.rnn", args=()):
     def run(tmp: Path):
         (tmp / name).write_text(text)
-        return verify_expected(archdsl(["verify", name, "--device", "cpu", "--steps", "5", *args], tmp, 600))
+        return verify_expected(archdsl(["verify", name, "--device", "cpu", "--seq", "5", *args], tmp, 600))
 
     return run
 
@@ -104,7 +104,7 @@ def spec_verify(text: str, name: str = "s.rnn", args=()):
 def spec_check_error(text: str, command: str = "check"):
     def run(tmp: Path):
         (tmp / "s.rnn").write_text(text)
-        argv = [command, "s.rnn"] + (["--device", "cpu", "--steps", "3"] if command == "verify" else [])
+        argv = [command, "s.rnn"] + (["--device", "cpu", "--seq", "3"] if command == "verify" else [])
         return error_expected(archdsl(argv, tmp, 300))
 
     return run
@@ -145,7 +145,7 @@ TWO_STATES += "C' = tanh(a + 0.5 * C)\ndC' = tanh(b2 + dC * C')\ny = C' + dC'\no
 
 def nostate_verify(tmp: Path):
     (tmp / "s.rnn").write_text(NOSTATE)
-    r = archdsl(["verify", "s.rnn", "--device", "cpu", "--steps", "3"], tmp, 300)
+    r = archdsl(["verify", "s.rnn", "--device", "cpu", "--seq", "3"], tmp, 300)
     kind, detail = success_expected(r)
     if kind == "ok" and "not verified" not in r.out:
         return "silently-wrong", "verified a gradient that nothing depends on without saying so"

@@ -23,7 +23,7 @@ def search_args(tmp: Path, study: str, minutes: str = "0.01", trials: str = "2")
     space = ["--heads", "1:2", "--n", "4,8", "--depth", "1", "--lr", "1e-4:3e-3:log", "--set", "gate=none"]
     trainer = [*data(tmp), "--batch", "2", "--seq", "16", "--eval-bytes", "128", "--device", "cpu"]
     return ["search", "e88", "--budget", "50K", "--minutes", minutes, "--trials", trials, "--seeds", "0",
-            "--no-prune", *space, *trainer, "--study", study, "--out", "runs", "--quiet"]  # fmt: skip
+            "--no-prune", *space, *trainer, "--study", study, "--runs", "runs", "--quiet"]  # fmt: skip
 
 
 def trials_of(tmp: Path, study: str) -> list:
@@ -39,7 +39,9 @@ def search_resume_repeats(tmp: Path):
     r = archdsl(search_args(tmp, "s"), tmp, 600)
     if r.rc != 0:
         return success_expected(r)
-    r = archdsl(["search", "--resume", "--trials", "2", "--study", "s", "--out", "runs", "--quiet"], tmp, 600)
+    r = archdsl(
+        ["search", "--resume", "--trials", "2", "--study", "s", "--runs", "runs", "--quiet"], tmp, 600
+    )
     if r.rc != 0:
         return success_expected(r)
     lrs = [t.params.get("lr") for t in trials_of(tmp, "s") if "retry_of" not in t.user_attrs]

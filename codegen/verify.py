@@ -23,13 +23,13 @@ def add_arguments(p) -> None:
         default=None,
         help="cpu (Triton's interpreter) or cuda (default: cuda if present)",
     )
-    p.add_argument("--dtype", default="fp32", choices=sorted(TOLERANCE))
-    p.add_argument("--batch", type=A.positive_int, default=2)
-    p.add_argument("--steps", type=A.positive_int, default=17, help="sequence length T")
+    p.add_argument("--dtype", default="fp32", choices=sorted(TOLERANCE), help="precision of the kernels")
+    p.add_argument("--batch", type=A.positive_int, default=2, help="sequences")
+    p.add_argument("--seq", type=A.positive_int, default=17, help="sequence length T")
     p.add_argument(
         "--chunk", type=A.positive_int, help="steps per block (default: the strategy's; see archdsl compile)"
     )
-    p.add_argument("--seed", type=A.nonnegative_int, default=0)
+    p.add_argument("--seed", type=A.nonnegative_int, default=0, help="seed of the weights and inputs")
     p.add_argument("--strategy", help="force an execution strategy (default: the first that applies)")
 
 
@@ -53,7 +53,7 @@ def run(args) -> int:
     ker = RecurrentLayer(layer, backend="triton", seed=args.seed, chunk=args.chunk, strategy=args.strategy)
     ker = ker.to(device)
     ker.load_state_dict(ref.state_dict())
-    B, T = args.batch, args.steps
+    B, T = args.batch, args.seq
     x = torch.randn(B, T, layer.dim, device=device)
     h0 = {
         s: 0.5 * torch.randn(B, *(layer.sizes[a] for a in ax), device=device)

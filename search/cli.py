@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import random
 import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +19,8 @@ from archdsl import args as A
 from archdsl.errors import ArchdslError
 
 from . import study as st
-from .space import DEFAULT_MODEL, Space, number, parse_range
+from .feasible import feasible
+from .space import DEFAULT_DEPTH, DEFAULT_MODEL, Space, number, parse_range
 
 DEFAULT_TRIALS = 20
 #: flags that define a study: given with --resume/--join they would silently not apply, so they are refused
@@ -46,6 +48,7 @@ DEFINING = (
     "align",
     "seed",
     "trial_timeout",
+    "tolerance",
 )
 
 
@@ -72,8 +75,16 @@ def add_arguments(p) -> None:
         help="database URL (postgresql://user@host/db) shared by several hosts; "
         "default: a journal file runs/<study>/study.journal",
     )
-    p.add_argument("--out", type=A.writable_dir, help="root of the run directories (default runs/)")
-    p.add_argument("--data", action="append", help="training byte file(s) (default: the embedded corpus)")
+    p.add_argument(
+        "--runs", type=A.writable_dir, help="root of the study folders: RUNS/<study>/ (default runs/)"
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="training byte files read as one stream (default: the embedded corpus)",
+    )
     p.add_argument("--val", help="held-out file (default: the tail of the training data)")
     p.add_argument("--gpus", help="comma-separated GPU ids, or 'all': one worker per GPU")
     p.add_argument(
@@ -116,10 +127,13 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--top-k", dest="top_k", type=A.positive_int, help="configurations re-run with more seeds (default 3)"
     )
-    p.add_argument("--batch", type=A.positive_int, help="sequences per step (trainer default 32)")
-    p.add_argument("--seq", type=A.positive_int, help="bytes per sequence (trainer default 512)")
+    p.add_argument("--batch", type=A.positive_int, help="sequences per step (default 32; 8 on the CPU)")
+    p.add_argument("--seq", type=A.positive_int, help="bytes per sequence (default 512; 32 on the CPU)")
     p.add_argument(
-        "--eval-bytes", dest="eval_bytes", type=A.positive_int, help="held-out bytes scored per evaluation"
+        "--eval-bytes",
+        dest="eval_bytes",
+        type=A.positive_int,
+        help="held-out bytes scored per evaluation (default 1M; 4K on the CPU)",
     )
     p.add_argument("--backend", choices=("reference", "triton"), help="cell backend of spec models")
     p.add_argument("--device", type=A.device, help="cuda or cpu (default: cuda when present)")
@@ -139,6 +153,11 @@ def add_arguments(p) -> None:
         type=A.positive_float,
         metavar="MINUTES",
         help="start no trial (or re-run) that would still train after this many minutes",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=A.fraction,
+        help="how far a trial's parameter count may be from the budget: 0.02 or 2%% (default 1%%)",
     )
     p.add_argument("--quiet", action="store_true", help="no live table")
 
@@ -190,14 +209,57 @@ def new_settings(args) -> st.Settings:
         "trial_timeout",
         "seeds",
         "top_k",
+        "tolerance",
     ):
         if getattr(args, key) is not None:
             setattr(s, key, getattr(args, key))
     s.multi, s.prune = multi, not args.no_prune
+    if on_cpu(s.device):  # the trainer's GPU defaults (32 x 512 bytes, 1 MB held out) take minutes a step
+        for key, value in CPU_DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(s, key, value)
     if s.trials < 1 or s.minutes <= 0 or s.budget < 1:
         raise ArchdslError("--trials, --minutes and --budget must be positive")
-    Space(s.models, {k: parse_range(k, v) for k, v in overrides.items()}, fixed)  # errors now, not per trial
+    space = Space(s.models, {k: parse_range(k, v) for k, v in overrides.items()}, fixed)  # errors now
+    region = feasible(space, s.budget, s.tolerance, s.align)
+    if region.count() == 0 and not _depth_given(space, s):
+        # the default depth suits budgets of millions; a small budget is met by shallower models
+        s.overrides["depth"] = DEPTHS
+        space = Space(s.models, {k: parse_range(k, v) for k, v in s.overrides.items()}, fixed)
+        region = feasible(space, s.budget, s.tolerance, s.align)
+        if region.count():
+            print(
+                f"archdsl search: no configuration meets {s.budget:,} parameters at depth {DEFAULT_DEPTH}; "
+                f"searching depth {DEPTHS} (give --depth or --set depth=N to choose)",
+                file=sys.stderr,
+            )
+    if region.count() == 0 and not any(r.unchecked for r in region.regions):
+        raise ArchdslError(
+            region.empty_message(),
+            hint="raise --budget or --tolerance, or narrow the space (--heads, --depth, --set)",
+        )
     return s
+
+
+#: trial sizes on the CPU where not given: the reference cell runs step by step in Python, so that a
+#: trial of 0.1 minutes (its warm-up steps and four held-out evaluations included) ends in minutes
+CPU_DEFAULTS = {"batch": 8, "seq": 32, "eval_bytes": 4096}
+
+
+def on_cpu(device: str | None) -> bool:
+    if device is not None:
+        return device == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+#: the depths searched when the default depth leaves no configuration at the budget
+DEPTHS = f"2:{DEFAULT_DEPTH}"
+
+
+def _depth_given(space: Space, s: st.Settings) -> bool:
+    return "depth" in s.overrides or "depth" in s.fixed or any("depth" in ms.dims for ms in space.models)
 
 
 def default_name(args) -> str:
@@ -210,6 +272,11 @@ def open_study(args, runs: Path):
     import optuna
 
     name = args.study or default_name(args)
+    fresh = not (args.resume or args.join)
+    settings = new_settings(args) if fresh else None  # a refused command leaves no study folder behind
+    journal = Path(args.storage) if args.storage else st.journal_path(runs, name)
+    if not fresh and not st.is_url(args.storage) and not journal.is_file():
+        raise ArchdslError(f"no study '{name}' in {journal}")  # (opening it would create the file)
     storage = st.open_storage(name, args.storage, runs)
     exists = st.study_exists(name, storage)
     if args.resume or args.join:
@@ -228,7 +295,6 @@ def open_study(args, runs: Path):
         return study, settings, storage
     if exists:
         raise _exists(name, storage)
-    settings = new_settings(args)
     try:
         return st.create(name, storage, settings), settings, storage
     except optuna.exceptions.DuplicatedStudyError:  # another search created it since we looked
@@ -351,7 +417,7 @@ def run(args) -> int:
     if args.workers < 1:
         raise ArchdslError("--workers must be at least 1")
     gpus = gpu_list(args.gpus)
-    runs = st.runs_dir(args.out)
+    runs = st.runs_dir(args.runs)
     study, settings, storage = open_study(args, runs)
     if args.resume:
         recover(study, args.storage)
@@ -361,7 +427,9 @@ def run(args) -> int:
     deadline = time.time() + 60 * args.time_limit if args.time_limit else None
     pool = Pool(study, args.storage, runs, gpus, args.workers, first, deadline)
     progress = Progress(study, settings, quiet=args.quiet)
-    progress.header(build_space(settings).describe(), len(pool.slots))
+    space = build_space(settings)
+    region = feasible(space, settings.budget, settings.tolerance, settings.align)
+    progress.header(space.describe(), len(pool.slots), region.describe())
     with progress:
         pool.run(progress.tick)
         if not args.join and settings.seeds > 0 and not settings.multi:

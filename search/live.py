@@ -25,7 +25,7 @@ class Progress:
         self.t0 = time.monotonic()
         self.phase = ""  # what runs after the trials (the top-k re-runs)
 
-    def header(self, space: list[str], workers: int) -> None:
+    def header(self, space: list[str], workers: int, region: list[str] = ()) -> None:
         s = self.settings
         multi = f" + {', '.join(s.multi)}" if s.multi else ""
         self.console.print(
@@ -35,6 +35,8 @@ class Progress:
         )
         for line in space:
             self.console.print(f"  space  {line}")
+        for line in region:
+            self.console.print(f"  budget {line} (±{s.tolerance:.1%})")
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal and not self.quiet:

@@ -16,8 +16,12 @@ MULTI_LABEL = {
 
 
 def _png(fig) -> bytes:
+    import warnings
+
     buf = io.BytesIO()
-    fig.tight_layout()
+    with warnings.catch_warnings():  # Optuna's slice plot has axes tight_layout cannot lay out exactly
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
@@ -32,7 +36,11 @@ def curves(trials: list, objective: str) -> bytes | None:
     for t in drawn:
         pts = t.user_attrs["curve"]  # [(seconds, step, loss)]
         value = f", {objective} {t.values[0]:.4f}" if t.values else ""
-        ax.plot([p[0] for p in pts], [p[2] for p in pts], label=f"trial {t.number}{value}")
+        # a marker on every point of a short curve: a curve of one point is otherwise not drawn at all
+        marker = "o" if len(pts) < 20 else None
+        ax.plot(
+            [p[0] for p in pts], [p[2] for p in pts], marker=marker, ms=4, label=f"trial {t.number}{value}"
+        )
     ax.set_xlabel("training seconds")
     ax.set_ylabel("training loss (nats / byte)")
     ax.set_title("Loss against time, best trials")
@@ -92,3 +100,40 @@ def importances(values: dict[str, float]) -> bytes | None:
     ax.set_xlabel("importance (PED-ANOVA, normalised)")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
+
+
+def _optuna_png(plot, study, **kw) -> bytes | None:
+    """An ``optuna.visualization.matplotlib`` figure as PNG (None where it draws nothing)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
+        try:
+            ax = plot(study, **kw)
+        except (ValueError, RuntimeError, ImportError):
+            return None
+    axes = ax.ravel() if hasattr(ax, "ravel") else [ax]
+    fig = axes[0].figure
+    if not any(a.has_data() for a in axes):
+        plt.close(fig)
+        return None
+    fig.set_size_inches(max(7, 2.6 * len(axes)), 4) if len(axes) > 1 else fig.set_size_inches(7, 4)
+    return _png(fig)
+
+
+def slices(study, objective: str, params: list[str]) -> bytes | None:
+    """Optuna's slice plot: the objective against each searched parameter, one panel each."""
+    from optuna.visualization.matplotlib import plot_slice
+
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    return _optuna_png(plot_slice, study, params=params, target=target, target_name=objective)
+
+
+def parallel(study, objective: str, params: list[str]) -> bytes | None:
+    """Optuna's parallel-coordinate plot of the complete trials."""
+    from optuna.visualization.matplotlib import plot_parallel_coordinate
+
+    if len(params) < 2:
+        return None
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    return _optuna_png(plot_parallel_coordinate, study, params=params, target=target, target_name=objective)

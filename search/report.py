@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import shlex
 import warnings
 from pathlib import Path
 
@@ -22,11 +23,13 @@ from . import study as st
 from .space import Space, parse_range
 
 CURVES = 5  # best trials whose loss curves are drawn
+FEW_TRIALS = 20  # below this many complete trials, importances carry a caution
 CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;"
     "padding:3px 7px;text-align:left;vertical-align:top}th{background:#f3f3f3}"
-    "pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}img{max-width:100%}"
+    "pre{background:#f6f6f6;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}"
+    "img{max-width:100%}"
 )
 
 
@@ -83,6 +86,20 @@ class Doc:
         return md, page
 
 
+def wrap(command: str, width: int = 88) -> str:
+    """A long shell command over several lines (``\\`` continuations between its words): a reproduce
+    command runs to 300 characters, off the page in Markdown viewers that do not wrap code."""
+    lines, line = [], ""
+    for word in shlex.split(command):
+        word = shlex.quote(word)
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = "    " + word
+        else:
+            line = f"{line} {word}" if line else word
+    return " \\\n".join([*lines, line])
+
+
 # ---- sections --------------------------------------------------------------------------------------
 def overview(doc: Doc, study, s: st.Settings) -> None:
     c = st.counts(study)
@@ -96,7 +113,7 @@ def overview(doc: Doc, study, s: st.Settings) -> None:
     )
     doc.p(
         f"Models {', '.join(s.models)} at a budget of {s.budget:,} parameters (every trial's width solved "
-        f"to within {s.tolerance:.0%}), {s.minutes:g} training minutes per trial, objective {s.objective} "
+        f"to within {s.tolerance:.1%}), {s.minutes:g} training minutes per trial, objective {s.objective} "
         f"(lower is better){multi}; sampler {s.sampler}; pruning {pruning}."
     )
     doc.p(
@@ -142,7 +159,9 @@ def best_section(doc: Doc, study, s: st.Settings, top: list) -> None:
             doc.p("Re-runs that failed: " + "; ".join(failed))
     doc.h(3, "Commands that reproduce them")
     doc.code(
-        "\n".join(f"# trial {t.number}\n{t.user_attrs.get('command', '(no command recorded)')}" for t in top)
+        "\n".join(
+            f"# trial {t.number}\n{wrap(t.user_attrs.get('command', '(no command recorded)'))}" for t in top
+        )
     )
 
 
@@ -165,10 +184,33 @@ def figures(doc: Doc, study, s: st.Settings, top: list) -> None:
         warnings.simplefilter("ignore")
         imp, why = results.importances(study)
     if imp:
+        n = len(results.completed(study))
+        if n < FEW_TRIALS:
+            doc.p(
+                f"Caution: from {n} complete trials only. Importances rank how much each parameter's values "
+                f"explain the spread of the objective among the trials seen; with fewer than {FEW_TRIALS} "
+                f"they move a lot from one trial to the next and are not evidence that a parameter matters."
+            )
         doc.table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()])
         doc.image("importances.png", plots.importances(imp), "parameter importances")
     else:
         doc.p(f"Not available: {why}.")
+    params = searched_params(study)
+    if results.completed(study) and params:
+        doc.h(2, "The objective against each parameter")
+        png = plots.slices(study, s.objective, params)
+        doc.image("slice.png", png, "slice plot") if png else doc.p("Nothing to draw yet.")
+        png = plots.parallel(study, s.objective, params)
+        if png:
+            doc.h(2, "Parallel coordinates")
+            doc.image("parallel.png", png, "parallel coordinates")
+
+
+def searched_params(study) -> list[str]:
+    """Parameters that took more than one value among the complete trials."""
+    done = results.completed(study)
+    names = sorted({k for t in done for k in t.params})
+    return [k for k in names if len({str(t.params.get(k)) for t in done}) > 1]
 
 
 def trials_section(doc: Doc, study, s: st.Settings) -> None:
@@ -242,7 +284,7 @@ def write_report(study, out: Path, storage: str | None = None) -> tuple[Path, Pa
 def add_arguments(p) -> None:
     p.add_argument("study", help="study name (runs/<study>/study.journal), a run directory or a journal file")
     p.add_argument("--storage", type=A.storage, help="database URL of the study (postgresql://…)")
-    p.add_argument("--out", type=A.writable_dir, help="root of the run directories (default runs/)")
+    p.add_argument("--runs", type=A.writable_dir, help="root of the study folders (default runs/)")
     p.add_argument("--dest", type=A.writable_dir, help="where to write the report (default runs/<study>/)")
 
 
@@ -250,7 +292,7 @@ def run(args) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    runs = st.runs_dir(args.out)
+    runs = st.runs_dir(args.runs)
     name, storage, dest = args.study, args.storage, runs / args.study
     if not storage:  # a study name under runs/, a run directory, or a journal file
         given = Path(args.study)
@@ -264,7 +306,7 @@ def run(args) -> int:
         if not journal.is_file():
             raise ArchdslError(
                 f"no study '{name}': {journal} does not exist",
-                hint="pass --storage URL for a study in a database, or --out for another runs/",
+                hint="pass --storage URL for a study in a database, or --runs for another root",
             )
         storage, name, dest = str(journal), journal.resolve().parent.name, journal.parent
     store = st.open_storage(name, storage, runs)

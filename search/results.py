@@ -105,10 +105,19 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     return sorted(done, key=lambda t: t.values[0])[:k]
 
 
+#: the one-sided confidence at which a lead over the runner-up counts (Welch's t-test)
+CONFIDENCE = 0.95
+
+
 @dataclass
 class SeedStats:
-    values: list[float]  # the trial's own value first, then its re-runs'
+    """A configuration's values over the seeds of its re-runs. The trial's own search score is kept
+    apart (``search``): it is the minimum of many noisy draws, so it is biased low, and counting it
+    would favour the winner of the search."""
+
+    values: list[float]  # the re-runs' values (other seeds than the search's)
     failed: list[str]
+    search: float | None = None  # the value the trial reached in the search
 
     @property
     def n(self) -> int:
@@ -116,20 +125,22 @@ class SeedStats:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.values)
+        return statistics.fmean(self.values) if self.values else (self.search or float("nan"))
 
     @property
     def std(self) -> float:
         return statistics.stdev(self.values) if self.n > 1 else float("nan")
 
     def text(self) -> str:
+        if self.n == 0:
+            return "no re-runs"
         if self.n < 2:
             return f"{self.mean:.4f} (1 seed)"
         return f"{self.mean:.4f} ± {self.std:.4f} ({self.n} seeds)"
 
 
 def seed_stats(study: optuna.Study, t: FrozenTrial) -> SeedStats:
-    values, failed = [t.values[0]], []
+    values, failed = [], []
     prefix = f"seed_run:{t.number}:"
     for key, rec in sorted(study.user_attrs.items()):
         if not key.startswith(prefix):
@@ -138,14 +149,25 @@ def seed_stats(study: optuna.Study, t: FrozenTrial) -> SeedStats:
             values.append(rec["values"][0])
         else:
             failed.append(f"seed {rec.get('seed')}: {rec.get('reason')}")
-    return SeedStats(values, failed)
+    return SeedStats(values, failed, t.values[0] if t.values else None)
+
+
+def welch(a: SeedStats, b: SeedStats) -> tuple[float, float, float]:
+    """(standard error of the difference of the means, Welch–Satterthwaite degrees of freedom,
+    the one-sided t quantile at CONFIDENCE for them)."""
+    from scipy.stats import t as student
+
+    va, vb = a.std**2 / a.n, b.std**2 / b.n
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / ((va**2 / (a.n - 1)) + (vb**2 / (b.n - 1))) if va + vb > 0 else a.n + b.n - 2
+    return se, df, float(student.ppf(CONFIDENCE, df))
 
 
 def verdict(stats: list[tuple[FrozenTrial, SeedStats]]) -> str:
-    """Does the winner (best mean over seeds) lead the runner-up by more than the seed noise?
+    """Does the winner (best mean over its re-runs) lead the runner-up by more than the seed noise?
 
-    The lead counts when it exceeds two standard errors of the difference of the two means,
-    ``2·sqrt(s1²/n1 + s2²/n2)``."""
+    Welch's one-sided t-test on the re-runs' values only (the search's own scores are left out): the
+    lead counts when it exceeds ``t(0.95, df)`` standard errors of the difference of the two means."""
     ranked = sorted(stats, key=lambda ts: ts[1].mean)
     if len(ranked) < 2:
         return "Only one configuration finished; there is nothing to compare it with."
@@ -153,19 +175,22 @@ def verdict(stats: list[tuple[FrozenTrial, SeedStats]]) -> str:
     lead = rs.mean - ws.mean
     if ws.n < 2 or rs.n < 2:
         return (
-            f"Trial {w.number} leads trial {r.number} by {lead:.4f}, but without re-runs over seeds the "
-            f"noise is unknown (run with --seeds 2 or more)."
+            f"Trial {w.number} leads trial {r.number} by {lead:.4f}, but with fewer than 2 re-runs over "
+            f"other seeds each the noise is unknown (the search's own scores are not counted: they are "
+            f"biased toward the winner); run with --seeds 2 or more."
         )
-    noise = 2 * math.sqrt(ws.std**2 / ws.n + rs.std**2 / rs.n)
-    if lead > noise:
+    se, df, q = welch(ws, rs)
+    noise = (
+        f"{q:.2f} standard errors of the difference, {q * se:.4f}, Welch's t at {CONFIDENCE:.0%}, {df:.1f} df"
+    )
+    if lead > q * se:
         return (
             f"Trial {w.number} wins: its lead of {lead:.4f} over trial {r.number} exceeds the seed noise "
-            f"(2 standard errors of the difference: {noise:.4f})."
+            f"({noise})."
         )
     return (
-        f"Trial {w.number} has the best mean, but its lead of {lead:.4f} over trial {r.number} is within "
-        f"the seed noise (2 standard errors of the difference: {noise:.4f}): the two are not "
-        f"distinguishable at this budget."
+        f"Trial {w.number} has the best mean over re-runs, but its lead of {lead:.4f} over trial {r.number} "
+        f"is within the seed noise ({noise}): the two are not distinguishable at this budget."
     )
 
 

@@ -237,7 +237,15 @@ def create(name: str, storage, settings: Settings) -> optuna.Study:
         pruner=make_pruner(settings),
     )
     study.set_user_attr(SETTINGS_ATTR, settings.to_attr())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(metric_names(settings))  # optuna-dashboard labels its axes with them
     return study
+
+
+def metric_names(settings: Settings) -> list[str]:
+    first = "held-out bpb" if settings.objective == "bpb" else "last-100 training loss"
+    return [first, *settings.multi]
 
 
 # ---- progress -------------------------------------------------------------------------------------

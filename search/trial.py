@@ -95,7 +95,7 @@ def check_budget(params: int, budget: int, tolerance: float) -> str | None:
     if abs(off) > tolerance:
         return (
             f"parameter count {params:,} is {off:+.2%} from the budget {budget:,} "
-            f"(allowed ±{tolerance:.0%}); rejected before training"
+            f"(allowed ±{tolerance:.1%}); rejected before training"
         )
     return None
 

@@ -25,6 +25,7 @@ import optuna
 from archdsl.errors import ArchdslError, format_error
 
 from . import study as st
+from .feasible import FeasibleSampler, feasible
 from .repro import model_job, train_command, train_job
 from .space import Candidate, Space, parse_range
 from .trial import child_env, die_with_parent
@@ -173,6 +174,10 @@ class Worker:
         self.deadline = deadline  # time.time() after which no trial may still be training
         self.space = build_space(settings)
         self.env = trial_env(runs, study.study_name)
+        # only configurations whose width can be solved to the budget are sampled
+        region = feasible(self.space, settings.budget, settings.tolerance, settings.align)
+        seed = st.sampler_seed(settings, study.study_name, -1, len(study.get_trials(deepcopy=False)))
+        study.sampler = FeasibleSampler(study.sampler, region, seed)
 
     def objective(self, trial: optuna.Trial):
         s = self.settings

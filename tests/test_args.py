@@ -75,8 +75,8 @@ FLAG_CASES = [
     ["train", "e88", "--steps", "1", "--warmup=-1"],
     ["train", "e88", "--steps", "1", "--checkpoint-every=-1"],
     ["train", "e88", "--steps", "1", "--device", "gpu"],
-    ["verify", "e88", "--steps", "0"],
-    ["verify", "e88", "--steps=-3"],
+    ["verify", "e88", "--seq", "0"],
+    ["verify", "e88", "--seq=-3"],
     ["verify", "e88", "--batch", "0"],
     ["verify", "e88", "--device", "gpu"],
     ["verify", "e88", "--chunk", "0"],
@@ -92,7 +92,8 @@ FLAG_CASES = [
 
 @pytest.mark.parametrize("argv", FLAG_CASES, ids=lambda a: " ".join(a))
 def test_listed_flag_values_are_refused(argv, no_run, tmp_path):
-    argv = argv + (["--out", str(tmp_path / "out")] if argv[0] in ("train", "search", "bench") else [])
+    out = {"train": "--out", "bench": "--out", "search": "--runs"}
+    argv = argv + ([out[argv[0]], str(tmp_path / "out")] if argv[0] in out else [])
     rc, _, err = call(argv)
     assert_one_error(rc, err, argv)
 
@@ -108,7 +109,7 @@ def test_out_and_storage_paths_are_refused(no_run, a_file, tmp_path):
     ):
         rc, _, err = call(argv)
         assert_one_error(rc, err, argv)
-    rc, _, err = call(["search", "--budget", "100K", "--storage", "garbage", "--out", str(tmp_path)])
+    rc, _, err = call(["search", "--budget", "100K", "--storage", "garbage", "--runs", str(tmp_path)])
     assert "postgresql://" in err and ".journal" in err  # says what it accepts
     assert not (Path.cwd() / "garbage").exists()
 
@@ -201,7 +202,7 @@ def test_state_that_cannot_fit_a_program_is_an_error():
 
 def test_verify_says_what_it_cannot_verify(tmp_path):
     body = "state h[i]\nh' = tanh(wx)\ny = h'\noutput y\n"  # the update ignores the state
-    rc, out, err = call(["verify", spec_file(tmp_path, "nostate", body), "--device", "cpu", "--steps", "3"])
+    rc, out, err = call(["verify", spec_file(tmp_path, "nostate", body), "--device", "cpu", "--seq", "3"])
     assert rc == 0, err
     assert "Traceback" not in err
     assert "n/a  dh0 h" in out and "not verified" in out
@@ -219,6 +220,7 @@ BAD = {
     "nonneg_float": st.floats(max_value=-1e-9, allow_nan=False).map(repr)
     | st.sampled_from(["inf", "nan", "-inf"])
     | NOT_A_NUMBER,
+    "fraction": st.sampled_from(["0", "1", "1.5", "-0.01", "150%", "nan", "inf", "abc", "%", ""]),
     "pow2": st.integers(-64, 4096).filter(lambda n: n < 1 or n & (n - 1)).map(str) | NOT_A_NUMBER,
     "count": st.sampled_from(["0", "-5", "abc", "1e-3", "inf", "nan", "5X", "0.4", ""]),
     "device": st.sampled_from(["gpu", "tpu", "cuda:x", "cuda0", "", "CPU ", "mps"]),
@@ -237,7 +239,7 @@ COMMAND_FLAGS = {
         {
             "--device": "device",
             "--batch": "pos_int",
-            "--steps": "pos_int",
+            "--seq": "pos_int",
             "--chunk": "pos_int",
             "--seed": "nonneg_int",
         },
@@ -265,6 +267,7 @@ COMMAND_FLAGS = {
             "--eval-bytes": "count",
             "--checkpoint-every": "nonneg_float",
             "--log-every": "pos_int",
+            "--eval-every": "pos_int",
             "--threads": "pos_int",
         },
     ),
@@ -293,7 +296,7 @@ COMMAND_FLAGS = {
             "--minutes": "pos_float",
             "--trials": "pos_int",
             "--storage": "storage",
-            "--out": "dir",
+            "--runs": "dir",
             "--workers": "pos_int",
             "--seeds": "nonneg_int",
             "--top-k": "pos_int",
@@ -305,9 +308,10 @@ COMMAND_FLAGS = {
             "--seed": "nonneg_int",
             "--trial-timeout": "pos_float",
             "--time-limit": "pos_float",
+            "--tolerance": "fraction",
         },
     ),
-    "report": (["some-study"], {"--storage": "storage", "--out": "dir", "--dest": "dir"}),
+    "report": (["some-study"], {"--storage": "storage", "--runs": "dir", "--dest": "dir"}),
 }
 CASES = [(cmd, flag, kind) for cmd, (_, flags) in COMMAND_FLAGS.items() for flag, kind in flags.items()]
 
@@ -339,7 +343,8 @@ def test_bad_flag_values_end_in_one_error_line(case, data, no_run, tmp_path_fact
     argv = [cmd, *base, f"{flag}={value}"]
     if cmd == "train" and flag not in TRAIN_BUDGET:
         argv.append("--steps=1")
-    if cmd in ("train", "bench", "search") and flag != "--out":
-        argv.append(f"--out={tmp / 'out'}")
+    out = {"train": "--out", "bench": "--out", "search": "--runs"}.get(cmd)
+    if out and flag != out:
+        argv.append(f"{out}={tmp / 'out'}")
     rc, _, err = call(argv)
     assert_one_error(rc, err, argv)

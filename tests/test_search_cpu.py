@@ -50,7 +50,7 @@ def load(runs: Path):
 @pytest.mark.xdist_group("search")
 def test_cpu_search_invalid_choice_resume_report(tmp_path):
     runs = tmp_path / "runs"
-    common = f"--out {runs} --study cpu --quiet"
+    common = f"--runs {runs} --study cpu --quiet"
     space = "--heads 1:3 --n 8,16 --depth 1:2 --set gate=none --enqueue heads=0"  # heads=0: invalid
     trainer = f"--data {CORPUS} --batch 4 --seq 16 --eval-bytes 128 --device cpu --minutes 0.02"
     r = archdsl(

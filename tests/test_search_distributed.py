@@ -135,7 +135,7 @@ def _search(url: str, *args: str, runs: Path) -> subprocess.Popen:
         url,
         "--study",
         "dist",
-        "--out",
+        "--runs",
         str(runs),
         "--quiet",
     ]

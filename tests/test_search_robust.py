@@ -66,7 +66,7 @@ ORIGINAL = ["e88", "--budget", "200K", "--minutes", "0.5", "--heads", "1:3", "--
 
 
 def test_resume_accepts_the_original_command_line(tmp_path):
-    common = ["--study", "s", "--out", str(tmp_path), "--quiet"]
+    common = ["--study", "s", "--runs", str(tmp_path), "--quiet"]
     study, created, _ = search_cli.open_study(args_of(ORIGINAL + common), tmp_path)
     study, settings, _ = search_cli.open_study(args_of([*ORIGINAL, *common, "--resume"]), tmp_path)
     assert settings == created
@@ -79,7 +79,7 @@ def test_resume_accepts_the_original_command_line(tmp_path):
 
 
 def test_second_search_on_a_live_study_says_why(tmp_path, monkeypatch):
-    common = ["--study", "s", "--out", str(tmp_path), "--quiet"]
+    common = ["--study", "s", "--runs", str(tmp_path), "--quiet"]
     study, _, _ = search_cli.open_study(args_of(ORIGINAL + common), tmp_path)
     study.ask()  # a trial running: the study is live
     with pytest.raises(ArchdslError) as e:
