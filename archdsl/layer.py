@@ -11,6 +11,7 @@ from torch import nn
 
 from archdsl.inits import initialise
 from archdsl.ir import LayerIR, Op, Projection
+from archdsl.layer_io import ProjTable, check_input, projection_keys, rename_positional
 from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell
 
 BACKENDS = ("reference", "triton")
@@ -69,7 +70,13 @@ class ParamTable(nn.Module):
 
 
 class RecurrentLayer(nn.Module):
-    """A spec's layer: ``forward(x [B, T, dim], state=None) -> (y [B, T, dim], final states)``."""
+    """A spec's layer: ``forward(x [B, T, dim], state=None) -> (y [B, T, dim], final states)``.
+
+    ``state`` (and the returned states) is a dict from the spec's state names to tensors
+    [B, *axes] (fp32; zeros when absent). ``step(x_t [B, dim], state)`` runs one token. Parameters:
+    ``proj.<outputs>.weight`` (one fused GEMM per ``project`` line, e.g. ``proj.q_k_v.weight``; a
+    single output's rows as [*axes, in] by ``projection_weight(name)``), ``params.<name>`` (the
+    spec's ``param`` lines) and ``out.weight`` (the output projection back to ``dim``)."""
 
     def __init__(
         self, layer: LayerIR, backend: str = "reference", seed: int | None = None, **compile_options
@@ -81,18 +88,20 @@ class RecurrentLayer(nn.Module):
         self.layout = Layout(layer)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         nums = layer.numbers
-        self.proj = nn.ModuleDict()
-        self.proj_sn = nn.ModuleDict()
-        for k, p in enumerate(layer.projections):
+        self.proj = ProjTable()
+        self.proj_sn = ProjTable()
+        self.proj_keys = projection_keys(layer)
+        self._register_load_state_dict_pre_hook(self._rename_old_keys)
+        for key, p in zip(self.proj_keys, layer.projections):
             n_out, n_in = self._proj_shape(p)
             lin = nn.Linear(n_in, n_out, bias=p.bias)
             with torch.no_grad():
                 lin.weight.copy_(initialise(p.init, (n_out, n_in), ("out", "in"), nums, gen))
                 if p.bias:
                     lin.bias.zero_()
-            self.proj[str(k)] = lin
+            self.proj[key] = lin
             if p.spectral_norm is not None:
-                self.proj_sn[str(k)] = SpectralNorm(n_out, p.spectral_norm)
+                self.proj_sn[key] = SpectralNorm(n_out, p.spectral_norm)
         self.params = ParamTable(
             {
                 p.name: nn.Parameter(
@@ -132,17 +141,17 @@ class RecurrentLayer(nn.Module):
         values: dict[str, torch.Tensor] = {}
         env: dict[int, torch.Tensor] = {}
         layout = Layout(ir, compute_dtype(x), x.device)
-        for k, p in enumerate(ir.projections):
+        for key, p in zip(self.proj_keys, ir.projections):
             if p.source == "x":
                 src = x
             else:
                 node = ir.pre[p.source]
                 evaluate(ir, self._pre_order[p.source], env, self._pre_leaf(values, layout), layout)
                 src = layout.compact(env[node], p.source_axes, (B, T)).reshape(B, T, -1).to(x.dtype)
-            w = self.proj[str(k)].weight
-            if str(k) in self.proj_sn:
-                w = self.proj_sn[str(k)](w)
-            out = nn.functional.linear(src, w, self.proj[str(k)].bias)
+            w = self.proj[key].weight
+            if key in self.proj_sn:
+                w = self.proj_sn[key](w)
+            out = nn.functional.linear(src, w, self.proj[key].bias)
             start = 0
             for name, axes in p.outputs:
                 size = ir.numel(axes)
@@ -188,9 +197,47 @@ class RecurrentLayer(nn.Module):
         return self._cell(inputs, frontier, state0)
 
     def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
+        """x [B, T, dim] -> (y [B, T, dim], final states {name: [B, *axes]}), from ``state`` (or zeros)."""
+        check_input(self.ir, self.out.weight, x, state)
         B, T = x.shape[:2]
         values = self.project(x)
         inputs = {name: values[name] for name in self._inputs}
         y, final = self.cell(inputs, self.frontier_values(), state)
         y = y.reshape(B, T, -1).to(self.out.weight.dtype if not torch.is_autocast_enabled() else y.dtype)
         return self.out(y), final
+
+    # ---- the public extras: one step, states, names --------------------------------------------
+    def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
+        """One token: x_t [B, dim] -> (y_t [B, dim], the states after it).
+
+        The same computation as ``forward`` on a sequence of length 1, so a sequence fed token by
+        token equals the full forward. Compiled cells take the length as a run-time argument: every
+        step launches the kernels compiled once for length 1 (Triton specialises a length of 1), never
+        one per position."""
+        check_input(self.ir, self.out.weight, x_t, state, steps=False)
+        y, final = self.forward(x_t.unsqueeze(1), state)
+        return y[:, 0], final
+
+    def init_state(self, batch: int, device=None) -> dict[str, torch.Tensor]:
+        """Zero states {name: [batch, *axes]} (fp32), what ``forward`` starts from when given none."""
+        device = self.out.weight.device if device is None else device
+        return {
+            s: torch.zeros(batch, *(self.ir.sizes[a] for a in axes), device=device)
+            for s, axes in self.ir.states.items()
+        }
+
+    def projection_weight(self, output: str) -> torch.Tensor:
+        """The rows of one projection output as a view [*its axes, in] (``q`` -> [h, i, dim])."""
+        for key, p in zip(self.proj_keys, self.ir.projections):
+            start = 0
+            for name, axes in p.outputs:
+                size = self.ir.numel(axes)
+                if name == output:
+                    w = self.proj[key].weight[start : start + size]
+                    return w.view(*(self.ir.sizes[a] for a in axes), w.shape[-1])
+                start += size
+        names = [n for p in self.ir.projections for n, _ in p.outputs]
+        raise KeyError(f"'{output}' is not a projection output of '{self.ir.name}' ({', '.join(names)})")
+
+    def _rename_old_keys(self, state_dict, prefix, *args) -> None:
+        rename_positional(self.proj_keys, state_dict, prefix)
