@@ -211,7 +211,8 @@ class RecurrentLayer(nn.Module):
         """One token: x_t [B, dim] -> (y_t [B, dim], the states after it).
 
         The same computation as ``forward`` on a sequence of length 1, so a sequence fed token by
-        token equals the full forward. Compiled cells take the length as a run-time argument: every
+        token equals the full forward (in eval mode: in training mode a spectral norm's power
+        iteration advances on every call). Compiled cells take the length as a run-time argument: every
         step launches the kernels compiled once for length 1 (Triton specialises a length of 1), never
         one per position."""
         check_input(self.ir, self.out.weight, x_t, state, steps=False)
