@@ -12,6 +12,7 @@ from torch import nn
 from archdsl.inits import initialise
 from archdsl.ir import LayerIR, Op, Projection
 from archdsl.layer_io import ProjTable, check_input, projection_keys, rename_positional
+from archdsl.packed import check_packed, packed_cell
 from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell
 
 BACKENDS = ("reference", "triton")
@@ -196,13 +197,24 @@ class RecurrentLayer(nn.Module):
             self._cell = compile_cell(self.ir, **self.compile_options)
         return self._cell(inputs, frontier, state0)
 
-    def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
-        """x [B, T, dim] -> (y [B, T, dim], final states {name: [B, *axes]}), from ``state`` (or zeros)."""
-        check_input(self.ir, self.out.weight, x, state)
+    def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None, cu_seqlens=None):
+        """x [B, T, dim] -> (y [B, T, dim], final states {name: [B, *axes]}), from ``state`` (or zeros).
+
+        ``cu_seqlens`` [N + 1]: x [1, total, dim] packs N sequences, ``x[:, cu[k]:cu[k+1]]`` the k-th;
+        each starts from its own state (``state[name]`` [N, *axes], zeros when absent) and the final
+        states are [N, *axes], as if each ran alone (archdsl/packed.py)."""
+        bounds = None
+        if cu_seqlens is None:
+            check_input(self.ir, self.out.weight, x, state)
+        else:
+            bounds = check_packed(self.ir, self.out.weight, x, state, cu_seqlens)
         B, T = x.shape[:2]
         values = self.project(x)
         inputs = {name: values[name] for name in self._inputs}
-        y, final = self.cell(inputs, self.frontier_values(), state)
+        if bounds is None:
+            y, final = self.cell(inputs, self.frontier_values(), state)
+        else:
+            y, final = packed_cell(self.cell, inputs, self.frontier_values(), state, bounds)
         y = y.reshape(B, T, -1).to(self.out.weight.dtype if not torch.is_autocast_enabled() else y.dtype)
         return self.out(y), final
 

@@ -92,10 +92,11 @@ def check_input(layer: LayerIR, weight: torch.Tensor, x, state, steps: bool = Tr
             f"layer '{name}': x is {x.dtype} but the layer's weights are {weight.dtype}; convert one "
             f"(layer.to({x.dtype}) or x.to({weight.dtype})), or run under torch.autocast"
         )
-    _check_state(layer, x, state)
+    check_state(layer, x, state, x.shape[0])
 
 
-def _check_state(layer: LayerIR, x: torch.Tensor, state) -> None:
+def check_state(layer: LayerIR, x: torch.Tensor, state, batch: int) -> None:
+    """``state``: None, or a dict of the spec's states, each [batch, *its axes] on x's device."""
     if state is None:
         return
     name = layer.name
@@ -112,7 +113,7 @@ def _check_state(layer: LayerIR, x: torch.Tensor, state) -> None:
     for s, v in state.items():
         if v is None:
             continue
-        want = (x.shape[0], *(layer.sizes[a] for a in layer.states[s]))
+        want = (batch, *(layer.sizes[a] for a in layer.states[s]))
         if not isinstance(v, torch.Tensor) or tuple(v.shape) != want:
             found = _shape(v) if isinstance(v, torch.Tensor) else type(v).__name__
             axes = ", ".join(layer.states[s])
