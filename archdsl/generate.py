@@ -30,8 +30,11 @@ def spec_layers(model) -> list:
     return layers
 
 
-def forward_state(model, idx: torch.Tensor, states: States | None = None):
-    """idx [B, T] bytes -> (logits [B, T, 256], the states after the last byte), from ``states``."""
+def forward_state(model, idx: torch.Tensor, states: States | None = None, cu_seqlens=None):
+    """idx [B, T] bytes -> (logits [B, T, 256], the states after the last byte), from ``states``.
+
+    ``cu_seqlens``: idx [1, total] packs sequences (archdsl/packed.py); the states are then each
+    sequence's, [N, *axes] per layer."""
     from archdsl.model import _normed
 
     layers = spec_layers(model)
@@ -46,7 +49,7 @@ def forward_state(model, idx: torch.Tensor, states: States | None = None):
     out = []
     for norm, layer, s in zip(model.norms, layers, states):
         r = r + y.float()
-        y, s = layer(_normed(norm, r), s)
+        y, s = layer(_normed(norm, r), s, cu_seqlens=cu_seqlens)
         out.append(s)
     h = _normed(model.norm_f, r + y.float())
     return F.linear(h, model.embed.weight), out

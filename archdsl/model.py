@@ -106,11 +106,12 @@ class LanguageModel(nn.Module):
         return F.linear(h, self.embed.weight)  # [B, T, 256], tied head
 
     # ---- decoding (archdsl/generate.py; spec layers only) ---------------------------------------
-    def forward_state(self, idx: torch.Tensor, states: list | None = None):
-        """idx [B, T] -> (logits [B, T, 256], one state dict per layer after the last byte)."""
+    def forward_state(self, idx: torch.Tensor, states: list | None = None, cu_seqlens=None):
+        """idx [B, T] -> (logits [B, T, 256], one state dict per layer after the last byte);
+        ``cu_seqlens``: idx [1, total] packs sequences, each from its own state (archdsl/packed.py)."""
         from archdsl.generate import forward_state
 
-        return forward_state(self, idx, states)
+        return forward_state(self, idx, states, cu_seqlens)
 
     def step(self, token: torch.Tensor, states: list | None = None):
         """One byte per row: token [B] -> (logits [B, 256], the states after it)."""

@@ -88,3 +88,18 @@ def test_packed_without_states_and_bad_offsets():
     s = next(iter(layer.ir.states))
     with pytest.raises(LayerInputError, match=f"state '{s}' must be"):
         layer(x, {s: layer.init_state(1)[s]}, cu_seqlens=CU)
+
+
+def test_the_lm_packs_documents():
+    """Two layers: each document's logits and final states as if it ran alone."""
+    from archdsl.model import ModelConfig, build_model
+
+    lm = build_model(ModelConfig("e88", dim=16, depth=2, sets={"heads": 2, "n": 4})).eval()
+    idx = torch.randint(0, 256, (1, 13), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, states = lm.forward_state(idx, cu_seqlens=CU)
+        for k, (a, b) in enumerate(zip(CU, CU[1:])):
+            alone, st = lm.forward_state(idx[:, a:b])
+            assert_close(f"logits {k}", logits[:, a:b], alone, 1e-5)
+            for layer in range(2):
+                assert_close(f"state {k} {layer}", states[layer]["S"][k : k + 1], st[layer]["S"], 1e-5)
