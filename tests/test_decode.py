@@ -130,6 +130,7 @@ def test_generate_is_seeded_greedy_is_deterministic_and_baselines_refuse():
         llama.generate("ab", 3)
 
 
+@pytest.mark.slow
 def test_sample_prints_text_from_a_trained_run(tmp_path, capsys):
     """Train a tiny E88 on the test corpus, then `archdsl sample` it: the weights it loads are the
     ones the run's held-out evaluation scored (same bits per byte), and the text reads like the
