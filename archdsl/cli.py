@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": ("archdsl.bench", "train several models under the same clock and tabulate them"),
     "search": ("archdsl.search.cli", "architecture search under a parameter budget"),
     "report": ("archdsl.search.report", "regenerate a search study's report"),
+    "sample": ("archdsl.sample_cmd", "print text sampled from a trained run"),
 }
 
 

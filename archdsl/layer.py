@@ -11,6 +11,8 @@ from torch import nn
 
 from archdsl.inits import initialise
 from archdsl.ir import LayerIR, Op, Projection
+from archdsl.layer_io import ProjTable, check_input, projection_keys, rename_positional
+from archdsl.packed import check_packed, packed_cell
 from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell
 
 BACKENDS = ("reference", "triton")
@@ -78,7 +80,13 @@ class ParamTable(nn.Module):
 
 
 class RecurrentLayer(nn.Module):
-    """A spec's layer: ``forward(x [B, T, dim], state=None) -> (y [B, T, dim], final states)``."""
+    """A spec's layer: ``forward(x [B, T, dim], state=None) -> (y [B, T, dim], final states)``.
+
+    ``state`` (and the returned states) is a dict from the spec's state names to tensors
+    [B, *axes] (fp32; zeros when absent). ``step(x_t [B, dim], state)`` runs one token. Parameters:
+    ``proj.<outputs>.weight`` (one fused GEMM per ``project`` line, e.g. ``proj.q_k_v.weight``; a
+    single output's rows as [*axes, in] by ``projection_weight(name)``), ``params.<name>`` (the
+    spec's ``param`` lines) and ``out.weight`` (the output projection back to ``dim``)."""
 
     def __init__(
         self,
@@ -95,18 +103,20 @@ class RecurrentLayer(nn.Module):
         self.layout = Layout(layer)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         nums = layer.numbers
-        self.proj = nn.ModuleDict()
-        self.proj_sn = nn.ModuleDict()
-        for k, p in enumerate(layer.projections):
+        self.proj = ProjTable()
+        self.proj_sn = ProjTable()
+        self.proj_keys = projection_keys(layer)
+        self._register_load_state_dict_pre_hook(self._rename_old_keys)
+        for key, p in zip(self.proj_keys, layer.projections):
             n_out, n_in = self._proj_shape(p)
             lin = nn.Linear(n_in, n_out, bias=p.bias)
             with torch.no_grad():
                 lin.weight.copy_(initialise(p.init, (n_out, n_in), ("out", "in"), nums, gen))
                 if p.bias:
                     lin.bias.zero_()
-            self.proj[str(k)] = lin
+            self.proj[key] = lin
             if p.spectral_norm is not None:
-                self.proj_sn[str(k)] = SpectralNorm(n_out, p.spectral_norm, spectral_iters)
+                self.proj_sn[key] = SpectralNorm(n_out, p.spectral_norm, spectral_iters)
         self.params = ParamTable(
             {
                 p.name: nn.Parameter(
@@ -179,10 +189,11 @@ class RecurrentLayer(nn.Module):
             node = ir.pre[p.source]
             evaluate(ir, self._pre_order[p.source], env, leaf, layout)
             src = layout.compact(env[node], p.source_axes, (B, T)).reshape(B, T, -1).to(x.dtype)
-        w = self.proj[str(k)].weight
-        if str(k) in self.proj_sn:
-            w = self.proj_sn[str(k)](w)
-        out = nn.functional.linear(src, w, self.proj[str(k)].bias)
+        key = self.proj_keys[k]
+        w = self.proj[key].weight
+        if key in self.proj_sn:
+            w = self.proj_sn[key](w)
+        out = nn.functional.linear(src, w, self.proj[key].bias)
         start = 0
         for name, axes in p.outputs:
             size = ir.numel(axes)
@@ -218,10 +229,60 @@ class RecurrentLayer(nn.Module):
             self._cell = compile_cell(self.ir, **self.compile_options)
         return self._cell(inputs, frontier, state0)
 
-    def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
+    def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None, cu_seqlens=None):
+        """x [B, T, dim] -> (y [B, T, dim], final states {name: [B, *axes]}), from ``state`` (or zeros).
+
+        ``cu_seqlens`` [N + 1]: x [1, total, dim] packs N sequences, ``x[:, cu[k]:cu[k+1]]`` the k-th;
+        each starts from its own state (``state[name]`` [N, *axes], zeros when absent) and the final
+        states are [N, *axes], as if each ran alone (archdsl/packed.py)."""
+        bounds = None
+        if cu_seqlens is None:
+            check_input(self.ir, self.out.weight, x, state)
+        else:
+            bounds = check_packed(self.ir, self.out.weight, x, state, cu_seqlens)
         B, T = x.shape[:2]
         values = self.project(x)
         inputs = {name: values[name] for name in self._inputs}
-        y, final = self.cell(inputs, self.frontier_values(), state)
+        if bounds is None:
+            y, final = self.cell(inputs, self.frontier_values(), state)
+        else:
+            y, final = packed_cell(self.cell, inputs, self.frontier_values(), state, bounds)
         y = y.reshape(B, T, -1).to(self.out.weight.dtype if not torch.is_autocast_enabled() else y.dtype)
         return self.out(y), final
+
+    # ---- the public extras: one step, states, names --------------------------------------------
+    def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
+        """One token: x_t [B, dim] -> (y_t [B, dim], the states after it).
+
+        The same computation as ``forward`` on a sequence of length 1, so a sequence fed token by
+        token equals the full forward (in eval mode: in training mode a spectral norm's power
+        iteration advances on every call). Compiled cells take the length as a run-time argument: every
+        step launches the kernels compiled once for length 1 (Triton specialises a length of 1), never
+        one per position."""
+        check_input(self.ir, self.out.weight, x_t, state, steps=False)
+        y, final = self.forward(x_t.unsqueeze(1), state)
+        return y[:, 0], final
+
+    def init_state(self, batch: int, device=None) -> dict[str, torch.Tensor]:
+        """Zero states {name: [batch, *axes]} (fp32), what ``forward`` starts from when given none."""
+        device = self.out.weight.device if device is None else device
+        return {
+            s: torch.zeros(batch, *(self.ir.sizes[a] for a in axes), device=device)
+            for s, axes in self.ir.states.items()
+        }
+
+    def projection_weight(self, output: str) -> torch.Tensor:
+        """The rows of one projection output as a view [*its axes, in] (``q`` -> [h, i, dim])."""
+        for key, p in zip(self.proj_keys, self.ir.projections):
+            start = 0
+            for name, axes in p.outputs:
+                size = self.ir.numel(axes)
+                if name == output:
+                    w = self.proj[key].weight[start : start + size]
+                    return w.view(*(self.ir.sizes[a] for a in axes), w.shape[-1])
+                start += size
+        names = [n for p in self.ir.projections for n, _ in p.outputs]
+        raise KeyError(f"'{output}' is not a projection output of '{self.ir.name}' ({', '.join(names)})")
+
+    def _rename_old_keys(self, state_dict, prefix, *args) -> None:
+        rename_positional(self.proj_keys, state_dict, prefix)

@@ -105,6 +105,26 @@ class LanguageModel(nn.Module):
         h = _normed(self.norm_f, r + y.float())
         return F.linear(h, self.embed.weight)  # [B, T, 256], tied head
 
+    # ---- decoding (archdsl/generate.py; spec layers only) ---------------------------------------
+    def forward_state(self, idx: torch.Tensor, states: list | None = None, cu_seqlens=None):
+        """idx [B, T] -> (logits [B, T, 256], one state dict per layer after the last byte);
+        ``cu_seqlens``: idx [1, total] packs sequences, each from its own state (archdsl/packed.py)."""
+        from archdsl.generate import forward_state
+
+        return forward_state(self, idx, states, cu_seqlens)
+
+    def step(self, token: torch.Tensor, states: list | None = None):
+        """One byte per row: token [B] -> (logits [B, 256], the states after it)."""
+        from archdsl.generate import step
+
+        return step(self, token, states)
+
+    def generate(self, prompt, n: int, temperature: float = 1.0, top_k: int | None = None, seed=None):
+        """The prompt (str, bytes or [B, T] bytes) followed by ``n`` sampled bytes, of the same type."""
+        from archdsl.generate import generate
+
+        return generate(self, prompt, n, temperature, top_k, seed)
+
 
 # ---- building ------------------------------------------------------------------------------------
 def build_model(cfg: ModelConfig) -> LanguageModel:

@@ -312,6 +312,16 @@ COMMAND_FLAGS = {
         },
     ),
     "report": (["some-study"], {"--storage": "storage", "--runs": "dir", "--dest": "dir"}),
+    "sample": (
+        ["runs/demo"],
+        {
+            "--bytes": "pos_int",
+            "--temperature": "nonneg_float",
+            "--top-k": "pos_int",
+            "--seed": "nonneg_int",
+            "--device": "device",
+        },
+    ),
 }
 CASES = [(cmd, flag, kind) for cmd, (_, flags) in COMMAND_FLAGS.items() for flag, kind in flags.items()]
 
