@@ -11,7 +11,15 @@ from torch import nn
 
 from archdsl.inits import initialise
 from archdsl.ir import LayerIR, Op, Projection
-from archdsl.layer_io import ProjTable, check_input, projection_keys, rename_positional
+from archdsl.layer_io import (
+    HISTORY,
+    LayerInputError,
+    ProjTable,
+    check_input,
+    lookback,
+    projection_keys,
+    rename_positional,
+)
 from archdsl.packed import check_packed, packed_cell
 from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell
 
@@ -106,6 +114,7 @@ class RecurrentLayer(nn.Module):
         self.proj = ProjTable()
         self.proj_sn = ProjTable()
         self.proj_keys = projection_keys(layer)
+        self.lookback = lookback(layer)  # earlier tokens its shifts and convolutions read
         self._register_load_state_dict_pre_hook(self._rename_old_keys)
         for key, p in zip(self.proj_keys, layer.projections):
             n_out, n_in = self._proj_shape(p)
@@ -234,19 +243,38 @@ class RecurrentLayer(nn.Module):
 
         ``cu_seqlens`` [N + 1]: x [1, total, dim] packs N sequences, ``x[:, cu[k]:cu[k+1]]`` the k-th;
         each starts from its own state (``state[name]`` [N, *axes], zeros when absent) and the final
-        states are [N, *axes], as if each ran alone (archdsl/packed.py)."""
+        states are [N, *axes], as if each ran alone (archdsl/packed.py).
+
+        A spec that reads earlier tokens (``shift``, ``conv``) also returns its last ``lookback`` inputs
+        as the state ``"x:history"``; given back, the next call continues the sequence exactly (not
+        with packed sequences, which start fresh)."""
         bounds = None
         if cu_seqlens is None:
             check_input(self.ir, self.out.weight, x, state)
         else:
             bounds = check_packed(self.ir, self.out.weight, x, state, cu_seqlens)
         B, T = x.shape[:2]
-        values = self.project(x)
+        state = dict(state) if state else {}
+        history = state.pop(HISTORY, None)
+        if bounds is not None and history is not None:
+            name = self.ir.name
+            raise LayerInputError(f"layer '{name}': packed sequences start fresh: no '{HISTORY}' state")
+        if bounds is not None and self.lookback:  # each sequence's convolutions see only its own tokens
+            parts = [self.project(x[:, a:b]) for a, b in bounds]
+            values = {name: torch.cat([p[name] for p in parts], 1) for name in self._inputs}
+        elif history is not None and history.shape[1]:  # a continued sequence: its earlier tokens
+            n = history.shape[1]
+            values = {k: v[:, n:] for k, v in self.project(torch.cat([history.to(x.dtype), x], 1)).items()}
+        else:
+            values = self.project(x)
         inputs = {name: values[name] for name in self._inputs}
         if bounds is None:
-            y, final = self.cell(inputs, self.frontier_values(), state)
+            y, final = self.cell(inputs, self.frontier_values(), state or None)
+            if self.lookback:
+                seen = x if history is None else torch.cat([history.to(x.dtype), x], 1)
+                final[HISTORY] = seen[:, -self.lookback :]
         else:
-            y, final = packed_cell(self.cell, inputs, self.frontier_values(), state, bounds)
+            y, final = packed_cell(self.cell, inputs, self.frontier_values(), state or None, bounds)
         y = y.reshape(B, T, -1).to(self.out.weight.dtype if not torch.is_autocast_enabled() else y.dtype)
         return self.out(y), final
 
@@ -258,7 +286,8 @@ class RecurrentLayer(nn.Module):
         token equals the full forward (in eval mode: in training mode a spectral norm's power
         iteration advances on every call). Compiled cells take the length as a run-time argument: every
         step launches the kernels compiled once for length 1 (Triton specialises a length of 1), never
-        one per position."""
+        one per position. A spec that reads earlier tokens (``shift``, ``conv``) carries its last inputs
+        as the state ``"x:history"`` (at most ``self.lookback`` tokens), so its convolutions see them."""
         check_input(self.ir, self.out.weight, x_t, state, steps=False)
         y, final = self.forward(x_t.unsqueeze(1), state)
         return y[:, 0], final

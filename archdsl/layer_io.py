@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from archdsl.errors import ArchdslError
-from archdsl.ir import LayerIR
+from archdsl.ir import LayerIR, Op
 
 
 class LayerInputError(ArchdslError, ValueError):
@@ -95,6 +95,38 @@ def check_input(layer: LayerIR, weight: torch.Tensor, x, state, steps: bool = Tr
     check_state(layer, x, state, x.shape[0])
 
 
+#: the state entry that carries a layer's last inputs, for a spec that reads earlier tokens (``shift``,
+#: ``conv``): a continued sequence's convolutions see the tokens before it (not an identifier, so it
+#: never meets a spec's state name)
+HISTORY = "x:history"
+
+
+def lookback(layer: LayerIR) -> int:
+    """How many earlier tokens the spec's sequence values read (0: none): the sum of its shifts."""
+    if not layer.sequence:
+        return 0
+    g = layer.graph
+    shifts = [g[i] for i in g.ancestors(layer.sequence.values()) if g[i].op is Op.SHIFT]
+    return sum(1 if n.attr is None else layer.sizes[n.attr] - 1 for n in shifts)
+
+
+def _check_history(layer: LayerIR, v, x: torch.Tensor, batch: int) -> None:
+    most = lookback(layer)
+    if not most:
+        name = layer.name
+        raise LayerInputError(f"layer '{name}': state '{HISTORY}' is for specs that read earlier tokens")
+    if not isinstance(v, torch.Tensor) or v.dim() != 3 or v.shape[0] != batch or v.shape[2] != layer.dim:
+        found = _shape(v) if isinstance(v, torch.Tensor) else type(v).__name__
+        raise LayerInputError(
+            f"layer '{layer.name}': state '{HISTORY}' must be [batch, ≤ {most}, {layer.dim}], found {found}"
+        )
+    if v.shape[1] > most or v.device != x.device:
+        raise LayerInputError(
+            f"layer '{layer.name}': state '{HISTORY}' holds at most {most} tokens on x's device, found "
+            f"{v.shape[1]} on {v.device}"
+        )
+
+
 def check_state(layer: LayerIR, x: torch.Tensor, state, batch: int) -> None:
     """``state``: None, or a dict of the spec's states, each [batch, *its axes] on x's device."""
     if state is None:
@@ -105,13 +137,16 @@ def check_state(layer: LayerIR, x: torch.Tensor, state, batch: int) -> None:
             f"layer '{name}': state must be a dict of the spec's states "
             f"({', '.join(layer.states)}), found {type(state).__name__}"
         )
-    unknown = [s for s in state if s not in layer.states]
+    unknown = [s for s in state if s not in layer.states and s != HISTORY]
     if unknown:
         raise LayerInputError(
             f"layer '{name}': unknown state '{unknown[0]}'; the spec's states are {', '.join(layer.states)}"
         )
     for s, v in state.items():
         if v is None:
+            continue
+        if s == HISTORY:
+            _check_history(layer, v, x, batch)
             continue
         want = (batch, *(layer.sizes[a] for a in layer.states[s]))
         if not isinstance(v, torch.Tensor) or tuple(v.shape) != want:
