@@ -8,6 +8,7 @@ The Python API (docs/api.md)::
     y_t, state = layer.step(x_t, state)      # one token, x_t [batch, dim]
     lm = archdsl.LM("e88", params=20_000_000, depth=10)
     archdsl.check("my.rnn"); archdsl.compile("my.rnn", dim=1024); archdsl.fit("e88", steps=100)
+    lm = archdsl.load_run("runs/demo")      # a finished run, at the weights its evaluation scored
 
 The names load on first use (torch is imported then, not by ``import archdsl``), so the command line's
 ``archdsl check`` stays free of torch.
@@ -33,6 +34,7 @@ _EXPORTS = {
     "TrainConfig": "archdsl.train",
     "TrainResult": "archdsl.train",
     "ArchdslError": "archdsl.errors",
+    "load_run": "archdsl.export",
 }
 
 __all__ = sorted(_EXPORTS)

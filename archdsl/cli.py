@@ -38,6 +38,7 @@ EXAMPLES = {
     "bench": "archdsl bench E88_d12h32 mamba2 fla-gdn --params 100M --minutes 2 --data corpus.txt",
     "search": "archdsl search e88 --budget 100M --minutes 10 --trials 64 --gpus all --depth 10:40",
     "report": "archdsl report runs/e88-100M",
+    "sample": "archdsl sample runs/demo --prompt 'The ' --bytes 200",
 }
 
 #: (command, old flag) -> what to write instead: flags whose meaning was made one across commands

@@ -33,7 +33,6 @@ def add_arguments(p) -> None:
         choices=("reference", "triton"),
         help="cell backend (default: the run's on a GPU, the reference on the CPU)",
     )
-    p.epilog = "example: archdsl sample runs/demo --prompt 'The quick ' --bytes 100"
 
 
 def load_trained(run: str | Path, device: str = "cpu", backend: str | None = None):

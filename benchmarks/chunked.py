@@ -2,8 +2,9 @@
 
 For gdn.rnn at GDN_100m, mamba2.rnn at Mamba2_100m and e88.rnn at E88_d12h32 with ``nonlin =
 identity``: the chunked layer against the same spec on the sequential loop (same weights), and
-against fla's ``GatedDeltaNet`` (chunk mode, no short convolution) and mamba_ssm's ``Mamba2`` (its
-convolution set to the identity tap) when they import, with the same weights copied in. B 32, T 512,
+against fla's ``GatedDeltaNet`` (chunk mode) and mamba_ssm's ``Mamba2`` when they import, with the
+same weights copied in through the zoo's tables (benchmarks/oracle_maps.py; the specs and the
+libraries both run their short convolutions). B 32, T 512,
 bf16 autocast; forward and forward+backward (``triton.testing.do_bench``), each side's first call
 (compile + autotune), and the relative RMS difference of each side's output to the chunked layer's.
 
@@ -16,7 +17,9 @@ import argparse
 import datetime
 import platform
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 import triton
@@ -62,59 +65,27 @@ def timed(module, x):
     return first, do_bench(fwd, warmup=5, rep=50), do_bench(fwdbwd, warmup=5, rep=50), fwd().detach()
 
 
-def fla_gdn(ours: RecurrentLayer):
-    """fla's GatedDeltaNet with gdn.rnn's weights (q,k,v,g: projection 0; a,b: projection 1)."""
-    import fla.ops.common.chunk_o as chunk_o
+def peer(spec: str):
+    """The library layer that defines ``spec``, with the spec's weights copied in through its table in
+    benchmarks/oracle_maps.py (the short convolutions included on both sides)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from oracle import copy_weights, prepare_libraries
+    from oracle_maps import LAYERS
 
-    chunk_o.TRITON_ABOVE_3_7_1 = True  # fla refuses its Triton backward on Hopper with triton < 3.7.1
-    from fla.layers import GatedDeltaNet
+    prepare_libraries()  # fla's Triton backward on Hopper, Mamba-1's scan stand-in
+    _, _, build, rows = LAYERS[spec]
 
-    ir = ours.ir
-    H, K, V = ir.sizes["h"], ir.sizes["i"], ir.sizes["j"]
-    m = GatedDeltaNet(
-        hidden_size=ir.dim, expand_v=V / K, head_dim=K, num_heads=H, use_gate=True,
-        use_short_conv=False, mode="chunk",
-    )  # fmt: skip
-    w0, w1 = ours.proj["0"].weight, ours.proj["1"].weight
-    q, k, v, g = w0.split([H * K, H * K, H * V, H * V])
-    a, b = w1.split([H, H])
-    with torch.no_grad():
-        for dst, src in ((m.q_proj, q), (m.k_proj, k), (m.v_proj, v), (m.g_proj, g), (m.a_proj, a)):
-            dst.weight.copy_(src)
-        m.b_proj.weight.copy_(b)
-        m.A_log.copy_(ours.params["A_log"])
-        m.dt_bias.copy_(ours.params["dt_bias"])
-        m.o_norm.weight.copy_(ours.params["norm_w"])
-        m.o_proj.weight.copy_(ours.out.weight)
-    return m
+    def make(ours: RecurrentLayer):
+        lib = build(ours.ir)
+        copy_weights(ours, lib, rows)
+        return lib
 
-
-def mamba2(ours: RecurrentLayer):
-    """mamba_ssm's Mamba2 with mamba2.rnn's weights, its causal convolution the identity tap."""
-    from archdsl.baselines import import_mamba2
-
-    Mamba2, _ = import_mamba2()
-    ir = ours.ir
-    m = Mamba2(
-        d_model=ir.dim, d_state=ir.sizes["s"], d_conv=4, expand=ir.hypers["expansion"],
-        headdim=ir.sizes["p"], use_mem_eff_path=False,
-    )  # fmt: skip
-    with torch.no_grad():
-        m.in_proj.weight.copy_(ours.proj["0"].weight)
-        m.conv1d.weight.zero_()
-        m.conv1d.weight[:, 0, -1] = 1.0
-        m.conv1d.bias.zero_()
-        m.dt_bias.copy_(ours.params["dt_bias"])
-        m.A_log.copy_(ours.params["A_log"])
-        m.D.copy_(ours.params["D"])
-        m.norm.weight.copy_(ours.params["norm_w"].reshape(-1))
-        m.out_proj.weight.copy_(ours.out.weight)
-    return m
+    return make
 
 
 PEERS = {
-    "gdn GDN_100m": ("fla GatedDeltaNet (chunk)", fla_gdn),
-    "mamba2 Mamba2_100m": ("mamba_ssm Mamba2", mamba2),
+    "gdn GDN_100m": ("fla GatedDeltaNet (chunk, short convolutions)", peer("gdn")),
+    "mamba2 Mamba2_100m": ("mamba_ssm Mamba2 (use_mem_eff_path=False)", peer("mamba2")),
 }
 
 

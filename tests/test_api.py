@@ -87,6 +87,9 @@ def test_parameters_are_named_after_the_spec():
         "params.A_log",
         "params.dt_bias",
         "params.norm_w",
+        "params.conv_q",  # the short causal convolutions, [h, i, c]
+        "params.conv_k",
+        "params.conv_v",
         "out.weight",
     ]
     q, k = layer.projection_weight("q"), layer.projection_weight("k")
