@@ -245,6 +245,19 @@ def main(argv=None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     prepare_libraries()
     args.out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": " ".join(["python", "benchmarks/oracle.py", *(argv or sys.argv[1:])]),
+    }
+    for name in ("fla", "mamba_ssm", "triton"):
+        try:
+            meta[name] = __import__(name).__version__
+        except Exception:
+            meta[name] = None
     results = []
     for spec in specs:
         t0 = time.time()
@@ -261,22 +274,9 @@ def main(argv=None) -> int:
             )
         results[-1]["seconds"] = round(time.time() - t0, 1)
         print(json.dumps({k: v for k, v in results[-1].items() if k != "traceback"})[:400], flush=True)
-    meta = {
-        "device": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "quick": args.quick,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": " ".join(["python", "benchmarks/oracle.py", *(argv or sys.argv[1:])]),
-    }
-    for name in ("fla", "mamba_ssm", "triton"):
-        try:
-            meta[name] = __import__(name).__version__
-        except Exception:
-            meta[name] = None
-    doc = {"meta": meta, "results": results}
-    (args.out / "results.json").write_text(json.dumps(doc, indent=1))
-    (args.out / "results.md").write_text(markdown(doc))
+        doc = {"meta": meta, "results": results}  # written after every spec: a cut-off run keeps its rows
+        (args.out / "results.json").write_text(json.dumps(doc, indent=1))
+        (args.out / "results.md").write_text(markdown(doc))
     return 0 if all("error" not in r for r in results) else 1
 
 
