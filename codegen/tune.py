@@ -93,7 +93,9 @@ class TunedCell:
             file=sys.stderr,
             flush=True,
         )
-        short = {k: v[:, :TUNE_T].detach().requires_grad_(True) for k, v in inputs.items()}
+        with torch.inference_mode(False):  # plain tensors, whatever mode the first call came in
+            short = {k: v[:, :TUNE_T].detach().clone().requires_grad_(True) for k, v in inputs.items()}
+            frontier = {k: v.detach().clone() for k, v in frontier.items()}
         cands, seen = [], set()
         for tile, warps in CANDIDATES:
             cc = self.build(tile, warps)
@@ -102,8 +104,10 @@ class TunedCell:
                 cands.append((tile, warps, cc))
 
         def step(cc):
-            y = cc(short, frontier)[0]
-            torch.autograd.grad(y, list(short.values()), torch.ones_like(y), allow_unused=True)
+            # the first call may come from inference (decode under no_grad or inference_mode)
+            with torch.inference_mode(False), torch.enable_grad():
+                y = cc(short, frontier)[0]
+                torch.autograd.grad(y, list(short.values()), torch.ones_like(y), allow_unused=True)
 
         # ROUNDS interleaved rounds, the best time of each: one noisy sample does not pick the plan
         times: dict[int, float] = {}

@@ -102,3 +102,24 @@ def test_hoisted_and_readout_kernels_on_the_gpu():
     kernel_vs_reference(
         layer, random_inputs(layer, 2, 40), default_params(layer), cell=cc, device="cuda", tol=1e-4
     )
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_first_call_under_inference_tunes_and_decodes(mode, tmp_path, monkeypatch):
+    """A tunable layer's first CUDA call from decoding (no autograd) still times its launch plans
+    with forward+backward, and its steps equal the full forward."""
+    from archdsl.layer import RecurrentLayer
+
+    monkeypatch.setenv("ARCHDSL_CACHE", str(tmp_path))  # a cold autotune cache: tuning runs
+    layer = _layer(ROOT / "specs" / "e88.rnn")
+    m = RecurrentLayer(layer, backend="triton", seed=0).cuda().eval()
+    x = torch.randn(2, 5, layer.dim, device="cuda")
+    guard = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with guard:
+        state, ys = None, []
+        for t in range(x.shape[1]):
+            y_t, state = m.step(x[:, t], state)
+            ys.append(y_t)
+        y, _ = m(x)
+    rel = (torch.stack(ys, 1) - y).norm() / y.norm()
+    assert rel < 1e-5
