@@ -28,13 +28,13 @@ _EXPORTS = {
     "layer_ir": "archdsl.api",
     "RecurrentLayer": "archdsl.layer",
     "LayerInputError": "archdsl.layer_io",
-    "LanguageModel": "archdsl.model",
-    "ModelConfig": "archdsl.model",
-    "build_model": "archdsl.model",
-    "TrainConfig": "archdsl.train",
-    "TrainResult": "archdsl.train",
+    "LanguageModel": "archdsl.lm.model",
+    "ModelConfig": "archdsl.lm.model",
+    "build_model": "archdsl.lm.model",
+    "TrainConfig": "archdsl.train.trainer",
+    "TrainResult": "archdsl.train.trainer",
     "ArchdslError": "archdsl.errors",
-    "load_run": "archdsl.export",
+    "load_run": "archdsl.train.export",
 }
 
 __all__ = sorted(_EXPORTS)

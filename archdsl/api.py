@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from archdsl.checker import CheckResult, check_spec, instantiate
 from archdsl.errors import ArchdslError, did_you_mean
 from archdsl.ir import LayerIR
+from archdsl.lang.checker import CheckResult, check_spec, instantiate
+from archdsl.lang.parser import parse, parse_file
+from archdsl.lang.spec import SpecFile
+from archdsl.lang.specs_path import resolve_spec
 from archdsl.layer import RecurrentLayer
-from archdsl.parser import parse, parse_file
-from archdsl.spec import SpecFile
-from archdsl.specs_path import resolve_spec
 
 
 def load_spec(spec: str | Path) -> SpecFile:
@@ -86,12 +86,12 @@ def LM(  # noqa: N802 (a constructor to its users)
     seed: int = 0,
     **settings,
 ):
-    """The byte-level language model (``archdsl.model.LanguageModel``) around a spec or a baseline.
+    """The byte-level language model (``archdsl.lm.model.LanguageModel``) around a spec or a baseline.
 
     ``params`` solves the width for a parameter budget (``dim`` None); ``depth`` defaults to the
     preset's, else 20. ``lm(idx [B, T] int64) -> logits [B, T, 256]``; with spec layers,
     ``lm.generate(prompt, n)`` samples ``n`` more bytes."""
-    from archdsl.model import ModelConfig, build_model
+    from archdsl.lm.model import ModelConfig, build_model
 
     cfg = ModelConfig(
         model=str(model),
@@ -143,11 +143,11 @@ def fit(
 ):
     """Train ``model`` in the byte-level LM, as ``archdsl train``; returns the ``TrainResult``.
 
-    ``options`` are ``archdsl.train.TrainConfig``'s fields: a budget (``minutes``, ``steps`` or
+    ``options`` are ``archdsl.train.trainer.TrainConfig``'s fields: a budget (``minutes``, ``steps`` or
     ``tokens``), ``data`` (a list of files), ``out`` (the run folder), ``batch``, ``seq``, ``lr``…
     ``sets`` holds the spec's hypers and choices (a name may clash with an option, e.g. ``seq``)."""
-    from archdsl.model import ModelConfig
-    from archdsl.train import TrainConfig, train
+    from archdsl.lm.model import ModelConfig
+    from archdsl.train.trainer import TrainConfig, train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in options:

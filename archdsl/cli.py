@@ -18,14 +18,14 @@ from archdsl.cleanup import run_cleanly
 from archdsl.errors import ArchdslError, did_you_mean, format_error
 
 COMMANDS = {
-    "check": ("archdsl.check_cmd", "parse and check specs; print sizes, parameter counts, search space"),
+    "check": ("archdsl.lang.check_cmd", "parse and check specs; print sizes, parameter counts, search space"),
     "compile": ("archdsl.codegen.cli", "generate the fused Triton kernels of a spec"),
     "verify": ("archdsl.codegen.verify", "compare the compiled layer with the reference"),
-    "train": ("archdsl.train_cmd", "train a spec or a baseline in the byte-level LM for a fixed budget"),
-    "bench": ("archdsl.bench", "train several models under the same clock and tabulate them"),
+    "train": ("archdsl.train.cli", "train a spec or a baseline in the byte-level LM for a fixed budget"),
+    "bench": ("archdsl.train.bench", "train several models under the same clock and tabulate them"),
     "search": ("archdsl.search.cli", "architecture search under a parameter budget"),
     "report": ("archdsl.search.report", "regenerate a search study's report"),
-    "sample": ("archdsl.sample_cmd", "print text sampled from a trained run"),
+    "sample": ("archdsl.train.sample", "print text sampled from a trained run"),
 }
 
 

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from archdsl import spec as S
 from archdsl.errors import ArchdslError
+from archdsl.lang import spec as S
 
 _ELEMENTWISE = {
     "log": torch.log,

@@ -4,7 +4,7 @@ Every value carries the names of its axes (a subset of the layer's axes, in decl
 Elementwise operations broadcast by name; ``SUM`` removes one axis; ``RENAME`` moves a value onto
 other axes of the same size; ``EXPAND`` broadcasts onto more axes. Every pass keys a table on
 :class:`Op`: ``VJP`` (``archdsl.autodiff``), ``TORCH`` (``archdsl.reference``) and ``TRITON``
-(``archdsl.codegen.triton``).
+(``archdsl.codegen.emit.triton``).
 """
 
 from __future__ import annotations

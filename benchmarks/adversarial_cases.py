@@ -14,7 +14,7 @@ from pathlib import Path
 
 from adversarial import ROOT, archdsl, error_expected, sh, success_expected, verify_expected
 
-from archdsl.checkpoint import NAME as CHECKPOINT  # the file a run checkpoints to
+from archdsl.train.checkpoint import NAME as CHECKPOINT  # the file a run checkpoints to
 
 SPECS = ROOT / "specs"
 TINY = ["--batch", "2", "--seq", "16", "--eval-bytes", "256", "--device", "cpu", "--no-progress"]

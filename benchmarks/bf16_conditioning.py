@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from kernel_harness import rel_rms  # noqa: E402
 
-from archdsl.checker import instantiate  # noqa: E402
+from archdsl.lang.checker import instantiate  # noqa: E402
+from archdsl.lang.parser import parse_file  # noqa: E402
+from archdsl.lang.specs_path import resolve_spec  # noqa: E402
 from archdsl.layer import RecurrentLayer  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
-from archdsl.specs_path import resolve_spec  # noqa: E402
 
 
 def run(model, x, dtype):

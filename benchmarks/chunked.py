@@ -1,4 +1,4 @@
-"""Whole-layer benchmark of the chunked strategy (codegen/chunked.py) on one GPU.
+"""Whole-layer benchmark of the chunked strategy (codegen/run/chunked.py) on one GPU.
 
 For gdn.rnn at GDN_100m, mamba2.rnn at Mamba2_100m and e88.rnn at E88_d12h32 with ``nonlin =
 identity``: the chunked layer against the same spec on the sequential loop (same weights), and
@@ -25,9 +25,9 @@ import torch
 import triton
 from triton.testing import do_bench
 
-from archdsl.checker import instantiate
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
 from archdsl.layer import RecurrentLayer
-from archdsl.parser import parse_file
 
 CASES = {
     "gdn GDN_100m": ("specs/gdn.rnn", "GDN_100m", {}),

@@ -15,8 +15,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from kernel_harness import compare_backends  # noqa: E402
 
-from archdsl.checker import instantiate  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
+from archdsl.lang.checker import instantiate  # noqa: E402
+from archdsl.lang.parser import parse_file  # noqa: E402
 
 CASES = [
     ("specs/gdn.rnn", {"heads": 3}),

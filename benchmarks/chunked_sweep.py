@@ -11,7 +11,7 @@ import itertools
 
 import torch
 from archdsl.codegen import chunked_kernels as ck
-from archdsl.codegen.chunked_backward import chunked_backward
+from archdsl.codegen.run.chunked_backward import chunked_backward
 from triton.testing import do_bench
 
 SHAPES = {"gdn 8x128x128 delta": (8, 128, 128, True), "mamba2 28x64x64": (28, 64, 64, False)}

@@ -54,9 +54,9 @@ def per_token_us(step, n_tokens: int, warmup: int, repeats: int) -> float:
 
 # ---- archdsl ---------------------------------------------------------------------------------------
 def archdsl_layer(spec: str, preset: str):
-    from archdsl.checker import instantiate
+    from archdsl.lang.checker import instantiate
+    from archdsl.lang.parser import parse_file
     from archdsl.layer import RecurrentLayer
-    from archdsl.parser import parse_file
 
     ir = instantiate(parse_file(spec), preset).layer
     return RecurrentLayer(ir, backend="triton", seed=0).cuda().to(DT)
@@ -82,7 +82,7 @@ def archdsl_steps(layer, B: int):
 
 # ---- peers -----------------------------------------------------------------------------------------
 def mamba_steps(dim: int, B: int):
-    from archdsl.baselines import import_mamba2
+    from archdsl.lm.baselines import import_mamba2
 
     Mamba2, _path = import_mamba2()
     m = Mamba2(d_model=dim, d_state=64, d_conv=4, expand=2, headdim=64, layer_idx=0).cuda().to(DT)

@@ -25,15 +25,15 @@ from triton.testing import do_bench
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from archdsl.codegen import build_cell  # noqa: E402
-from archdsl.codegen.dense import find_matvecs  # noqa: E402
-from archdsl.codegen.persistent import PersistentCell, build_persistent  # noqa: E402
 from archdsl.codegen.plan import make_plan  # noqa: E402
+from archdsl.codegen.run.dense import find_matvecs  # noqa: E402
+from archdsl.codegen.run.persistent import PersistentCell, build_persistent  # noqa: E402
 from archdsl.specs import __file__ as _specs_init  # noqa: E402
 from kernels import cell_inputs, check, gemm_floor  # noqa: E402
 
 from archdsl.autodiff import extract_cell  # noqa: E402
-from archdsl.checker import instantiate  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
+from archdsl.lang.checker import instantiate  # noqa: E402
+from archdsl.lang.parser import parse_file  # noqa: E402
 
 SPECS = os.path.dirname(_specs_init)
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}

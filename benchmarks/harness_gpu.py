@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from kernel_harness import TOLERANCE, compare_backends  # noqa: E402
 
-from archdsl.checker import instantiate  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
+from archdsl.lang.checker import instantiate  # noqa: E402
+from archdsl.lang.parser import parse_file  # noqa: E402
 
 BENCHMARK_SHAPES = {
     "E88_d12h32": ("e88", {"dim": 3200, "heads": 12, "n": 32}),

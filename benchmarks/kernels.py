@@ -23,9 +23,9 @@ import triton
 from archdsl.codegen import compile_cell
 from triton.testing import do_bench
 
-from archdsl.checker import instantiate
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
 from archdsl.layer import RecurrentLayer
-from archdsl.parser import parse_file
 
 SHAPES = {
     "E88_d12h32": ("specs/e88.rnn", {"dim": 3200, "heads": 12, "n": 32}),

@@ -15,9 +15,9 @@ import sys
 MODULES = {
     "archdsl/autodiff.py": "archdsl.autodiff",
     "archdsl/reference.py": "archdsl.reference",
-    "codegen/triton.py": "archdsl.codegen.triton",
+    "codegen/emit/triton.py": "archdsl.codegen.emit.triton",
     "codegen/hoist.py": "archdsl.codegen.hoist",
-    "codegen/persistent.py": "archdsl.codegen.persistent",
+    "codegen/run/persistent.py": "archdsl.codegen.run.persistent",
 }
 
 

@@ -1,7 +1,7 @@
 """Planted single-point bugs in the compiler, and whether the fast tests catch each one.
 
 Each mutant is one text substitution in ``archdsl/autodiff.py``, ``archdsl/reference.py``,
-``codegen/triton.py``, ``codegen/hoist.py`` or ``codegen/persistent.py``. The script applies one,
+``codegen/emit/triton.py``, ``codegen/hoist.py`` or ``codegen/run/persistent.py``. The script applies one,
 runs the tests that should catch it (``pytest -x``, a time limit each), restores the file and goes
 on; it prints a Markdown table and the kill score. A mutant marked ``gpu`` changes only what the
 CPU interpreter cannot see (programs running at once); ``tests/test_gpu.py`` is meant to catch it
@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 AD, REF, TRI, HOIST, PERS = (
     "archdsl/autodiff.py",
     "archdsl/reference.py",
-    "codegen/triton.py",
+    "codegen/emit/triton.py",
     "codegen/hoist.py",
-    "codegen/persistent.py",
+    "codegen/run/persistent.py",
 )
 
 # the tests each kind of mutant runs: (files, -k expression)
@@ -232,7 +232,7 @@ MUTANTS = [
         "layout.axes.index(node.attr) - 1, keepdim=True)",
         "ref",
     ),
-    # -- codegen/triton.py: the emitted code
+    # -- codegen/emit/triton.py: the emitted code
     m(
         "tri-sum-no-padding-mask",
         TRI,
@@ -322,7 +322,7 @@ MUTANTS = [
         "if g[i].op in LEAVES or i in frontier:",
         "hoist",
     ),
-    # -- codegen/persistent.py (the CPU runs it one step per launch)
+    # -- codegen/run/persistent.py (the CPU runs it one step per launch)
     m(
         "pers-k-mask",
         PERS,

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from oracle_maps import FP32_MODE, LAYERS, PRECISION  # noqa: E402
 
-from archdsl.checker import instantiate  # noqa: E402
+from archdsl.lang.checker import instantiate  # noqa: E402
+from archdsl.lang.parser import parse_file  # noqa: E402
 from archdsl.layer import RecurrentLayer  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
 
 SHAPES = [(2, 128), (2, 100)]  # (B, T); 100 is not a multiple of 64
 QUICK_SHAPES = [(1, 64), (1, 37)]
@@ -155,7 +155,7 @@ def time_fb(model, x, reps: int) -> float:
 
 
 def strategy_of(ir) -> str:
-    from archdsl.codegen.strategies import choose
+    from archdsl.codegen.run.strategies import choose
 
     from archdsl.autodiff import extract_cell
 

@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import oracle  # noqa: E402
 from oracle_maps import LAYERS  # noqa: E402
 
-from archdsl.checker import instantiate  # noqa: E402
+from archdsl.lang.checker import instantiate  # noqa: E402
+from archdsl.lang.parser import parse_file  # noqa: E402
 from archdsl.layer import RecurrentLayer  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
 
 #: tiny sizes the libraries' kernels accept (head dims of 16 for tl.dot)
 SETS = {

@@ -40,7 +40,7 @@ def gdn(ir, mode: str = "chunk"):
 
 
 def mamba2(ir, mode: str = "chunk"):
-    from archdsl.baselines import import_mamba2
+    from archdsl.lm.baselines import import_mamba2
 
     Mamba2, _ = import_mamba2()
     return Mamba2(

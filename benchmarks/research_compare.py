@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from research_cases import CASES, Case, same  # noqa: E402
 
-from archdsl.checker import instantiate  # noqa: E402
+from archdsl.lang.checker import instantiate  # noqa: E402
+from archdsl.lang.parser import parse_file  # noqa: E402
 from archdsl.layer import RecurrentLayer  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 B, T = 2, 5

@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
+from archdsl.codegen.emit.module import emit_module
+from archdsl.codegen.plan import Plan, make_plan
+from archdsl.codegen.run.strategies import STRATEGIES, Options, applicable, choose
+
 from archdsl.autodiff import extract_cell
 from archdsl.ir import LayerIR
-
-from .plan import Plan, make_plan
-from .source import emit_module
-from .strategies import STRATEGIES, Options, applicable, choose
 
 
 def compile_cell(
@@ -30,13 +30,13 @@ def compile_cell(
     ``chunk``: steps per block, None for the strategy's default: the loop's checkpoint stride C (16;
     the backward keeps O(B * state * T / C)), the chunked form's chunk (64, a power of two >= 16).
     ``tile``/``num_warps``: the block of the split axis and the warps per program; when both are
-    None and the strategy is tunable they are measured on the first CUDA call (``codegen/tune.py``).
+    None and the strategy is tunable they are measured on the first CUDA call (``codegen/run/tune.py``).
     ``strategy``: force an entry of ``STRATEGIES`` by name (an error says why it does not apply)."""
     cell = extract_cell(layer)
     chosen = choose(layer, cell, strategy)
     opts = Options(chunk, tile, num_warps)
     if chosen.tunable and tile is None and num_warps is None:
-        from .tune import TunedCell
+        from archdsl.codegen.run.tune import TunedCell
 
         return TunedCell(layer, cell, chosen, opts)
     return chosen.build(layer, cell, opts)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from archdsl import args as A
-from archdsl.check_cmd import parse_sets
-from archdsl.checker import instantiate
-from archdsl.errors import ArchdslError
-from archdsl.parser import parse_file
-from archdsl.specs_path import resolve_spec
+from archdsl.codegen.emit.names import module_name
 
-from .names import module_name
+from archdsl import args as A
+from archdsl.errors import ArchdslError
+from archdsl.lang.check_cmd import parse_sets
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
+from archdsl.lang.specs_path import resolve_spec
 
 
 def add_arguments(p) -> None:

@@ -19,10 +19,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from archdsl.codegen.plan import splittable_axes
+
 from archdsl.autodiff import Cell, TokenBackward, derive_token_backward
 from archdsl.ir import Graph, Kind, Node, Op
-
-from .plan import splittable_axes
 
 LEAVES = (Op.INPUT, Op.PARAM, Op.STATE, Op.CONST)
 #: hoist when the per-token part has a reduction or at least this many ops

@@ -7,8 +7,8 @@ import os
 import sys
 
 from archdsl import args as A
-from archdsl.check_cmd import parse_sets
 from archdsl.errors import ArchdslError
+from archdsl.lang.check_cmd import parse_sets
 
 TOLERANCE = {"fp32": 1e-5, "bf16": 2e-2, "fp16": 5e-3}
 
@@ -38,10 +38,10 @@ def run(args) -> int:
         os.environ["TRITON_INTERPRET"] = "1"  # must be set before triton is imported
     import torch
 
-    from archdsl.checker import instantiate
+    from archdsl.lang.checker import instantiate
+    from archdsl.lang.parser import parse_file
+    from archdsl.lang.specs_path import resolve_spec
     from archdsl.layer import RecurrentLayer
-    from archdsl.parser import parse_file
-    from archdsl.specs_path import resolve_spec
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

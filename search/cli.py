@@ -173,7 +173,7 @@ def _pairs(items, flag: str) -> dict:
 
 
 def new_settings(args) -> st.Settings:
-    from archdsl.budget import parse_count
+    from archdsl.lm.budget import parse_count
 
     if not args.budget:
         raise ArchdslError("--budget is required for a new study, e.g. --budget 100M")

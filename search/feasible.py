@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import optuna
 
-from archdsl.budget import BASELINES, MAX_DIM, SPEC_BASELINES, VOCAB, _spec, sizes, solve
-from archdsl.checker import configure, declarations, instantiate
 from archdsl.errors import ArchdslError
+from archdsl.lang.checker import configure, declarations, instantiate
+from archdsl.lm.budget import BASELINES, MAX_DIM, SPEC_BASELINES, VOCAB, _spec, sizes, solve
 
 from .space import DEFAULT_DEPTH, KNOBS, ModelSpace, Space
 
@@ -204,7 +204,7 @@ def _as_dict(region: Region, point: tuple) -> dict:
 
 
 def _config(ms: ModelSpace, sets: dict):
-    from archdsl.model import ModelConfig
+    from archdsl.lm.model import ModelConfig
 
     sets = dict(sets)
     depth = int(sets.pop("depth", DEFAULT_DEPTH))

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from archdsl.budget import BASELINES
-from archdsl.checker import MODEL_KNOBS, SearchDim, declarations, search_space
 from archdsl.errors import ArchdslError, did_you_mean
-from archdsl.parser import parse_file
-from archdsl.specs_path import bundled, is_spec, resolve_spec
+from archdsl.lang.checker import MODEL_KNOBS, SearchDim, declarations, search_space
+from archdsl.lang.parser import parse_file
+from archdsl.lang.specs_path import bundled, is_spec, resolve_spec
+from archdsl.lm.budget import BASELINES
 
 #: what a search may range over besides a model's own hypers and choices (the width is solved)
 KNOBS = tuple(k for k in MODEL_KNOBS if k != "dim")

@@ -85,7 +85,7 @@ def classify(exc: BaseException) -> str:
 
 def exact_count(model_cfg) -> int:
     """The exact parameter count of a solved configuration (computed, nothing is built)."""
-    from archdsl.budget import sizes
+    from archdsl.lm.budget import sizes
 
     return int(sizes(model_cfg).params)
 
@@ -101,9 +101,9 @@ def check_budget(params: int, budget: int, tolerance: float) -> str | None:
 
 
 def run(job: dict, chan: Channel) -> None:
-    from archdsl.budget import solve
-    from archdsl.model import ModelConfig
-    from archdsl.train import Pruned, TrainConfig, train
+    from archdsl.lm.budget import solve
+    from archdsl.lm.model import ModelConfig
+    from archdsl.train.trainer import Pruned, TrainConfig, train
 
     budget, tol = int(job["budget"]), float(job["tolerance"])
     try:

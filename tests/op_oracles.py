@@ -19,9 +19,9 @@ import torch
 from kernel_harness import assert_close
 
 from archdsl.autodiff import GRAD, derive_token_backward
-from archdsl.checker import instantiate
 from archdsl.ir import Graph, LayerIR, Node, Op
-from archdsl.parser import parse
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse
 from archdsl.reference import Layout, apply, evaluate, reference_cell
 
 

@@ -7,14 +7,14 @@ import math
 
 import pytest
 from archdsl.codegen import compile_cell
-from archdsl.codegen.strategies import Options
+from archdsl.codegen.run.strategies import Options
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archdsl.checker import instantiate
 from archdsl.errors import ArchdslError
-from archdsl.parser import parse_file
-from archdsl.train import TrainConfig, resolve
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
+from archdsl.train.trainer import TrainConfig, resolve
 
 BAD_FLOATS = st.sampled_from([0.0, -1.0, -1e-9, math.nan, math.inf, -math.inf])
 # (field, a strategy of bad values for it)

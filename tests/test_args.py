@@ -125,9 +125,9 @@ def test_report_on_a_file_that_is_not_a_journal(tmp_path):
 
 
 def test_budget_solver_refuses_zero_heads_per_state(tmp_path):
-    from archdsl.budget import solve
     from archdsl.errors import ArchdslError
-    from archdsl.model import ModelConfig
+    from archdsl.lm.budget import solve
+    from archdsl.lm.model import ModelConfig
 
     with pytest.raises(ArchdslError, match="must be positive"):
         solve(ModelConfig(model="e88", sets={"n": 0}), 100_000)
@@ -163,10 +163,10 @@ def spec_file(tmp_path: Path, name: str, body: str) -> str:
 
 
 def test_initialiser_that_yields_nan_names_its_line(tmp_path):
-    from archdsl.checker import instantiate
     from archdsl.errors import ArchdslError
+    from archdsl.lang.checker import instantiate
+    from archdsl.lang.parser import parse_file
     from archdsl.layer import RecurrentLayer
-    from archdsl.parser import parse_file
 
     body = (
         "param a[i] = logit(linspace[i](0.8, 1.5))\nstate h[i]\nh' = sigmoid(a) * h + wx\ny = h'\noutput y\n"
@@ -190,10 +190,10 @@ def test_xavier_needs_a_matrix(tmp_path):
 def test_state_that_cannot_fit_a_program_is_an_error():
     from archdsl.codegen import build_cell
 
-    from archdsl.checker import instantiate
     from archdsl.errors import ArchdslError
-    from archdsl.parser import parse_file
-    from archdsl.specs_path import resolve_spec
+    from archdsl.lang.checker import instantiate
+    from archdsl.lang.parser import parse_file
+    from archdsl.lang.specs_path import resolve_spec
 
     layer = instantiate(parse_file(resolve_spec("e88")), None, {"n": "1000000"}).layer
     with pytest.raises(ArchdslError, match=r"state S\[h, i, j\] cannot fit"):

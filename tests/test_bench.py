@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from archdsl import bench
 from archdsl.cli import main
+from archdsl.train import bench
 
 ROOT = Path(__file__).resolve().parent.parent
 VAL = ROOT / "tests" / "data" / "corpus-val.txt.xz"

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from archdsl import budget
-from archdsl.budget import parse_count, sizes, solve
-from archdsl.checker import declarations, instantiate
 from archdsl.errors import ArchdslError
-from archdsl.model import ModelConfig, build_model
-from archdsl.parser import parse_file
-from archdsl.specs_path import resolve_spec
+from archdsl.lang.checker import declarations, instantiate
+from archdsl.lang.parser import parse_file
+from archdsl.lang.specs_path import resolve_spec
+from archdsl.lm import budget
+from archdsl.lm.budget import parse_count, sizes, solve
+from archdsl.lm.model import ModelConfig, build_model
 
 
 def built_params(cfg: ModelConfig) -> int:
@@ -289,7 +289,7 @@ def test_describe_reports_count_and_state():
 
 def test_accounting_does_not_import_torch():
     """The solver is plain arithmetic on the IR: importing it does not load torch."""
-    code = "import sys; import archdsl.budget; print('torch' in sys.modules)"
+    code = "import sys; import archdsl.lm.budget; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

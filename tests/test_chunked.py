@@ -1,4 +1,4 @@
-"""The chunked strategy (codegen/chunked.py): classification from the IR, the chunked algebra against
+"""The chunked strategy (codegen/run/chunked.py): classification from the IR, the chunked algebra against
 the step-by-step recurrence, and whole layers against the reference at awkward lengths (chunk 16)."""
 
 import os
@@ -9,14 +9,14 @@ import pytest
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch  # noqa: E402
-from archdsl.codegen.chunked import build_chunked, classification, classify  # noqa: E402
-from archdsl.codegen.chunked_kernels import chunked_forward  # noqa: E402
-from archdsl.codegen.chunked_torch import chunked_torch, sequential_torch  # noqa: E402
+from archdsl.codegen.run.chunked import build_chunked, classification, classify  # noqa: E402
+from archdsl.codegen.run.chunked_kernels import chunked_forward  # noqa: E402
+from archdsl.codegen.run.chunked_torch import chunked_torch, sequential_torch  # noqa: E402
 from kernel_harness import compare_backends, rel_rms  # noqa: E402
 
 from archdsl.autodiff import extract_cell  # noqa: E402
-from archdsl.checker import instantiate  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
+from archdsl.lang.checker import instantiate  # noqa: E402
+from archdsl.lang.parser import parse_file  # noqa: E402
 
 LINEAR = {
     "gdn": {"heads": 3},
@@ -143,7 +143,7 @@ def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
     """Every gradient (log-decays, q, k, v, a, b, initial state) against autograd of the chunked form;
     value size 20 in one block or in two blocks of 16 (per-block partial sums)."""
     from archdsl.codegen import chunked_kernels
-    from archdsl.codegen.chunked_backward import chunked_backward
+    from archdsl.codegen.run.chunked_backward import chunked_backward
 
     monkeypatch.setitem(chunked_kernels.LAUNCH, "bv", bv)
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64, T=37, V=20)

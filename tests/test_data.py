@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archdsl import data
-from archdsl.data import ByteData, default_corpus, open_bytes
 from archdsl.errors import ArchdslError
+from archdsl.train import data
+from archdsl.train.data import ByteData, default_corpus, open_bytes
 
 CORPUS = Path(__file__).resolve().parent / "data"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from archdsl.checker import check_spec
 from archdsl.cli import main
-from archdsl.parser import parse
+from archdsl.lang.checker import check_spec
+from archdsl.lang.parser import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGE = (ROOT / "docs" / "language.md").read_text()

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archdsl.checker import instantiate
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
 from archdsl.layer import RecurrentLayer
-from archdsl.parser import parse_file
 
 
 def e88_by_hand(m: RecurrentLayer, x, heads, n, nv, linear_state=False):

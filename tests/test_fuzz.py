@@ -14,9 +14,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archdsl.checker import check_spec, declarations, instantiate
 from archdsl.errors import ArchdslError
-from archdsl.parser import parse
+from archdsl.lang.checker import check_spec, declarations, instantiate
+from archdsl.lang.parser import parse
 
 SPECS = {p.name: p.read_text() for p in sorted((Path(__file__).parent.parent / "specs").glob("*.rnn"))}
 TOKEN = re.compile(r"\s+|\w+|\.\.|->|//|[=!<>]=|.", re.S)

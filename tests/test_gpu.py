@@ -33,8 +33,8 @@ SPECS = sorted(ROOT.glob("specs/*.rnn"))
 
 
 def _layer(path, **overrides):
-    from archdsl.checker import declarations, instantiate
-    from archdsl.parser import parse_file
+    from archdsl.lang.checker import declarations, instantiate
+    from archdsl.lang.parser import parse_file
 
     spec = parse_file(path)
     decl = declarations(spec)
@@ -55,8 +55,8 @@ def test_fused_loop_many_programs_deterministic():
     scratch buffers (one region each); two runs must agree bit for bit (a race would differ)."""
     from archdsl.codegen import build_cell
 
-    from archdsl.checker import instantiate
-    from archdsl.parser import parse_file
+    from archdsl.lang.checker import instantiate
+    from archdsl.lang.parser import parse_file
 
     layer = instantiate(
         parse_file(ROOT / "specs" / "e88.rnn"), overrides={"dim": 32, "heads": 4, "n": 8, "expansion": 2}
@@ -74,10 +74,10 @@ def test_persistent_dense_at_several_row_blocks(batch):
     """E1 at d 80: 5 row blocks of 16 (10 programs at B 130, in two batch blocks) in one persistent
     launch per direction, synchronised by the grid barrier at every step."""
     from archdsl.codegen import build_cell
-    from archdsl.codegen.persistent import PersistentCell
+    from archdsl.codegen.run.persistent import PersistentCell
 
-    from archdsl.checker import instantiate
-    from archdsl.parser import parse_file
+    from archdsl.lang.checker import instantiate
+    from archdsl.lang.parser import parse_file
 
     layer = instantiate(parse_file(ROOT / "specs" / "e1.rnn"), overrides={"dim": 40, "expansion": 2}).layer
     cc = build_cell(layer, 16, 16, 4)
@@ -94,7 +94,7 @@ def test_persistent_dense_at_several_row_blocks(batch):
 def test_hoisted_and_readout_kernels_on_the_gpu():
     """GDN: a per-token part before the loop and a normalising readout after it, B 2, T 40."""
     from archdsl.codegen import build_cell
-    from archdsl.codegen.runtime import HoistedCell
+    from archdsl.codegen.run.runtime import HoistedCell
 
     layer = _layer(Path(__file__).resolve().parents[1] / "specs" / "gdn.rnn", heads=3)
     cc = build_cell(layer, 8, 2, 1)

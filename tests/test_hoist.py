@@ -4,13 +4,13 @@ import pytest
 import torch
 from archdsl.codegen import build_cell
 from archdsl.codegen.hoist import hoist
-from archdsl.codegen.runtime import HoistedCell
+from archdsl.codegen.run.runtime import HoistedCell
 
 from archdsl.autodiff import extract_cell
-from archdsl.checker import instantiate
 from archdsl.ir import Op
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
 from archdsl.layer import RecurrentLayer
-from archdsl.parser import parse_file
 
 
 def e88(**ov):
@@ -55,7 +55,7 @@ S' = tanh(S + l2norm[i](k) * silu(v))
 y = sum[i](S')
 output y
 """
-    from archdsl.parser import parse
+    from archdsl.lang.parser import parse
 
     layer = instantiate(parse(src, "outer.rnn")).layer
     part, core = hoist(extract_cell(layer))
@@ -66,8 +66,8 @@ output y
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_hoisted_equals_loop(dtype):
     """The same cell with its per-token part hoisted and computed in the loop: same numbers."""
-    from archdsl.codegen.loop import build_loop
-    from archdsl.codegen.strategies import Options
+    from archdsl.codegen.run.loop import build_loop
+    from archdsl.codegen.run.strategies import Options
 
     layer = e88(gate="sigmoid")
     cell = extract_cell(layer)

@@ -43,7 +43,7 @@ def test_the_readme_gpu_section_names_what_mamba_and_fla_need():
 
 @pytest.mark.parametrize("tilelang", [False, True])
 def test_fla_hopper_refusal_is_explained_before_the_run(monkeypatch, tilelang):
-    from archdsl import baselines
+    from archdsl.lm import baselines
 
     utils = types.SimpleNamespace(IS_NVIDIA_HOPPER=True, TRITON_ABOVE_3_4_0=True, TRITON_ABOVE_3_7_1=False)
     backend = types.SimpleNamespace(TileLangBackend=types.SimpleNamespace(can_use=lambda: tilelang))

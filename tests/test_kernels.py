@@ -8,8 +8,8 @@ from archdsl.codegen import applicable
 from kernel_harness import compare_backends
 
 from archdsl.autodiff import extract_cell
-from archdsl.checker import declarations, instantiate
-from archdsl.parser import parse_file
+from archdsl.lang.checker import declarations, instantiate
+from archdsl.lang.parser import parse_file
 
 SPECS = sorted(Path(__file__).resolve().parents[1].glob("specs/*.rnn"))
 
@@ -56,7 +56,7 @@ def test_e88_long_sequence_bf16_fp16():
 def test_dense_strategy_matches_reference(name):
     """Wide enough that the recurrent matrix leaves the registers: the persistent dense kernels."""
     from archdsl.codegen import build_cell
-    from archdsl.codegen.persistent import PersistentCell
+    from archdsl.codegen.run.persistent import PersistentCell
 
     layer = instantiate(parse_file(f"specs/{name}.rnn"), overrides={"dim": 40, "expansion": 2}).layer
     assert isinstance(build_cell(layer, 4, None, 1), PersistentCell)
@@ -64,7 +64,7 @@ def test_dense_strategy_matches_reference(name):
 
 
 def test_every_op_has_rules():
-    from archdsl.codegen.triton import TRITON
+    from archdsl.codegen.emit.triton import TRITON
 
     from archdsl.autodiff import VJP
     from archdsl.ir import CELL_OPS

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT
 
-from archdsl.checker import instantiate
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
 from archdsl.layer import RecurrentLayer
-from archdsl.parser import parse_file
 
 #: spec -> (torch module, gate names in torch's order, states in torch's order)
 CELLS = {

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archdsl import baselines
-from archdsl.budget import sizes
 from archdsl.errors import ArchdslError
-from archdsl.model import NORM_EPS, ModelConfig, build_model
+from archdsl.lm import baselines
+from archdsl.lm.budget import sizes
+from archdsl.lm.model import NORM_EPS, ModelConfig, build_model
 
 TINY = {
     "e88": ModelConfig("e88", dim=16, depth=2, sets={"heads": 2, "n": 4}),
@@ -50,8 +50,8 @@ def test_head_is_tied_and_counted_once():
 
 def test_every_spec_runs_in_the_lm(spec_path):
     """Each bundled spec at a small size: logits [B, T, 256], finite, and a gradient for every weight."""
-    from archdsl.checker import declarations
-    from archdsl.parser import parse_file
+    from archdsl.lang.checker import declarations
+    from archdsl.lang.parser import parse_file
 
     presets = declarations(parse_file(spec_path)).presets
     cfg = ModelConfig(str(spec_path), preset="test" if "test" in presets else None, depth=1)

@@ -17,13 +17,13 @@ import re
 
 import pytest
 import torch
-from archdsl.codegen.names import Namespace, identifier, module_name
+from archdsl.codegen.emit.names import Namespace, identifier, module_name
 from kernel_harness import compare_backends
 
-from archdsl.checker import declarations, instantiate
 from archdsl.errors import ArchdslError
+from archdsl.lang.checker import declarations, instantiate
+from archdsl.lang.parser import parse
 from archdsl.layer import ParamTable
-from archdsl.parser import parse
 
 ROLES = ("p_d", "b_d", "p_", "b_", "o_", "m_", "l_", "i_", "n", "b", "p_h0_", "p_ht_", "p_ck_", "p_dht_")
 ROLES += ("p_scr_", "p_dh0_", "p_hs_", "p_hv_", "p_dh_", "b_dn_", "p_stash", "p_w", "p_mv", "p_g")
@@ -180,7 +180,7 @@ def test_a_contraction_input_of_the_dense_strategy_is_no_spec_name():
     """The persistent dense kernels replace each contraction by an input: a spec input that used to
     share its name (``mv0``) was dropped from the kernel's arguments."""
     from archdsl.codegen import build_cell
-    from archdsl.codegen.persistent import PersistentCell
+    from archdsl.codegen.run.persistent import PersistentCell
     from conftest import ROOT
 
     text = renamed((ROOT / "specs" / "e1.rnn").read_text(), {"wx": "mv0", "xt": "w0"})

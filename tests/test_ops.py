@@ -189,7 +189,7 @@ def _kernel_case(op):
 )
 def test_elementwise_kernel_matches_reference(op):
     from archdsl.codegen import build_cell
-    from archdsl.codegen.triton import TRITON
+    from archdsl.codegen.emit.triton import TRITON
 
     layer, inputs = _kernel_case(op)
     cc = build_cell(layer, 4, 2, 1)

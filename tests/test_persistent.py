@@ -1,4 +1,4 @@
-"""The persistent dense strategy (codegen/persistent.py): chosen where it applies, the fallback where
+"""The persistent dense strategy (codegen/run/persistent.py): chosen where it applies, the fallback where
 it does not, and the kernels against the reference (CPU interpreter: one step per launch, or the
 whole sequence in one launch when the grid is a single program)."""
 
@@ -7,9 +7,9 @@ import torch
 from kernel_harness import TOLERANCE, assert_close, compare_backends
 
 from archdsl.autodiff import extract_cell
-from archdsl.checker import instantiate
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse, parse_file
 from archdsl.layer import RecurrentLayer
-from archdsl.parser import parse, parse_file
 from archdsl.reference import reference_cell
 
 
@@ -19,7 +19,7 @@ def e1(dim: int, expansion: int = 1):
 
 def test_chosen_for_e1_once_the_matrix_leaves_the_registers():
     from archdsl.codegen import build_cell
-    from archdsl.codegen.persistent import PersistentCell
+    from archdsl.codegen.run.persistent import PersistentCell
 
     assert not isinstance(build_cell(e1(64), 4, None, None), PersistentCell)  # 64 x 64: registers
     cc = build_cell(e1(1312), 16, None, None)
@@ -32,7 +32,7 @@ def test_chosen_for_e1_once_the_matrix_leaves_the_registers():
     assert build_cell(e1(4096), 16, None, None).plan.rows == 32  # at most 128 programs per batch block
     # compile_cell's autotuner measures (tile, warps) candidates only for tunable strategies: they
     # would replace this strategy's measured defaults (and its plan has no ``n_tiles``)
-    from archdsl.codegen.strategies import by_name
+    from archdsl.codegen.run.strategies import by_name
 
     assert cc.strategy == "persistent" and not by_name("persistent").tunable
     assert cc.kernels.fwd_kernel is not None
@@ -42,9 +42,9 @@ def test_chosen_for_e1_once_the_matrix_leaves_the_registers():
 
 @pytest.mark.parametrize("name", ["e1", "e10", "e63", "lstm", "gru"])
 def test_applies_to_every_bundled_dense_cell(name):
-    from archdsl.codegen.dense import find_matvecs, step_cell
-    from archdsl.codegen.persistent import dense_layout
     from archdsl.codegen.plan import make_plan
+    from archdsl.codegen.run.dense import find_matvecs, step_cell
+    from archdsl.codegen.run.persistent import dense_layout
 
     layer = instantiate(parse_file(f"specs/{name}.rnn"), overrides={"dim": 40, "expansion": 2}).layer
     cell = extract_cell(layer)
@@ -73,7 +73,7 @@ output y
 def test_operand_not_a_state_falls_back_to_the_per_step_gemm():
     """The contraction reads tanh(h), not h: the persistent layout does not apply."""
     from archdsl.codegen import build_cell
-    from archdsl.codegen.dense import DenseCell
+    from archdsl.codegen.run.dense import DenseCell
 
     layer = instantiate(parse(FALLBACK, "squashed.rnn")).layer
     assert isinstance(build_cell(layer, 4, None, 1), DenseCell)

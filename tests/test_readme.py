@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from archdsl.checker import check_spec
-from archdsl.parser import parse
+from archdsl.lang.checker import check_spec
+from archdsl.lang.parser import parse
 
 
 def test_readme_spec_checks():

@@ -13,11 +13,11 @@ import torch
 from conftest import ROOT
 from kernel_harness import compare_backends
 
-from archdsl.checker import instantiate
 from archdsl.errors import ArchdslError
 from archdsl.inits import initialise
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse, parse_file
 from archdsl.layer import RecurrentLayer, SpectralNorm
-from archdsl.parser import parse, parse_file
 
 
 def layer_of(name: str, preset: str | None = "test", **sets):

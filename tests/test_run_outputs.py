@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from archdsl import cli
-from archdsl.data import ByteData, bits_per_byte
 from archdsl.errors import ArchdslError
-from archdsl.export import load_run
+from archdsl.train.data import ByteData, bits_per_byte
+from archdsl.train.export import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = str(ROOT / "tests" / "data" / "corpus-val.txt.xz")
@@ -70,7 +70,7 @@ def test_load_run_gives_the_weights_that_were_evaluated(run):
     model = load_run(run)
     assert not model.training and config["weights"].startswith("evaluated")
     assert held_out_bpb(model, config) == pytest.approx(result["val_bpb"], abs=1e-5)
-    from archdsl.checkpoint import read
+    from archdsl.train.checkpoint import read
 
     model.load_state_dict(read(run / "checkpoint.safetensors")["model"])  # the trained y
     assert held_out_bpb(model, config) != pytest.approx(result["val_bpb"], abs=1e-5)

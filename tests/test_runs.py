@@ -17,10 +17,12 @@ import pytest
 import torch
 from test_train import _poisoned
 
-from archdsl import checkpoint, cli, data, model, trainlog
+from archdsl import cli
 from archdsl.errors import ArchdslError
-from archdsl.model import ModelConfig
-from archdsl.train import TrainConfig, Trainer, train
+from archdsl.lm import model
+from archdsl.lm.model import ModelConfig
+from archdsl.train import checkpoint, data, trainlog
+from archdsl.train.trainer import TrainConfig, Trainer, train
 
 CORPUS = Path(__file__).resolve().parent / "data"
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "e88.rnn"

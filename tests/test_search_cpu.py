@@ -21,7 +21,7 @@ optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 from test_search_space import parse_train_command  # noqa: E402
 
-from archdsl.budget import sizes  # noqa: E402
+from archdsl.lm.budget import sizes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "corpus-val.txt.xz"

@@ -16,9 +16,9 @@ optuna = pytest.importorskip("optuna")
 from archdsl.search.feasible import MIN_DIM, FeasibleSampler, feasible  # noqa: E402
 from archdsl.search.space import Space, parse_range  # noqa: E402
 
-from archdsl.budget import solve  # noqa: E402
 from archdsl.errors import ArchdslError  # noqa: E402
-from archdsl.model import ModelConfig  # noqa: E402
+from archdsl.lm.budget import solve  # noqa: E402
+from archdsl.lm.model import ModelConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -162,7 +162,7 @@ def test_train_command_is_exact():
 
 
 def parse_train_command(cmd: str):
-    train_cmd = pytest.importorskip("archdsl.train_cmd")
+    train_cmd = pytest.importorskip("archdsl.train.cli")
     argv = shlex.split(cmd)
     assert argv[:2] == ["archdsl", "train"]
     parser = argparse.ArgumentParser()

@@ -15,10 +15,10 @@ import pytest
 import torch
 from conftest import ROOT, SPEC_PATHS
 
-from archdsl.check_cmd import summary
-from archdsl.checker import check_spec, declarations, instantiate
+from archdsl.lang.check_cmd import summary
+from archdsl.lang.checker import check_spec, declarations, instantiate
+from archdsl.lang.parser import parse_file
 from archdsl.layer import RecurrentLayer, SpectralNorm
-from archdsl.parser import parse_file
 
 B, T = 2, 3
 SN_WARMUP_ITERS = 200

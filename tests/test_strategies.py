@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from archdsl.codegen import STRATEGIES, applicable, build_cell
-from archdsl.codegen.strategies import by_name, choose
+from archdsl.codegen.run.strategies import by_name, choose
 from kernel_harness import compare_backends
 
 from archdsl.autodiff import extract_cell
-from archdsl.checker import instantiate
 from archdsl.errors import ArchdslError
-from archdsl.parser import parse_file
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
 
 
 def layer_of(name: str, **overrides):

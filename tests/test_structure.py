@@ -117,7 +117,7 @@ def test_learned_parameter_inside_a_hoisted_normalisation():
     """``k / sqrt(sum(k * k))`` has no epsilon: the token kernels' tokens past T (loaded as zeros)
     give 0 / 0, and only the ``t < T`` mask keeps their NaN out of the gradients of g and b."""
     from archdsl.codegen import build_cell
-    from archdsl.codegen.runtime import HoistedCell
+    from archdsl.codegen.run.runtime import HoistedCell
 
     layer = layer_of(HOISTED_PARAM)
     cc = build_cell(layer, 4, None, 1)
@@ -138,9 +138,9 @@ def test_learned_parameter_inside_a_hoisted_normalisation():
 def test_reference_on_bf16_inputs_computes_in_fp32():
     """The same values as bf16 and as fp32: the reference must give the same result (it accumulates
     in fp32 whatever the input dtype); a bf16 computation would differ by ~1e-2."""
-    from archdsl.checker import instantiate
+    from archdsl.lang.checker import instantiate
+    from archdsl.lang.parser import parse_file
     from archdsl.layer import RecurrentLayer
-    from archdsl.parser import parse_file
 
     layer = instantiate(parse_file("specs/e88.rnn"), overrides={"dim": 7, "heads": 2, "n": 3}).layer
     gen = torch.Generator().manual_seed(0)

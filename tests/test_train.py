@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from archdsl import checkpoint, cli, model
-from archdsl.model import ModelConfig
-from archdsl.train import Pruned, TrainConfig, train
+from archdsl import cli
+from archdsl.lm import model
+from archdsl.lm.model import ModelConfig
+from archdsl.train import checkpoint
+from archdsl.train.trainer import Pruned, TrainConfig, train
 
 CORPUS = Path(__file__).resolve().parent / "data"
 VAL = str(CORPUS / "corpus-val.txt.xz")
@@ -297,8 +299,8 @@ def test_cli_without_data_uses_the_embedded_corpus(tmp_path, capsys):
 
 WARM_UP_FOREVER = """
 import os, signal, sys
-from archdsl import train as T
-from archdsl.model import ModelConfig
+from archdsl.train import trainer as T
+from archdsl.lm.model import ModelConfig
 
 step = T.Trainer.step
 

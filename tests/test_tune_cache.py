@@ -1,4 +1,4 @@
-"""The autotune cache (codegen/tune.py) under concurrent writers: parallel search workers each add
+"""The autotune cache (codegen/run/tune.py) under concurrent writers: parallel search workers each add
 their entries, and none is lost to another's read-modify-write."""
 
 from __future__ import annotations

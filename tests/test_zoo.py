@@ -16,9 +16,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import oracle_maps  # noqa: E402
 import zoo_doc  # noqa: E402
 
-from archdsl.checker import instantiate  # noqa: E402
+from archdsl.lang.checker import instantiate  # noqa: E402
+from archdsl.lang.parser import parse_file  # noqa: E402
 from archdsl.layer import RecurrentLayer  # noqa: E402
-from archdsl.parser import parse_file  # noqa: E402
 
 
 def learned_tensors(ir) -> set[str]:

@@ -1,0 +1,119 @@
+"""Decoding with the byte-level LM: the forward with a state per layer, one token at a time, and
+sampling (``LanguageModel.forward_state``, ``.step``, ``.generate`` call these).
+
+The states are a list with one entry per layer, each that layer's dict {state name: [B, *axes]}.
+The computation is ``LanguageModel.forward``'s, so a prompt fed whole and then token by token gives
+the logits of the whole sequence fed at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from archdsl.errors import ArchdslError
+
+States = list  # [dict[str, torch.Tensor] | None], one per layer
+
+
+def spec_layers(model) -> list:
+    """The ``RecurrentLayer`` of each layer; a model with other mixers (a baseline) cannot decode here."""
+    from archdsl.layer import RecurrentLayer
+
+    layers = [getattr(m, "layer", None) for m in model.mixers]
+    if not all(isinstance(layer, RecurrentLayer) for layer in layers):
+        name = model.info.get("model", type(model.mixers[0]).__name__)
+        raise ArchdslError(
+            f"'{name}' has no one-step path in archdsl: decoding needs a model built from a spec",
+            hint="baselines (mamba2, fla-gdn, llama, nn-lstm, nn-gru) decode with their own libraries",
+        )
+    return layers
+
+
+def forward_state(model, idx: torch.Tensor, states: States | None = None, cu_seqlens=None):
+    """idx [B, T] bytes -> (logits [B, T, 256], the states after the last byte), from ``states``.
+
+    ``cu_seqlens``: idx [1, total] packs sequences (archdsl/packed.py); the states are then each
+    sequence's, [N, *axes] per layer."""
+    from archdsl.lm.model import _normed
+
+    layers = spec_layers(model)
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
+        found = f"{idx.dtype} {list(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
+        raise ArchdslError(f"idx must be integer bytes [batch, time], found {found}")
+    states = list(states) if states is not None else [None] * len(layers)
+    if len(states) != len(layers):
+        raise ArchdslError(f"states: one entry per layer ({len(layers)}), found {len(states)}")
+    y = model.embed(idx.long())
+    r = torch.zeros(y.shape, dtype=torch.float32, device=y.device)
+    out = []
+    for norm, layer, s in zip(model.norms, layers, states):
+        r = r + y.float()
+        y, s = layer(_normed(norm, r), s, cu_seqlens=cu_seqlens)
+        out.append(s)
+    h = _normed(model.norm_f, r + y.float())
+    return F.linear(h, model.embed.weight), out
+
+
+def step(model, token: torch.Tensor, states: States | None = None):
+    """token [B] -> (logits [B, 256], the states after it)."""
+    logits, states = forward_state(model, token.reshape(-1, 1), states)
+    return logits[:, 0], states
+
+
+def sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
+    """One byte per row of logits [B, 256]: the most likely at temperature 0, else a draw."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompt,
+    n: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+):
+    """The prompt followed by ``n`` sampled bytes.
+
+    ``prompt``: str or bytes (returns the same type; a str decodes invalid UTF-8 as U+FFFD) or an
+    integer tensor [B, T] (returns [B, T + n]). The prompt runs through the full forward once, then
+    each new byte through one step."""
+    as_type = type(prompt)
+    if isinstance(prompt, str):
+        prompt = prompt.encode()
+    if isinstance(prompt, bytes | bytearray):
+        prompt = torch.tensor(list(prompt), dtype=torch.long).reshape(1, -1)
+    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.shape[1] == 0:
+        raise ArchdslError("generate: the prompt must be non-empty text, bytes, or a tensor [batch, time]")
+    if not (isinstance(n, int) and n >= 0) or temperature < 0 or (top_k is not None and top_k < 1):
+        raise ArchdslError(
+            f"generate: n >= 0, temperature >= 0 and top_k >= 1, found {n}, {temperature}, {top_k}"
+        )
+    device = model.embed.weight.device
+    gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    was_training = model.training
+    model.eval()
+    try:
+        logits, states = forward_state(model, prompt.to(device), None)
+        out = [prompt.to(device)]
+        last = logits[:, -1]
+        for k in range(n):
+            token = sample(last, temperature, top_k, gen)
+            out.append(token[:, None])
+            if k + 1 < n:
+                last, states = step(model, token, states)
+    finally:
+        model.train(was_training)
+    tokens = torch.cat(out, dim=1)
+    if as_type in (str, bytes, bytearray):
+        data = bytes(tokens[0].tolist())
+        return data.decode("utf-8", errors="replace") if as_type is str else data
+    return tokens

@@ -1,0 +1,394 @@
+"""``archdsl bench MODEL… --params 100M --minutes 10 --data PATH``: the same clock for every model.
+
+Each model trains in a fresh process (``archdsl train``, one run directory each under ``--out``) on
+the same data and seed; the results table (Markdown and JSON) and a plot of training loss against
+timed seconds are written to ``--out``. A model that fails is a row with its reason; the others go on.
+
+MODEL is a baseline (mamba2, fla-gdn, llama, lstm, gru, nn-lstm, nn-gru), a spec (path or bundled
+name), a preset of a bundled spec (``E88_d12h32``), or ``SPEC:ITEM,ITEM…`` where an item is a preset
+name or a ``key=value`` setting (``e88:heads=32,n=16``, ``e88:E88_h8n64,gate=silu``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from archdsl import args as A
+from archdsl.errors import ArchdslError, did_you_mean
+from archdsl.lm import budget
+from archdsl.train import trainlog
+
+COLUMNS = (
+    "Model",
+    "Params",
+    "Last100 loss",
+    "held-out bpb",
+    "tokens/s",
+    "Dim",
+    "Depth",
+    "Expansion",
+    "Steps",
+    "Heads",
+    "n_state",
+    "State/layer",
+    "peak memory",
+    "Status",
+)
+
+
+@dataclasses.dataclass
+class Entry:
+    label: str  # the MODEL argument as given: the row's name
+    cfg: object  # ModelConfig (solved when --params is given)
+    error: str = ""  # why it cannot run (an unknown name, an impossible budget)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL", help="baselines, specs, presets or SPEC:ITEM,…")
+    p.add_argument(
+        "--params",
+        type=A.count,
+        help="parameter budget for every model (250K, 100M, 1.3B): widths are solved",
+    )
+    p.add_argument(
+        "--align", type=A.positive_int, default=1, help="solved widths are multiples of this (research: 128)"
+    )
+    p.add_argument(
+        "--tolerance", type=A.positive_float, default=0.1, help="largest relative miss of the budget (0.1)"
+    )
+    p.add_argument("--depth", type=A.positive_int, help="layers (default: the preset's depth, else 20)")
+    budget_group = p.add_mutually_exclusive_group()
+    budget_group.add_argument("--minutes", type=A.positive_float, help="timed training minutes per model")
+    budget_group.add_argument("--steps", type=A.positive_int, help="training steps per model")
+    budget_group.add_argument("--tokens", type=A.count, help="training tokens per model (e.g. 50M)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="training byte files (default: the embedded corpus)",
+    )
+    p.add_argument("--val", help="held-out file (default: the tail of the training stream)")
+    p.add_argument("--batch", type=A.positive_int, help="windows per step (default 32)")
+    p.add_argument("--seq", type=A.positive_int, help="bytes per window (default 512)")
+    p.add_argument("--device", type=A.device, help="cuda | cpu (default: cuda when available)")
+    p.add_argument("--backend", default="reference", help="spec cell backend: reference | triton")
+    p.add_argument("--seed", type=A.nonnegative_int, default=0, help="the same seed for every model")
+    p.add_argument(
+        "--out", type=A.writable_dir, default=None, help="results directory (default runs/bench-<date>)"
+    )
+    p.add_argument(
+        "--train-args",
+        default="",
+        metavar="'OPTIONS'",
+        help="more options for every 'archdsl train', e.g. --train-args='--compile --lr 1e-3'",
+    )
+    p.add_argument("--timeout", type=A.positive_float, help="seconds before a model's run is stopped")
+    p.add_argument("--dry-run", action="store_true", help="print the solved sizes and stop")
+
+
+# ---- models --------------------------------------------------------------------------------------
+def _preset_owners() -> dict[str, str]:
+    from archdsl.lang.checker import declarations
+
+    owners: dict[str, str] = {}
+    for name in budget.bundled():
+        try:
+            for preset in declarations(budget._spec(name)).presets:
+                owners.setdefault(preset, name)
+        except ArchdslError:
+            continue
+    return owners
+
+
+def _is_spec(name: str) -> bool:
+    try:
+        budget.spec_path(name)
+        return True
+    except ArchdslError:
+        return False
+
+
+def parse_model(text: str, args):
+    """A MODEL argument -> a ModelConfig (not yet solved)."""
+    from archdsl.lm.model import ModelConfig
+
+    name, _, items = text.partition(":")
+    preset, sets = None, {}
+    for item in filter(None, (i.strip() for i in items.split(","))):
+        if "=" in item:
+            k, v = item.split("=", 1)
+            sets[k.strip()] = v.strip()
+        elif preset is None:
+            preset = item
+        else:
+            raise ArchdslError(f"'{text}': two presets ('{preset}', '{item}')")
+    if not budget.is_baseline(name) and not _is_spec(name):
+        owners = _preset_owners()
+        if name not in owners:
+            raise ArchdslError(
+                f"unknown model '{name}'",
+                hint=did_you_mean(
+                    name, [*budget.MODELS, *budget.bundled(), *owners], "baselines, specs and presets"
+                ),
+            )
+        if preset is not None:
+            raise ArchdslError(f"'{text}': '{name}' is already a preset of {owners[name]}")
+        name, preset = owners[name], name
+    return ModelConfig(
+        name,
+        preset=preset,
+        sets=sets,
+        depth=args.depth,
+        align=args.align,
+        backend=args.backend,
+        seed=args.seed,
+        tolerance=args.tolerance,
+    )
+
+
+def entries(args) -> list[Entry]:
+    target = budget.parse_count(args.params) if args.params else None
+    out = []
+    for text in args.models:
+        try:
+            cfg = parse_model(text, args)
+            cfg = budget.solve(cfg, target, args.tolerance) if target else cfg
+            budget.sizes(cfg)  # a bad setting or width fails here, before any training
+            out.append(Entry(text, cfg))
+        except ArchdslError as e:
+            out.append(Entry(text, None, e.message + (f" ({e.hint})" if e.hint else "")))
+    return out
+
+
+def _describe(e: Entry, target: int | None = None) -> str:
+    if e.cfg is None:
+        return f"{e.label}: {e.error}"
+    return f"{e.label}: " + budget.describe(e.cfg, target).split(": ", 1)[1]
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "model"
+
+
+# ---- one run -------------------------------------------------------------------------------------
+def train_command(cfg, args, out: Path) -> list[str]:
+    """The ``archdsl train`` command line of one model (its width already solved)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "archdsl.cli",
+        "train",
+        cfg.model,
+        "--out",
+        str(out),
+        "--force",  # a benchmark measures anew: it replaces a run left in its folder by an earlier one
+        "--depth",
+        str(cfg.depth),
+        "--seed",
+        str(cfg.seed),
+        "--backend",
+        cfg.backend,
+    ]
+    if cfg.dim is not None:
+        cmd += ["--dim", str(cfg.dim)]
+    if cfg.preset:
+        cmd += ["--preset", cfg.preset]
+    for k, v in cfg.sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    for flag in ("minutes", "steps", "tokens", "batch", "seq", "device", "val"):
+        if getattr(args, flag) is not None:
+            cmd += [f"--{flag}", str(getattr(args, flag))]
+    if args.data:
+        cmd += ["--data", *args.data]
+    return cmd + shlex.split(args.train_args)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 120.0) -> None:
+    """SIGTERM (the trainer checkpoints and exits), then SIGKILL after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_one(entry: Entry, args, out: Path, echo=print) -> dict:
+    """Train one model in a fresh process; its result dict, or {"status": "failed", "message": …}."""
+    run_dir = out / slug(entry.label)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        result_path.unlink()  # never report a previous run's numbers
+    cmd = train_command(entry.cfg, args, run_dir)
+    timeout = args.timeout or (args.minutes * 180 + 1800 if args.minutes else None)
+    tail: list[str] = []
+    with open(run_dir / "train.log", "w") as log:
+        log.write("$ " + shlex.join(cmd) + "\n")
+        # same process group: Ctrl-C reaches the trainer too, which checkpoints and stops
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        watchdog = threading.Timer(timeout, _stop, (proc,)) if timeout else None
+        if watchdog:
+            watchdog.start()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                echo(f"  {line.rstrip()}")
+                tail = [*tail[-20:], line.rstrip()]
+            rc = proc.wait()
+        finally:
+            if watchdog:
+                watchdog.cancel()
+    if watchdog and watchdog.finished.is_set() and rc != 0:
+        return {"status": "failed", "message": f"stopped after {timeout:.0f} s (--timeout)"}
+    if result_path.exists():  # a run that stopped early (non-finite, interrupted) says so in its status
+        return trainlog.loads(result_path.read_text())  # strict JSON: "NaN" strings become floats
+    reason = next((t for t in reversed(tail) if t.startswith("error") or ": error:" in t), None)
+    reason = reason or next((t for t in reversed(tail) if t.strip()), "no output")
+    return {"status": "failed", "message": f"exit status {rc}: {reason}"}
+
+
+# ---- the table -----------------------------------------------------------------------------------
+def row(entry: Entry, result: dict | None) -> dict:
+    """One table row (raw values; None where unknown)."""
+    s = budget.sizes(entry.cfg) if entry.cfg is not None else None
+    info = (result or {}).get("info") or {}
+
+    def pick(key, sizes_key=None):
+        v = info.get(key)
+        return v if v is not None else (getattr(s, sizes_key or key) if s else None)
+
+    r = result or {}
+    status = r.get("status", "failed") if entry.error == "" else "failed"
+    reason = entry.error or (r.get("message") or "")
+    return {
+        "model": entry.label,
+        "params": r.get("params") or (s.params if s else None),
+        "last100_loss": r.get("last100_loss"),
+        "val_bpb": r.get("val_bpb"),
+        "tokens_per_s": r.get("tokens_per_s"),
+        "dim": pick("dim"),
+        "depth": pick("depth"),
+        "expansion": pick("expansion"),
+        "steps": r.get("steps"),
+        "heads": pick("heads"),
+        "n_state": pick("n_state"),
+        "state_per_layer": pick("state_per_layer"),
+        "peak_mem_bytes": r.get("peak_mem_bytes"),
+        "status": status,
+        "reason": reason,
+        "backend": info.get("backend"),
+    }
+
+
+def _si(v, digits=2) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.{digits}f}{unit}"
+    return f"{v:.0f}" if isinstance(v, float) else str(v)
+
+
+def cells(r: dict) -> list[str]:
+    def fmt(v, f):
+        return "-" if v is None else f(v)
+
+    status = r["status"] + (f": {r['reason']}" if r["reason"] else "")
+    return [
+        r["model"],
+        fmt(r["params"], _si),
+        fmt(r["last100_loss"], "{:.4f}".format),
+        fmt(r["val_bpb"], "{:.4f}".format),
+        fmt(r["tokens_per_s"], lambda v: _si(v, 1)),
+        fmt(r["dim"], str),
+        fmt(r["depth"], str),
+        fmt(r["expansion"], "{:g}".format),
+        fmt(r["steps"], str),
+        fmt(r["heads"], str),
+        fmt(r["n_state"], str),
+        fmt(r["state_per_layer"], "{:,}".format),
+        fmt(r["peak_mem_bytes"], lambda v: f"{v / 2**30:.1f} GiB"),
+        status.replace("|", "/").replace("\n", " "),
+    ]
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _amount(args) -> str:
+    if args.minutes:
+        return f"{args.minutes:g} min"
+    return (
+        f"{args.steps} steps" if args.steps else f"{args.tokens} tokens" if args.tokens else "default budget"
+    )
+
+
+def write_results(out: Path, rows, results, args, argv) -> None:
+    from archdsl.train.plots import plot_loss
+
+    title = f"archdsl bench: {args.params or 'preset sizes'}, {_amount(args)} per model"
+    (out / "results.md").write_text(markdown(rows, title) + f"\n`{shlex.join(argv)}`\n")
+    doc = {
+        "command": argv,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "settings": {k: v for k, v in vars(args).items() if k != "models"},
+        "rows": rows,
+        "runs": results,
+    }
+    (out / "results.json").write_text(trainlog.dumps(doc, indent=1))
+    curves = {r["model"]: results[r["model"]].get("curve") or [] for r in rows if r["model"] in results}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # an optional extra: pip install 'archdsl[plots]'
+        return
+    plot_loss(curves, out / "loss_vs_time.png", title)
+
+
+def run(args) -> int:
+    argv = ["archdsl", "bench", *(sys.argv[2:] if sys.argv[1:2] == ["bench"] else args.models)]
+    todo = entries(args)
+    if args.dry_run:
+        for e in todo:
+            print(_describe(e, budget.parse_count(args.params) if args.params else None))
+        return 0 if all(e.cfg is not None for e in todo) else 2
+    if args.minutes is None and args.steps is None and args.tokens is None:
+        raise ArchdslError("give the training budget of each model: --minutes, --steps or --tokens")
+    out = Path(args.out or f"runs/bench-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows, results = [], {}
+    try:
+        for i, e in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {_describe(e)}", flush=True)
+            rows.append(row(e, None))
+            if e.cfg is None:
+                continue
+            results[e.label] = run_one(e, args, out)
+            rows[-1] = row(e, results[e.label])
+            c = cells(rows[-1])
+            print(f"[{i}/{len(todo)}] {e.label}: loss {c[2]}, bpb {c[3]}, {c[4]} tokens/s; {c[-1]}")
+    except KeyboardInterrupt:
+        rows[-1]["reason"] = rows[-1]["reason"] or "interrupted"
+        print("archdsl bench: interrupted; writing the rows so far", file=sys.stderr)
+        write_results(out, rows, results, args, argv)
+        return 130
+    write_results(out, rows, results, args, argv)
+    print(markdown(rows, "results"))
+    written = [out / n for n in ("results.md", "results.json", "loss_vs_time.png") if (out / n).exists()]
+    print("written: " + ", ".join(map(str, written)))
+    return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -1,0 +1,94 @@
+"""``archdsl sample RUN [--prompt TEXT] [--bytes N] [--temperature T] [--top-k K] [--seed S]``: text from
+a trained run.
+
+The model is rebuilt from the run's checkpoint (``RUN/checkpoint.safetensors``: its model config and
+weights, read without running any code). A schedule-free run saves its training weights; sampling
+uses the averaged weights its evaluation scored, which the saved optimizer state gives back.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from archdsl import args as A
+from archdsl.errors import ArchdslError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run", help="a run folder written by `archdsl train` (holds checkpoint.safetensors)")
+    p.add_argument("--prompt", default="The ", help="text to continue (default: %(default)r)")
+    p.add_argument("--bytes", type=A.positive_int, default=200, help="bytes to sample (default: 200)")
+    p.add_argument(
+        "--temperature",
+        type=A.nonnegative_float,
+        default=0.8,
+        help="softmax temperature; 0 takes the most likely byte (default: 0.8)",
+    )
+    p.add_argument("--top-k", type=A.positive_int, help="sample among the K most likely bytes only")
+    p.add_argument("--seed", type=A.nonnegative_int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--device", type=A.device, default="auto", help="cuda | cpu | auto (default: auto)")
+    p.add_argument(
+        "--backend",
+        choices=("reference", "triton"),
+        help="cell backend (default: the run's on a GPU, the reference on the CPU)",
+    )
+
+
+def load_trained(run: str | Path, device: str = "cpu", backend: str | None = None):
+    """The trained LM of a run folder, at the weights its evaluation used, in eval mode."""
+    import dataclasses
+
+    import torch
+
+    from archdsl.lm.model import ModelConfig, build_model
+    from archdsl.train import checkpoint
+
+    path = Path(run) / checkpoint.NAME
+    if not path.is_file():
+        raise ArchdslError(
+            f"{run}: no trained run here (no {checkpoint.NAME})",
+            hint="give the --out folder of an `archdsl train` run",
+        )
+    blob = checkpoint.read(path)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    cfg = ModelConfig(**{k: v for k, v in blob["model_config"].items() if k in fields})
+    if backend is not None:
+        cfg = dataclasses.replace(cfg, backend=backend)
+    elif device == "cpu":
+        cfg = dataclasses.replace(cfg, backend="reference")  # the kernels need a GPU (or the interpreter)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(blob["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ArchdslError(
+            f"{path}: the weights do not fit the model its config builds ({first[:200]})"
+        ) from None
+    if blob["train_config"].get("optimizer") == "schedulefree":
+        _averaged_weights(model, blob)
+    return model.to(torch.device(device)).eval()
+
+
+def _averaged_weights(model, blob: dict) -> None:
+    """Schedule-free keeps the training iterate in the model; its ``eval()`` moves the parameters to
+    the averaged point that evaluation scores (it needs the optimizer state saved with them)."""
+    import schedulefree
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = schedulefree.AdamWScheduleFree(params)
+    opt.load_state_dict(blob["optimizer"])
+    opt.train()  # the loaded state is the training mode's
+    opt.eval()
+
+
+def run(args) -> int:
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ArchdslError("--device cuda was asked for, but torch sees no CUDA GPU")
+    model = load_trained(args.run, device, args.backend)
+    text = model.generate(args.prompt, args.bytes, args.temperature, args.top_k, args.seed)
+    sys.stdout.write(text + "\n")
+    return 0

@@ -1,0 +1,475 @@
+"""Fixed-budget training of the byte-level LM (variants.md §6), the modded-nanogpt way.
+
+``train()`` builds the model, warms it up (and compiles it, if asked) before the clock starts, then
+resets it to its initial weights; the clock times training steps only (with a device sync), never
+warm-up, evaluation or checkpoints. Held-out bits per byte are measured off the clock on a fixed
+number of bytes. Every run writes ``<out>/log.jsonl``, ``<out>/checkpoint.safetensors`` and
+``<out>/result.json`` (``asdict(TrainResult)``), holding a lock on ``<out>`` while it runs
+(rundir.py: one run per folder; a finished run is replaced only with ``force``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from archdsl.errors import ArchdslError
+from archdsl.train import checkpoint, trainlog
+from archdsl.train.data import ByteData, bits_per_byte, default_corpus
+from archdsl.train.export import export
+from archdsl.train.nonfinite import diagnose
+from archdsl.train.plots import run_loss_plot
+from archdsl.train.rundir import LOG, RunDir, cut_log, identity
+from archdsl.train.runinfo import environment
+from archdsl.train.sinks import Sinks
+from archdsl.train.trainlog import RunLog
+
+if TYPE_CHECKING:
+    from archdsl.lm.model import ModelConfig
+
+CHOICES = {
+    "optimizer": ("schedulefree", "adamw"),
+    "precision": ("auto", "bf16", "fp32"),
+    "weights": ("fp32", "bf16"),
+}
+LAST = 100  # "last-100 loss": the mean training loss over this many final steps
+LONG_FIELDS = ("curve", "info", "environment", "config", "model_config")  # left out of the "end" line
+
+
+class Pruned(Exception):
+    """Raised by an ``on_report`` callback to stop a run early (the search prunes trials with it)."""
+
+
+@dataclass
+class TrainConfig:
+    # The budget: give exactly one. Minutes count timed training steps only.
+    minutes: float | None = None
+    steps: int | None = None
+    tokens: int | None = None  # rounded up to whole steps of batch * seq tokens
+    batch: int = 32  # B windows per step (variants.md §6)
+    seq: int = 512  # T bytes per window; each window reads T + 1 bytes
+    lr: float = 3e-4
+    optimizer: str = "schedulefree"  # "schedulefree" (AdamWScheduleFree) | "adamw" (warmup + cosine)
+    warmup: int = 0  # LR warm-up steps (the protocol uses none)
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip: float = 1.0  # gradient-norm clipping
+    # autocast "bf16" | "fp32"; "auto" = bf16 on CUDA, fp32 on CPU (CPU bf16 autocast is slow)
+    precision: str = "auto"
+    weights: str = "fp32"  # master weights: "fp32", or "bf16" as the research code kept them
+    data: list[str] = field(default_factory=list)  # byte files as one stream; empty = the embedded default
+    val: str | None = None  # held-out file; None = hold out the tail of the training stream
+    val_fraction: float = 0.01  # size of that tail
+    eval_bytes: int = 1_000_000  # held-out bytes scored per evaluation (fixed, so runs compare)
+    device: str = "auto"  # "cuda" | "cpu" | "auto" (cuda when available)
+    out: str = "runs/train"  # run directory: log.jsonl, checkpoint.safetensors, result.json
+    seed: int = 0  # data sampling and torch RNG (the model's init has its own seed)
+    log_every: int = 10  # steps per log line and curve point
+    checkpoint_every: float | None = 600.0  # wall seconds between checkpoints; None = end and signals only
+    checkpoint: bool = True  # write checkpoints at all (a search trial may not need them)
+    resume: bool = False  # continue <out>/checkpoint.safetensors with the same total budget
+    force: bool = False  # replace a run already in <out> (without it, such a run is refused)
+    progress: bool = True  # progress bar on a terminal, plain lines otherwise; False = silent
+    report_fractions: tuple[float, ...] = ()  # budget fractions at which to evaluate and call on_report
+    warm_steps: int = 2  # steps run (then undone) before the clock starts
+    compile: bool = False  # torch.compile the model (during warm-up, off the clock)
+    # CPU threads for torch; None keeps torch's default (on a busy machine, 1 thread can be
+    # several times faster than oversubscribed cores)
+    threads: int | None = None
+    log_to: list[str] = field(default_factory=list)  # more metric sinks: "csv", "tensorboard", "wandb"
+    eval_every: int | None = None  # steps between held-out evaluations during the run (None: at the end)
+
+
+@dataclass
+class TrainResult:
+    status: str  # "ok" | "nonfinite" | "pruned" | "interrupted"
+    steps: int
+    tokens: int
+    tokens_per_s: float  # batch * seq * steps / timed seconds
+    last100_loss: float | None  # nats per byte, mean training loss of the last 100 steps
+    val_bpb: float | None  # held-out bits per byte at the end (or at pruning)
+    peak_mem_bytes: int | None  # peak CUDA memory of the timed steps; None on CPU
+    params: int
+    state_per_layer: int | None
+    wall_s: float  # wall clock of the whole run, warm-up and evaluation included
+    train_s: float  # timed seconds of training steps (what a minutes budget counts)
+    curve: list[tuple[float, int, float]]  # (timed seconds, step, mean loss since the previous point)
+    info: dict  # model.info: spec text, kernel hash, sizes, ...
+    environment: dict  # versions, git commit, device, GPU, date, command line
+    message: str = ""  # why the run stopped early, e.g. the step and first non-finite tensor
+    reports: list[tuple[float, float]] = field(default_factory=list)  # (fraction, bpb) given to on_report
+    config: dict = field(default_factory=dict)  # TrainConfig, with device and precision resolved
+    model_config: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # files, held-out split, bytes scored
+
+
+def train(
+    model_cfg: ModelConfig, cfg: TrainConfig, on_report: Callable[[float, float], None] | None = None
+) -> TrainResult:
+    """Train ``model_cfg`` for the budget of ``cfg``; see the module docstring."""
+    return Trainer(model_cfg, cfg).run(on_report)
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Check the config and fill ``device`` and ``precision``; bad values raise ArchdslError."""
+    given = [k for k in ("minutes", "steps", "tokens") if getattr(cfg, k) is not None]
+    if len(given) != 1:
+        found = f" (found {', '.join(given)})" if given else ""
+        raise ArchdslError(f"give exactly one budget: minutes, steps or tokens{found}")
+    if not 0 < getattr(cfg, given[0]) < math.inf:
+        raise ArchdslError(
+            f"the budget must be finite and positive, found {given[0]} = {getattr(cfg, given[0])}"
+        )
+    _check_numbers(cfg)
+    for name, known in CHOICES.items():
+        if getattr(cfg, name) not in known:
+            raise ArchdslError(f"unknown {name} '{getattr(cfg, name)}'; choose one of {', '.join(known)}")
+    for name in ("batch", "seq", "eval_bytes", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise ArchdslError(f"{name} must be at least 1, found {getattr(cfg, name)}")
+    if any(not 0 < f <= 1 for f in cfg.report_fractions):
+        raise ArchdslError(f"report fractions must lie in (0, 1], found {cfg.report_fractions}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ArchdslError(f"unknown device '{device}'; choose cuda or cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        hint = "use --device cpu, or install the CUDA build of torch"
+        raise ArchdslError("--device cuda was asked for, but torch sees no CUDA GPU", hint=hint)
+    precision = {"auto": "bf16" if device.startswith("cuda") else "fp32"}.get(cfg.precision, cfg.precision)
+    fractions = tuple(sorted(cfg.report_fractions))
+    return replace(cfg, device=device, precision=precision, report_fractions=fractions)
+
+
+# (field, lowest allowed value, whether the lowest itself is allowed): every number must be finite
+_LIMITS = (
+    ("lr", 0, False),
+    ("warmup", 0, True),
+    ("weight_decay", 0, True),
+    ("clip", 0, False),
+    ("val_fraction", 0, False),
+    ("warm_steps", 0, True),
+    ("threads", 1, True),
+    ("checkpoint_every", 0, False),
+)
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    """The numeric settings of the Python API, checked as the command line checks its flags."""
+    for name, low, inclusive in _LIMITS:
+        v = getattr(cfg, name, None)
+        if v is None:
+            continue
+        ok = isinstance(v, (int, float)) and math.isfinite(v) and (v >= low if inclusive else v > low)
+        if not ok:
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise ArchdslError(f"{name} must be a finite number {bound}, found {v!r}")
+    if not cfg.val_fraction < 1:
+        raise ArchdslError(f"val_fraction must be below 1, found {cfg.val_fraction!r}")
+
+
+class Trainer:
+    """One run: built in ``__init__`` (nothing timed), trained in ``run``."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig):
+        self.t0 = time.perf_counter()
+        self.model_cfg, self.cfg = model_cfg, resolve(cfg)
+        cfg = self.cfg
+        self.out = Path(cfg.out)
+        self.dir = RunDir.open(self.out, cfg.resume, cfg.force)  # one run per folder, none overwritten
+        try:
+            self.build(model_cfg, cfg)
+        except BaseException:
+            self.dir.close()
+            raise
+
+    def build(self, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+        from archdsl.lm.model import build_model
+
+        path = self.out / checkpoint.NAME
+        # a resume checks its checkpoint's settings before anything is built, its identity after
+        self.resumed = checkpoint.load(path, model_cfg, cfg) if cfg.resume else None
+        train_files, val = (list(cfg.data), cfg.val) if cfg.data else default_corpus()
+        self.data = ByteData(train_files, val, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        model = build_model(model_cfg)
+        self.model = model.to(self.device, torch.bfloat16 if cfg.weights == "bf16" else torch.float32)
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
+        self.info = dict(getattr(model, "info", {}))
+        self.params = int(self.info.get("params") or sum(p.numel() for p in model.parameters()))
+        self.identity = identity(self.info, train_files, val) if cfg.checkpoint or cfg.resume else {}
+        if self.resumed is not None:
+            checkpoint.check_identity(path, self.resumed["identity"], self.identity)
+            cut_log(self.out / LOG, self.resumed["progress"]["step"])
+        self.progress = checkpoint.Progress()
+        self.wall_base = 0.0  # wall seconds of the segments before a resume
+        self.log = RunLog(self.out / LOG, cfg.progress, append=cfg.resume)
+        config = {"model": asdict(model_cfg), "train": asdict(cfg), "params": self.params}
+        self.log.sinks = Sinks(list(cfg.log_to), self.out, config, append=cfg.resume)
+
+    # ---- one step, one evaluation --------------------------------------------------------------
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.autocast:
+            logits = self.forward(x)  # [B, T, 256]
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    def step(self, opt, x, y, lr: float | None = None) -> tuple[float, float]:
+        """Forward, backward, clip and (when loss and gradients are finite) update; returns both numbers."""
+        loss = self.loss(x, y)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        loss_v, norm_v = torch.stack([loss.detach().float(), norm.float()]).tolist()  # one sync
+        if math.isfinite(loss_v) and math.isfinite(norm_v):  # else the gradients stay for the diagnosis
+            if lr is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return loss_v, norm_v
+
+    @torch.no_grad()
+    def evaluate(self, opt) -> float:
+        """Held-out bits per byte on ``eval_bytes`` bytes (schedule-free: at the averaged weights)."""
+        cfg = self.cfg
+        self.model.eval()
+        if hasattr(opt, "eval"):
+            opt.eval()
+        total, n = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        for x, y in self.data.eval_batches(cfg.eval_bytes, cfg.batch, cfg.seq, self.device):
+            with self.autocast:
+                logits = self.forward(x)
+            total += F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
+            )
+            n += y.numel()
+        self.model.train()
+        if hasattr(opt, "train"):
+            opt.train()
+        return bits_per_byte(total.item(), n)
+
+    def optimizer(self):
+        cfg, params = self.cfg, [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        import schedulefree
+
+        opt = schedulefree.AdamWScheduleFree(
+            params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup
+        )
+        opt.train()
+        return opt
+
+    def lr(self) -> float | None:
+        """AdamW: linear warm-up, then cosine over the budget fraction down to lr / 10."""
+        cfg = self.cfg
+        if cfg.optimizer != "adamw":
+            return None
+        warm = min(1.0, (self.progress.step + 1) / cfg.warmup) if cfg.warmup else 1.0
+        return cfg.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(self.fraction(), 1.0))))
+
+    def fraction(self) -> float:
+        """How much of the budget is spent (>= 1: done)."""
+        cfg, p = self.cfg, self.progress
+        if cfg.minutes is not None:
+            return p.train_s / (60.0 * cfg.minutes)
+        if cfg.steps is not None:
+            return p.step / cfg.steps
+        return p.tokens / cfg.tokens
+
+    # ---- before the clock ----------------------------------------------------------------------
+    def warm_up(self, stop: checkpoint.StopSignals | None = None) -> None:
+        """Run a few steps (compiles, autotunes, allocates), then restore the initial weights; a
+        signal ends the warm-up at once (the loop then stops before its first step)."""
+        if self.cfg.warm_steps <= 0:
+            return
+        initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        rng = checkpoint.rng_states()
+        opt = self.optimizer()
+        for k in range(self.cfg.warm_steps):
+            if stop is not None and stop.received:
+                break
+            self.step(opt, *self.data.batch(k, self.cfg.batch, self.cfg.seq, self.device))
+        self.model.zero_grad(set_to_none=True)
+        self.model.load_state_dict(initial)
+        checkpoint.set_rng_states(rng)
+        self.sync()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ---- the run ------------------------------------------------------------------------------
+    def run(self, on_report: Callable[[float, float], None] | None = None) -> TrainResult:
+        # a SIGINT/SIGTERM from here on stops the run at the next step, with a checkpoint
+        with checkpoint.StopSignals() as stop:
+            try:
+                self.warm_up(stop)
+                opt = self.optimizer()
+                if self.resumed is not None:
+                    self.resume_from(self.resumed, opt)
+                else:
+                    self.log.event(
+                        "start",
+                        model=self.info.get("model"),
+                        params=self.params,
+                        config=asdict(self.cfg),
+                        model_config=asdict(self.model_cfg),
+                    )
+                if self.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(self.device)
+                status, message, bpb = self.loop(opt, stop, on_report)
+                return self.finish(opt, status, message, bpb, on_report)
+            finally:
+                self.log.close()
+                self.dir.close()
+
+    def loop(self, opt, stop, on_report) -> tuple[str, str, float | None]:
+        """Timed steps until the budget is spent; returns (status, message, bpb of a pruning report)."""
+        cfg, p = self.cfg, self.progress
+        last_save = time.monotonic()
+        done = p.reports[-1][0] if p.reports else 0.0
+        fractions = [f for f in cfg.report_fractions if done < f < 1.0]
+        while self.fraction() < 1.0:
+            if stop.received:
+                return "interrupted", f"stopped by {stop.name} after step {p.step}; --resume continues", None
+            t = time.perf_counter()
+            x, y = self.data.batch(p.step, cfg.batch, cfg.seq, self.device)
+            loss, norm = self.step(opt, x, y, self.lr())
+            self.sync()
+            p.train_s += time.perf_counter() - t
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                return "nonfinite", self.nonfinite_message(loss, norm, x), None
+            p.step, p.tokens = p.step + 1, p.tokens + cfg.batch * cfg.seq
+            p.losses = (p.losses + [loss])[-LAST:]
+            p.pending.append(loss)  # in the checkpoint: a signal loses no curve point
+            self.log.update(self.fraction(), p.step, loss, p.tokens / p.train_s)
+            if p.step % cfg.log_every == 0:
+                self.log_step(p.pending)
+                p.pending = []
+            if cfg.eval_every and p.step % cfg.eval_every == 0 and self.fraction() < 1.0:
+                bpb = self.evaluate(opt)  # off the clock: only the steps are timed
+                self.log.event("eval", step=p.step, val_bpb=bpb, bytes=self.eval_bytes())
+            while fractions and self.fraction() >= fractions[0]:
+                try:
+                    self.report(opt, fractions.pop(0), on_report)
+                except Pruned as e:
+                    where, bpb = p.reports[-1]
+                    return "pruned", f"pruned at {where:.0%} of the budget {e}".strip(), bpb
+            every = cfg.checkpoint_every if cfg.checkpoint else None
+            if every and time.monotonic() - last_save >= every:
+                self.save(opt)
+                last_save = time.monotonic()
+        if p.pending:
+            self.log_step(p.pending)
+            p.pending = []
+        return "ok", "", None
+
+    def log_step(self, losses: list[float]) -> None:
+        p = self.progress
+        p.curve.append((round(p.train_s, 3), p.step, sum(losses) / len(losses)))
+        tok_s = round(p.tokens / p.train_s, 1)
+        fields = dict(step=p.step, loss=p.curve[-1][2], tokens=p.tokens, train_s=round(p.train_s, 3))
+        self.log.event("step", **fields, tokens_per_s=tok_s, lr=self.lr() or self.cfg.lr)
+
+    def report(self, opt, fraction: float, on_report) -> float:
+        bpb = self.evaluate(opt)
+        self.progress.reports.append((fraction, bpb))
+        self.log.event("report", fraction=fraction, step=self.progress.step, val_bpb=bpb)
+        if on_report is not None:
+            on_report(fraction, bpb)
+        return bpb
+
+    def nonfinite_message(self, loss: float, norm: float, x: torch.Tensor) -> str:
+        step = self.progress.step + 1
+        message = diagnose(self.model, loss, norm, x, self.autocast, step)
+        self.log.event("nonfinite", step=step, loss=loss, grad_norm=norm, message=message)
+        return message
+
+    # ---- checkpoints and the result -------------------------------------------------------------
+    def save(self, opt) -> None:
+        self.progress.wall_s = self.wall_base + time.perf_counter() - self.t0
+        checkpoint.save(
+            self.out / checkpoint.NAME,
+            self.model,
+            opt,
+            self.progress,
+            self.model_cfg,
+            self.cfg,
+            self.identity,
+        )
+        self.log.event("checkpoint", step=self.progress.step, train_s=round(self.progress.train_s, 3))
+
+    def resume_from(self, blob: dict, opt) -> None:
+        self.resumed = None  # not kept in memory for the whole run
+        self.progress = checkpoint.restore(blob, self.model, opt, self.out / checkpoint.NAME)
+        self.wall_base = self.progress.wall_s
+        self.log.event("resume", step=self.progress.step, train_s=round(self.progress.train_s, 3))
+        self.log.say(
+            f"resuming {self.out} at step {self.progress.step:,} ({self.fraction():.0%} of the budget spent)"
+        )
+
+    def finish(self, opt, status: str, message: str, bpb: float | None, on_report) -> TrainResult:
+        cfg, p = self.cfg, self.progress
+        if status == "ok":
+            bpb = self.evaluate(opt)
+            self.log.event("eval", step=p.step, val_bpb=bpb, bytes=self.eval_bytes())
+            if 1.0 in cfg.report_fractions:
+                p.reports.append((1.0, bpb))
+                try:
+                    if on_report is not None:
+                        on_report(1.0, bpb)
+                except Pruned as e:
+                    status, message = "pruned", f"pruned at the end of the budget {e}".strip()
+        if cfg.checkpoint and status in ("ok", "interrupted"):
+            self.save(opt)
+        result = self.result(status, message, bpb)
+        tmp = self.out / "result.json.tmp"
+        tmp.write_text(trainlog.dumps(asdict(result), indent=1) + "\n")
+        tmp.replace(self.out / "result.json")
+        if status == "ok":
+            extra = {"params": self.params, "steps": p.step, "val_bpb": bpb, "info": self.info}
+            export(self.model, opt, self.out, self.model_cfg, cfg, extra)
+        run_loss_plot(self.out, p.curve, self.model_cfg.model)
+        self.log.event("end", **{k: v for k, v in asdict(result).items() if k not in LONG_FIELDS})
+        return result
+
+    def eval_bytes(self) -> int:
+        return self.data.eval_windows(self.cfg.eval_bytes, self.cfg.seq) * self.cfg.seq
+
+    def result(self, status: str, message: str, bpb: float | None) -> TrainResult:
+        cfg, p = self.cfg, self.progress
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        split = asdict(self.data.split)
+        return TrainResult(
+            status=status,
+            steps=p.step,
+            tokens=p.tokens,
+            tokens_per_s=p.tokens / p.train_s if p.train_s else 0.0,
+            last100_loss=sum(p.losses) / len(p.losses) if p.losses else None,
+            val_bpb=bpb,
+            peak_mem_bytes=peak,
+            params=self.params,
+            state_per_layer=self.info.get("state_per_layer"),
+            wall_s=self.wall_base + time.perf_counter() - self.t0,
+            train_s=p.train_s,
+            curve=p.curve,
+            info=self.info,
+            environment=environment(cfg.device),
+            message=message,
+            reports=p.reports,
+            config=asdict(cfg),
+            model_config=asdict(self.model_cfg),
+            data={**split, "default_corpus": not cfg.data, "eval_bytes": self.eval_bytes()},
+        )

@@ -1,0 +1,217 @@
+"""Execution strategies: one ordered list behind one protocol, tried in order.
+
+Each entry says, for a cell, why it does not apply (``None``: it does) and builds the compiled cell.
+``choose`` takes the first entry that applies, or the one a caller names (``--strategy``), with its
+reason when it cannot run that cell. Every compiled cell answers the same protocol (``Compiled``), so
+no caller needs to know which entry built it.
+
+=============  =================================================================================
+chunked        (by name only, for now) the update is linear in the state, diagonal decay plus
+               rank-one terms, read out by a contraction (GatedDeltaNet, Mamba2, GLA, E88 without
+               its tanh): chunkwise-parallel kernels whose products run on tensor cores
+persistent     a learned matrix mixes the whole state (E1, LSTM, GRU): one persistent launch per
+               direction, the matrix product by ``tl.dot`` inside, a grid barrier per step
+dense          the same cells where the persistent layout does not fit: a GEMM per step and a
+               fused kernel for the rest of the step
+loop           everything else: the fused sequential loop, the state in registers, per-token work
+               hoisted before it and a mixing readout after it
+=============  =================================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from archdsl.codegen.plan import make_plan
+from archdsl.codegen.run.dense import find_matvecs
+
+from archdsl.autodiff import Cell
+from archdsl.errors import ArchdslError
+from archdsl.ir import LayerIR
+
+
+class Compiled(Protocol):
+    """What every strategy builds."""
+
+    strategy: str  # the entry's name
+    hash: str  # of the generated module's source
+    path: Path  # the generated module
+
+    def __call__(self, inputs: dict, frontier: dict, state0: dict | None = None) -> tuple: ...
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(label, text) lines for ``archdsl compile``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Options:
+    chunk: int | None = None  # steps per block: the loop's checkpoint stride (default 16), the chunk
+    # length of the chunked form; None: the strategy's default
+    tile: int | None = None  # block of the split axis, or rows per program (a power of two)
+    num_warps: int | None = None  # a power of two, at most 32
+
+    def __post_init__(self):
+        """The same checks as the command line's (``archdsl/args.py``), for callers of the API."""
+        for name, v, power in (("chunk", self.chunk, False), ("tile", self.tile, True)):
+            if v is not None and not (isinstance(v, int) and v >= 1 and (not power or v & (v - 1) == 0)):
+                kind = "a power of two" if power else "a whole number"
+                raise ArchdslError(f"{name} must be {kind} >= 1, found {v!r}")
+        w = self.num_warps
+        if w is not None and not (isinstance(w, int) and 1 <= w <= 32 and w & (w - 1) == 0):
+            raise ArchdslError(f"num_warps must be a power of two from 1 to 32, found {w!r}")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    summary: str  # one line, for `archdsl compile` and the docs
+    tunable: bool  # tile and warps measured on the first CUDA call (codegen/run/tune.py)
+    why_not: Callable[[LayerIR, Cell], str | None]
+    build: Callable[[LayerIR, Cell, Options], Compiled]
+    automatic: bool = True  # tried when no strategy is named; False: only by --strategy NAME
+
+
+def _matvecs(cell: Cell):
+    return find_matvecs(cell, make_plan(cell).block)
+
+
+def _persistent_why_not(layer: LayerIR, cell: Cell) -> str | None:
+    from archdsl.codegen.run.dense import step_cell
+    from archdsl.codegen.run.persistent import dense_layout
+
+    matvecs = _matvecs(cell)
+    if not matvecs:
+        return "no learned matrix too large for the registers mixes the state"
+    if dense_layout(cell, matvecs, step_cell(cell, matvecs)) is None:
+        return (
+            "a contraction does not read a state renamed onto its axis, or the rest of the step "
+            "mixes the state's rows"
+        )
+    return None
+
+
+def _build_persistent(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
+    from archdsl.codegen.run.persistent import build_persistent
+
+    return build_persistent(layer, cell, _matvecs(cell), opts.tile, opts.num_warps)
+
+
+def _dense_why_not(layer: LayerIR, cell: Cell) -> str | None:
+    return None if _matvecs(cell) else "no learned matrix too large for the registers mixes the state"
+
+
+def _build_dense(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
+    from archdsl.codegen.run.dense import DenseCell, step_cell
+    from archdsl.codegen.run.loop import build_loop
+
+    matvecs = _matvecs(cell)
+    step = build_loop(layer, step_cell(cell, matvecs), Options(1, opts.tile, opts.num_warps), parts=False)
+    return DenseCell(cell, matvecs, step)
+
+
+def _loop_why_not(layer: LayerIR, cell: Cell) -> str | None:
+    matvecs = _matvecs(cell)
+    if matvecs:
+        sizes = ", ".join(f"{m.const}[{', '.join(cell.consts[m.const])}]" for m in matvecs)
+        return f"a learned matrix mixes the state ({sizes}): too large to keep in every program's registers"
+    return None
+
+
+def _build_loop(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
+    from archdsl.codegen.run.loop import build_loop
+
+    return build_loop(layer, cell, opts)
+
+
+def _chunked_why_not(layer: LayerIR, cell: Cell) -> str | None:
+    from archdsl.codegen.run.chunked import classify
+
+    got = classify(cell)
+    return got if isinstance(got, str) else None
+
+
+# Chunks of 64: the chunk's triangular inverse by forward substitution and the decay gradients
+# summed term by term keep fp32 within 1e-5 of the reference at every chunk length (tests/test_chunked.py).
+# A delta rule with a key axis of 128 or more takes chunks of 32: at 64 its backward's tiles need more
+# shared memory than an H100 has (278 KB of 227 KB, benchmarks/results/chunked-gpu.md).
+CHUNKED_DEFAULT = 64
+
+
+def chunked_default(form) -> int:
+    """The chunk a linear form runs with when ``--chunk`` is not given."""
+    wide_delta = form.a is not None and form.cell.sizes[form.key] >= 128
+    return CHUNKED_DEFAULT // 2 if wide_delta else CHUNKED_DEFAULT
+
+
+def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
+    from archdsl.codegen.run.chunked import ChunkedCell, classify
+
+    form, readouts = classify(cell)
+    chunk = opts.chunk or chunked_default(form)
+    if chunk < 16 or chunk & (chunk - 1):
+        raise ArchdslError(
+            f"--chunk {chunk}: the chunked strategy's chunk is a power of two of at least 16 "
+            f"(the smallest block of a tensor-core product); the default is {chunked_default(form)}"
+        )
+    return ChunkedCell(layer, form, readouts, chunk)
+
+
+STRATEGIES: list[Strategy] = [
+    Strategy(
+        "chunked",
+        "chunked linear recurrence (tensor-core products inside chunks, fp32 state between them)",
+        False,
+        _chunked_why_not,
+        _build_chunked,
+        # by name only until it beats the loop on every form: on an H100 (benchmarks/results/
+        # chunked-gpu.md) Mamba2_100m fwd+bwd 10.7 ms against the loop's 12.8, but GDN_100m 32.7
+        # against 15.2 (the delta rule's per-token gradient kernel) and E88 identity 6.2 against 4.5
+        automatic=False,
+    ),
+    Strategy(
+        "persistent",
+        "persistent dense recurrence (matrices x state by tl.dot in-kernel, grid barrier per step)",
+        False,  # its defaults come from its own H100 sweep (benchmarks/dense.py)
+        _persistent_why_not,
+        _build_persistent,
+    ),
+    Strategy(
+        "dense",
+        "dense recurrent matmul (per-step GEMM + fused step kernel)",
+        False,
+        _dense_why_not,
+        _build_dense,
+    ),
+    Strategy("loop", "fused sequential loop", True, _loop_why_not, _build_loop),
+]
+
+
+def by_name(name: str) -> Strategy:
+    for s in STRATEGIES:
+        if s.name == name:
+            return s
+    known = ", ".join(s.name for s in STRATEGIES)
+    raise ArchdslError(f"--strategy: unknown strategy '{name}'; choose one of {known}")
+
+
+def applicable(layer: LayerIR, cell: Cell) -> list[tuple[Strategy, str | None]]:
+    """Every strategy with why it does not apply to this cell (None where it does), in order."""
+    return [(s, s.why_not(layer, cell)) for s in STRATEGIES]
+
+
+def choose(layer: LayerIR, cell: Cell, name: str | None = None) -> Strategy:
+    """The first strategy that applies, or the named one (an error says why it cannot run this cell)."""
+    if name is not None:
+        strategy = by_name(name)
+        reason = strategy.why_not(layer, cell)
+        if reason is not None:
+            raise ArchdslError(f"--strategy {name} does not apply to '{layer.name}': {reason}")
+        return strategy
+    for strategy, reason in applicable(layer, cell):
+        if reason is None and strategy.automatic:
+            return strategy
+    raise AssertionError("the loop applies to every cell the others refuse")
