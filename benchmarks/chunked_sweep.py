@@ -10,7 +10,7 @@ import argparse
 import itertools
 
 import torch
-from archdsl.codegen import chunked_kernels as ck
+from archdsl.codegen.run import chunked_kernels as ck
 from archdsl.codegen.run.chunked_backward import chunked_backward
 from triton.testing import do_bench
 

@@ -18,6 +18,9 @@ from archdsl.ir import Op
 
 #: the most elements a Triton block (one program's tile of a tensor) may have
 MAX_BLOCK = 1 << 20
+#: the default tile keeps a program's state at most this many floats (32 KiB) where it can: a larger
+#: tile spills registers and takes minutes to compile
+STATE_TARGET = 8192
 
 
 def next_pow2(n: int) -> int:
@@ -77,16 +80,17 @@ def splittable_axes(cell: Cell) -> tuple[str, ...]:
 def make_plan(
     cell: Cell, chunk: int = 16, tile: int | None = None, max_tile: int = 8, num_warps: int | None = None
 ) -> Plan:
-    """``tile``: the block of the last split axis (None: up to ``max_tile``); other split axes get 1."""
+    """``tile``: the block of the last split axis (None: up to ``max_tile``, smaller where a program's
+    state would pass ``STATE_TARGET`` floats); other split axes get 1."""
     split = splittable_axes(cell)
-    block, tiles = {}, {}
-    for a in cell.axes:
-        size = cell.sizes[a]
-        if a in split:
-            b = 1 if a != split[-1] else min(next_pow2(size), tile or max_tile)
-            block[a], tiles[a] = b, math.ceil(size / b)
-        else:
-            block[a] = next_pow2(size)
+    block = {a: 1 if a in split else next_pow2(cell.sizes[a]) for a in cell.axes}
+    tiles = {}
+    if split:
+        last = split[-1]
+        per_unit = max(math.prod(block[a] for a in ax) for ax in cell.states.values())
+        fits = 1 << max(0, (STATE_TARGET // per_unit).bit_length() - 1)  # a power of two, at least 1
+        block[last] = min(next_pow2(cell.sizes[last]), tile or min(max_tile, fits))
+        tiles = {a: math.ceil(cell.sizes[a] / block[a]) for a in split}
     state_elems = max(math.prod(block[a] for a in ax) for ax in cell.states.values())
     for s, ax in cell.states.items():
         elems = math.prod(block[a] for a in ax)
@@ -97,7 +101,9 @@ def make_plan(
                 f"({shape}; {4 * elems / 2**20:,.0f} MiB), more than a Triton block's {MAX_BLOCK:,}",
                 hint="split the state over more heads, or make the axes each program holds whole smaller",
             )
-    warps = num_warps or max(1, min(8, state_elems // 512))
+    # a warp per 512 floats of state, up to 8; 16 for a state past the target (one head of a large
+    # matrix memory that no axis of which can be split: fewer registers a thread, fewer spills)
+    warps = num_warps or (16 if state_elems > STATE_TARGET else max(1, min(8, state_elems // 512)))
     return Plan(
         "fused sequential loop", cell.axes, dict(cell.sizes), split, block, tiles, max(1, int(chunk)), warps
     )

@@ -318,3 +318,11 @@ def test_vector_state_presets_follow_the_formulas(spec):
     exact, slack = vector_state_layer(spec, s.dim, d, layer.hypers.get("K", 4))
     per_layer = (s.params - 256 * s.dim - s.dim) / 20 - s.dim
     assert exact <= per_layer <= exact + slack
+
+
+def test_sparse_widths_are_found():
+    """hgrn2 requires ``dim % expand == 0`` (128): allowed widths lie further apart than the search
+    looks ahead, so the solver finds their spacing and solves on it."""
+    cfg = solve(ModelConfig(model="hgrn2"), "5M", 0.1)
+    assert cfg.dim % 128 == 0
+    assert abs(sizes(cfg).params - 5_000_000) <= 0.1 * 5_000_000

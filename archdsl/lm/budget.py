@@ -343,6 +343,12 @@ def solve(cfg, budget: int, tolerance: float = 0.01):
     search = _Search(plan)
     k = search.first_above(budget)
     near = search.allowed_near(k)
+    if not near and (step := _probe_step(plan)) is not None:
+        # widths further apart than the search looks ahead (a `require dim % 128 == 0`): search those
+        plan = dataclasses.replace(plan, step=math.lcm(plan.step, step))
+        search = _Search(plan)
+        k = search.first_above(budget)
+        near = search.allowed_near(k)
     if not near:
         raise ArchdslError(
             f"{cfg.model}: no width up to {MAX_DIM} is allowed ({plan.fixed}, multiples of {plan.step})"
@@ -352,6 +358,18 @@ def solve(cfg, budget: int, tolerance: float = 0.01):
     if abs(got.params - budget) > tolerance * budget:
         raise ArchdslError(_unreachable(cfg, budget, tolerance, plan, search, near))
     return dataclasses.replace(cfg, dim=got.dim, sets=sets, params=budget)
+
+
+def _probe_step(plan: _Plan, widths: int = 4096) -> int | None:
+    """The spacing of the allowed widths when they are sparse (a spec requiring ``dim % 128 == 0``):
+    the gcd of the first three allowed multiples of the plan's step, None when fewer exist."""
+    found = []
+    for D in range(plan.step, widths + 1, plan.step):
+        if plan.at(D) is not None:
+            found.append(D)
+            if len(found) == 3:
+                return math.gcd(*found)
+    return None
 
 
 def _unreachable(cfg, budget, tolerance, plan, search, near) -> str:

@@ -14,6 +14,7 @@ import sys
 from dataclasses import replace
 
 import torch
+from archdsl.codegen.plan import STATE_TARGET
 from archdsl.codegen.run.runtime import cache_dir
 
 CANDIDATES = ((8, 1), (16, 1), (4, 1), (16, 2), (32, 2), (32, 4))
@@ -86,21 +87,31 @@ class TunedCell:
             return self.build(*cached)
         from triton.testing import do_bench
 
-        print(
-            f"archdsl: tuning {self.layer.name} ({self.strategy_entry.name}, batch {x.shape[0]}): timing "
-            f"{len(CANDIDATES)} launch plans once; the choice is cached in {_cache_file()}",
-            file=sys.stderr,
-            flush=True,
-        )
         with torch.inference_mode(False):  # plain tensors, whatever mode the first call came in
             short = {k: v[:, :TUNE_T].detach().clone().requires_grad_(True) for k, v in inputs.items()}
             frontier = {k: v.detach().clone() for k, v in frontier.items()}
-        cands, seen = [], set()
+        # a candidate whose program holds more state than the default's (and than 32 KiB) would
+        # spill registers and compile for minutes: it is not timed
+        states = self.cell.states
+        limit = max(4 * STATE_TARGET, default.plan.state_bytes(states))
+        cands = [(None, None, default)]
+        seen = {(default.plan.n_tiles, default.plan.num_warps)}
         for tile, warps in CANDIDATES:
             cc = self.build(tile, warps)
+            if cc.plan.state_bytes(states) > limit:
+                continue
             if (cc.plan.n_tiles, warps) not in seen:
                 seen.add((cc.plan.n_tiles, warps))
                 cands.append((tile, warps, cc))
+        if len(cands) == 1:
+            _store(key, [None, None])
+            return default
+        print(
+            f"archdsl: tuning {self.layer.name} ({self.strategy_entry.name}, batch {x.shape[0]}): timing "
+            f"{len(cands)} launch plans once; the choice is cached in {_cache_file()}",
+            file=sys.stderr,
+            flush=True,
+        )
 
         def step(cc):
             # the first call may come from inference (decode under no_grad or inference_mode)

@@ -1,0 +1,173 @@
+"""Cold and cached compile time of every spec at its 100M shape (issue #10: ≤ 30 s cold, ≤ 1 s cached).
+
+For each spec, a fresh process solves the width for ``--params`` (as ``archdsl train --params``
+does), builds one layer with the Triton backend and times its first forward + backward on a
+``B × T`` bf16 batch: generating the module, Triton's compilation and the autotuning of launch plans.
+A second fresh process with the same caches times the cached first call. Each phase's start is
+printed by the child, so a spec that runs past ``--timeout`` is reported with the phase it was in.
+
+    python benchmarks/compile_times.py --out benchmarks/results/compile-times [--specs e88,gdn]
+        [--lanes 4] [--timeout 240]
+
+``--lanes N`` runs N specs at once, lane i on GPU ``i % torch.cuda.device_count()``; every lane has
+its own Triton and archdsl caches, so no lane reuses another's compilation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time
+t_start = time.perf_counter()
+def phase(name):
+    print(f"phase {name} {time.perf_counter() - t_start:.1f}", file=sys.stderr, flush=True)
+phase("import")
+import torch
+from archdsl.lm.budget import solve, spec_layer
+from archdsl.lm.model import ModelConfig
+from archdsl.layer import RecurrentLayer
+spec, params, strategy, dev = sys.argv[1], sys.argv[2], sys.argv[5], sys.argv[6]
+B, T = int(sys.argv[3]), int(sys.argv[4])
+phase("solve")
+cfg0 = ModelConfig(model=spec, backend="triton")
+cfg = solve(cfg0, params, cfg0.tolerance)
+ir = spec_layer(cfg)
+phase("build")
+layer = RecurrentLayer(ir, backend="triton", **({"strategy": strategy} if strategy != "auto" else {}))
+layer = layer.to(dev)
+x = torch.randn(B, T, ir.dim, device=dev, requires_grad=True)
+def step():
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
+        y = layer(x)[0]
+    y.float().sum().backward()
+    if dev == "cuda":
+        torch.cuda.synchronize()
+# CUDA's context, cuBLAS and autograd's threads start on a plain layer first: not archdsl's time
+warm = torch.nn.Linear(ir.dim, ir.dim).to(dev)
+with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
+    warm(x).float().sum().backward()
+x.grad = None
+phase("first call")
+t0 = time.perf_counter()
+step()
+first = time.perf_counter() - t0
+phase("second call")
+t0 = time.perf_counter()
+step()
+second = time.perf_counter() - t0
+print(json.dumps({"dim": ir.dim, "first_s": first, "second_s": second,
+                  "total_s": time.perf_counter() - t_start,
+                  "strategy": getattr(layer._cell, "strategy", None)
+                  or getattr(getattr(layer._cell, "strategy_entry", None), "name", "?"),
+                  "config": cfg.sets}), flush=True)
+"""
+
+
+def run_child(spec: str, args, env: dict) -> dict:
+    sizes = [str(args.batch), str(args.seq)]
+    cmd = [sys.executable, "-c", CHILD, spec, args.params, *sizes, args.strategy, args.device]
+    start = time.perf_counter()
+    try:
+        p = subprocess.run(
+            cmd, env=env, cwd=env["ARCHDSL_CACHE"], capture_output=True, text=True, timeout=args.timeout
+        )
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        phases = [ln for ln in err.splitlines() if ln.startswith("phase ") or "archdsl:" in ln]
+        return {"error": f"timeout after {args.timeout} s; last: {phases[-1] if phases else '-'}"}
+    wall = time.perf_counter() - start
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {p.returncode}: {' | '.join(tail)}"[:400]}
+    out = json.loads(lines[-1])
+    out["wall_s"] = wall
+    return out
+
+
+def one_spec(spec: str, lane: int, args) -> dict:
+    import torch
+
+    root = Path(tempfile.mkdtemp(prefix=f"ct-{spec}-"))
+    env = dict(os.environ)
+    env.update(
+        TRITON_CACHE_DIR=str(root / "triton"),
+        ARCHDSL_CACHE=str(root / "archdsl"),
+        CUDA_VISIBLE_DEVICES=str(lane % max(1, torch.cuda.device_count())),
+        PYTHONUNBUFFERED="1",
+    )
+    # the child runs outside the checkout, so that an installed archdsl is not shadowed by its sources
+    Path(env["ARCHDSL_CACHE"]).mkdir(parents=True)
+    cold = run_child(spec, args, env)
+    cached = run_child(spec, args, env) if "error" not in cold else {"error": "skipped"}
+    row = {"spec": spec, "cold": cold, "cached": cached}
+    print(json.dumps(row), flush=True)
+    with open(args.out / "rows.jsonl", "a") as f:  # kept if the run is cut off
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    out = [
+        "| spec | dim | strategy | cold first call (s) | cold process (s) | cached first call (s) | "
+        "steady call (ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c, w = r["cold"], r["cached"]
+        if "error" in c:
+            out.append(f"| {r['spec']} | | | {c['error']} | | | |")
+            continue
+        cached = f"{w['first_s']:.2f}" if "error" not in w else w["error"]
+        out.append(
+            f"| {r['spec']} | {c['dim']} | {c['strategy']} | {c['first_s']:.1f} | {c['wall_s']:.1f} | "
+            f"{cached} | {c['second_s'] * 1e3:.1f} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--specs", default="", help="comma-separated; default every specs/*.rnn")
+    p.add_argument("--params", default="100M")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--strategy", default="auto")
+    p.add_argument("--lanes", type=int, default=1)
+    p.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (TRITON_INTERPRET=1)")
+    p.add_argument("--timeout", type=int, default=240)
+    args = p.parse_args()
+    specs = args.specs.split(",") if args.specs else sorted(p.stem for p in (ROOT / "specs").glob("*.rnn"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(args.lanes) as pool:
+        rows = list(pool.map(lambda ij: one_spec(ij[1], ij[0] % args.lanes, args), enumerate(specs)))
+    import torch
+    import triton
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    head = (
+        f"Device: {device} × {torch.cuda.device_count()}; torch {torch.__version__}, "
+        f"triton {triton.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"python {platform.python_version()}.\nCommand: `python {' '.join(sys.argv)}`; B {args.batch}, "
+        f"T {args.seq}, bf16 autocast, forward + backward of one layer at --params {args.params}.\n"
+    )
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "results.md").write_text(head + "\n" + table(rows) + "\n")
+    print(head + table(rows))
+
+
+if __name__ == "__main__":
+    main()
