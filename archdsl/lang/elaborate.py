@@ -425,8 +425,8 @@ def elaborate(names: Scope, step: Step) -> Elaborator:
     """The graph of the step: the state updates, the readout, the projections' sources."""
     el = Elaborator(names, step)
     el.next_state = {s.name: el.resolve(s.name + "'", s.span) for s in step.states}
-    el.output_node = el.readout(step.outputs[0])
+    el.output_node = el.readout(step.output)
     el.projections = [el.projection(p) for p in step.projections]
-    if step.outputs[0].options.init is not None:
-        el.names.check_init(step.outputs[0].options.init, ("out", "in"))
+    if step.output.options.init is not None:
+        el.names.check_init(step.output.options.init, ("out", "in"))
     return el

@@ -54,6 +54,10 @@ class Step:
     updates: dict[str, S.Define] = field(default_factory=dict)  # state -> its update (S' = …)
     outputs: list[S.Output] = field(default_factory=list)  # exactly one once scope() returns
 
+    @property
+    def output(self) -> S.Output:
+        return self.outputs[0]
+
 
 @dataclass
 class Scope:
@@ -318,7 +322,7 @@ def scope(decl: Declarations, hypers: Mapping, choices: Mapping[str, str]) -> tu
             "end the step with: output NAME" if not step.outputs else None,
         )
     if not step.states:
-        raise ArchdslError("a recurrent layer needs at least one 'state NAME[axes]'", step.outputs[0].span)
+        raise ArchdslError("a recurrent layer needs at least one 'state NAME[axes]'", step.output.span)
     return names, step
 
 

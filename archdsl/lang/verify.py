@@ -57,7 +57,7 @@ def _all_learned_used(step: Step, el: Elaborator) -> None:
 
 def _layer(names: Scope, step: Step, el: Elaborator) -> LayerIR:
     axes = tuple(names.axes)
-    out = step.outputs[0]
+    out = step.output
     return LayerIR(
         name=names.decl.spec.name,
         source=names.decl.spec.source,
