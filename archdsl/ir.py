@@ -180,12 +180,29 @@ class LayerIR:
         return out
 
     def param_count(self) -> int:
-        total = sum(self.numel(p.axes) for p in self.params)
+        """Learned numbers: parameters, projection weights and biases, and the readout to ``dim``."""
+        return self.param_formula(self.sizes.__getitem__, self.dim)
+
+    def param_formula(self, size, dim):
+        """The parameter count over ``size(axis)`` and the width ``dim``: numbers give the count,
+        symbols (``archdsl.lang.sizes.Poly``) the formula in the hypers that ``archdsl check`` prints."""
+
+        def numel(axes):
+            out = 1
+            for a in axes:
+                out = out * size(a)
+            return out
+
+        total = 0
+        for p in self.params:
+            total = total + numel(p.axes)
         for p in self.projections:
-            n_out = sum(self.numel(ax) for _, ax in p.outputs)
-            n_in = self.dim if p.source == "x" else self.numel(p.source_axes)
-            total += n_in * n_out + (n_out if p.bias else 0)
-        return total + self.numel(self.graph[self.output_node].axes) * self.dim
+            n_out = 0
+            for _, ax in p.outputs:
+                n_out = n_out + numel(ax)
+            n_in = dim if p.source == "x" else numel(p.source_axes)
+            total = total + n_in * n_out + (n_out if p.bias else 0)
+        return total + numel(self.graph[self.output_node].axes) * dim
 
     def state_size(self) -> int:
         return sum(self.numel(ax) for ax in self.states.values())

@@ -107,19 +107,27 @@ class Poly:
     def _make(d: Mapping) -> Poly:
         return Poly(tuple(sorted(((m, c) for m, c in d.items() if c), key=lambda t: (-len(t[0]), t[0]))))
 
-    def __add__(self, other: Poly) -> Poly:
+    def __add__(self, other: Poly | float) -> Poly:
+        other = Poly.const(other) if isinstance(other, (int, float)) else other
         d = self._dict()
         for m, c in other.terms:
             d[m] = d.get(m, 0) + c
         return Poly._make(d)
 
-    def __mul__(self, other: Poly) -> Poly:
+    def __radd__(self, other: float) -> Poly:
+        return Poly.const(other) + self
+
+    def __mul__(self, other: Poly | float) -> Poly:
+        other = Poly.const(other) if isinstance(other, (int, float)) else other
         d: dict = {}
         for m1, c1 in self.terms:
             for m2, c2 in other.terms:
                 m = tuple(sorted(m1 + m2))
                 d[m] = d.get(m, 0) + c1 * c2
         return Poly._make(d)
+
+    def __rmul__(self, other: float) -> Poly:
+        return Poly.const(other) * self
 
     def scale(self, c: float) -> Poly:
         return Poly._make({m: v * c for m, v in self.terms})
