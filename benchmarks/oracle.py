@@ -162,7 +162,7 @@ def strategy_of(ir) -> str:
     return choose(ir, extract_cell(ir)).name
 
 
-def run_spec(spec: str, quick: bool) -> dict:
+def run_spec(spec: str, quick: bool, timed: bool = True) -> dict:
     library, preset, build, rows = LAYERS[spec]
     path = ROOT / "specs" / f"{spec}.rnn"
     result = {"spec": spec, "library": library, "preset": preset, "lines": _lines(path)}
@@ -181,6 +181,8 @@ def run_spec(spec: str, quick: bool) -> dict:
             lib = build(ir, mode).to(DEVICE)
             copy_weights(ours, lib, rows)
             result["agreement"].append(compare(spec, ir, ours, lib, rows, B, T, dtype))
+    if not timed:  # agreement only (several specs share a GPU: their times would not be comparable)
+        return result
     full = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
     ours = RecurrentLayer(full, backend="triton", seed=0).to(DEVICE, torch.bfloat16)
     lib = build(full).to(DEVICE, torch.bfloat16)
@@ -232,6 +234,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="directory for results.json and results.md")
     ap.add_argument("--specs", default=",".join(LAYERS), help="comma-separated specs (default: all)")
     ap.add_argument("--quick", action="store_true", help="small sizes and shapes, few timing repetitions")
+    ap.add_argument("--no-time", action="store_true", help="agreement only: no timing at the 100M shape")
     args = ap.parse_args(argv)
     specs = [s for s in args.specs.split(",") if s]
     unknown = [s for s in specs if s not in LAYERS]
@@ -262,7 +265,7 @@ def main(argv=None) -> int:
     for spec in specs:
         t0 = time.time()
         try:
-            results.append(run_spec(spec, args.quick))
+            results.append(run_spec(spec, args.quick, not args.no_time))
         except Exception as e:  # recorded, and the next spec runs
             results.append(
                 {

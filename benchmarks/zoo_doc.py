@@ -87,17 +87,30 @@ def render(doc: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def merge(docs: list[dict]) -> dict:
+    """One document from several runs: each spec's row from the last run that has it; the runs'
+    devices, dates and commands listed together."""
+    rows = {r["spec"]: r for doc in docs for r in doc["results"]}
+    meta = dict(docs[-1]["meta"])
+    for key in ("device", "date", "command"):
+        meta[key] = "; ".join(dict.fromkeys(d["meta"][key] for d in docs))
+    return {"meta": meta, "results": list(rows.values())}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="docs/zoo.md from benchmarks/oracle.py's results.json")
-    ap.add_argument("results", type=Path)
+    ap.add_argument("results", type=Path, nargs="+", help="results.json files (a later row for a spec wins)")
     ap.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "zoo.md")
     args = ap.parse_args(argv)
-    try:
-        doc = json.loads(args.results.read_text())
-        text = render(doc)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {args.results}: not an oracle results file ({type(e).__name__}: {e})", file=sys.stderr)
-        return 2
+    docs = []
+    for path in args.results:
+        try:
+            docs.append(json.loads(path.read_text()))
+            docs[-1]["meta"]
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: {path}: not an oracle results file ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
+    text = render(merge(docs))
     args.out.write_text(text)
     return 0
 
