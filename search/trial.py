@@ -102,7 +102,7 @@ def check_budget(params: int, budget: int, tolerance: float) -> str | None:
 
 def run(job: dict, chan: Channel) -> None:
     from archdsl.lm.budget import solve
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
     from archdsl.train.trainer import Pruned, TrainConfig, train
 
     budget, tol = int(job["budget"]), float(job["tolerance"])

@@ -102,7 +102,7 @@ def _preset_owners() -> dict[str, str]:
     owners: dict[str, str] = {}
     for name in budget.bundled():
         try:
-            for preset in declarations(budget._spec(name)).presets:
+            for preset in declarations(budget.load_spec(name)).presets:
                 owners.setdefault(preset, name)
         except ArchdslError:
             continue
@@ -119,7 +119,7 @@ def _is_spec(name: str) -> bool:
 
 def parse_model(text: str, args):
     """A MODEL argument -> a ModelConfig (not yet solved)."""
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
 
     name, _, items = text.partition(":")
     preset, sets = None, {}

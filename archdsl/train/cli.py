@@ -112,7 +112,7 @@ def add_arguments(p) -> None:
 def configs(args):
     """The ModelConfig and TrainConfig that the flags describe."""
     from archdsl.lm.budget import parse_count
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
     from archdsl.train.trainer import TrainConfig
 
     sets: dict[str, object] = dict(parse_sets(args.set))

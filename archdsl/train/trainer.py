@@ -32,7 +32,7 @@ from archdsl.train.sinks import Sinks
 from archdsl.train.trainlog import RunLog
 
 if TYPE_CHECKING:
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
 
 CHOICES = {
     "optimizer": ("schedulefree", "adamw"),
@@ -190,7 +190,7 @@ class Trainer:
             raise
 
     def build(self, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
-        from archdsl.lm.model import build_model
+        from archdsl.lm.zoo import build_model
 
         path = self.out / checkpoint.NAME
         # a resume checks its checkpoint's settings before anything is built, its identity after
