@@ -31,7 +31,7 @@ _EXPORTS = {
     "LanguageModel": "archdsl.lm.model",
     "ModelConfig": "archdsl.lm.config",
     "build_model": "archdsl.lm.zoo",
-    "TrainConfig": "archdsl.train.trainer",
+    "TrainConfig": "archdsl.train.config",
     "TrainResult": "archdsl.train.trainer",
     "ArchdslError": "archdsl.errors",
     "load_run": "archdsl.train.export",
