@@ -180,36 +180,28 @@ def slug(label: str) -> str:
 
 
 # ---- one run -------------------------------------------------------------------------------------
+#: the bench flags that are training settings, passed on to every run as they are
+TRAIN_SETTINGS = ("minutes", "steps", "tokens", "batch", "seq", "device", "val", "data")
+
+
+def train_config(cfg, args, out: Path):
+    """The TrainConfig of one model's run: the bench's training flags, its seed and folder."""
+    from archdsl.config import apply_overrides, format_value
+    from archdsl.train.config import TrainConfig
+
+    given = [(k, getattr(args, k)) for k in TRAIN_SETTINGS if getattr(args, k) not in (None, [])]
+    items = [f"{k}={format_value(v)}" for k, v in given] + [f"seed={cfg.seed}"]
+    # a benchmark measures anew: it replaces a run left in its folder by an earlier one
+    items += [f"out={format_value(str(out), str)}", "force=true"]
+    return apply_overrides(TrainConfig, items, "archdsl bench")
+
+
 def train_command(cfg, args, out: Path) -> list[str]:
     """The ``archdsl train`` command line of one model (its width already solved)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "archdsl.cli",
-        "train",
-        cfg.model,
-        "--out",
-        str(out),
-        "--force",  # a benchmark measures anew: it replaces a run left in its folder by an earlier one
-        "--depth",
-        str(cfg.depth),
-        "--seed",
-        str(cfg.seed),
-        "--backend",
-        cfg.backend,
-    ]
-    if cfg.dim is not None:
-        cmd += ["--dim", str(cfg.dim)]
-    if cfg.preset:
-        cmd += ["--preset", cfg.preset]
-    for k, v in cfg.sets.items():
-        cmd += ["--set", f"{k}={v}"]
-    for flag in ("minutes", "steps", "tokens", "batch", "seq", "device", "val"):
-        if getattr(args, flag) is not None:
-            cmd += [f"--{flag}", str(getattr(args, flag))]
-    if args.data:
-        cmd += ["--data", *args.data]
-    return cmd + shlex.split(args.train_args)
+    from archdsl.train.cli import command
+
+    argv = command(cfg, train_config(cfg, args, out), leave_out=("progress", "checkpoint"))
+    return [sys.executable, "-m", "archdsl.cli", *argv[1:], *shlex.split(args.train_args)]
 
 
 def _stop(proc: subprocess.Popen, grace: float = 120.0) -> None:
