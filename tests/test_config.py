@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -114,3 +116,13 @@ def test_a_bad_config_item_is_an_error_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --config clpi=0.5: unknown key 'clpi'; did you mean 'clip'?\n")
     assert "Traceback" not in err
+
+
+def test_configs_and_commands_do_not_import_torch():
+    """A search worker writes trial jobs and reproduce commands without loading torch."""
+    code = (
+        "import sys, archdsl.config, archdsl.lm.config, archdsl.train.config, archdsl.train.cli; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,8 +1,10 @@
 """The byte-level LM (variants.md §1) and the baselines (§5)."""
 
+import ast
 import importlib.machinery
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -290,3 +292,31 @@ def test_torch_causal_conv1d_is_causal_depthwise():
 def test_bad_configs_are_user_errors(cfg, message):
     with pytest.raises(ArchdslError, match=message):
         build_model(cfg)
+
+
+def test_the_lm_modules_import_each_other_without_a_cycle():
+    """model, baselines, blocks, config, budget, zoo and generate form a DAG, lazy imports included."""
+    lm = Path(__file__).resolve().parent.parent / "archdsl" / "lm"
+    graph = {}
+    for path in lm.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "archdsl.lm":
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("archdsl.lm."):
+                names.add(node.module.split(".")[2])
+        graph[path.stem] = names - {path.stem}
+    done, active = set(), []
+
+    def visit(m):
+        assert m not in active, f"import cycle: {' -> '.join([*active[active.index(m) :], m])}"
+        if m not in done:
+            active.append(m)
+            for n in graph.get(m, ()):
+                visit(n)
+            active.pop()
+            done.add(m)
+
+    for m in graph:
+        visit(m)
+    assert "baselines" not in graph["model"] and "model" not in graph["generate"]
