@@ -118,15 +118,16 @@ def _is_spec(name: str) -> bool:
 
 
 def parse_model(text: str, args):
-    """A MODEL argument -> a ModelConfig (not yet solved)."""
+    """A MODEL argument -> a ModelConfig (not yet solved); its ``key=value`` items are the spec's
+    settings, read as ``archdsl train --set`` reads them (archdsl/config.py)."""
+    from archdsl.config import apply_overrides
     from archdsl.lm.config import ModelConfig
 
     name, _, items = text.partition(":")
-    preset, sets = None, {}
+    preset, sets = None, []
     for item in filter(None, (i.strip() for i in items.split(","))):
         if "=" in item:
-            k, v = item.split("=", 1)
-            sets[k.strip()] = v.strip()
+            sets.append(f"sets.{item}")
         elif preset is None:
             preset = item
         else:
@@ -143,16 +144,16 @@ def parse_model(text: str, args):
         if preset is not None:
             raise ArchdslError(f"'{text}': '{name}' is already a preset of {owners[name]}")
         name, preset = owners[name], name
-    return ModelConfig(
+    cfg = ModelConfig(
         name,
         preset=preset,
-        sets=sets,
         depth=args.depth,
         align=args.align,
         backend=args.backend,
         seed=args.seed,
         tolerance=args.tolerance,
     )
+    return apply_overrides(cfg, sets, f"'{text}':")
 
 
 def entries(args) -> list[Entry]:

@@ -217,7 +217,7 @@ def command(model_cfg, cfg, leave_out: tuple[str, ...] = PLACEMENT) -> list[str]
             argv += ["--no-progress"]
         elif name == "checkpoint_every":
             argv += [flag, "0" if value is None else text]
-        elif name in MODEL_FLAGS or name in TRAIN_FLAGS:
+        elif (name in MODEL_FLAGS or name in TRAIN_FLAGS) and value is not None:
             argv += [flag, value if isinstance(value, str) else text]
         else:
             argv += ["--config", item]
