@@ -91,7 +91,7 @@ def LM(  # noqa: N802 (a constructor to its users)
     ``params`` solves the width for a parameter budget (``dim`` None); ``depth`` defaults to the
     preset's, else 20. ``lm(idx [B, T] int64) -> logits [B, T, 256]``; with spec layers,
     ``lm.generate(prompt, n)`` samples ``n`` more bytes."""
-    from archdsl.lm.model import ModelConfig, build_model
+    from archdsl.lm.zoo import ModelConfig, build_model
 
     cfg = ModelConfig(
         model=str(model),
@@ -146,7 +146,7 @@ def fit(
     ``options`` are ``archdsl.train.trainer.TrainConfig``'s fields: a budget (``minutes``, ``steps`` or
     ``tokens``), ``data`` (a list of files), ``out`` (the run folder), ``batch``, ``seq``, ``lr``…
     ``sets`` holds the spec's hypers and choices (a name may clash with an option, e.g. ``seq``)."""
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
     from archdsl.train.trainer import TrainConfig, train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}

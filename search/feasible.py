@@ -26,7 +26,7 @@ import optuna
 
 from archdsl.errors import ArchdslError
 from archdsl.lang.checker import configure, declarations, instantiate
-from archdsl.lm.budget import BASELINES, MAX_DIM, SPEC_BASELINES, VOCAB, _spec, sizes, solve
+from archdsl.lm.budget import BASELINES, MAX_DIM, SPEC_BASELINES, VOCAB, load_spec, sizes, solve
 
 from .space import DEFAULT_DEPTH, KNOBS, ModelSpace, Space
 
@@ -204,7 +204,7 @@ def _as_dict(region: Region, point: tuple) -> dict:
 
 
 def _config(ms: ModelSpace, sets: dict):
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
 
     sets = dict(sets)
     depth = int(sets.pop("depth", DEFAULT_DEPTH))
@@ -234,7 +234,7 @@ def _fit_by_solver(ms, fixed, choices, names, grid, budget, align):
 
 def _poly_counter(ms, fixed, choices, names, grid, align):
     """``count(dim_array) -> counts`` for every grid point at once, or None where not exact."""
-    spec = _spec(ms.model)
+    spec = load_spec(ms.model)
     decl = declarations(spec)
     given = {*fixed, *choices, *names}
     if any(h in decl.hypers and h not in given for h in ("heads", "n")):

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from . import study as st
-from .repro import model_job, train_command, train_job
+from .repro import job, model_config, train_command, train_config
 from .space import Candidate
 from .trial import child_env
 from .worker import fits, objective_values, run_process, trial_env
@@ -152,18 +152,12 @@ class Pool:
     def rerun(self, settings: st.Settings, t, seed: int, env: dict) -> None:
         cand = candidate_of(t)
         out = self.runs / self.study.study_name / "seeds" / f"trial-{t.number}-seed-{seed}"
-        job = {
-            "model": model_job(cand, settings, seed),
-            "train": train_job(cand, settings, out, seed),
-            "budget": settings.budget,
-            "tolerance": settings.tolerance,
-            "report": False,
-        }
-        job["train"]["report_fractions"] = []
-        job["train"]["force"] = True  # a re-run stopped before it was recorded starts over in its folder
+        # a re-run stopped before it was recorded starts over in its folder
+        tcfg = train_config(cand, settings, out, seed, force=True)
+        spec = job(model_config(cand, settings, seed), tcfg, settings, report=False)
         solved = {}
         res = run_process(
-            job,
+            spec,
             out,
             env,
             lambda model, params: solved.update(model=model, params=params),
@@ -177,7 +171,7 @@ class Pool:
             "params": solved.get("params"),
         }
         if solved:
-            record["command"] = train_command(solved["model"], job["train"])
+            record["command"] = train_command(solved["model"], tcfg)
         if res["status"] == "ok":
             record["values"] = objective_values(settings, res["result"], cand.depth)
             record["tokens_per_s"] = res["result"].get("tokens_per_s")

@@ -101,13 +101,14 @@ def check_budget(params: int, budget: int, tolerance: float) -> str | None:
 
 
 def run(job: dict, chan: Channel) -> None:
+    from archdsl.config import apply_overrides
     from archdsl.lm.budget import solve
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
     from archdsl.train.trainer import Pruned, TrainConfig, train
 
     budget, tol = int(job["budget"]), float(job["tolerance"])
     try:
-        solved = solve(ModelConfig(**job["model"]), budget, tolerance=tol)
+        solved = solve(apply_overrides(ModelConfig(), job["model"], "trial job"), budget, tolerance=tol)
         params = exact_count(solved)
     except ArchdslError as e:
         chan.send(event="done", status="failed", reason=classify(e))
@@ -122,8 +123,7 @@ def run(job: dict, chan: Channel) -> None:
         if chan.ask(event="report", fraction=fraction, bpb=bpb) == "prune":
             raise Pruned(f"pruned at {fraction:.0%} of the budget (held-out {bpb:.4f} bpb)")
 
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in job["train"].items() if k in known})
+    cfg = apply_overrides(TrainConfig(), job["train"], "trial job")
     try:
         result = train(solved, cfg, on_report=on_report if job.get("report") else None)
     except Pruned as e:

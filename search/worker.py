@@ -26,7 +26,7 @@ from archdsl.errors import ArchdslError, format_error
 
 from . import study as st
 from .feasible import FeasibleSampler, feasible
-from .repro import model_job, train_command, train_job
+from .repro import job, model_config, train_command, train_config
 from .space import Candidate, Space, parse_range
 from .trial import child_env, die_with_parent
 
@@ -189,28 +189,23 @@ class Worker:
         trial.set_user_attr("lr", cand.lr)
         trial_dir = self.runs / self.study.study_name / f"trial-{trial.number}"
         trial.set_user_attr("run_dir", str(trial_dir))
-        mjob, tjob = model_job(cand, s, s.seed), train_job(cand, s, trial_dir, s.seed)
-        tjob["report_fractions"] = s.report_fractions if self.report_enabled() else []
-        job = {
-            "model": mjob,
-            "train": tjob,
-            "budget": s.budget,
-            "tolerance": s.tolerance,
-            "report": self.report_enabled(),
-        }
+        report = self.report_enabled()
+        fractions = tuple(s.report_fractions) if report else ()
+        tcfg = train_config(cand, s, trial_dir, s.seed, report_fractions=fractions)
 
         def on_config(model: dict, params: int) -> None:
             trial.set_user_attr("params", params)
             trial.set_user_attr("dim", model.get("dim"))
             trial.set_user_attr("model_config", model)
-            trial.set_user_attr("command", train_command(model, tjob))
+            trial.set_user_attr("command", train_command(model, tcfg))
 
         def on_report(fraction: float, bpb: float) -> str:
             trial.report(bpb, step=round(fraction * 100))
             return "prune" if trial.should_prune() else "go"
 
         try:
-            out = run_process(job, trial_dir, self.env, on_config, on_report, s.timeout_s())
+            spec = job(model_config(cand, s, s.seed), tcfg, s, report)
+            out = run_process(spec, trial_dir, self.env, on_config, on_report, s.timeout_s())
         except KeyboardInterrupt:
             self.interrupted(trial)
             raise

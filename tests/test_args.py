@@ -127,7 +127,7 @@ def test_report_on_a_file_that_is_not_a_journal(tmp_path):
 def test_budget_solver_refuses_zero_heads_per_state(tmp_path):
     from archdsl.errors import ArchdslError
     from archdsl.lm.budget import solve
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
 
     with pytest.raises(ArchdslError, match="must be positive"):
         solve(ModelConfig(model="e88", sets={"n": 0}), 100_000)

@@ -165,7 +165,7 @@ def bench_args(argv):
         ("mamba2", "mamba2", None, {}),
         ("E88_h32n16", "e88", "E88_h32n16", {}),
         ("e88:E88_h8n64,gate=silu", "e88", "E88_h8n64", {"gate": "silu"}),
-        ("e75:heads=8", "e75", None, {"heads": "8"}),
+        ("e75:heads=8", "e75", None, {"heads": 8}),
     ],
 )
 def test_model_arguments(text, model, preset, sets):
@@ -229,3 +229,33 @@ def test_train_args_without_a_space():
     args = bench_args(["nn-gru", "--steps", "1", "--train-args=--compile"])
     (entry,) = bench.entries(args)
     assert bench.train_command(entry.cfg, args, Path("x"))[-1] == "--compile"
+
+
+@pytest.mark.parametrize("model", ["E88_d12h32", "e88:heads=32,n=16", "llama", "nn-gru:expansion=1.5"])
+def test_each_run_is_started_with_its_exact_configs(model):
+    """The bench's configs of a run -> its ``archdsl train`` command -> the trainer's flags give the
+    same configs back (one encoding, archdsl/config.py), the solved width standing for the budget."""
+    import argparse
+    import dataclasses
+
+    from archdsl.config import apply_overrides, to_argv
+    from archdsl.lm.config import ModelConfig
+    from archdsl.train import cli
+    from archdsl.train.config import TrainConfig
+
+    argv = [model, "--params", "1M", "--depth", "2", "--tokens", "50K", "--batch", "4", "--seq", "64"]
+    args = bench_args([*argv, "--seed", "3", "--data", "a.txt", "b.txt", "--device", "cpu"])
+    (entry,) = bench.entries(args)
+    train_cfg = bench.train_config(entry.cfg, args, Path("runs/x"))
+    for cfg in (entry.cfg, train_cfg):
+        assert apply_overrides(type(cfg)(), to_argv(cfg)) == cfg
+    data = ["a.txt", "b.txt"]
+    assert train_cfg == TrainConfig(
+        tokens=50_000, batch=4, seq=64, data=data, device="cpu", seed=3, out="runs/x", force=True
+    )
+    cmd = bench.train_command(entry.cfg, args, Path("runs/x"))
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    model_cfg, cfg = cli.configs(p.parse_args(cmd[4:]))
+    assert model_cfg == dataclasses.replace(entry.cfg, params=None, align=1) and cfg == train_cfg
+    assert isinstance(model_cfg, ModelConfig) and model_cfg.dim and model_cfg.seed == 3

@@ -13,7 +13,7 @@ from archdsl.lang.parser import parse_file
 from archdsl.lang.specs_path import resolve_spec
 from archdsl.lm import budget
 from archdsl.lm.budget import parse_count, sizes, solve
-from archdsl.lm.model import ModelConfig, build_model
+from archdsl.lm.zoo import ModelConfig, build_model
 
 
 def built_params(cfg: ModelConfig) -> int:

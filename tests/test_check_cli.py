@@ -178,7 +178,7 @@ def test_a_range_may_be_written_without_spaces(capsys, tmp_path):
 def test_a_preset_names_its_depth():
     """E88_b56n32 is a depth-32 configuration: without --depth the LM count is at depth 32."""
     from archdsl.lang.check_cmd import summary
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
 
     info = summary("specs/e88.rnn", "E88_b56n32", {}, None)
     assert info["depth"] == 32

@@ -19,7 +19,7 @@ from archdsl import cli
 from archdsl.lang.checker import instantiate
 from archdsl.lang.parser import parse_file
 from archdsl.layer import RecurrentLayer
-from archdsl.lm.model import ModelConfig
+from archdsl.lm.config import ModelConfig
 from archdsl.train.data import ByteData, bits_per_byte
 from archdsl.train.sample import load_trained
 from archdsl.train.trainer import TrainConfig, train
@@ -97,7 +97,7 @@ def test_kernels_take_the_length_at_run_time(strategy):
 
 def test_lm_states_carry_across_calls():
     """A prompt in two pieces, then byte by byte, gives the logits of the whole sequence at once."""
-    from archdsl.lm.model import build_model
+    from archdsl.lm.zoo import build_model
 
     lm = build_model(ModelConfig("e88", dim=16, depth=2, sets={"heads": 2, "n": 4})).eval()
     idx = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(0))
@@ -115,7 +115,7 @@ def test_lm_states_carry_across_calls():
 
 def test_generate_is_seeded_greedy_is_deterministic_and_baselines_refuse():
     from archdsl.errors import ArchdslError
-    from archdsl.lm.model import build_model
+    from archdsl.lm.zoo import build_model
 
     lm = build_model(ModelConfig("e88", dim=16, depth=1, sets={"heads": 2, "n": 4}))
     a, b = lm.generate("ab", 12, seed=1), lm.generate("ab", 12, seed=1)

@@ -1,8 +1,10 @@
 """The byte-level LM (variants.md §1) and the baselines (§5)."""
 
+import ast
 import importlib.machinery
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from archdsl.errors import ArchdslError
-from archdsl.lm import baselines
+from archdsl.lm import blocks
+from archdsl.lm.blocks import NORM_EPS
 from archdsl.lm.budget import sizes
-from archdsl.lm.model import NORM_EPS, ModelConfig, build_model
+from archdsl.lm.zoo import ModelConfig, build_model
 
 TINY = {
     "e88": ModelConfig("e88", dim=16, depth=2, sets={"heads": 2, "n": 4}),
@@ -116,7 +119,7 @@ def test_llama_block_is_pre_norm_with_one_residual_each():
     """h = x + Attn(RMSNorm(x)); out = h + FFN(RMSNorm(h)): the §1 LM with two mixers per block."""
     cfg = ModelConfig("llama", dim=32, depth=1, sets={"head_dim": 8})
     model = build_model(cfg)
-    assert [type(m) for m in model.mixers] == [baselines.Attention, baselines.SwiGLU]
+    assert [type(m) for m in model.mixers] == [blocks.Attention, blocks.SwiGLU]
     idx = torch.randint(0, 256, (2, 6))
     x = model.embed.weight[idx]
     attn, ffn = model.mixers
@@ -128,10 +131,10 @@ def test_llama_block_is_pre_norm_with_one_residual_each():
 
 def test_attention_matches_explicit_softmax():
     torch.manual_seed(0)
-    attn = baselines.Attention(16, 4).double()
+    attn = blocks.Attention(16, 4).double()
     x = torch.randn(2, 5, 16, dtype=torch.float64)
     q, k, v = attn.qkv(x).view(2, 5, 3, 4, 4).permute(2, 0, 3, 1, 4)
-    q, k = baselines.rope(q), baselines.rope(k)
+    q, k = blocks.rope(q), blocks.rope(k)
     scores = (q @ k.transpose(-1, -2)) / 2.0 + torch.full((5, 5), float("-inf")).triu(1).double()
     y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, 16)
     torch.testing.assert_close(attn(x), attn.proj(y))
@@ -140,7 +143,7 @@ def test_attention_matches_explicit_softmax():
 def test_rope_scores_depend_only_on_the_offset():
     q = torch.randn(1, 1, 1, 8, dtype=torch.float64).expand(1, 1, 6, 8)
     k = torch.randn(1, 1, 1, 8, dtype=torch.float64).expand(1, 1, 6, 8)
-    s = baselines.rope(q)[0, 0] @ baselines.rope(k)[0, 0].T  # [6, 6]
+    s = blocks.rope(q)[0, 0] @ blocks.rope(k)[0, 0].T  # [6, 6]
     for off in range(-5, 6):
         d = torch.diagonal(s, off)
         torch.testing.assert_close(d, d[:1].expand_as(d))
@@ -239,7 +242,7 @@ def test_mamba2_glue_without_causal_conv1d(monkeypatch):
         "use_mem_eff_path": False,
     }
     assert isinstance(sys.modules["selective_scan_cuda"], types.ModuleType)
-    assert m2.causal_conv1d_fn is baselines.torch_causal_conv1d
+    assert m2.causal_conv1d_fn is blocks.torch_causal_conv1d
     assert "split path" in model.info["backend"] and isinstance(model.norms[0], nn.LayerNorm)
     assert model(torch.randint(0, 256, (1, 3))).shape == (1, 3, 256)
 
@@ -270,7 +273,7 @@ def test_torch_causal_conv1d_is_causal_depthwise():
         torch.randn(3, 4, dtype=torch.float64),
         torch.randn(3),
     )
-    y = baselines.torch_causal_conv1d(x, w, b.double(), activation="silu")
+    y = blocks.torch_causal_conv1d(x, w, b.double(), activation="silu")
     pad = F.pad(x, (3, 0))
     want = torch.stack([(pad[..., t : t + 4] * w).sum(-1) for t in range(7)], -1) + b.double()[:, None]
     torch.testing.assert_close(y, F.silu(want))
@@ -289,3 +292,31 @@ def test_torch_causal_conv1d_is_causal_depthwise():
 def test_bad_configs_are_user_errors(cfg, message):
     with pytest.raises(ArchdslError, match=message):
         build_model(cfg)
+
+
+def test_the_lm_modules_import_each_other_without_a_cycle():
+    """model, baselines, blocks, config, budget, zoo and generate form a DAG, lazy imports included."""
+    lm = Path(__file__).resolve().parent.parent / "archdsl" / "lm"
+    graph = {}
+    for path in lm.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "archdsl.lm":
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("archdsl.lm."):
+                names.add(node.module.split(".")[2])
+        graph[path.stem] = names - {path.stem}
+    done, active = set(), []
+
+    def visit(m):
+        assert m not in active, f"import cycle: {' -> '.join([*active[active.index(m) :], m])}"
+        if m not in done:
+            active.append(m)
+            for n in graph.get(m, ()):
+                visit(n)
+            active.pop()
+            done.add(m)
+
+    for m in graph:
+        visit(m)
+    assert "baselines" not in graph["model"] and "model" not in graph["generate"]

@@ -92,7 +92,7 @@ def test_packed_without_states_and_bad_offsets():
 
 def test_the_lm_packs_documents():
     """Two layers: each document's logits and final states as if it ran alone."""
-    from archdsl.lm.model import ModelConfig, build_model
+    from archdsl.lm.zoo import ModelConfig, build_model
 
     lm = build_model(ModelConfig("e88", dim=16, depth=2, sets={"heads": 2, "n": 4})).eval()
     idx = torch.randint(0, 256, (1, 13), generator=torch.Generator().manual_seed(0))

@@ -19,8 +19,8 @@ from test_train import _poisoned
 
 from archdsl import cli
 from archdsl.errors import ArchdslError
-from archdsl.lm import model
-from archdsl.lm.model import ModelConfig
+from archdsl.lm import zoo
+from archdsl.lm.config import ModelConfig
 from archdsl.train import checkpoint, data, trainlog
 from archdsl.train.trainer import TrainConfig, Trainer, train
 
@@ -248,7 +248,7 @@ def _strict(text: str):
 
 
 def test_nonfinite_numbers_are_strict_json_and_read_back(tmp_path, text, monkeypatch):
-    monkeypatch.setattr(model, "build_model", _poisoned("forward", after=2))
+    monkeypatch.setattr(zoo, "build_model", _poisoned("forward", after=2))
     r = train(ModelConfig("e88", preset="demo", depth=2), cfg(tmp_path, text, steps=6))
     assert r.status == "nonfinite"
     lines = (tmp_path / "log.jsonl").read_text().splitlines()

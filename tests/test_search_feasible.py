@@ -18,7 +18,7 @@ from archdsl.search.space import Space, parse_range  # noqa: E402
 
 from archdsl.errors import ArchdslError  # noqa: E402
 from archdsl.lm.budget import solve  # noqa: E402
-from archdsl.lm.model import ModelConfig  # noqa: E402
+from archdsl.lm.config import ModelConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 from pathlib import Path
 
@@ -12,11 +13,14 @@ optuna = pytest.importorskip("optuna")
 
 from archdsl.search import report, results  # noqa: E402
 from archdsl.search import study as st  # noqa: E402
-from archdsl.search.repro import train_command  # noqa: E402
-from archdsl.search.space import Space, parse_range  # noqa: E402
+from archdsl.search.repro import job, model_config, train_command, train_config  # noqa: E402
+from archdsl.search.space import Candidate, Space, parse_range  # noqa: E402
 
 from archdsl.cli import main  # noqa: E402
+from archdsl.config import apply_overrides  # noqa: E402
 from archdsl.errors import ArchdslError  # noqa: E402
+from archdsl.lm.config import ModelConfig  # noqa: E402
+from archdsl.train.config import TrainConfig  # noqa: E402
 
 
 def sample(space: Space, n: int = 20):
@@ -121,44 +125,26 @@ def test_unknown_model_is_an_error():
         Space(["e99"])
 
 
-def test_train_command_is_exact():
-    model = {
-        "model": "e88",
-        "sets": {"heads": 8, "gate": "none"},
-        "dim": 256,
-        "depth": 3,
-        "backend": "triton",
-    }
-    train = {
-        "minutes": 10.0,
-        "lr": 0.0003,
-        "data": ["a.txt", "b.txt"],
-        "batch": 16,
-        "eval_bytes": 4096,
-        "seed": 2,
-    }
+def test_train_command_is_exact(tmp_path):
+    """A trial's configs -> its job items -> the trial's configs; its reproduce command, read by the
+    trainer's own CLI, gives the same configs back (but where the trial kept its files)."""
+    settings = st.Settings(
+        ["e88"], 250_000, 10.0, 4, data=["a.txt", "b,c.txt"], batch=16, eval_bytes=4096, backend="triton"
+    )
+    cand = Candidate("e88", {"heads": 8, "gate": "none"}, depth=3, lr=0.0003, dim=256)
+    model, train = model_config(cand, settings, 2), train_config(cand, settings, tmp_path, 2)
+    spec = job(model, train, settings, report=False)
+    assert apply_overrides(ModelConfig(), spec["model"]) == model
+    assert apply_overrides(TrainConfig(), spec["train"]) == train
     cmd = train_command(model, train)
     assert cmd == (
-        "archdsl train e88 --set gate=none --set heads=8 --dim 256 --depth 3 --backend triton "
-        "--minutes 10.0 --lr 0.0003 --batch 16 --eval-bytes 4096 --data a.txt b.txt --seed 2"
+        "archdsl train e88 --set heads=8 --set gate=none --dim 256 --depth 3 --backend triton "
+        "--minutes 10.0 --batch 16 --eval-bytes 4096 --seed 2 --data a.txt b,c.txt"
     )
     model_cfg, cfg = parse_train_command(cmd)  # the trainer's own CLI reads it back to the same configs
-    assert (model_cfg.model, model_cfg.sets, model_cfg.dim, model_cfg.depth, model_cfg.backend) == (
-        "e88",
-        {"gate": "none", "heads": "8"},
-        256,
-        3,
-        "triton",
-    )
-    assert (cfg.minutes, cfg.lr, cfg.batch, cfg.eval_bytes, cfg.data, cfg.seed, model_cfg.seed) == (
-        10.0,
-        3e-4,
-        16,
-        4096,
-        ["a.txt", "b.txt"],
-        2,
-        2,
-    )
+    assert model_cfg == dataclasses.replace(model, params=None)  # the solved width stands for the budget
+    assert dataclasses.replace(cfg, out=train.out, progress=False, checkpoint=False) == train
+    assert train_command(dataclasses.asdict(model), train) == cmd  # from the study's record too
 
 
 def parse_train_command(cmd: str):

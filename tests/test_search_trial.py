@@ -10,7 +10,10 @@ import pytest
 from archdsl.search import trial
 from archdsl.search.worker import _died, run_process, trial_env
 
+from archdsl.config import to_argv
 from archdsl.errors import ArchdslError
+from archdsl.lm.config import ModelConfig
+from archdsl.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "corpus-val.txt.xz"
@@ -18,20 +21,27 @@ BUDGET = 200_000
 
 
 def job(tmp_path: Path, sets: dict, report: bool = False) -> dict:
-    train = {
-        "minutes": 0.02,
-        "batch": 4,
-        "seq": 16,
-        "eval_bytes": 64,
-        "device": "cpu",
-        "out": str(tmp_path),
-        "data": [str(CORPUS)],
-        "progress": False,
-        "checkpoint": False,
-        "report_fractions": [0.25, 0.5, 0.75] if report else [],
+    """A trial's job as the worker writes it: both configs as ``key=value`` items."""
+    train = TrainConfig(
+        minutes=0.02,
+        batch=4,
+        seq=16,
+        eval_bytes=64,
+        device="cpu",
+        out=str(tmp_path),
+        data=[str(CORPUS)],
+        progress=False,
+        checkpoint=False,
+        report_fractions=(0.25, 0.5, 0.75) if report else (),
+    )
+    model = ModelConfig("e88", sets=sets, depth=1, params=BUDGET, seed=0)
+    return {
+        "model": to_argv(model),
+        "train": to_argv(train),
+        "budget": BUDGET,
+        "tolerance": 0.01,
+        "report": report,
     }
-    model = {"model": "e88", "sets": sets, "depth": 1, "params": BUDGET, "seed": 0}
-    return {"model": model, "train": train, "budget": BUDGET, "tolerance": 0.01, "report": report}
 
 
 def run(tmp_path: Path, j: dict, prune_at: float | None = None, timeout: float = 300):

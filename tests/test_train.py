@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from archdsl import cli
-from archdsl.lm import model
-from archdsl.lm.model import ModelConfig
+from archdsl.lm import zoo
+from archdsl.lm.config import ModelConfig
 from archdsl.train import checkpoint
 from archdsl.train.trainer import Pruned, TrainConfig, train
 
@@ -209,7 +209,7 @@ def test_sigterm_mid_run_then_resume_same_budget(tmp_path, capsys):
 
 def _poisoned(where: str, after: int):
     """build_model, but from the ``after``-th call of mixers[1] on, its output or gradient is NaN."""
-    real = model.build_model
+    real = zoo.build_model
 
     def build(cfg):
         m = real(cfg)
@@ -233,7 +233,7 @@ def _poisoned(where: str, after: int):
 
 @pytest.mark.parametrize("where", ["forward", "backward"])
 def test_nonfinite_names_step_and_tensor(tmp_path, monkeypatch, where):
-    monkeypatch.setattr(model, "build_model", _poisoned(where, after=4))
+    monkeypatch.setattr(zoo, "build_model", _poisoned(where, after=4))
     r = train(ModelConfig("e88", preset="demo", depth=2), _tiny(tmp_path, steps=20, warm_steps=0))
     assert r.status == "nonfinite" and r.steps == 4 and r.val_bpb is None
     if where == "forward":
@@ -300,7 +300,7 @@ def test_cli_without_data_uses_the_embedded_corpus(tmp_path, capsys):
 WARM_UP_FOREVER = """
 import os, signal, sys
 from archdsl.train import trainer as T
-from archdsl.lm.model import ModelConfig
+from archdsl.lm.config import ModelConfig
 
 step = T.Trainer.step
 

@@ -1,2 +1,4 @@
-"""The byte-level language model around any mixer (``model``), the baselines beside it
-(``baselines``), parameter accounting and the budget solver (``budget``), and decoding (``generate``)."""
+"""The byte-level language model: its config and spec lookup (``config``, no torch), the model around
+any mixer (``model``, with the torch blocks and norms in ``blocks``), the baselines, each count beside
+its constructor (``baselines``), parameter accounting and the budget solver (``budget``), ``build_model``
+(``zoo``: resolves a spec once) and decoding (``generate``)."""

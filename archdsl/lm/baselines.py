@@ -1,14 +1,17 @@
-"""The baselines of variants.md §5 as mixers of the LM in ``archdsl.lm.model``.
+"""The baselines of variants.md §5, each as its parameter count beside its constructor.
 
 - ``mamba2``: mamba-ssm's ``Mamba2`` (d_state 64, d_conv 4, expand 2, headdim 64) with LayerNorm.
 - ``fla-gdn``: flash-linear-attention's ``GatedDeltaNet`` (head_dim 128, gate, short conv) in §1's LM.
 - ``llama``: a pre-norm transformer block split into its two sub-layers, attention (RoPE θ = 1e4,
   head_dim 64, PyTorch's fused ``scaled_dot_product_attention``) and a SwiGLU FFN, each one mixer of
   §1's LM with its own RMSNorm: exactly one residual around each (the research code added a second).
-- ``lstm`` / ``gru``: the bundled specs, ``x = x + W_out cell(W_in LayerNorm(x))`` (the spec holds
-  W_in, the cell and W_out); ``nn-lstm`` / ``nn-gru``: the same wrapper around ``torch.nn.LSTM``/``GRU``
-  (cuDNN on a GPU), as reference points.
+- ``nn-lstm`` / ``nn-gru``: ``x = x + W_out cell(W_in LayerNorm(x))`` around ``torch.nn.LSTM``/``GRU``
+  (cuDNN on a GPU), as reference points. (``lstm`` / ``gru``, the same wrapper around the bundled
+  specs, are spec models: ``archdsl.lm.zoo`` builds them.)
 
+A count is a closed formula of the module's shapes, so budgets are solved without torch or the
+packages (``archdsl.lm.budget``; tests compare counts with built models). A constructor returns the
+layer's mixers and a line naming the execution path; torch and the packages are imported only there.
 Packages that are not installed raise ArchdslError naming the extra to install.
 """
 
@@ -20,21 +23,29 @@ import math
 import os
 import sys
 import types
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from archdsl.errors import ArchdslError
-from archdsl.lm import budget
-from archdsl.lm.model import NORM_EPS, LanguageModel, ModelConfig, TakeFirst, rms_norm, spec_mixers
 
 EXTRA = "pip install 'archdsl[baselines]'"
-ROPE_THETA = 1e4
 
 
-def layer_norm(dim: int) -> nn.Module:
-    return nn.LayerNorm(dim, eps=NORM_EPS)
+@dataclass(frozen=True)
+class Mixer:
+    """One layer's mixer of a baseline at a width: its parameters (without the LM's norms)."""
+
+    params: int
+    state: int | None
+    heads: int | None = None
+    n_state: int | None = None
+    expansion: float | None = None
+
+
+def _int_knob(model: str, k: dict, name: str) -> int:
+    if k[name] != int(k[name]):
+        raise ArchdslError(f"{model}: setting '{name}' must be an integer, found {k[name]}")
+    return int(k[name])
 
 
 def _missing(model: str, package: str, err: Exception) -> ArchdslError:
@@ -45,120 +56,39 @@ def _missing(model: str, package: str, err: Exception) -> ArchdslError:
     )
 
 
-def _info(cfg: ModelConfig, s: budget.Sizes, backend: str) -> dict:
-    return {
-        "model": cfg.model,
-        "kind": "baseline",
-        "dim": s.dim,
-        "depth": s.depth,
-        "expansion": s.expansion,
-        "heads": s.heads,
-        "n_state": s.n_state,
-        "state_per_layer": s.state_per_layer,
-        "backend": backend,
-        "spec_text": None,
-        "kernel_hash": None,
-    }
-
-
-# ---- llama ---------------------------------------------------------------------------------------
-def rope(x: torch.Tensor, theta: float = ROPE_THETA) -> torch.Tensor:
-    """Rotary embedding, rotate-half form: x [B, H, T, hd] -> [B, H, T, hd]."""
-    T, hd = x.shape[-2], x.shape[-1]
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    inv = theta ** (-torch.arange(0, hd, 2, device=x.device, dtype=dtype) / hd)  # [hd/2]
-    ang = torch.arange(T, device=x.device, dtype=dtype)[:, None] * inv  # [T, hd/2]
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-
-
-class Attention(nn.Module):
-    """Causal multi-head self-attention with RoPE, no biases."""
-
-    def __init__(self, dim: int, head_dim: int):
-        super().__init__()
-        self.heads, self.head_dim = dim // head_dim, head_dim
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.proj = nn.Linear(dim, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, D = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, T, hd]
-        q, k, v = rope(qkv[0]), rope(qkv[1]), qkv[2]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, H, T, hd]
-        return self.proj(y.transpose(1, 2).reshape(B, T, D))
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.gate = nn.Linear(dim, hidden, bias=False)
-        self.up = nn.Linear(dim, hidden, bias=False)
-        self.down = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
-
-
-def _llama(cfg: ModelConfig, s: budget.Sizes, k: dict) -> LanguageModel:
-    mixers: list[nn.Module] = []
-    for _ in range(cfg.depth):
-        mixers += [Attention(s.dim, k["head_dim"]), SwiGLU(s.dim, budget.llama_ffn(s.dim))]
-    for m in mixers:  # GPT-2 style: N(0, 0.02), the projections back into the residual scaled down
-        for name, p in m.named_parameters():
-            std = 0.02 / math.sqrt(2 * cfg.depth) if name.startswith(("proj", "down")) else 0.02
-            nn.init.normal_(p, 0.0, std)
-    return LanguageModel(s.dim, mixers, rms_norm, _info(cfg, s, "torch sdpa"))
-
-
-# ---- LSTM / GRU ----------------------------------------------------------------------------------
-class TorchRNN(nn.Module):
-    """``W_out cell(W_in x)`` with a torch.nn.LSTM/GRU cell (cuDNN on a GPU), initialised as the research's
-    lstm_baseline.py / gru_baseline.py: W_in N(0, 0.02), the cell's weights orthogonal, biases zero but
-    the LSTM's forget gate 1 in both biases, W_out zero."""
-
-    def __init__(self, kind: str, dim: int, d: int):
-        super().__init__()
-        self.w_in = nn.Linear(dim, d, bias=False)
-        self.cell = (nn.LSTM if kind == "lstm" else nn.GRU)(d, d, batch_first=True)
-        self.w_out = nn.Linear(d, dim, bias=False)
-        with torch.no_grad():
-            nn.init.normal_(self.w_in.weight, 0.0, 0.02)
-            nn.init.zeros_(self.w_out.weight)
-            for w in (self.cell.weight_ih_l0, self.cell.weight_hh_l0):
-                nn.init.orthogonal_(w)
-            for b in (self.cell.bias_ih_l0, self.cell.bias_hh_l0):
-                b.zero_()
-                if kind == "lstm":
-                    b[d : 2 * d] = 1.0  # gates (i, f, g, o): forget-gate bias 1 in each, 2 in effect
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, _ = self.cell(self.w_in(x))  # [B, T, d]
-        return self.w_out(h)
-
-
-def _torch_rnn(cfg: ModelConfig, s: budget.Sizes, k: dict) -> LanguageModel:
-    d = int(round(k["expansion"] * s.dim))
-    kind = cfg.model.removeprefix("nn-")
-    mixers = [TorchRNN(kind, s.dim, d) for _ in range(cfg.depth)]
-    return LanguageModel(s.dim, mixers, layer_norm, _info(cfg, s, f"torch.nn.{kind.upper()}"))
-
-
-def _spec_rnn(cfg: ModelConfig) -> LanguageModel:
-    mixers, info = spec_mixers(cfg)
-    info["kind"] = "baseline"
-    return LanguageModel(info["dim"], mixers, layer_norm, info)
-
-
 # ---- mamba2 --------------------------------------------------------------------------------------
-def torch_causal_conv1d(x, weight, bias=None, activation=None, seq_idx=None, **_):
-    """What causal-conv1d's ``causal_conv1d_fn`` computes, in torch: x [B, C, T], weight [C, W]."""
-    if seq_idx is not None:
-        raise ArchdslError("packed sequences (seq_idx) need the causal-conv1d package")
-    C, W = weight.shape
-    y = F.conv1d(x, weight.unsqueeze(1), bias, padding=W - 1, groups=C)[..., : x.shape[-1]]
-    return F.silu(y) if activation in ("silu", "swish") else y
+def mamba2_count(D: int, k: dict) -> Mixer | None:
+    """mamba_ssm.Mamba2(d_model=D, d_state=n, d_conv=conv, expand=e, headdim=head_dim), ngroups 1."""
+    d_inner, n, hd = _int_knob("mamba2", k, "expansion") * D, k["n"], k["head_dim"]
+    if d_inner % hd:
+        return None
+    heads = d_inner // hd
+    in_proj = D * (2 * d_inner + 2 * n + heads)  # [z, x, B, C, dt], no bias
+    conv = (d_inner + 2 * n) * (k["conv"] + 1)  # depthwise Conv1d with bias
+    params = in_proj + conv + 3 * heads + d_inner + d_inner * D  # dt_bias, A_log, D; gated norm; out_proj
+    return Mixer(params, d_inner * n, heads, n, k["expansion"])
+
+
+def mamba2_build(D: int, depth: int, k: dict) -> tuple[list, str]:
+    Mamba2, path = import_mamba2()
+    fused = path.startswith("mamba_ssm fused")
+    mixers = [
+        Mamba2(
+            d_model=D,
+            d_state=k["n"],
+            d_conv=k["conv"],
+            expand=k["expansion"],
+            headdim=k["head_dim"],
+            use_mem_eff_path=fused,
+        )
+        for _ in range(depth)
+    ]
+    return mixers, path
+
+
+def _mamba2_step(k: dict) -> int:
+    """Widths D with expand·D a multiple of head_dim."""
+    return k["head_dim"] // math.gcd(k["head_dim"], _int_knob("mamba2", k, "expansion"))
 
 
 def import_mamba2():
@@ -183,27 +113,55 @@ def import_mamba2():
     if fused:
         return m2.Mamba2, "mamba_ssm fused path (causal-conv1d + Triton SSD)"
     if m2.causal_conv1d_fn is None:  # the fallback conv of some mamba-ssm versions is broken
+        from archdsl.lm.blocks import torch_causal_conv1d
+
         m2.causal_conv1d_fn = torch_causal_conv1d
     return m2.Mamba2, "mamba_ssm split path (Triton SSD; torch causal conv: causal-conv1d missing)"
 
 
-def _mamba2(cfg: ModelConfig, s: budget.Sizes, k: dict) -> LanguageModel:
-    Mamba2, path = import_mamba2()
-    mixers = [
-        Mamba2(
-            d_model=s.dim,
-            d_state=k["n"],
-            d_conv=k["conv"],
-            expand=k["expansion"],
-            headdim=k["head_dim"],
-            use_mem_eff_path=path.startswith("mamba_ssm fused"),
-        )
-        for _ in range(cfg.depth)
-    ]
-    return LanguageModel(s.dim, mixers, layer_norm, _info(cfg, s, path))
-
-
 # ---- fla-gdn -------------------------------------------------------------------------------------
+def fla_gdn_count(D: int, k: dict) -> Mixer | None:
+    """fla.layers.GatedDeltaNet(hidden_size=D, expand_v=e, head_dim=hd, num_heads=D // hd,
+    use_gate=True, use_short_conv=True, conv_size=conv), conv without bias."""
+    hd = k["head_dim"]
+    hv = hd * k["expansion"]
+    if D % hd or hv != int(hv):
+        return None
+    heads, hv = D // hd, int(hv)
+    key, value = heads * hd, heads * hv
+    params = (
+        2 * D * key
+        + 3 * D * value  # q, k; v, g, o projections
+        + 2 * D * heads
+        + 2 * heads  # a, b projections; A_log, dt_bias
+        + k["conv"] * (2 * key + value)
+        + hv
+    )  # short convolutions; gated output norm
+    return Mixer(params, heads * hd * hv, heads, hd, k["expansion"])
+
+
+def fla_gdn_build(D: int, depth: int, k: dict) -> tuple[list, str]:
+    from archdsl.lm.blocks import TakeFirst
+
+    try:
+        GatedDeltaNet = importlib.import_module("fla.layers").GatedDeltaNet
+    except Exception as e:
+        raise _missing("fla-gdn", "flash-linear-attention (fla)", e) from None
+    path = "fla chunk (Triton)"
+    if os.environ.get("ARCHDSL_FLA_TRITON_BWD") != "1":
+        _check_fla_backward()
+    if os.environ.get("ARCHDSL_FLA_TRITON_BWD") == "1":
+        # fla 0.6 refuses GatedDeltaNet's backward on Hopper with triton < 3.7.1 (its issue #640,
+        # wrong gradients at some shapes). This runs its Triton path anyway: use it only where the
+        # gradients were checked at the run's shapes (benchmarks/kernels.py does), and say so.
+        importlib.import_module("fla.ops.common.chunk_o").TRITON_ABOVE_3_7_1 = True
+        path += ", backward forced on Hopper (ARCHDSL_FLA_TRITON_BWD=1)"
+    hd = k["head_dim"]
+    layer = dict(hidden_size=D, expand_v=k["expansion"], head_dim=hd, num_heads=D // hd)
+    gdn = dict(use_gate=True, use_short_conv=True, conv_size=k["conv"], mode="chunk")
+    return [TakeFirst(GatedDeltaNet(**layer, **gdn)) for _ in range(depth)], path
+
+
 FLA_HOPPER_HINT = (
     "install triton >= 3.7.1 (with a torch built for it), or set ARCHDSL_FLA_TRITON_BWD=1 to run fla's "
     "Triton backward anyway, only where its gradients were checked at the run's shapes "
@@ -235,51 +193,87 @@ def _check_fla_backward() -> None:
     )
 
 
-def _fla_gdn(cfg: ModelConfig, s: budget.Sizes, k: dict) -> LanguageModel:
-    try:
-        GatedDeltaNet = importlib.import_module("fla.layers").GatedDeltaNet
-    except Exception as e:
-        raise _missing("fla-gdn", "flash-linear-attention (fla)", e) from None
-    path = "fla chunk (Triton)"
-    if os.environ.get("ARCHDSL_FLA_TRITON_BWD") != "1":
-        _check_fla_backward()
-    if os.environ.get("ARCHDSL_FLA_TRITON_BWD") == "1":
-        # fla 0.6 refuses GatedDeltaNet's backward on Hopper with triton < 3.7.1 (its issue #640,
-        # wrong gradients at some shapes). This runs its Triton path anyway: use it only where the
-        # gradients were checked at the run's shapes (benchmarks/kernels.py does), and say so.
-        importlib.import_module("fla.ops.common.chunk_o").TRITON_ABOVE_3_7_1 = True
-        path += ", backward forced on Hopper (ARCHDSL_FLA_TRITON_BWD=1)"
-    hd = k["head_dim"]
-    mixers = [
-        TakeFirst(
-            GatedDeltaNet(
-                hidden_size=s.dim,
-                expand_v=k["expansion"],
-                head_dim=hd,
-                num_heads=s.dim // hd,
-                use_gate=True,
-                use_short_conv=True,
-                conv_size=k["conv"],
-                mode="chunk",
-            )
-        )
-        for _ in range(cfg.depth)
-    ]
-    return LanguageModel(s.dim, mixers, rms_norm, _info(cfg, s, path))
+# ---- llama ---------------------------------------------------------------------------------------
+def llama_ffn(D: int) -> int:
+    """SwiGLU hidden width: ceil((8/3) D / 256) * 256."""
+    return -(-8 * D // (3 * 256)) * 256
 
 
-BUILDERS = {
-    "llama": _llama,
-    "nn-lstm": _torch_rnn,
-    "nn-gru": _torch_rnn,
-    "mamba2": _mamba2,
-    "fla-gdn": _fla_gdn,
+def llama_count(D: int, k: dict) -> Mixer | None:
+    """One pre-norm block: attention (q, k, v, o: 4D²) and a SwiGLU FFN (3·D·F), no biases."""
+    if D % k["head_dim"]:
+        return None
+    return Mixer(4 * D * D + 3 * D * llama_ffn(D), None, D // k["head_dim"], None)
+
+
+def llama_build(D: int, depth: int, k: dict) -> tuple[list, str]:
+    from torch import nn
+
+    from archdsl.lm.blocks import Attention, SwiGLU
+
+    mixers: list[nn.Module] = []
+    for _ in range(depth):
+        mixers += [Attention(D, k["head_dim"]), SwiGLU(D, llama_ffn(D))]
+    for m in mixers:  # GPT-2 style: N(0, 0.02), the projections back into the residual scaled down
+        for name, p in m.named_parameters():
+            std = 0.02 / math.sqrt(2 * depth) if name.startswith(("proj", "down")) else 0.02
+            nn.init.normal_(p, 0.0, std)
+    return mixers, "torch sdpa"
+
+
+# ---- nn-lstm / nn-gru ----------------------------------------------------------------------------
+def nn_rnn_count(gates: int, state_copies: int) -> Callable[[int, dict], Mixer | None]:
+    def count(D: int, k: dict) -> Mixer | None:
+        d = int(round(k["expansion"] * D))
+        if d < 1:
+            return None
+        # W_in, W_out (no bias) + torch.nn.LSTM/GRU(d, d): W_ih, W_hh and two bias vectors
+        return Mixer(2 * D * d + gates * (2 * d * d + 2 * d), state_copies * d, None, None, k["expansion"])
+
+    return count
+
+
+def nn_rnn_build(kind: str) -> Callable[[int, int, dict], tuple[list, str]]:
+    def build(D: int, depth: int, k: dict) -> tuple[list, str]:
+        from archdsl.lm.blocks import TorchRNN
+
+        d = int(round(k["expansion"] * D))
+        return [TorchRNN(kind, D, d) for _ in range(depth)], f"torch.nn.{kind.upper()}"
+
+    return build
+
+
+# ---- the table -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Baseline:
+    knobs: dict[str, float]  # settings (``sets``) and their defaults
+    count: Callable[[int, dict], Mixer | None]  # one layer's mixer at a width; None: not allowed
+    build: Callable[[int, int, dict], tuple[list, str]]  # (width, depth, knobs) -> (mixers, path)
+    default_dim: int  # the research code's 100M width
+    norm: str = "rms"  # "rms" (variants.md §1) or "layer" (§5 wrappers)
+    mixers_per_layer: int = 1  # llama: attention and FFN, each with its pre-norm
+    step: Callable[[dict], int] = lambda k: 1  # widths are multiples of this
+
+
+BASELINES: dict[str, Baseline] = {
+    "mamba2": Baseline(
+        {"expansion": 2, "n": 64, "head_dim": 64, "conv": 4},
+        mamba2_count,
+        mamba2_build,
+        896,
+        "layer",
+        step=_mamba2_step,
+    ),
+    "fla-gdn": Baseline(
+        {"expansion": 1, "head_dim": 128, "conv": 4},
+        fla_gdn_count,
+        fla_gdn_build,
+        1024,
+        step=lambda k: k["head_dim"],
+    ),
+    "llama": Baseline(
+        {"head_dim": 64}, llama_count, llama_build, 640, mixers_per_layer=2, step=lambda k: k["head_dim"]
+    ),
+    "nn-lstm": Baseline({"expansion": 2}, nn_rnn_count(4, 2), nn_rnn_build("lstm"), 384, "layer"),
+    "nn-gru": Baseline({"expansion": 2}, nn_rnn_count(3, 1), nn_rnn_build("gru"), 384, "layer"),
 }
-
-
-def build(cfg: ModelConfig) -> LanguageModel:
-    """A baseline's LM (``cfg.dim`` set or the research code's 100M width)."""
-    if cfg.model in budget.SPEC_BASELINES:
-        return _spec_rnn(cfg)
-    s = budget.sizes(cfg)
-    return BUILDERS[cfg.model](cfg, s, budget.knobs(cfg))

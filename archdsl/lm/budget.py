@@ -2,7 +2,7 @@
 
 A spec's count comes from its IR (``LayerIR.param_count``) plus the LM's terms (variants.md §1):
 ``256·D`` (embedding, tied head) + the final norm + per layer (norm + mixer). The baselines' counts are
-closed formulas of their modules' shapes (mamba-ssm's ``Mamba2``, fla's ``GatedDeltaNet``, ...), so
+closed formulas of their modules' shapes, each beside its constructor in ``archdsl.lm.baselines``, so
 budgets can be solved where those packages are not installed; tests compare them with built models.
 
 ``solve`` finds the width whose count is nearest the budget, for the given heads / n / depth /
@@ -13,23 +13,19 @@ expansion. A spec's ``heads`` or ``n`` that neither the preset nor ``sets`` fixe
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from archdsl.args import parse_count  # noqa: F401 (the budget reads counts; kept importable here)
 from archdsl.errors import ArchdslError, did_you_mean
 from archdsl.ir import LayerIR
 from archdsl.lang.checker import configure, declarations, instantiate
-from archdsl.lang.parser import parse_file
-from archdsl.lang.specs_path import bundled, resolve_spec
+from archdsl.lang.specs_path import bundled  # noqa: F401 (bench lists the bundled specs from here)
+from archdsl.lm.baselines import BASELINES, Baseline, Mixer, llama_ffn  # noqa: F401 (one place to look)
+from archdsl.lm.config import MODELS, SPEC_BASELINES, VOCAB, is_baseline, load_spec, spec_path  # noqa: F401
 
-VOCAB = 256
 MAX_DIM = 1 << 16  # the solver's widest width
-#: bundled specs that are baselines: their LM is variants.md §5's LayerNorm wrapper
-SPEC_BASELINES = ("lstm", "gru")
 
 
 @dataclass(frozen=True)
@@ -43,133 +39,6 @@ class Sizes:
     heads: int | None
     n_state: int | None
     state_per_layer: int | None  # floats of recurrent state per layer and sequence (None: attention)
-
-
-@dataclass(frozen=True)
-class Mixer:
-    """One layer's mixer of a baseline at a width: its parameters (without the LM's norms)."""
-
-    params: int
-    state: int | None
-    heads: int | None = None
-    n_state: int | None = None
-    expansion: float | None = None
-
-
-def _mamba2(D: int, k: dict) -> Mixer | None:
-    """mamba_ssm.Mamba2(d_model=D, d_state=n, d_conv=conv, expand=e, headdim=head_dim), ngroups 1."""
-    d_inner, n, hd = _int_knob("mamba2", k, "expansion") * D, k["n"], k["head_dim"]
-    if d_inner % hd:
-        return None
-    heads = d_inner // hd
-    in_proj = D * (2 * d_inner + 2 * n + heads)  # [z, x, B, C, dt], no bias
-    conv = (d_inner + 2 * n) * (k["conv"] + 1)  # depthwise Conv1d with bias
-    params = in_proj + conv + 3 * heads + d_inner + d_inner * D  # dt_bias, A_log, D; gated norm; out_proj
-    return Mixer(params, d_inner * n, heads, n, k["expansion"])
-
-
-def _int_knob(model: str, k: dict, name: str) -> int:
-    if k[name] != int(k[name]):
-        raise ArchdslError(f"{model}: setting '{name}' must be an integer, found {k[name]}")
-    return int(k[name])
-
-
-def _mamba2_step(k: dict) -> int:
-    """Widths D with expand·D a multiple of head_dim."""
-    return k["head_dim"] // math.gcd(k["head_dim"], _int_knob("mamba2", k, "expansion"))
-
-
-def _fla_gdn(D: int, k: dict) -> Mixer | None:
-    """fla.layers.GatedDeltaNet(hidden_size=D, expand_v=e, head_dim=hd, num_heads=D // hd,
-    use_gate=True, use_short_conv=True, conv_size=conv), conv without bias."""
-    hd = k["head_dim"]
-    hv = hd * k["expansion"]
-    if D % hd or hv != int(hv):
-        return None
-    heads, hv = D // hd, int(hv)
-    key, value = heads * hd, heads * hv
-    params = (
-        2 * D * key
-        + 3 * D * value  # q, k; v, g, o projections
-        + 2 * D * heads
-        + 2 * heads  # a, b projections; A_log, dt_bias
-        + k["conv"] * (2 * key + value)
-        + hv
-    )  # short convolutions; gated output norm
-    return Mixer(params, heads * hd * hv, heads, hd, k["expansion"])
-
-
-def llama_ffn(D: int) -> int:
-    """SwiGLU hidden width: ceil((8/3) D / 256) * 256."""
-    return -(-8 * D // (3 * 256)) * 256
-
-
-def _llama(D: int, k: dict) -> Mixer | None:
-    """One pre-norm block: attention (q, k, v, o: 4D²) and a SwiGLU FFN (3·D·F), no biases."""
-    if D % k["head_dim"]:
-        return None
-    return Mixer(4 * D * D + 3 * D * llama_ffn(D), None, D // k["head_dim"], None)
-
-
-def _torch_rnn(gates: int, state_copies: int) -> Callable[[int, dict], Mixer | None]:
-    def mixer(D: int, k: dict) -> Mixer | None:
-        d = int(round(k["expansion"] * D))
-        if d < 1:
-            return None
-        # W_in, W_out (no bias) + torch.nn.LSTM/GRU(d, d): W_ih, W_hh and two bias vectors
-        return Mixer(2 * D * d + gates * (2 * d * d + 2 * d), state_copies * d, None, None, k["expansion"])
-
-    return mixer
-
-
-@dataclass(frozen=True)
-class Baseline:
-    knobs: dict[str, float]  # settings (``sets``) and their defaults
-    mixer: Callable[[int, dict], Mixer | None]  # None: this width is not allowed
-    default_dim: int  # the research code's 100M width
-    norm: str = "rms"  # "rms" (variants.md §1) or "layer" (§5 wrappers)
-    mixers_per_layer: int = 1  # llama: attention and FFN, each with its pre-norm
-    step: Callable[[dict], int] = lambda k: 1  # widths are multiples of this
-
-
-BASELINES: dict[str, Baseline] = {
-    "mamba2": Baseline(
-        {"expansion": 2, "n": 64, "head_dim": 64, "conv": 4}, _mamba2, 896, "layer", step=_mamba2_step
-    ),
-    "fla-gdn": Baseline(
-        {"expansion": 1, "head_dim": 128, "conv": 4}, _fla_gdn, 1024, step=lambda k: k["head_dim"]
-    ),
-    "llama": Baseline({"head_dim": 64}, _llama, 640, mixers_per_layer=2, step=lambda k: k["head_dim"]),
-    "nn-lstm": Baseline({"expansion": 2}, _torch_rnn(4, 2), 384, "layer"),
-    "nn-gru": Baseline({"expansion": 2}, _torch_rnn(3, 1), 384, "layer"),
-}
-MODELS = (*BASELINES, *SPEC_BASELINES)
-
-
-def is_baseline(name: str) -> bool:
-    return name in BASELINES or name in SPEC_BASELINES
-
-
-def spec_path(name: str) -> Path:
-    try:
-        return resolve_spec(name)
-    except ArchdslError:
-        if name.endswith(".rnn") or Path(name).exists():
-            raise
-        raise ArchdslError(
-            f"'{name}' is neither a spec file, a bundled spec nor a baseline",
-            hint=did_you_mean(name, [*bundled(), *BASELINES], "specs and baselines"),
-        ) from None
-
-
-@functools.lru_cache(maxsize=64)
-def _parse(path: str, mtime_ns: int):
-    return parse_file(path)
-
-
-def _spec(name: str):
-    p = spec_path(name)
-    return _parse(str(p), p.stat().st_mtime_ns)
 
 
 def knobs(cfg) -> dict:
@@ -199,7 +68,7 @@ def spec_layer(cfg, dim: int | None = None, sets: dict | None = None) -> LayerIR
     dim = cfg.dim if dim is None else dim
     if dim is not None:
         overrides["dim"] = dim
-    return instantiate(_spec(cfg.model), cfg.preset, overrides).layer
+    return instantiate(load_spec(cfg.model), cfg.preset, overrides).layer
 
 
 def lm_params(dim: int, depth: int, mixer_params: int, norm: str = "rms", mixers_per_layer: int = 1) -> int:
@@ -211,18 +80,26 @@ def lm_params(dim: int, depth: int, mixer_params: int, norm: str = "rms", mixers
 def sizes(cfg, dim: int | None = None, sets: dict | None = None) -> Sizes:
     """Exact sizes of a config (``dim``/``sets`` replace the config's), without building anything."""
     if cfg.model in BASELINES:
-        base = BASELINES[cfg.model]
-        k = knobs(cfg if sets is None else dataclasses.replace(cfg, sets=sets))
-        D = dim or cfg.dim or base.default_dim
-        m = base.mixer(D, k)
-        if m is None:
-            raise ArchdslError(
-                f"{cfg.model}: width {D} is not allowed; it must be a multiple of "
-                f"{base.step(k)} ({', '.join(f'{a}={b}' for a, b in k.items())})"
-            )
-        params = lm_params(D, cfg.depth, m.params, base.norm, base.mixers_per_layer)
-        return Sizes(params, D, cfg.depth, m.expansion, m.heads, m.n_state, m.state)
-    layer = spec_layer(cfg, dim, sets)
+        return baseline_sizes(cfg, dim, sets)
+    return spec_sizes(cfg, spec_layer(cfg, dim, sets))
+
+
+def baseline_sizes(cfg, dim: int | None = None, sets: dict | None = None) -> Sizes:
+    base = BASELINES[cfg.model]
+    k = knobs(cfg if sets is None else dataclasses.replace(cfg, sets=sets))
+    D = dim or cfg.dim or base.default_dim
+    m = base.count(D, k)
+    if m is None:
+        raise ArchdslError(
+            f"{cfg.model}: width {D} is not allowed; it must be a multiple of "
+            f"{base.step(k)} ({', '.join(f'{a}={b}' for a, b in k.items())})"
+        )
+    params = lm_params(D, cfg.depth, m.params, base.norm, base.mixers_per_layer)
+    return Sizes(params, D, cfg.depth, m.expansion, m.heads, m.n_state, m.state)
+
+
+def spec_sizes(cfg, layer: LayerIR) -> Sizes:
+    """The sizes of a spec config whose layer is already instantiated (``spec_layer``)."""
     norm = "layer" if cfg.model in SPEC_BASELINES else "rms"
     params, h = lm_params(layer.dim, cfg.depth, layer.param_count(), norm), layer.hypers
     return Sizes(
@@ -247,14 +124,14 @@ def _baseline_plan(cfg) -> _Plan:
     k = knobs(cfg)
 
     def at(D: int):
-        return (sizes(cfg, D), dict(cfg.sets)) if base.mixer(D, k) is not None else None
+        return (sizes(cfg, D), dict(cfg.sets)) if base.count(D, k) is not None else None
 
     fixed = ", ".join(f"{a} {b}" for a, b in k.items())
     return _Plan(at, math.lcm(cfg.align, base.step(k)), fixed)
 
 
 def _spec_plan(cfg) -> _Plan:
-    decl = declarations(_spec(cfg.model))
+    decl = declarations(load_spec(cfg.model))
     hypers, _ = configure(decl, cfg.preset, cfg.sets)  # the user's errors surface here
     given = set(cfg.sets) | ({s.name for s in decl.presets[cfg.preset].settings} if cfg.preset else set())
     free = [h for h in ("heads", "n") if h in decl.hypers and h not in given]

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from archdsl.errors import ArchdslError
+from archdsl.lm.blocks import normed
 
 States = list  # [dict[str, torch.Tensor] | None], one per layer
 
@@ -35,8 +36,6 @@ def forward_state(model, idx: torch.Tensor, states: States | None = None, cu_seq
 
     ``cu_seqlens``: idx [1, total] packs sequences (archdsl/packed.py); the states are then each
     sequence's, [N, *axes] per layer."""
-    from archdsl.lm.model import _normed
-
     layers = spec_layers(model)
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
         found = f"{idx.dtype} {list(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
@@ -49,9 +48,9 @@ def forward_state(model, idx: torch.Tensor, states: States | None = None, cu_seq
     out = []
     for norm, layer, s in zip(model.norms, layers, states):
         r = r + y.float()
-        y, s = layer(_normed(norm, r), s, cu_seqlens=cu_seqlens)
+        y, s = layer(normed(norm, r), s, cu_seqlens=cu_seqlens)
         out.append(s)
-    h = _normed(model.norm_f, r + y.float())
+    h = normed(model.norm_f, r + y.float())
     return F.linear(h, model.embed.weight), out
 
 

@@ -102,7 +102,7 @@ def _preset_owners() -> dict[str, str]:
     owners: dict[str, str] = {}
     for name in budget.bundled():
         try:
-            for preset in declarations(budget._spec(name)).presets:
+            for preset in declarations(budget.load_spec(name)).presets:
                 owners.setdefault(preset, name)
         except ArchdslError:
             continue
@@ -118,15 +118,16 @@ def _is_spec(name: str) -> bool:
 
 
 def parse_model(text: str, args):
-    """A MODEL argument -> a ModelConfig (not yet solved)."""
-    from archdsl.lm.model import ModelConfig
+    """A MODEL argument -> a ModelConfig (not yet solved); its ``key=value`` items are the spec's
+    settings, read as ``archdsl train --set`` reads them (archdsl/config.py)."""
+    from archdsl.config import apply_overrides
+    from archdsl.lm.config import ModelConfig
 
     name, _, items = text.partition(":")
-    preset, sets = None, {}
+    preset, sets = None, []
     for item in filter(None, (i.strip() for i in items.split(","))):
         if "=" in item:
-            k, v = item.split("=", 1)
-            sets[k.strip()] = v.strip()
+            sets.append(f"sets.{item}")
         elif preset is None:
             preset = item
         else:
@@ -143,16 +144,16 @@ def parse_model(text: str, args):
         if preset is not None:
             raise ArchdslError(f"'{text}': '{name}' is already a preset of {owners[name]}")
         name, preset = owners[name], name
-    return ModelConfig(
+    cfg = ModelConfig(
         name,
         preset=preset,
-        sets=sets,
         depth=args.depth,
         align=args.align,
         backend=args.backend,
         seed=args.seed,
         tolerance=args.tolerance,
     )
+    return apply_overrides(cfg, sets, f"'{text}':")
 
 
 def entries(args) -> list[Entry]:
@@ -180,36 +181,28 @@ def slug(label: str) -> str:
 
 
 # ---- one run -------------------------------------------------------------------------------------
+#: the bench flags that are training settings, passed on to every run as they are
+TRAIN_SETTINGS = ("minutes", "steps", "tokens", "batch", "seq", "device", "val", "data")
+
+
+def train_config(cfg, args, out: Path):
+    """The TrainConfig of one model's run: the bench's training flags, its seed and folder."""
+    from archdsl.config import apply_overrides, format_value
+    from archdsl.train.config import TrainConfig
+
+    given = [(k, getattr(args, k)) for k in TRAIN_SETTINGS if getattr(args, k) not in (None, [])]
+    items = [f"{k}={format_value(v)}" for k, v in given] + [f"seed={cfg.seed}"]
+    # a benchmark measures anew: it replaces a run left in its folder by an earlier one
+    items += [f"out={format_value(str(out), str)}", "force=true"]
+    return apply_overrides(TrainConfig, items, "archdsl bench")
+
+
 def train_command(cfg, args, out: Path) -> list[str]:
     """The ``archdsl train`` command line of one model (its width already solved)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "archdsl.cli",
-        "train",
-        cfg.model,
-        "--out",
-        str(out),
-        "--force",  # a benchmark measures anew: it replaces a run left in its folder by an earlier one
-        "--depth",
-        str(cfg.depth),
-        "--seed",
-        str(cfg.seed),
-        "--backend",
-        cfg.backend,
-    ]
-    if cfg.dim is not None:
-        cmd += ["--dim", str(cfg.dim)]
-    if cfg.preset:
-        cmd += ["--preset", cfg.preset]
-    for k, v in cfg.sets.items():
-        cmd += ["--set", f"{k}={v}"]
-    for flag in ("minutes", "steps", "tokens", "batch", "seq", "device", "val"):
-        if getattr(args, flag) is not None:
-            cmd += [f"--{flag}", str(getattr(args, flag))]
-    if args.data:
-        cmd += ["--data", *args.data]
-    return cmd + shlex.split(args.train_args)
+    from archdsl.train.cli import command
+
+    argv = command(cfg, train_config(cfg, args, out), leave_out=("progress", "checkpoint"))
+    return [sys.executable, "-m", "archdsl.cli", *argv[1:], *shlex.split(args.train_args)]
 
 
 def _stop(proc: subprocess.Popen, grace: float = 120.0) -> None:

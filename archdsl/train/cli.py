@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from archdsl import args as A
+from archdsl.config import apply_overrides, field_types, format_value, to_argv, unknown_key
 from archdsl.errors import ArchdslError
-from archdsl.lang.check_cmd import parse_sets
 
 EXIT = {"ok": 0, "pruned": 0, "nonfinite": 1, "interrupted": 130}
 
@@ -42,7 +43,18 @@ def add_arguments(p) -> None:
     )
     b.add_argument("--steps", type=A.positive_int, help="training steps")
     b.add_argument("--tokens", type=A.count, help="training tokens, e.g. 50M (rounded up to whole steps)")
-    t = p.add_argument_group("training")
+    _training_arguments(p.add_argument_group("training"))
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any field of the model or training config by name (clip=0.5, betas=0.9,0.99, "
+        "warm_steps=0); docs/training.md lists them",
+    )
+
+
+def _training_arguments(t) -> None:
     t.add_argument(
         "--data",
         nargs="+",
@@ -109,60 +121,107 @@ def add_arguments(p) -> None:
     t.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
 
 
+#: config fields with a flag of their own (``--eval-bytes`` sets ``eval_bytes``); any field, these
+#: included, is also ``--config KEY=VALUE`` (archdsl/config.py reads both the same way)
+MODEL_FLAGS = ("preset", "params", "dim", "depth", "align", "backend", "seed")
+TRAIN_FLAGS = (
+    *("minutes", "steps", "tokens", "batch", "seq", "lr", "optimizer", "warmup", "precision", "weights"),
+    *("val", "eval_bytes", "device", "out", "seed", "log_every", "eval_every", "checkpoint_every"),
+    *("threads", "resume", "force", "compile", "progress", "data", "log_to"),
+)
+SHORTHANDS = ("heads", "n", "expansion")  # --heads H is --set heads=H
+SWITCHES = ("resume", "force", "compile")  # store_true flags
+LISTS = ("data", "log_to")  # flags that take several values
+#: where and how a run is kept, not what it computes: a reproduce command leaves them out
+PLACEMENT = ("out", "progress", "checkpoint", "report_fractions", "resume", "force")
+
+
+def _flag_items(args, cls, names) -> list[str]:
+    """``field=value`` for each flag of ``names`` that the command line gave."""
+    types, items = field_types(cls), []
+    for name in names:
+        value = getattr(args, name, None)
+        if name == "progress" and args.no_progress:
+            items.append(f"{name}={format_value(False)}")
+        elif name == "checkpoint_every" and value == 0:
+            items.append(f"{name}={format_value(None)}")  # 0: no timed checkpoints
+        elif value is not None and value is not False and value != []:
+            items.append(f"{name}={format_value(value, types[name])}")
+    return items
+
+
+def _route(items: list[str], model_cls, train_cls) -> tuple[list[str], list[str]]:
+    """``--config`` items to the ModelConfig or the TrainConfig by field name (``seed``: both)."""
+    model_fields, train_fields = field_types(model_cls), field_types(train_cls)
+    to_model, to_train = [], []
+    for item in items:
+        name = item.split("=", 1)[0].strip().replace("-", "_").partition(".")[0]
+        if "=" in item and name not in model_fields and name not in train_fields:
+            raise unknown_key("--config", item, name, [*model_fields, *train_fields])
+        if name in model_fields:
+            to_model.append(item)
+        if name in train_fields or name not in model_fields:
+            to_train.append(item)
+    return to_model, to_train
+
+
 def configs(args):
     """The ModelConfig and TrainConfig that the flags describe."""
-    from archdsl.lm.budget import parse_count
-    from archdsl.lm.model import ModelConfig
-    from archdsl.train.trainer import TrainConfig
+    from archdsl.lm.config import ModelConfig
+    from archdsl.train.config import TrainConfig
 
-    sets: dict[str, object] = dict(parse_sets(args.set))
-    for name in ("heads", "n", "expansion"):
-        if getattr(args, name) is not None:
-            sets[name] = getattr(args, name)
     if args.params is not None and args.dim is not None:
         raise ArchdslError("give --params (the width is solved) or --dim, not both")
-    model_cfg = ModelConfig(
-        model=args.model,
-        preset=args.preset,
-        sets=sets,
-        dim=args.dim,
-        depth=args.depth,
-        params=parse_count(args.params) if args.params is not None else None,
-        align=args.align,
-        backend=args.backend,
-        seed=args.seed,
-    )
-    cfg = TrainConfig(
-        minutes=args.minutes,
-        steps=args.steps,
-        tokens=parse_count(args.tokens) if args.tokens else None,
-        batch=args.batch,
-        seq=args.seq,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        warmup=args.warmup,
-        precision=args.precision,
-        weights=args.weights,
-        data=list(args.data),
-        val=args.val,
-        eval_bytes=parse_count(args.eval_bytes),
-        device=args.device,
-        out=args.out or default_out(args),
-        seed=args.seed,
-        log_every=args.log_every,
-        log_to=list(args.log_to),
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every or None,
-        resume=args.resume,
-        force=args.force,
-        progress=not args.no_progress,
-        compile=args.compile,
-        threads=args.threads,
-    )
+    for item in args.set:
+        if "=" not in item:
+            raise ArchdslError(f"--set expects KEY=VALUE, found '{item}'")
+    sets = [f"sets.{item.strip()}" for item in args.set]
+    sets += [f"sets.{k}={format_value(getattr(args, k))}" for k in SHORTHANDS if getattr(args, k) is not None]
+    more_model, more_train = _route(list(args.config), ModelConfig, TrainConfig)
+    model_items = [f"model={args.model}", *_flag_items(args, ModelConfig, MODEL_FLAGS), *sets]
+    model_cfg = apply_overrides(ModelConfig, [*model_items, *more_model], "--config")
+    train_items = [f"out={format_value(args.out or default_out(args), str)}"]
+    train_items += _flag_items(args, TrainConfig, TRAIN_FLAGS)
+    cfg = apply_overrides(TrainConfig, [*train_items, *more_train], "--config")
     from archdsl.train.sinks import check as check_sinks
 
     check_sinks(cfg.log_to)  # a missing TensorBoard or W&B is said before anything runs
     return model_cfg, cfg
+
+
+def command(model_cfg, cfg, leave_out: tuple[str, ...] = PLACEMENT) -> list[str]:
+    """``archdsl train MODEL …``: the command line whose ``configs`` gives back ``model_cfg`` and
+    ``cfg``, but for the fields of ``leave_out`` (``--seed`` is ``cfg.seed`` and sets both seeds)."""
+    from archdsl.lm.config import ModelConfig
+    from archdsl.train.config import TrainConfig
+
+    if model_cfg.dim is not None:  # a solved width says all that the budget decided
+        model_cfg = replace(model_cfg, params=None, align=ModelConfig.align, tolerance=ModelConfig.tolerance)
+    items = to_argv(model_cfg, ModelConfig(model_cfg.model), always=("depth",))
+    items = [i for i in items if not i.startswith("seed=")]
+    kept = replace(TrainConfig(), **{k: getattr(cfg, k) for k in leave_out})
+    items += to_argv(cfg, kept, always=("seed",))
+    argv, tail = ["archdsl", "train", model_cfg.model], []
+    for item in items:
+        key, text = item.split("=", 1)
+        name = key.partition(".")[0]
+        flag = "--" + name.replace("_", "-")
+        value = getattr(cfg, name) if name in field_types(TrainConfig) else getattr(model_cfg, name)
+        if name == "sets":
+            argv += ["--set", f"{key[5:]}={text}"]
+        elif name in LISTS:
+            tail += [flag, *value]
+        elif name in SWITCHES:
+            argv += [flag] if value else []
+        elif name == "progress":
+            argv += ["--no-progress"]
+        elif name == "checkpoint_every":
+            argv += [flag, "0" if value is None else text]
+        elif (name in MODEL_FLAGS or name in TRAIN_FLAGS) and value is not None:
+            argv += [flag, value if isinstance(value, str) else text]
+        else:
+            argv += ["--config", item]
+    return argv + tail
 
 
 def default_out(args) -> str:

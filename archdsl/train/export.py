@@ -52,7 +52,7 @@ def load_run(path: str | Path, device: str = "cpu"):
     mode. ``path``: the run's ``--out`` folder (it holds ``model.safetensors`` and ``config.json``)."""
     from safetensors.torch import load_file
 
-    from archdsl.lm.model import ModelConfig, build_model
+    from archdsl.lm.zoo import ModelConfig, build_model
 
     root = Path(path)
     if not (root / CONFIG).is_file() or not (root / WEIGHTS).is_file():

@@ -41,7 +41,7 @@ def load_trained(run: str | Path, device: str = "cpu", backend: str | None = Non
 
     import torch
 
-    from archdsl.lm.model import ModelConfig, build_model
+    from archdsl.lm.zoo import ModelConfig, build_model
     from archdsl.train import checkpoint
 
     path = Path(run) / checkpoint.NAME
