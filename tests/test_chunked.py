@@ -104,7 +104,7 @@ def test_chunked_algebra_matches_the_recurrence(scalar, lowrank):
 def test_triton_forward_matches_the_recurrence(scalar, lowrank, bv, monkeypatch):
     """Key size 5 and value size 20 (padded to blocks of 16 and 32, or two blocks of 16), 37 steps in
     chunks of 16."""
-    from archdsl.codegen import chunked_kernels
+    from archdsl.codegen.run import chunked_kernels
 
     monkeypatch.setitem(chunked_kernels.LAUNCH, "bv", bv)
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float32)
@@ -142,7 +142,7 @@ def test_layer_matches_reference_fp16():
 def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
     """Every gradient (log-decays, q, k, v, a, b, initial state) against autograd of the chunked form;
     value size 20 in one block or in two blocks of 16 (per-block partial sums)."""
-    from archdsl.codegen import chunked_kernels
+    from archdsl.codegen.run import chunked_kernels
     from archdsl.codegen.run.chunked_backward import chunked_backward
 
     monkeypatch.setitem(chunked_kernels.LAUNCH, "bv", bv)

@@ -99,7 +99,7 @@ def test_resume_never_unpickles_a_planted_checkpoint(tmp_path, text):
 
 
 def test_a_planted_kernel_file_is_replaced_not_imported(cache, tmp_path):
-    from archdsl.codegen import runtime
+    from archdsl.codegen.run import runtime
 
     source = "VALUE = 42\n"
     marker = tmp_path / MARK
