@@ -1,22 +1,18 @@
 """The chunked strategy (codegen/run/chunked.py): classification from the IR, the chunked algebra against
 the step-by-step recurrence, and whole layers against the reference at awkward lengths (chunk 16)."""
 
-import os
 from pathlib import Path
 
 import pytest
+import torch
+from archdsl.codegen.run.chunked import build_chunked, classification, classify
+from archdsl.codegen.run.chunked_kernels import chunked_forward
+from archdsl.codegen.run.chunked_torch import chunked_torch, sequential_torch
+from kernel_harness import compare_backends, rel_rms
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import torch  # noqa: E402
-from archdsl.codegen.run.chunked import build_chunked, classification, classify  # noqa: E402
-from archdsl.codegen.run.chunked_kernels import chunked_forward  # noqa: E402
-from archdsl.codegen.run.chunked_torch import chunked_torch, sequential_torch  # noqa: E402
-from kernel_harness import compare_backends, rel_rms  # noqa: E402
-
-from archdsl.autodiff import extract_cell  # noqa: E402
-from archdsl.lang.checker import instantiate  # noqa: E402
-from archdsl.lang.parser import parse_file  # noqa: E402
+from archdsl.autodiff import extract_cell
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
 
 LINEAR = {
     "gdn": {"heads": 3},
