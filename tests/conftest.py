@@ -2,8 +2,8 @@
 
 ``TRITON_INTERPRET=1`` is set here and only here (before any test module imports triton): the
 generated kernels run through Triton's CPU interpreter, on CPU tensors. The one exception is a GPU
-run, ``pytest -m gpu`` on a machine with CUDA, which selects only the GPU tests (tests/test_gpu.py)
-and runs their kernels on the GPU.
+run on a machine with CUDA: ``pytest -m gpu`` or a run of tests/test_gpu.py alone (as
+benchmarks/mutation.py runs it), whose kernels run on the GPU.
 
 A test that takes an argument named ``spec_path`` runs once per ``specs/*.rnn`` (id: the spec's
 name), so a new spec is tested without anyone writing a test.
@@ -20,15 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATHS = sorted((ROOT / "specs").glob("*.rnn"))
 
 
-def gpu_run(markexpr: str) -> bool:
-    """``-m gpu`` (not ``-m "not gpu"``) on a machine with CUDA."""
-    selects_gpu = "gpu" in markexpr.split() and "not gpu" not in " ".join(markexpr.split())
-    return selects_gpu and torch.cuda.is_available()
+def gpu_run(markexpr: str, args: list[str]) -> bool:
+    """``-m gpu`` (not ``-m "not gpu"``), or only tests/test_gpu.py named, on a machine with CUDA."""
+    words = markexpr.split()
+    selects_gpu = "gpu" in words and "not gpu" not in " ".join(words)
+    only_gpu_file = bool(args) and all(Path(a.split("::")[0]).name == "test_gpu.py" for a in args)
+    return (selects_gpu or only_gpu_file) and torch.cuda.is_available()
 
 
 def pytest_configure(config):
     # runs before collection, so before any test module (or the code it imports) loads triton
-    if not gpu_run(config.getoption("markexpr", "") or ""):
+    if not gpu_run(config.getoption("markexpr", "") or "", list(config.args)):
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 

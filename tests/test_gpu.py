@@ -23,7 +23,7 @@ pytestmark = [
     ),
     pytest.mark.skipif(
         os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
-        reason="TRITON_INTERPRET is set (a run without -m gpu): the kernels would run on the interpreter",
+        reason="TRITON_INTERPRET is set (name -m gpu or this file alone): kernels would run interpreted",
     ),
 ]
 
