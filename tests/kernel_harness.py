@@ -7,9 +7,49 @@ log line per tensor says how close it was.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from archdsl.layer import RecurrentLayer
+
+#: Per strategy, the specs on which a property that holds for every spec (decoding equals the
+#: forward, packed sequences equal one by one, a single step) is checked by default; the whole
+#: cross product of specs and strategies runs under ``pytest -m exhaustive`` (or ARCHDSL_EXHAUSTIVE=1).
+#: Each spec is there for a code path the others do not take; every spec's kernels are still checked
+#: against the reference in tests/test_kernels.py, and every spec's reference in the full set.
+REPRESENTATIVE = {
+    "loop": {
+        "e1": "a vector state through a spectral-normalised matrix",
+        "e10": "two states of different shapes (h[i], m[c, i])",
+        "e88": "a matrix state per head, tanh around the delta-rule update",
+        "gdn": "short convolutions (their history carried across calls) and the gated delta rule",
+        "gru": "a reset gate inside the recurrent product",
+        "lstm": "two states (h, c) and four gates",
+        "mamba": "a causal conv1d and a selective scan over [i, s] (no heads axis)",
+        "mlstm": "three states of different ranks and an exp/max stabiliser",
+    },
+    "chunked": {
+        "gdn": "scalar decay per head with the delta correction, convolutions",
+        "gla": "a decay per key channel, no delta correction",
+        "kda": "a decay per key channel with the delta correction",
+        "mamba": "a decay per channel and no heads axis",
+        "mamba2": "scalar decay per head without the delta correction",
+    },
+}
+
+
+def cases_params(cases: list[tuple[Path, str]]) -> list:
+    """``(spec path, strategy)`` cases as pytest parameters: those outside REPRESENTATIVE (for the
+    strategies it names) are marked ``exhaustive`` (tests/conftest.py skips them by default)."""
+    params = []
+    for path, strategy in cases:
+        default = strategy not in REPRESENTATIVE or path.stem in REPRESENTATIVE[strategy]
+        marks = () if default else (pytest.mark.exhaustive,)
+        params.append(pytest.param(path, strategy, id=f"{path.stem}-{strategy}", marks=marks))
+    return params
+
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 

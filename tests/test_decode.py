@@ -1,5 +1,6 @@
-"""Decoding: ``layer.step`` token by token equals the full forward for every spec and every strategy
-(reference and compiled), the kernels take the length at run time (one length-1 variant serves every
+"""Decoding: ``layer.step`` token by token equals the full forward (the reference on every spec; each
+compiled strategy on the representative specs of kernel_harness.REPRESENTATIVE, on every spec under
+``pytest -m exhaustive``), the kernels take the length at run time (one length-1 variant serves every
 step), the LM's states carry across calls, and ``archdsl sample`` prints text from a trained run."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from archdsl.codegen import build_cell
-from kernel_harness import assert_close
+from kernel_harness import assert_close, cases_params
 from test_kernels import CASES, CHUNK, small
 
 from archdsl import cli
@@ -50,10 +51,17 @@ def stepwise(layer: RecurrentLayer, x: torch.Tensor, state):
     return torch.stack(ys, 1), state
 
 
-@pytest.mark.parametrize(("path", "strategy"), DECODE, ids=[f"{p.stem}-{s}" for p, s in DECODE])
+@pytest.mark.parametrize(("path", "strategy"), cases_params(DECODE))
 def test_step_equals_the_full_forward(path, strategy):
     """From a random state, 6 tokens one at a time against one forward of 6 (loop segments of 4 end
-    mid-sequence; the chunked form pads a partial chunk), fp32, relative RMS <= 1e-5."""
+    mid-sequence; the chunked form pads a partial chunk), fp32, relative RMS <= 1e-5.
+
+    By default: the reference on every spec (each spec's step semantics, convolution history
+    included), the persistent and dense kernels on e1 and lstm, and the loop and chunked kernels on
+    the specs of kernel_harness.REPRESENTATIVE, chosen so that each strategy meets every kind of state
+    and history the specs have (one and several states, convolutions, gates, delta rule, scalar and
+    per-channel decay). Stepping is the same kernel launched at length 1, so the other specs add
+    only their cell's arithmetic, which test_kernels checks per spec; ``-m exhaustive`` runs them."""
     ir = decode_layer(path, strategy)
     if strategy == "reference":
         layer = RecurrentLayer(ir, seed=0)

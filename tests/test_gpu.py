@@ -3,9 +3,8 @@
 The interpreter runs a launch's programs one after another, so programs that share scratch memory,
 a grid barrier that releases one step early, or a persistent grid that is not co-resident all give
 the right numbers there. On a GPU the programs run at once. Run ``pytest -m gpu tests/test_gpu.py``
-on a machine with CUDA: name the file, since the CPU test modules set ``TRITON_INTERPRET=1`` when
-they are imported (these tests then skip rather than run on the interpreter). Each test is skipped
-on a machine without CUDA.
+on a machine with CUDA: tests/conftest.py sets ``TRITON_INTERPRET=1`` for every other run (these
+tests then skip rather than run on the interpreter). Each test is skipped on a machine without CUDA.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ pytestmark = [
     ),
     pytest.mark.skipif(
         os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
-        reason="TRITON_INTERPRET is set: the kernels would run on the CPU interpreter",
+        reason="TRITON_INTERPRET is set (name -m gpu or this file alone): kernels would run interpreted",
     ),
 ]
 

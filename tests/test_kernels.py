@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from archdsl.codegen import applicable
-from kernel_harness import compare_backends
+from kernel_harness import cases_params, compare_backends
 
 from archdsl.autodiff import extract_cell
 from archdsl.lang.checker import declarations, instantiate
@@ -36,12 +36,20 @@ CASES = [(p, s) for p in SPECS for s in strategies(p)]
 
 @pytest.mark.parametrize(("path", "strategy"), CASES, ids=[f"{p.stem}-{s}" for p, s in CASES])
 def test_kernel_matches_reference(path, strategy):
-    """Odd sizes, a batch of 3, 17 steps, blocks that end mid-sequence; every strategy that applies."""
-    compare_backends(small(path, heads=3), B=3, T=17, chunk=CHUNK.get(strategy, 4), strategy=strategy)
+    """Every spec, every strategy that applies: odd sizes, a batch of 3, blocks that end mid-sequence.
+    The loop runs 9 steps (checkpoint segments of 4, 4 and 1: several segments, a partial last one;
+    17 steps took 1.6 to 1.8 times as long and reach no other path); the chunked form runs 17 (a full
+    chunk of 16 and a partial one)."""
+    T = 17 if strategy == "chunked" else 9
+    compare_backends(small(path, heads=3), B=3, T=T, chunk=CHUNK.get(strategy, 4), strategy=strategy)
 
 
-@pytest.mark.parametrize(("path", "strategy"), CASES, ids=[f"{p.stem}-{s}" for p, s in CASES])
+@pytest.mark.parametrize(("path", "strategy"), cases_params(CASES))
 def test_kernel_single_step_single_head(path, strategy):
+    """One token, one head, a batch of 1: blocks longer than the sequence and axes of size 1. On the
+    representative specs of kernel_harness.REPRESENTATIVE by default (every state, history and decay
+    kind per strategy); each spec's arithmetic is checked at 17 steps above, and every op on padded
+    axes in test_ops; the whole cross product under ``-m exhaustive``."""
     compare_backends(small(path, heads=1), B=1, T=1, chunk=16, strategy=strategy)
 
 
@@ -91,3 +99,12 @@ def test_torch_compile_keeps_the_layer_whole():
     torch.testing.assert_close(out, eager)
     out.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_representative_specs_exist_and_apply():
+    """A misspelt or no longer applicable entry of REPRESENTATIVE would silently drop a default case."""
+    from kernel_harness import REPRESENTATIVE
+
+    for strategy, names in REPRESENTATIVE.items():
+        applies = {p.stem for p, s in CASES if s == strategy}
+        assert set(names) <= applies, f"{strategy}: {sorted(set(names) - applies)} not in the cases"

@@ -15,17 +15,13 @@ no gradient, and at a tie max/min pass half the cotangent to each argument.
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from dataclasses import dataclass  # noqa: E402
-
-import pytest  # noqa: E402
-import shift_oracles  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from op_oracles import (  # noqa: E402
+import pytest
+import shift_oracles
+import torch
+import torch.nn.functional as F
+from op_oracles import (
     autograd_vjp,
     derived_vjp,
     fill,
@@ -35,7 +31,7 @@ from op_oracles import (  # noqa: E402
     swap_op,
 )
 
-from archdsl.ir import BINARY, LEAVES, SEQUENCE, TRANSFORMS, UNARY, Node, Op  # noqa: E402
+from archdsl.ir import BINARY, LEAVES, SEQUENCE, TRANSFORMS, UNARY, Node, Op
 
 GENERIC = [-3.0, -1.5, -0.5, -0.01, 0.0, 0.01, 0.5, 1.5, 3.0, -0.75, 2.25]
 AROUND_ZERO = [-2.0, -1e-3, -1e-20, 0.0, 1e-20, 1e-3, 2.0, -0.7, 0.0, 0.7, -0.0]

@@ -1,13 +1,14 @@
-"""Packed sequences (``cu_seqlens``): for every spec and every strategy (the reference and each
-compiled one), outputs, each sequence's final state and every gradient equal those of running the
-sequences one by one; boundaries fall inside the loop's checkpoint segments (stride 4) and inside
-the chunked form's chunks (16)."""
+"""Packed sequences (``cu_seqlens``): outputs, each sequence's final state and every gradient equal
+those of running the sequences one by one; boundaries fall inside the loop's checkpoint segments
+(stride 4) and inside the chunked form's chunks (16). The reference on every spec; each compiled
+strategy on the representative specs of kernel_harness.REPRESENTATIVE (every spec under
+``pytest -m exhaustive``)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from kernel_harness import assert_close
+from kernel_harness import assert_close, cases_params
 from test_decode import DECODE, decode_layer
 from test_kernels import CHUNK
 
@@ -34,8 +35,13 @@ def loss(y, finals, w):
     return (y * w).sum() + sum((v * v).sum() for v in finals.values())
 
 
-@pytest.mark.parametrize(("path", "strategy"), DECODE, ids=[f"{p.stem}-{s}" for p, s in DECODE])
+@pytest.mark.parametrize(("path", "strategy"), cases_params(DECODE))
 def test_packed_equals_one_by_one(path, strategy):
+    """By default the reference on every spec (each spec's resets at a boundary, convolution history
+    included), persistent and dense on e1 and lstm, loop and chunked on the representative specs
+    (every kind of state, history and decay the specs have: kernel_harness.REPRESENTATIVE). A
+    boundary is where the kernels restart from the sequence's own initial state, the same code for
+    every cell; the rest of the cross product runs under ``-m exhaustive``."""
     layer = make(path, strategy)
     ir = layer.ir
     torch.manual_seed(0)

@@ -6,15 +6,11 @@ numbers there; this test records every program's stores and loads instead."""
 
 from __future__ import annotations
 
-import os
+from contextlib import contextmanager
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from contextlib import contextmanager  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from op_oracles import default_params, frontier_of, layer_of, random_inputs  # noqa: E402
+import numpy as np
+import torch
+from op_oracles import default_params, frontier_of, layer_of, random_inputs
 
 
 @contextmanager

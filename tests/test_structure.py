@@ -6,16 +6,12 @@ on bf16 inputs (it must compute in fp32)."""
 
 from __future__ import annotations
 
-import os
+import pytest
+import torch
+from op_oracles import autograd_vjp, derived_vjp, fill, kernel_vs_reference, layer_of, reference_apply
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from op_oracles import autograd_vjp, derived_vjp, fill, kernel_vs_reference, layer_of, reference_apply  # noqa: E402
-
-from archdsl.ir import Node, Op  # noqa: E402
-from archdsl.reference import reference_cell  # noqa: E402
+from archdsl.ir import Node, Op
+from archdsl.reference import reference_cell
 
 SIZES = {"h": 2, "i": 3, "j": 3, "k": 3}
 # (argument axes, mapping, torch of the compact argument): the renamed value's axes in layout order
