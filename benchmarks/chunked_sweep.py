@@ -10,8 +10,9 @@ import argparse
 import itertools
 
 import torch
-from archdsl.codegen.run import chunked_kernels as ck
 from archdsl.codegen.run.chunked_backward import chunked_backward
+from archdsl.codegen.run.chunked_common import LAUNCH
+from archdsl.codegen.run.chunked_kernels import chunked_forward
 from triton.testing import do_bench
 
 SHAPES = {"gdn 8x128x128 delta": (8, 128, 128, True), "mamba2 28x64x64": (28, 64, 64, False)}
@@ -52,10 +53,10 @@ def main(B=32, T=512):
         args = (lw, q, k, v, ab, h0)
         grid = itertools.product(opts.bv, opts.warps, opts.chunk, opts.stages)
         for bv, warps, chunk, stages in grid:
-            ck.LAUNCH.update(bv=bv, warps=warps, stages=stages)
+            LAUNCH.update(bv=bv, warps=warps, stages=stages)
             label = f"{name}: bv {bv} warps {warps} C {chunk} stages {stages}"
             try:
-                f = do_bench(lambda a=args, c=chunk: ck.chunked_forward(*a, c, False), warmup=3, rep=20)
+                f = do_bench(lambda a=args, c=chunk: chunked_forward(*a, c, False), warmup=3, rep=20)
                 b = do_bench(
                     lambda a=args, d=(do, dht), c=chunk: chunked_backward(*a, *d, c, False), warmup=3, rep=20
                 )

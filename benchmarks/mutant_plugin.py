@@ -17,7 +17,7 @@ MODULES = {
     "archdsl/reference.py": "archdsl.reference",
     "codegen/emit/triton.py": "archdsl.codegen.emit.triton",
     "codegen/hoist.py": "archdsl.codegen.hoist",
-    "codegen/run/persistent.py": "archdsl.codegen.run.persistent",
+    "codegen/emit/persistent.py": "archdsl.codegen.emit.persistent",
 }
 
 

@@ -1,7 +1,7 @@
 """Planted single-point bugs in the compiler, and whether the fast tests catch each one.
 
 Each mutant is one text substitution in ``archdsl/autodiff.py``, ``archdsl/reference.py``,
-``codegen/emit/triton.py``, ``codegen/hoist.py`` or ``codegen/run/persistent.py``. The script applies one,
+``codegen/emit/triton.py``, ``codegen/hoist.py`` or ``codegen/emit/persistent.py``. The script applies one,
 runs the tests that should catch it (``pytest -x``, a time limit each), restores the file and goes
 on; it prints a Markdown table and the kill score. A mutant marked ``gpu`` changes only what the
 CPU interpreter cannot see (programs running at once); ``tests/test_gpu.py`` is meant to catch it
@@ -32,7 +32,7 @@ AD, REF, TRI, HOIST, PERS = (
     "archdsl/reference.py",
     "codegen/emit/triton.py",
     "codegen/hoist.py",
-    "codegen/run/persistent.py",
+    "codegen/emit/persistent.py",
 )
 
 # the tests each kind of mutant runs: (files, -k expression)
@@ -322,7 +322,7 @@ MUTANTS = [
         "if g[i].op in LEAVES or i in frontier:",
         "hoist",
     ),
-    # -- codegen/run/persistent.py (the CPU runs it one step per launch)
+    # -- codegen/emit/persistent.py (the CPU runs it one step per launch)
     m(
         "pers-k-mask",
         PERS,

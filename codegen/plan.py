@@ -70,9 +70,15 @@ def mixed_axes(graph, nodes) -> set[str]:
     return mixed
 
 
+def live_nodes(cell: Cell) -> set[int]:
+    """The nodes the step needs: the new states, the readout and what they read."""
+    return cell.graph.ancestors([*cell.next_state.values(), cell.output])
+
+
 def splittable_axes(cell: Cell) -> tuple[str, ...]:
-    live = cell.graph.ancestors([*cell.next_state.values(), cell.output])
-    mixed = mixed_axes(cell.graph, live)
+    """Axes the step never mixes (looking only at the nodes it needs) and every state and the readout
+    carry: the axes a grid may split across programs."""
+    mixed = mixed_axes(cell.graph, live_nodes(cell))
     must_have = [*cell.states.values(), cell.output_axes]
     return tuple(a for a in cell.axes if a not in mixed and all(a in ax for ax in must_have))
 
@@ -115,3 +121,80 @@ def make_token_plan(axes, sizes: dict, graph, tokens: int = 16) -> Plan:
     largest = max(math.prod(block[a] for a in n.axes) for n in graph.nodes)
     warps = max(1, min(8, largest // 512))
     return Plan("per-token", tuple(axes), dict(sizes), (), block, {}, tokens, warps)
+
+
+# ---- the persistent dense recurrence (codegen/run/persistent.py) ----------------------------------
+
+BATCH = "_b"  # the batch axis of the register blocks (every program holds a block of batch rows)
+MAX_BLOCK_B = 128  # batch rows per program; more batch means more programs
+MAX_TILES = 128  # default rows per program: the smallest tile that needs at most this many programs
+DOT_MIN = 16  # tl.dot needs every dimension >= 16
+
+
+def persistent_rows(size: int, rows: int | None) -> int:
+    """State rows per program: ``rows`` (default: the smallest tile that keeps the grid within
+    ``MAX_TILES`` programs) as a power of two of at least ``DOT_MIN``, no more than the padded axis."""
+    if rows is None:
+        rows = DOT_MIN
+        while math.ceil(size / rows) > MAX_TILES:
+            rows *= 2
+    rows = max(DOT_MIN, next_pow2(rows))
+    return min(rows, max(DOT_MIN, next_pow2(size)))
+
+
+def make_dense_plan(cell: Cell, step: Cell, rows_axis: str, rows: int, num_warps: int) -> Plan:
+    """The persistent kernels' blocks over ``(batch, *layer axes)``: the tile of ``rows`` of the rows'
+    axis, the step's other axes whole, the contracted axes absent (the step never holds them)."""
+    held = {a for i in live_nodes(step) for a in step.graph[i].axes}
+    held |= {a for ax in cell.states.values() for a in ax} | set(cell.output_axes)
+    block, tiles = {BATCH: "BLOCK_B"}, {}
+    for a in cell.axes:
+        if a == rows_axis:
+            block[a], tiles[a] = rows, math.ceil(cell.sizes[a] / rows)
+        else:
+            block[a] = next_pow2(cell.sizes[a]) if a in held else 1
+    return Plan(
+        "persistent dense recurrence",
+        (BATCH, *cell.axes),
+        {**cell.sizes, BATCH: "B"},
+        (rows_axis,),
+        block,
+        tiles,
+        1,
+        num_warps,
+    )
+
+
+@dataclass(frozen=True)
+class PersistentPlan:
+    """The persistent grid at run time: its tiles of rows and the blocks of each launch."""
+
+    rows_axis: str
+    rows: int  # state rows per program
+    tiles: int  # programs per batch block
+    num_warps: int
+    block_k: int
+    size: int  # the rows' axis size
+
+    def blocks(self, batch: int) -> tuple[int, int, int]:
+        """(batch rows per program, columns per tl.dot, programs) at this batch size: a wider batch
+        block takes a narrower k block (the register blocks stay the same size)."""
+        bb = max(DOT_MIN, min(MAX_BLOCK_B, next_pow2(batch)))
+        block_k = max(DOT_MIN, min(self.block_k, 8192 // bb, next_pow2(self.size)))
+        return bb, block_k, self.tiles * math.ceil(batch / bb)
+
+    def programs(self, batch: int) -> int:
+        return self.blocks(batch)[2]
+
+    def describe(self, states: dict) -> dict:
+        return {
+            "strategy": "persistent dense recurrence",
+            "split_axes": [self.rows_axis],
+            "blocks": {self.rows_axis: self.rows, "batch": f"<= {MAX_BLOCK_B}", "k": f"<= {self.block_k}"},
+            "grid": f"({self.tiles} x batch blocks of up to {MAX_BLOCK_B},)",
+            "programs": self.tiles,
+            "rows_per_program": self.rows,
+            "state_bytes_per_program": 4 * MAX_BLOCK_B * self.rows * len(states),
+            "checkpoint_stride": 1,
+            "num_warps": self.num_warps,
+        }

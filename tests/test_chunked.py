@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from archdsl.codegen.run.chunked import build_chunked, classification, classify
+from archdsl.codegen.linear import classification, classify
+from archdsl.codegen.run.chunked import build_chunked
 from archdsl.codegen.run.chunked_kernels import chunked_forward
 from archdsl.codegen.run.chunked_torch import chunked_torch, sequential_torch
 from kernel_harness import compare_backends, rel_rms
@@ -100,9 +101,9 @@ def test_chunked_algebra_matches_the_recurrence(scalar, lowrank):
 def test_triton_forward_matches_the_recurrence(scalar, lowrank, bv, monkeypatch):
     """Key size 5 and value size 20 (padded to blocks of 16 and 32, or two blocks of 16), 37 steps in
     chunks of 16."""
-    from archdsl.codegen.run import chunked_kernels
+    from archdsl.codegen.run import chunked_common
 
-    monkeypatch.setitem(chunked_kernels.LAUNCH, "bv", bv)
+    monkeypatch.setitem(chunked_common.LAUNCH, "bv", bv)
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float32)
     o1, s1 = sequential_torch(*(x.double() for x in (lw, q, k, v)), [x.double() for x in ab], h0.double())
     o2, s2 = chunked_forward(lw, q, k, v, ab, h0, 16, precise=True)
@@ -141,10 +142,10 @@ def test_layer_matches_reference_fp16():
 def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
     """Every gradient (log-decays, q, k, v, a, b, initial state) against autograd of the chunked form;
     value size 20 in one block or in two blocks of 16 (per-block partial sums)."""
-    from archdsl.codegen.run import chunked_kernels
+    from archdsl.codegen.run import chunked_common
     from archdsl.codegen.run.chunked_backward import chunked_backward
 
-    monkeypatch.setitem(chunked_kernels.LAUNCH, "bv", bv)
+    monkeypatch.setitem(chunked_common.LAUNCH, "bv", bv)
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64, T=37, V=20)
     xs = [x.clone().requires_grad_(True) for x in (lw, q, k, v, *ab, h0)]
     o, hT = chunked_torch(xs[0], xs[1], xs[2], xs[3], xs[4:-1], xs[-1], 16)

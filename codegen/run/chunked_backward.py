@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from archdsl.codegen.run.chunked_kernels import (
+from archdsl.codegen.run.chunked_common import (
     LAUNCH,
     _chunk_decays,
     _decay_state,
@@ -37,8 +37,8 @@ from archdsl.codegen.run.chunked_kernels import (
     _from_start,
     _meta,
     _to_end,
-    chunk_states,
 )
+from archdsl.codegen.run.chunked_kernels import chunk_states
 
 
 @triton.jit

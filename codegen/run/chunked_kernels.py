@@ -1,4 +1,4 @@
-"""The chunked forward as Triton kernels, and the custom op the chunked cell calls.
+"""The chunked forward as Triton kernels.
 
 The algebra is in ``codegen/run/chunked_torch.py``. Per (batch element × head), chunk ``n`` of C steps
 with ``S`` the state at its start, the forward is three launches:
@@ -13,39 +13,29 @@ with ``S`` the state at its start, the forward is three launches:
 
 The backward (``codegen/run/chunked_backward.py``) reruns 1 and 2 (only the inputs are saved), passes the
 state's gradient backwards through the chunks, then computes every per-token gradient for all chunks
-at once. Without a GPU or the interpreter the same algebra runs in PyTorch (``chunked_torch``) and
-autograd differentiates it.
+at once. The helpers both inline and the launch settings are in ``codegen/run/chunked_common.py``; the
+custom op that calls them (and, without a GPU or the interpreter, runs the same algebra in PyTorch,
+``chunked_torch``, for autograd to differentiate) in ``codegen/run/ops.py``.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
-from archdsl.codegen.run.chunked_torch import chunked_torch
+from archdsl.codegen.run.chunked_common import (
+    LAUNCH,
+    _chunk_decays,
+    _decay_state,
+    _decayed,
+    _from_start,
+    _meta,
+    _to_end,
+)
 
 
 def kernel_path() -> str:
     return __file__
-
-
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-@triton.jit
-def _decayed(x, y, gx, gy, mask, SCALAR: tl.constexpr, PREC: tl.constexpr):
-    """M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) where ``mask``, else 0."""
-    # one return after a constexpr if/else: Triton 3.6 compiles the statements after an early return
-    if SCALAR:
-        m = tl.dot(x, tl.trans(y), input_precision=PREC)
-        out = m * tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
-    else:
-        m = tl.dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), input_precision=PREC)
-        out = tl.where(mask, m, 0.0)
-    return out
 
 
 @triton.jit
@@ -57,46 +47,6 @@ def _unit_lower_inverse(L, rc, C: tl.constexpr):
         lt = tl.sum(tl.where(rc[:, None] == t, L, 0.0), 0)  # row t of L
         inv = tl.where(rc[:, None] == t, inv + tl.sum(lt[:, None] * inv, 0)[None, :], inv)
     return inv
-
-
-@triton.jit
-def _chunk_decays(lw, row, pk, mt, mtk, SCALAR: tl.constexpr):
-    """(g, G, Γ_C): the chunk's log-decays, their inclusive cumulative sum and the chunk's total."""
-    if SCALAR:
-        g = tl.load(lw + row, mask=mt, other=0.0)
-    else:
-        g = tl.load(lw + pk, mask=mtk, other=0.0)
-    return g, tl.cumsum(g, 0), tl.sum(g, 0)
-
-
-@triton.jit
-def _to_end(x, G, GC, SCALAR: tl.constexpr):
-    """x_t decayed from step t to the chunk's end: x_t ⊙ Γ_C / Γ_t."""
-    if SCALAR:
-        out = x * tl.exp(GC - G)[:, None]
-    else:
-        out = x * tl.exp(GC[None, :] - G)
-    return out
-
-
-@triton.jit
-def _from_start(x, G, SCALAR: tl.constexpr):
-    """x_t ⊙ Γ_t."""
-    if SCALAR:
-        out = x * tl.exp(G)[:, None]
-    else:
-        out = x * tl.exp(G)
-    return out
-
-
-@triton.jit
-def _decay_state(S, GC, SCALAR: tl.constexpr):
-    """Γ_C S: the whole state decayed over the chunk."""
-    if SCALAR:
-        out = tl.exp(GC) * S
-    else:
-        out = tl.exp(GC)[:, None] * S
-    return out
 
 
 @triton.jit
@@ -206,31 +156,6 @@ def chunk_output_kernel(
     tl.store(o + pv, out, mask=mtv)
 
 
-#: launch settings: the largest block of value columns per program, warps per program (None: 8 for a
-#: key axis of 128 or more, else 4), and software-pipelining stages of the two kernels that walk the
-#: chunks (each stage holds a chunk's [C, K] tiles in shared memory).
-LAUNCH = {"bv": 64, "warps": None, "stages": 1}
-
-
-def warps(K: int) -> int:
-    return LAUNCH["warps"] or (8 if K >= 128 else 4)
-
-
-def blocks(K: int, V: int) -> tuple[int, int]:
-    """The key axis whole (padded to a power of two, at least 16: ``tl.dot``'s minimum), the value
-    axis in blocks of at most ``LAUNCH["bv"]``."""
-    return max(16, triton.next_power_of_2(K)), min(LAUNCH["bv"], max(16, triton.next_power_of_2(V)))
-
-
-def _meta(lw, q, v, ab, chunk: int, precise: bool) -> dict:
-    assert chunk >= 16 and chunk & (chunk - 1) == 0, "the chunk must be a power of two, at least 16"
-    BK, BV = blocks(q.shape[-1], v.shape[-1])
-    return dict(
-        C=chunk, BK=BK, BV=BV, SCALAR=lw.dim() == 3, PREC="ieee" if precise else "tf32",
-        num_warps=warps(q.shape[-1]),
-    )  # fmt: skip
-
-
 def chunk_states(lw, q, k, v, ab, h0, chunk: int, precise: bool):
     """Kernels 1 and 2: (the state at every chunk's start [B·H, N, K, V], final state [B, H, K, V],
     the corrections U [B·H, N·C, V] or None, W [B·H, N·C, K] or None, T⁻¹ [B·H, N, C, C] or None)."""
@@ -272,77 +197,4 @@ def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool):
     chunk_output_kernel[grid](
         lw, q, k, v, ab[0] if ab else q, states, U if ab else q, o, T, H, K, V, LOWRANK=bool(ab), **meta
     )
-    return o, ht
-
-
-_OPS: dict[str, object] = {}
-
-
-def _op(chunk: int, precise: bool):
-    """``archdsl::chunked_<C>_<precision>([lw, q, k, v, *ab], h0) -> [o, final state]`` with autograd."""
-    name = f"archdsl::chunked_c{chunk}_{'ieee' if precise else 'tf32'}"
-    if name in _OPS:
-        return _OPS[name]
-
-    @torch.library.custom_op(name, mutates_args=())
-    def op(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
-        lw, q, k, v, *ab = xs
-        if q.is_cuda or _interpreted():
-            return list(chunked_forward(lw, q, k, v, ab, h0, chunk, precise))
-        with torch.no_grad():
-            return [x.contiguous() for x in chunked_torch(lw, q, k, v, ab, h0, chunk)]
-
-    @op.register_fake
-    def _(xs, h0):
-        B, T, H, _ = xs[1].shape
-        return [xs[1].new_empty(B, T, H, xs[3].shape[-1], dtype=torch.float32), torch.empty_like(h0)]
-
-    @torch.library.custom_op(name + "_bwd", mutates_args=())
-    def bwd(
-        xs: list[torch.Tensor], h0: torch.Tensor, do: torch.Tensor, dht: torch.Tensor
-    ) -> list[torch.Tensor]:
-        from archdsl.codegen.run.chunked_backward import chunked_backward
-
-        lw, q, k, v, *ab = xs
-        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, precise)
-
-    @bwd.register_fake
-    def _(xs, h0, do, dht):
-        return [*(torch.empty_like(x) for x in xs), torch.empty_like(h0)]
-
-    def setup_context(ctx, inputs, output):
-        xs, h0 = inputs
-        ctx.save_for_backward(*xs, h0)
-
-    def backward(ctx, grads):
-        *xs, h0 = ctx.saved_tensors
-        do, dht = grads
-        do = torch.zeros_like(xs[3], dtype=torch.float32) if do is None else do.float().contiguous()
-        dht = torch.zeros_like(h0) if dht is None else dht.float().contiguous()
-        if xs[1].is_cuda or _interpreted():
-            out = bwd(list(xs), h0, do, dht)
-        else:
-            out = _recompute_grads(list(xs), h0, do, dht, chunk)
-        return out[:-1], out[-1]
-
-    op.register_autograd(backward, setup_context=setup_context)
-    _OPS[name] = op
-    return op
-
-
-def _recompute_grads(xs, h0, do, dht, chunk: int) -> list:
-    """The gradients of the chunked recurrence, recomputed through its PyTorch form (plain autograd:
-    a custom op's body runs below the autograd dispatch key, so this stays outside one)."""
-    with torch.enable_grad():
-        leaves = [x.detach().requires_grad_(True) for x in (*xs, h0)]
-        lw, q, k, v, *rest = leaves
-        o, hT = chunked_torch(lw, q, k, v, rest[:-1], rest[-1], chunk)
-        return list(torch.autograd.grad([o, hT], leaves, [do, dht]))
-
-
-def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype):
-    """The chunked recurrence on fp32 coefficients; ``dtype``: the layer's (fp32 runs use exact
-    fp32 products, bf16/fp16 runs TF32 tensor cores)."""
-    xs = [x.float().contiguous() for x in (lw, q, k, v, *ab)]
-    o, ht = _op(chunk, dtype in (torch.float32, torch.float64))(xs, h0.float().contiguous())
     return o, ht

@@ -3,10 +3,10 @@
 everything else of the step as one fused Triton kernel, instead of holding a ``d x d`` matrix in the
 registers of every program.
 
-The *step cell* is the cell with each such contraction replaced by an input ``mv<k>``; it compiles
-with the same passes as any cell (derived backward included) and runs one step per launch. The
-operands of the contractions are evaluated from the state by the reference's rules, and autograd
-chains the GEMMs, the operands and the step kernel's derived backward.
+The *step cell* (``codegen/analysis.py``) is the cell with each such contraction replaced by an input
+``mv<k>``; it compiles with the same passes as any cell (derived backward included) and runs one step
+per launch. The operands of the contractions are evaluated from the state by the reference's rules,
+and autograd chains the GEMMs, the operands and the step kernel's derived backward.
 
 ``DenseCell`` is the fallback: where every contraction reads a state renamed onto the contracted axis
 and the step cell is pointwise over the state's rows, ``codegen/run/persistent.py`` runs the whole
@@ -16,53 +16,13 @@ sequence as one persistent forward and one backward launch instead (E1, E10, E63
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
 
 import torch
+from archdsl.codegen.analysis import MatVec, find_matvecs, mv_name, step_cell
 
 from archdsl.autodiff import Cell
-from archdsl.ir import Kind, Op
+from archdsl.ir import Op
 from archdsl.reference import Layout, evaluate
-
-#: a learned matrix whose padded register block would exceed this many floats goes to a GEMM
-REGISTER_LIMIT = 64 * 64
-
-
-@dataclass(frozen=True)
-class MatVec:
-    node: int  # the SUM node in the cell graph
-    operand: int  # the state-dependent factor
-    const: str  # the matrix (a parameter-only value, c<k>)
-    axis: str  # the contracted axis
-
-
-def find_matvecs(cell: Cell, block: dict) -> list[MatVec]:
-    """Contractions of a large learned matrix with a value that depends on the state."""
-    g, kinds = cell.graph, cell.graph.kinds()
-    out = []
-    for i, n in enumerate(g.nodes):
-        if n.op is not Op.SUM or g[n.args[0]].op is not Op.MUL:
-            continue
-        a, b = g[n.args[0]].args
-        for w, v in ((a, b), (b, a)):
-            wn = g[w]
-            if wn.op is Op.PARAM and len(wn.axes) == 2 and n.attr in wn.axes and kinds[v] == Kind.RECURRENT:
-                if block[wn.axes[0]] * block[wn.axes[1]] > REGISTER_LIMIT:
-                    out.append(MatVec(i, v, wn.attr, n.attr))
-                break
-    return out
-
-
-def mv_name(k: int) -> str:
-    """The step cell's input that replaces contraction ``k`` (``mv:k``: no spec name has a colon)."""
-    return f"mv:{k}"
-
-
-def step_cell(cell: Cell, matvecs: list[MatVec]) -> Cell:
-    """The cell with each contraction replaced by a per-step input ``mv:<k>``."""
-    from archdsl.codegen.hoist import replace_with_inputs
-
-    return replace_with_inputs(cell, {m.node: mv_name(k) for k, m in enumerate(matvecs)})
 
 
 class DenseCell:
@@ -120,3 +80,6 @@ class DenseCell:
             y, state = self.step(step_in, step_front, state)
             ys.append(y)
         return torch.cat(ys, dim=1), state
+
+
+__all__ = ["DenseCell", "MatVec", "find_matvecs", "mv_name", "step_cell"]

@@ -1,6 +1,6 @@
-"""Compiled cells at run time: the generated module cached on disk under a hash of its source, the
-launchers, and the ``torch.library`` custom ops (forward, and backward registered as its autograd
-formula) through which PyTorch and ``torch.compile`` call them."""
+"""Compiled cells at run time: the generated module cached on disk under a hash of its source, and
+the launchers that the ``torch.library`` custom ops of ``codegen/run/ops.py`` call (PyTorch and
+``torch.compile`` call the cells through those ops)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from archdsl.codegen.plan import Plan
+from archdsl.codegen.run.ops import loop_op, part_op
 
 from archdsl.autodiff import Backward, Cell
 
@@ -101,7 +102,7 @@ class CompiledCell:
     @functools.cached_property
     def op(self):
         """The cell as a ``torch.library`` custom op (so torch.compile keeps it as one node)."""
-        return _register_op(self)
+        return loop_op(self)
 
     # ---- launchers -----------------------------------------------------------------------------
     def forward(self, xs, cs, h0):
@@ -175,90 +176,6 @@ def _ntiles(plan: Plan, axes) -> int:
     return out
 
 
-_OPS: dict[str, object] = {}
-
-
-def _register_op(cc: CompiledCell):
-    """``archdsl::cell_<hash>(xs, cs, h0) -> [y, *final states, *checkpoints]`` with its autograd.
-
-    An op is registered once per name: layers with the same IR and plan share it (the name covers
-    the generated source and every launch setting, so they compute the same thing)."""
-    name = f"archdsl::cell_{cc.hash}_{cc.plan.chunk}_{cc.plan.num_warps}_{cc.plan.n_tiles}"
-    if name not in _OPS:
-        _OPS[name] = _make_op(cc, name)
-    return _OPS[name]
-
-
-def _make_op(cc: CompiledCell, name: str):
-    n_s = len(cc.state_names)
-    cell = cc.cell
-
-    @torch.library.custom_op(name, mutates_args=())
-    def op(xs: list[torch.Tensor], cs: list[torch.Tensor], h0: list[torch.Tensor]) -> list[torch.Tensor]:
-        y, ht, ck = cc.forward(xs, cs, h0)
-        return [y, *ht, *ck]
-
-    @op.register_fake
-    def _(xs, cs, h0):
-        B, T = xs[0].shape[:2]
-        nc = -(-T // cc.plan.chunk)
-        y = xs[0].new_empty(B, T, *(cell.sizes[a] for a in cell.output_axes))
-        ht = [
-            xs[0].new_empty(B, *(cell.sizes[a] for a in cell.states[s]), dtype=torch.float32)
-            for s in cc.state_names
-        ]
-        ck = [
-            xs[0].new_empty(B, nc, *(cell.sizes[a] for a in cell.states[s]), dtype=torch.float32)
-            for s in cc.state_names
-        ]
-        return [y, *ht, *ck]
-
-    def setup_context(ctx, inputs, output):
-        xs, cs, _ = inputs
-        ctx.n = (len(xs), len(cs))
-        ctx.save_for_backward(*xs, *cs, *output[1 + n_s :])
-
-    def backward(ctx, grads):
-        n_x, n_c = ctx.n
-        saved = ctx.saved_tensors
-        xs, cs, ck = saved[:n_x], saved[n_x : n_x + n_c], saved[n_x + n_c :]
-        dy, dht = grads[0], list(grads[1 : 1 + n_s])
-        if dy is None:
-            dy = xs[0].new_zeros(*xs[0].shape[:2], *(cell.sizes[a] for a in cell.output_axes))
-        dht = [d if d is not None else torch.zeros_like(c[:, 0]) for d, c in zip(dht, ck)]
-        grads = bwd_op(list(xs), list(cs), list(ck), dy, dht)
-        return grads[:n_x], grads[n_x : n_x + n_c], grads[n_x + n_c :]
-
-    bwd_op = _register_bwd_op(cc, name)
-    op.register_autograd(backward, setup_context=setup_context)
-    return op
-
-
-def _register_bwd_op(cc: CompiledCell, name: str):
-    """The backward as its own custom op, so that tracing the backward never launches a kernel."""
-
-    @torch.library.custom_op(name + "_bwd", mutates_args=())
-    def bwd(
-        xs: list[torch.Tensor],
-        cs: list[torch.Tensor],
-        ck: list[torch.Tensor],
-        dy: torch.Tensor,
-        dht: list[torch.Tensor],
-    ) -> list[torch.Tensor]:
-        dxs, dcs, dh0 = cc.backward(xs, cs, ck, dy, dht)
-        return [*dxs, *dcs, *dh0]
-
-    @bwd.register_fake
-    def _(xs, cs, ck, dy, dht):
-        return [
-            *(torch.empty_like(x) for x in xs),
-            *(torch.empty_like(c) for c in cs),
-            *(torch.empty_like(d, dtype=torch.float32) for d in dht),
-        ]
-
-    return bwd
-
-
 class ParallelPart:
     """A stateless per-token computation (codegen/hoist.py) as two kernels of the generated module,
     ``<kind>_fwd_kernel`` and ``<kind>_bwd_kernel``, and a ``torch.library`` custom op with autograd."""
@@ -274,10 +191,7 @@ class ParallelPart:
 
     @functools.cached_property
     def op(self):
-        name = f"archdsl::{self.kind}_{self.hash}_{self.plan.chunk}_{self.plan.num_warps}"
-        if name not in _OPS:
-            _OPS[name] = _make_part_op(self, name)
-        return _OPS[name]
+        return part_op(self)
 
     def shapes(self, x):
         B, T = x.shape[:2]
@@ -306,43 +220,6 @@ class ParallelPart:
         kernel = getattr(self.module, f"{self.kind}_bwd_kernel")
         kernel[grid](*xs, *cs, *douts, *dxs, *dcs, T, CHUNK=self.plan.chunk, num_warps=self.plan.num_warps)
         return dxs, [d.sum(0).to(c.dtype) for d, c in zip(dcs, cs)]
-
-
-def _make_part_op(pp: ParallelPart, name: str):
-    @torch.library.custom_op(name, mutates_args=())
-    def op(xs: list[torch.Tensor], cs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return pp.forward(xs, cs)
-
-    @op.register_fake
-    def _(xs, cs):
-        return [xs[0].new_empty(s, dtype=pp.dtype(xs[0])) for s in pp.shapes(xs[0])]
-
-    @torch.library.custom_op(name + "_bwd", mutates_args=())
-    def bwd(xs: list[torch.Tensor], cs: list[torch.Tensor], douts: list[torch.Tensor]) -> list[torch.Tensor]:
-        dxs, dcs = pp.backward(xs, cs, douts)
-        return [*dxs, *dcs]
-
-    @bwd.register_fake
-    def _(xs, cs, douts):
-        return [*(torch.empty_like(x) for x in xs), *(torch.empty_like(c) for c in cs)]
-
-    def setup_context(ctx, inputs, output):
-        xs, cs = inputs
-        ctx.n = len(xs)
-        ctx.save_for_backward(*xs, *cs)
-
-    def backward(ctx, grads):
-        saved = ctx.saved_tensors
-        xs, cs = list(saved[: ctx.n]), list(saved[ctx.n :])
-        douts = [
-            g if g is not None else xs[0].new_zeros(s, dtype=pp.dtype(xs[0]))
-            for g, s in zip(grads, pp.shapes(xs[0]))
-        ]
-        out = bwd(xs, cs, douts)
-        return out[: ctx.n], out[ctx.n :]
-
-    op.register_autograd(backward, setup_context=setup_context)
-    return op
 
 
 class HoistedCell:

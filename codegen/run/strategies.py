@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from archdsl.codegen.analysis import dense_layout, find_matvecs, step_cell
+from archdsl.codegen.linear import classify
 from archdsl.codegen.plan import make_plan
-from archdsl.codegen.run.dense import find_matvecs
 
 from archdsl.autodiff import Cell
 from archdsl.errors import ArchdslError
@@ -80,9 +81,6 @@ def _matvecs(cell: Cell):
 
 
 def _persistent_why_not(layer: LayerIR, cell: Cell) -> str | None:
-    from archdsl.codegen.run.dense import step_cell
-    from archdsl.codegen.run.persistent import dense_layout
-
     matvecs = _matvecs(cell)
     if not matvecs:
         return "no learned matrix too large for the registers mixes the state"
@@ -105,7 +103,7 @@ def _dense_why_not(layer: LayerIR, cell: Cell) -> str | None:
 
 
 def _build_dense(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
-    from archdsl.codegen.run.dense import DenseCell, step_cell
+    from archdsl.codegen.run.dense import DenseCell
     from archdsl.codegen.run.loop import build_loop
 
     matvecs = _matvecs(cell)
@@ -128,8 +126,6 @@ def _build_loop(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
 
 
 def _chunked_why_not(layer: LayerIR, cell: Cell) -> str | None:
-    from archdsl.codegen.run.chunked import classify
-
     got = classify(cell)
     return got if isinstance(got, str) else None
 
@@ -148,7 +144,7 @@ def chunked_default(form) -> int:
 
 
 def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
-    from archdsl.codegen.run.chunked import ChunkedCell, classify
+    from archdsl.codegen.run.chunked import ChunkedCell
 
     form, readouts = classify(cell)
     chunk = opts.chunk or chunked_default(form)

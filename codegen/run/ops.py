@@ -1,0 +1,265 @@
+"""The ``torch.library`` custom ops through which PyTorch and ``torch.compile`` call compiled cells.
+
+Every strategy's op is registered by one helper, ``register``: a forward op ``archdsl::<name>``, its
+backward as a second op ``archdsl::<name>_bwd`` (so that tracing the backward never launches a
+kernel; ``torch.compile`` keeps each as one node), both with fake implementations (output shapes
+only), and the backward op as the forward's autograd formula. An op is registered once per name: the
+name covers the generated source and every launch setting, so cells that agree on it compute the
+same thing and share it.
+
+- ``loop_op``: the fused sequential loop, ``(xs, cs, h0) -> [y, *final states, *checkpoints]``;
+- ``part_op``: a stateless per-token part around the loop, ``(xs, cs) -> outputs``;
+- ``persistent_op``: ``(xs, cs, ws, h0) -> [y, *finals, *state history, *operand history, *mv]``;
+- ``chunked_op``: ``([lw, q, k, v, *ab], h0) -> [o, final state]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from archdsl.codegen.run.chunked_backward import chunked_backward
+from archdsl.codegen.run.chunked_common import interpreted
+from archdsl.codegen.run.chunked_kernels import chunked_forward
+from archdsl.codegen.run.chunked_torch import chunked_torch
+
+_OPS: dict[str, object] = {}
+
+
+def register(
+    name: str,
+    forward: Callable,
+    fake: Callable,
+    backward: Callable,
+    backward_fake: Callable,
+    save: Callable,
+    grads: Callable,
+):
+    """The op ``name`` (``archdsl::…``), registered on its first request.
+
+    ``forward`` and ``backward`` are typed functions (their annotations are the ops' schemas), ``fake``
+    and ``backward_fake`` the same functions on shapes only; ``save(ctx, inputs, output)`` keeps what
+    the backward needs; ``grads(ctx, grads, bwd)`` returns the inputs' gradients, calling the backward
+    op ``bwd``."""
+    if name in _OPS:
+        return _OPS[name]
+    op = torch.library.custom_op(name, forward, mutates_args=())
+    op.register_fake(fake)
+    bwd = torch.library.custom_op(name + "_bwd", backward, mutates_args=())
+    bwd.register_fake(backward_fake)
+
+    def autograd(ctx, out_grads):
+        return grads(ctx, out_grads, bwd)
+
+    op.register_autograd(autograd, setup_context=save)
+    _OPS[name] = op
+    return op
+
+
+def _grads_like(*groups) -> list[torch.Tensor]:
+    """Empty gradients shaped like each tensor of ``groups`` (the last group's in fp32)."""
+    *rest, last = groups
+    return [
+        *(torch.empty_like(x) for group in rest for x in group),
+        *(torch.empty_like(d, dtype=torch.float32) for d in last),
+    ]
+
+
+def loop_op(cc):
+    """``archdsl::cell_<hash>_<chunk>_<warps>_<tiles>`` of a ``runtime.CompiledCell``."""
+    name = f"archdsl::cell_{cc.hash}_{cc.plan.chunk}_{cc.plan.num_warps}_{cc.plan.n_tiles}"
+    n_s, cell = len(cc.state_names), cc.cell
+
+    def forward(xs: list[torch.Tensor], cs: list[torch.Tensor], h0: list[torch.Tensor]) -> list[torch.Tensor]:
+        y, ht, ck = cc.forward(xs, cs, h0)
+        return [y, *ht, *ck]
+
+    def fake(xs, cs, h0):
+        B, T = xs[0].shape[:2]
+        nc = -(-T // cc.plan.chunk)
+        states = [tuple(cell.sizes[a] for a in cell.states[s]) for s in cc.state_names]
+        y = xs[0].new_empty(B, T, *(cell.sizes[a] for a in cell.output_axes))
+        ht = [xs[0].new_empty(B, *shape, dtype=torch.float32) for shape in states]
+        ck = [xs[0].new_empty(B, nc, *shape, dtype=torch.float32) for shape in states]
+        return [y, *ht, *ck]
+
+    def backward(
+        xs: list[torch.Tensor],
+        cs: list[torch.Tensor],
+        ck: list[torch.Tensor],
+        dy: torch.Tensor,
+        dht: list[torch.Tensor],
+    ) -> list[torch.Tensor]:
+        dxs, dcs, dh0 = cc.backward(xs, cs, ck, dy, dht)
+        return [*dxs, *dcs, *dh0]
+
+    def save(ctx, inputs, output):
+        xs, cs, _ = inputs
+        ctx.n = (len(xs), len(cs))
+        ctx.save_for_backward(*xs, *cs, *output[1 + n_s :])
+
+    def grads(ctx, out_grads, bwd):
+        n_x, n_c = ctx.n
+        saved = ctx.saved_tensors
+        xs, cs, ck = saved[:n_x], saved[n_x : n_x + n_c], saved[n_x + n_c :]
+        dy, dht = out_grads[0], list(out_grads[1 : 1 + n_s])
+        if dy is None:
+            dy = xs[0].new_zeros(*xs[0].shape[:2], *(cell.sizes[a] for a in cell.output_axes))
+        dht = [d if d is not None else torch.zeros_like(c[:, 0]) for d, c in zip(dht, ck)]
+        out = bwd(list(xs), list(cs), list(ck), dy, dht)
+        return out[:n_x], out[n_x : n_x + n_c], out[n_x + n_c :]
+
+    def backward_fake(xs, cs, ck, dy, dht):
+        return _grads_like(xs, cs, dht)
+
+    return register(name, forward, fake, backward, backward_fake, save, grads)
+
+
+def part_op(pp):
+    """``archdsl::<kind>_<hash>_<chunk>_<warps>`` of a ``runtime.ParallelPart``."""
+    name = f"archdsl::{pp.kind}_{pp.hash}_{pp.plan.chunk}_{pp.plan.num_warps}"
+
+    def forward(xs: list[torch.Tensor], cs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return pp.forward(xs, cs)
+
+    def fake(xs, cs):
+        return [xs[0].new_empty(s, dtype=pp.dtype(xs[0])) for s in pp.shapes(xs[0])]
+
+    def backward(
+        xs: list[torch.Tensor], cs: list[torch.Tensor], douts: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        dxs, dcs = pp.backward(xs, cs, douts)
+        return [*dxs, *dcs]
+
+    def backward_fake(xs, cs, douts):
+        return [*(torch.empty_like(x) for x in xs), *(torch.empty_like(c) for c in cs)]
+
+    def save(ctx, inputs, output):
+        xs, cs = inputs
+        ctx.n = len(xs)
+        ctx.save_for_backward(*xs, *cs)
+
+    def grads(ctx, out_grads, bwd):
+        saved = ctx.saved_tensors
+        xs, cs = list(saved[: ctx.n]), list(saved[ctx.n :])
+        douts = [
+            g if g is not None else xs[0].new_zeros(s, dtype=pp.dtype(xs[0]))
+            for g, s in zip(out_grads, pp.shapes(xs[0]))
+        ]
+        out = bwd(xs, cs, douts)
+        return out[: ctx.n], out[ctx.n :]
+
+    return register(name, forward, fake, backward, backward_fake, save, grads)
+
+
+def persistent_op(pc):
+    """``archdsl::pcell_<key>`` of a ``persistent.PersistentCell`` (the key covers its source hash
+    and launch settings)."""
+    cell = pc.cell
+    n_s, n_v, n_m = len(pc.state_names), len(pc.operands), len(pc.matvecs)
+    D = cell.sizes[pc.lay.rows]
+
+    def forward(
+        xs: list[torch.Tensor], cs: list[torch.Tensor], ws: list[torch.Tensor], h0: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        y, finals, hs, hv, mv = pc.forward(xs, cs, ws, h0)
+        return [y, *finals, *hs, *hv, *mv]
+
+    def fake(xs, cs, ws, h0):
+        B, T = xs[0].shape[:2]
+        x = xs[0]
+        y = x.new_empty(B, T, *(cell.sizes[a] for a in cell.output_axes))
+        finals = [h.new_empty(h.shape) for h in h0]
+        hs = [h.new_empty(B, T + 1, *h.shape[1:]) for h in h0]
+        hv = [x.new_empty(T + 1, B, D) for _ in range(n_v)]
+        mv = [x.new_empty(B, T, D, dtype=torch.float32) for _ in range(n_m)]
+        return [y, *finals, *hs, *hv, *mv]
+
+    def backward(
+        xs: list[torch.Tensor],
+        cs: list[torch.Tensor],
+        ws: list[torch.Tensor],
+        hs: list[torch.Tensor],
+        hv: list[torch.Tensor],
+        mv: list[torch.Tensor],
+        dy: torch.Tensor,
+        dht: list[torch.Tensor],
+    ) -> list[torch.Tensor]:
+        dxs, dcs, dws, dh0 = pc.backward(xs, cs, ws, hs, hv, mv, dy, dht)
+        return [*dxs, *dcs, *dws, *dh0]
+
+    def save(ctx, inputs, output):
+        xs, cs, ws, _ = inputs
+        ctx.n = (len(xs), len(cs), len(ws))
+        ctx.save_for_backward(*xs, *cs, *ws, *output[1 + n_s :])
+
+    def grads(ctx, out_grads, bwd):
+        n_x, n_c, n_w = ctx.n
+        saved = list(ctx.saved_tensors)
+        xs, cs, ws = saved[:n_x], saved[n_x : n_x + n_c], saved[n_x + n_c : n_x + n_c + n_w]
+        rest = saved[n_x + n_c + n_w :]
+        hs, hv, mv = rest[:n_s], rest[n_s : n_s + n_v], rest[n_s + n_v :]
+        dy, dht = out_grads[0], list(out_grads[1 : 1 + n_s])
+        if dy is None:
+            dy = xs[0].new_zeros(*xs[0].shape[:2], *(cell.sizes[a] for a in cell.output_axes))
+        dht = [d if d is not None else torch.zeros_like(h[:, 0]) for d, h in zip(dht, hs)]
+        out = bwd(xs, cs, ws, hs, hv, mv, dy, dht)
+        return out[:n_x], out[n_x : n_x + n_c], out[n_x + n_c : n_x + n_c + n_w], out[n_x + n_c + n_w :]
+
+    def backward_fake(xs, cs, ws, hs, hv, mv, dy, dht):
+        return _grads_like(xs, cs, ws, dht)
+
+    return register(f"archdsl::pcell_{pc.key}", forward, fake, backward, backward_fake, save, grads)
+
+
+def chunked_op(chunk: int, precise: bool):
+    """``archdsl::chunked_c<C>_<precision>``: the Triton kernels on a GPU or under the interpreter,
+    else the same algebra in PyTorch (``chunked_torch``), its gradients by autograd."""
+    name = f"archdsl::chunked_c{chunk}_{'ieee' if precise else 'tf32'}"
+
+    def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
+        lw, q, k, v, *ab = xs
+        if q.is_cuda or interpreted():
+            return list(chunked_forward(lw, q, k, v, ab, h0, chunk, precise))
+        with torch.no_grad():
+            return [x.contiguous() for x in chunked_torch(lw, q, k, v, ab, h0, chunk)]
+
+    def fake(xs, h0):
+        B, T, H, _ = xs[1].shape
+        return [xs[1].new_empty(B, T, H, xs[3].shape[-1], dtype=torch.float32), torch.empty_like(h0)]
+
+    def backward(
+        xs: list[torch.Tensor], h0: torch.Tensor, do: torch.Tensor, dht: torch.Tensor
+    ) -> list[torch.Tensor]:
+        lw, q, k, v, *ab = xs
+        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, precise)
+
+    def backward_fake(xs, h0, do, dht):
+        return [*(torch.empty_like(x) for x in xs), torch.empty_like(h0)]
+
+    def save(ctx, inputs, output):
+        xs, h0 = inputs
+        ctx.save_for_backward(*xs, h0)
+
+    def grads(ctx, out_grads, bwd):
+        *xs, h0 = ctx.saved_tensors
+        do, dht = out_grads
+        do = torch.zeros_like(xs[3], dtype=torch.float32) if do is None else do.float().contiguous()
+        dht = torch.zeros_like(h0) if dht is None else dht.float().contiguous()
+        if xs[1].is_cuda or interpreted():
+            out = bwd(list(xs), h0, do, dht)
+        else:
+            out = _recompute_grads(list(xs), h0, do, dht, chunk)
+        return out[:-1], out[-1]
+
+    return register(name, forward, fake, backward, backward_fake, save, grads)
+
+
+def _recompute_grads(xs, h0, do, dht, chunk: int) -> list:
+    """The gradients of the chunked recurrence, recomputed through its PyTorch form (plain autograd:
+    a custom op's body runs below the autograd dispatch key, so this stays outside one)."""
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_(True) for x in (*xs, h0)]
+        lw, q, k, v, *rest = leaves
+        o, hT = chunked_torch(lw, q, k, v, rest[:-1], rest[-1], chunk)
+        return list(torch.autograd.grad([o, hT], leaves, [do, dht]))
