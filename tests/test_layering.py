@@ -57,12 +57,7 @@ EMIT_TORCH_EDGES = {
     "torch reference; moving it below emit is part of #14",
 }
 #: import cycles that exist today, as the set of modules of each strongly connected component
-ALLOWED_CYCLES = {
-    frozenset({"archdsl.lm.model", "archdsl.lm.baselines", "archdsl.lm.generate"}): "being removed in #14",
-    frozenset({"archdsl.codegen.run.chunked_kernels", "archdsl.codegen.run.chunked_backward"}): (
-        "being removed in #14"
-    ),
-}
+ALLOWED_CYCLES: dict[frozenset, str] = {}  # none: a cycle that must stay is listed here with why
 
 
 def imports(path: Path, module: str = "") -> set[str]:
