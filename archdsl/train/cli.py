@@ -1,7 +1,8 @@
 """``archdsl train MODEL [--preset NAME | --params 100M --heads 12 --n 32 --depth 20 --set k=v …]
 (--minutes M | --steps N | --tokens N) [--data PATH…] [--val PATH] [--device cuda|cpu] [--out DIR]
 [--resume | --force]
-[--backend reference|triton] [--batch --seq --lr --optimizer --precision --weights --seed]``."""
+[--backend reference|triton] [--batch --seq --lr --optimizer --precision --weights --seed]
+[--pack [--doc-sep SEP]] [--log-to csv|tensorboard|wandb …]``."""
 
 from __future__ import annotations
 
@@ -104,6 +105,19 @@ def add_arguments(p) -> None:
         metavar="STEPS",
         help="score the held-out set every STEPS steps, off the clock (default: at the end only)",
     )
+    t.add_argument(
+        "--pack",
+        action="store_true",
+        help="reset the recurrent state at each document of a window and never predict across one "
+        "(spec models; see --doc-sep)",
+    )
+    t.add_argument(
+        "--doc-sep",
+        type=doc_sep,
+        metavar="SEP",
+        help="with --pack: the bytes that start a document, escapes \\0 \\n \\t \\xHH allowed "
+        "(default '\\0', a NUL byte; each data file also starts one; on the demo corpus: each source file)",
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the model (off the clock)")
     t.add_argument("--threads", type=A.positive_int, help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
@@ -152,6 +166,8 @@ def configs(args):
         log_every=args.log_every,
         log_to=list(args.log_to),
         eval_every=args.eval_every,
+        pack=args.pack,
+        doc_sep=args.doc_sep,
         checkpoint_every=args.checkpoint_every or None,
         resume=args.resume,
         force=args.force,
@@ -159,10 +175,25 @@ def configs(args):
         compile=args.compile,
         threads=args.threads,
     )
+    if args.doc_sep is not None and not args.pack:
+        raise ArchdslError("--doc-sep is given without --pack", hint="add --pack, or leave --doc-sep out")
     from archdsl.train.sinks import check as check_sinks
 
     check_sinks(cfg.log_to)  # a missing TensorBoard or W&B is said before anything runs
     return model_cfg, cfg
+
+
+def doc_sep(text: str) -> str:
+    """``--doc-sep``: kept as written (the run's config shows it so), checked that it reads as bytes."""
+    import argparse
+
+    from archdsl.train.packing import separator
+
+    try:
+        separator(text)
+    except ArchdslError as e:
+        raise argparse.ArgumentTypeError(e.message.removeprefix("--doc-sep: ")) from None
+    return text
 
 
 def default_out(args) -> str:

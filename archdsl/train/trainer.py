@@ -22,9 +22,10 @@ import torch.nn.functional as F
 
 from archdsl.errors import ArchdslError
 from archdsl.train import checkpoint, trainlog
-from archdsl.train.data import ByteData, bits_per_byte, default_corpus
+from archdsl.train.data import bits_per_byte, default_corpus
 from archdsl.train.export import export
 from archdsl.train.nonfinite import diagnose
+from archdsl.train.packing import open_data, packed_logits
 from archdsl.train.plots import run_loss_plot
 from archdsl.train.rundir import LOG, RunDir, cut_log, identity
 from archdsl.train.runinfo import environment
@@ -85,6 +86,8 @@ class TrainConfig:
     threads: int | None = None
     log_to: list[str] = field(default_factory=list)  # more metric sinks: "csv", "tensorboard", "wandb"
     eval_every: int | None = None  # steps between held-out evaluations during the run (None: at the end)
+    pack: bool = False  # reset the state at each document of a window (archdsl/train/packing.py)
+    doc_sep: str | None = None  # the separator that starts a document, as written (None: NUL, demo: files)
 
 
 @dataclass
@@ -196,7 +199,7 @@ class Trainer:
         # a resume checks its checkpoint's settings before anything is built, its identity after
         self.resumed = checkpoint.load(path, model_cfg, cfg) if cfg.resume else None
         train_files, val = (list(cfg.data), cfg.val) if cfg.data else default_corpus()
-        self.data = ByteData(train_files, val, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        self.data = open_data(cfg, model_cfg, train_files, val)  # packed windows with cfg.pack
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high")
@@ -220,14 +223,14 @@ class Trainer:
         self.log.sinks = Sinks(list(cfg.log_to), self.out, config, append=cfg.resume)
 
     # ---- one step, one evaluation --------------------------------------------------------------
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with self.autocast:
-            logits = self.forward(x)  # [B, T, 256]
+    def loss(self, x: torch.Tensor, y: torch.Tensor, cu_seqlens=None) -> torch.Tensor:
+        with self.autocast:  # packed: the targets that cross a document are ignored (packing.IGNORE)
+            logits = self.forward(x) if cu_seqlens is None else packed_logits(self.forward, x, cu_seqlens)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
 
-    def step(self, opt, x, y, lr: float | None = None) -> tuple[float, float]:
+    def step(self, opt, x, y, cu_seqlens=None, lr: float | None = None) -> tuple[float, float]:
         """Forward, backward, clip and (when loss and gradients are finite) update; returns both numbers."""
-        loss = self.loss(x, y)
+        loss = self.loss(x, y, cu_seqlens)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
         loss_v, norm_v = torch.stack([loss.detach().float(), norm.float()]).tolist()  # one sync
@@ -345,12 +348,12 @@ class Trainer:
             if stop.received:
                 return "interrupted", f"stopped by {stop.name} after step {p.step}; --resume continues", None
             t = time.perf_counter()
-            x, y = self.data.batch(p.step, cfg.batch, cfg.seq, self.device)
-            loss, norm = self.step(opt, x, y, self.lr())
+            batch = self.data.batch(p.step, cfg.batch, cfg.seq, self.device)  # (x, y[, cu_seqlens])
+            loss, norm = self.step(opt, *batch, lr=self.lr())
             self.sync()
             p.train_s += time.perf_counter() - t
             if not (math.isfinite(loss) and math.isfinite(norm)):
-                return "nonfinite", self.nonfinite_message(loss, norm, x), None
+                return "nonfinite", self.nonfinite_message(loss, norm, batch[0]), None
             p.step, p.tokens = p.step + 1, p.tokens + cfg.batch * cfg.seq
             p.losses = (p.losses + [loss])[-LAST:]
             p.pending.append(loss)  # in the checkpoint: a signal loses no curve point
