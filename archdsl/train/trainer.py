@@ -220,7 +220,8 @@ class Trainer:
         self.wall_base = 0.0  # wall seconds of the segments before a resume
         self.log = RunLog(self.out / LOG, cfg.progress, append=cfg.resume)
         config = {"model": asdict(model_cfg), "train": asdict(cfg), "params": self.params}
-        self.log.sinks = Sinks(list(cfg.log_to), self.out, config, append=cfg.resume)
+        step = self.resumed["progress"]["step"] if self.resumed is not None else 0
+        self.log.sinks = Sinks(list(cfg.log_to), self.out, config, append=cfg.resume, step=step)
 
     # ---- one step, one evaluation --------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor, cu_seqlens=None) -> torch.Tensor:
