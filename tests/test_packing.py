@@ -184,3 +184,24 @@ def test_pack_refuses_a_baseline_and_a_lone_doc_sep(tmp_path, capsys):
     assert run_cli(["--steps", "1", "--pack", "--doc-sep", "\\q"], tmp_path / "r") == 2
     err = capsys.readouterr().err
     assert "argument --doc-sep: expected text with the escapes" in err and "unknown escape '\\q'" in err
+
+
+def test_the_demo_corpus_packs_one_source_file_per_document(tmp_path):
+    """Without --data (the embedded corpus) and without --doc-sep, each '# file: ' header starts a
+    document; with --data the default is a NUL byte; without --pack the windows are plain."""
+    from archdsl.train.data import ByteData
+    from archdsl.train.packing import DEMO_SEP, open_data
+
+    text = b"".join(b"# file: m%d.py\nimport os\n\0x = %d\n" % (k, k) for k in range(50))
+    (tmp_path / "demo.txt").write_bytes(text)
+    files = [str(tmp_path / "demo.txt")]
+
+    def data(model="e88", **kw):
+        cfg = dict(pack=True, doc_sep=None, data=[], val_fraction=0.1, seed=0)
+        return open_data(SimpleNamespace(**{**cfg, **kw}), ModelConfig(model), files, None)
+
+    assert data().sep == DEMO_SEP and DEMO_SEP in text
+    assert data(data=files).sep == b"\0"
+    assert data("lstm", doc_sep="\\n").sep == b"\n"  # lstm and gru are specs: they pack
+    plain = data(pack=False)
+    assert type(plain) is ByteData and len(plain.batch(0, 2, 8)) == 2
