@@ -4,8 +4,9 @@
 # environment .venv (python3 -m venv), the latest pip, $(TORCH) (torch 2.13.0 from PyPI unless
 # TORCH=... says otherwise), then archdsl in editable mode with its `dev` extra: lark, numpy,
 # triton (Linux only), schedulefree, rich, safetensors; pytest, pytest-xdist, hypothesis, ruff 0.17.6,
-# optuna, cmaes, psycopg, scipy, matplotlib (pyproject.toml). No GPU baseline (mamba-ssm, fla):
-# README.md's "GPU set-up" installs those. `make test` also installs PostgreSQL (as root, with apt).
+# optuna, cmaes, psycopg, scipy, matplotlib, tensorboard, wandb (pyproject.toml). No GPU baseline
+# (mamba-ssm, fla): README.md's "GPU set-up" installs those. `make test` also installs PostgreSQL
+# (as root, with apt).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch; on a GPU machine install the CUDA build of torch first (any >= 2.4).

@@ -43,7 +43,11 @@ class LanguageModel(nn.Module):
         self.info = dict(info or {})
         self.info["params"] = sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cu_seqlens=None) -> torch.Tensor:
+        """``cu_seqlens``: idx [1, total] packs sequences, each from a zero state (archdsl/packed.py;
+        spec models only, as the baselines' mixers take no cu_seqlens)."""
+        if cu_seqlens is not None:
+            return self.forward_state(idx, None, cu_seqlens)[0]
         y = self.embed(idx)  # [B, T, D]
         r = torch.zeros(y.shape, dtype=torch.float32, device=y.device)
         for norm, mixer in zip(self.norms, self.mixers):

@@ -1,7 +1,8 @@
 """``archdsl train MODEL [--preset NAME | --params 100M --heads 12 --n 32 --depth 20 --set k=v …]
 (--minutes M | --steps N | --tokens N) [--data PATH…] [--val PATH] [--device cuda|cpu] [--out DIR]
 [--resume | --force]
-[--backend reference|triton] [--batch --seq --lr --optimizer --precision --weights --seed]``."""
+[--backend reference|triton] [--batch --seq --lr --optimizer --precision --weights --seed]
+[--pack [--doc-sep SEP]] [--log-to csv|tensorboard|wandb …]``."""
 
 from __future__ import annotations
 
@@ -116,6 +117,19 @@ def _training_arguments(t) -> None:
         metavar="STEPS",
         help="score the held-out set every STEPS steps, off the clock (default: at the end only)",
     )
+    t.add_argument(
+        "--pack",
+        action="store_true",
+        help="reset the recurrent state at each document of a window and never predict across one "
+        "(spec models; see --doc-sep)",
+    )
+    t.add_argument(
+        "--doc-sep",
+        type=doc_sep,
+        metavar="SEP",
+        help="with --pack: the bytes that start a document, escapes \\0 \\n \\t \\xHH allowed "
+        "(default '\\0', a NUL byte; each data file also starts one; on the demo corpus: each source file)",
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the model (off the clock)")
     t.add_argument("--threads", type=A.positive_int, help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
@@ -127,10 +141,10 @@ MODEL_FLAGS = ("preset", "params", "dim", "depth", "align", "backend", "seed")
 TRAIN_FLAGS = (
     *("minutes", "steps", "tokens", "batch", "seq", "lr", "optimizer", "warmup", "precision", "weights"),
     *("val", "eval_bytes", "device", "out", "seed", "log_every", "eval_every", "checkpoint_every"),
-    *("threads", "resume", "force", "compile", "progress", "data", "log_to"),
+    *("threads", "resume", "force", "compile", "progress", "data", "log_to", "pack", "doc_sep"),
 )
 SHORTHANDS = ("heads", "n", "expansion")  # --heads H is --set heads=H
-SWITCHES = ("resume", "force", "compile")  # store_true flags
+SWITCHES = ("resume", "force", "compile", "pack")  # store_true flags
 LISTS = ("data", "log_to")  # flags that take several values
 #: where and how a run is kept, not what it computes: a reproduce command leaves them out
 PLACEMENT = ("out", "progress", "checkpoint", "report_fractions", "resume", "force")
@@ -183,6 +197,8 @@ def configs(args):
     train_items = [f"out={format_value(args.out or default_out(args), str)}"]
     train_items += _flag_items(args, TrainConfig, TRAIN_FLAGS)
     cfg = apply_overrides(TrainConfig, [*train_items, *more_train], "--config")
+    if cfg.doc_sep is not None and not cfg.pack:
+        raise ArchdslError("--doc-sep is given without --pack", hint="add --pack, or leave --doc-sep out")
     from archdsl.train.sinks import check as check_sinks
 
     check_sinks(cfg.log_to)  # a missing TensorBoard or W&B is said before anything runs
@@ -222,6 +238,19 @@ def command(model_cfg, cfg, leave_out: tuple[str, ...] = PLACEMENT) -> list[str]
         else:
             argv += ["--config", item]
     return argv + tail
+
+
+def doc_sep(text: str) -> str:
+    """``--doc-sep``: kept as written (the run's config shows it so), checked that it reads as bytes."""
+    import argparse
+
+    from archdsl.train.packing import separator
+
+    try:
+        separator(text)
+    except ArchdslError as e:
+        raise argparse.ArgumentTypeError(e.message.removeprefix("--doc-sep: ")) from None
+    return text
 
 
 def default_out(args) -> str:

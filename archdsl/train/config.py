@@ -58,6 +58,8 @@ class TrainConfig:
     threads: int | None = None
     log_to: list[str] = field(default_factory=list)  # more metric sinks: "csv", "tensorboard", "wandb"
     eval_every: int | None = None  # steps between held-out evaluations during the run (None: at the end)
+    pack: bool = False  # reset the state at each document of a window (archdsl/train/packing.py)
+    doc_sep: str | None = None  # the separator that starts a document, as written (None: NUL, demo: files)
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:

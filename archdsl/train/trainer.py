@@ -22,9 +22,10 @@ import torch.nn.functional as F
 
 from archdsl.train import checkpoint, trainlog
 from archdsl.train.config import CHOICES, TrainConfig, resolve  # noqa: F401 (importable from here)
-from archdsl.train.data import ByteData, bits_per_byte, default_corpus
+from archdsl.train.data import bits_per_byte, default_corpus
 from archdsl.train.export import export
 from archdsl.train.nonfinite import diagnose
+from archdsl.train.packing import open_data, packed_logits
 from archdsl.train.plots import run_loss_plot
 from archdsl.train.rundir import LOG, RunDir, cut_log, identity
 from archdsl.train.runinfo import environment
@@ -94,7 +95,7 @@ class Trainer:
         # a resume checks its checkpoint's settings before anything is built, its identity after
         self.resumed = checkpoint.load(path, model_cfg, cfg) if cfg.resume else None
         train_files, val = (list(cfg.data), cfg.val) if cfg.data else default_corpus()
-        self.data = ByteData(train_files, val, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        self.data = open_data(cfg, model_cfg, train_files, val)  # packed windows with cfg.pack
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high")
@@ -115,17 +116,18 @@ class Trainer:
         self.wall_base = 0.0  # wall seconds of the segments before a resume
         self.log = RunLog(self.out / LOG, cfg.progress, append=cfg.resume)
         config = {"model": asdict(model_cfg), "train": asdict(cfg), "params": self.params}
-        self.log.sinks = Sinks(list(cfg.log_to), self.out, config, append=cfg.resume)
+        step = self.resumed["progress"]["step"] if self.resumed is not None else 0
+        self.log.sinks = Sinks(list(cfg.log_to), self.out, config, append=cfg.resume, step=step)
 
     # ---- one step, one evaluation --------------------------------------------------------------
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with self.autocast:
-            logits = self.forward(x)  # [B, T, 256]
+    def loss(self, x: torch.Tensor, y: torch.Tensor, cu_seqlens=None) -> torch.Tensor:
+        with self.autocast:  # packed: the targets that cross a document are ignored (packing.IGNORE)
+            logits = self.forward(x) if cu_seqlens is None else packed_logits(self.forward, x, cu_seqlens)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
 
-    def step(self, opt, x, y, lr: float | None = None) -> tuple[float, float]:
+    def step(self, opt, x, y, cu_seqlens=None, lr: float | None = None) -> tuple[float, float]:
         """Forward, backward, clip and (when loss and gradients are finite) update; returns both numbers."""
-        loss = self.loss(x, y)
+        loss = self.loss(x, y, cu_seqlens)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
         loss_v, norm_v = torch.stack([loss.detach().float(), norm.float()]).tolist()  # one sync
@@ -243,12 +245,12 @@ class Trainer:
             if stop.received:
                 return "interrupted", f"stopped by {stop.name} after step {p.step}; --resume continues", None
             t = time.perf_counter()
-            x, y = self.data.batch(p.step, cfg.batch, cfg.seq, self.device)
-            loss, norm = self.step(opt, x, y, self.lr())
+            batch = self.data.batch(p.step, cfg.batch, cfg.seq, self.device)  # (x, y[, cu_seqlens])
+            loss, norm = self.step(opt, *batch, lr=self.lr())
             self.sync()
             p.train_s += time.perf_counter() - t
             if not (math.isfinite(loss) and math.isfinite(norm)):
-                return "nonfinite", self.nonfinite_message(loss, norm, x), None
+                return "nonfinite", self.nonfinite_message(loss, norm, batch[0]), None
             p.step, p.tokens = p.step + 1, p.tokens + cfg.batch * cfg.seq
             p.losses = (p.losses + [loss])[-LAST:]
             p.pending.append(loss)  # in the checkpoint: a signal loses no curve point
