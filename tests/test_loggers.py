@@ -82,7 +82,7 @@ def test_a_resumed_run_continues_its_sinks_after_the_checkpoint(tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'archdsl[dev]')")
     from torch.utils.tensorboard import SummaryWriter
 
-    from archdsl.lm.model import ModelConfig
+    from archdsl.lm.config import ModelConfig
     from archdsl.train.trainer import TrainConfig
     from archdsl.train.trainer import train as train_api
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from archdsl import cli
 from archdsl.errors import ArchdslError
-from archdsl.lm.model import ModelConfig, build_model
+from archdsl.lm.config import ModelConfig
+from archdsl.lm.zoo import build_model
 from archdsl.train.data import Stream
 from archdsl.train.packing import IGNORE, PackedData, document_starts, separator
 from archdsl.train.trainer import Trainer
