@@ -403,9 +403,7 @@ class _Builder:
         """The node of a named value at a use site (with ``'`` and ``[axes]`` applied)."""
         name = ref.name
         if name == "x":
-            raise ArchdslError(
-                "'x' is the layer input; it can only be projected (project x -> NAME[axes])", ref.span
-            )
+            return self.layer_input(ref)
         if name in self.hyper_values or name in self.lets or name in self.axis_decl:
             if ref.primed or ref.axes:
                 raise ArchdslError(
@@ -439,6 +437,31 @@ class _Builder:
             node = self.resolve(name, ref.span)
             declared = self.axes_of(node)
         return self.rename(node, declared, ref.axes, ref.span) if ref.axes is not None else node
+
+    def layer_input(self, ref: S.Ref) -> int:
+        """``x[axes]``: the layer input itself, a per-token value on axes whose sizes multiply to dim
+        (RWKV's token shift mixes x with the previous token's x before projecting)."""
+        if ref.primed or ref.axes is None:
+            raise ArchdslError(
+                "'x' is the layer input; project it (project x -> NAME[axes]) or read it on axes "
+                "whose sizes multiply to dim (x[d] with axis d = dim)",
+                ref.span,
+            )
+        axes = self.check_axes(ref.axes, ref.span)
+        size = math.prod(self.axis_size(a) for a in axes)
+        dim = self.hyper_values["dim"]
+        if size != dim:
+            raise ArchdslError(
+                f"x[{', '.join(axes)}] has {size} numbers per token, but the layer input has dim = {dim}",
+                ref.span,
+                "declare an axis of the model width: axis d = dim",
+            )
+        if axes != self.canon(axes):
+            raise ArchdslError(
+                f"list the axes of x in the order they are declared: x[{', '.join(self.canon(axes))}]",
+                ref.span,
+            )
+        return self.node(Op.INPUT, axes=axes, attr="x")
 
     def resolve(self, key: str, span) -> int:
         if key in self.node_of:
