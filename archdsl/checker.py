@@ -46,6 +46,9 @@ FUNCTIONS: dict[str, tuple[int, bool]] = {
     "l2norm": (1, True),
     "shift": (1, False),  # shift(a): the previous token's a; shift[c](a): the last |c| tokens on axis c
     "conv": (2, True),  # conv[c](a, w) = sum[c](w * shift[c](a)): a depthwise causal convolution
+    "cos": (1, False),
+    "sin": (1, False),
+    "index": (0, True),  # index[i](): 0, 1, …, size(i) - 1 along axis i, a constant
 }
 _UNARY = {
     "exp": Op.EXP,
@@ -56,6 +59,8 @@ _UNARY = {
     "relu": Op.RELU,
     "abs": Op.ABS,
     "sqrt": Op.SQRT,
+    "cos": Op.COS,
+    "sin": Op.SIN,
 }
 _BINARY = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}
 
@@ -578,6 +583,9 @@ class _Builder:
             raise ArchdslError(f"'{func}' works elementwise and takes no axis", e.span)
         if func == "spectral_norm":
             return self.spectral_norm(e)
+        if func == "index":
+            axis = self.check_axes(e.axes, e.span)[0]
+            return self.node(Op.INDEX, (), (axis,), axis)
         args = [self.expr(a) for a in e.args]
         a = args[0]
         if func in _UNARY:

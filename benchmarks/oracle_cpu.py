@@ -63,7 +63,8 @@ def cpu_patches() -> None:
 def cpu_standins() -> None:
     """Where a layer's chunked kernel cannot run under the interpreter (its loop counters are Python
     ints there), the layer calls the library's own pure-torch reference of the same op: RWKV-7's
-    chunked DPLR kernel becomes fla's naive DPLR recurrence. The GPU oracle runs the real kernels."""
+    chunked DPLR kernel becomes fla's naive DPLR recurrence, RetNet's chunked retention fla's fused
+    recurrent one. The GPU oracle runs the chunked kernels."""
     import fla.layers.rwkv7 as rwkv7
     from fla.ops.generalized_delta_rule.dplr.naive import dplr_recurrence
 
@@ -74,6 +75,9 @@ def cpu_standins() -> None:
         return t(o), s
 
     rwkv7.chunk_rwkv7 = chunk_rwkv7
+    import fla.layers.multiscale_retention as retention
+
+    retention.chunk_retention = retention.fused_recurrent_retention
 
 
 def check(spec: str, T: int) -> dict[str, float]:

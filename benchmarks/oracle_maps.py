@@ -162,6 +162,10 @@ LAYERS = {
         ("dt_proj.weight", ["dtr"]), ("dt_proj.bias", ["bias:dtr"]),
         ("A_log", ["A_log"]), ("D", ["D"]), ("out_proj.weight", ["out"]),
     ]),
+    "retnet": ("fla MultiScaleRetention", "RetNet_100m", retnet, [
+        ("q_proj.weight", ["q"]), ("k_proj.weight", ["k"]), ("v_proj.weight", ["v"]),
+        ("g_proj.weight", ["g"]), ("g_norm_swish_gate.weight", ["norm_w"]), ("o_proj.weight", ["out"]),
+    ]),
     "rwkv6": ("fla RWKV6Attention", "RWKV6_100m", rwkv6, [
         ("x_proj.0.mu", ["mu_x"]), ("x_proj.0.linear.weight", ["lr", "lw", "lk", "lv", "lg"]),
         ("x_proj.2.weight", ["mr", "mw", "mk", "mv", "mg"]),
@@ -205,6 +209,7 @@ PRECISION = {
     "mamba2": "mamba_ssm's SSD kernels multiply in TF32 on tensor cores",
     "kda": _TF32_L2,
     "gated_deltaproduct": _TF32_L2,
+    "retnet": "fla's chunked kernels multiply in TF32 on tensor cores; its rotary tables in the input dtype",
     "rwkv6": "fla's chunked kernels multiply in TF32 on tensor cores",
     "rwkv7": "fla's chunked DPLR kernels multiply in TF32 on tensor cores",
 }
@@ -225,6 +230,7 @@ PAPERS = {
     "gated_deltaproduct": "arXiv:2502.10297",
     "mingru": "arXiv:2410.01201",
     "mlstm": "arXiv:2405.04517",
+    "retnet": "arXiv:2307.08621",
     "rwkv6": "arXiv:2404.05892",
     "rwkv7": "arXiv:2503.14456",
     "m2rnn": "arXiv:2603.14360",
