@@ -137,6 +137,9 @@ VJP: dict[Op, Callable] = {
     Op.RELU: _vjp_unary(lambda e, z, a, dz: _mul(e, dz, _step(e, a))),
     Op.ABS: _vjp_unary(lambda e, z, a, dz: _mul(e, dz, e.unary(Op.SIGN, a))),
     Op.SQRT: _vjp_unary(lambda e, z, a, dz: e.add(Op.DIV, (_mul(e, dz, e.const(0.5)), z))),
+    Op.COS: _vjp_unary(lambda e, z, a, dz: e.add(Op.NEG, (_mul(e, dz, e.unary(Op.SIN, a)),))),
+    Op.SIN: _vjp_unary(lambda e, z, a, dz: _mul(e, dz, e.unary(Op.COS, a))),
+    Op.INDEX: lambda e, n, z, args, dz: [],  # no arguments: a constant of the sizes
     Op.STEP: lambda e, n, z, args, dz: [None],
     Op.SIGN: lambda e, n, z, args, dz: [None],
     Op.ADD: lambda e, n, z, args, dz: [dz, dz],

@@ -33,6 +33,8 @@ class Op(enum.Enum):
     SQRT = "sqrt"
     STEP = "step"  # 1 where a > 0 else 0 (no gradient)
     SIGN = "sign"  # -1, 0 or 1 (no gradient)
+    COS = "cos"
+    SIN = "sin"
     # -- elementwise, two arguments (broadcast by axis name)
     ADD = "add"
     SUB = "sub"
@@ -44,6 +46,8 @@ class Op(enum.Enum):
     SUM = "sum"  # sum over one axis (attr: the axis)
     RENAME = "rename"  # move onto other axes of equal size (attr: ((old, new), ...))
     EXPAND = "expand"  # broadcast onto more axes (attr: the axes added)
+    # -- constants with axes: computed once per forward, outside the recurrence, in torch
+    INDEX = "index"  # attr an axis: 0, 1, …, size - 1 along it (no arguments, no gradient)
     # -- parameter transforms: run once per forward, outside the recurrence, in torch
     SPECTRAL_NORM = "spectral_norm"  # rho * W / sigma_max(W), power iteration (attr: rho)
     # -- across tokens: run over the whole sequence before the recurrence, in torch
@@ -56,13 +60,16 @@ class Op(enum.Enum):
 LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE, Op.CONST})
 UNARY = frozenset(
     {Op.NEG, Op.EXP, Op.LOG, Op.TANH, Op.SIGMOID, Op.SOFTPLUS, Op.RELU, Op.ABS, Op.SQRT, Op.STEP, Op.SIGN}
+    | {Op.COS, Op.SIN}
 )
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM})
 TRANSFORMS = frozenset({Op.SPECTRAL_NORM})
+#: constants computed from the sizes alone: always outside the cell (a frontier value or below one)
+CONSTANTS = frozenset({Op.INDEX})
 #: ops that read other tokens: only in ``LayerIR.sequence`` values, never inside a cell
 SEQUENCE = frozenset({Op.SHIFT, Op.UNSHIFT})
 #: ops that may appear inside a compiled kernel: every one needs a VJP and a Triton rule
-CELL_OPS = frozenset(Op) - TRANSFORMS - SEQUENCE
+CELL_OPS = frozenset(Op) - TRANSFORMS - SEQUENCE - CONSTANTS
 
 
 class Kind(enum.IntEnum):
@@ -269,6 +276,8 @@ def verify(layer: LayerIR) -> None:
             assert set(n.axes) == set(g[n.args[0]].axes) | {n.attr} - {None}, f"node {i}: shift axes"
         elif n.op is Op.UNSHIFT:
             assert set(n.axes) == set(g[n.args[0]].axes) - {n.attr}, f"node {i}: unshift axes"
+        elif n.op is Op.INDEX:
+            assert not n.args and n.axes == (n.attr,), f"node {i}: index axes"
         elif n.op is Op.RENAME:
             mapping = dict(n.attr)
             src = g[n.args[0]].axes

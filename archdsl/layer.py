@@ -154,6 +154,7 @@ class RecurrentLayer(nn.Module):
         self._pre_order = {name: sorted(layer.graph.ancestors([node])) for name, node in layer.pre.items()}
         self._sequence_order = {n: sorted(layer.graph.ancestors([i])) for n, i in layer.sequence.items()}
         self._projection_of = {name: k for k, p in enumerate(layer.projections) for name, _ in p.outputs}
+        self._x_axes = next((n.axes for n in layer.graph.nodes if n.op is Op.INPUT and n.attr == "x"), ())
 
     def _proj_shape(self, p: Projection) -> tuple[int, int]:
         n_out = sum(self.ir.numel(ax) for _, ax in p.outputs)
@@ -178,7 +179,9 @@ class RecurrentLayer(nn.Module):
 
         def get(name: str) -> torch.Tensor:
             if name not in values:
-                if name in ir.sequence:
+                if name == "x":  # the layer input read in the step (x[d])
+                    values[name] = x.reshape(B, T, *(ir.sizes[a] for a in self._x_axes))
+                elif name in ir.sequence:
                     node = ir.sequence[name]
                     evaluate(ir, self._sequence_order[name], env, leaf, layout)
                     values[name] = layout.compact(env[node], ir.graph[node].axes, (B, T))
@@ -186,7 +189,7 @@ class RecurrentLayer(nn.Module):
                     self._project_one(self._projection_of[name], x, values, env, leaf, layout)
             return values[name]
 
-        for name in [*self._projection_of, *ir.sequence]:
+        for name in [*self._projection_of, *ir.sequence, *(["x"] if self._x_axes else [])]:
             get(name)
         return values
 

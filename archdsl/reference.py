@@ -30,6 +30,8 @@ TORCH: dict[Op, Callable] = {
     Op.SQRT: torch.sqrt,
     Op.STEP: lambda a: (a > 0).to(a.dtype),
     Op.SIGN: torch.sign,
+    Op.COS: torch.cos,
+    Op.SIN: torch.sin,
     Op.ADD: torch.add,
     Op.SUB: torch.sub,
     Op.MUL: torch.mul,
@@ -102,6 +104,11 @@ def apply(node: Node, args: list[torch.Tensor], layout: Layout) -> torch.Tensor:
         return a.expand(*shape)
     if op in (Op.SHIFT, Op.UNSHIFT):
         return shift(args[0], node, layout)
+    if op is Op.INDEX:
+        size = layout.layer.sizes[node.attr]
+        return torch.arange(size, dtype=layout.dtype, device=layout.device).reshape(
+            layout.shape((node.attr,))
+        )
     raise NotImplementedError(f"no torch rule for {op}")
 
 

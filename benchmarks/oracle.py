@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from oracle_maps import FP32_MODE, LAYERS, PRECISION  # noqa: E402
+from oracle_maps import FP32_MODE, LAYERS, PRECISION, VIEWS  # noqa: E402
 
 from archdsl.lang.checker import instantiate  # noqa: E402
 from archdsl.lang.parser import parse_file  # noqa: E402
@@ -50,6 +50,9 @@ QUICK_SETS = {
     "mamba": {"dim": 256},
     "kda": {"dim": 256, "heads": 2, "n": 64},
     "gated_deltaproduct": {"dim": 256, "heads": 2, "n": 64},
+    "rwkv6": {"dim": 256, "heads": 2},
+    "rwkv7": {"dim": 256, "n": 64, "rank_w": 32, "rank_a": 32, "rank_g": 32},
+    "retnet": {"dim": 256, "heads": 2},
 }
 
 
@@ -86,11 +89,16 @@ def gather(ours: RecurrentLayer, sources: list[str], grad: bool = False) -> torc
     return torch.cat([p.reshape(-1) for p in parts])
 
 
-def copy_weights(ours: RecurrentLayer, lib: torch.nn.Module, rows) -> None:
+def in_spec_order(views: dict | None, name: str, t: torch.Tensor) -> torch.Tensor:
+    """A library tensor (or its gradient) viewed in the order of the spec's concatenated tensors."""
+    return views[name](t) if views and name in views else t
+
+
+def copy_weights(ours: RecurrentLayer, lib: torch.nn.Module, rows, views: dict | None = None) -> None:
     named = dict(lib.named_parameters())
     with torch.no_grad():
         for lib_name, sources in rows:
-            target = named[lib_name]
+            target = in_spec_order(views, lib_name, named[lib_name])
             value = gather(ours, sources)
             assert value.numel() == target.numel(), (
                 f"{lib_name}: {value.numel()} values for {tuple(target.shape)}"
@@ -123,7 +131,8 @@ def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype) -> dict:
     errors = {"y": rel_rms(y_ours.float(), y_lib.float()), "dx": rel_rms(xs[0].grad, xs[1].grad)}
     named = dict(lib.named_parameters())
     for lib_name, sources in rows:
-        errors["d" + lib_name] = rel_rms(gather(ours, sources, grad=True), named[lib_name].grad.reshape(-1))
+        lib_grad = in_spec_order(VIEWS.get(spec), lib_name, named[lib_name].grad)
+        errors["d" + lib_name] = rel_rms(gather(ours, sources, grad=True), lib_grad.reshape(-1))
     return {
         "B": B,
         "T": T,
@@ -179,14 +188,14 @@ def run_spec(spec: str, quick: bool, timed: bool = True) -> dict:
             torch.manual_seed(0)
             ours = RecurrentLayer(ir, backend="triton", seed=0).to(DEVICE)
             lib = build(ir, mode).to(DEVICE)
-            copy_weights(ours, lib, rows)
+            copy_weights(ours, lib, rows, VIEWS.get(spec))
             result["agreement"].append(compare(spec, ir, ours, lib, rows, B, T, dtype))
     if not timed:  # agreement only (several specs share a GPU: their times would not be comparable)
         return result
     full = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
     ours = RecurrentLayer(full, backend="triton", seed=0).to(DEVICE, torch.bfloat16)
     lib = build(full).to(DEVICE, torch.bfloat16)
-    copy_weights(ours, lib, rows)
+    copy_weights(ours, lib, rows, VIEWS.get(spec))
     B, T = (2, 128) if quick else TIME_SHAPE
     x = torch.randn(B, T, full.dim, device=DEVICE, dtype=torch.bfloat16)
     reps = 3 if quick else 20

@@ -86,6 +86,28 @@ def mamba(ir, mode: str = "chunk"):
     )  # fmt: skip
 
 
+def rwkv6(ir, mode: str = "chunk"):
+    return _fla("RWKV6Attention")(
+        hidden_size=ir.dim, expand_k=0.5, expand_v=1.0, num_heads=ir.hypers["heads"],
+        proj_low_rank_dim=ir.hypers["rank"], gate_low_rank_dim=ir.hypers["rank_w"], mode=mode,
+    )  # fmt: skip
+
+
+def rwkv7(ir, mode: str = "chunk"):
+    # layer_idx 0: the first layer's form (v_first = v, no v_lora), as the spec
+    return _fla("RWKV7Attention")(
+        hidden_size=ir.dim, head_dim=ir.sizes["i"], decay_low_rank_dim=ir.hypers["rank_w"],
+        a_low_rank_dim=ir.hypers["rank_a"], gate_low_rank_dim=ir.hypers["rank_g"],
+        layer_idx=0, num_hidden_layers=2, mode=mode,
+    )  # fmt: skip
+
+
+def retnet(ir, mode: str = "chunk"):
+    return _fla("MultiScaleRetention")(
+        hidden_size=ir.dim, expand_k=1.0, expand_v=2.0, num_heads=ir.hypers["heads"], mode=mode,
+    )  # fmt: skip
+
+
 #: spec -> (library and class, the spec's preset the library's 100M configuration is, builder, rows)
 LAYERS = {
     "gdn": ("fla GatedDeltaNet", "GDN_100m", gdn, [
@@ -140,7 +162,42 @@ LAYERS = {
         ("dt_proj.weight", ["dtr"]), ("dt_proj.bias", ["bias:dtr"]),
         ("A_log", ["A_log"]), ("D", ["D"]), ("out_proj.weight", ["out"]),
     ]),
+    "retnet": ("fla MultiScaleRetention", "RetNet_100m", retnet, [
+        ("q_proj.weight", ["q"]), ("k_proj.weight", ["k"]), ("v_proj.weight", ["v"]),
+        ("g_proj.weight", ["g"]), ("g_norm_swish_gate.weight", ["norm_w"]), ("o_proj.weight", ["out"]),
+    ]),
+    "rwkv6": ("fla RWKV6Attention", "RWKV6_100m", rwkv6, [
+        ("x_proj.0.mu", ["mu_x"]), ("x_proj.0.linear.weight", ["lr", "lw", "lk", "lv", "lg"]),
+        ("x_proj.2.weight", ["mr", "mw", "mk", "mv", "mg"]),
+        ("x_bias", ["bias:mr", "bias:mw", "bias:mk", "bias:mv", "bias:mg"]),
+        ("r_proj.linear.weight", ["r"]), ("k_proj.linear.weight", ["k"]),
+        ("v_proj.linear.weight", ["v"]), ("g_proj.linear.weight", ["g"]),
+        ("w_proj.linear.lora.0.weight", ["wl"]), ("w_proj.linear.lora.2.weight", ["wz"]),
+        ("w_proj.linear.lora.2.bias", ["bias:wz"]), ("bonus", ["u"]),
+        ("g_norm.weight", ["gn_w"]), ("g_norm.bias", ["gn_b"]), ("o_proj.weight", ["out"]),
+    ]),
+    "rwkv7": ("fla RWKV7Attention", "RWKV7_100m", rwkv7, [
+        ("x_r", ["mu_r"]), ("x_w", ["mu_w"]), ("x_k", ["mu_k"]), ("x_v", ["mu_v"]), ("x_a", ["mu_a"]),
+        ("x_g", ["mu_g"]), ("k_k", ["k_k"]), ("k_a", ["k_a"]), ("r_k", ["r_k"]),
+        ("r_proj.weight", ["r"]), ("k_proj.weight", ["k"]), ("v_proj.weight", ["v"]),
+        ("w_lora.lora.0.weight", ["wl"]), ("w_lora.lora.2.weight", ["wz"]),
+        ("w_lora.lora.2.bias", ["bias:wz"]),
+        ("a_lora.lora.0.weight", ["al"]), ("a_lora.lora.2.weight", ["az"]),
+        ("a_lora.lora.2.bias", ["bias:az"]),
+        ("g_lora.lora.0.weight", ["gl"]), ("g_lora.lora.2.weight", ["g"]),
+        ("g_norm.weight", ["gn_w"]), ("g_norm.bias", ["gn_b"]), ("o_proj.weight", ["out"]),
+    ]),
 }  # fmt: skip
+
+
+def _blocks_last(w):
+    """x_proj[2].weight [dim, 5 R] -> [5, dim, R]: RWKV-6's five rank-R maps, one block each."""
+    return w.reshape(w.shape[0], 5, -1).transpose(0, 1)
+
+
+#: library parameters whose layout is not the concatenation of the spec's tensors: spec -> name ->
+#: the library tensor viewed in the spec's order (the oracle copies and compares through it)
+VIEWS = {"rwkv6": {"x_proj.2.weight": _blocks_last}}
 
 _TF32_L2 = "fla's chunked kernels multiply in TF32 on tensor cores; L2 norm eps inside the sqrt"
 #: where the library is not an fp32 computation with the spec's epsilons
@@ -152,6 +209,9 @@ PRECISION = {
     "mamba2": "mamba_ssm's SSD kernels multiply in TF32 on tensor cores",
     "kda": _TF32_L2,
     "gated_deltaproduct": _TF32_L2,
+    "retnet": "fla's chunked kernels multiply in TF32 on tensor cores; its rotary tables in the input dtype",
+    "rwkv6": "fla's chunked kernels multiply in TF32 on tensor cores",
+    "rwkv7": "fla's chunked DPLR kernels multiply in TF32 on tensor cores",
 }
 
 #: fla layers whose chunked kernels refuse fp32: the fp32 comparison runs this mode instead (None:
@@ -170,5 +230,13 @@ PAPERS = {
     "gated_deltaproduct": "arXiv:2502.10297",
     "mingru": "arXiv:2410.01201",
     "mlstm": "arXiv:2405.04517",
+    "retnet": "arXiv:2307.08621",
+    "rwkv6": "arXiv:2404.05892",
+    "rwkv7": "arXiv:2503.14456",
+    "m2rnn": "arXiv:2603.14360",
 }
-NO_LIBRARY = {"mingru": "no library layer", "mlstm": "xLSTM's mLSTM has no library layer here"}
+NO_LIBRARY = {
+    "mingru": "no library layer",
+    "mlstm": "xLSTM's mLSTM has no library layer here",
+    "m2rnn": "no library layer here (XMA's M2RNN needs its own CUDA/Triton package)",
+}

@@ -265,6 +265,8 @@ def _readout_form(cell: Cell, key: str, b: _Builder):
     r = walker.lin(cell.output)
     if r is None or not r.low or r.diag:
         raise NotLinear("the readout is not a contraction of the new state over the key axis")
+    if r.var != NEW:  # RWKV-6: o = r^T (S + u k v^T) reads the state before this token's write
+        raise NotLinear("the readout reads the state before the update: not yet")
     g_out, q = _merge(b, r.low, "the readout")
     return g_out, q, r
 

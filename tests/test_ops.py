@@ -85,6 +85,9 @@ UNARY_CASES = {
     Op.SQRT: Unary(torch.sqrt, lambda a: a**0.5, "sqrt(u)", POSITIVE),
     Op.STEP: Unary(_step, lambda a: _where(a > 0, 1.0 + 0 * a, 0 * a), "relu(u)", AROUND_ZERO),
     Op.SIGN: Unary(torch.sign, lambda a: (a > 0).double() - (a < 0).double(), "relu(u)", AROUND_ZERO),
+    # Euler: e^(ia) = cos a + i sin a
+    Op.COS: Unary(torch.cos, lambda a: torch.exp(1j * a).real, "cos(u)", WIDE),
+    Op.SIN: Unary(torch.sin, lambda a: torch.exp(1j * a).imag, "sin(u)", WIDE),
 }
 BINARY_CASES = {
     Op.ADD: Binary(torch.add, lambda a, b: a - (-b), "u + w", GENERIC, GENERIC[::-1]),
@@ -368,6 +371,57 @@ def test_spectral_norm_compiled_layer_matches_reference():
     compare_backends(layer_of(SN_SPEC), B=2, T=5, chunk=4)
 
 
+# ---- a constant of the sizes: index, computed outside the cell ------------------------------------
+INDEX_SPEC = """rnn index
+hyper dim = 4
+axis i = 5
+axis j = 3
+project x -> u[i, j]
+state h[i]
+e = index[i]() - 0.5 * index[j]()
+h' = 0.5 * h + sum[j](u * e)
+y = h' * index[i]()
+output y
+"""
+
+
+def test_index_vjp_matches_autograd():
+    """No arguments, so no cotangent of its own; a product with it carries the constant back."""
+    from archdsl.autodiff import VJP
+
+    assert VJP[Op.INDEX](None, Node(Op.INDEX, (), ("i",), "i"), 0, (), 1) == []
+    x = fill(GENERIC, (5, 3))
+    dz = fill(GENERIC, (5, 3), offset=3)
+
+    def build(g, ids):
+        idx = g.add(Node(Op.INDEX, (), ("i",), "i"))
+        return g.add(Node(Op.MUL, (ids["x"], idx), ("i", "j")))
+
+    ours = derived_vjp(SIZES, {"x": ("i", "j")}, build, {"x": x}, dz)
+    arange = torch.arange(5, dtype=torch.float64)[:, None]
+    theirs = autograd_vjp(lambda a: a * arange, {"a": x}, dz)
+    torch.testing.assert_close(ours["x"], theirs["a"], rtol=1e-12, atol=1e-12)
+
+
+def test_index_reference_matches_torch_arange():
+    got = reference_apply(Node(Op.INDEX, (), ("j",), "j"), SIZES, [])
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.reshape(3), torch.arange(3, dtype=torch.float32))
+
+
+def test_index_compiled_layer_matches_reference():
+    """index is constant: it reaches the kernel as a frontier value, never as code of its own."""
+    from kernel_harness import compare_backends
+
+    from archdsl.ir import Kind
+
+    layer = layer_of(INDEX_SPEC)
+    kinds = layer.graph.kinds()
+    index = [i for i, n in enumerate(layer.graph.nodes) if n.op is Op.INDEX]
+    assert len(index) == 2 and all(kinds[i] == Kind.CONST for i in index)
+    compare_backends(layer, B=2, T=5, chunk=4)
+
+
 # ---- across tokens: shift and its transpose (tests/shift_oracles.py) ----------------------------
 def test_shift_vjp_matches_autograd():
     shift_oracles.check_vjps()
@@ -418,6 +472,11 @@ ORACLES: dict[Op, tuple] = {
         )
         for op in LEAVES
     },
+    Op.INDEX: (
+        test_index_vjp_matches_autograd,
+        test_index_reference_matches_torch_arange,
+        test_index_compiled_layer_matches_reference,
+    ),
     Op.SPECTRAL_NORM: (
         test_spectral_norm_gradient_matches_autograd,
         test_spectral_norm_reference_matches_torch,

@@ -116,3 +116,46 @@ def test_zoo_doc_rejects_a_file_that_is_not_results(tmp_path, capsys):
     bad.write_text("{}")
     assert zoo_doc.main([str(bad), "-o", str(tmp_path / "zoo.md")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+LERP_SPEC = """rnn lerp
+hyper dim = 6
+axis d = dim
+axis h = 3
+axis c = 2
+param mu[d] = uniform(0, 1)
+xs = x[d] + (shift(x[d]) - x[d]) * mu
+project xs -> u[h]
+state s[h]
+s' = 0.5 * s + u * sum[c](x[h, c])
+y = s'
+output y
+"""
+
+
+def test_the_layer_input_read_in_the_step():
+    """x[d] is the layer input itself: RWKV's token shift mixes it with the previous token before a
+    projection (a sequence value), and the cell reads it directly on other axes (x[h, c])."""
+    from archdsl.parser import parse
+
+    ir = instantiate(parse(LERP_SPEC, "lerp.rnn")).layer
+    assert ir.inputs()["x"] == ("h", "c")
+    m = RecurrentLayer(ir, seed=0).double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    xs = x + (torch.nn.functional.pad(x, (0, 0, 1, 0))[:, :-1] - x) * m.params["mu"]
+    (lin,) = m.proj.values()
+    u = lin(xs)
+    s, ys = torch.zeros(2, 3, dtype=torch.float64), []
+    for t in range(5):
+        s = 0.5 * s + u[:, t] * x[:, t].reshape(2, 3, 2).sum(-1)
+        ys.append(s)
+    torch.testing.assert_close(m(x)[0], m.out(torch.stack(ys, 1)))
+
+
+def test_a_readout_of_the_state_before_the_update_is_not_chunked():
+    """RWKV-6 reads S before this token's write (o = r^T (S + u k v^T)): the chunked form, which
+    reads the new state, must decline it (it once accepted it and computed the wrong output)."""
+    from archdsl.codegen.chunked import classification
+
+    ir = instantiate(parse_file(ROOT / "specs" / "rwkv6.rnn"), "test").layer
+    assert classification(ir) == "the readout reads the state before the update: not yet"

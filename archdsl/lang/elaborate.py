@@ -11,67 +11,14 @@ recurrence, and read by the step as a per-token input. Each projection's options
 
 from __future__ import annotations
 
+import math
+
 from archdsl.errors import ArchdslError, did_you_mean, plural
 from archdsl.ir import Graph, Kind, Node, Op, Projection
 from archdsl.lang import spec as S
+from archdsl.lang.functions import BINARY, FUNCTIONS, L2_EPS, SUGAR, UNARY  # noqa: F401 (importable here)
 from archdsl.lang.scope import Scope, Step
 from archdsl.lang.sizes import evaluate
-
-L2_EPS = 1e-6
-
-#: per-step functions: name -> number of arguments (and whether it takes an axis, as ``sum[i]``)
-FUNCTIONS: dict[str, tuple[int, bool]] = {
-    "exp": (1, False),
-    "log": (1, False),
-    "tanh": (1, False),
-    "sigmoid": (1, False),
-    "softplus": (1, False),
-    "relu": (1, False),
-    "abs": (1, False),
-    "sqrt": (1, False),
-    "silu": (1, False),
-    "sg": (1, False),
-    "identity": (1, False),
-    "square": (1, False),
-    "max": (2, False),
-    "min": (2, False),
-    "spectral_norm": (2, False),
-    "sum": (1, True),
-    "mean": (1, True),
-    "dot": (2, True),
-    "l2norm": (1, True),
-    "shift": (1, False),  # shift(a): the previous token's a; shift[c](a): the last |c| tokens on axis c
-    "conv": (2, True),  # conv[c](a, w) = sum[c](w * shift[c](a)): a depthwise causal convolution
-}
-#: functions that are one elementwise op
-UNARY = {
-    "exp": Op.EXP,
-    "log": Op.LOG,
-    "tanh": Op.TANH,
-    "sigmoid": Op.SIGMOID,
-    "softplus": Op.SOFTPLUS,
-    "relu": Op.RELU,
-    "abs": Op.ABS,
-    "sqrt": Op.SQRT,
-}
-#: the arithmetic operators of the per-step math
-BINARY = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}
-#: functions written in terms of the primitive ops: name -> a tree ``(Op, *args)`` over the call's
-#: arguments ``"a"``, ``"b"``, the size ``"|i|"`` of the axis in brackets, and literals. ``SUM`` and
-#: ``SHIFT`` work along the axis in brackets. (``shift`` and ``spectral_norm`` have rules of their own.)
-SUGAR: dict[str, object] = {
-    "identity": "a",
-    "square": (Op.MUL, "a", "a"),
-    "silu": (Op.MUL, "a", (Op.SIGMOID, "a")),
-    "sg": (Op.MUL, "a", (Op.MUL, "a", (Op.SIGMOID, "a"))),  # a * silu(a)
-    "max": (Op.MAXIMUM, "a", "b"),
-    "min": (Op.MINIMUM, "a", "b"),
-    "sum": (Op.SUM, "a"),
-    "dot": (Op.SUM, (Op.MUL, "a", "b")),
-    "mean": (Op.DIV, (Op.SUM, "a"), "|i|"),
-    "l2norm": (Op.DIV, "a", (Op.ADD, (Op.SQRT, (Op.SUM, (Op.MUL, "a", "a"))), L2_EPS)),
-    "conv": (Op.SUM, (Op.MUL, (Op.SHIFT, "a"), "b")),
-}
 
 
 class Elaborator:
@@ -127,9 +74,7 @@ class Elaborator:
         """The node of a named value at a use site (with ``'`` and ``[axes]`` applied)."""
         name = ref.name
         if name == "x":
-            raise ArchdslError(
-                "'x' is the layer input; it can only be projected (project x -> NAME[axes])", ref.span
-            )
+            return self.layer_input(ref)
         if self.names.is_number(name):
             if ref.primed or ref.axes:
                 raise ArchdslError(
@@ -277,6 +222,31 @@ class Elaborator:
             )
         return func
 
+    def layer_input(self, ref: S.Ref) -> int:
+        """``x[axes]``: the layer input itself, a per-token value on axes whose sizes multiply to dim
+        (RWKV's token shift mixes x with the previous token's x before projecting)."""
+        if ref.primed or ref.axes is None:
+            raise ArchdslError(
+                "'x' is the layer input; project it (project x -> NAME[axes]) or read it on axes "
+                "whose sizes multiply to dim (x[d] with axis d = dim)",
+                ref.span,
+            )
+        axes = self.names.check_axes(ref.axes, ref.span)
+        size = math.prod(self.names.axis_size(a) for a in axes)
+        dim = self.names.hypers["dim"]
+        if size != dim:
+            raise ArchdslError(
+                f"x[{', '.join(axes)}] has {size} numbers per token, but the layer input has dim = {dim}",
+                ref.span,
+                "declare an axis of the model width: axis d = dim",
+            )
+        if axes != self.names.canon(axes):
+            raise ArchdslError(
+                f"list the axes of x in the order they are declared: x[{', '.join(self.names.canon(axes))}]",
+                ref.span,
+            )
+        return self.node(Op.INPUT, axes=axes, attr="x")
+
     def call(self, e: S.Call) -> int:
         func = self.function(e)
         if func == "shift":  # its axis is optional
@@ -288,6 +258,9 @@ class Elaborator:
             raise ArchdslError(f"'{func}' works elementwise and takes no axis", e.span)
         if func == "spectral_norm":  # takes a parameter by name
             return self.spectral_norm(e)
+        if func == "index":  # a constant along its axis: no arguments
+            axis = self.names.check_axes(e.axes, e.span)[0]
+            return self.node(Op.INDEX, (), (axis,), axis)
         args = [self.expr(a) for a in e.args]
         if func in UNARY:
             return self.node(UNARY[func], (args[0],), self.axes_of(args[0]))

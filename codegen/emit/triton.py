@@ -36,6 +36,8 @@ TRITON: dict[Op, str] = {
     Op.SQRT: "tl.sqrt({0})",
     Op.STEP: "tl.where({0} > 0, 1.0, 0.0)",
     Op.SIGN: "tl.where({0} > 0, 1.0, tl.where({0} < 0, -1.0, 0.0))",
+    Op.COS: "tl.cos({0})",
+    Op.SIN: "tl.sin({0})",
     Op.ADD: "{0} + {1}",
     Op.SUB: "{0} - {1}",
     Op.MUL: "{0} * {1}",
