@@ -111,6 +111,23 @@ def test_zoo_doc_renders_a_results_file(tmp_path):
     assert "Test GPU" in text and "--quick" in text
 
 
+def test_zoo_doc_merges_runs_the_latest_row_winning(tmp_path):
+    """Specs run in separate processes (one per GPU lane) give one page: a spec's row from the last
+    file that has it, every run's date and command in the header."""
+    first, second = synthetic(), synthetic()
+    second["meta"] = dict(second["meta"], date="2026-11-27 00:00 UTC", command="python later.py")
+    second["results"] = [{"spec": "gla", "library": "fla GatedLinearAttention", "error": "ValueError: later"}]
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, doc in zip(paths, (first, second)):
+        path.write_text(json.dumps(doc))
+    out = tmp_path / "zoo.md"
+    assert zoo_doc.main([*map(str, paths), "-o", str(out)]) == 0
+    text = out.read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "failed: ValueError: later" in rows["gla"] and "| loop |" in rows["gdn"]
+    assert "python later.py" in text and "2026-11-27 00:00 UTC" in text
+
+
 def test_zoo_doc_rejects_a_file_that_is_not_results(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
