@@ -34,6 +34,9 @@ class Cell:
     next_state: dict[str, int]
     output: int
     output_axes: tuple[str, ...]
+    #: the spec's name of a node, where it gives one (``let`` values, parameters): generated kernels
+    #: read as the spec (``b_kh``); a node without one keeps a numbered name
+    names: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Backward:
     d_consts: dict[str, int]
     next_state: dict[str, int]  # the forward update, recomputed
     extra: dict[str, int] = field(default_factory=dict)
+    cotangent: dict[int, int] = field(default_factory=dict)  # forward node -> its cotangent's node
 
 
 class _Emitter:
@@ -96,6 +100,10 @@ def extract_cell(layer: LayerIR) -> Cell:
         n = g[i]
         remap[i] = cg.add(Node(n.op, tuple(remap[a] for a in n.args), n.axes, n.attr))
     out = remap[layer.output_node]
+    names: dict[int, str] = {}
+    for name, i in layer.values.items():  # the first name a node has wins (``o`` before ``y = o``)
+        if i in remap:
+            names.setdefault(remap[i], name)
     return Cell(
         cg,
         layer.axes,
@@ -107,6 +115,7 @@ def extract_cell(layer: LayerIR) -> Cell:
         {s: remap[n] for s, n in layer.next_state.items()},
         out,
         cg[out].axes,
+        names,
     )
 
 
@@ -217,6 +226,7 @@ def derive_backward(cell: Cell) -> Backward:
         d_inputs=_grads_of(cell.graph, em, ct, Op.INPUT, cell.inputs),
         d_consts=_grads_of(cell.graph, em, ct, Op.PARAM, cell.consts),
         next_state=dict(cell.next_state),
+        cotangent=ct,
     )
 
 
@@ -227,6 +237,7 @@ class TokenBackward:
     graph: Graph
     d_inputs: dict[str, int]
     d_consts: dict[str, int]
+    cotangent: dict[int, int] = field(default_factory=dict)  # forward node -> its cotangent's node
 
 
 def derive_token_backward(graph: Graph, axes, outputs: dict[str, int], inputs: dict, consts: dict):
@@ -236,4 +247,5 @@ def derive_token_backward(graph: Graph, axes, outputs: dict[str, int], inputs: d
         graph=g,
         d_inputs=_grads_of(graph, em, ct, Op.INPUT, inputs),
         d_consts=_grads_of(graph, em, ct, Op.PARAM, consts),
+        cotangent=ct,
     )

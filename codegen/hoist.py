@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from archdsl.codegen.plan import splittable_axes
 
 from archdsl.autodiff import Cell, TokenBackward, derive_token_backward
-from archdsl.ir import Graph, Kind, Node, Op
+from archdsl.ir import UNARY, Graph, Kind, Node, Op
 
 LEAVES = (Op.INPUT, Op.PARAM, Op.STATE, Op.CONST)
 #: hoist when the per-token part has a reduction or at least this many ops
@@ -41,13 +41,15 @@ class TokenPart:
     const_source: dict[str, int]
     outputs: dict[str, int]  # hoisted name -> node
     backward: TokenBackward
+    names: dict = field(default_factory=dict)  # node -> its spec name (``Cell.names``)
 
     def output_axes(self, name: str) -> tuple[str, ...]:
         return self.graph[self.outputs[name]].axes
 
     @classmethod
-    def of(cls, cell: Cell, graph: Graph, inputs: dict, consts: dict, outputs: dict[str, int]) -> TokenPart:
-        """The part of ``graph`` (sizes and constants from ``cell``) with its derived backward."""
+    def of(cls, cell: Cell, graph: Graph, inputs: dict, consts: dict, outputs: dict[str, int], names=None):
+        """The part of ``graph`` (sizes and constants from ``cell``) with its derived backward;
+        ``names``: its nodes' spec names."""
         return cls(
             graph=graph,
             axes=cell.axes,
@@ -57,6 +59,7 @@ class TokenPart:
             const_source={c: cell.const_source[c] for c in consts},
             outputs=outputs,
             backward=derive_token_backward(graph, cell.axes, outputs, inputs, consts),
+            names=names or {},
         )
 
 
@@ -116,9 +119,9 @@ def split_readout(cell: Cell) -> tuple[TokenPart | None, Cell]:
             best, best_split = n, split
     if best is None:
         return None, cell
-    name = _fresh("o", {*cell.inputs, *cell.consts})
+    name = _spec_name(cell, best, {*cell.inputs, *cell.consts}) or _fresh("o", {*cell.inputs, *cell.consts})
     epi = replace_with_inputs(cell, {best: name}, stateless=True)
-    part = TokenPart.of(cell, epi.graph, epi.inputs, epi.consts, {"y": epi.output})
+    part = TokenPart.of(cell, epi.graph, epi.inputs, epi.consts, {"y": epi.output}, epi.names)
     loop = dataclasses.replace(cell, output=best, output_axes=g[best].axes)
     return part, replace_with_inputs(loop, {})
 
@@ -126,6 +129,19 @@ def split_readout(cell: Cell) -> tuple[TokenPart | None, Cell]:
 def _reaches_state(g: Graph, root: int, cut: int) -> bool:
     """Does ``root`` depend on a state other than through ``cut``?"""
     return any(g[i].op is Op.STATE for i in g.ancestors([root], stop={cut}))
+
+
+def _spec_name(cell: Cell, i: int, taken) -> str | None:
+    """The spec's name for node ``i`` as a hoisted value's name: its ``let`` name, or for a pointwise
+    function of a named value ``silu_v``; None when it has none or that name is taken."""
+    g, names = cell.graph, cell.names
+    name = names.get(i)
+    n = g[i]
+    if name is None and n.op in UNARY and (n.args[0] in names or g[n.args[0]].op is Op.INPUT):
+        arg = g[n.args[0]]
+        name = f"{n.op.value}_{names.get(n.args[0]) or arg.attr}"
+    used = set(names.values()) - {names.get(i)}
+    return name if name and name not in taken and name not in used else None
 
 
 def _fresh(stem: str, taken) -> str:
@@ -145,15 +161,17 @@ def hoist(cell: Cell, force: bool | None = None) -> tuple[TokenPart | None, Cell
     g = cell.graph
     taken = {*cell.inputs, *cell.consts}
     names = []
-    for _ in frontier:
-        names.append(_fresh("t", taken))
+    for i in frontier:  # named as in the spec where it names them (kh, alpha), else t0, t1, …
+        names.append(_spec_name(cell, i, taken) or _fresh("t", taken))
         taken.add(names[-1])
     outputs = dict(zip(names, frontier))
     below = g.ancestors(frontier)
     leaves = {(g[i].op, g[i].attr) for i in below if g[i].op in (Op.INPUT, Op.PARAM)}
     inputs = {n: ax for n, ax in cell.inputs.items() if (Op.INPUT, n) in leaves}
     consts = {c: ax for c, ax in cell.consts.items() if (Op.PARAM, c) in leaves}
-    part = TokenPart.of(cell, g, inputs, consts, outputs)
+    part = TokenPart.of(
+        cell, g, inputs, consts, outputs, {**cell.names, **{i: n for n, i in outputs.items()}}
+    )
     return part, replace_with_inputs(cell, {i: n for n, i in outputs.items()})
 
 
@@ -167,6 +185,8 @@ def replace_with_inputs(cell: Cell, replaced: dict[int, str], stateless: bool = 
             remap[i] = g.add(Node(Op.INPUT, (), n.axes, replaced[i]))
         else:
             remap[i] = g.add(Node(n.op, tuple(remap[a] for a in n.args), n.axes, n.attr))
+    names = {remap[i]: n for i, n in cell.names.items() if i not in replaced}
+    names.update({remap[i]: n for i, n in replaced.items()})
     roots = [] if stateless else [remap[v] for v in cell.next_state.values()]
     used = g.ancestors([*roots, remap[cell.output]])
     leaves = {(g[i].op, g[i].attr): g[i].axes for i in used if g[i].op in (Op.INPUT, Op.PARAM)}
@@ -181,4 +201,5 @@ def replace_with_inputs(cell: Cell, replaced: dict[int, str], stateless: bool = 
         next_state={s: remap[v] for s, v in cell.next_state.items()},
         output=remap[cell.output],
         output_axes=cell.output_axes,
+        names=names,
     )

@@ -168,6 +168,14 @@ output y
         {"S": "C", "q": "h0_C", "k": "ht_C", "v": "ck_C"},  # the state's buffers
         {"A_log": "type"},  # a parameter named like a module attribute
         {"A_log": "to", "a": "forward"},
+        # names the generated module gives values itself: hoisted values without a spec name (t0),
+        # constants (c0), the new state's block (b_S_next), the sizes (H, T, CHUNK), the launchers'
+        # words (B, torch)
+        {"kh": "t0", "alpha": "c0"},
+        {"kh": "S_next"},
+        {"a": "H", "v": "torch", "k": "B"},
+        {"i": "t"},
+        {"i": "chunk", "j": "nc"},
     ],
     ids=lambda m: ",".join(f"{a}->{b}" for a, b in m.items()),
 )

@@ -97,7 +97,7 @@ def test_programs_of_a_launch_touch_disjoint_memory():
     """A small delta rule (a hoisted per-token part with a parameter, values stashed by the
     recompute): B 2, 2 tiles of the value axis, 2 checkpoint segments; every launch."""
     from archdsl.codegen import build_cell
-    from archdsl.codegen.emit.triton import stash_nodes
+    from archdsl.codegen.emit.fused import stash_nodes
 
     layer = layer_of(DELTA)
     cc = build_cell(layer, 2, 2, 1)

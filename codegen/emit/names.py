@@ -44,15 +44,16 @@ class Namespace:
     """The derived names of one kernel: ``ns(key, preferred) -> identifier``, the same identifier for
     the same key every time, a different one for every other key."""
 
-    def __init__(self, reserved=RESERVED):
+    def __init__(self, reserved=RESERVED, prefixed: bool = True):
         self.taken: set[str] = set(reserved)
         self.given: dict[object, str] = {}
+        self.prefixed = prefixed  # derived names carry a role prefix (kernels); launchers' need not
 
     def __call__(self, key, preferred: str) -> str:
         if key in self.given:
             return self.given[key]
         base = identifier(preferred)
-        assert "_" in base.strip("_"), f"derived names carry a role prefix: {base!r}"
+        assert not self.prefixed or "_" in base.strip("_"), f"derived names carry a role prefix: {base!r}"
         name, k = base, 0
         while name in self.taken:
             k += 1

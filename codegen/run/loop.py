@@ -29,9 +29,10 @@ def build_loop(layer: LayerIR, cell: Cell, opts, parts: bool = True):
     plan = make_plan(cell, chunk=opts.chunk or CHECKPOINT_DEFAULT, tile=opts.tile, num_warps=opts.num_warps)
     part_plans = [(k, p, make_token_plan(p.axes, p.sizes, p.graph)) for k, p in around.items()]
     source = emit_module(layer, cell, backward, plan, part_plans)
-    module, digest, path = load_module(source, module_name(layer.name))
-    compiled = CompiledCell(cell, backward, plan, module, digest, path)
+    stem = module_name(layer.name)
+    module, digest, path = load_module(source, stem)
+    compiled = CompiledCell(cell, backward, plan, module, digest, path, stem)
     if not part_plans:
         return compiled
-    kernels = {k: ParallelPart(k, p, pp, module, digest) for k, p, pp in part_plans}
+    kernels = {k: ParallelPart(k, p, pp, module, digest, stem) for k, p, pp in part_plans}
     return HoistedCell(compiled, whole, kernels.get("token"), kernels.get("readout"))

@@ -60,8 +60,8 @@ def load_module(source: str, name: str):
 class CompiledCell:
     """Callable like the reference cell: ``(inputs, frontier, state0) -> (y, final states)``."""
 
-    def __init__(self, cell: Cell, bwd: Backward, plan: Plan, module, digest: str, path: Path):
-        self.cell, self.bwd, self.plan = cell, bwd, plan
+    def __init__(self, cell: Cell, bwd: Backward, plan: Plan, module, digest: str, path: Path, stem: str):
+        self.cell, self.bwd, self.plan, self.stem = cell, bwd, plan, stem
         self.module, self.hash, self.path = module, digest, path
         self.input_names = list(cell.inputs)
         self.const_names = list(cell.consts)
@@ -104,62 +104,19 @@ class CompiledCell:
         """The cell as a ``torch.library`` custom op (so torch.compile keeps it as one node)."""
         return loop_op(self)
 
-    # ---- launchers -----------------------------------------------------------------------------
+    # ---- the module's launchers ----------------------------------------------------------------
     def forward(self, xs, cs, h0):
-        plan, cell = self.plan, self.cell
-        B, T = xs[0].shape[:2]
-        dev = xs[0].device
-        nc = -(-T // plan.chunk)
-        y = torch.empty(B, T, *(cell.sizes[a] for a in cell.output_axes), device=dev, dtype=xs[0].dtype)
-        ht = [torch.empty(B, *(cell.sizes[a] for a in cell.states[s]), device=dev) for s in self.state_names]
-        ck = [
-            torch.empty(B, nc, *(cell.sizes[a] for a in cell.states[s]), device=dev) for s in self.state_names
-        ]
-        self.module.fwd_kernel[(B, plan.n_tiles)](
-            *xs, *cs, *h0, y, *ht, *ck, T, USE_H0=True, CHUNK=plan.chunk, num_warps=plan.num_warps
-        )
-        return y, ht, ck
+        launch = getattr(self.module, f"{self.stem}_fwd")
+        outs = launch(*xs, *cs, *h0, chunk=self.plan.chunk, num_warps=self.plan.num_warps)
+        n_s = len(h0)
+        return outs[0], list(outs[1 : 1 + n_s]), list(outs[1 + n_s :])
 
     def backward(self, xs, cs, ck, dy, dht):
-        plan, cell = self.plan, self.cell
-        B, T = xs[0].shape[:2]
-        dev = xs[0].device
-        from archdsl.codegen.emit.triton import missing_split, stash_nodes
-
-        scr = [
-            torch.empty(B * plan.n_tiles * (plan.chunk + 1) * _block_numel(plan, cell.states[s]), device=dev)
-            for s in self.state_names
-        ]
-        scr += [
-            torch.empty(B * plan.n_tiles * plan.chunk * _block_numel(plan, cell.graph[i].axes), device=dev)
-            for i, s in stash_nodes(cell, self.bwd).items()
-            if s is None
-        ]
-        dxs = []
-        for n, x in zip(self.input_names, xs):
-            nt = _ntiles(plan, missing_split(plan, cell.inputs[n]))
-            dxs.append(torch.empty(B, T, nt, *x.shape[2:], device=dev))
-        dcs = [torch.zeros(B * plan.n_tiles, *c.shape, device=dev) for c in cs]
-        dh0 = [torch.empty(B, *(cell.sizes[a] for a in cell.states[s]), device=dev) for s in self.state_names]
-        dht = [d.float().contiguous() for d in dht]
-        self.module.bwd_kernel[(B, plan.n_tiles)](
-            *xs,
-            *cs,
-            *ck,
-            dy.contiguous(),
-            *dht,
-            *scr,
-            *dxs,
-            *dcs,
-            *dh0,
-            T,
-            USE_DHT=True,
-            CHUNK=plan.chunk,
-            num_warps=plan.num_warps,
-        )
-        dxs = [d.sum(2).to(x.dtype) for d, x in zip(dxs, xs)]
-        dcs = [d.sum(0).to(c.dtype) for d, c in zip(dcs, cs)]
-        return dxs, dcs, dh0
+        launch = getattr(self.module, f"{self.stem}_bwd")
+        grads = launch(*xs, *cs, *ck, dy, *dht, chunk=self.plan.chunk, num_warps=self.plan.num_warps)
+        grads = list(grads) if isinstance(grads, tuple) else [grads]
+        n_x, n_c = len(xs), len(cs)
+        return grads[:n_x], grads[n_x : n_x + n_c], grads[n_x + n_c :]
 
 
 def _block_numel(plan: Plan, axes) -> int:
@@ -180,8 +137,9 @@ class ParallelPart:
     """A stateless per-token computation (codegen/hoist.py) as two kernels of the generated module,
     ``<kind>_fwd_kernel`` and ``<kind>_bwd_kernel``, and a ``torch.library`` custom op with autograd."""
 
-    def __init__(self, kind: str, part, plan: Plan, module, digest: str):
+    def __init__(self, kind: str, part, plan: Plan, module, digest: str, stem: str):
         self.kind, self.part, self.plan, self.module, self.hash = kind, part, plan, module, digest
+        self.stem = stem
         self.input_names, self.const_names = list(part.inputs), list(part.consts)
 
     def __call__(self, inputs: dict, frontier) -> list:
@@ -200,26 +158,17 @@ class ParallelPart:
     def dtype(self, x):
         return torch.float32  # outputs stay fp32: the loop or the caller reads them
 
-    # ---- launchers -----------------------------------------------------------------------------
-    def _grid(self, xs):
-        B, T = xs[0].shape[:2]
-        return (B, -(-T // self.plan.chunk)), T
-
+    # ---- the module's launchers ----------------------------------------------------------------
     def forward(self, xs, cs):
-        grid, T = self._grid(xs)
-        outs = [torch.empty(s, device=xs[0].device, dtype=self.dtype(xs[0])) for s in self.shapes(xs[0])]
-        kernel = getattr(self.module, f"{self.kind}_fwd_kernel")
-        kernel[grid](*xs, *cs, *outs, T, CHUNK=self.plan.chunk, num_warps=self.plan.num_warps)
-        return outs
+        launch = getattr(self.module, f"{self.stem}_{self.kind}_fwd")
+        outs = launch(*xs, *cs, chunk=self.plan.chunk, num_warps=self.plan.num_warps)
+        return list(outs) if isinstance(outs, tuple) else [outs]
 
     def backward(self, xs, cs, douts):
-        grid, T = self._grid(xs)
-        dxs = [torch.empty_like(x) for x in xs]
-        dcs = [torch.empty(grid[0] * grid[1], *c.shape, device=c.device) for c in cs]
-        douts = [d.contiguous() for d in douts]
-        kernel = getattr(self.module, f"{self.kind}_bwd_kernel")
-        kernel[grid](*xs, *cs, *douts, *dxs, *dcs, T, CHUNK=self.plan.chunk, num_warps=self.plan.num_warps)
-        return dxs, [d.sum(0).to(c.dtype) for d, c in zip(dcs, cs)]
+        launch = getattr(self.module, f"{self.stem}_{self.kind}_bwd")
+        grads = launch(*xs, *cs, *douts, chunk=self.plan.chunk, num_warps=self.plan.num_warps)
+        grads = list(grads) if isinstance(grads, tuple) else [grads]
+        return grads[: len(xs)], grads[len(xs) :]
 
 
 class HoistedCell:

@@ -1,0 +1,145 @@
+"""The kernels of a stateless per-token part (the values hoisted before the loop, or the readout
+after it) and their launchers: one program per (batch element, CHUNK tokens), no recurrence."""
+
+from __future__ import annotations
+
+from archdsl.codegen.emit.fused import _fit, _rebase, _sizes, launcher_def
+from archdsl.codegen.emit.signature import PyNames, Signature, wrap
+from archdsl.codegen.emit.triton import _Kernel, _leaf_ids, _needed, const_labels, spec_names
+from archdsl.codegen.hoist import TokenPart
+from archdsl.codegen.plan import Plan
+
+from archdsl.autodiff import GRAD
+from archdsl.ir import Op
+
+
+def _kernel(part: TokenPart, g, plan: Plan, py: PyNames, names: dict) -> _Kernel:
+    k = _Kernel(plan, names, py.size)
+    k.labels = const_labels(part.graph, part.names)
+    return k
+
+
+def _leaves(k: _Kernel, part: TokenPart, py: PyNames, sig: Signature) -> list[str]:
+    """The part's inputs and constants as parameters; returns their Python names."""
+    out = []
+    for n in part.inputs:
+        sig.arg(k.ptr("in", n), py(("t", n), n))
+        out.append(py(("t", n), n))
+    for c in part.consts:
+        sig.arg(k.ptr("const", c), py(("c", c), k.label(c)))
+        out.append(py(("c", c), k.label(c)))
+    return out
+
+
+def _loads(k: _Kernel, g, order) -> None:
+    for n, i in _leaf_ids(g, order, Op.INPUT).items():
+        at = f"{k.ptr('in', n)} + (i_b * T + t) * {k.numel(g[i].axes)}"
+        k.w(f"{k.val(i)} = {k.load(at, g[i].axes, 't < T')}", 2)
+
+
+def _store_token(k: _Kernel, ptr: str, ax, val: str, cast: bool) -> None:
+    mask = " & ".join(m for m in (k.mask(ax) if ax else "None", "(z0 + t < T)") if m != "None")
+    if cast:
+        val = f"({val}).to({ptr}.dtype.element_ty)"
+    k.w(f"tl.store({ptr} + (i_b * T + t) * {k.numel(ax)}, {val}, mask={mask})", 2)
+
+
+def emit_token_forward(part: TokenPart, plan: Plan, name: str, py: PyNames, kind: str = "token") -> tuple:
+    """(the kernel's lines, its launcher's lines)."""
+    g = part.graph
+    order = _needed(g, part.outputs.values())
+    k = _kernel(part, g, plan, py, spec_names(g, part.names))
+    k.fold(g, [order], set(part.outputs.values()))
+    sig = Signature()
+    params = _leaves(k, part, py, sig)
+    outs = {o: sig.arg(k.ptr("out", o), py(("t", o), o)) for o in part.outputs}
+    _sizes(sig, py, plan.axes)
+    k.lines += sig.define(f"{name}_{kind}_fwd_kernel")
+    k.prologue()
+    tensors = [(k.ptr("in", n), ax) for n, ax in part.inputs.items()]
+    tensors += [(k.ptr("const", c), ax) for c, ax in part.consts.items()]
+    _rebase(k, tensors + [(outs[o], part.output_axes(o)) for o in part.outputs])
+    k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
+    k.w("for s in range(CHUNK):")
+    k.w("t = i_s * CHUNK + s  # this program's tokens: i_s * CHUNK …", 2)
+    _loads(k, g, order)
+    k.compute(g, order, 2)
+    for o, i in part.outputs.items():
+        _store_token(k, outs[o], g[i].axes, k.val(i), cast=False)
+    first = params[0]
+    names = [py(("t", o), "") for o in part.outputs]
+    launcher = [
+        *launcher_def(f"{name}_{kind}_fwd", params, plan),
+        f'    """-> {", ".join(names)} (fp32)."""',
+        f"    B, T = {first}.shape[:2]",
+    ]
+    for o in part.outputs:
+        shape = py.dims("B, T", part.output_axes(o))
+        launcher.append(f"    {py(('t', o), '')} = {first}.new_empty({shape}, dtype=torch.float32)")
+    launcher += sig.launch(f"{name}_{kind}_fwd_kernel", "(B, triton.cdiv(T, chunk))")
+    launcher += wrap("return ", names, "", 1) if len(names) > 1 else [f"    return {names[0]}"]
+    return _fit(k.lines), _fit(launcher)
+
+
+def emit_token_backward(part: TokenPart, plan: Plan, name: str, py: PyNames, kind: str = "token") -> tuple:
+    """Its derived backward: cotangents of its outputs -> gradients of its inputs and constants."""
+    bwd = part.backward
+    g = bwd.graph
+    outs = [*bwd.d_inputs.values(), *bwd.d_consts.values()]
+    order = _needed(g, outs)
+    k = _kernel(part, g, plan, py, spec_names(g, part.names, None, bwd.cotangent, len(part.graph)))
+    k.fold(g, [order], set(outs))
+    sig = Signature()
+    params = _leaves(k, part, py, sig)
+    for o in part.outputs:
+        sig.arg(k.ptr("in", GRAD + o), py(("d", o), "d" + o))
+        params.append(py(("d", o), ""))
+    d_in = {n: sig.arg(k.dptr("in", n), py(("d", n), "d" + n)) for n in part.inputs}
+    d_c = {c: sig.arg(k.dptr("const", c), py(("dc", c), "d" + k.label(c))) for c in part.consts}
+    _sizes(sig, py, plan.axes)
+    k.lines += sig.define(f"{name}_{kind}_bwd_kernel")
+    k.prologue()
+    k.w("NC = tl.cdiv(T, CHUNK)")
+    k.w("pid = i_b * NC + i_s")
+    tensors = [(k.ptr("in", n), ax) for n, ax in part.inputs.items()]
+    tensors += [(k.ptr("const", c), ax) for c, ax in part.consts.items()]
+    tensors += [(k.ptr("in", GRAD + o), part.output_axes(o)) for o in part.outputs]
+    tensors += [(d_in[n], ax) for n, ax in part.inputs.items()] + [
+        (d_c[c], ax) for c, ax in part.consts.items()
+    ]
+    _rebase(k, tensors)
+    k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
+    for c in part.consts:
+        k.w(f"{k.dblk('const', c)} = tl.zeros({k.shape(part.consts[c])}, tl.float32)")
+    k.w("for s in range(CHUNK):")
+    k.w("t = i_s * CHUNK + s", 2)
+    _loads(k, g, order)
+    k.compute(g, order, 2)
+    for n, ax in part.inputs.items():
+        _store_token(k, d_in[n], ax, k.val(bwd.d_inputs[n]), cast=True)
+    for c in part.consts:  # tokens past T loaded zeros: their terms may not be finite, so mask them
+        k.w(f"{k.dblk('const', c)} += tl.where(z0 + t < T, {k.val(bwd.d_consts[c])}, 0.0)", 2)
+    for c, ax in part.consts.items():
+        k.store(f"{d_c[c]} + pid * {k.numel(ax)}", k.dblk("const", c), ax)
+    first = params[0]
+    launcher = [
+        *launcher_def(f"{name}_{kind}_bwd", params, plan),
+        '    """-> the gradients of the inputs and the constants."""',
+        f"    B, T = {first}.shape[:2]",
+    ]
+    launcher += [f"    {py(('d', o), '')} = {py(('d', o), '')}.contiguous()" for o in part.outputs]
+    rets = []
+    for n in part.inputs:
+        launcher.append(f"    {d_py(py, 'd', n)} = torch.empty_like({py(('t', n), '')})")
+        rets.append(d_py(py, "d", n))
+    for c, ax in part.consts.items():
+        shape = py.dims("B * triton.cdiv(T, chunk)", ax)
+        launcher.append(f"    {d_py(py, 'dc', c)} = {first}.new_empty({shape}, dtype=torch.float32)")
+        rets.append(f"{d_py(py, 'dc', c)}.sum(0).to({py(('c', c), '')}.dtype)")
+    launcher += sig.launch(f"{name}_{kind}_bwd_kernel", "(B, triton.cdiv(T, chunk))")
+    launcher += wrap("return ", rets, "", 1) if len(rets) > 1 else [f"    return {rets[0]}"]
+    return _fit(k.lines), _fit(launcher)
+
+
+def d_py(py: PyNames, role: str, name: str) -> str:
+    return py((role, name), "")
