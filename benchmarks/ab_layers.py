@@ -22,9 +22,7 @@ LAYERS = [
     ("e75", "E75h4n32"),
     ("gdn", "GDN_100m"),
     ("mamba2", "Mamba2_100m"),
-    ("gla", "GLA_100m"),
     ("lstm", "LSTM_100m"),
-    ("e1", "E1_100m"),
 ]
 
 
