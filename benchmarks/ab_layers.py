@@ -26,14 +26,14 @@ LAYERS = [
 ]
 
 
-def time_layer(spec: str, preset: str, B: int, T: int) -> dict:
+def time_layer(spec: str, preset: str, B: int, T: int, opts: dict | None = None) -> dict:
     import torch
     from triton.testing import do_bench
 
     import archdsl
 
     torch.manual_seed(0)
-    layer = archdsl.Layer(spec, preset=preset, backend="triton", seed=0).cuda()
+    layer = archdsl.Layer(spec, preset=preset, backend="triton", seed=0, **(opts or {})).cuda()
     x = torch.randn(B, T, layer.ir.dim, device="cuda", requires_grad=True)
 
     def fwd():
@@ -76,14 +76,21 @@ def main() -> None:
     ap.add_argument("--table", help="print the Markdown table of a results file and exit")
     ap.add_argument("--B", type=int, default=32)
     ap.add_argument("--T", type=int, default=512)
+    ap.add_argument("--only", help="comma-separated presets to time (default: all of LAYERS)")
+    ap.add_argument("--plan", help="a fixed launch plan instead of tuning, e.g. tile=8,num_warps=1")
     args = ap.parse_args()
     if args.table:
         print(table(args.table))
         return
+    opts = {k: int(v) for k, v in (kv.split("=") for kv in args.plan.split(","))} if args.plan else {}
+    only = set(args.only.split(",")) if args.only else None
     for spec, preset in LAYERS:
-        row = {"label": args.label, "layer": f"{spec} {preset}", "B": args.B, "T": args.T}
+        if only is not None and preset not in only:
+            continue
+        layer = f"{spec} {preset} {args.plan or 'tuned'}"
+        row = {"label": args.label, "layer": layer, "B": args.B, "T": args.T}
         try:
-            row.update(time_layer(spec, preset, args.B, args.T))
+            row.update(time_layer(spec, preset, args.B, args.T, opts))
         except Exception as e:  # one layer's failure is a row, and the next layer runs
             row["error"] = f"{type(e).__name__}: {e}"
         print(json.dumps(row), flush=True)
