@@ -195,7 +195,7 @@ def test_state_that_cannot_fit_a_program_is_an_error():
     from archdsl.lang.parser import parse_file
     from archdsl.lang.specs_path import resolve_spec
 
-    layer = instantiate(parse_file(resolve_spec("e88")), None, {"n": "1000000"}).layer
+    layer = instantiate(parse_file(resolve_spec("e88")), None, {"n": "2000000"}).layer  # 2^21 keys
     with pytest.raises(ArchdslError, match=r"state S\[h, i, j\] cannot fit"):
         build_cell(layer, 16, None, None)
 

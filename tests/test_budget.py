@@ -320,9 +320,10 @@ def test_vector_state_presets_follow_the_formulas(spec):
     assert exact <= per_layer <= exact + slack
 
 
-def test_sparse_widths_are_found():
-    """hgrn2 requires ``dim % expand == 0`` (128): allowed widths lie further apart than the search
-    looks ahead, so the solver finds their spacing and solves on it."""
-    cfg = solve(ModelConfig(model="hgrn2"), "5M", 0.1)
-    assert cfg.dim % 128 == 0
-    assert abs(sizes(cfg).params - 5_000_000) <= 0.1 * 5_000_000
+@pytest.mark.parametrize(("model", "spacing", "budget"), [("hgrn2", 128, 5e6), ("rwkv7", 64, 10e6)])
+def test_sparse_widths_are_found(model, spacing, budget):
+    """hgrn2 requires ``dim % expand == 0`` (128), rwkv7 ``dim % n == 0`` (64): allowed widths lie
+    further apart than the search looks ahead, so the solver finds their spacing and solves on it."""
+    cfg = solve(ModelConfig(model=model), int(budget), 0.1)
+    assert cfg.dim % spacing == 0
+    assert abs(sizes(cfg).params - budget) <= 0.1 * budget

@@ -217,24 +217,34 @@ def solve(cfg, budget: int, tolerance: float = 0.01):
     if cfg.align < 1:
         raise ArchdslError(f"align must be a positive integer, found {cfg.align}")
     plan = _baseline_plan(cfg) if cfg.model in BASELINES else _spec_plan(cfg)
-    search = _Search(plan)
-    k = search.first_above(budget)
-    near = search.allowed_near(k)
-    if not near and (step := _probe_step(plan)) is not None:
-        # widths further apart than the search looks ahead (a `require dim % 128 == 0`): search those
+    found = _nearest(plan, budget)
+    if (found is None or abs(found[0].params - budget) > tolerance * budget) and (
+        step := _probe_step(plan)
+    ) not in (None, plan.step):
+        # allowed widths further apart than the search looks ahead (a `require dim % 64 == 0`): the
+        # search stepped over them; search their multiples instead
         plan = dataclasses.replace(plan, step=math.lcm(plan.step, step))
-        search = _Search(plan)
-        k = search.first_above(budget)
-        near = search.allowed_near(k)
-    if not near:
+        found = _nearest(plan, budget)
+    if found is None:
         raise ArchdslError(
             f"{cfg.model}: no width up to {MAX_DIM} is allowed ({plan.fixed}, multiples of {plan.step})"
         )
-    options = [o for j in near for o in (plan.options(j * plan.step) if plan.options else [search.point(j)])]
-    got, sets = min(options, key=lambda o: (abs(o[0].params - budget), o[0].dim))
+    got, sets, search, near = found
     if abs(got.params - budget) > tolerance * budget:
         raise ArchdslError(_unreachable(cfg, budget, tolerance, plan, search, near))
     return dataclasses.replace(cfg, dim=got.dim, sets=sets, params=budget)
+
+
+def _nearest(plan: _Plan, budget: int):
+    """(sizes, sets, search, the allowed widths searched) of the width whose count is nearest the
+    budget, or None when no width near it is allowed."""
+    search = _Search(plan)
+    near = search.allowed_near(search.first_above(budget))
+    if not near:
+        return None
+    options = [o for j in near for o in (plan.options(j * plan.step) if plan.options else [search.point(j)])]
+    got, sets = min(options, key=lambda o: (abs(o[0].params - budget), o[0].dim))
+    return got, sets, search, near
 
 
 def _probe_step(plan: _Plan, widths: int = 4096) -> int | None:
