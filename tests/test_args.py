@@ -226,6 +226,7 @@ BAD = {
     "device": st.sampled_from(["gpu", "tpu", "cuda:x", "cuda0", "", "CPU ", "mps"]),
     "dir": st.sampled_from(["FILE", "FILE/sub", "FILE/a/b"]),
     "storage": st.sampled_from(["garbage", "DIR", "ftp://host/x", "study.db", "FILE/sub.journal"]),
+    "doc_sep": st.sampled_from(["", "\\q", "a\\", "\\x4", "\\xZZ", "\\u0000"]),
 }
 TRAIN_BUDGET = ("--minutes", "--steps", "--tokens")
 COMMAND_FLAGS = {
@@ -269,6 +270,7 @@ COMMAND_FLAGS = {
             "--log-every": "pos_int",
             "--eval-every": "pos_int",
             "--threads": "pos_int",
+            "--doc-sep": "doc_sep",
         },
     ),
     "bench": (
