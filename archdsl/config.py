@@ -85,7 +85,7 @@ def _quoted(text: str) -> bool:
     return len(text) > 1 and text[0] == text[-1] == '"'
 
 
-def _literal(text: str):
+def literal(text: str):
     """A value of an untyped entry (a spec's hyper or choice): a number when it reads as one."""
     if _quoted(text):
         return json.loads(text)
@@ -128,7 +128,7 @@ def parse_value(tp, text: str):
         if not isinstance(value, dict):
             raise ValueError(text)
         return value
-    return _literal(text)
+    return literal(text)
 
 
 def format_value(value, tp=object) -> str:
@@ -144,7 +144,7 @@ def format_value(value, tp=object) -> str:
         if inner is str:
             plain = not (optional and value.lower() == NONE)
         else:  # an untyped entry reads numbers as numbers; a typed field reads its text (a count, 250K)
-            plain = _literal(value) == value or inner is not object
+            plain = literal(value) == value or inner is not object
         return value if plain and not _quoted(value) else json.dumps(value)
     if isinstance(value, (list, tuple)):
         parts = [format_value(v) for v in value]
@@ -175,7 +175,7 @@ def parse_item(cfg, item: str, flag: str = "--config") -> tuple[str, str | None,
     if entry:
         if typing.get_origin(_optional(tp)[0]) is not dict:
             raise ArchdslError(f"{flag} {item}: '{name}' has no entries ({name} expects {expected(tp)})")
-        return name, entry, _literal(text)
+        return name, entry, literal(text)
     try:
         return name, None, parse_value(tp, text)
     except (ValueError, json.JSONDecodeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from archdsl.config import literal
 from archdsl.errors import ArchdslError, did_you_mean
 from archdsl.lang.checker import MODEL_KNOBS, SearchDim, declarations, search_space
 from archdsl.lang.parser import parse_file
@@ -46,13 +47,8 @@ class ModelSpace:
     dims: dict[str, SearchDim] = field(default_factory=dict)
 
 
-def number(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            continue
-    return text
+#: a bound or value as written: an int, else a float, else the text (``archdsl.config.literal``)
+number = literal
 
 
 def parse_range(name: str, text: str) -> SearchDim:
