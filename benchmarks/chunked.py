@@ -104,7 +104,9 @@ def profile(label: str, module, x) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10), flush=True)
 
 
-def bench_case(name: str, B: int, T: int, chunks: list[int], prof: bool = False) -> list[str]:
+def bench_case(
+    name: str, B: int, T: int, chunks: list[int], prof: bool = False, peers: bool = True
+) -> list[str]:
     path, preset, sets = CASES[name]
     layer = instantiate(parse_file(path), preset, sets).layer
     sides = []
@@ -117,7 +119,7 @@ def bench_case(name: str, B: int, T: int, chunks: list[int], prof: bool = False)
     for _, side in sides[1:]:
         side.load_state_dict(ours.state_dict())
     x = torch.randn(B, T, layer.dim, device="cuda")
-    if name in PEERS:
+    if peers and name in PEERS:
         label, spec = PEERS[name]
         try:
             sides.append((label, peer(spec)(ours).cuda()))  # the libraries load only when benched
@@ -153,6 +155,7 @@ def main():
     ap.add_argument("--chunk", type=int, nargs="*", default=[64], help="one chunked side per chunk")
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--out", help="write the markdown table here too")
+    ap.add_argument("--no-peers", action="store_true", help="archdsl's sides only (no library compile)")
     ap.add_argument("--profile", action="store_true", help="print each side's top CUDA kernels (fwd+bwd)")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
@@ -173,7 +176,7 @@ def main():
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name in args.cases:
-        lines += bench_case(name, args.B, args.T, args.chunk, args.profile)
+        lines += bench_case(name, args.B, args.T, args.chunk, args.profile, not args.no_peers)
         print("\n".join(lines[-3:]), flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

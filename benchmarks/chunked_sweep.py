@@ -1,5 +1,6 @@
 """The chunked kernels alone at GDN_100m / Mamba2_100m head shapes: forward and forward+backward
-time per launch setting (value block, warps, chunk). Prints one line per setting; GPU only.
+time per launch setting (value block, key block of the backward's per-token kernels, warps, chunk).
+Prints one line per setting; GPU only.
 
     python benchmarks/chunked_sweep.py
 """
@@ -31,7 +32,8 @@ def profile(fn, label: str) -> None:
 def main(B=32, T=512):
     args = argparse.ArgumentParser()
     args.add_argument("--bv", type=int, nargs="*", default=[32, 64, 128])
-    args.add_argument("--warps", type=int, nargs="*", default=[4, 8])
+    args.add_argument("--bk", type=int, nargs="*", default=[0], help="0: the default rule")
+    args.add_argument("--warps", type=int, nargs="*", default=[4])
     args.add_argument("--chunk", type=int, nargs="*", default=[32, 64])
     args.add_argument("--stages", type=int, nargs="*", default=[1])
     args.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
@@ -51,10 +53,10 @@ def main(B=32, T=512):
         h0 = torch.zeros(B, H, K, V, device=dev)
         do, dht = torch.randn(B, T, H, V, device=dev), torch.zeros_like(h0)
         args = (lw, q, k, v, ab, h0)
-        grid = itertools.product(opts.bv, opts.warps, opts.chunk, opts.stages)
-        for bv, warps, chunk, stages in grid:
-            LAUNCH.update(bv=bv, warps=warps, stages=stages)
-            label = f"{name}: bv {bv} warps {warps} C {chunk} stages {stages}"
+        grid = itertools.product(opts.bv, opts.bk, opts.warps, opts.chunk, opts.stages)
+        for bv, bk, warps, chunk, stages in grid:
+            LAUNCH.update(bv=bv, bk=bk or None, warps=warps, stages=stages)
+            label = f"{name}: bv {bv} bk {bk} warps {warps} C {chunk} stages {stages}"
             try:
                 f = do_bench(lambda a=args, c=chunk: chunked_forward(*a, c, False), warmup=3, rep=20)
                 b = do_bench(

@@ -141,12 +141,14 @@ def test_layer_matches_reference_fp16():
 @pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
 def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
     """Every gradient (log-decays, q, k, v, a, b, initial state) against autograd of the chunked form;
-    value size 20 in one block or in two blocks of 16 (per-block partial sums)."""
+    value size 20 and key size 18 each in one block or in two blocks of 16 (the per-token kernels sum
+    their products block by block; a head's decay gradient is one partial sum per key block)."""
     from archdsl.codegen.run import chunked_common
     from archdsl.codegen.run.chunked_backward import chunked_backward
 
     monkeypatch.setitem(chunked_common.LAUNCH, "bv", bv)
-    lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64, T=37, V=20)
+    monkeypatch.setitem(chunked_common.LAUNCH, "bk", bv)
+    lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64, T=37, K=18, V=20)
     xs = [x.clone().requires_grad_(True) for x in (lw, q, k, v, *ab, h0)]
     o, hT = chunked_torch(xs[0], xs[1], xs[2], xs[3], xs[4:-1], xs[-1], 16)
     do, dht = torch.randn_like(o), torch.randn_like(hT)

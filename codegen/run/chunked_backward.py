@@ -16,12 +16,20 @@ gives, in reverse (products transposed, the triangular inverse transposed):
 and each decayed matrix ``M[t, τ] = Σ_i x_t y_τ exp(gx_t - gy_τ)`` hands its gradient to x, y and the
 cumulative log-decays; ``dg`` is the reverse cumulative sum of ``dG`` (the decays are chunk-local).
 
-Three steps: the forward's kernels 1 and 2 rerun (every chunk's start state and corrections);
+Four steps: the forward's kernels 1 and 2 rerun (every chunk's start state and corrections);
 ``chunk_dstates_kernel`` walks the chunks backwards with ``dS`` in fp32 registers and stores it at
-every chunk's end (the only sequential work: three ``tl.dot`` a chunk); ``chunk_grads_kernel`` then
-computes every per-token gradient of every chunk at once from its ``S`` and ``dS``. The gradients that
-sum over the value axis (dq, dk, da, db, dg) are written per block of value columns and summed
-afterwards, so nothing is accumulated with atomics and the result is deterministic.
+every chunk's end (the only sequential work: three ``tl.dot`` a chunk); then two kernels compute every
+chunk's per-token gradients at once, each over one block of one axis and looping over the other, so
+that no program holds a whole [K, V] state or every gradient's tiles at once:
+
+- ``chunk_dv_kernel`` (a block of value columns; the key axis in blocks): dv, and the corrections'
+  gradient dR, which it stores;
+- ``chunk_dqk_kernel`` (a block of the key axis; the value axis in blocks): dq, dk, da, db and the
+  log-decays' gradient.
+
+Each gradient is written once by the one program that owns its block; only a head's decay gradient
+(a sum over the key axis) is written as one partial sum per key block and summed afterwards. Nothing
+is accumulated with atomics, so the result is deterministic.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from archdsl.codegen.run.chunked_common import (
     _from_start,
     _meta,
     _to_end,
+    key_block,
 )
 from archdsl.codegen.run.chunked_kernels import chunk_states
 
@@ -83,42 +92,6 @@ def _rowsum(x, SCALAR: tl.constexpr):
 
 
 @triton.jit
-def _correction_bwd(S, dS, dO, qq, kk, vv, aa, bb, g, G, eEnd, inv, U, causal, strict, rc,
-                    SCALAR: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
-    """The rank-one correction's share of a chunk's per-token gradients: its parts of dv, dq, dk;
-    da, db; its part of dg (the per-step log-decays, from its decayed matrices) and of te (the
-    end-of-chunk decays) and dGm (the decays before each step, G - g)."""
-    Gm = G - g
-    if SCALAR:
-        eGm = tl.exp(Gm)[:, None]
-    else:
-        eGm = tl.exp(Gm)
-    b_s, a_end = bb * eGm, aa * eEnd
-    Mak = _decayed(bb, kk, Gm, G, strict, SCALAR, PREC)
-    Qa = _decayed(qq, aa, G, G, causal, SCALAR, PREC)
-    dU = tl.dot(tl.trans(Qa), dO, input_precision=PREC) + tl.dot(a_end, dS, input_precision=PREC)
-    dR = tl.dot(tl.trans(inv), dU, input_precision=PREC)
-    db_s = tl.dot(dR, tl.trans(S), input_precision=PREC)
-    da_end = tl.dot(U, tl.trans(dS), input_precision=PREC)
-    dQa = tl.where(causal, tl.dot(dO, tl.trans(U), input_precision=PREC), 0.0)
-    dMak = tl.where(strict, tl.dot(dR, tl.trans(vv), input_precision=PREC), 0.0)
-    dMab = tl.where(strict, tl.dot(dR, tl.trans(U), input_precision=PREC), 0.0)
-    dq2, da2, dg2 = _decayed_bwd(dQa, qq, aa, G, G, causal, rc, False, SCALAR, PREC)
-    db3, dk3, dg3 = _decayed_bwd(dMak, bb, kk, Gm, G, strict, rc, True, SCALAR, PREC)
-    db4, da4, dg4 = _decayed_bwd(dMab, bb, aa, Gm, G, strict, rc, True, SCALAR, PREC)
-    return (
-        tl.dot(tl.trans(Mak), dR, input_precision=PREC),
-        dq2,
-        dk3,
-        da_end * eEnd + da2 + da4,
-        db_s * eGm + db3 + db4,
-        dg2 + dg3 + dg4,
-        _rowsum(da_end * a_end, SCALAR),
-        _rowsum(db_s * b_s, SCALAR),
-    )
-
-
-@triton.jit
 def chunk_dstates_kernel(
     lw, q, a, w_in, do, dht, dstates, dh0, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -156,83 +129,206 @@ def chunk_dstates_kernel(
 
 
 @triton.jit
-def chunk_grads_kernel(
-    lw, q, k, v, a, b, states, dstates, u_in, inv_in, do,
-    dlw, dq, dk, dv, da, db, T, H, K, V,
+def _decayed_raw(x, y, gx, gy, SCALAR: tl.constexpr, PREC: tl.constexpr):
+    """One block of the key axis' share of ``Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i])``, unmasked
+    (with one decay per head the decay is applied once, after the sum: ``_masked``)."""
+    if SCALAR:
+        out = tl.dot(x, tl.trans(y), input_precision=PREC)
+    else:
+        out = tl.dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), input_precision=PREC)
+    return out
+
+
+@triton.jit
+def _masked(m, gx, gy, mask, SCALAR: tl.constexpr):
+    """A summed ``_decayed_raw``: the head's decay ratio applied (``SCALAR``), 0 outside ``mask``."""
+    if SCALAR:
+        out = m * tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
+    else:
+        out = tl.where(mask, m, 0.0)
+    return out
+
+
+@triton.jit
+def _head_decays(lw, row, mt, C: tl.constexpr, SCALAR: tl.constexpr):
+    """(g, G) of a head-wide decay, [C] (zeros for a decay per key channel: each key block has its own)."""
+    if SCALAR:
+        g = tl.load(lw + row, mask=mt, other=0.0)
+    else:
+        g = tl.zeros([C], dtype=tl.float32)
+    return g, tl.cumsum(g, 0)
+
+
+@triton.jit
+def chunk_dv_kernel(
+    lw, q, k, a, b, dstates, inv_in, do, dv, dr_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, CORRECTION: tl.constexpr, PREC: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """Every chunk at once: the per-token gradients from the chunk's start state and end gradient;
-    ``CORRECTION``: the rank-one correction's share (a second launch, so that neither holds both
-    shares' tiles at once), else the rest."""
+    """Every chunk at once, one block of value columns: dv = Q_kᵀ dO + K_end dS (+ M_akᵀ dR), and the
+    corrections' gradient dR = (I - M_ab)⁻ᵀ (Q_aᵀ dO + A_end dS), stored for ``chunk_dqk_kernel``.
+    The [C, C] matrices are summed over blocks of the key axis."""
     i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    B, NV = tl.num_programs(0) // H, tl.num_programs(2)
     N = tl.cdiv(T, C)
-    rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
-    mk, mv = rk < K, rv < V
-    causal = rc[:, None] >= rc[None, :]
-    chunk = i_bh * N + n
-    pS, mS = chunk * K * V + rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
-    S = tl.load(states + pS, mask=mS, other=0.0)
-    dS = tl.load(dstates + pS, mask=mS, other=0.0)
+    rc, rv = tl.arange(0, C), i_v * BV + tl.arange(0, BV)
+    mv = rv < V
     t = n * C + rc
     mt = t < T
     row = (i_b * T + t) * H + i_h
-    pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
+    chunk = i_bh * N + n
+    Qk = tl.zeros([C, C], dtype=tl.float32)
+    Qa = tl.zeros([C, C], dtype=tl.float32)
+    Mak = tl.zeros([C, C], dtype=tl.float32)
+    dvv = tl.zeros([C, BV], dtype=tl.float32)
+    dU = tl.zeros([C, BV], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        rk = i_k * BK + tl.arange(0, BK)
+        mk = rk < K
+        pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
+        qq = tl.load(q + pk, mask=mtk, other=0.0).to(tl.float32)
+        kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
+        dS = tl.load(dstates + chunk * K * V + rk[:, None] * V + rv[None, :],
+                     mask=mk[:, None] & mv[None, :], other=0.0)  # fmt: skip
+        g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
+        Qk += _decayed_raw(qq, kk, G, G, SCALAR, PREC)
+        dvv += tl.dot(_to_end(kk, G, GC, SCALAR), dS, input_precision=PREC)
+        if LOWRANK:
+            aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
+            bb = tl.load(b + pk, mask=mtk, other=0.0).to(tl.float32)
+            Qa += _decayed_raw(qq, aa, G, G, SCALAR, PREC)
+            Mak += _decayed_raw(bb, kk, G - g, G, SCALAR, PREC)
+            dU += tl.dot(_to_end(aa, G, GC, SCALAR), dS, input_precision=PREC)
+    gh, Gh = _head_decays(lw, row, mt, C, SCALAR)
+    causal = rc[:, None] >= rc[None, :]
     pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
-    qq = tl.load(q + pk, mask=mtk, other=0.0)
-    kk = tl.load(k + pk, mask=mtk, other=0.0)
-    vv = tl.load(v + pv, mask=mtv, other=0.0)
-    dO = tl.load(do + pv, mask=mtv, other=0.0)
+    dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
+    dvv += tl.dot(tl.trans(_masked(Qk, Gh, Gh, causal, SCALAR)), dO, input_precision=PREC)
+    if LOWRANK:
+        strict = rc[:, None] > rc[None, :]
+        dU += tl.dot(tl.trans(_masked(Qa, Gh, Gh, causal, SCALAR)), dO, input_precision=PREC)
+        inv = tl.load(inv_in + (chunk * C + rc[:, None]) * C + rc[None, :])
+        dR = tl.dot(tl.trans(inv), dU, input_precision=PREC)
+        dvv += tl.dot(tl.trans(_masked(Mak, Gh - gh, Gh, strict, SCALAR)), dR, input_precision=PREC)
+        tl.store(dr_out + (chunk * C + rc)[:, None] * V + rv[None, :], dR, mask=mv[None, :])
+    tl.store(dv + pv, dvv, mask=mtv)
+
+
+@triton.jit
+def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc,
+                      SCALAR: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
+    """The rank-one correction's share of one key block's per-token gradients, from its products over
+    the value axis: its parts of dq and dk; da, db; its part of dg (the per-step log-decays) and of te
+    (the end-of-chunk decays)."""
+    strict = rc[:, None] > rc[None, :]
+    Gm = G - g  # the decay before each step
+    if SCALAR:
+        eGm = tl.exp(Gm)[:, None]
+    else:
+        eGm = tl.exp(Gm)
+    dq2, da2, dg2 = _decayed_bwd(tl.where(causal, dQa, 0.0), qq, aa, G, G, causal, rc, False, SCALAR, PREC)
+    db3, dk3, dg3 = _decayed_bwd(tl.where(strict, dMak, 0.0), bb, kk, Gm, G, strict, rc, True, SCALAR, PREC)
+    db4, da4, dg4 = _decayed_bwd(tl.where(strict, dMab, 0.0), bb, aa, Gm, G, strict, rc, True, SCALAR, PREC)
+    dGm = _rowsum(db_s * bb * eGm, SCALAR)
+    dg = dg2 + dg3 + dg4 + (tl.cumsum(dGm, 0, reverse=True) - dGm)
+    return (
+        dq2,
+        dk3,
+        da_end * eEnd + da2 + da4,
+        db_s * eGm + db3 + db4,
+        dg,
+        _rowsum(da_end * aa * eEnd, SCALAR),
+    )
+
+
+@triton.jit
+def chunk_dqk_kernel(
+    lw, q, k, v, a, b, states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db, T, H, K, V,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Every chunk at once, one block of the key axis: the products over the value axis (dO Sᵀ, V dSᵀ,
+    dO Vᵀ, …) summed block by block, then dq, dk (da, db) and the log-decays' gradient."""
+    i_bh, n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    B = tl.num_programs(0) // H
+    N = tl.cdiv(T, C)
+    rc, rk = tl.arange(0, C), i_k * BK + tl.arange(0, BK)
+    mk = rk < K
+    t = n * C + rc
+    mt = t < T
+    row = (i_b * T + t) * H + i_h
+    chunk = i_bh * N + n
+    pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
+    dq_s = tl.zeros([C, BK], dtype=tl.float32)
+    dk_end = tl.zeros([C, BK], dtype=tl.float32)
+    db_s = tl.zeros([C, BK], dtype=tl.float32)
+    da_end = tl.zeros([C, BK], dtype=tl.float32)
+    dQk = tl.zeros([C, C], dtype=tl.float32)
+    dQa = tl.zeros([C, C], dtype=tl.float32)
+    dMak = tl.zeros([C, C], dtype=tl.float32)
+    dMab = tl.zeros([C, C], dtype=tl.float32)
+    sds = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        rv = i_v * BV + tl.arange(0, BV)
+        mv = rv < V
+        pS, mS = chunk * K * V + rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
+        S = tl.load(states + pS, mask=mS, other=0.0)
+        dS = tl.load(dstates + pS, mask=mS, other=0.0)
+        pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
+        dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
+        vv = tl.load(v + pv, mask=mtv, other=0.0).to(tl.float32)
+        dq_s += tl.dot(dO, tl.trans(S), input_precision=PREC)
+        dk_end += tl.dot(vv, tl.trans(dS), input_precision=PREC)
+        dQk += tl.dot(dO, tl.trans(vv), input_precision=PREC)
+        sds += tl.sum(S * dS, 1)
+        if LOWRANK:
+            pu = (chunk * C + rc)[:, None] * V + rv[None, :]
+            U = tl.load(u_in + pu, mask=mv[None, :], other=0.0)
+            dR = tl.load(dr_in + pu, mask=mv[None, :], other=0.0)
+            db_s += tl.dot(dR, tl.trans(S), input_precision=PREC)
+            da_end += tl.dot(U, tl.trans(dS), input_precision=PREC)
+            dQa += tl.dot(dO, tl.trans(U), input_precision=PREC)
+            dMak += tl.dot(dR, tl.trans(vv), input_precision=PREC)
+            dMab += tl.dot(dR, tl.trans(U), input_precision=PREC)
+    qq = tl.load(q + pk, mask=mtk, other=0.0).to(tl.float32)
+    kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
     g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
     if SCALAR:
-        eEnd = tl.exp(GC - G)[:, None]
+        eG, eEnd = tl.exp(G)[:, None], tl.exp(GC - G)[:, None]
     else:
-        eEnd = tl.exp(GC[None, :] - G)
+        eG, eEnd = tl.exp(G), tl.exp(GC[None, :] - G)
+    causal = rc[:, None] >= rc[None, :]
+    dq_, dk_, dg = _decayed_bwd(tl.where(causal, dQk, 0.0), qq, kk, G, G, causal, rc, False, SCALAR, PREC)
+    dqq = dq_s * eG + dq_
+    dkk = dk_end * eEnd + dk_
     # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Σ_{t > s} dGm_t + Γ_C Σ S ⊙ dS (+ the decayed
     # matrices' share): each sum scanned directly (a total minus a cumulative sum would cancel)
-    if CORRECTION:
-        part = (NV + i_v) * B * T * H  # this launch's and value block's slice of the partial sums
-        aa = tl.load(a + pk, mask=mtk, other=0.0)
-        bb = tl.load(b + pk, mask=mtk, other=0.0)
-        inv = tl.load(inv_in + (chunk * C + rc[:, None]) * C + rc[None, :])
-        U = tl.load(u_in + (chunk * C + rc)[:, None] * V + rv[None, :], mask=mv[None, :], other=0.0)
-        strict = rc[:, None] > rc[None, :]
-        dvv, dqq, dkk, daa, dbb, dg, te, dGm = _correction_bwd(
-            S, dS, dO, qq, kk, vv, aa, bb, g, G, eEnd, inv, U, causal, strict, rc, SCALAR, PREC
-        )
-        dg += (tl.cumsum(te, 0) - te) + (tl.cumsum(dGm, 0, reverse=True) - dGm)
-        tl.store(da + i_v * B * T * H * K + pk, daa, mask=mtk)
-        tl.store(db + i_v * B * T * H * K + pk, dbb, mask=mtk)
-    else:
-        part = i_v * B * T * H
-        if SCALAR:
-            eG = tl.exp(G)[:, None]
-        else:
-            eG = tl.exp(G)
-        q_s, k_end = qq * eG, kk * eEnd
-        Qk = _decayed(qq, kk, G, G, causal, SCALAR, PREC)
-        dq_s = tl.dot(dO, tl.trans(S), input_precision=PREC)
-        dk_end = tl.dot(vv, tl.trans(dS), input_precision=PREC)
-        dvv = tl.dot(tl.trans(Qk), dO, input_precision=PREC) + tl.dot(k_end, dS, input_precision=PREC)
-        dQk = tl.where(causal, tl.dot(dO, tl.trans(vv), input_precision=PREC), 0.0)
-        dq_, dk_, dg = _decayed_bwd(dQk, qq, kk, G, G, causal, rc, False, SCALAR, PREC)
-        dqq = dq_s * eG + dq_
-        dkk = dk_end * eEnd + dk_
-        te = _rowsum(dk_end * k_end, SCALAR)
-        dg += tl.cumsum(_rowsum(dq_s * q_s, SCALAR), 0, reverse=True) + (tl.cumsum(te, 0) - te)
-        if SCALAR:
-            dg += tl.sum(tl.sum(S * dS, 1), 0) * tl.exp(GC)
-        else:
-            dg += (tl.sum(S * dS, 1) * tl.exp(GC))[None, :]
+    te = _rowsum(dk_end * kk * eEnd, SCALAR)
+    dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
     if SCALAR:
-        tl.store(dlw + part + row, dg, mask=mt)
+        dg += tl.sum(sds, 0) * tl.exp(GC)
     else:
-        tl.store(dlw + part * K + pk, dg, mask=mtk)
-    tl.store(dq + part * K + pk, dqq, mask=mtk)
-    tl.store(dk + part * K + pk, dkk, mask=mtk)
-    tl.store(dv + CORRECTION * B * T * H * V + pv, dvv, mask=mtv)  # one value block each: no partials
+        dg += (sds * tl.exp(GC))[None, :]
+    if LOWRANK:
+        aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
+        bb = tl.load(b + pk, mask=mtk, other=0.0).to(tl.float32)
+        dq2, dk3, daa, dbb, dg2, te2 = _correction_grads(
+            dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc, SCALAR, PREC
+        )
+        dqq += dq2
+        dkk += dk3
+        dg += dg2
+        te += te2
+        tl.store(da + pk, daa, mask=mtk)
+        tl.store(db + pk, dbb, mask=mtk)
+    dg += tl.cumsum(te, 0) - te
+    tl.store(dq + pk, dqq, mask=mtk)
+    tl.store(dk + pk, dkk, mask=mtk)
+    if SCALAR:
+        tl.store(dlw + i_k * B * T * H + row, dg, mask=mt)  # one partial sum per block of the key axis
+    else:
+        tl.store(dlw + pk, dg, mask=mtk)
 
 
 def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, precise: bool) -> list:
@@ -253,15 +349,22 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, precise: bool) ->
         lw, q, a, W if ab else q, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
         num_stages=LAUNCH["stages"], **meta,
     )  # fmt: skip
-    launches = 2 if ab else 1  # the rest, then the rank-one correction's share
-    per_block = [torch.empty(launches * NV, *x.shape, device=dev) for x in (lw, q, k)]
-    dv = torch.empty(launches, B, T, H, V, device=dev)
-    dab = [torch.empty(NV, *x.shape, device=dev) for x in ab]
-    da, db = dab if ab else (dv, dv)
-    for correction in (False, True)[:launches]:
-        chunk_grads_kernel[(B * H, N, NV)](
-            lw, q, k, v, a, b, states, dstates, U if ab else q, inv if ab else q, do,
-            *per_block, dv, da, db, T, H, K, V, CORRECTION=correction, **meta,
-        )  # fmt: skip
-    summed = [x.sum(0) for x in (*per_block, dv, *dab)]
-    return [*summed, dh0]
+    BKb = key_block(K, bool(ab))
+    per_token = dict(meta, BK=BKb)
+    dv = torch.empty(B, T, H, V, device=dev)
+    dR = torch.empty_like(U) if ab else q
+    chunk_dv_kernel[(B * H, N, NV)](
+        lw, q, k, a, b, dstates, inv if ab else q, do, dv, dR, T, H, K, V, LOWRANK=bool(ab), **per_token
+    )
+    NK = triton.cdiv(K, BKb)
+    dlw = torch.empty((NK, *lw.shape) if lw.dim() == 3 else lw.shape, device=dev)
+    dq, dk = torch.empty(q.shape, device=dev), torch.empty(k.shape, device=dev)
+    dab = [torch.empty(x.shape, device=dev) for x in ab]
+    da, db = dab if ab else (dq, dq)
+    chunk_dqk_kernel[(B * H, N, NK)](
+        lw, q, k, v, a, b, states, dstates, U if ab else q, dR, do, dlw, dq, dk, da, db, T, H, K, V,
+        LOWRANK=bool(ab), **per_token,
+    )  # fmt: skip
+    if lw.dim() == 3:
+        dlw = dlw.sum(0)
+    return [dlw, dq, dk, dv, *dab, dh0]

@@ -71,14 +71,19 @@ def _decay_state(S, GC, SCALAR: tl.constexpr):
     return out
 
 
-#: launch settings: the largest block of value columns per program, warps per program (None: 8 for a
-#: key axis of 128 or more, else 4), and software-pipelining stages of the two kernels that walk the
-#: chunks (each stage holds a chunk's [C, K] tiles in shared memory).
-LAUNCH = {"bv": 64, "warps": None, "stages": 1}
+#: launch settings: the largest block of value columns per program; the largest block of the key axis
+#: of the backward's per-token kernels (None: 32 for a delta rule, whose key-block program holds four
+#: [C, K] and four [C, C] accumulators, else 64; the walks over the chunks hold the key axis whole);
+#: warps per program; software-pipelining stages of the two kernels that walk the chunks (each stage
+#: holds a chunk's [C, K] tiles in shared memory). Measured on an H100 at GDN_100m and Mamba2_100m
+#: head shapes (benchmarks/results/chunked-gpu.md): 4 warps beat 8 in every kernel, and a key block of
+#: 64 in the delta rule's per-token kernel spills (32.6 ms against 4.9 ms at 32).
+LAUNCH = {"bv": 64, "bk": None, "warps": 4, "stages": 1}
 
 
-def warps(K: int) -> int:
-    return LAUNCH["warps"] or (8 if K >= 128 else 4)
+def key_block(K: int, lowrank: bool) -> int:
+    """The key axis' block in the backward's per-token kernels (at least 16: ``tl.dot``'s minimum)."""
+    return min(LAUNCH["bk"] or (32 if lowrank else 64), max(16, triton.next_power_of_2(K)))
 
 
 def blocks(K: int, V: int) -> tuple[int, int]:
@@ -92,5 +97,5 @@ def _meta(lw, q, v, ab, chunk: int, precise: bool) -> dict:
     BK, BV = blocks(q.shape[-1], v.shape[-1])
     return dict(
         C=chunk, BK=BK, BV=BV, SCALAR=lw.dim() == 3, PREC="ieee" if precise else "tf32",
-        num_warps=warps(q.shape[-1]),
+        num_warps=LAUNCH["warps"],
     )  # fmt: skip
