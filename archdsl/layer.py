@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archdsl.convolve import depthwise_conv, find_convs
 from archdsl.inits import initialise
 from archdsl.ir import LayerIR, Op, Projection
 from archdsl.layer_io import (
@@ -152,7 +153,7 @@ class RecurrentLayer(nn.Module):
         self._frontier = tuple(layer.frontier())
         self._frontier_order = sorted(layer.graph.ancestors(self._frontier))
         self._pre_order = {name: sorted(layer.graph.ancestors([node])) for name, node in layer.pre.items()}
-        self._sequence_order = {n: sorted(layer.graph.ancestors([i])) for n, i in layer.sequence.items()}
+        self._convs, self._sequence_order = _fused_convolutions(layer)
         self._projection_of = {name: k for k, p in enumerate(layer.projections) for name, _ in p.outputs}
         self._x_axes = next((n.axes for n in layer.graph.nodes if n.op is Op.INPUT and n.attr == "x"), ())
 
@@ -183,6 +184,12 @@ class RecurrentLayer(nn.Module):
                     values[name] = x.reshape(B, T, *(ir.sizes[a] for a in self._x_axes))
                 elif name in ir.sequence:
                     node = ir.sequence[name]
+                    for conv, order in self._convs[name]:  # each short convolution by one conv1d
+                        if conv.out not in env:
+                            evaluate(ir, order, env, leaf, layout)
+                            env[conv.out] = depthwise_conv(
+                                env[conv.signal], env[conv.weight], layout, conv.axis
+                            )
                     evaluate(ir, self._sequence_order[name], env, leaf, layout)
                     values[name] = layout.compact(env[node], ir.graph[node].axes, (B, T))
                 else:
@@ -318,3 +325,23 @@ class RecurrentLayer(nn.Module):
 
     def _rename_old_keys(self, state_dict, prefix, *args) -> None:
         rename_positional(self.proj_keys, state_dict, prefix)
+
+
+def _fused_convolutions(layer: LayerIR):
+    """({sequence value: [(conv, the nodes it needs first)]}, {sequence value: its other nodes}): the
+    short convolutions under each sequence value (archdsl/convolve.py), and the evaluation order of
+    the rest without the windows the convolutions replace."""
+    g = layer.graph
+
+    def time_free(i: int) -> bool:  # a per-layer value: no input, state or shift below it
+        return not any(g[a].op in (Op.INPUT, Op.STATE, Op.SHIFT) for a in g.ancestors([i]))
+
+    convs, orders = {}, {}
+    for name, node in layer.sequence.items():
+        found = find_convs(g, [node], time_free)
+        inner = {i for c in found for i in c.inner}
+        convs[name] = [
+            (c, [i for i in sorted(g.ancestors([c.signal, c.weight])) if i not in inner]) for c in found
+        ]
+        orders[name] = [i for i in sorted(g.ancestors([node])) if i not in inner]
+    return convs, orders

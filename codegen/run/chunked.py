@@ -3,21 +3,30 @@ state: diagonal decay, a rank-one correction and a rank-one write, read out by a
 tensor cores.
 
 Per call, the linear form's coefficients (log-decays, ``k``, ``v``, ``q`` and the correction's
-``a``, ``b``) are evaluated in parallel over (batch, time) by the reference's rules, reshaped to
-``[B, T, heads, …]`` blocks and handed to the chunked op (``codegen/run/ops.py``: the Triton kernels
-of ``codegen/run/chunked_kernels.py`` and ``chunked_backward.py``); ``g ⊙ o + p`` and the spec's
-readout parts are evaluated after it.
+``a``, ``b``) are evaluated in parallel over (batch, time), reshaped to ``[B, T, heads, …]`` blocks
+and handed to the chunked op (``codegen/run/ops.py``: the Triton kernels of
+``codegen/run/chunked_kernels.py`` and ``chunked_backward.py``); ``g ⊙ o + p`` and the spec's
+readout parts are evaluated after it. On a GPU (or the interpreter) the coefficients and a single
+readout part run as generated per-token kernels, forward and backward (``codegen/hoist.py``'s
+``TokenPart``, emitted by ``emit_parts_module``), as the loop strategy runs its hoisted part; elsewhere,
+and for whatever else is left, the reference's rules in PyTorch.
 """
 
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 
 import torch
+from archdsl.codegen.emit.module import emit_parts_module
+from archdsl.codegen.emit.names import module_name
 from archdsl.codegen.hoist import TokenPart
 from archdsl.codegen.linear import LinearForm, classify
+from archdsl.codegen.plan import make_token_plan
+from archdsl.codegen.run.chunked_common import interpreted
 from archdsl.codegen.run.chunked_kernels import kernel_path
 from archdsl.codegen.run.ops import chunked_op
+from archdsl.codegen.run.runtime import ParallelPart, load_module
 
 from archdsl.autodiff import extract_cell
 from archdsl.ir import Graph, LayerIR, Op
@@ -48,6 +57,44 @@ def _evaluate(graph: Graph, roots, leaves: dict, layout: Layout, env: dict | Non
     return env
 
 
+def _coefficients(form: LinearForm) -> TokenPart | None:
+    """The coefficients that are computed (not a per-token input as it is) as one stateless part,
+    each output named after its role; None when there is none or one does not vary per token."""
+    g, c = form.graph, form.cell
+    roles = {"lw": form.log_w, "q": form.q, "k": form.k, "v": form.v}
+    if form.a is not None:
+        roles |= {"a": form.a, "b": form.b}
+    computed = {r: i for r, i in roles.items() if g[i].op is not Op.INPUT}
+    if not computed or any(not any(g[j].op is Op.INPUT for j in g.ancestors([i])) for i in computed.values()):
+        return None
+    taken = {*c.inputs, *c.consts, *c.names.values()}
+    outputs = {}
+    for role, i in computed.items():
+        name = f"coef_{role}"
+        while name in taken:
+            name += "_"
+        outputs[name] = i
+    leaves = {
+        (g[i].op, g[i].attr) for i in g.ancestors(list(outputs.values())) if g[i].op in (Op.INPUT, Op.PARAM)
+    }
+    inputs = {n: ax for n, ax in c.inputs.items() if (Op.INPUT, n) in leaves}
+    consts = {n: ax for n, ax in c.consts.items() if (Op.PARAM, n) in leaves}
+    names = {**c.names, **{i: n for n, i in outputs.items()}}
+    return TokenPart.of(c, g, inputs, consts, outputs, names)
+
+
+def _parallel_parts(layer: LayerIR, coefficients: TokenPart | None, readouts: list) -> dict:
+    """{kind: ParallelPart} of the coefficients (``token``) and of a single readout part (``readout``)
+    from one generated module; {} when there is neither."""
+    chosen = {"token": coefficients, "readout": readouts[0][0] if len(readouts) == 1 else None}
+    parts = [(k, p, make_token_plan(p.axes, p.sizes, p.graph)) for k, p in chosen.items() if p is not None]
+    if not parts:
+        return {}
+    stem = module_name(layer.name)
+    module, digest, _ = load_module(emit_parts_module(layer, parts), stem)
+    return {k: ParallelPart(k, p, pp, module, digest, stem) for k, p, pp in parts}
+
+
 class ChunkedCell:
     """Callable like every compiled cell: ``(inputs, frontier, state0) -> (y, final states)``."""
 
@@ -62,6 +109,13 @@ class ChunkedCell:
         c = form.cell
         self.sizes = c.sizes
         self.shape_info = SimpleNamespace(axes=c.axes, sizes=c.sizes)  # what Layout reads of a layer
+        self.coefficients = _coefficients(form)
+        self.layer = layer
+
+    @functools.cached_property
+    def kernels(self) -> dict:
+        """The per-token parts' generated kernels (written and imported on first use)."""
+        return _parallel_parts(self.layer, self.coefficients, self.readouts)
 
     def describe(self) -> list[tuple[str, str]]:
         """(label, text) lines for ``archdsl compile``."""
@@ -102,7 +156,14 @@ class ChunkedCell:
         for name, ax in c.consts.items():
             leaves[(Op.PARAM, name)] = layout.full(frontier[c.const_source[name]].to(layout.dtype), ax, 0)
         roots = [f.log_w, f.k, f.v, f.q] + ([f.a, f.b] if f.a is not None else [])
-        env = _evaluate(f.graph, roots, leaves, layout)
+        fused = x0.is_cuda or interpreted()
+        env = {}
+        if fused and "token" in self.kernels:
+            part = self.kernels["token"]
+            outs = part(inputs, frontier)
+            for i, t in zip(self.coefficients.outputs.values(), outs):
+                env[i] = layout.full(t, f.graph[i].axes, 2)
+        env = _evaluate(f.graph, roots, leaves, layout, env)
         nh = len(f.heads)
         hk = (*f.heads, f.key)
         lw = self._block(env[f.log_w], f.heads if f.scalar_decay else hk, nh, (B, T))
@@ -117,8 +178,12 @@ class ChunkedCell:
         )
         env = _evaluate(f.graph, [f.out], leaves, layout, env)
         y = layout.compact(env[f.out], c.output_axes, (B, T))
-        for part, name in self.readouts:
-            y = self._readout(part, name, inputs, frontier, y, layout)
+        if fused and "readout" in self.kernels:
+            name = self.readouts[0][1]
+            y = self.kernels["readout"]({**inputs, name: y}, frontier)[0]
+        else:
+            for part, name in self.readouts:
+                y = self._readout(part, name, inputs, frontier, y, layout)
         return y.to(x0.dtype), {f.state: self._final(hT, B)}
 
     def _unblock(self, t: torch.Tensor, shape) -> torch.Tensor:
