@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from archdsl.codegen.emit.format import format_source
 from archdsl.codegen.emit.fused import emit_backward, emit_forward
 from archdsl.codegen.emit.names import identifier, module_name
 from archdsl.codegen.emit.signature import PyNames, wrap
@@ -100,8 +101,9 @@ def _plan_line(plan: Plan) -> str:
 
 
 def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, parts=()) -> str:
-    """``parts``: (kind, part, plan) of each stateless part in parallel kernels around the loop:
-    ``token`` (per-token values hoisted before it), ``readout`` (the readout after it)."""
+    """The module's source, formatted (``format.py``). ``parts``: (kind, part, plan) of each stateless
+    part in parallel kernels around the loop: ``token`` (per-token values hoisted before it),
+    ``readout`` (the readout after it)."""
     name = module_name(layer.name)
     kinds = dict((kind, (part, pp)) for kind, part, pp in parts)
     readout = kinds.get("readout")
@@ -134,7 +136,7 @@ def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, parts=())
         *("\n".join(k) for k in launchers),
         *functions(layer, cell, name, camel, py, kinds, y_name),
     ]
-    return "\n\n\n".join(body) + "\n"
+    return format_source("\n\n\n".join(body) + "\n", layer.name)
 
 
 def _part(part_plan, name, py, kind, kernels, launchers) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 from archdsl.codegen.analysis import DenseLayout, mv_name, step_inputs
+from archdsl.codegen.emit.format import format_source
 from archdsl.codegen.emit.names import module_name
 from archdsl.codegen.emit.prelude import header
 from archdsl.codegen.emit.triton import HELPERS, _Kernel, _leaf_ids, _needed, _row_major
@@ -350,7 +351,7 @@ def _backward_epilogue(k: _PKernel, step: Cell) -> None:
 def emit_module(
     layer: LayerIR, step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, n_mv: int, early: bool = True
 ) -> str:
-    """The generated module: the header, the helpers and the grid barrier, the two kernels."""
+    """The generated module, formatted: the header, the helpers and the grid barrier, the two kernels."""
     name = module_name(layer.name)
     mats = ", ".join(
         f"mv{m} = sum[{lay.contracted[m]}](W{m} * {lay.operand[m]}[{lay.contracted[m]}])" for m in range(n_mv)
@@ -380,4 +381,4 @@ def emit_module(
         f"bwd_kernel = {name}_persistent_bwd_kernel",
         "",
     ]
-    return "\n\n".join(body)
+    return format_source("\n\n".join(body), layer.name)
