@@ -135,15 +135,9 @@ class _PKernel(_Kernel):
         self.w("rk = tl.arange(0, BLOCK_K)")
 
     def header(self, name: str, sig: list[str]) -> None:
-        self.lines += [
-            "@triton.jit",
-            f"def {name}(",
-            "    " + ", ".join(sig) + ",",
-            "    B, T, t_lo, t_hi,",
-            "    BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, DOT_T: tl.constexpr, DOT_PREC: tl.constexpr,",
-            "    PERSISTENT: tl.constexpr,",
-            "):",
-        ]
+        consts = ("BLOCK_B", "BLOCK_K", "DOT_T", "DOT_PREC", "PERSISTENT")
+        params = [*sig, "B", "T", "t_lo", "t_hi", *(f"{c}: tl.constexpr" for c in consts)]
+        self.lines += ["@triton.jit", f"def {name}({', '.join(params)}):"]  # the formatter wraps it
         self.prologue()
 
     def matmul(self, accs: dict[int, tuple[str, str]], t: str, indent: int) -> None:
