@@ -3,7 +3,7 @@
 # What `make install` (and so `make demo` and `make test`) installs, and nothing else: a virtual
 # environment .venv (python3 -m venv), the latest pip, $(TORCH) (torch 2.13.0 from PyPI unless
 # TORCH=... says otherwise), then archdsl in editable mode with its `dev` extra: lark, numpy,
-# triton (Linux only), schedulefree, rich, safetensors; pytest, pytest-xdist, hypothesis, ruff 0.17.6,
+# triton (Linux only), schedulefree, rich, safetensors, ruff 0.17.6; pytest, pytest-xdist, hypothesis,
 # optuna, cmaes, psycopg, scipy, matplotlib, tensorboard, wandb (pyproject.toml). No GPU baseline
 # (mamba-ssm, fla): README.md's "GPU set-up" installs those. `make test` also installs PostgreSQL
 # (as root, with apt).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from archdsl.codegen.emit.signature import PyNames, Signature, fit, wrap
+from archdsl.codegen.emit.signature import PyNames, Signature, call
 from archdsl.codegen.emit.triton import LEAVES, _Kernel, _leaf_ids, _needed, const_labels, spec_names
 from archdsl.codegen.plan import Plan
 
@@ -131,7 +131,7 @@ def emit_forward(cell: Cell, plan: Plan, name: str, py: PyNames, y_name: str = "
     launcher += sig.launch(f"{name}_fwd_kernel", f"(B, {plan.n_tiles})")
     rets = [py(("t", y_name), ""), *(py(("ht", s), "") for s in states), *(py(("ck", s), "") for s in states)]
     launcher.append(f"    return {', '.join(rets)}")
-    return _fit(k.lines), _fit(launcher)
+    return k.lines, launcher
 
 
 def _inputs(cell: Cell, py: PyNames, k: _Kernel) -> list[str]:
@@ -140,11 +140,7 @@ def _inputs(cell: Cell, py: PyNames, k: _Kernel) -> list[str]:
 
 
 def launcher_def(name: str, params: list[str], plan: Plan) -> list[str]:
-    return wrap(f"def {name}", [*params, f"chunk={plan.chunk}", f"num_warps={plan.num_warps}"], ":", 0)
-
-
-def _fit(lines: list[str]) -> list[str]:
-    return [piece for line in lines for piece in fit(line)]
+    return [call(f"def {name}", [*params, f"chunk={plan.chunk}", f"num_warps={plan.num_warps}"], ":", 0)]
 
 
 def stash_nodes(cell: Cell, bwd: Backward) -> dict[int, str | None]:
@@ -279,7 +275,7 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str, py: PyNames,
         k.store(f"{dh0[s]} + i_b * {k.numel(cell.states[s])}", k.dblk("state", s), cell.states[s])
     for c in consts:
         k.store(f"{d_c[c]} + pid * {k.numel(cell.consts[c])}", k.dblk("const", c), cell.consts[c])
-    return _fit(k.lines), _fit(_bwd_launcher(cell, plan, name, py, sig, stash, y_name))
+    return k.lines, _bwd_launcher(cell, plan, name, py, sig, stash, y_name)
 
 
 def _bwd_launcher(cell: Cell, plan: Plan, name: str, py: PyNames, sig: Signature, stash, y_name) -> list:
@@ -322,5 +318,5 @@ def _bwd_launcher(cell: Cell, plan: Plan, name: str, py: PyNames, sig: Signature
         lines.append(f"    {py(('dh0', s), '')} = {new(py.dims('B', cell.states[s]))}")
         rets.append(py(("dh0", s), ""))
     lines += sig.launch(f"{name}_bwd_kernel", f"(B, {tiles})")
-    lines += wrap("return ", rets, "", 1) if len(rets) > 1 else [f"    return {rets[0]}"]
+    lines.append(f"    return {', '.join(rets)}")
     return lines

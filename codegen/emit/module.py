@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from archdsl.codegen.emit.format import format_source
 from archdsl.codegen.emit.fused import emit_backward, emit_forward
 from archdsl.codegen.emit.names import identifier, module_name
-from archdsl.codegen.emit.signature import PyNames, wrap
+from archdsl.codegen.emit.signature import PyNames, call
 from archdsl.codegen.emit.token import emit_token_backward, emit_token_forward
 from archdsl.codegen.emit.triton import HELPERS, LEAVES, spec_names
 from archdsl.codegen.plan import Plan
@@ -100,8 +101,9 @@ def _plan_line(plan: Plan) -> str:
 
 
 def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, parts=()) -> str:
-    """``parts``: (kind, part, plan) of each stateless part in parallel kernels around the loop:
-    ``token`` (per-token values hoisted before it), ``readout`` (the readout after it)."""
+    """The module's source, formatted (``format.py``). ``parts``: (kind, part, plan) of each stateless
+    part in parallel kernels around the loop: ``token`` (per-token values hoisted before it),
+    ``readout`` (the readout after it)."""
     name = module_name(layer.name)
     kinds = dict((kind, (part, pp)) for kind, part, pp in parts)
     readout = kinds.get("readout")
@@ -134,7 +136,7 @@ def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, parts=())
         *("\n".join(k) for k in launchers),
         *functions(layer, cell, name, camel, py, kinds, y_name),
     ]
-    return "\n\n\n".join(body) + "\n"
+    return format_source("\n\n\n".join(body) + "\n", layer.name)
 
 
 def _part(part_plan, name, py, kind, kernels, launchers) -> None:
@@ -201,20 +203,20 @@ def functions(
                 '    """The loop: per-token inputs and initial states -> readout and final states."""',
                 "",
                 "    @staticmethod",
-                *wrap("def forward", ["ctx", *ins, *h0], ":", 1),
-                *wrap(", ".join([y, *ht, *ck]) + f" = {name}_fwd", [*ins, *h0], "", 2),
-                *wrap("ctx.save_for_backward", [*ins, *ck], "", 2),
+                call("def forward", ["ctx", *ins, *h0], ":", 1),
+                call(", ".join([y, *ht, *ck]) + f" = {name}_fwd", [*ins, *h0], "", 2),
+                call("ctx.save_for_backward", [*ins, *ck], "", 2),
                 f"        return {', '.join([y, *ht])}",
                 "",
                 "    @staticmethod",
-                *wrap(
+                call(
                     "def backward",
                     ["ctx", py(("d", y_name), ""), *(py(("dht", s), "") for s in states)],
                     ":",
                     1,
                 ),
                 f"        {', '.join([*ins, *ck])} = ctx.saved_tensors",
-                *wrap(
+                call(
                     f"return {name}_bwd",
                     [*ins, *ck, py(("d", y_name), ""), *(py(("dht", s), "") for s in states)],
                     "",
@@ -233,13 +235,13 @@ def functions(
                     f'    """{_ROLE[kind]}"""',
                     "",
                     "    @staticmethod",
-                    *wrap("def forward", ["ctx", *p_ins], ":", 1),
-                    *wrap("ctx.save_for_backward", p_ins, "", 2),
-                    *wrap(f"return {name}_{kind}_fwd", p_ins, "", 2),
+                    call("def forward", ["ctx", *p_ins], ":", 1),
+                    call("ctx.save_for_backward", p_ins, "", 2),
+                    call(f"return {name}_{kind}_fwd", p_ins, "", 2),
                     "",
                     "    @staticmethod",
-                    *wrap("def backward", ["ctx", *p_outs], ":", 1),
-                    *wrap(f"return {name}_{kind}_bwd", ["*ctx.saved_tensors", *p_outs], "", 2),
+                    call("def backward", ["ctx", *p_outs], ":", 1),
+                    call(f"return {name}_{kind}_bwd", ["*ctx.saved_tensors", *p_outs], "", 2),
                 ]
             )
         )
@@ -265,7 +267,7 @@ def _public(layer: LayerIR, cell: Cell, name: str, camel: str, py: PyNames, kind
     outs = [f"y [{py.dims('B, T', cell.output_axes if not readout else readout.output_axes('y'))}]"]
     outs += [f"{py(('ht', s), '')} [{py.dims('B', ax)}] fp32" for s, ax in cell.states.items()]
     lines = [
-        *wrap(f"def {name}", [*x, *cs, *(f"{h}=None" for h in h0)], ":", 0),
+        call(f"def {name}", [*x, *cs, *(f"{h}=None" for h in h0)], ":", 0),
         f'    """{name}: the per-token inputs (made by the projections), the values of the parameters',
         "    (constants c<k> are parameter-only values computed outside), the initial states.",
         "",
@@ -285,18 +287,14 @@ def _public(layer: LayerIR, cell: Cell, name: str, camel: str, py: PyNames, kind
     if token is not None:
         t_ins = [py(("t", n), "") for n in token.inputs] + [py(("c", c), "") for c in token.consts]
         t_outs = [py(("t", o), "") for o in token.outputs]
-        lines += wrap(
-            ", ".join(t_outs) + ("," if len(t_outs) == 1 else "") + f" = {camel}TokenFunction.apply",
-            t_ins,
-            "",
-            1,
-        )
+        t_head = ", ".join(t_outs) + ("," if len(t_outs) == 1 else "") + f" = {camel}TokenFunction.apply"
+        lines.append(call(t_head, t_ins, "", 1))
     l_ins = [py(("t", n), "") for n in cell.inputs] + [py(("c", c), "") for c in cell.consts]
     y = py(("t", y_name), "")
-    lines += wrap(", ".join([y, *ht]) + f" = {camel}Function.apply", [*l_ins, *h0], "", 1)
+    lines.append(call(", ".join([y, *ht]) + f" = {camel}Function.apply", [*l_ins, *h0], "", 1))
     if readout is not None:
         r_ins = [py(("t", n), "") for n in readout.inputs] + [py(("c", c), "") for c in readout.consts]
-        lines += wrap(f"{y} = {camel}ReadoutFunction.apply", r_ins, "", 1)
+        lines.append(call(f"{y} = {camel}ReadoutFunction.apply", r_ins, "", 1))
     lines.append(f"    return {', '.join([f'{y}.to({first}.dtype)', *ht])}")
     return "\n".join(lines)
 

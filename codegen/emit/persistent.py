@@ -22,8 +22,11 @@ from __future__ import annotations
 import math
 
 from archdsl.codegen.analysis import DenseLayout, mv_name, step_inputs
+from archdsl.codegen.emit.format import format_source
 from archdsl.codegen.emit.names import module_name
+from archdsl.codegen.emit.persistent_api import LAUNCHERS, MODULE_WORDS, constants, functions
 from archdsl.codegen.emit.prelude import header
+from archdsl.codegen.emit.signature import PyNames
 from archdsl.codegen.emit.triton import HELPERS, _Kernel, _leaf_ids, _needed, _row_major
 from archdsl.codegen.plan import BATCH, Plan
 
@@ -134,15 +137,9 @@ class _PKernel(_Kernel):
         self.w("rk = tl.arange(0, BLOCK_K)")
 
     def header(self, name: str, sig: list[str]) -> None:
-        self.lines += [
-            "@triton.jit",
-            f"def {name}(",
-            "    " + ", ".join(sig) + ",",
-            "    B, T, t_lo, t_hi,",
-            "    BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, DOT_T: tl.constexpr, DOT_PREC: tl.constexpr,",
-            "    PERSISTENT: tl.constexpr,",
-            "):",
-        ]
+        consts = ("BLOCK_B", "BLOCK_K", "DOT_T", "DOT_PREC", "PERSISTENT")
+        params = [*sig, "B", "T", "t_lo", "t_hi", *(f"{c}: tl.constexpr" for c in consts)]
+        self.lines += ["@triton.jit", f"def {name}({', '.join(params)}):"]  # the formatter wraps it
         self.prologue()
 
     def matmul(self, accs: dict[int, tuple[str, str]], t: str, indent: int) -> None:
@@ -348,10 +345,26 @@ def _backward_epilogue(k: _PKernel, step: Cell) -> None:
 
 
 def emit_module(
-    layer: LayerIR, step: Cell, bwd: Backward, lay: DenseLayout, plan: Plan, n_mv: int, early: bool = True
+    layer: LayerIR,
+    cell: Cell,
+    step: Cell,
+    bwd: Backward,
+    lay: DenseLayout,
+    plan: Plan,
+    matrices: list[str],
+    block_k: int = 128,
+    early: bool = True,
 ) -> str:
-    """The generated module: the header, the helpers and the grid barrier, the two kernels."""
-    name = module_name(layer.name)
+    """The generated module, formatted: the header, the helpers and the grid barrier, the two kernels,
+    their launchers, the ``torch.autograd.Function`` and the public function (``persistent_api.py``).
+    ``cell``: the whole cell, whose step cell ``step`` is; ``matrices``: each contraction's constant
+    (of ``cell``); ``block_k``: the widest k block of a ``tl.dot``."""
+    name, n_mv = module_name(layer.name), len(matrices)
+    words = [name, f"{name}_persistent_fwd", f"{name}_persistent_bwd", *MODULE_WORDS]
+    words += [f"{name}_persistent_{d}_kernel" for d in ("fwd", "bwd")]
+    words.append("".join(w.capitalize() for w in name.split("_")) + "PersistentFunction")
+    py = PyNames(cell.axes, words)
+    runtime = constants(cell, step, lay, plan.tiles[lay.rows], block_k, plan.num_warps, py)
     mats = ", ".join(
         f"mv{m} = sum[{lay.contracted[m]}](W{m} * {lay.operand[m]}[{lay.contracted[m]}])" for m in range(n_mv)
     )
@@ -369,15 +382,14 @@ def emit_module(
     )
     body = [
         top,
-        "import triton",
-        "import triton.language as tl",
+        "import functools\nimport os\n\nimport torch\nimport triton\nimport triton.language as tl",
+        runtime,
         HELPERS + SYNC,
         emit_forward(step, lay, plan, name, n_mv, early),
-        "",
         emit_backward(step, bwd, lay, plan, name, n_mv, early),
-        "",
-        f"fwd_kernel = {name}_persistent_fwd_kernel",
-        f"bwd_kernel = {name}_persistent_bwd_kernel",
+        f"fwd_kernel = {name}_persistent_fwd_kernel\nbwd_kernel = {name}_persistent_bwd_kernel",
+        LAUNCHERS.strip("\n").replace("{name}", name),
+        *functions(cell, step, lay, matrices, name, py),
         "",
     ]
-    return "\n\n".join(body)
+    return format_source("\n\n\n".join(body), layer.name)

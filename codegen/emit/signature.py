@@ -6,11 +6,7 @@ module's Python level (launchers, the autograd function, the public function): t
 
 from __future__ import annotations
 
-import re
-
 from archdsl.codegen.emit.names import RESERVED, Namespace
-
-WIDTH = 110  # the longest line a generated module has (as the project's own code)
 
 # what the Python level of a module says itself; a spec name meeting one of these gets a suffix
 PY_WORDS = frozenset(
@@ -18,56 +14,9 @@ PY_WORDS = frozenset(
 )
 
 
-def wrap(head: str, items: list[str], tail: str, indent: int) -> list[str]:
-    """``head(item, item, …)tail`` on one line if it fits, else the items packed onto lines of their own."""
-    pad = "    " * indent
-    one = f"{pad}{head}({', '.join(items)}){tail}"
-    if len(one) <= WIDTH or not items:
-        return [one]
-    lines, cur = [f"{pad}{head}("], ""
-    for it in items:
-        piece = f"{it},"
-        if cur and len(pad) + 4 + len(cur) + 1 + len(piece) > WIDTH:
-            lines.append(f"{pad}    {cur}")
-            cur = ""
-        cur = f"{cur} {piece}" if cur else piece
-    if cur:
-        lines.append(f"{pad}    {cur}")
-    return [*lines, f"{pad}){tail}"]
-
-
-_ASSIGN = re.compile(r"^(\s*)([\w.\[\], ]+ = |return |)([\w.]+)\((.*?)\)(\.to\([\w.]+\))?$")
-
-
-def fit(line: str) -> list[str]:
-    """A statement longer than ``WIDTH`` (``x = f(a, b, …)`` or ``f(…)``) with its call's arguments
-    on lines of their own; other lines as they are."""
-    m = _ASSIGN.match(line)
-    if len(line) <= WIDTH or not m:
-        return [line]
-    pad, lhs, fn, inner, tail = m.groups()
-    items = _split_args(inner)
-    if items is None:
-        return [line]
-    return wrap(lhs + fn, items, tail or "", len(pad) // 4)
-
-
-def _split_args(inner: str) -> list[str] | None:
-    """The top-level comma-separated pieces of a call's argument text (None if unbalanced)."""
-    out, depth, cur = [], 0, ""
-    for ch in inner:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth < 0:
-                return None
-        if ch == "," and depth == 0:
-            out.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    return None if depth else [*out, cur.strip()]
+def call(head: str, items: list[str], tail: str, indent: int) -> str:
+    """``head(item, item, …)tail`` on one line: the formatter (``format.py``) wraps it where it is long."""
+    return f"{'    ' * indent}{head}({', '.join(items)}){tail}"
 
 
 class PyNames:
@@ -106,10 +55,10 @@ class Signature:
     def define(self, name: str) -> list[str]:
         """``@triton.jit`` and the kernel's ``def`` line(s)."""
         items = [k + (": tl.constexpr" if c else "") for k, _, c in self.params]
-        return ["@triton.jit", *wrap(f"def {name}", items, ":", 0)]
+        return ["@triton.jit", call(f"def {name}", items, ":", 0)]
 
     def launch(self, kernel: str, grid: str, indent: int = 1) -> list[str]:
         """The launch of ``kernel`` over ``grid`` with every parameter's launcher value."""
         items = [v for _, v, c in self.params if not c]
         items += [f"{k}={v}" for k, v, c in self.params if c] + ["num_warps=num_warps"]
-        return wrap(f"{kernel}[{grid}]", items, "", indent)
+        return [call(f"{kernel}[{grid}]", items, "", indent)]

@@ -3,8 +3,8 @@ after it) and their launchers: one program per (batch element, CHUNK tokens), no
 
 from __future__ import annotations
 
-from archdsl.codegen.emit.fused import _fit, _rebase, _sizes, launcher_def
-from archdsl.codegen.emit.signature import PyNames, Signature, wrap
+from archdsl.codegen.emit.fused import _rebase, _sizes, launcher_def
+from archdsl.codegen.emit.signature import PyNames, Signature
 from archdsl.codegen.emit.triton import _Kernel, _leaf_ids, _needed, const_labels, spec_names
 from archdsl.codegen.hoist import TokenPart
 from archdsl.codegen.plan import Plan
@@ -77,8 +77,8 @@ def emit_token_forward(part: TokenPart, plan: Plan, name: str, py: PyNames, kind
         shape = py.dims("B, T", part.output_axes(o))
         launcher.append(f"    {py(('t', o), '')} = {first}.new_empty({shape}, dtype=torch.float32)")
     launcher += sig.launch(f"{name}_{kind}_fwd_kernel", "(B, triton.cdiv(T, chunk))")
-    launcher += wrap("return ", names, "", 1) if len(names) > 1 else [f"    return {names[0]}"]
-    return _fit(k.lines), _fit(launcher)
+    launcher.append(f"    return {', '.join(names)}")
+    return k.lines, launcher
 
 
 def emit_token_backward(part: TokenPart, plan: Plan, name: str, py: PyNames, kind: str = "token") -> tuple:
@@ -137,8 +137,8 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str, py: PyNames, kin
         launcher.append(f"    {d_py(py, 'dc', c)} = {first}.new_empty({shape}, dtype=torch.float32)")
         rets.append(f"{d_py(py, 'dc', c)}.sum(0).to({py(('c', c), '')}.dtype)")
     launcher += sig.launch(f"{name}_{kind}_bwd_kernel", "(B, triton.cdiv(T, chunk))")
-    launcher += wrap("return ", rets, "", 1) if len(rets) > 1 else [f"    return {rets[0]}"]
-    return _fit(k.lines), _fit(launcher)
+    launcher.append(f"    return {', '.join(rets)}")
+    return k.lines, launcher
 
 
 def d_py(py: PyNames, role: str, name: str) -> str:
