@@ -292,3 +292,11 @@ def test_a_compile_mode_without_compile_is_refused_before_any_run(tmp_path, caps
     err = capsys.readouterr().err
     assert "error: --compile-mode reduce-overhead is given without --compile" in err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_failed_run_under_a_watchdog_keeps_its_own_reason(fake_trainer, tmp_path):
+    """A time budget arms the watchdog; a run that fails before it fires is not called timed out."""
+    out = tmp_path / "bench"
+    assert main(["bench", "nn-gru", "--depth", "1", "--minutes", "1", "--out", str(out)]) == 1
+    (r,) = json.loads((out / "results.json").read_text())["rows"]
+    assert "ran out of memory" in r["reason"] and "--timeout" not in r["reason"]

@@ -268,7 +268,13 @@ def run_one(entry: Entry, args, out: Path, echo=print) -> dict:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        watchdog = threading.Timer(timeout, _stop, (proc,)) if timeout else None
+        fired = threading.Event()  # Timer.cancel also sets the timer's own ``finished``
+
+        def stop():
+            fired.set()
+            _stop(proc)
+
+        watchdog = threading.Timer(timeout, stop) if timeout else None
         if watchdog:
             watchdog.start()
         try:
@@ -280,7 +286,7 @@ def run_one(entry: Entry, args, out: Path, echo=print) -> dict:
         finally:
             if watchdog:
                 watchdog.cancel()
-    if watchdog and watchdog.finished.is_set() and rc != 0:
+    if fired.is_set() and rc != 0:
         return {"status": "failed", "message": f"stopped after {timeout:.0f} s (--timeout)"}
     if result_path.exists():  # a run that stopped early (non-finite, interrupted) says so in its status
         return trainlog.loads(result_path.read_text())  # strict JSON: "NaN" strings become floats
