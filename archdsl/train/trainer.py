@@ -210,14 +210,19 @@ class Trainer:
     # ---- before the clock ----------------------------------------------------------------------
     def warm_up(self, stop: checkpoint.StopSignals | None = None) -> None:
         """Run a few steps (compiles, autotunes, allocates), then restore the initial weights; a
-        signal ends the warm-up at once (the loop then stops before its first step)."""
-        if self.cfg.warm_steps <= 0:
+        signal ends the warm-up at once (the loop then stops before its first step). A compiled
+        model's first step is eager (see ``compiled``), and at least one compiled step follows
+        (three with CUDA graphs: torch warms, records, then replays them)."""
+        n = self.cfg.warm_steps
+        if n <= 0:
             return
+        if self.cfg.compile:
+            n = max(n, 4 if self.graphs else 2)
         initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         rng = checkpoint.rng_states()
         opt = self.optimizer()
-        compiled, self.forward = self.forward, self.model  # the first step eager: see ``compiled``
-        for k in range(self.cfg.warm_steps):
+        compiled, self.forward = self.forward, self.model
+        for k in range(n):
             if stop is not None and stop.received:
                 break
             self.step(opt, *self.data.batch(k, self.cfg.batch, self.cfg.seq, self.device))
