@@ -131,3 +131,28 @@ def test_the_reproduce_command_keeps_the_compile_switches():
     train_cli.add_arguments(p)
     _, back = train_cli.configs(p.parse_args(argv[2:]))
     assert (back.compile, back.compile_mode, back.compile_backend) == (True, cfg.compile_mode, "inductor")
+
+
+@pytest.mark.parametrize("graphs, expected", [(False, [True, False]), (True, [True, False, False, False])])
+def test_the_warm_up_runs_one_eager_step_then_compiled_ones(graphs, expected, tmp_path, monkeypatch):
+    """warm_steps=1 still compiles off the clock: one eager step (builds the cells), then compiled
+    steps (three with CUDA graphs: warm, record, replay); the model is compiled afterwards."""
+    from archdsl.lm.config import ModelConfig
+    from archdsl.train.trainer import Trainer
+
+    cfg = TrainConfig(
+        steps=1, batch=2, seq=8, device="cpu", data=[VAL], eval_bytes=16, out=str(tmp_path), progress=False
+    )
+    cfg.warm_steps, cfg.compile, cfg.compile_backend = 1, True, "aot_eager"
+    trainer = Trainer(ModelConfig("nn-gru", dim=8, depth=1), cfg)
+    try:
+        trainer.graphs = graphs  # CUDA graphs cannot be asked for on the CPU; the count is the point
+        eager = []
+        monkeypatch.setattr(
+            Trainer, "step", lambda self, opt, *batch, **kw: eager.append(self.forward is self.model)
+        )
+        trainer.warm_up()
+        assert eager == expected and trainer.forward is not trainer.model
+    finally:
+        trainer.log.close()
+        trainer.dir.close()
