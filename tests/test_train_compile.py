@@ -156,3 +156,19 @@ def test_the_warm_up_runs_one_eager_step_then_compiled_ones(graphs, expected, tm
     finally:
         trainer.log.close()
         trainer.dir.close()
+
+
+def test_a_resume_may_change_how_the_step_runs():
+    """Compiling is not a setting of the run: a checkpoint taken eagerly (or before compile_mode
+    existed) resumes compiled, and the other way round."""
+    from dataclasses import asdict
+
+    from archdsl.train import checkpoint
+
+    old = asdict(TrainConfig(steps=4))
+    del old["compile_mode"], old["compile_backend"]
+    now = asdict(TrainConfig(steps=4, compile=True, compile_mode="max-autotune-no-cudagraphs"))
+    assert checkpoint._differences(old, now, checkpoint.FREE_ON_RESUME) == []
+    assert checkpoint._differences(old, asdict(TrainConfig(steps=8)), checkpoint.FREE_ON_RESUME) == [
+        "steps was 4, now 8"
+    ]
