@@ -118,7 +118,9 @@ class Graph:
             elif n.op in (Op.PARAM, Op.CONST):
                 kinds.append(Kind.CONST)
             else:
-                kinds.append(max((kinds[a] for a in n.args), default=Kind.CONST))
+                kinds.append(
+                    max([Kind.CONST, *(kinds[a] for a in n.args)])
+                )  # no max(default=): torch.compile traces it
         return kinds
 
     def ancestors(self, roots, stop=()) -> set[int]:

@@ -259,3 +259,44 @@ def test_each_run_is_started_with_its_exact_configs(model):
     model_cfg, cfg = cli.configs(p.parse_args(cmd[4:]))
     assert model_cfg == dataclasses.replace(entry.cfg, params=None, align=1) and cfg == train_cfg
     assert isinstance(model_cfg, ModelConfig) and model_cfg.dim and model_cfg.seed == 3
+
+
+def test_every_model_runs_with_the_same_step_settings(fake_trainer, tmp_path):
+    """--compile and --compile-mode reach every model's train command, baseline or spec, and the
+    table says how each model's step ran."""
+    out = tmp_path / "bench"
+    argv = ["bench", "e88:heads=2,n=8", "llama", "--depth", "1", "--steps", "1", "--out", str(out)]
+    assert main([*argv, "--compile", "--compile-mode", "reduce-overhead"]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    for r in doc["rows"]:
+        child = doc["runs"][r["model"]]["argv"]
+        assert "--compile" in child and child[child.index("--compile-mode") + 1] == "reduce-overhead"
+        assert r["settings"] == "compile+cudagraphs"
+    assert "| Settings |" in (out / "results.md").read_text()
+    assert (out / "results.md").read_text().count("| compile+cudagraphs |") == 2
+
+
+def test_the_settings_column_reads_the_run_and_the_train_args(capsys):
+    args = bench_args(["nn-gru", "--steps", "1", "--train-args=--compile"])
+    (entry,) = bench.entries(args)
+    assert bench.planned_settings(entry, args) == "compile"
+    assert bench.planned_settings(entry, bench_args(["nn-gru", "--steps", "1"])) == "eager"
+    ran = {"status": "ok", "config": {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"}}
+    assert bench.row(entry, ran, "compile")["settings"] == "compile+autotune"  # what ran, not the plan
+    assert bench.cells(bench.row(entry, None))[bench.COLUMNS.index("Settings")] == "-"
+
+
+def test_a_compile_mode_without_compile_is_refused_before_any_run(tmp_path, capsys):
+    argv = ["bench", "nn-gru", "--steps", "1", "--compile-mode", "reduce-overhead", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: --compile-mode reduce-overhead is given without --compile" in err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_failed_run_under_a_watchdog_keeps_its_own_reason(fake_trainer, tmp_path):
+    """A time budget arms the watchdog; a run that fails before it fires is not called timed out."""
+    out = tmp_path / "bench"
+    assert main(["bench", "nn-gru", "--depth", "1", "--minutes", "1", "--out", str(out)]) == 1
+    (r,) = json.loads((out / "results.json").read_text())["rows"]
+    assert "ran out of memory" in r["reason"] and "--timeout" not in r["reason"]

@@ -3,6 +3,9 @@
 Each model trains in a fresh process (``archdsl train``, one run directory each under ``--out``) on
 the same data and seed; the results table (Markdown and JSON) and a plot of training loss against
 timed seconds are written to ``--out``. A model that fails is a row with its reason; the others go on.
+``--compile`` and ``--compile-mode`` (or ``--train-args``) apply to every model alike, spec or
+baseline; the table's Settings column says how each model's step ran (``eager``, ``compile``,
+``compile+cudagraphs``, …).
 
 MODEL is a baseline (mamba2, fla-gdn, llama, lstm, gru, nn-lstm, nn-gru), a spec (path or bundled
 name), a preset of a bundled spec (``E88_d12h32``), or ``SPEC:ITEM,ITEM…`` where an item is a preset
@@ -25,6 +28,7 @@ from archdsl import args as A
 from archdsl.errors import ArchdslError, did_you_mean
 from archdsl.lm import budget
 from archdsl.train import trainlog
+from archdsl.train.config import CHOICES, step_settings
 
 COLUMNS = (
     "Model",
@@ -32,6 +36,7 @@ COLUMNS = (
     "Last100 loss",
     "held-out bpb",
     "tokens/s",
+    "Settings",
     "Dim",
     "Depth",
     "Expansion",
@@ -82,6 +87,12 @@ def add_arguments(p) -> None:
     p.add_argument("--device", type=A.device, help="cuda | cpu (default: cuda when available)")
     p.add_argument("--backend", default="reference", help="spec cell backend: reference | triton")
     p.add_argument("--seed", type=A.nonnegative_int, default=0, help="the same seed for every model")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model's step (off the clock)")
+    p.add_argument(
+        "--compile-mode",
+        choices=CHOICES["compile_mode"],
+        help="with --compile, for every model: reduce-overhead replays CUDA graphs (default: default)",
+    )
     p.add_argument(
         "--out", type=A.writable_dir, default=None, help="results directory (default runs/bench-<date>)"
     )
@@ -182,7 +193,9 @@ def slug(label: str) -> str:
 
 # ---- one run -------------------------------------------------------------------------------------
 #: the bench flags that are training settings, passed on to every run as they are
-TRAIN_SETTINGS = ("minutes", "steps", "tokens", "batch", "seq", "device", "val", "data")
+TRAIN_SETTINGS = (
+    *("minutes", "steps", "tokens", "batch", "seq", "device", "val", "data", "compile", "compile_mode"),
+)
 
 
 def train_config(cfg, args, out: Path):
@@ -197,12 +210,33 @@ def train_config(cfg, args, out: Path):
     return apply_overrides(TrainConfig, items, "archdsl bench")
 
 
-def train_command(cfg, args, out: Path) -> list[str]:
-    """The ``archdsl train`` command line of one model (its width already solved)."""
+def train_argv(cfg, args, out: Path) -> list[str]:
+    """``archdsl train``'s arguments for one model (its width already solved), --train-args last."""
     from archdsl.train.cli import command
 
     argv = command(cfg, train_config(cfg, args, out), leave_out=("progress", "checkpoint"))
-    return [sys.executable, "-m", "archdsl.cli", *argv[1:], *shlex.split(args.train_args)]
+    return [*argv[2:], *shlex.split(args.train_args)]
+
+
+def train_command(cfg, args, out: Path) -> list[str]:
+    """The ``archdsl train`` command line of one model."""
+    return [sys.executable, "-m", "archdsl.cli", "train", *train_argv(cfg, args, out)]
+
+
+def planned_settings(entry: Entry, args) -> str | None:
+    """How the model's step is to run (``step_settings``), as its train command (with --train-args)
+    says; None when that command does not parse."""
+    import argparse
+
+    from archdsl.train import cli
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    cli.add_arguments(parser)
+    try:
+        _, cfg = cli.configs(parser.parse_args(train_argv(entry.cfg, args, Path("x"))))
+    except (argparse.ArgumentError, ArchdslError, SystemExit):
+        return None
+    return step_settings(cfg.compile, cfg.compile_mode, cfg.compile_backend)
 
 
 def _stop(proc: subprocess.Popen, grace: float = 120.0) -> None:
@@ -234,7 +268,13 @@ def run_one(entry: Entry, args, out: Path, echo=print) -> dict:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        watchdog = threading.Timer(timeout, _stop, (proc,)) if timeout else None
+        fired = threading.Event()  # Timer.cancel also sets the timer's own ``finished``
+
+        def stop():
+            fired.set()
+            _stop(proc)
+
+        watchdog = threading.Timer(timeout, stop) if timeout else None
         if watchdog:
             watchdog.start()
         try:
@@ -246,7 +286,7 @@ def run_one(entry: Entry, args, out: Path, echo=print) -> dict:
         finally:
             if watchdog:
                 watchdog.cancel()
-    if watchdog and watchdog.finished.is_set() and rc != 0:
+    if fired.is_set() and rc != 0:
         return {"status": "failed", "message": f"stopped after {timeout:.0f} s (--timeout)"}
     if result_path.exists():  # a run that stopped early (non-finite, interrupted) says so in its status
         return trainlog.loads(result_path.read_text())  # strict JSON: "NaN" strings become floats
@@ -256,8 +296,9 @@ def run_one(entry: Entry, args, out: Path, echo=print) -> dict:
 
 
 # ---- the table -----------------------------------------------------------------------------------
-def row(entry: Entry, result: dict | None) -> dict:
-    """One table row (raw values; None where unknown)."""
+def row(entry: Entry, result: dict | None, planned: str | None = None) -> dict:
+    """One table row (raw values; None where unknown). ``settings``: how the step ran, as the run's
+    config says, else as ``planned``."""
     s = budget.sizes(entry.cfg) if entry.cfg is not None else None
     info = (result or {}).get("info") or {}
 
@@ -268,12 +309,18 @@ def row(entry: Entry, result: dict | None) -> dict:
     r = result or {}
     status = r.get("status", "failed") if entry.error == "" else "failed"
     reason = entry.error or (r.get("message") or "")
+    ran = r.get("config") or {}
+    if "compile" in ran:
+        planned = step_settings(
+            ran["compile"], ran.get("compile_mode", "default"), ran.get("compile_backend", "inductor")
+        )
     return {
         "model": entry.label,
         "params": r.get("params") or (s.params if s else None),
         "last100_loss": r.get("last100_loss"),
         "val_bpb": r.get("val_bpb"),
         "tokens_per_s": r.get("tokens_per_s"),
+        "settings": planned,
         "dim": pick("dim"),
         "depth": pick("depth"),
         "expansion": pick("expansion"),
@@ -306,6 +353,7 @@ def cells(r: dict) -> list[str]:
         fmt(r["last100_loss"], "{:.4f}".format),
         fmt(r["val_bpb"], "{:.4f}".format),
         fmt(r["tokens_per_s"], lambda v: _si(v, 1)),
+        r.get("settings") or "-",
         fmt(r["dim"], str),
         fmt(r["depth"], str),
         fmt(r["expansion"], "{:g}".format),
@@ -362,6 +410,8 @@ def run(args) -> int:
         return 0 if all(e.cfg is not None for e in todo) else 2
     if args.minutes is None and args.steps is None and args.tokens is None:
         raise ArchdslError("give the training budget of each model: --minutes, --steps or --tokens")
+    if args.compile_mode and not args.compile:
+        raise ArchdslError(f"--compile-mode {args.compile_mode} is given without --compile")
     out = Path(args.out or f"runs/bench-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     rows, results = [], {}
@@ -371,10 +421,12 @@ def run(args) -> int:
             rows.append(row(e, None))
             if e.cfg is None:
                 continue
+            planned = planned_settings(e, args)
+            rows[-1] = row(e, None, planned)
             results[e.label] = run_one(e, args, out)
-            rows[-1] = row(e, results[e.label])
+            rows[-1] = row(e, results[e.label], planned)
             c = cells(rows[-1])
-            print(f"[{i}/{len(todo)}] {e.label}: loss {c[2]}, bpb {c[3]}, {c[4]} tokens/s; {c[-1]}")
+            print(f"[{i}/{len(todo)}] {e.label}: loss {c[2]}, bpb {c[3]}, {c[4]} tokens/s ({c[5]}); {c[-1]}")
     except KeyboardInterrupt:
         rows[-1]["reason"] = rows[-1]["reason"] or "interrupted"
         print("archdsl bench: interrupted; writing the rows so far", file=sys.stderr)

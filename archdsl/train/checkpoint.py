@@ -46,6 +46,10 @@ FREE_ON_RESUME = {
     "threads",
     "data",
     "val",
+    # how the step executes, not what it computes (checkpoints from before compile_mode lack it)
+    "compile",
+    "compile_mode",
+    "compile_backend",
 }
 FREE_MODEL = {"model"}  # a spec is compared by its text's hash, a baseline by its name (identity)
 

@@ -2,7 +2,7 @@
 (--minutes M | --steps N | --tokens N) [--data PATH…] [--val PATH] [--device cuda|cpu] [--out DIR]
 [--resume | --force]
 [--backend reference|triton] [--batch --seq --lr --optimizer --precision --weights --seed]
-[--pack [--doc-sep SEP]] [--log-to csv|tensorboard|wandb …]``."""
+[--pack [--doc-sep SEP]] [--log-to csv|tensorboard|wandb …] [--compile [--compile-mode MODE]]``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from archdsl import args as A
 from archdsl.config import apply_overrides, field_types, format_value, to_argv, unknown_key
 from archdsl.errors import ArchdslError
+from archdsl.train.config import CHOICES
 
 EXIT = {"ok": 0, "pruned": 0, "nonfinite": 1, "interrupted": 130}
 
@@ -131,6 +132,12 @@ def _training_arguments(t) -> None:
         "(default '\\0', a NUL byte; each data file also starts one; on the demo corpus: each source file)",
     )
     t.add_argument("--compile", action="store_true", help="torch.compile the model (off the clock)")
+    t.add_argument(
+        "--compile-mode",
+        choices=CHOICES["compile_mode"],
+        help="with --compile: torch.compile's mode; reduce-overhead replays the step as CUDA graphs "
+        "(CUDA only), max-autotune-no-cudagraphs tunes the fused kernels (default: default)",
+    )
     t.add_argument("--threads", type=A.positive_int, help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
 
@@ -142,6 +149,7 @@ TRAIN_FLAGS = (
     *("minutes", "steps", "tokens", "batch", "seq", "lr", "optimizer", "warmup", "precision", "weights"),
     *("val", "eval_bytes", "device", "out", "seed", "log_every", "eval_every", "checkpoint_every"),
     *("threads", "resume", "force", "compile", "progress", "data", "log_to", "pack", "doc_sep"),
+    "compile_mode",
 )
 SHORTHANDS = ("heads", "n", "expansion")  # --heads H is --set heads=H
 SWITCHES = ("resume", "force", "compile", "pack")  # store_true flags

@@ -17,7 +17,12 @@ CHOICES = {
     "optimizer": ("schedulefree", "adamw"),
     "precision": ("auto", "bf16", "fp32"),
     "weights": ("fp32", "bf16"),
+    # torch.compile's modes: "reduce-overhead" and "max-autotune" replay the step as CUDA graphs
+    "compile_mode": ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"),
+    # "aot_eager" traces and differentiates the graph but generates no code (quick; for checking)
+    "compile_backend": ("inductor", "aot_eager"),
 }
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -53,6 +58,8 @@ class TrainConfig:
     report_fractions: tuple[float, ...] = ()  # budget fractions at which to evaluate and call on_report
     warm_steps: int = 2  # steps run (then undone) before the clock starts
     compile: bool = False  # torch.compile the model (during warm-up, off the clock)
+    compile_mode: str = "default"  # with compile: a mode of CHOICES (reduce-overhead: CUDA graphs)
+    compile_backend: str = "inductor"  # with compile: inductor generates fused code; aot_eager does not
     # CPU threads for torch; None keeps torch's default (on a busy machine, 1 thread can be
     # several times faster than oversubscribed cores)
     threads: int | None = None
@@ -89,6 +96,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if device.startswith("cuda") and not torch.cuda.is_available():
         hint = "use --device cpu, or install the CUDA build of torch"
         raise ArchdslError("--device cuda was asked for, but torch sees no CUDA GPU", hint=hint)
+    _check_compile(cfg, device)
     precision = {"auto": "bf16" if device.startswith("cuda") else "fp32"}.get(cfg.precision, cfg.precision)
     fractions = tuple(sorted(cfg.report_fractions))
     return replace(cfg, device=device, precision=precision, report_fractions=fractions)
@@ -119,3 +127,32 @@ def _check_numbers(cfg: TrainConfig) -> None:
             raise ArchdslError(f"{name} must be a finite number {bound}, found {v!r}")
     if not cfg.val_fraction < 1:
         raise ArchdslError(f"val_fraction must be below 1, found {cfg.val_fraction!r}")
+
+
+def _check_compile(cfg: TrainConfig, device: str) -> None:
+    """A compile mode needs ``compile``, the inductor backend, and (for CUDA graphs) a CUDA device."""
+    if cfg.compile_mode == "default" and cfg.compile_backend == "inductor":
+        return
+    if not cfg.compile:
+        found = "compile_mode" if cfg.compile_mode != "default" else "compile_backend"
+        raise ArchdslError(f"{found} {getattr(cfg, found)} is given without compile (add --compile)")
+    if cfg.compile_mode != "default" and cfg.compile_backend != "inductor":
+        raise ArchdslError(
+            f"compile_mode {cfg.compile_mode} is a mode of the inductor backend, "
+            f"found compile_backend {cfg.compile_backend}"
+        )
+    if cfg.compile_mode in CUDA_GRAPH_MODES and not device.startswith("cuda"):
+        raise ArchdslError(
+            f"compile_mode {cfg.compile_mode} replays CUDA graphs, which need a CUDA device, found "
+            f"device {device} (on the CPU: default or max-autotune-no-cudagraphs)"
+        )
+
+
+def step_settings(compile: bool, mode: str = "default", backend: str = "inductor") -> str:
+    """How a run executes its step, for tables: ``eager``, ``compile``, ``compile+cudagraphs``,
+    ``compile+autotune``, ``compile+autotune+cudagraphs`` or ``compile(aot_eager)``."""
+    if not compile:
+        return "eager"
+    label = "compile" if backend == "inductor" else f"compile({backend})"
+    label += "+autotune" if mode.startswith("max-autotune") else ""
+    return label + ("+cudagraphs" if mode in CUDA_GRAPH_MODES else "")

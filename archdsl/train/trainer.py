@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from archdsl.train import checkpoint, trainlog
-from archdsl.train.config import CHOICES, TrainConfig, resolve  # noqa: F401 (importable from here)
+from archdsl.train.config import CHOICES, CUDA_GRAPH_MODES, TrainConfig, resolve  # noqa: F401 (importable here)
 from archdsl.train.data import bits_per_byte, default_corpus
 from archdsl.train.export import export
 from archdsl.train.nonfinite import diagnose
@@ -73,6 +73,16 @@ def train(
     return Trainer(model_cfg, cfg).run(on_report)
 
 
+def compiled(model: torch.nn.Module, cfg: TrainConfig):
+    """``torch.compile`` of the model at ``cfg``'s mode and backend. The custom ops of the compiled
+    cells (codegen/run/ops.py) keep the graph whole, each one node that inductor fuses around; the
+    cells are built (and their launch plans tuned) by the first warm-up step, run eagerly, so that
+    tracing never enters the code generator."""
+    if cfg.compile_backend != "inductor":
+        return torch.compile(model, backend=cfg.compile_backend)
+    return torch.compile(model, mode=cfg.compile_mode)
+
+
 class Trainer:
     """One run: built in ``__init__`` (nothing timed), trained in ``run``."""
 
@@ -104,7 +114,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = build_model(model_cfg)
         self.model = model.to(self.device, torch.bfloat16 if cfg.weights == "bf16" else torch.float32)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.forward = compiled(self.model, cfg) if cfg.compile else self.model
+        self.graphs = cfg.compile and cfg.compile_mode in CUDA_GRAPH_MODES  # replayed CUDA graphs
         self.autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
         self.info = dict(getattr(model, "info", {}))
         self.params = int(self.info.get("params") or sum(p.numel() for p in model.parameters()))
@@ -121,6 +132,8 @@ class Trainer:
 
     # ---- one step, one evaluation --------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor, cu_seqlens=None) -> torch.Tensor:
+        if self.graphs:  # a new step: the graphs may overwrite the previous step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast:  # packed: the targets that cross a document are ignored (packing.IGNORE)
             logits = self.forward(x) if cu_seqlens is None else packed_logits(self.forward, x, cu_seqlens)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -148,6 +161,8 @@ class Trainer:
             opt.eval()
         total, n = torch.zeros((), dtype=torch.float64, device=self.device), 0
         for x, y in self.data.eval_batches(cfg.eval_bytes, cfg.batch, cfg.seq, self.device):
+            if self.graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with self.autocast:
                 logits = self.forward(x)
             total += F.cross_entropy(
@@ -161,10 +176,14 @@ class Trainer:
 
     def optimizer(self):
         cfg, params = self.cfg, [p for p in self.model.parameters() if p.requires_grad]
-        if cfg.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adamw":  # on CUDA one fused kernel updates every parameter
+            fused = True if self.device.type == "cuda" else None
+            return torch.optim.AdamW(
+                params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
+            )
         import schedulefree
 
+        # schedule-free updates all parameters together (its foreach path, on by default)
         opt = schedulefree.AdamWScheduleFree(
             params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup
         )
@@ -191,16 +210,24 @@ class Trainer:
     # ---- before the clock ----------------------------------------------------------------------
     def warm_up(self, stop: checkpoint.StopSignals | None = None) -> None:
         """Run a few steps (compiles, autotunes, allocates), then restore the initial weights; a
-        signal ends the warm-up at once (the loop then stops before its first step)."""
-        if self.cfg.warm_steps <= 0:
+        signal ends the warm-up at once (the loop then stops before its first step). A compiled
+        model's first step is eager (see ``compiled``), and at least one compiled step follows
+        (three with CUDA graphs: torch warms, records, then replays them)."""
+        n = self.cfg.warm_steps
+        if n <= 0:
             return
+        if self.cfg.compile:
+            n = max(n, 4 if self.graphs else 2)
         initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         rng = checkpoint.rng_states()
         opt = self.optimizer()
-        for k in range(self.cfg.warm_steps):
+        compiled, self.forward = self.forward, self.model
+        for k in range(n):
             if stop is not None and stop.received:
                 break
             self.step(opt, *self.data.batch(k, self.cfg.batch, self.cfg.seq, self.device))
+            self.forward = compiled
+        self.forward = compiled
         self.model.zero_grad(set_to_none=True)
         self.model.load_state_dict(initial)
         checkpoint.set_rng_states(rng)
