@@ -85,3 +85,40 @@ def test_a_first_call_does_not_import_dynamo(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "clean"
+
+
+def compiled_into(cache, monkeypatch):
+    from archdsl.codegen import build_cell
+
+    monkeypatch.setenv("ARCHDSL_CACHE", str(cache))
+    name, overrides = SMALL["loop"]
+    return build_cell(layer_of(name, **overrides), 4, None, None)
+
+
+def test_a_new_module_prints_one_progress_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ARCHDSL_PROGRESS", "1")
+    compiled_into(tmp_path, monkeypatch)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("archdsl: compiling e88 (loop strategy): new kernels in ")
+    compiled_into(tmp_path, monkeypatch)  # the module is in the cache now: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("setting", ["0", None])
+def test_progress_is_quiet_when_off_or_not_a_terminal(setting, tmp_path, monkeypatch, capsys):
+    if setting is None:
+        monkeypatch.delenv("ARCHDSL_PROGRESS", raising=False)  # captured stderr is not a terminal
+    else:
+        monkeypatch.setenv("ARCHDSL_PROGRESS", setting)
+    compiled_into(tmp_path, monkeypatch)
+    assert capsys.readouterr().err == ""
+
+
+def test_quiet_blocks_silence_progress(monkeypatch, capsys):
+    from archdsl.codegen.run.progress import progress, quiet
+
+    monkeypatch.setenv("ARCHDSL_PROGRESS", "1")
+    with quiet():
+        progress("hidden")
+    progress("shown")
+    assert capsys.readouterr().err == "archdsl: shown\n"

@@ -87,7 +87,9 @@ class PersistentCell:
         self.kplan = kplan
         self.plan = PersistentPlan(lay.rows, rows, kplan.tiles[lay.rows], warps, block_k, D)
         source = emit_module(layer, self.step, self.bwd, lay, kplan, len(matvecs), early)
-        self.kernels, self.hash, self.path = load_module(source, module_name(layer.name) + "_persistent")
+        self.kernels, self.hash, self.path = load_module(
+            source, module_name(layer.name) + "_persistent", f"{layer.name} (persistent strategy)"
+        )
         self.input_names, self.const_names = step_inputs(self.step)
         self.state_names = list(cell.states)
         self.operands = sorted(set(lay.operand))
