@@ -107,6 +107,7 @@ def one_spec(spec: str, lane: int, args) -> dict:
         ARCHDSL_CACHE=str(root / "archdsl"),
         CUDA_VISIBLE_DEVICES=str(lane % max(1, torch.cuda.device_count())),
         PYTHONUNBUFFERED="1",
+        ARCHDSL_PROGRESS="1",  # the phase a timed-out child was in
     )
     # the child runs outside the checkout, so that an installed archdsl is not shadowed by its sources
     Path(env["ARCHDSL_CACHE"]).mkdir(parents=True)

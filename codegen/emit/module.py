@@ -331,4 +331,4 @@ def emit_parts_module(layer: LayerIR, parts) -> str:
         *("\n".join(k) for k in kernels),
         *("\n".join(k) for k in launchers),
     ]
-    return "\n\n\n".join(body) + "\n"
+    return format_source("\n\n\n".join(body) + "\n", layer.name)

@@ -91,7 +91,9 @@ def _parallel_parts(layer: LayerIR, coefficients: TokenPart | None, readouts: li
     if not parts:
         return {}
     stem = module_name(layer.name)
-    module, digest, _ = load_module(emit_parts_module(layer, parts), stem)
+    module, digest, _ = load_module(
+        emit_parts_module(layer, parts), stem + "_chunked", f"{layer.name} (chunked strategy)"
+    )
     return {k: ParallelPart(k, p, pp, module, digest, stem) for k, p, pp in parts}
 
 

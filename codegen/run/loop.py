@@ -30,7 +30,8 @@ def build_loop(layer: LayerIR, cell: Cell, opts, parts: bool = True):
     part_plans = [(k, p, make_token_plan(p.axes, p.sizes, p.graph)) for k, p in around.items()]
     source = emit_module(layer, cell, backward, plan, part_plans)
     stem = module_name(layer.name)
-    module, digest, path = load_module(source, stem)
+    label = f"{layer.name} ({'loop' if parts else 'dense'} strategy)"
+    module, digest, path = load_module(source, stem, label)
     compiled = CompiledCell(cell, backward, plan, module, digest, path, stem)
     if not part_plans:
         return compiled

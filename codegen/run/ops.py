@@ -11,6 +11,10 @@ same thing and share it.
 - ``part_op``: a stateless per-token part around the loop, ``(xs, cs) -> outputs``;
 - ``persistent_op``: ``(xs, cs, ws, h0) -> [y, *finals, *state history, *operand history, *mv]``;
 - ``chunked_op``: ``([lw, q, k, v, *ab], h0) -> [o, final state]``.
+
+An eager call (plain tensors, nothing tracing) runs the same functions through a plain
+``torch.autograd.Function`` instead (``Op``): a custom op's first call imports TorchDynamo, seconds
+of a process's first forward that only ``torch.compile`` needs.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from archdsl.codegen.run.chunked_backward import chunked_backward
 from archdsl.codegen.run.chunked_common import interpreted
 from archdsl.codegen.run.chunked_kernels import chunked_forward
 from archdsl.codegen.run.chunked_torch import chunked_torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 _OPS: dict[str, object] = {}
 
@@ -52,8 +57,55 @@ def register(
         return grads(ctx, out_grads, bwd)
 
     op.register_autograd(autograd, setup_context=save)
-    _OPS[name] = op
-    return op
+    _OPS[name] = Op(op, forward, backward, save, grads)
+    return _OPS[name]
+
+
+class Op:
+    """A registered op, callable like it: traced calls (``torch.compile``, fake tensors, any
+    dispatch mode) go to the custom op, eager calls to ``_Eager`` with the same functions."""
+
+    def __init__(self, op, forward: Callable, backward: Callable, save: Callable, grads: Callable):
+        self.custom, self.forward, self.backward, self.save, self.grads = op, forward, backward, save, grads
+
+    def __call__(self, *args):
+        flat = [t for a in args for t in (a if isinstance(a, list) else [a])]
+        plain = all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in flat)
+        if not plain or torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+            return self.custom(*args)
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in flat)):
+            with torch.no_grad():
+                return self.forward(*args)
+        sizes = [len(a) if isinstance(a, list) else None for a in args]
+        return list(_Eager.apply(self, sizes, *flat))
+
+
+def _unflatten(flat: list, sizes: list) -> list:
+    """The op's arguments again: a list where ``sizes`` has its length, a tensor where None."""
+    out, at = [], 0
+    for n in sizes:
+        out.append(flat[at] if n is None else list(flat[at : at + n]))
+        at += 1 if n is None else n
+    return out
+
+
+class _Eager(torch.autograd.Function):
+    """An ``Op`` outside tracing: its forward, ``save`` and ``grads`` as the custom op's autograd
+    formula calls them (unused outputs' gradients materialised as zeros, as there)."""
+
+    @staticmethod
+    def forward(ctx, op: Op, sizes: list, *flat):
+        args = _unflatten(list(flat), sizes)
+        out = op.forward(*args)
+        op.save(ctx, tuple(args), out)
+        ctx.op = op
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *out_grads):
+        grads = ctx.op.grads(ctx, list(out_grads), ctx.op.backward)
+        flat = [g for group in grads for g in (group if isinstance(group, (list, tuple)) else [group])]
+        return (None, None, *flat)
 
 
 def _grads_like(*groups) -> list[torch.Tensor]:

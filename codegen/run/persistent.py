@@ -77,7 +77,9 @@ class PersistentCell:
         matrices = [m.const for m in matvecs]
         source = emit_module(layer, cell, self.step, self.bwd, lay, kplan, matrices, block_k, early)
         self.stem = module_name(layer.name)
-        self.kernels, self.hash, self.path = load_module(source, self.stem + "_persistent")
+        self.kernels, self.hash, self.path = load_module(
+            source, self.stem + "_persistent", f"{layer.name} (persistent strategy)"
+        )
         self.input_names, self.const_names = step_inputs(self.step)
         self.state_names = list(cell.states)
         self.operands = sorted(set(lay.operand))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from archdsl.codegen.plan import Plan
 from archdsl.codegen.run.ops import loop_op, part_op
+from archdsl.codegen.run.progress import progress
 
 from archdsl.autodiff import Backward, Cell
 
@@ -31,11 +32,12 @@ def cache_dir() -> Path:
     return path
 
 
-def load_module(source: str, name: str):
+def load_module(source: str, name: str, label: str | None = None):
     """Write ``source`` atomically under its hash and import it (Triton's @jit needs a real file).
 
     A file already in the cache is imported only if it holds exactly ``source`` (the text its name's
-    hash stands for); anything else there (a damaged or planted file) is replaced first."""
+    hash stands for); anything else there (a damaged or planted file) is replaced first. A new file
+    prints a progress line naming ``label`` (codegen/run/progress.py)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     path = cache_dir() / f"{name}_{digest}.py"
     try:
@@ -43,6 +45,8 @@ def load_module(source: str, name: str):
     except OSError:  # missing (or unreadable: rewritten below)
         intact = False
     if not intact:
+        if label is not None:
+            progress(f"compiling {label}: new kernels in {path}; Triton compiles them on first launch")
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(source)

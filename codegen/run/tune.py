@@ -10,11 +10,11 @@ import contextlib
 import fcntl
 import json
 import os
-import sys
 from dataclasses import replace
 
 import torch
 from archdsl.codegen.plan import STATE_TARGET
+from archdsl.codegen.run.progress import progress, quiet
 from archdsl.codegen.run.runtime import cache_dir
 
 CANDIDATES = ((8, 1), (16, 1), (4, 1), (16, 2), (32, 2), (32, 4))
@@ -97,7 +97,8 @@ class TunedCell:
         cands = [(None, None, default)]
         seen = {(default.plan.n_tiles, default.plan.num_warps)}
         for tile, warps in CANDIDATES:
-            cc = self.build(tile, warps)
+            with quiet():  # the tuning line below covers the candidates' modules
+                cc = self.build(tile, warps)
             if cc.plan.state_bytes(states) > limit:
                 continue
             if (cc.plan.n_tiles, warps) not in seen:
@@ -106,11 +107,9 @@ class TunedCell:
         if len(cands) == 1:
             _store(key, [None, None])
             return default
-        print(
-            f"archdsl: tuning {self.layer.name} ({self.strategy_entry.name}, batch {x.shape[0]}): timing "
-            f"{len(cands)} launch plans once; the choice is cached in {_cache_file()}",
-            file=sys.stderr,
-            flush=True,
+        progress(
+            f"tuning {self.layer.name} ({self.strategy_entry.name}, batch {x.shape[0]}): timing "
+            f"{len(cands)} launch plans once; the choice is cached in {_cache_file()}"
         )
 
         def step(cc):
