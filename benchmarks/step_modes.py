@@ -20,9 +20,6 @@ import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 #: a mode -> the train flags that select it
 MODES = {
     "eager": [],
