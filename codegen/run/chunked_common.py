@@ -76,7 +76,7 @@ def _decay_state(S, GC, SCALAR: tl.constexpr):
 #: [C, K] and four [C, C] accumulators, else 64; the walks over the chunks hold the key axis whole);
 #: warps per program; software-pipelining stages of the two kernels that walk the chunks (each stage
 #: holds a chunk's [C, K] tiles in shared memory). Measured on an H100 at GDN_100m and Mamba2_100m
-#: head shapes (benchmarks/results/chunked-gpu.md): 4 warps beat 8 in every kernel, and a key block of
+#: head shapes (benchmarks/results/chunked-2/): 4 warps beat 8 in every setting, and a key block of
 #: 64 in the delta rule's per-token kernel spills (32.6 ms against 4.9 ms at 32).
 LAUNCH = {"bv": 64, "bk": None, "warps": 4, "stages": 1}
 

@@ -132,8 +132,9 @@ def _chunked_why_not(layer: LayerIR, cell: Cell) -> str | None:
 
 # Chunks of 64: the chunk's triangular inverse by forward substitution and the decay gradients
 # summed term by term keep fp32 within 1e-5 of the reference at every chunk length (tests/test_chunked.py).
-# A delta rule with a key axis of 128 or more takes chunks of 32: at 64 its backward's tiles need more
-# shared memory than an H100 has (278 KB of 227 KB, benchmarks/results/chunked-gpu.md).
+# A delta rule with a key axis of 128 or more takes chunks of 32: GDN_100m's layer measured 14.96 ms at
+# 32 against 15.69 at 64 on an H100 (benchmarks/results/chunked-2/; before the backward was split by
+# axis, 64 did not fit shared memory at all).
 CHUNKED_DEFAULT = 64
 
 
@@ -164,8 +165,8 @@ STRATEGIES: list[Strategy] = [
         _chunked_why_not,
         _build_chunked,
         # by name only until it beats the loop on every form: on an H100 (benchmarks/results/
-        # chunked-gpu.md) Mamba2_100m fwd+bwd 10.7 ms against the loop's 12.8, but GDN_100m 32.7
-        # against 15.2 (the delta rule's per-token gradient kernel) and E88 identity 6.2 against 4.5
+        # chunked-2/) GDN_100m fwd+bwd 14.96 ms against the loop's 18.97 and Mamba2_100m 11.87
+        # against 17.36, but E88 identity (a key axis of 32) 5.44 against 3.16
         automatic=False,
     ),
     Strategy(
