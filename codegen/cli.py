@@ -55,8 +55,9 @@ def run(args) -> int:
             tuned = entry.tunable and not (args.tile or args.warps)
             print(f"  strategy       {entry.name}: {entry.summary}")
             break
-        if reason is None:  # applies, but is tried only when named
-            print(f"  also {entry.name:<9} applies: --strategy {entry.name}")
+        if reason is None:  # applies, but is not chosen for this cell unless named
+            why = entry.declines(layer, extract_cell(layer))
+            print(f"  also {entry.name:<9} applies: --strategy {entry.name}" + (f" ({why})" if why else ""))
         else:
             print(f"  not {entry.name:<10} {reason}")
     for label, text in cc.describe():

@@ -36,17 +36,23 @@ def test_the_first_entry_that_applies_is_chosen(name, overrides, chosen):
     cell = extract_cell(layer)
     reasons = dict((s.name, r) for s, r in applicable(layer, cell))
     assert choose(layer, cell).name == chosen
-    before = [s.name for s in STRATEGIES[: [s.name for s in STRATEGIES].index(chosen)] if s.automatic]
-    assert all(reasons[n] for n in before), reasons  # each automatic entry before it says why not
+    before = [s for s in STRATEGIES[: [s.name for s in STRATEGIES].index(chosen)]]
+    assert all(reasons[s.name] or s.declines(layer, cell) for s in before), reasons  # each says why not
     assert reasons[chosen] is None
 
 
-def test_an_entry_by_name_only_applies_but_is_not_chosen():
-    """gdn is linear in its state: the chunked form applies and is built when named, the loop is chosen."""
+def test_an_entry_that_declines_applies_but_is_not_chosen():
+    """gdn is linear in its state: at a key axis of 3 the chunked form applies and is built when named,
+    but the loop is chosen; at a key axis of 64 the chunked form is chosen."""
     layer = layer_of("gdn", dim=6, heads=2, n=3)
     cell = extract_cell(layer)
     assert dict((s.name, r) for s, r in applicable(layer, cell))["chunked"] is None
+    assert "key axis i = 3 is below 64" in by_name("chunked").declines(layer, cell)
     assert choose(layer, cell).name == "loop"
+    wide = layer_of("gdn", dim=128, heads=2, n=64)
+    assert choose(wide, extract_cell(wide)).name == "chunked"
+    narrow = layer_of("e88", dim=64, heads=2, n=32, nonlin="identity")
+    assert choose(narrow, extract_cell(narrow)).name == "loop"
     assert build_cell(layer, None, None, 1, strategy="chunked").strategy == "chunked"
     with pytest.raises(ArchdslError, match="--chunk 8: the chunked strategy's chunk is a power of two"):
         build_cell(layer, 8, None, 1, strategy="chunked")

@@ -130,8 +130,8 @@ class ChunkedCell:
             ),
             (
                 "around",
-                "per-token coefficients before and the readout after in PyTorch"
-                + (f" (cut at {cut})" if cut else ""),
+                "per-token coefficients before and the readout after: generated kernels on a GPU, "
+                "PyTorch elsewhere" + (f" (cut at {cut})" if cut else ""),
             ),
         ]
 

@@ -73,7 +73,15 @@ class Strategy:
     tunable: bool  # tile and warps measured on the first CUDA call (codegen/run/tune.py)
     why_not: Callable[[LayerIR, Cell], str | None]
     build: Callable[[LayerIR, Cell, Options], Compiled]
-    automatic: bool = True  # tried when no strategy is named; False: only by --strategy NAME
+    #: tried when no strategy is named (True), only by ``--strategy NAME`` (False), or when this
+    #: function of (layer, cell) returns None (else its reason, which ``archdsl compile`` prints)
+    automatic: bool | Callable[[LayerIR, Cell], str | None] = True
+
+    def declines(self, layer: LayerIR, cell: Cell) -> str | None:
+        """Why this strategy, where it applies, is not chosen when none is named (None: it is)."""
+        if callable(self.automatic):
+            return self.automatic(layer, cell)
+        return None if self.automatic else "tried only when named"
 
 
 def _matvecs(cell: Cell):
@@ -144,6 +152,21 @@ def chunked_default(form) -> int:
     return CHUNKED_DEFAULT // 2 if wide_delta else CHUNKED_DEFAULT
 
 
+#: the chunked strategy is chosen without being named for a key axis of at least this size. Measured on
+#: an H100, whole layers fwd+bwd at B 32, T 512 (benchmarks/results/chunked-2/): GDN_100m (key 128)
+#: 14.96 ms chunked against 18.97 on the loop, Mamba2_100m (key 64) 11.87 against 17.36, but E88_d12h32
+#: with nonlin = identity (key 32) 5.44 against 3.16.
+CHUNKED_AUTOMATIC_KEY = 64
+
+
+def _chunked_declines(layer: LayerIR, cell: Cell) -> str | None:
+    form, _ = classify(cell)
+    key = form.cell.sizes[form.key]
+    if key >= CHUNKED_AUTOMATIC_KEY:
+        return None
+    return f"its key axis {form.key} = {key} is below {CHUNKED_AUTOMATIC_KEY}, where the loop measured faster"
+
+
 def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
     from archdsl.codegen.run.chunked import ChunkedCell
 
@@ -164,10 +187,7 @@ STRATEGIES: list[Strategy] = [
         False,
         _chunked_why_not,
         _build_chunked,
-        # by name only until it beats the loop on every form: on an H100 (benchmarks/results/
-        # chunked-2/) GDN_100m fwd+bwd 14.96 ms against the loop's 18.97 and Mamba2_100m 11.87
-        # against 17.36, but E88 identity (a key axis of 32) 5.44 against 3.16
-        automatic=False,
+        automatic=_chunked_declines,
     ),
     Strategy(
         "persistent",
@@ -209,6 +229,6 @@ def choose(layer: LayerIR, cell: Cell, name: str | None = None) -> Strategy:
             raise ArchdslError(f"--strategy {name} does not apply to '{layer.name}': {reason}")
         return strategy
     for strategy, reason in applicable(layer, cell):
-        if reason is None and strategy.automatic:
+        if reason is None and strategy.declines(layer, cell) is None:
             return strategy
     raise AssertionError("the loop applies to every cell the others refuse")
