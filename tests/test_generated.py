@@ -47,16 +47,22 @@ def test_public_function_of_the_generated_module_matches_the_reference():
     leaves = [*inputs.values(), *frontier.values(), h0]
     leaves = [x.clone().requires_grad_(True) for x in leaves]
     y, ht = module.e88(*leaves)
-    y_ref_in = [x.clone().detach().requires_grad_(True) for x in leaves]
+    _assert_matches_reference(layer, inputs, frontier, s, leaves, y, ht)
+
+
+def _assert_matches_reference(layer, inputs, frontier, s, leaves, y, ht) -> None:
+    """``y`` and ``ht``, computed from ``leaves`` (the inputs, the frontier values and the initial
+    state, in that order), equal the reference's, and so do the gradients of every leaf."""
+    ref = [x.clone().detach().requires_grad_(True) for x in leaves]
     n = len(inputs)
-    ref_inputs = dict(zip(inputs, y_ref_in[:n]))
-    ref_frontier = dict(zip(frontier, y_ref_in[n:-1]))
-    y_ref, final = reference_cell(layer, ref_inputs, ref_frontier, {s: y_ref_in[-1]})
+    y_ref, final = reference_cell(
+        layer, dict(zip(inputs, ref[:n])), dict(zip(frontier, ref[n:-1])), {s: ref[-1]}
+    )
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ht, final[s], rtol=1e-5, atol=1e-5)
     w = torch.linspace(-1, 1, y.numel()).view_as(y)
     grads = torch.autograd.grad((y * w).sum() + ht.sum(), leaves)
-    grads_ref = torch.autograd.grad((y_ref * w).sum() + final[s].sum(), y_ref_in)
+    grads_ref = torch.autograd.grad((y_ref * w).sum() + final[s].sum(), ref)
     for g, g_ref in zip(grads, grads_ref):
         torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-4)
 
@@ -118,15 +124,4 @@ def test_public_function_of_the_persistent_module_matches_the_reference(mapping)
     assert len(params) == len(args) + 1 and params[-1] == "h0"
     assert all(p == n or p.startswith(f"{n}_") for p, n in zip(params, cc.input_names))
     y, ht = module.e1(*args, leaves[-1])
-    ref = [x.clone().detach().requires_grad_(True) for x in leaves]
-    n = len(inputs)
-    y_ref, final = reference_cell(
-        layer, dict(zip(inputs, ref[:n])), dict(zip(frontier, ref[n:-1])), {s: ref[-1]}
-    )
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ht, final[s], rtol=1e-5, atol=1e-5)
-    w = torch.linspace(-1, 1, y.numel()).view_as(y)
-    grads = torch.autograd.grad((y * w).sum() + ht.sum(), leaves)
-    grads_ref = torch.autograd.grad((y_ref * w).sum() + final[s].sum(), ref)
-    for g, g_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-4)
+    _assert_matches_reference(layer, inputs, frontier, s, leaves, y, ht)

@@ -126,15 +126,22 @@ def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, parts=())
     launchers += [fwd_launcher, bwd_launcher]
     if readout:
         _part(readout, name, py, "readout", kernels, launchers)
-    sizes = f"{', '.join(py.size.values())} = {', '.join(str(layer.sizes[a]) for a in plan.axes)}"
+    api = functions(layer, cell, name, camel, py, kinds, y_name)
+    return _assemble(layer, header, plan.axes, py, kernels, launchers, api)
+
+
+def _assemble(layer: LayerIR, header, axes, py: PyNames, kernels, launchers, api=()) -> str:
+    """The module's text in its order (header, imports, sizes, helpers, kernels, launchers, the
+    autograd Functions and public function), formatted."""
+    sizes = f"{', '.join(py.size.values())} = {', '.join(str(layer.sizes[a]) for a in axes)}"
     body = [
         "\n".join(header),
         "import torch\nimport triton\nimport triton.language as tl",
-        f"{sizes}  # the sizes of axes {', '.join(plan.axes)}",
+        f"{sizes}  # the sizes of axes {', '.join(axes)}",
         HELPERS.strip("\n"),
         *("\n".join(k) for k in kernels),
         *("\n".join(k) for k in launchers),
-        *functions(layer, cell, name, camel, py, kinds, y_name),
+        *api,
     ]
     return format_source("\n\n\n".join(body) + "\n", layer.name)
 
@@ -322,13 +329,4 @@ def emit_parts_module(layer: LayerIR, parts) -> str:
             "#   " + e
             for e in named_equations(part.graph, part.outputs, _display(spec_names(part.graph, part.names)))
         ]
-    sizes = f"{', '.join(py.size.values())} = {', '.join(str(layer.sizes[a]) for a in axes)}"
-    body = [
-        "\n".join(header),
-        "import torch\nimport triton\nimport triton.language as tl",
-        f"{sizes}  # the sizes of axes {', '.join(axes)}",
-        HELPERS.strip("\n"),
-        *("\n".join(k) for k in kernels),
-        *("\n".join(k) for k in launchers),
-    ]
-    return format_source("\n\n\n".join(body) + "\n", layer.name)
+    return _assemble(layer, header, axes, py, kernels, launchers)
