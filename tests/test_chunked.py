@@ -158,3 +158,14 @@ def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert rel_rms(g, e) < 1e-6
+
+
+def test_layer_matches_reference_without_kernels(monkeypatch):
+    """On a CPU without the Triton interpreter the coefficients, the recurrence and the readout all run
+    in PyTorch (reference rules and the chunked algebra of chunked_torch, its gradients by autograd)."""
+    from archdsl.codegen.run import chunked, ops
+
+    monkeypatch.setattr(chunked, "interpreted", lambda: False)
+    monkeypatch.setattr(ops, "interpreted", lambda: False)
+    compare_backends(layer_of("gdn"), B=2, T=20, chunk=16, strategy="chunked")
+    compare_backends(layer_of("mamba2"), B=2, T=20, chunk=16, strategy="chunked")
