@@ -1,4 +1,5 @@
-"""Shared test plumbing: Triton's CPU interpreter, and every bundled spec as a test parameter.
+"""Shared test plumbing: Triton's CPU interpreter, every bundled spec as a test parameter, and a
+private kernel cache per test (the ``cache`` fixture).
 
 ``TRITON_INTERPRET=1`` is set here and only here (before any test module imports triton): the
 generated kernels run through Triton's CPU interpreter, on CPU tensors. The one exception is a GPU
@@ -23,6 +24,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATHS = sorted((ROOT / "specs").glob("*.rnn"))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A kernel cache of the test's own (``ARCHDSL_CACHE``, returned): a test that writes, reads or
+    damages cached modules sees no other test's. Modules that need it for every test say
+    ``pytestmark = pytest.mark.usefixtures("cache")``."""
+    monkeypatch.setenv("ARCHDSL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def gpu_run(markexpr: str, args: list[str]) -> bool:

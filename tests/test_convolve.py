@@ -30,7 +30,7 @@ def _window_sum(a, w, layout):
 
 
 @pytest.mark.parametrize(
-    "w_axes", [("h", "i", "c"), ("c",), ("i", "c")], ids=["per-channel", "shared", "per-i"]
+    "w_axes", [("h", "i", "c"), ("c",), ("i", "c")], ids=["per-channel", "one-for-all", "per-i"]
 )
 @pytest.mark.parametrize("T", [1, 3, 9])
 def test_conv_equals_the_window_sum(w_axes, T):

@@ -15,10 +15,7 @@ from archdsl.train.data import ByteData, default_corpus, open_bytes
 CORPUS = Path(__file__).resolve().parent / "data"
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARCHDSL_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("cache")  # each test its own kernel cache (conftest.py)
 
 
 @pytest.fixture

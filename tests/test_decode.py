@@ -38,9 +38,7 @@ def decode_layer(path: Path, strategy: str):
     return small(path, heads=2)
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARCHDSL_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("cache")  # each test its own kernel cache (conftest.py)
 
 
 def stepwise(layer: RecurrentLayer, x: torch.Tensor, state):

@@ -18,9 +18,7 @@ from archdsl.layer_io import LayerInputError
 CU = [0, 3, 4, 7, 13]  # lengths 3, 1, 3, 6: a sequence of one token, two of the same length
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARCHDSL_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("cache")  # each test its own kernel cache (conftest.py)
 
 
 def make(path, strategy) -> RecurrentLayer:

@@ -27,9 +27,7 @@ CORPUS = str(ROOT / "tests" / "data" / "corpus-val.txt.xz")
 TINY = ["--preset", "test", "--depth", "1", "--batch", "2", "--seq", "32", "--eval-bytes", "64"]
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARCHDSL_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("cache")  # each test its own kernel cache (conftest.py)
 
 
 @pytest.mark.parametrize(

@@ -30,10 +30,7 @@ CKPT = "checkpoint.safetensors"
 MARK = "archdsl-test-planted-code-ran"
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARCHDSL_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("cache")  # each test its own kernel cache (conftest.py)
 
 
 @pytest.fixture
