@@ -62,6 +62,17 @@ class TokenPart:
             names=names or {},
         )
 
+    @classmethod
+    def below(cls, cell: Cell, graph: Graph, outputs: dict[str, int], names=None):
+        """The part computing ``outputs`` (nodes of ``graph``) from the cell's per-token inputs and
+        constants that they read."""
+        leaves = {
+            (graph[i].op, graph[i].attr) for i in graph.ancestors(outputs.values()) if graph[i].op in LEAVES
+        }
+        inputs = {n: ax for n, ax in cell.inputs.items() if (Op.INPUT, n) in leaves}
+        consts = {c: ax for c, ax in cell.consts.items() if (Op.PARAM, c) in leaves}
+        return cls.of(cell, graph, inputs, consts, outputs, names)
+
 
 def token_frontier(cell: Cell) -> list[int]:
     """The per-token values (not leaves) that state-dependent values or the readout read."""
@@ -165,13 +176,7 @@ def hoist(cell: Cell, force: bool | None = None) -> tuple[TokenPart | None, Cell
         names.append(_spec_name(cell, i, taken) or _fresh("t", taken))
         taken.add(names[-1])
     outputs = dict(zip(names, frontier))
-    below = g.ancestors(frontier)
-    leaves = {(g[i].op, g[i].attr) for i in below if g[i].op in (Op.INPUT, Op.PARAM)}
-    inputs = {n: ax for n, ax in cell.inputs.items() if (Op.INPUT, n) in leaves}
-    consts = {c: ax for c, ax in cell.consts.items() if (Op.PARAM, c) in leaves}
-    part = TokenPart.of(
-        cell, g, inputs, consts, outputs, {**cell.names, **{i: n for n, i in outputs.items()}}
-    )
+    part = TokenPart.below(cell, g, outputs, {**cell.names, **{i: n for n, i in outputs.items()}})
     return part, replace_with_inputs(cell, {i: n for n, i in outputs.items()})
 
 

@@ -74,13 +74,7 @@ def _coefficients(form: LinearForm) -> TokenPart | None:
         while name in taken:
             name += "_"
         outputs[name] = i
-    leaves = {
-        (g[i].op, g[i].attr) for i in g.ancestors(list(outputs.values())) if g[i].op in (Op.INPUT, Op.PARAM)
-    }
-    inputs = {n: ax for n, ax in c.inputs.items() if (Op.INPUT, n) in leaves}
-    consts = {n: ax for n, ax in c.consts.items() if (Op.PARAM, n) in leaves}
-    names = {**c.names, **{i: n for n, i in outputs.items()}}
-    return TokenPart.of(c, g, inputs, consts, outputs, names)
+    return TokenPart.below(c, g, outputs, {**c.names, **{i: n for n, i in outputs.items()}})
 
 
 def _parallel_parts(layer: LayerIR, coefficients: TokenPart | None, readouts: list) -> dict:
