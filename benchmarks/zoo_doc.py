@@ -1,6 +1,6 @@
 """docs/zoo.md from the oracle's results: one row per zoo spec, nothing written by hand.
 
-    python benchmarks/zoo_doc.py benchmarks/results/oracle/results.json -o docs/zoo.md
+    python benchmarks/zoo_doc.py benchmarks/results/oracle/*.json -o docs/zoo.md
 
 A spec's row: its lines (not blank, not only a comment), its paper, the library layer it is compared
 with, the largest relative RMS error over the output and every gradient in fp32 and in bf16 (with the
@@ -99,7 +99,7 @@ def merge(docs: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="docs/zoo.md from benchmarks/oracle.py's results.json")
-    ap.add_argument("results", type=Path, nargs="+", help="results.json files (a later row for a spec wins)")
+    ap.add_argument("results", type=Path, nargs="+", help="results.json files (the latest run wins)")
     ap.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "zoo.md")
     args = ap.parse_args(argv)
     docs = []
@@ -110,6 +110,7 @@ def main(argv=None) -> int:
         except (OSError, ValueError, KeyError) as e:
             print(f"error: {path}: not an oracle results file ({type(e).__name__}: {e})", file=sys.stderr)
             return 2
+    docs.sort(key=lambda d: d["meta"]["date"])  # stable: the order given breaks ties
     text = render(merge(docs))
     args.out.write_text(text)
     return 0

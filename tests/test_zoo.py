@@ -128,6 +128,30 @@ def test_zoo_doc_merges_runs_the_latest_row_winning(tmp_path):
     assert "python later.py" in text and "2026-11-27 00:00 UTC" in text
 
 
+def test_zoo_doc_the_latest_run_wins_whatever_the_order_given(tmp_path):
+    first, second = synthetic(), synthetic()
+    second["meta"] = dict(second["meta"], date="2026-11-27 00:00 UTC")
+    second["results"] = [{"spec": "gla", "library": "fla GatedLinearAttention", "error": "ValueError: later"}]
+    paths = [tmp_path / "late.json", tmp_path / "early.json"]
+    for path, doc in zip(paths, (second, first)):
+        path.write_text(json.dumps(doc))
+    out = tmp_path / "zoo.md"
+    assert zoo_doc.main([*map(str, paths), "-o", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
+    assert "failed: ValueError: later" in rows["gla"]
+
+
+def test_docs_zoo_is_generated_from_the_committed_oracle_results(tmp_path):
+    """docs/zoo.md is the generator's output on benchmarks/results/oracle/*.json, nothing by hand
+    (after a new oracle run or a spec's edit:
+    ``python benchmarks/zoo_doc.py benchmarks/results/oracle/*.json``)."""
+    results = sorted((ROOT / "benchmarks" / "results" / "oracle").glob("*.json"))
+    out = tmp_path / "zoo.md"
+    assert zoo_doc.main([*map(str, results), "-o", str(out)]) == 0
+    assert out.read_text() == (ROOT / "docs" / "zoo.md").read_text()
+
+
 def test_zoo_doc_rejects_a_file_that_is_not_results(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
