@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -117,23 +118,38 @@ def lib_forward(lib, x):
     return out[0] if isinstance(out, tuple) else out
 
 
-def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype) -> dict:
+def _grads(model, x, w, rows, spec: str, ours: bool) -> dict:
+    """{"y", "dx", "d<library parameter>": tensor} of one forward + backward with output weights ``w``:
+    the spec's gradients gathered in each library parameter's order (``ours``), or the library's."""
+    model.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    y = model(x)[0] if ours else lib_forward(model, x)
+    (y.float() * w).sum().backward()
+    out = {"y": y.detach().float(), "dx": x.grad}
+    named = {} if ours else dict(model.named_parameters())
+    for lib_name, sources in rows:
+        if ours:
+            out["d" + lib_name] = gather(model, sources, grad=True)
+        else:
+            out["d" + lib_name] = in_spec_order(VIEWS.get(spec), lib_name, named[lib_name].grad).reshape(-1)
+    return out
+
+
+def _errors(a: dict, b: dict) -> dict:
+    return {k: rel_rms(a[k].float().reshape(-1), b[k].float().reshape(-1)) for k in b}
+
+
+def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype, truth=None) -> dict:
+    """Relative RMS errors of the spec's layer against the library's, both in ``dtype``; with ``truth``
+    (the library in fp32 on the same rounded weights), also each side's distance to it: which side a
+    low-precision difference comes from."""
     ours, lib = ours.to(dtype), lib.to(dtype)
     x = torch.randn(B, T, ir.dim, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
-    xs = [x.clone().requires_grad_(True) for _ in range(2)]
-    for m in (ours, lib):
-        m.zero_grad(set_to_none=True)
-    y_ours = ours(xs[0])[0]
-    y_lib = lib_forward(lib, xs[1])
-    w = torch.randn(y_lib.shape, generator=torch.Generator().manual_seed(2)).to(DEVICE)
-    (y_ours.float() * w).sum().backward()
-    (y_lib.float() * w).sum().backward()
-    errors = {"y": rel_rms(y_ours.float(), y_lib.float()), "dx": rel_rms(xs[0].grad, xs[1].grad)}
-    named = dict(lib.named_parameters())
-    for lib_name, sources in rows:
-        lib_grad = in_spec_order(VIEWS.get(spec), lib_name, named[lib_name].grad)
-        errors["d" + lib_name] = rel_rms(gather(ours, sources, grad=True), lib_grad.reshape(-1))
-    return {
+    w = torch.randn(B, T, ir.dim, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    got_ours = _grads(ours, x, w, rows, spec, True)
+    got_lib = _grads(lib, x, w, rows, spec, False)
+    errors = _errors(got_ours, got_lib)
+    row = {
         "B": B,
         "T": T,
         "dtype": str(dtype).removeprefix("torch."),
@@ -141,6 +157,26 @@ def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype) -> dict:
         "worst": max(errors, key=errors.get),
         "max": max(errors.values()),
     }
+    if truth is not None:
+        exact = _grads(truth, x.float(), w, rows, spec, False)
+        for side, got in (("archdsl", got_ours), ("library", got_lib)):
+            e = _errors(got, exact)
+            row[f"{side}_vs_fp32"] = {"max": max(e.values()), "worst": max(e, key=e.get)}
+    return row
+
+
+def fp32_truth(spec: str, ir, ours, build, rows):
+    """The library's layer in fp32 with the spec layer's weights rounded to bf16 (what the bf16 run
+    computes with), or None where the library refuses fp32."""
+    mode = FP32_MODE.get(spec, "chunk")
+    if mode is None:
+        return None
+    lib = build(ir, mode).to(DEVICE)
+    copy_weights(ours, lib, rows, VIEWS.get(spec))
+    with torch.no_grad():
+        for p in lib.parameters():
+            p.copy_(p.to(torch.bfloat16).float())
+    return lib
 
 
 def time_fb(model, x, reps: int) -> float:
@@ -176,6 +212,9 @@ def run_spec(spec: str, quick: bool, timed: bool = True) -> dict:
     path = ROOT / "specs" / f"{spec}.rnn"
     result = {"spec": spec, "library": library, "preset": preset, "lines": _lines(path)}
     result["precision"] = PRECISION.get(spec)
+    if os.environ.get("TRITON_F32_DEFAULT") == "ieee" and result["precision"]:  # --tf32-off
+        kept = [p for p in result["precision"].split("; ") if "TF32" not in p]
+        result["precision"] = "; ".join(["TF32 off in the libraries' kernels", *kept])
     ir = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
     result["strategy"] = strategy_of(ir)
     result["agreement"] = []
@@ -189,7 +228,8 @@ def run_spec(spec: str, quick: bool, timed: bool = True) -> dict:
             ours = RecurrentLayer(ir, backend="triton", seed=0).to(DEVICE)
             lib = build(ir, mode).to(DEVICE)
             copy_weights(ours, lib, rows, VIEWS.get(spec))
-            result["agreement"].append(compare(spec, ir, ours, lib, rows, B, T, dtype))
+            truth = fp32_truth(spec, ir, ours, build, rows) if dtype == torch.bfloat16 else None
+            result["agreement"].append(compare(spec, ir, ours, lib, rows, B, T, dtype, truth))
     if not timed:  # agreement only (several specs share a GPU: their times would not be comparable)
         return result
     full = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
@@ -244,7 +284,15 @@ def main(argv=None) -> int:
     ap.add_argument("--specs", default=",".join(LAYERS), help="comma-separated specs (default: all)")
     ap.add_argument("--quick", action="store_true", help="small sizes and shapes, few timing repetitions")
     ap.add_argument("--no-time", action="store_true", help="agreement only: no timing at the 100M shape")
+    ap.add_argument(
+        "--tf32-off",
+        action="store_true",
+        help="the libraries' fp32 products exact too (TRITON_F32_DEFAULT=ieee before any kernel compiles): "
+        "shows whether an fp32 difference is their TF32",
+    )
     args = ap.parse_args(argv)
+    if args.tf32_off:
+        os.environ["TRITON_F32_DEFAULT"] = "ieee"
     specs = [s for s in args.specs.split(",") if s]
     unknown = [s for s in specs if s not in LAYERS]
     if unknown:
@@ -264,6 +312,7 @@ def main(argv=None) -> int:
         "quick": args.quick,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python", "benchmarks/oracle.py", *(argv or sys.argv[1:])]),
+        "tf32_off": args.tf32_off,
     }
     for name in ("fla", "mamba_ssm", "triton"):
         try:
@@ -309,6 +358,12 @@ def markdown(doc: dict) -> str:
             continue
         for a in r["agreement"]:
             note = r["precision"] or "" if a["dtype"] == "float32" else ""
+            if "archdsl_vs_fp32" in a:
+                ours, lib = a["archdsl_vs_fp32"], a["library_vs_fp32"]
+                note = (
+                    f"to the library in fp32: archdsl {ours['max']:.2e} ({ours['worst']}), "
+                    f"library {lib['max']:.2e} ({lib['worst']})"
+                )
             out.append(
                 f"| {r['spec']} | {r['library']} | {a['dtype']} | {a['B']}×{a['T']} | {a['max']:.2e} | "
                 f"{a['worst']} | {note} |"

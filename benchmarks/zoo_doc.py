@@ -37,6 +37,11 @@ def _agreement(r: dict, dtype: str) -> str:
     worst = max(runs, key=lambda a: a["max"])
     tol = FP32_TOL if dtype == "float32" else BF16_TOL
     mark = "" if worst["max"] <= tol else f" (> {tol:g}: {worst['worst']})"
+    sides = [a for a in runs if "archdsl_vs_fp32" in a]
+    if sides:  # each side's distance to the library in fp32: where a bf16 difference comes from
+        ours = max(a["archdsl_vs_fp32"]["max"] for a in sides)
+        lib = max(a["library_vs_fp32"]["max"] for a in sides)
+        mark += f"; to fp32: archdsl {ours:.1e}, library {lib:.1e}"
     return f"{worst['max']:.1e}{mark}"
 
 

@@ -152,6 +152,21 @@ def test_docs_zoo_is_generated_from_the_committed_oracle_results(tmp_path):
     assert out.read_text() == (ROOT / "docs" / "zoo.md").read_text()
 
 
+def test_zoo_doc_says_which_side_a_bf16_difference_comes_from(tmp_path):
+    doc = synthetic()
+    doc["results"][0]["agreement"][2] |= {
+        "max": 5e-2,
+        "worst": "dx",
+        "archdsl_vs_fp32": {"max": 4e-3, "worst": "y"},
+        "library_vs_fp32": {"max": 4.8e-2, "worst": "dx"},
+    }
+    path, out = tmp_path / "r.json", tmp_path / "zoo.md"
+    path.write_text(json.dumps(doc))
+    assert zoo_doc.main([str(path), "-o", str(out)]) == 0
+    gdn = next(line for line in out.read_text().splitlines() if line.startswith("| gdn |"))
+    assert "5.0e-02 (> 0.02: dx); to fp32: archdsl 4.0e-03, library 4.8e-02" in gdn
+
+
 def test_zoo_doc_rejects_a_file_that_is_not_results(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
