@@ -24,6 +24,8 @@ ADD_TILES = 2
 #: steps whose per-token values are in flight while a step computes (E88_d12h32 on an H100: two
 #: ran 2-4% slower than one, the extra registers costing more than the longer lead saved)
 AHEAD = 1
+#: what the reverse walk loads one step ahead from the recompute's scratch: the states, the stash
+AHEAD_SCRATCH = ("state", "stash")
 
 
 def state_word(cell: Cell, role: str, s: str) -> str:
@@ -265,7 +267,7 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str, py: PyNames,
     k.w("for s2 in range(L):", 2)
     k.w("s = L - 1 - s2", 3)
     k.w("t = t0 + s", 3)
-    _prefetch_next(k, bwd_loads, lambda d: f"t - {d}", lambda d: f"s >= {d}", 3)
+    _prefetch_next(k, bwd_loads, lambda d: f"t - {d}", lambda d: f"s > {d - 1}", 3)
     scratch.step()
     for s in states:
         if GRAD + s in leaves and k.val(leaves[GRAD + s]) != k.dblk("state", s):
@@ -314,14 +316,24 @@ class _ScratchReads:
         return f"{self.scr[s]} + (pid * (CHUNK + 1) + {step}) * {self.block(s)}"
 
     def reads(self):
-        """(register, next-step register, address at step ``{s}``) of every value loaded."""
+        """(register, next-step register or None, address at step ``{s}``) of every value loaded;
+        the next-step register is None where the value is loaded in its own step."""
         k = self.k
-        out = [(k.val(self.leaves[s]), k.nxt(self.leaves[s]), self.at(s, "{s}")) for s in self.states]
+        out = []
+        for s in self.states:
+            out.append(
+                (
+                    k.val(self.leaves[s]),
+                    k.nxt(self.leaves[s]) if "state" in AHEAD_SCRATCH else None,
+                    self.at(s, "{s}"),
+                )
+            )
         for i, s in self.stash.items():
+            nxt = k.nxt(i) if "stash" in AHEAD_SCRATCH else None
             if s is None:
-                out.append((k.val(i), k.nxt(i), self.stash_at(i, "{s}")))
+                out.append((k.val(i), nxt, self.stash_at(i, "{s}")))
             elif i not in self.carried:
-                out.append((k.val(i), k.nxt(i), self.at(s, "{s} + 1")))
+                out.append((k.val(i), nxt, self.at(s, "{s} + 1")))
         return out
 
     def first(self) -> None:
@@ -329,12 +341,16 @@ class _ScratchReads:
         for s in self.carried.values():
             self.k.w(f"{self.k.val(self.leaves[s])} = tl.load({self.at(s, 'L')})", 2)
         for _, nxt, at in self.reads():
-            self.k.w(f"{nxt} = tl.load({at.format(s='L - 1')})", 2)
+            if nxt is not None:
+                self.k.w(f"{nxt} = tl.load({at.format(s='L - 1')})", 2)
 
     def step(self) -> None:
         for i, s in self.carried.items():
             self.k.w(f"{self.k.val(i)} = {self.k.val(self.leaves[s])}", 3)
         for val, nxt, at in self.reads():
+            if nxt is None:
+                self.k.w(f"{val} = tl.load({at.format(s='s')})", 3)
+                continue
             self.k.w(f"{val} = {nxt}", 3)
             self.k.w(f"{nxt} = tl.load({at.format(s='s - 1')}, mask=z0 + s > 0, other=0.0)", 3)
 
