@@ -17,6 +17,16 @@ from archdsl.codegen.plan import Plan
 from archdsl.autodiff import GRAD, Backward, Cell
 from archdsl.ir import Graph, Kind, Op
 
+#: the most programs whose parts of one gradient element the backward adds in place (atomically);
+#: two parts add up to the same bits in either order, more would not, so more are stored apart and
+#: summed after the kernel, keeping the gradients deterministic
+ADD_TILES = 2
+#: steps whose per-token values are in flight while a step computes (E88_d12h32 on an H100: two
+#: ran 2-4% slower than one, the extra registers costing more than the longer lead saved)
+AHEAD = 1
+#: what the reverse walk loads one step ahead from the recompute's scratch: the states, the stash
+AHEAD_SCRATCH = ("state", "stash")
+
 
 def state_word(cell: Cell, role: str, s: str) -> str:
     """A state buffer's Python name: ``h0``/``ht`` for a layer's one state, ``h0_S`` for several."""
@@ -39,17 +49,22 @@ def _token_loads(k: _Kernel, g: Graph, order) -> list[tuple[int, str, tuple]]:
     return out
 
 
-def _prefetch_first(k: _Kernel, loads, t_first: str, indent: int) -> None:
-    """Load the first step's per-token tensors before the loop."""
-    for i, ptr, ax in loads:
-        k.w(f"{k.nxt(i)} = {k.load(ptr.format(t=t_first), ax)}", indent)
+def _prefetch_first(k: _Kernel, loads, step, valid, indent: int) -> None:
+    """Load the first ``AHEAD`` steps' per-token tensors before the loop: ``step(d)`` is the time of
+    the ``d``-th step after the first, ``valid(d)`` whether the segment has it."""
+    for d in range(AHEAD):
+        for i, ptr, ax in loads:
+            k.w(f"{k.nxt(i, d)} = {k.load(ptr.format(t=step(d)), ax, valid(d) if d else None)}", indent)
 
 
-def _prefetch_next(k: _Kernel, loads, t_next: str, valid: str, indent: int) -> None:
-    """Take this step's tensors and issue the next step's loads, which then overlap the step's math."""
+def _prefetch_next(k: _Kernel, loads, step, valid, indent: int) -> None:
+    """Take this step's tensors and issue the loads of the step ``AHEAD`` steps on, which then
+    overlap the math of the steps in between (one step's math can be shorter than a load)."""
     for i, ptr, ax in loads:
         k.w(f"{k.val(i)} = {k.nxt(i)}", indent)
-        k.w(f"{k.nxt(i)} = {k.load(ptr.format(t=t_next), ax, valid)}", indent)
+        for d in range(1, AHEAD):
+            k.w(f"{k.nxt(i, d - 1)} = {k.nxt(i, d)}", indent)
+        k.w(f"{k.nxt(i, AHEAD - 1)} = {k.load(ptr.format(t=step(AHEAD)), ax, valid(AHEAD))}", indent)
 
 
 def _rebase(k: _Kernel, ptrs) -> None:
@@ -101,9 +116,9 @@ def emit_forward(cell: Cell, plan: Plan, name: str, py: PyNames, y_name: str = "
         ax = cell.states[s]
         k.w(f"{k.blk(s)} = {k.load(f'{h0[s]} + i_b * {k.numel(ax)}', ax)}")
     loads = _token_loads(k, g, order)
-    _prefetch_first(k, loads, "0", 1)
+    _prefetch_first(k, loads, str, lambda d: f"{d} < T", 1)
     k.w("for t in range(T):")
-    _prefetch_next(k, loads, "t + 1", "t + 1 < T", 2)
+    _prefetch_next(k, loads, lambda d: f"t + {d}", lambda d: f"t + {d} < T", 2)
     k.w("if t % CHUNK == 0:", 2)
     for s in states:
         k.store(f"{ck[s]} + (i_b * NC + t // CHUNK) * {k.numel(cell.states[s])}", k.blk(s), cell.states[s], 3)
@@ -221,18 +236,18 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str, py: PyNames,
     def block(s: str) -> str:
         return str(math.prod(plan.block[a] for a in cell.states[s]))
 
-    def stash_at(i: int) -> str:
-        return f"{p_stash[i]} + (pid * CHUNK + s) * {math.prod(plan.block[a] for a in g[i].axes)}"
+    def stash_at(i: int, step: str = "s") -> str:
+        return f"{p_stash[i]} + (pid * CHUNK + {step}) * {math.prod(plan.block[a] for a in g[i].axes)}"
 
     # 1) recompute the segment's states from its checkpoint into scratch
     for s in states:
         ax = cell.states[s]
         k.w(f"{k.blk(s)} = {k.load(f'{ck[s]} + (i_b * NC + c) * {k.numel(ax)}', ax)}", 2)
     rec_loads = _token_loads(k, cell.graph, fwd_order)
-    _prefetch_first(k, rec_loads, "t0", 2)
+    _prefetch_first(k, rec_loads, lambda d: f"t0 + {d}" if d else "t0", lambda d: f"{d} < L", 2)
     k.w("for s in range(L):", 2)
     k.w("t = t0 + s", 3)
-    _prefetch_next(k, rec_loads, "t + 1", "s + 1 < L", 3)
+    _prefetch_next(k, rec_loads, lambda d: f"t + {d}", lambda d: f"s + {d} < L", 3)
     for s in states:
         k.w(f"tl.store({scr[s]} + (pid * (CHUNK + 1) + s) * {block(s)}, {k.blk(s)})", 3)
     k.compute(cell.graph, fwd_order, 3)
@@ -245,27 +260,29 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str, py: PyNames,
     k.w("tl.debug_barrier()", 2)
     # 2) walk the segment backwards
     bwd_loads = _token_loads(k, g, order)
-    _prefetch_first(k, bwd_loads, "t0 + L - 1", 2)
+    _prefetch_first(k, bwd_loads, lambda d: f"t0 + L - {d + 1}", lambda d: f"L > {d}", 2)
+    leaves = _leaf_ids(g, order, Op.STATE)
+    scratch = _ScratchReads(k, cell, stash, leaves, scr, block, stash_at)
+    scratch.first()
     k.w("for s2 in range(L):", 2)
     k.w("s = L - 1 - s2", 3)
     k.w("t = t0 + s", 3)
-    _prefetch_next(k, bwd_loads, "t - 1", "s > 0", 3)
-    leaves = _leaf_ids(g, order, Op.STATE)
+    _prefetch_next(k, bwd_loads, lambda d: f"t - {d}", lambda d: f"s > {d - 1}", 3)
+    scratch.step()
     for s in states:
-        if s in leaves:
-            k.w(f"{k.val(leaves[s])} = tl.load({scr[s]} + (pid * (CHUNK + 1) + s) * {block(s)})", 3)
         if GRAD + s in leaves and k.val(leaves[GRAD + s]) != k.dblk("state", s):
             k.w(f"{k.val(leaves[GRAD + s])} = {k.dblk('state', s)}", 3)
-    for i, s in stash.items():  # values of this step stored by the recompute
-        at = f"{scr[s]} + (pid * (CHUNK + 1) + s + 1) * {block(s)}" if s is not None else stash_at(i)
-        k.w(f"{k.val(i)} = tl.load({at})", 3)
     k.compute(g, order, 3, skip=stash)
     for n in ins:
         ax = cell.inputs[n]
         miss = missing_split(plan, ax)
         nt = math.prod(plan.tiles[a] for a in miss)
-        at = f"{d_in[n]} + ((i_b * T + t) * {nt} + {_tile_index(k, miss)}) * {k.numel(ax)}"
-        k.store(at, k.val(bwd.d_inputs[n]), ax, 3)
+        if nt <= ADD_TILES:  # one program's gradient, or the sum of two added in place
+            at = f"{d_in[n]} + (i_b * T + t) * {k.numel(ax)}"
+            (k.store if nt == 1 else k.atomic_add)(at, k.val(bwd.d_inputs[n]), ax, 3)
+        else:
+            at = f"{d_in[n]} + ((i_b * T + t) * {nt} + {_tile_index(k, miss)}) * {k.numel(ax)}"
+            k.store(at, k.val(bwd.d_inputs[n]), ax, 3)
     for c in consts:
         k.w(f"{k.dblk('const', c)} += {k.val(bwd.d_consts[c])}", 3)
     for s in states:
@@ -276,6 +293,66 @@ def emit_backward(cell: Cell, bwd: Backward, plan: Plan, name: str, py: PyNames,
     for c in consts:
         k.store(f"{d_c[c]} + pid * {k.numel(cell.consts[c])}", k.dblk("const", c), cell.consts[c])
     return k.lines, _bwd_launcher(cell, plan, name, py, sig, stash, y_name)
+
+
+_SHARED = {
+    False: "gradients whose every element two programs share: each adds its part in place",
+    True: "gradients shared by more programs: a part per program, summed below",
+}
+
+
+class _ScratchReads:
+    """The reverse walk's reads of what the segment recompute stored: each step's state ``S`` and
+    the stashed values, each loaded one step ahead (``n_S``, ``n_delta``) so the load overlaps the
+    step before it; a new state ``S'`` is the ``S`` the step after it read, carried in registers."""
+
+    def __init__(self, k, cell, stash, leaves, scr, block, stash_at):
+        self.k, self.stash, self.leaves, self.scr, self.block = k, stash, leaves, scr, block
+        self.stash_at = stash_at
+        self.states = [s for s in cell.states if s in leaves]
+        self.carried = {i: s for i, s in stash.items() if s in self.states}
+
+    def at(self, s: str, step: str) -> str:
+        return f"{self.scr[s]} + (pid * (CHUNK + 1) + {step}) * {self.block(s)}"
+
+    def reads(self):
+        """(register, next-step register or None, address at step ``{s}``) of every value loaded;
+        the next-step register is None where the value is loaded in its own step."""
+        k = self.k
+        out = []
+        for s in self.states:
+            out.append(
+                (
+                    k.val(self.leaves[s]),
+                    k.nxt(self.leaves[s]) if "state" in AHEAD_SCRATCH else None,
+                    self.at(s, "{s}"),
+                )
+            )
+        for i, s in self.stash.items():
+            nxt = k.nxt(i) if "stash" in AHEAD_SCRATCH else None
+            if s is None:
+                out.append((k.val(i), nxt, self.stash_at(i, "{s}")))
+            elif i not in self.carried:
+                out.append((k.val(i), nxt, self.at(s, "{s} + 1")))
+        return out
+
+    def first(self) -> None:
+        """Before the walk: the last step's values, and the new states it reads (carried after)."""
+        for s in self.carried.values():
+            self.k.w(f"{self.k.val(self.leaves[s])} = tl.load({self.at(s, 'L')})", 2)
+        for _, nxt, at in self.reads():
+            if nxt is not None:
+                self.k.w(f"{nxt} = tl.load({at.format(s='L - 1')})", 2)
+
+    def step(self) -> None:
+        for i, s in self.carried.items():
+            self.k.w(f"{self.k.val(i)} = {self.k.val(self.leaves[s])}", 3)
+        for val, nxt, at in self.reads():
+            if nxt is None:
+                self.k.w(f"{val} = tl.load({at.format(s='s')})", 3)
+                continue
+            self.k.w(f"{val} = {nxt}", 3)
+            self.k.w(f"{nxt} = tl.load({at.format(s='s - 1')}, mask=z0 + s > 0, other=0.0)", 3)
 
 
 def _bwd_launcher(cell: Cell, plan: Plan, name: str, py: PyNames, sig: Signature, stash, y_name) -> list:
@@ -303,13 +380,16 @@ def _bwd_launcher(cell: Cell, plan: Plan, name: str, py: PyNames, sig: Signature
         if s is None:
             numel = math.prod(plan.block[a] for a in cell.graph[i].axes)
             lines.append(f"    {py(('stash', i), '')} = {new(f'B * {tiles} * chunk * {numel}')}")
-    lines.append("    # a share of each gradient per program that holds part of it: summed below")
-    rets = []
+    rets, said = [], set()
     for n, ax in cell.inputs.items():
         nt = math.prod(plan.tiles[a] for a in missing_split(plan, ax))
-        d = py(("d", n), "")
-        lines.append(f"    {d} = {new(py.dims('B, T', nt, ax))}")
-        rets.append(f"{d}.sum(2).to({py(('t', n), '')}.dtype)")
+        d, dtype = py(("d", n), ""), f"{py(('t', n), '')}.dtype"
+        apart = nt > ADD_TILES
+        if nt > 1 and apart not in said:
+            said.add(apart)
+            lines.append(f"    # {_SHARED[apart]}")
+        lines.append(f"    {d} = {new(py.dims('B, T', nt if apart else '', ax), zeros=1 < nt <= ADD_TILES)}")
+        rets.append(f"{d}{'.sum(2)' if apart else ''}.to({dtype})")
     for c, ax in cell.consts.items():
         d = py(("dc", c), "")
         lines.append(f"    {d} = {new(py.dims(f'B * {tiles}', ax), zeros=True)}")

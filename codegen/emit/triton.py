@@ -148,12 +148,14 @@ class _Kernel:
             return self.ns(key, preferred)
         return f"b{i}"
 
-    def nxt(self, i: int) -> str:
-        """The register a per-token value of the next step is prefetched into: ``n_kh``, ``n<i>``."""
+    def nxt(self, i: int, ahead: int = 0) -> str:
+        """The register a per-token value of a later step is prefetched into: ``n_kh`` (the next
+        step), ``n2_kh`` (the one after), ``n<i>``."""
+        tag = "n" if not ahead else f"n{ahead + 1}"
         if self.names and i in self.names:
             key, preferred = self.names[i]
-            return self.ns(("next", key), "n_" + preferred.removeprefix("b_"))
-        return f"n{i}"
+            return self.ns(("next", key, ahead), f"{tag}_" + preferred.removeprefix("b_"))
+        return f"{tag}_{i}" if ahead else f"n{i}"
 
     # ---- sizes, blocks, offsets, masks ----------------------------------------------------------
     @property
@@ -210,6 +212,16 @@ class _Kernel:
     def store(self, ptr: str, value: str, axes, indent: int = 1) -> None:
         mask = self.mask(axes)
         self.w(f"tl.store({ptr}, {value}" + (f", mask={mask})" if mask != "None" else ")"), indent)
+
+    def atomic_add(self, ptr: str, value: str, axes, indent: int = 1) -> None:
+        """``value`` added in place (relaxed order: the kernel reads none of these sums back)."""
+        mask = self.mask(axes)
+        self.w(
+            f"tl.atomic_add({ptr}, {value}"
+            + (f", mask={mask}" if mask != "None" else "")
+            + ', sem="relaxed")',
+            indent,
+        )
 
     def local_offset(self, axes) -> str:
         """Flat offset inside a padded register block (for scratch memory)."""
