@@ -78,12 +78,14 @@ def warm(calls, device) -> None:
         for call in calls:
             call()
         return
-    from triton.runtime import driver
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        from triton.runtime import driver
 
-    driver.active.get_current_device()  # Triton's driver starts once, here, not in every thread
+        driver.active.get_current_device()  # Triton's driver starts once, here, not in every thread
 
     def one(call):
-        with torch.cuda.device(device):  # the current device is per thread
+        with torch.cuda.device(device) if cuda else contextlib.nullcontext():  # per thread
             call()
 
     with ThreadPoolExecutor(n) as pool:
