@@ -70,3 +70,26 @@ def test_warm_in_turn_and_errors(monkeypatch):
     monkeypatch.setenv("ARCHDSL_COMPILE_THREADS", "zero")
     with pytest.raises(ArchdslError, match="ARCHDSL_COMPILE_THREADS must be a whole number"):
         tune.warm([lambda: None], "cpu")
+
+
+def test_candidates_skip_plans_that_spill(cache):
+    """The tuner times no plan whose threads each hold more state than the default's and than
+    ``PER_THREAD`` floats (M2RNN at 100M: one warp of 8 heads of 32 x 32 would hold 256 a thread and
+    take minutes to compile); a small state keeps every candidate (E88 at 100M: six plans)."""
+    from archdsl.codegen import compile_cell
+
+    from archdsl.lm.budget import solve, spec_layer
+    from archdsl.lm.model import ModelConfig
+
+    counts = {}
+    for spec in ("m2rnn", "e88"):
+        cfg0 = ModelConfig(model=spec, backend="triton")
+        tuned = compile_cell(spec_layer(solve(cfg0, "100M", cfg0.tolerance)))
+        default = tuned.build(None, None)
+        cands = tuned.candidates(default)
+        states = tuned.cell.states
+        limit = max(tune.PER_THREAD, tune.per_thread(default.plan, states))
+        assert cands[0][2] is default
+        assert all(tune.per_thread(c.plan, states) <= limit for _, _, c in cands)
+        counts[spec] = len(cands)
+    assert counts == {"m2rnn": 1, "e88": 6}

@@ -24,6 +24,9 @@ from archdsl.errors import ArchdslError
 CANDIDATES = ((8, 1), (16, 1), (4, 1), (16, 2), (32, 2), (32, 4))
 TUNE_T = 512  # steps timed per candidate: shorter runs favour tiles with less fixed cost
 ROUNDS = 3  # interleaved timing rounds; each candidate keeps its best
+#: state floats a thread of a candidate plan may hold (of its 255 registers; the step's temporaries
+#: need the rest)
+PER_THREAD = 64
 
 
 def _cache_file():
@@ -59,6 +62,11 @@ def _store(key: str, value) -> None:
         tmp = _cache_file().with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, _cache_file())
+
+
+def per_thread(plan, states) -> float:
+    """State floats each thread of a program holds: the program's state over its 32 x warps threads."""
+    return plan.state_bytes(states) / 4 / (32 * plan.num_warps)
 
 
 def compile_threads() -> int:
@@ -114,15 +122,18 @@ class TunedCell:
     def candidates(self, default) -> list[tuple]:
         """(tile, warps, compiled cell) of every plan the tuner times, the default first, one per
         distinct (tiles, warps). A candidate whose program holds more state than the default's (and
-        than 32 KiB) would spill registers and compile for minutes: it is not timed."""
+        than 32 KiB), or whose threads each hold more state than the default's (and than
+        ``PER_THREAD`` floats), would spill registers: it runs slower and takes minutes to compile
+        (M2RNN_100m's plan of 8 heads of 32 x 32 in one warp, 256 floats a thread), so it is not timed."""
         states = self.cell.states
         limit = max(4 * STATE_TARGET, default.plan.state_bytes(states))
+        thread_limit = max(PER_THREAD, per_thread(default.plan, states))
         cands = [(None, None, default)]
         seen = {(default.plan.n_tiles, default.plan.num_warps)}
         for tile, warps in CANDIDATES:
             with quiet():  # the tuning line covers the candidates' modules
                 cc = self.build(tile, warps)
-            if cc.plan.state_bytes(states) > limit:
+            if cc.plan.state_bytes(states) > limit or per_thread(cc.plan, states) > thread_limit:
                 continue
             if (cc.plan.n_tiles, warps) not in seen:
                 seen.add((cc.plan.n_tiles, warps))
