@@ -69,8 +69,7 @@ def test_no_grad_calls_skip_autograd():
 @pytest.mark.parametrize("strategy", ["loop", "chunked"])
 def test_a_first_call_does_not_import_dynamo(strategy, tmp_path):
     """A custom op's first eager call imports torch._dynamo, ``torch.broadcast_shapes`` SymPy (seconds
-    each); the layer's first call, short convolutions included, imports neither and registers no
-    custom op."""
+    each); the layer's first call, short convolutions included, imports neither."""
     name, overrides = SMALL[strategy]
     code = (
         "import sys, torch\n"
@@ -82,8 +81,6 @@ def test_a_first_call_does_not_import_dynamo(strategy, tmp_path):
         "x = torch.randn(1, 3, layer.dim, requires_grad=True)\n"
         "m(x)[0].sum().backward()\n"
         "assert x.grad.abs().sum() > 0\n"
-        "from archdsl.codegen.run import ops\n"
-        "assert ops._OPS and not any('custom' in vars(op) for op in ops._OPS.values())\n"
         "print(' '.join(m for m in ('torch._dynamo', 'sympy') if m in sys.modules) or 'clean')\n"
     )
     env = dict(os.environ, TRITON_INTERPRET="1", ARCHDSL_CACHE=str(tmp_path))

@@ -1,6 +1,6 @@
 """The ``torch.library`` custom ops through which PyTorch and ``torch.compile`` call compiled cells.
 
-Every strategy's op is declared by one helper, ``register``: a forward op ``archdsl::<name>``, its
+Every strategy's op is registered by one helper, ``register``: a forward op ``archdsl::<name>``, its
 backward as a second op ``archdsl::<name>_bwd`` (so that tracing the backward never launches a
 kernel; ``torch.compile`` keeps each as one node), both with fake implementations (output shapes
 only), and the backward op as the forward's autograd formula. An op is registered once per name: the
@@ -19,8 +19,6 @@ of a process's first forward that only ``torch.compile`` needs.
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Callable
 
 import torch
@@ -45,8 +43,7 @@ def register(
     save: Callable,
     grads: Callable,
 ):
-    """The op ``name`` (``archdsl::…``), made on its first request (and registered with PyTorch on
-    its first traced call, ``Op.custom``).
+    """The op ``name`` (``archdsl::…``), registered on its first request.
 
     ``forward`` and ``backward`` are typed functions (their annotations are the ops' schemas), ``fake``
     and ``backward_fake`` the same functions on shapes only; ``save(ctx, inputs, output)`` keeps what
@@ -54,54 +51,31 @@ def register(
     op ``bwd``."""
     if name in _OPS:
         return _OPS[name]
+    op = torch.library.custom_op(name, forward, mutates_args=())
+    op.register_fake(fake)
+    bwd = torch.library.custom_op(name + "_bwd", backward, mutates_args=())
+    bwd.register_fake(backward_fake)
 
-    def custom():
-        op = torch.library.custom_op(name, forward, mutates_args=())
-        op.register_fake(fake)
-        bwd = torch.library.custom_op(name + "_bwd", backward, mutates_args=())
-        bwd.register_fake(backward_fake)
+    def autograd(ctx, out_grads):
+        return grads(ctx, out_grads, bwd)
 
-        def autograd(ctx, out_grads):
-            return grads(ctx, out_grads, bwd)
-
-        op.register_autograd(autograd, setup_context=save)
-        return op
-
-    _OPS[name] = Op(custom, forward, backward, save, grads)
+    op.register_autograd(autograd, setup_context=save)
+    _OPS[name] = Op(op, forward, backward, save, grads)
     return _OPS[name]
-
-
-def _tracing_possible() -> bool:
-    """Whether ``torch.compile`` is in use in this process (an eager call never imports TorchDynamo)."""
-    return "torch._dynamo" in sys.modules
 
 
 class Op:
     """A registered op, callable like it: traced calls (``torch.compile``, fake tensors, any
-    dispatch mode) go to the custom op, eager calls to ``_Eager`` with the same functions. The custom
-    op is registered with PyTorch on first use (a registration takes ~0.1 s: a cached first call
-    that runs eagerly needs none)."""
+    dispatch mode) go to the custom op, eager calls to ``_Eager`` with the same functions."""
 
-    def __init__(
-        self, register: Callable, forward: Callable, backward: Callable, save: Callable, grads: Callable
-    ):
-        self.register, self.forward, self.backward = register, forward, backward
-        self.save, self.grads = save, grads
-        if _tracing_possible():
-            self.custom  # noqa: B018 (registered now, never first inside a trace)
-
-    @functools.cached_property
-    def custom(self):
-        """The ``torch.library`` custom op (and its backward op), registered now."""
-        return self.register()
+    def __init__(self, op, forward: Callable, backward: Callable, save: Callable, grads: Callable):
+        self.custom, self.forward, self.backward, self.save, self.grads = op, forward, backward, save, grads
 
     def __call__(self, *args):
         flat = [t for a in args for t in (a if isinstance(a, list) else [a])]
         plain = all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in flat)
         if not plain or torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
             return self.custom(*args)
-        if "custom" not in vars(self) and _tracing_possible():
-            self.custom  # noqa: B018 (an eager warm-up call before tracing registers the op)
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in flat)):
             with torch.no_grad():
                 return self.forward(*args)

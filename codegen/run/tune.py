@@ -70,17 +70,19 @@ def per_thread(plan, states) -> float:
 
 
 def compile_threads() -> int:
-    """``ARCHDSL_COMPILE_THREADS`` (default 8): how many plans compile at once; 1 compiles in turn."""
-    raw = os.environ.get("ARCHDSL_COMPILE_THREADS", "").strip() or "8"
+    """``ARCHDSL_COMPILE_THREADS`` (default 1): how many plans compile at once, in threads. Measured on
+    an H100 with Triton 3.6 (E88_100m, six plans), six threads gained nothing over one (13.7 s against
+    14.4 s): its MLIR passes hold the GIL, so only LLVM and ptxas overlap."""
+    raw = os.environ.get("ARCHDSL_COMPILE_THREADS", "").strip() or "1"
     if not raw.isdigit() or int(raw) < 1:
         raise ArchdslError(f"ARCHDSL_COMPILE_THREADS must be a whole number >= 1, found {raw!r}")
     return int(raw)
 
 
 def warm(calls, device) -> None:
-    """Run every call once, several at a time in threads. A kernel's first launch compiles it, and
-    most of Triton's compile (LLVM's code generation, ptxas in a subprocess) runs without the GIL,
-    so the compiles of different plans overlap. Exceptions propagate, as from a plain call."""
+    """Run every call once, ``compile_threads()`` at a time in threads. A kernel's first launch
+    compiles it; LLVM's code generation and ptxas (a subprocess) run without the GIL and overlap,
+    Triton's own passes do not. Exceptions propagate, as from a plain call."""
     n = min(len(calls), compile_threads())
     if n <= 1:
         for call in calls:
@@ -170,7 +172,7 @@ class TunedCell:
                 y = cc(short, frontier)[0]
                 torch.autograd.grad(y, list(short.values()), torch.ones_like(y), allow_unused=True)
 
-        # the first call of every plan compiles its kernels: all plans at once, in threads
+        # the first call of every plan compiles its kernels (in threads where ARCHDSL_COMPILE_THREADS > 1)
         t0 = time.perf_counter()
         warm([lambda cc=cc: step(cc) for _, _, cc in cands], x.device)
         compiled_s = time.perf_counter() - t0
