@@ -124,7 +124,7 @@ def fmt(row: dict) -> str:
 
 
 HEAD = (
-    "| spec | dim | strategy | plans timed | @triton.jit per module | kernels compiled cold (≤) | "
+    "| spec | dim | strategy | plans timed | kernels per generated module | kernels compiled cold (≤) | "
     "parse+check (s) | autodiff (s) | ruff format (s) | import (s) | default build (s) | "
     "other candidates (s) | warm rebuild (s) |\n|" + "---|" * 13
 )
