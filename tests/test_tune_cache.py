@@ -93,3 +93,17 @@ def test_candidates_skip_plans_that_spill(cache):
         assert all(tune.per_thread(c.plan, states) <= limit for _, _, c in cands)
         counts[spec] = len(cands)
     assert counts == {"m2rnn": 1, "e88": 6}
+
+
+def test_plan_counts_the_values_a_program_holds(cache):
+    """M2RNN at 100M: its step's ``sum[j](H * W)`` holds [h, i, j, l], 32 times its state; the default
+    plan keeps one head a program (32,768 floats, 16 warps), not eight (262,144 floats, 8 warps)."""
+    from archdsl.codegen import compile_cell
+
+    from archdsl.lm.budget import solve, spec_layer
+    from archdsl.lm.model import ModelConfig
+
+    cfg0 = ModelConfig(model="m2rnn", backend="triton")
+    plan = compile_cell(spec_layer(solve(cfg0, "100M", cfg0.tolerance))).build(None, None).plan
+    assert plan.block["h"] == 1 and plan.num_warps == 16
+    assert plan.block["i"] * plan.block["j"] * plan.block["l"] == 32768
