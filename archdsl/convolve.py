@@ -56,6 +56,16 @@ def find_convs(graph: Graph, roots, time_free) -> list[Conv]:
     return found
 
 
+def _broadcast(a, b) -> torch.Size:
+    """The broadcast of two shapes. ``torch.broadcast_shapes`` does the same, but its first call
+    imports SymPy (seconds of a process's first forward)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        raise ValueError(f"shapes {list(a)} and {list(b)} do not broadcast")
+    return torch.Size(x if y == 1 else y for x, y in zip(a, b))
+
+
 def depthwise_conv(a: torch.Tensor, w: torch.Tensor, layout: Layout, axis: str) -> torch.Tensor:
     """``sum[axis](w * shift[axis](a))`` on full-layout tensors: ``a`` [*batch, T, *layout] (size 1 on
     ``axis``), ``w`` [*layout] (no batch or time); the result as the reference's ``SUM`` gives it.
@@ -65,7 +75,7 @@ def depthwise_conv(a: torch.Tensor, w: torch.Tensor, layout: Layout, axis: str) 
     d = layout.axes.index(axis)
     C = layout.layer.sizes[axis]
     at, wt = a.movedim(nb + d, -1), w.movedim(d, -1)  # the window axis last (size 1 in ``a``)
-    channels = torch.broadcast_shapes(at.shape[nb:-1], wt.shape[:-1])
+    channels = _broadcast(at.shape[nb:-1], wt.shape[:-1])
     batch, T = at.shape[: nb - 1], at.shape[nb - 1]
     x = at.expand(*at.shape[:nb], *channels, 1).reshape(-1, T, channels.numel()).transpose(1, 2)
     weight = wt.expand(*channels, C).reshape(channels.numel(), 1, C)

@@ -150,6 +150,7 @@ def main() -> None:
     p.add_argument("--lanes", type=int, default=1)
     p.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (TRITON_INTERPRET=1)")
     p.add_argument("--timeout", type=int, default=240)
+    p.add_argument("--commit", default="", help="the archdsl commit measured, for the header")
     args = p.parse_args()
     specs = args.specs.split(",") if args.specs else sorted(p.stem for p in (ROOT / "specs").glob("*.rnn"))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -162,8 +163,10 @@ def main() -> None:
     head = (
         f"Device: {device} × {torch.cuda.device_count()}; torch {torch.__version__}, "
         f"triton {triton.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"python {platform.python_version()}.\nCommand: `python {' '.join(sys.argv)}`; B {args.batch}, "
-        f"T {args.seq}, bf16 autocast, forward + backward of one layer at --params {args.params}.\n"
+        f"python {platform.python_version()}; archdsl {args.commit or '?'}.\n"
+        f"Command: `python {' '.join(sys.argv)}`; B {args.batch}, T {args.seq}, bf16 autocast, forward + "
+        f"backward of one layer at --params {args.params}; {args.lanes} specs at once, "
+        f"ARCHDSL_COMPILE_THREADS={os.environ.get('ARCHDSL_COMPILE_THREADS', 'default')}.\n"
     )
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     (args.out / "results.md").write_text(head + "\n" + table(rows) + "\n")

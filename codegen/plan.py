@@ -87,17 +87,19 @@ def make_plan(
     cell: Cell, chunk: int = 16, tile: int | None = None, max_tile: int = 8, num_warps: int | None = None
 ) -> Plan:
     """``tile``: the block of the last split axis (None: up to ``max_tile``, smaller where a program's
-    state would pass ``STATE_TARGET`` floats); other split axes get 1."""
+    state or a value of its step would pass ``STATE_TARGET`` floats); other split axes get 1."""
     split = splittable_axes(cell)
     block = {a: 1 if a in split else next_pow2(cell.sizes[a]) for a in cell.axes}
+    # the blocks a program holds: every state, and every value of the step (a product broadcast over
+    # more axes than any state, M2RNN's H[h, i, j] * W[h, j, l] summed over j, can be far larger)
+    held = [*cell.states.values(), *(cell.graph[i].axes for i in live_nodes(cell))]
     tiles = {}
     if split:
         last = split[-1]
-        per_unit = max(math.prod(block[a] for a in ax) for ax in cell.states.values())
+        per_unit = max(math.prod(block[a] for a in ax) for ax in held)
         fits = 1 << max(0, (STATE_TARGET // per_unit).bit_length() - 1)  # a power of two, at least 1
         block[last] = min(next_pow2(cell.sizes[last]), tile or min(max_tile, fits))
         tiles = {a: math.ceil(cell.sizes[a] / block[a]) for a in split}
-    state_elems = max(math.prod(block[a] for a in ax) for ax in cell.states.values())
     for s, ax in cell.states.items():
         elems = math.prod(block[a] for a in ax)
         if elems > MAX_BLOCK:
@@ -109,7 +111,9 @@ def make_plan(
             )
     # a warp per 512 floats of state, up to 8; 16 for a state past the target (one head of a large
     # matrix memory that no axis of which can be split: fewer registers a thread, fewer spills)
-    warps = num_warps or (16 if state_elems > STATE_TARGET else max(1, min(8, state_elems // 512)))
+    # (of the largest block a program holds, a step value or a state)
+    work = max(math.prod(block[a] for a in ax) for ax in held)
+    warps = num_warps or (16 if work > STATE_TARGET else max(1, min(8, work // 512)))
     return Plan(
         "fused sequential loop", cell.axes, dict(cell.sizes), split, block, tiles, max(1, int(chunk)), warps
     )

@@ -31,3 +31,79 @@ def test_parallel_writers_keep_every_entry(tmp_path, monkeypatch):
     expected = {f"w{w}-k{i}": [i, w] for w in range(workers) for i in range(n)}
     assert data == expected
     assert not list(tune._cache_file().parent.glob("*.tmp"))  # every write renamed into place
+
+
+def test_warm_runs_every_call_in_threads(monkeypatch):
+    """Tuning's first calls of its launch plans (``tune.warm``) run in parallel threads, each once."""
+    import threading
+
+    monkeypatch.setenv("ARCHDSL_COMPILE_THREADS", "4")
+    barrier = threading.Barrier(4, timeout=30)  # passes only if four calls run at the same time
+    ran, threads = [], set()
+
+    def call(i):
+        barrier.wait()
+        ran.append(i)
+        threads.add(threading.get_ident())
+
+    tune.warm([lambda i=i: call(i) for i in range(4)], "cpu")
+    assert sorted(ran) == [0, 1, 2, 3] and len(threads) == 4
+
+
+def test_warm_in_turn_and_errors(monkeypatch):
+    """One thread runs the calls in order; a failing call's exception reaches the caller."""
+    import pytest
+
+    from archdsl.errors import ArchdslError
+
+    monkeypatch.setenv("ARCHDSL_COMPILE_THREADS", "1")
+    ran = []
+    tune.warm([lambda i=i: ran.append(i) for i in range(3)], "cpu")
+    assert ran == [0, 1, 2]
+
+    def boom():
+        raise RuntimeError("compile failed")
+
+    monkeypatch.setenv("ARCHDSL_COMPILE_THREADS", "3")
+    with pytest.raises(RuntimeError, match="compile failed"):
+        tune.warm([lambda: None, boom, lambda: None], "cpu")
+    monkeypatch.setenv("ARCHDSL_COMPILE_THREADS", "zero")
+    with pytest.raises(ArchdslError, match="ARCHDSL_COMPILE_THREADS must be a whole number"):
+        tune.warm([lambda: None], "cpu")
+
+
+def test_candidates_skip_plans_that_spill(cache):
+    """The tuner times no plan whose threads each hold more state than the default's and than
+    ``PER_THREAD`` floats (M2RNN at 100M: one warp of 8 heads of 32 x 32 would hold 256 a thread and
+    take minutes to compile); a small state keeps every candidate (E88 at 100M: six plans)."""
+    from archdsl.codegen import compile_cell
+
+    from archdsl.lm.budget import solve, spec_layer
+    from archdsl.lm.model import ModelConfig
+
+    counts = {}
+    for spec in ("m2rnn", "e88"):
+        cfg0 = ModelConfig(model=spec, backend="triton")
+        tuned = compile_cell(spec_layer(solve(cfg0, "100M", cfg0.tolerance)))
+        default = tuned.build(None, None)
+        cands = tuned.candidates(default)
+        states = tuned.cell.states
+        limit = max(tune.PER_THREAD, tune.per_thread(default.plan, states))
+        assert cands[0][2] is default
+        assert all(tune.per_thread(c.plan, states) <= limit for _, _, c in cands)
+        counts[spec] = len(cands)
+    assert counts == {"m2rnn": 1, "e88": 6}
+
+
+def test_plan_counts_the_values_a_program_holds(cache):
+    """M2RNN at 100M: its step's ``sum[j](H * W)`` holds [h, i, j, l], 32 times its state; the default
+    plan keeps one head a program (32,768 floats, 16 warps), not eight (262,144 floats, 8 warps)."""
+    from archdsl.codegen import compile_cell
+
+    from archdsl.lm.budget import solve, spec_layer
+    from archdsl.lm.model import ModelConfig
+
+    cfg0 = ModelConfig(model="m2rnn", backend="triton")
+    plan = compile_cell(spec_layer(solve(cfg0, "100M", cfg0.tolerance))).build(None, None).plan
+    assert plan.block["h"] == 1 and plan.num_warps == 16
+    assert plan.block["i"] * plan.block["j"] * plan.block["l"] == 32768

@@ -26,7 +26,10 @@ from archdsl.codegen.run.chunked_backward import chunked_backward
 from archdsl.codegen.run.chunked_common import interpreted
 from archdsl.codegen.run.chunked_kernels import chunked_forward
 from archdsl.codegen.run.chunked_torch import chunked_torch
+from archdsl.codegen.run.tritonkey import install
 from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+install()  # Triton's compiler hash read from archdsl's cache, not recomputed per process
 
 _OPS: dict[str, object] = {}
 

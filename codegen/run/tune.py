@@ -10,6 +10,8 @@ import contextlib
 import fcntl
 import json
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import torch
@@ -17,9 +19,14 @@ from archdsl.codegen.plan import STATE_TARGET
 from archdsl.codegen.run.progress import progress, quiet
 from archdsl.codegen.run.runtime import cache_dir
 
+from archdsl.errors import ArchdslError
+
 CANDIDATES = ((8, 1), (16, 1), (4, 1), (16, 2), (32, 2), (32, 4))
 TUNE_T = 512  # steps timed per candidate: shorter runs favour tiles with less fixed cost
 ROUNDS = 3  # interleaved timing rounds; each candidate keeps its best
+#: state floats a thread of a candidate plan may hold (of its 255 registers; the step's temporaries
+#: need the rest)
+PER_THREAD = 64
 
 
 def _cache_file():
@@ -57,6 +64,45 @@ def _store(key: str, value) -> None:
         os.replace(tmp, _cache_file())
 
 
+def per_thread(plan, states) -> float:
+    """State floats each thread of a program holds: the program's state over its 32 x warps threads."""
+    return plan.state_bytes(states) / 4 / (32 * plan.num_warps)
+
+
+def compile_threads() -> int:
+    """``ARCHDSL_COMPILE_THREADS`` (default 1): how many plans compile at once, in threads. Measured on
+    an H100 with Triton 3.6 (E88_100m, six plans), six threads gained nothing over one (13.7 s against
+    14.4 s): its MLIR passes hold the GIL, so only LLVM and ptxas overlap."""
+    raw = os.environ.get("ARCHDSL_COMPILE_THREADS", "").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ArchdslError(f"ARCHDSL_COMPILE_THREADS must be a whole number >= 1, found {raw!r}")
+    return int(raw)
+
+
+def warm(calls, device) -> None:
+    """Run every call once, ``compile_threads()`` at a time in threads. A kernel's first launch
+    compiles it; LLVM's code generation and ptxas (a subprocess) run without the GIL and overlap,
+    Triton's own passes do not. Exceptions propagate, as from a plain call."""
+    n = min(len(calls), compile_threads())
+    if n <= 1:
+        for call in calls:
+            call()
+        return
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        from triton.runtime import driver
+
+        driver.active.get_current_device()  # Triton's driver starts once, here, not in every thread
+
+    def one(call):
+        with torch.cuda.device(device) if cuda else contextlib.nullcontext():  # per thread
+            call()
+
+    with ThreadPoolExecutor(n) as pool:
+        for future in [pool.submit(one, call) for call in calls]:
+            future.result()
+
+
 class TunedCell:
     """A compiled cell of a tunable strategy whose tile and warps are chosen by measurement on the
     first CUDA call (on the CPU: the default plan)."""
@@ -75,6 +121,27 @@ class TunedCell:
             self.chosen = self._choose(inputs, frontier)
         return self.chosen(inputs, frontier, state0)
 
+    def candidates(self, default) -> list[tuple]:
+        """(tile, warps, compiled cell) of every plan the tuner times, the default first, one per
+        distinct (tiles, warps). A candidate whose program holds more state than the default's (and
+        than 32 KiB), or whose threads each hold more state than the default's (and than
+        ``PER_THREAD`` floats), would spill registers: it runs slower and takes minutes to compile
+        (M2RNN_100m's plan of 8 heads of 32 x 32 in one warp, 256 floats a thread), so it is not timed."""
+        states = self.cell.states
+        limit = max(4 * STATE_TARGET, default.plan.state_bytes(states))
+        thread_limit = max(PER_THREAD, per_thread(default.plan, states))
+        cands = [(None, None, default)]
+        seen = {(default.plan.n_tiles, default.plan.num_warps)}
+        for tile, warps in CANDIDATES:
+            with quiet():  # the tuning line covers the candidates' modules
+                cc = self.build(tile, warps)
+            if cc.plan.state_bytes(states) > limit or per_thread(cc.plan, states) > thread_limit:
+                continue
+            if (cc.plan.n_tiles, warps) not in seen:
+                seen.add((cc.plan.n_tiles, warps))
+                cands.append((tile, warps, cc))
+        return cands
+
     def _choose(self, inputs, frontier):
         x = next(iter(inputs.values()))
         default = self.build(None, None)
@@ -90,20 +157,7 @@ class TunedCell:
         with torch.inference_mode(False):  # plain tensors, whatever mode the first call came in
             short = {k: v[:, :TUNE_T].detach().clone().requires_grad_(True) for k, v in inputs.items()}
             frontier = {k: v.detach().clone() for k, v in frontier.items()}
-        # a candidate whose program holds more state than the default's (and than 32 KiB) would
-        # spill registers and compile for minutes: it is not timed
-        states = self.cell.states
-        limit = max(4 * STATE_TARGET, default.plan.state_bytes(states))
-        cands = [(None, None, default)]
-        seen = {(default.plan.n_tiles, default.plan.num_warps)}
-        for tile, warps in CANDIDATES:
-            with quiet():  # the tuning line below covers the candidates' modules
-                cc = self.build(tile, warps)
-            if cc.plan.state_bytes(states) > limit:
-                continue
-            if (cc.plan.n_tiles, warps) not in seen:
-                seen.add((cc.plan.n_tiles, warps))
-                cands.append((tile, warps, cc))
+        cands = self.candidates(default)
         if len(cands) == 1:
             _store(key, [None, None])
             return default
@@ -118,12 +172,22 @@ class TunedCell:
                 y = cc(short, frontier)[0]
                 torch.autograd.grad(y, list(short.values()), torch.ones_like(y), allow_unused=True)
 
+        # the first call of every plan compiles its kernels (in threads where ARCHDSL_COMPILE_THREADS > 1)
+        t0 = time.perf_counter()
+        warm([lambda cc=cc: step(cc) for _, _, cc in cands], x.device)
+        compiled_s = time.perf_counter() - t0
         # ROUNDS interleaved rounds, the best time of each: one noisy sample does not pick the plan
         times: dict[int, float] = {}
         for _ in range(ROUNDS):
             for i, (_, _, cc) in enumerate(cands):
                 ms = do_bench(lambda cc=cc: step(cc), warmup=3, rep=20)
                 times[i] = min(times.get(i, ms), ms)
-        tile, warps, cc = cands[min(times, key=times.get)]
+        best = min(times, key=times.get)
+        tile, warps, cc = cands[best]
+        timed = ", ".join(
+            f"{c.plan.n_tiles}x{c.plan.num_warps}w {times[i]:.2f}{'*' if i == best else ''}"
+            for i, (_, _, c) in enumerate(cands)
+        )
+        progress(f"tuned {self.layer.name}: compiled in {compiled_s:.1f} s; ms by tiles x warps: {timed}")
         _store(key, [tile, warps])
         return cc
