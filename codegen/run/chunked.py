@@ -45,7 +45,7 @@ def _evaluate(graph: Graph, roots, leaves: dict, layout: Layout, env: dict | Non
     """The nodes under ``roots`` on full-layout tensors in ``layout.dtype``; ``leaves``: (op, name) ->
     tensor (of any type: converted where read)."""
     env = {} if env is None else env
-    for i in sorted(graph.ancestors(roots)):
+    for i in sorted(graph.ancestors(roots, stop=env)):  # nothing below a value already known
         if i in env:
             continue
         n = graph[i]

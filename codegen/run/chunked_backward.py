@@ -99,9 +99,11 @@ def _rowsum(x, SCALAR: tl.constexpr):
 def chunk_dstates_kernel(
     lw, q, a, sw, sq, sa, w_in, do, dht, dstates, dh0, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards."""
+    if SHARED:  # q and a in one layout: one offset computation
+        sa = sq
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
@@ -166,11 +168,15 @@ def _head_decays(lw, sw, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr)
 def chunk_dv_kernel(
     lw, q, k, a, b, sw, sq, sk, sa, sb, dstates, inv_in, do, dv, dr_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once, one block of value columns: dv = Q_kᵀ dO + K_end dS (+ M_akᵀ dR), and the
     corrections' gradient dR = (I - M_ab)⁻ᵀ (Q_aᵀ dO + A_end dS), stored for ``chunk_dqk_kernel``.
     The [C, C] matrices are summed over blocks of the key axis."""
+    if SHARED:
+        sk = sq
+        sa = sq
+        sb = sq
     i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
@@ -247,10 +253,14 @@ def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd,
 def chunk_dqk_kernel(
     lw, q, k, v, a, b, sw, sq, sk, sv, sa, sb, states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db,
     T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once, one block of the key axis: the products over the value axis (dO Sᵀ, V dSᵀ,
     dO Vᵀ, …) summed block by block, then dq, dk (da, db) and the log-decays' gradient."""
+    if SHARED:
+        sk = sq
+        sa = sq
+        sb = sq
     i_bh, n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     B = tl.num_programs(0) // H
@@ -339,7 +349,7 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list
     h0, do, dht = (x.float().contiguous() for x in (h0, do, dht))
     B, T, H, K = q.shape
     V = v.shape[-1]
-    meta = _meta(lw, q, v, ab, chunk, dot)
+    meta = _meta(lw, q, k, v, ab, chunk, dot)
     NV = triton.cdiv(V, meta["BV"])
     states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
     N = states.shape[1]

@@ -136,14 +136,20 @@ DOTS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "bf16", to
 
 
 def products(dtype: torch.dtype, lowrank: bool) -> str:
-    """The products' type for a layer of ``dtype``: ``DOTS``, except TF32 in place of 16-bit operands
-    for a delta rule (``lowrank``). Measured on the kernel harness' bf16 layers (T 33, chunk 16): with
-    bf16 operands gdn's decay gradients are 4e-2 to 1e-1 off the reference and e88's 2e-2 (the
-    corrections' triangular solve and the decay gradients' sums amplify the rounding; they stay
-    above 2e-2 with every product on the state, the corrections and the decayed matrices in TF32),
-    while mamba2 and GLA stay within 1.4e-2."""
+    """The forward's products' type for a layer of ``dtype``: ``DOTS``, except TF32 in place of 16-bit
+    operands for a delta rule (``lowrank``). Measured on the kernel harness' bf16 layers: with bf16
+    operands gdn's decay gradients are 4e-2 to 1e-1 off the reference and e88's 2e-2 (the corrections'
+    triangular solve and the decay gradients' sums amplify the rounding), while mamba2's and GLA's
+    outputs stay within 1.4e-2 (the backward: ``backward_products``)."""
     dot = DOTS[dtype]
     return "tf32" if lowrank and dot in ("bf16", "fp16") else dot
+
+
+def backward_products(dot: str) -> str:
+    """The backward's products' type: TF32 in place of 16-bit operands. With bf16 products Mamba2's
+    ``dt_bias`` gradient measured 2.3e-2 to 2.8e-2 off the reference on an H100 (T 130, chunks of 16
+    and 64), against 6.4e-3 with TF32: the decay gradients sum many products that cancel."""
+    return "tf32" if dot in ("bf16", "fp16") else dot
 
 
 def strides(x: torch.Tensor) -> tuple[int, ...]:
@@ -153,9 +159,14 @@ def strides(x: torch.Tensor) -> tuple[int, ...]:
     return s if x.dim() == 4 else (*s, 0)
 
 
-def _meta(lw, q, v, ab, chunk: int, dot: str) -> dict:
+def _meta(lw, q, k, v, ab, chunk: int, dot: str) -> dict:
     assert chunk >= 16 and chunk & (chunk - 1) == 0, "the chunk must be a power of two, at least 16"
     assert dot in ("ieee", "tf32", "bf16", "fp16"), dot
     dot = "bf16-emulated" if dot == "bf16" and interpreted() else dot
     BK, BV = blocks(q.shape[-1], v.shape[-1])
-    return dict(C=chunk, BK=BK, BV=BV, SCALAR=lw.dim() == 3, DOT=dot, num_warps=LAUNCH["warps"])
+    # q, k (a, b) in one layout (as one generated kernel writes them): one offset computation for all,
+    # not one per tensor (the delta rule's dq/dk kernel spills otherwise: 3.6 ms against 2.6 ms)
+    shared = all(strides(x) == strides(q) for x in (k, *ab))
+    return dict(
+        C=chunk, BK=BK, BV=BV, SCALAR=lw.dim() == 3, DOT=dot, SHARED=shared, num_warps=LAUNCH["warps"]
+    )

@@ -55,9 +55,13 @@ def _unit_lower_inverse(L, rc, C: tl.constexpr):
 @triton.jit
 def chunk_prep_kernel(
     lw, k, v, a, b, sw, sk, sv, sa, sb, inv_out, w_out, u0_out, T, H, K, V,
-    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SCALAR: tl.constexpr, DOT: tl.constexpr,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Per chunk: T = (I - M_ab)⁻¹ [C, C], W = T B̃ [C, K] and U₀ = T M_ak V [C, V]."""
+    if SHARED:  # k, a and b in one layout: one offset computation
+        sa = sk
+        sb = sk
     i_bh, n = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
@@ -88,9 +92,11 @@ def chunk_prep_kernel(
 def chunk_states_kernel(
     lw, k, v, a, sw, sk, sv, sa, w_in, u0_in, h0, states, u_out, ht, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """The chunks in order: stores each chunk's start state (and its corrections U), passes the state."""
+    if SHARED:
+        sa = sk
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
@@ -123,9 +129,12 @@ def chunk_states_kernel(
 def chunk_output_kernel(
     lw, q, k, v, a, sw, sq, sk, sv, sa, states, u_in, o, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once: O = Q̃ S + Q_k V (+ Q_a U)."""
+    if SHARED:
+        sk = sq
+        sa = sq
     i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
@@ -159,7 +168,7 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = -(-T // chunk)
-    meta = _meta(lw, q, v, ab, chunk, dot)
+    meta = _meta(lw, q, k, v, ab, chunk, dot)
     dev, f32 = q.device, torch.float32
     states = torch.empty(B * H, N, K, V, device=dev, dtype=f32)
     ht = torch.empty(B, H, K, V, device=dev, dtype=f32)
@@ -171,7 +180,7 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
         W = torch.empty(B * H, N * chunk, K, device=dev, dtype=f32)
         U0 = torch.empty(B * H, N * chunk, V, device=dev, dtype=f32)
         U = torch.empty_like(U0)
-        prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "num_warps")}
+        prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
         chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, sw, sk, sv, sa, sb, inv, W, U0, T, H, K, V, **prep)
     grid = (B * H, triton.cdiv(V, meta["BV"]))
     chunk_states_kernel[grid](
@@ -188,7 +197,7 @@ def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str):
     B, T, H, K = q.shape
     V = v.shape[-1]
     states, ht, U, _, _ = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
-    meta = _meta(lw, q, v, ab, chunk, dot)
+    meta = _meta(lw, q, k, v, ab, chunk, dot)
     o = torch.empty(B, T, H, V, device=q.device, dtype=torch.float32)
     a = ab[0] if ab else q
     grid = (B * H, states.shape[1], triton.cdiv(V, meta["BV"]))

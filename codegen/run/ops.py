@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 from archdsl.codegen.run.chunked_backward import chunked_backward
-from archdsl.codegen.run.chunked_common import interpreted
+from archdsl.codegen.run.chunked_common import backward_products, interpreted
 from archdsl.codegen.run.chunked_kernels import chunked_forward
 from archdsl.codegen.run.chunked_torch import chunked_torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -265,8 +265,9 @@ def persistent_op(pc):
 
 
 def chunked_op(chunk: int, dot: str):
-    """``archdsl::chunked_c<C>_<dot>``: the Triton kernels on a GPU or under the interpreter (products
-    of type ``dot``, ``chunked_common.DOTS``), else the same algebra in PyTorch (``chunked_torch``,
+    """``archdsl::chunked_c<C>_<dot>``: the Triton kernels on a GPU or under the interpreter (the
+    forward's products of type ``dot``, ``chunked_common.products``; the backward's
+    ``backward_products``), else the same algebra in PyTorch (``chunked_torch``,
     in fp32 or fp64), its gradients by autograd. The coefficients come in their own type and strides
     (a stride may be 0) and are saved as they come."""
     name = f"archdsl::chunked_c{chunk}_{dot}"
@@ -287,7 +288,7 @@ def chunked_op(chunk: int, dot: str):
         xs: list[torch.Tensor], h0: torch.Tensor, do: torch.Tensor, dht: torch.Tensor
     ) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
-        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, dot)
+        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, backward_products(dot))
 
     def backward_fake(xs, h0, do, dht):
         return [*(torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in xs), torch.empty_like(h0)]
