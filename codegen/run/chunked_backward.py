@@ -97,13 +97,15 @@ def _rowsum(x, SCALAR: tl.constexpr):
 
 @triton.jit
 def chunk_dstates_kernel(
-    lw, q, a, sw, sq, sa, w_in, do, dht, dstates, dh0, T, H, K, V,
+    lw, q, a,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sa0, sa1, sa2, sa3,
+    w_in, do, dht, dstates, dh0, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards."""
     if SHARED:  # q and a in one layout: one offset computation
-        sa = sq
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
@@ -118,12 +120,12 @@ def chunk_dstates_kernel(
         t = n * C + rc
         mt = t < T
         row = (i_b * T + t) * H + i_h
-        qq = _tile(q, sq, i_b, i_h, t, rk, mt, mk)
+        qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
         dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
-        g, G, GC = _chunk_decays(lw, sw, i_b, i_h, t, rk, mt, mk, SCALAR)
+        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
         dS_prev = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
         if LOWRANK:
-            aa = _tile(a, sa, i_b, i_h, t, rk, mt, mk)
+            aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
             Qa = _decayed(qq, aa, G, G, rc[:, None] >= rc[None, :], SCALAR, DOT)
             dU = _dot(tl.trans(Qa), dO, DOT)
             dU += _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
@@ -155,10 +157,10 @@ def _masked(m, gx, gy, mask, SCALAR: tl.constexpr):
 
 
 @triton.jit
-def _head_decays(lw, sw, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr):
+def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr):
     """(g, G) of a head-wide decay, [C] (zeros for a decay per key channel: each key block has its own)."""
     if SCALAR:
-        g = tl.load(lw + i_b * sw[0] + i_h * sw[2] + t * sw[1], mask=mt, other=0.0).to(tl.float32)
+        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
     else:
         g = tl.zeros([C], dtype=tl.float32)
     return g, tl.cumsum(g, 0)
@@ -166,7 +168,10 @@ def _head_decays(lw, sw, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr)
 
 @triton.jit
 def chunk_dv_kernel(
-    lw, q, k, a, b, sw, sq, sk, sa, sb, dstates, inv_in, do, dv, dr_out, T, H, K, V,
+    lw, q, k, a, b,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
+    sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
+    dstates, inv_in, do, dv, dr_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
@@ -174,9 +179,9 @@ def chunk_dv_kernel(
     corrections' gradient dR = (I - M_ab)⁻ᵀ (Q_aᵀ dO + A_end dS), stored for ``chunk_dqk_kernel``.
     The [C, C] matrices are summed over blocks of the key axis."""
     if SHARED:
-        sk = sq
-        sa = sq
-        sb = sq
+        sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
+        sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
     i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
@@ -194,20 +199,20 @@ def chunk_dv_kernel(
     for i_k in range(0, tl.cdiv(K, BK)):
         rk = i_k * BK + tl.arange(0, BK)
         mk = rk < K
-        qq = _tile(q, sq, i_b, i_h, t, rk, mt, mk)
-        kk = _tile(k, sk, i_b, i_h, t, rk, mt, mk)
+        qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
+        kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
         dS = tl.load(dstates + chunk * K * V + rk[:, None] * V + rv[None, :],
                      mask=mk[:, None] & mv[None, :], other=0.0)  # fmt: skip
-        g, G, GC = _chunk_decays(lw, sw, i_b, i_h, t, rk, mt, mk, SCALAR)
+        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
         Qk += _decayed_raw(qq, kk, G, G, SCALAR, DOT)
         dvv += _dot(_to_end(kk, G, GC, SCALAR), dS, DOT)
         if LOWRANK:
-            aa = _tile(a, sa, i_b, i_h, t, rk, mt, mk)
-            bb = _tile(b, sb, i_b, i_h, t, rk, mt, mk)
+            aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+            bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
             Qa += _decayed_raw(qq, aa, G, G, SCALAR, DOT)
             Mak += _decayed_raw(bb, kk, G - g, G, SCALAR, DOT)
             dU += _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
-    gh, Gh = _head_decays(lw, sw, i_b, i_h, t, mt, C, SCALAR)
+    gh, Gh = _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C, SCALAR)
     causal = rc[:, None] >= rc[None, :]
     pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
     dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
@@ -251,16 +256,19 @@ def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd,
 
 @triton.jit
 def chunk_dqk_kernel(
-    lw, q, k, v, a, b, sw, sq, sk, sv, sa, sb, states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db,
+    lw, q, k, v, a, b,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
+    sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
+    states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db,
     T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once, one block of the key axis: the products over the value axis (dO Sᵀ, V dSᵀ,
     dO Vᵀ, …) summed block by block, then dq, dk (da, db) and the log-decays' gradient."""
     if SHARED:
-        sk = sq
-        sa = sq
-        sb = sq
+        sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
+        sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
     i_bh, n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     B = tl.num_programs(0) // H
@@ -289,7 +297,7 @@ def chunk_dqk_kernel(
         dS = tl.load(dstates + pS, mask=mS, other=0.0)
         pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
         dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
-        vv = _tile(v, sv, i_b, i_h, t, rv, mt, mv)
+        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
         dq_s += _dot(dO, tl.trans(S), DOT)
         dk_end += _dot(vv, tl.trans(dS), DOT)
         dQk += _dot(dO, tl.trans(vv), DOT)
@@ -303,9 +311,9 @@ def chunk_dqk_kernel(
             dQa += _dot(dO, tl.trans(U), DOT)
             dMak += _dot(dR, tl.trans(vv), DOT)
             dMab += _dot(dR, tl.trans(U), DOT)
-    qq = _tile(q, sq, i_b, i_h, t, rk, mt, mk)
-    kk = _tile(k, sk, i_b, i_h, t, rk, mt, mk)
-    g, G, GC = _chunk_decays(lw, sw, i_b, i_h, t, rk, mt, mk, SCALAR)
+    qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
+    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+    g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     if SCALAR:
         eG, eEnd = tl.exp(G)[:, None], tl.exp(GC - G)[:, None]
     else:
@@ -323,8 +331,8 @@ def chunk_dqk_kernel(
     else:
         dg += (sds * tl.exp(GC))[None, :]
     if LOWRANK:
-        aa = _tile(a, sa, i_b, i_h, t, rk, mt, mk)
-        bb = _tile(b, sb, i_b, i_h, t, rk, mt, mk)
+        aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+        bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
         dq2, dk3, daa, dbb, dg2, te2 = _correction_grads(
             dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc, SCALAR, DOT
         )
@@ -359,7 +367,7 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list
     a, b = ab if ab else (q, q)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
     chunk_dstates_kernel[(B * H, NV)](
-        lw, q, a, sw, sq, sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
+        lw, q, a, *sw, *sq, *sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
         num_stages=LAUNCH["stages"], **meta,
     )  # fmt: skip
     BKb = key_block(K, bool(ab))
@@ -367,7 +375,7 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
     dR = torch.empty_like(U) if ab else states
     chunk_dv_kernel[(B * H, N, NV)](
-        lw, q, k, a, b, sw, sq, sk, sa, sb, dstates, inv if ab else states, do, dv, dR, T, H, K, V,
+        lw, q, k, a, b, *sw, *sq, *sk, *sa, *sb, dstates, inv if ab else states, do, dv, dR, T, H, K, V,
         LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
     NK = triton.cdiv(K, BKb)
@@ -379,7 +387,7 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list
     dab = [torch.empty(x.shape, device=dev, dtype=x.dtype) for x in ab]
     da, db = dab if ab else (dq, dq)
     chunk_dqk_kernel[(B * H, N, NK)](
-        lw, q, k, v, a, b, sw, sq, sk, sv, sa, sb, states, dstates, U if ab else states, dR, do, dlw,
+        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, do, dlw,
         dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
     if scalar:

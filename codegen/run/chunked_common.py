@@ -49,10 +49,10 @@ def _wide_dot(x, y, DOT: tl.constexpr):
 
 
 @triton.jit
-def _tile(x, s, i_b, i_h, t, r, mt, mr):
-    """The [len(t), len(r)] tile of ``x`` [B, T, H, R] (any strides ``s``, any float type) at batch
+def _tile(x, s0, s1, s2, s3, i_b, i_h, t, r, mt, mr):
+    """The [len(t), len(r)] tile of ``x`` [B, T, H, R] (strides ``s0…s3``, any float type) at batch
     element ``i_b``, head ``i_h``, steps ``t`` and columns ``r``, as fp32 (0 outside the masks)."""
-    p = x + i_b * s[0] + i_h * s[2] + t[:, None] * s[1] + r[None, :] * s[3]
+    p = x + i_b * s0 + i_h * s2 + t[:, None] * s1 + r[None, :] * s3
     return tl.load(p, mask=mt[:, None] & mr[None, :], other=0.0).to(tl.float32)
 
 
@@ -69,12 +69,12 @@ def _decayed(x, y, gx, gy, mask, SCALAR: tl.constexpr, DOT: tl.constexpr):
 
 
 @triton.jit
-def _chunk_decays(lw, sw, i_b, i_h, t, rk, mt, mk, SCALAR: tl.constexpr):
+def _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR: tl.constexpr):
     """(g, G, Γ_C): the chunk's log-decays (fp32), their inclusive cumulative sum and the chunk's total."""
     if SCALAR:
-        g = tl.load(lw + i_b * sw[0] + i_h * sw[2] + t * sw[1], mask=mt, other=0.0).to(tl.float32)
+        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
     else:
-        g = _tile(lw, sw, i_b, i_h, t, rk, mt, mk)
+        g = _tile(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk)
     return g, tl.cumsum(g, 0), tl.sum(g, 0)
 
 
@@ -154,7 +154,10 @@ def backward_products(dot: str) -> str:
 
 def strides(x: torch.Tensor) -> tuple[int, ...]:
     """A coefficient's strides as the kernels read them, [B, T, H, R] (a head-wide decay: R stride 0);
-    a stride may be 0 (one value broadcast along that axis)."""
+    a stride may be 0 (one value broadcast along that axis). The kernels take them as four scalar
+    arguments each, not as a tuple: Triton specialises scalar integers (equal to 1, multiples of 16),
+    which lets it vectorise the loads; as tuple elements the per-token backward kernels measured 30–45%
+    slower (benchmarks/results/chunked-3)."""
     s = tuple(x.stride())
     return s if x.dim() == 4 else (*s, 0)
 

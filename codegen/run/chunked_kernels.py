@@ -54,24 +54,27 @@ def _unit_lower_inverse(L, rc, C: tl.constexpr):
 
 @triton.jit
 def chunk_prep_kernel(
-    lw, k, v, a, b, sw, sk, sv, sa, sb, inv_out, w_out, u0_out, T, H, K, V,
+    lw, k, v, a, b,
+    sw0, sw1, sw2, sw3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
+    sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
+    inv_out, w_out, u0_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Per chunk: T = (I - M_ab)⁻¹ [C, C], W = T B̃ [C, K] and U₀ = T M_ak V [C, V]."""
     if SHARED:  # k, a and b in one layout: one offset computation
-        sa = sk
-        sb = sk
+        sa0, sa1, sa2, sa3 = sk0, sk1, sk2, sk3
+        sb0, sb1, sb2, sb3 = sk0, sk1, sk2, sk3
     i_bh, n = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
     rc, rk = tl.arange(0, C), tl.arange(0, BK)
     t = n * C + rc
     mt, mk = t < T, rk < K
-    kk = _tile(k, sk, i_b, i_h, t, rk, mt, mk)
-    aa = _tile(a, sa, i_b, i_h, t, rk, mt, mk)
-    bb = _tile(b, sb, i_b, i_h, t, rk, mt, mk)
-    g, G, GC = _chunk_decays(lw, sw, i_b, i_h, t, rk, mt, mk, SCALAR)
+    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+    aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+    bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
+    g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     Gm = G - g  # the decay before step t
     strict = rc[:, None] > rc[None, :]
     inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, DOT), rc, C)
@@ -84,19 +87,22 @@ def chunk_prep_kernel(
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
         mv = rv < V
-        U0 = _dot(IM, _tile(v, sv, i_b, i_h, t, rv, mt, mv), DOT)
+        U0 = _dot(IM, _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv), DOT)
         tl.store(u0_out + out_row[:, None] * V + rv[None, :], U0, mask=mv[None, :])
 
 
 @triton.jit
 def chunk_states_kernel(
-    lw, k, v, a, sw, sk, sv, sa, w_in, u0_in, h0, states, u_out, ht, T, H, K, V,
+    lw, k, v, a,
+    sw0, sw1, sw2, sw3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
+    sa0, sa1, sa2, sa3,
+    w_in, u0_in, h0, states, u_out, ht, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """The chunks in order: stores each chunk's start state (and its corrections U), passes the state."""
     if SHARED:
-        sa = sk
+        sa0, sa1, sa2, sa3 = sk0, sk1, sk2, sk3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
@@ -109,9 +115,9 @@ def chunk_states_kernel(
         tl.store(states + chunk * K * V + pS, S, mask=mS)
         t = n * C + rc
         mt = t < T
-        kk = _tile(k, sk, i_b, i_h, t, rk, mt, mk)
-        vv = _tile(v, sv, i_b, i_h, t, rv, mt, mv)
-        g, G, GC = _chunk_decays(lw, sw, i_b, i_h, t, rk, mt, mk, SCALAR)
+        kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
         new = _dot(tl.trans(_to_end(kk, G, GC, SCALAR)), vv, DOT)
         if LOWRANK:
             out_row = chunk * C + rc
@@ -119,7 +125,7 @@ def chunk_states_kernel(
             pu = out_row[:, None] * V + rv[None, :]
             U = _dot(W, S, DOT) + tl.load(u0_in + pu, mask=mv[None, :], other=0.0)
             tl.store(u_out + pu, U, mask=mv[None, :])
-            aa = _tile(a, sa, i_b, i_h, t, rk, mt, mk)
+            aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
             new += _dot(tl.trans(_to_end(aa, G, GC, SCALAR)), U, DOT)
         S = _decay_state(S, GC, SCALAR) + new
     tl.store(ht + i_bh * K * V + pS, S, mask=mS)
@@ -127,14 +133,17 @@ def chunk_states_kernel(
 
 @triton.jit
 def chunk_output_kernel(
-    lw, q, k, v, a, sw, sq, sk, sv, sa, states, u_in, o, T, H, K, V,
+    lw, q, k, v, a,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
+    sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3,
+    states, u_in, o, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once: O = Q̃ S + Q_k V (+ Q_a U)."""
     if SHARED:
-        sk = sq
-        sa = sq
+        sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
     i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
@@ -146,15 +155,15 @@ def chunk_output_kernel(
     )
     t = n * C + rc
     mt = t < T
-    qq = _tile(q, sq, i_b, i_h, t, rk, mt, mk)
-    kk = _tile(k, sk, i_b, i_h, t, rk, mt, mk)
-    vv = _tile(v, sv, i_b, i_h, t, rv, mt, mv)
-    g, G, GC = _chunk_decays(lw, sw, i_b, i_h, t, rk, mt, mk, SCALAR)
+    qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
+    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+    vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+    g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     causal = rc[:, None] >= rc[None, :]
     out = _dot(_from_start(qq, G, SCALAR), S, DOT)
     out += _dot(_decayed(qq, kk, G, G, causal, SCALAR, DOT), vv, DOT)
     if LOWRANK:
-        aa = _tile(a, sa, i_b, i_h, t, rk, mt, mk)
+        aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
         U = tl.load(u_in + (chunk * C + rc)[:, None] * V + rv[None, :], mask=mv[None, :], other=0.0)
         out += _dot(_decayed(qq, aa, G, G, causal, SCALAR, DOT), U, DOT)
     row = (i_b * T + t) * H + i_h
@@ -181,10 +190,10 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
         U0 = torch.empty(B * H, N * chunk, V, device=dev, dtype=f32)
         U = torch.empty_like(U0)
         prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
-        chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, sw, sk, sv, sa, sb, inv, W, U0, T, H, K, V, **prep)
+        chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, **prep)
     grid = (B * H, triton.cdiv(V, meta["BV"]))
     chunk_states_kernel[grid](
-        lw, k, v, a, sw, sk, sv, sa, W if ab else states, U0 if ab else states, h0, states,
+        lw, k, v, a, *sw, *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
         U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), num_stages=LAUNCH["stages"], **meta,
     )  # fmt: skip
     return states, ht, U, W, inv
@@ -202,7 +211,7 @@ def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str):
     a = ab[0] if ab else q
     grid = (B * H, states.shape[1], triton.cdiv(V, meta["BV"]))
     chunk_output_kernel[grid](
-        lw, q, k, v, a, *(strides(x) for x in (lw, q, k, v, a)), states, U if ab else states, o,
+        lw, q, k, v, a, *(s for x in (lw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
         T, H, K, V, LOWRANK=bool(ab), **meta,
     )  # fmt: skip
     return o, ht
