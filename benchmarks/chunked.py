@@ -1,8 +1,9 @@
 """Whole-layer benchmark of the chunked strategy (codegen/run/chunked.py) on one GPU.
 
-For gdn.rnn at GDN_100m, mamba2.rnn at Mamba2_100m and e88.rnn at E88_d12h32 with ``nonlin =
-identity``: the chunked layer against the same spec on the sequential loop (same weights), and
-against fla's ``GatedDeltaNet`` (chunk mode) and mamba_ssm's ``Mamba2`` when they import, with the
+For gdn.rnn at GDN_100m, mamba2.rnn at Mamba2_100m, e88.rnn at E88_d12h32 with ``nonlin =
+identity`` and gla.rnn at GLA_100m: the chunked layer against the same spec on the sequential loop
+(same weights), and against fla's ``GatedDeltaNet`` (chunk mode), mamba_ssm's ``Mamba2`` and fla's
+``GatedLinearAttention`` (chunk mode) when they import, with the
 same weights copied in through the zoo's tables (benchmarks/oracle_maps.py; the specs and the
 libraries both run their short convolutions). B 32, T 512,
 bf16 autocast; forward and forward+backward (``triton.testing.do_bench``), each side's first call
@@ -33,6 +34,7 @@ CASES = {
     "gdn GDN_100m": ("specs/gdn.rnn", "GDN_100m", {}),
     "mamba2 Mamba2_100m": ("specs/mamba2.rnn", "Mamba2_100m", {}),
     "e88 E88_d12h32 identity": ("specs/e88.rnn", "E88_d12h32", {"nonlin": "identity"}),
+    "gla GLA_100m": ("specs/gla.rnn", "GLA_100m", {}),
 }
 
 
@@ -42,7 +44,7 @@ def rel_rms(a, b) -> float:
 
 
 def timed(module, x):
-    """(first fwd+bwd call s, fwd ms, fwd+bwd ms, output) under bf16 autocast."""
+    """(first fwd+bwd call s, fwd ms, fwd+bwd ms, output, peak GiB of a fwd+bwd) under bf16 autocast."""
     params = [p for p in module.parameters() if p.requires_grad]
     xg = x.clone().requires_grad_(True)
 
@@ -62,7 +64,11 @@ def timed(module, x):
     torch.autograd.grad(y, [xg, *params], dy, allow_unused=True)
     torch.cuda.synchronize()
     first = time.perf_counter() - start
-    return first, do_bench(fwd, warmup=5, rep=50), do_bench(fwdbwd, warmup=5, rep=50), fwd().detach()
+    f, fb = do_bench(fwd, warmup=5, rep=50), do_bench(fwdbwd, warmup=5, rep=50)
+    torch.cuda.reset_peak_memory_stats()
+    fwdbwd()
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    return first, f, fb, fwd().detach(), peak
 
 
 def peer(spec: str):
@@ -86,6 +92,7 @@ def peer(spec: str):
 PEERS = {
     "gdn GDN_100m": ("fla GatedDeltaNet (chunk, short convolutions)", "gdn"),
     "mamba2 Mamba2_100m": ("mamba_ssm Mamba2 (use_mem_eff_path=False)", "mamba2"),
+    "gla GLA_100m": ("fla GatedLinearAttention (chunk)", "gla"),
 }
 
 
@@ -105,7 +112,7 @@ def profile(label: str, module, x) -> None:
 
 
 def bench_case(
-    name: str, B: int, T: int, chunks: list[int], prof: bool = False, peers: bool = True
+    name: str, B: int, T: int, chunks: list[int], prof: bool = False, peers: bool = True, loop: bool = True
 ) -> list[str]:
     path, preset, sets = CASES[name]
     layer = instantiate(parse_file(path), preset, sets).layer
@@ -114,8 +121,13 @@ def bench_case(
         side = RecurrentLayer(layer, backend="triton", seed=0, chunk=chunk, strategy="chunked").cuda()
         sides.append((f"archdsl chunked (C {chunk})", side))
     ours = sides[0][1]
-    loop = RecurrentLayer(layer, backend="triton", seed=0, strategy="loop").cuda()
-    sides.append(("archdsl sequential loop", loop))
+    if loop:
+        sides.append(
+            (
+                "archdsl sequential loop",
+                RecurrentLayer(layer, backend="triton", seed=0, strategy="loop").cuda(),
+            )
+        )
     for _, side in sides[1:]:
         side.load_state_dict(ours.state_dict())
     x = torch.randn(B, T, layer.dim, device="cuda")
@@ -128,18 +140,18 @@ def bench_case(
     rows, base = [], None
     for label, module in sides:
         if module is None:
-            rows.append(f"| {name} | {label} | | | | | |")
+            rows.append(f"| {name} | {label} | | | | | | |")
             continue
         try:
-            first, fwd, fb, y = timed(module, x)
+            first, fwd, fb, y, peak = timed(module, x)
         except Exception as e:  # a launch setting that does not fit this GPU: say so in the table
-            rows.append(f"| {name} | {label}: failed ({type(e).__name__}: {str(e)[:80]}) | | | | | |")
+            rows.append(f"| {name} | {label}: failed ({type(e).__name__}: {str(e)[:80]}) | | | | | | |")
             continue
         if base is None:
             base = (fb, y)
         rows.append(
             f"| {name} | {label} | {fwd:.2f} | {fb:.2f} | {fb / base[0]:.2f}x | {first:.1f} | "
-            f"{rel_rms(y, base[1]):.1e} |"
+            f"{rel_rms(y, base[1]):.1e} | {peak:.1f} |"
         )
         if prof:
             profile(f"{name}, {label}", module, x)
@@ -157,6 +169,7 @@ def main():
     ap.add_argument("--out", help="write the markdown table here too")
     ap.add_argument("--no-peers", action="store_true", help="archdsl's sides only (no library compile)")
     ap.add_argument("--profile", action="store_true", help="print each side's top CUDA kernels (fwd+bwd)")
+    ap.add_argument("--no-loop", action="store_true", help="no sequential-loop side")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     lines = [
@@ -170,13 +183,16 @@ def main():
         + f" --chunk {' '.join(map(str, args.chunk))}`",
         "",
         "Times in ms (do_bench); ratio: fwd+bwd over the chunked layer's; first call: compile + autotune "
-        "of the first forward+backward, s; diff: relative RMS of the output to the chunked layer's.",
+        "of the first forward+backward, s; diff: relative RMS of the output to the chunked layer's; "
+        "peak: GiB allocated during one forward+backward (the weights included).",
         "",
-        "| layer | side | fwd | fwd+bwd | ratio | first call | diff |",
-        "|---|---|---|---|---|---|---|",
+        "| layer | side | fwd | fwd+bwd | ratio | first call | diff | peak |",
+        "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name in args.cases:
-        lines += bench_case(name, args.B, args.T, args.chunk, args.profile, not args.no_peers)
+        lines += bench_case(
+            name, args.B, args.T, args.chunk, args.profile, not args.no_peers, not args.no_loop
+        )
         print("\n".join(lines[-3:]), flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

@@ -2,7 +2,7 @@
 their test presets and GLA, T 130, chunk 16, 32 and 64 (bf16: 16 and 64) — the compiled kernels,
 not the interpreter.
 
-    python benchmarks/chunked_check.py
+    python benchmarks/chunked_check.py [SPEC ...]
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ CASES = [
 
 
 def main():
+    only = sys.argv[1:]  # spec names (gdn, mamba2, e88, gla); none: all
     for path, sets in CASES:
         name = Path(path).stem
+        if only and name not in only:
+            continue
         layer = instantiate(parse_file(path), "test", sets).layer
         for dtype, chunk in (
             (torch.float32, 16),

@@ -38,6 +38,12 @@ def main(B=32, T=512):
     args.add_argument("--stages", type=int, nargs="*", default=[1])
     args.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
     args.add_argument("--profile", action="store_true", help="print each kernel's time per setting")
+    args.add_argument(
+        "--dot",
+        default="tf32",
+        choices=["tf32", "bf16", "ieee"],
+        help="the products' type (bf16: bf16 inputs)",
+    )
     opts = args.parse_args()
     dev = "cuda"
     for name in opts.shapes:
@@ -50,21 +56,25 @@ def main(B=32, T=512):
         )
         v = torch.randn(B, T, H, V, device=dev, generator=g)
         ab = [-0.5 * k, k] if low else []
+        if opts.dot == "bf16":
+            q, k, v, *ab = (x.bfloat16() for x in (q, k, v, *ab))
         h0 = torch.zeros(B, H, K, V, device=dev)
         do, dht = torch.randn(B, T, H, V, device=dev), torch.zeros_like(h0)
         args = (lw, q, k, v, ab, h0)
         grid = itertools.product(opts.bv, opts.bk, opts.warps, opts.chunk, opts.stages)
         for bv, bk, warps, chunk, stages in grid:
             LAUNCH.update(bv=bv, bk=bk or None, warps=warps, stages=stages)
-            label = f"{name}: bv {bv} bk {bk} warps {warps} C {chunk} stages {stages}"
+            label = f"{name}: {opts.dot} bv {bv} bk {bk} warps {warps} C {chunk} stages {stages}"
             try:
-                f = do_bench(lambda a=args, c=chunk: chunked_forward(*a, c, False), warmup=3, rep=20)
+                f = do_bench(lambda a=args, c=chunk: chunked_forward(*a, c, opts.dot), warmup=3, rep=20)
                 b = do_bench(
-                    lambda a=args, d=(do, dht), c=chunk: chunked_backward(*a, *d, c, False), warmup=3, rep=20
+                    lambda a=args, d=(do, dht), c=chunk: chunked_backward(*a, *d, c, opts.dot),
+                    warmup=3,
+                    rep=20,
                 )
                 print(f"{label}: fwd {f:.3f} ms, bwd {b:.3f} ms", flush=True)
                 if opts.profile:
-                    profile(lambda a=args, d=(do, dht), c=chunk: chunked_backward(*a, *d, c, False), label)
+                    profile(lambda a=args, d=(do, dht), c=chunk: chunked_backward(*a, *d, c, opts.dot), label)
             except Exception as e:
                 print(f"{label}: failed {type(e).__name__}: {str(e)[:100]}")
 

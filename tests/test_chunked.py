@@ -106,7 +106,7 @@ def test_triton_forward_matches_the_recurrence(scalar, lowrank, bv, monkeypatch)
     monkeypatch.setitem(chunked_common.LAUNCH, "bv", bv)
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float32)
     o1, s1 = sequential_torch(*(x.double() for x in (lw, q, k, v)), [x.double() for x in ab], h0.double())
-    o2, s2 = chunked_forward(lw, q, k, v, ab, h0, 16, precise=True)
+    o2, s2 = chunked_forward(lw, q, k, v, ab, h0, 16, "ieee")
     assert rel_rms(o2, o1) < 1e-6 and rel_rms(s2, s1) < 1e-6
 
 
@@ -154,7 +154,7 @@ def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
     do, dht = torch.randn_like(o), torch.randn_like(hT)
     expected = torch.autograd.grad([o, hT], xs, [do, dht])
     f = [x.float() for x in (lw, q, k, v, h0, do, dht)]
-    got = chunked_backward(*f[:4], [x.float() for x in ab], *f[4:], 16, precise=True)
+    got = chunked_backward(*f[:4], [x.float() for x in ab], *f[4:], 16, "ieee")
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert rel_rms(g, e) < 1e-6
@@ -169,3 +169,82 @@ def test_layer_matches_reference_without_kernels(monkeypatch):
     monkeypatch.setattr(ops, "interpreted", lambda: False)
     compare_backends(layer_of("gdn"), B=2, T=20, chunk=16, strategy="chunked")
     compare_backends(layer_of("mamba2"), B=2, T=20, chunk=16, strategy="chunked")
+
+
+def strided_problem(scalar: bool, lowrank: bool):
+    """``random_problem``'s coefficients as the cell hands them over: q and k one per batch element and
+    step, shared by the heads (head stride 0), v a slice of a wider tensor, the log-decays transposed."""
+    lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float32, K=18)
+    B, T, H, K = q.shape
+    q, k = (x[:, :, :1].expand(B, T, H, K) for x in (q, k))
+    v = torch.cat([v, torch.randn_like(v)], -1)[..., : v.shape[-1]]
+    lw = lw.transpose(0, 1).contiguous().transpose(0, 1)
+    return lw, q, k, v, ab, h0
+
+
+@pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
+@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+def test_triton_kernels_read_strided_coefficients(scalar, lowrank):
+    """Views (a head stride of 0, a slice, a transposed layout) give the kernels' results on contiguous
+    copies exactly, forward and every gradient (the broadcast ones before autograd sums them)."""
+    from archdsl.codegen.run.chunked_backward import chunked_backward
+
+    lw, q, k, v, ab, h0 = strided_problem(scalar, lowrank)
+    assert q.stride(2) == 0 and not v.is_contiguous() and not lw.is_contiguous()
+    dense = [x.contiguous() for x in (lw, q, k, v)]
+    got = chunked_forward(lw, q, k, v, ab, h0, 16, "ieee")
+    want = chunked_forward(*dense, ab, h0, 16, "ieee")
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    do, dht = torch.randn_like(got[0]), torch.randn_like(got[1])
+    got = chunked_backward(lw, q, k, v, ab, h0, do, dht, 16, "ieee")
+    want = chunked_backward(*dense, ab, h0, do, dht, 16, "ieee")
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
+def test_triton_low_precision_inputs(dtype, scalar):
+    """16-bit coefficients read as they are, products in their type (fp32 accumulation; the forms
+    without a rank-one correction, ``chunked_common.products``): within 2e-2 of the fp64 recurrence
+    on the same rounded inputs; the gradients come back in the inputs' type."""
+    from archdsl.codegen.run.chunked_backward import chunked_backward
+    from archdsl.codegen.run.chunked_common import DOTS
+
+    lw, q, k, v, ab, h0 = random_problem(scalar, False, torch.float32, K=18)
+    q, k, v = (x.to(dtype) for x in (q, k, v))
+    xs = [x.double().requires_grad_(True) for x in (lw, q, k, v, h0)]
+    o1, s1 = sequential_torch(xs[0], xs[1], xs[2], xs[3], [], xs[4])
+    o2, s2 = chunked_forward(lw, q, k, v, ab, h0, 16, DOTS[dtype])
+    assert o2.dtype == torch.float32 and rel_rms(o2, o1) < 2e-2 and rel_rms(s2, s1) < 2e-2
+    do, dht = torch.randn_like(o2), torch.randn_like(s2)
+    expected = torch.autograd.grad([o1, s1], xs, [do.double(), dht.double()])
+    got = chunked_backward(lw, q, k, v, ab, h0, do, dht, 16, DOTS[dtype])
+    assert [g.dtype for g in got] == [x.dtype for x in (lw, q, k, v)] + [torch.float32]
+    for g, e in zip(got, expected):
+        assert rel_rms(g, e) < 2e-2
+
+
+def test_cell_hands_inputs_over_without_copies(monkeypatch):
+    """Mamba2's B and C (inputs of the cell, one per state channel, shared by the heads) reach the op
+    with a head stride of 0 (not broadcast into a copy); the log-decays and v as the generated kernels
+    wrote them (fp32)."""
+    from archdsl.codegen.run import chunked
+
+    seen = {}
+    real = chunked.chunked_op
+
+    def spy(chunk, dot):
+        op = real(chunk, dot)
+
+        def call(xs, h0):
+            seen.update(dot=dot, xs=xs)
+            return op(xs, h0)
+
+        return call
+
+    monkeypatch.setattr(chunked, "chunked_op", spy)
+    compare_backends(layer_of("mamba2"), B=2, T=20, dtype=torch.bfloat16, chunk=16, strategy="chunked")
+    lw, q, k, v = seen["xs"]
+    assert seen["dot"] == "bf16"  # no rank-one correction: 16-bit products
+    assert q.stride(2) == k.stride(2) == 0
+    assert lw.dtype == v.dtype == torch.float32

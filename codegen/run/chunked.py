@@ -23,7 +23,7 @@ from archdsl.codegen.emit.names import module_name
 from archdsl.codegen.hoist import TokenPart
 from archdsl.codegen.linear import LinearForm, classify
 from archdsl.codegen.plan import make_token_plan
-from archdsl.codegen.run.chunked_common import interpreted
+from archdsl.codegen.run.chunked_common import interpreted, products
 from archdsl.codegen.run.chunked_kernels import kernel_path
 from archdsl.codegen.run.ops import chunked_op
 from archdsl.codegen.run.runtime import ParallelPart, load_module
@@ -34,24 +34,25 @@ from archdsl.reference import Layout, apply, compute_dtype
 
 
 def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype):
-    """The chunked recurrence on fp32 coefficients; ``dtype``: the layer's (fp32 runs use exact
-    fp32 products, bf16/fp16 runs TF32 tensor cores)."""
-    xs = [x.float().contiguous() for x in (lw, q, k, v, *ab)]
-    o, ht = chunked_op(chunk, dtype in (torch.float32, torch.float64))(xs, h0.float().contiguous())
-    return o, ht
+    """The chunked recurrence on the coefficients as they are (their own float types, any strides:
+    no copy); ``dtype``: the layer's, which picks the products' type (``chunked_common.products``:
+    exact fp32 for fp32 layers, bf16/fp16 operands with fp32 accumulation for bf16/fp16 layers, TF32
+    for a delta rule's)."""
+    return chunked_op(chunk, products(dtype, bool(ab)))([lw, q, k, v, *ab], h0.float().contiguous())
 
 
 def _evaluate(graph: Graph, roots, leaves: dict, layout: Layout, env: dict | None = None) -> dict:
-    """The nodes under ``roots`` on full-layout tensors; ``leaves``: (op, name) -> tensor."""
+    """The nodes under ``roots`` on full-layout tensors in ``layout.dtype``; ``leaves``: (op, name) ->
+    tensor (of any type: converted where read)."""
     env = {} if env is None else env
-    for i in sorted(graph.ancestors(roots)):
+    for i in sorted(graph.ancestors(roots, stop=env)):  # nothing below a value already known
         if i in env:
             continue
         n = graph[i]
         if n.op is Op.CONST:
             env[i] = torch.full([1] * len(layout.axes), n.attr, dtype=layout.dtype, device=layout.device)
         elif n.op in (Op.INPUT, Op.PARAM):
-            env[i] = leaves[(n.op, n.attr)]
+            env[i] = leaves[(n.op, n.attr)].to(layout.dtype)
         else:
             env[i] = apply(n, [env[a] for a in n.args], layout)
     return env
@@ -148,7 +149,7 @@ class ChunkedCell:
         x0 = next(iter(inputs.values()))
         B, T = x0.shape[:2]
         layout = Layout(self.shape_info, compute_dtype(x0), x0.device)
-        leaves = {(Op.INPUT, n): layout.full(inputs[n].to(layout.dtype), ax, 2) for n, ax in c.inputs.items()}
+        leaves = {(Op.INPUT, n): layout.full(inputs[n], ax, 2) for n, ax in c.inputs.items()}
         for name, ax in c.consts.items():
             leaves[(Op.PARAM, name)] = layout.full(frontier[c.const_source[name]].to(layout.dtype), ax, 0)
         roots = [f.log_w, f.k, f.v, f.q] + ([f.a, f.b] if f.a is not None else [])
@@ -159,7 +160,9 @@ class ChunkedCell:
             outs = part(inputs, frontier)
             for i, t in zip(self.coefficients.outputs.values(), outs):
                 env[i] = layout.full(t, f.graph[i].axes, 2)
-        env = _evaluate(f.graph, roots, leaves, layout, env)
+        # a coefficient that is an input as it is reaches the kernels in its own type (no copy)
+        raw = {i: leaves[(Op.INPUT, f.graph[i].attr)] for i in roots if f.graph[i].op is Op.INPUT}
+        env = _evaluate(f.graph, roots, leaves, layout, {**env, **raw})
         nh = len(f.heads)
         hk = (*f.heads, f.key)
         lw = self._block(env[f.log_w], f.heads if f.scalar_decay else hk, nh, (B, T))
@@ -168,6 +171,7 @@ class ChunkedCell:
         ab = [self._block(env[i], hk, nh, (B, T)) for i in (f.a, f.b)] if f.a is not None else []
         h0 = self._state0(state0, B, x0.device)
         o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, x0.dtype)
+        env = {i: t for i, t in env.items() if i not in raw}
         shape = [B, T, *(c.sizes[a] if a in (*f.heads, *f.values) else 1 for a in c.axes)]
         leaves[(Op.INPUT, "o:")] = self._unblock(
             o.reshape(B, T, *(c.sizes[a] for a in f.heads + f.values)), shape

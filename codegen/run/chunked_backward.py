@@ -42,17 +42,21 @@ from archdsl.codegen.run.chunked_common import (
     _chunk_decays,
     _decay_state,
     _decayed,
+    _dot,
     _from_start,
     _meta,
+    _tile,
     _to_end,
+    _wide_dot,
     key_block,
+    strides,
 )
 from archdsl.codegen.run.chunked_kernels import chunk_states
 
 
 @triton.jit
 def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.constexpr,
-                 PREC: tl.constexpr):  # fmt: skip
+                 DOT: tl.constexpr):  # fmt: skip
     """(dx, dy, dg) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) (0 outside ``mask``), with
     gy = G and gx = G (or, ``SHIFTED``, the decay before the step G - g). ``dg``: the gradient of the
     per-step log-decays g, summed where it is exact: M[t, τ] depends on g_s for τ < s ≤ t (τ < s < t)."""
@@ -60,11 +64,11 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
     if SCALAR:
         E = tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
         dP = dM * E
-        Z = dP * tl.dot(x, tl.trans(y), input_precision=PREC)
-        dx = tl.dot(dP, y, input_precision=PREC)
-        dy = tl.dot(tl.trans(dP), x, input_precision=PREC)
+        Z = dP * _dot(x, tl.trans(y), DOT)
+        dx = _dot(dP, y, DOT)
+        dy = _dot(tl.trans(dP), x, DOT)
         # A[t, s] = Σ_{τ<s} Z[t, τ], then dg_s = Σ_{t ≥ s} A[t, s]: only the terms that depend on g_s
-        A = tl.dot(Z, tl.where(rc[:, None] < rc[None, :], 1.0, 0.0), input_precision=PREC)
+        A = _wide_dot(Z, tl.where(rc[:, None] < rc[None, :], 1.0, 0.0), DOT)
         if SHIFTED:
             dg = tl.sum(tl.where(rc[:, None] > rc[None, :], A, 0.0), 0)
         else:
@@ -72,8 +76,8 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
     else:
         xh, yh = x * tl.exp(gx), y * tl.exp(-gy)
         dMm = tl.where(mask, dM, 0.0)
-        dxh = tl.dot(dMm, yh, input_precision=PREC)
-        dyh = tl.dot(tl.trans(dMm), xh, input_precision=PREC)
+        dxh = _wide_dot(dMm, yh, DOT)
+        dyh = _wide_dot(tl.trans(dMm), xh, DOT)
         dx, dy, dgx = dxh * tl.exp(gx), dyh * tl.exp(-gy), dxh * xh
         dg = tl.cumsum(dgx, 0, reverse=True) - tl.cumsum(dyh * yh, 0, reverse=True)
         if SHIFTED:
@@ -93,11 +97,15 @@ def _rowsum(x, SCALAR: tl.constexpr):
 
 @triton.jit
 def chunk_dstates_kernel(
-    lw, q, a, w_in, do, dht, dstates, dh0, T, H, K, V,
+    lw, q, a,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sa0, sa1, sa2, sa3,
+    w_in, do, dht, dstates, dh0, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards."""
+    if SHARED:  # q and a in one layout: one offset computation
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
@@ -112,30 +120,29 @@ def chunk_dstates_kernel(
         t = n * C + rc
         mt = t < T
         row = (i_b * T + t) * H + i_h
-        pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-        qq = tl.load(q + pk, mask=mtk, other=0.0)
+        qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
         dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
-        g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
-        dS_prev = tl.dot(tl.trans(_from_start(qq, G, SCALAR)), dO, input_precision=PREC)
+        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+        dS_prev = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
         if LOWRANK:
-            aa = tl.load(a + pk, mask=mtk, other=0.0)
-            Qa = _decayed(qq, aa, G, G, rc[:, None] >= rc[None, :], SCALAR, PREC)
-            dU = tl.dot(tl.trans(Qa), dO, input_precision=PREC)
-            dU += tl.dot(_to_end(aa, G, GC, SCALAR), dS, input_precision=PREC)
+            aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+            Qa = _decayed(qq, aa, G, G, rc[:, None] >= rc[None, :], SCALAR, DOT)
+            dU = _dot(tl.trans(Qa), dO, DOT)
+            dU += _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
             W = tl.load(w_in + (chunk * C + rc)[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
-            dS_prev += tl.dot(tl.trans(W), dU, input_precision=PREC)
+            dS_prev += _dot(tl.trans(W), dU, DOT)
         dS = dS_prev + _decay_state(dS, GC, SCALAR)
     tl.store(dh0 + i_bh * K * V + pS, dS, mask=mS)
 
 
 @triton.jit
-def _decayed_raw(x, y, gx, gy, SCALAR: tl.constexpr, PREC: tl.constexpr):
+def _decayed_raw(x, y, gx, gy, SCALAR: tl.constexpr, DOT: tl.constexpr):
     """One block of the key axis' share of ``Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i])``, unmasked
     (with one decay per head the decay is applied once, after the sum: ``_masked``)."""
     if SCALAR:
-        out = tl.dot(x, tl.trans(y), input_precision=PREC)
+        out = _dot(x, tl.trans(y), DOT)
     else:
-        out = tl.dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), input_precision=PREC)
+        out = _wide_dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), DOT)
     return out
 
 
@@ -150,10 +157,10 @@ def _masked(m, gx, gy, mask, SCALAR: tl.constexpr):
 
 
 @triton.jit
-def _head_decays(lw, row, mt, C: tl.constexpr, SCALAR: tl.constexpr):
+def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr):
     """(g, G) of a head-wide decay, [C] (zeros for a decay per key channel: each key block has its own)."""
     if SCALAR:
-        g = tl.load(lw + row, mask=mt, other=0.0)
+        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
     else:
         g = tl.zeros([C], dtype=tl.float32)
     return g, tl.cumsum(g, 0)
@@ -161,13 +168,20 @@ def _head_decays(lw, row, mt, C: tl.constexpr, SCALAR: tl.constexpr):
 
 @triton.jit
 def chunk_dv_kernel(
-    lw, q, k, a, b, dstates, inv_in, do, dv, dr_out, T, H, K, V,
+    lw, q, k, a, b,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
+    sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
+    dstates, inv_in, do, dv, dr_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once, one block of value columns: dv = Q_kᵀ dO + K_end dS (+ M_akᵀ dR), and the
     corrections' gradient dR = (I - M_ab)⁻ᵀ (Q_aᵀ dO + A_end dS), stored for ``chunk_dqk_kernel``.
     The [C, C] matrices are summed over blocks of the key axis."""
+    if SHARED:
+        sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
+        sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
     i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
@@ -185,38 +199,37 @@ def chunk_dv_kernel(
     for i_k in range(0, tl.cdiv(K, BK)):
         rk = i_k * BK + tl.arange(0, BK)
         mk = rk < K
-        pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-        qq = tl.load(q + pk, mask=mtk, other=0.0).to(tl.float32)
-        kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
+        qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
+        kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
         dS = tl.load(dstates + chunk * K * V + rk[:, None] * V + rv[None, :],
                      mask=mk[:, None] & mv[None, :], other=0.0)  # fmt: skip
-        g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
-        Qk += _decayed_raw(qq, kk, G, G, SCALAR, PREC)
-        dvv += tl.dot(_to_end(kk, G, GC, SCALAR), dS, input_precision=PREC)
+        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+        Qk += _decayed_raw(qq, kk, G, G, SCALAR, DOT)
+        dvv += _dot(_to_end(kk, G, GC, SCALAR), dS, DOT)
         if LOWRANK:
-            aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
-            bb = tl.load(b + pk, mask=mtk, other=0.0).to(tl.float32)
-            Qa += _decayed_raw(qq, aa, G, G, SCALAR, PREC)
-            Mak += _decayed_raw(bb, kk, G - g, G, SCALAR, PREC)
-            dU += tl.dot(_to_end(aa, G, GC, SCALAR), dS, input_precision=PREC)
-    gh, Gh = _head_decays(lw, row, mt, C, SCALAR)
+            aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+            bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
+            Qa += _decayed_raw(qq, aa, G, G, SCALAR, DOT)
+            Mak += _decayed_raw(bb, kk, G - g, G, SCALAR, DOT)
+            dU += _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
+    gh, Gh = _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C, SCALAR)
     causal = rc[:, None] >= rc[None, :]
     pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
     dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
-    dvv += tl.dot(tl.trans(_masked(Qk, Gh, Gh, causal, SCALAR)), dO, input_precision=PREC)
+    dvv += _dot(tl.trans(_masked(Qk, Gh, Gh, causal, SCALAR)), dO, DOT)
     if LOWRANK:
         strict = rc[:, None] > rc[None, :]
-        dU += tl.dot(tl.trans(_masked(Qa, Gh, Gh, causal, SCALAR)), dO, input_precision=PREC)
+        dU += _dot(tl.trans(_masked(Qa, Gh, Gh, causal, SCALAR)), dO, DOT)
         inv = tl.load(inv_in + (chunk * C + rc[:, None]) * C + rc[None, :])
-        dR = tl.dot(tl.trans(inv), dU, input_precision=PREC)
-        dvv += tl.dot(tl.trans(_masked(Mak, Gh - gh, Gh, strict, SCALAR)), dR, input_precision=PREC)
+        dR = _dot(tl.trans(inv), dU, DOT)
+        dvv += _dot(tl.trans(_masked(Mak, Gh - gh, Gh, strict, SCALAR)), dR, DOT)
         tl.store(dr_out + (chunk * C + rc)[:, None] * V + rv[None, :], dR, mask=mv[None, :])
-    tl.store(dv + pv, dvv, mask=mtv)
+    tl.store(dv + pv, dvv.to(dv.dtype.element_ty), mask=mtv)
 
 
 @triton.jit
 def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc,
-                      SCALAR: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
+                      SCALAR: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
     """The rank-one correction's share of one key block's per-token gradients, from its products over
     the value axis: its parts of dq and dk; da, db; its part of dg (the per-step log-decays) and of te
     (the end-of-chunk decays)."""
@@ -226,9 +239,9 @@ def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd,
         eGm = tl.exp(Gm)[:, None]
     else:
         eGm = tl.exp(Gm)
-    dq2, da2, dg2 = _decayed_bwd(tl.where(causal, dQa, 0.0), qq, aa, G, G, causal, rc, False, SCALAR, PREC)
-    db3, dk3, dg3 = _decayed_bwd(tl.where(strict, dMak, 0.0), bb, kk, Gm, G, strict, rc, True, SCALAR, PREC)
-    db4, da4, dg4 = _decayed_bwd(tl.where(strict, dMab, 0.0), bb, aa, Gm, G, strict, rc, True, SCALAR, PREC)
+    dq2, da2, dg2 = _decayed_bwd(tl.where(causal, dQa, 0.0), qq, aa, G, G, causal, rc, False, SCALAR, DOT)
+    db3, dk3, dg3 = _decayed_bwd(tl.where(strict, dMak, 0.0), bb, kk, Gm, G, strict, rc, True, SCALAR, DOT)
+    db4, da4, dg4 = _decayed_bwd(tl.where(strict, dMab, 0.0), bb, aa, Gm, G, strict, rc, True, SCALAR, DOT)
     dGm = _rowsum(db_s * bb * eGm, SCALAR)
     dg = dg2 + dg3 + dg4 + (tl.cumsum(dGm, 0, reverse=True) - dGm)
     return (
@@ -243,12 +256,19 @@ def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd,
 
 @triton.jit
 def chunk_dqk_kernel(
-    lw, q, k, v, a, b, states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db, T, H, K, V,
-    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
+    lw, q, k, v, a, b,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
+    sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
+    states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db,
+    T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once, one block of the key axis: the products over the value axis (dO Sᵀ, V dSᵀ,
     dO Vᵀ, …) summed block by block, then dq, dk (da, db) and the log-decays' gradient."""
+    if SHARED:
+        sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
+        sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
     i_bh, n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     B = tl.num_programs(0) // H
@@ -277,29 +297,29 @@ def chunk_dqk_kernel(
         dS = tl.load(dstates + pS, mask=mS, other=0.0)
         pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
         dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
-        vv = tl.load(v + pv, mask=mtv, other=0.0).to(tl.float32)
-        dq_s += tl.dot(dO, tl.trans(S), input_precision=PREC)
-        dk_end += tl.dot(vv, tl.trans(dS), input_precision=PREC)
-        dQk += tl.dot(dO, tl.trans(vv), input_precision=PREC)
+        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+        dq_s += _dot(dO, tl.trans(S), DOT)
+        dk_end += _dot(vv, tl.trans(dS), DOT)
+        dQk += _dot(dO, tl.trans(vv), DOT)
         sds += tl.sum(S * dS, 1)
         if LOWRANK:
             pu = (chunk * C + rc)[:, None] * V + rv[None, :]
             U = tl.load(u_in + pu, mask=mv[None, :], other=0.0)
             dR = tl.load(dr_in + pu, mask=mv[None, :], other=0.0)
-            db_s += tl.dot(dR, tl.trans(S), input_precision=PREC)
-            da_end += tl.dot(U, tl.trans(dS), input_precision=PREC)
-            dQa += tl.dot(dO, tl.trans(U), input_precision=PREC)
-            dMak += tl.dot(dR, tl.trans(vv), input_precision=PREC)
-            dMab += tl.dot(dR, tl.trans(U), input_precision=PREC)
-    qq = tl.load(q + pk, mask=mtk, other=0.0).to(tl.float32)
-    kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
-    g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
+            db_s += _dot(dR, tl.trans(S), DOT)
+            da_end += _dot(U, tl.trans(dS), DOT)
+            dQa += _dot(dO, tl.trans(U), DOT)
+            dMak += _dot(dR, tl.trans(vv), DOT)
+            dMab += _dot(dR, tl.trans(U), DOT)
+    qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
+    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+    g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     if SCALAR:
         eG, eEnd = tl.exp(G)[:, None], tl.exp(GC - G)[:, None]
     else:
         eG, eEnd = tl.exp(G), tl.exp(GC[None, :] - G)
     causal = rc[:, None] >= rc[None, :]
-    dq_, dk_, dg = _decayed_bwd(tl.where(causal, dQk, 0.0), qq, kk, G, G, causal, rc, False, SCALAR, PREC)
+    dq_, dk_, dg = _decayed_bwd(tl.where(causal, dQk, 0.0), qq, kk, G, G, causal, rc, False, SCALAR, DOT)
     dqq = dq_s * eG + dq_
     dkk = dk_end * eEnd + dk_
     # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Σ_{t > s} dGm_t + Γ_C Σ S ⊙ dS (+ the decayed
@@ -311,60 +331,65 @@ def chunk_dqk_kernel(
     else:
         dg += (sds * tl.exp(GC))[None, :]
     if LOWRANK:
-        aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
-        bb = tl.load(b + pk, mask=mtk, other=0.0).to(tl.float32)
+        aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+        bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
         dq2, dk3, daa, dbb, dg2, te2 = _correction_grads(
-            dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc, SCALAR, PREC
+            dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc, SCALAR, DOT
         )
         dqq += dq2
         dkk += dk3
         dg += dg2
         te += te2
-        tl.store(da + pk, daa, mask=mtk)
-        tl.store(db + pk, dbb, mask=mtk)
+        tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)
+        tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
     dg += tl.cumsum(te, 0) - te
-    tl.store(dq + pk, dqq, mask=mtk)
-    tl.store(dk + pk, dkk, mask=mtk)
+    tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
+    tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
     if SCALAR:
         tl.store(dlw + i_k * B * T * H + row, dg, mask=mt)  # one partial sum per block of the key axis
     else:
-        tl.store(dlw + pk, dg, mask=mtk)
+        tl.store(dlw + pk, dg.to(dlw.dtype.element_ty), mask=mtk)
 
 
-def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, precise: bool) -> list:
-    """[dlw, dq, dk, dv, *dab, dh0] (fp32) of the chunked recurrence, from the Triton kernels."""
-    lw, q, k, v, h0, do, dht = (x.contiguous() for x in (lw, q, k, v, h0, do, dht))
-    ab = [x.contiguous() for x in ab]
+def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list:
+    """[dlw, dq, dk, dv, *dab, dh0] of the chunked recurrence from the Triton kernels, each gradient
+    contiguous in its input's type (dh0 fp32); the coefficients as ``chunked_forward`` takes them."""
+    h0, do, dht = (x.float().contiguous() for x in (h0, do, dht))
     B, T, H, K = q.shape
     V = v.shape[-1]
-    meta = _meta(lw, q, v, ab, chunk, precise)
+    meta = _meta(lw, q, k, v, ab, chunk, dot)
     NV = triton.cdiv(V, meta["BV"])
-    states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, precise)
+    states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
     N = states.shape[1]
     dev = q.device
     dstates = torch.empty_like(states)
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b = ab if ab else (q, q)
+    sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
     chunk_dstates_kernel[(B * H, NV)](
-        lw, q, a, W if ab else q, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
+        lw, q, a, *sw, *sq, *sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
         num_stages=LAUNCH["stages"], **meta,
     )  # fmt: skip
     BKb = key_block(K, bool(ab))
     per_token = dict(meta, BK=BKb)
-    dv = torch.empty(B, T, H, V, device=dev)
-    dR = torch.empty_like(U) if ab else q
+    dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
+    dR = torch.empty_like(U) if ab else states
     chunk_dv_kernel[(B * H, N, NV)](
-        lw, q, k, a, b, dstates, inv if ab else q, do, dv, dR, T, H, K, V, LOWRANK=bool(ab), **per_token
-    )
-    NK = triton.cdiv(K, BKb)
-    dlw = torch.empty((NK, *lw.shape) if lw.dim() == 3 else lw.shape, device=dev)
-    dq, dk = torch.empty(q.shape, device=dev), torch.empty(k.shape, device=dev)
-    dab = [torch.empty(x.shape, device=dev) for x in ab]
-    da, db = dab if ab else (dq, dq)
-    chunk_dqk_kernel[(B * H, N, NK)](
-        lw, q, k, v, a, b, states, dstates, U if ab else q, dR, do, dlw, dq, dk, da, db, T, H, K, V,
+        lw, q, k, a, b, *sw, *sq, *sk, *sa, *sb, dstates, inv if ab else states, do, dv, dR, T, H, K, V,
         LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
-    if lw.dim() == 3:
-        dlw = dlw.sum(0)
+    NK = triton.cdiv(K, BKb)
+    scalar = lw.dim() == 3
+    dlw = torch.empty(
+        (NK, *lw.shape) if scalar else lw.shape, device=dev, dtype=torch.float32 if scalar else lw.dtype
+    )
+    dq, dk = (torch.empty(x.shape, device=dev, dtype=x.dtype) for x in (q, k))
+    dab = [torch.empty(x.shape, device=dev, dtype=x.dtype) for x in ab]
+    da, db = dab if ab else (dq, dq)
+    chunk_dqk_kernel[(B * H, N, NK)](
+        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, do, dlw,
+        dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), **per_token,
+    )  # fmt: skip
+    if scalar:
+        dlw = dlw.sum(0).to(lw.dtype)
     return [dlw, dq, dk, dv, *dab, dh0]

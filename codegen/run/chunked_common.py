@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 import triton
 import triton.language as tl
 
@@ -19,25 +20,61 @@ def interpreted() -> bool:
 
 
 @triton.jit
-def _decayed(x, y, gx, gy, mask, SCALAR: tl.constexpr, PREC: tl.constexpr):
-    """M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) where ``mask``, else 0."""
+def _dot(x, y, DOT: tl.constexpr):
+    """x @ y on tensor cores with fp32 accumulation: ``DOT`` "ieee" (exact fp32 products), "tf32", or
+    "bf16"/"fp16" (the operands rounded to that type first: twice TF32's rate)."""
     # one return after a constexpr if/else: Triton 3.6 compiles the statements after an early return
+    if DOT == "bf16":
+        out = tl.dot(x.to(tl.bfloat16), y.to(tl.bfloat16))
+    elif DOT == "bf16-emulated":  # the interpreter multiplies bf16 arrays as integers: round, then fp32
+        out = tl.dot(
+            x.to(tl.bfloat16).to(tl.float32), y.to(tl.bfloat16).to(tl.float32), input_precision="ieee"
+        )
+    elif DOT == "fp16":
+        out = tl.dot(x.to(tl.float16), y.to(tl.float16))
+    else:
+        out = tl.dot(x, y, input_precision=DOT)
+    return out
+
+
+@triton.jit
+def _wide_dot(x, y, DOT: tl.constexpr):
+    """``_dot`` for operands that may leave fp16's range (decays divided out, up to exp(80)) or whose
+    products are summed into a decay's gradient: TF32 in place of fp16, bf16 otherwise as asked."""
+    if DOT == "fp16":
+        out = tl.dot(x, y, input_precision="tf32")
+    else:
+        out = _dot(x, y, DOT)
+    return out
+
+
+@triton.jit
+def _tile(x, s0, s1, s2, s3, i_b, i_h, t, r, mt, mr):
+    """The [len(t), len(r)] tile of ``x`` [B, T, H, R] (strides ``s0…s3``, any float type) at batch
+    element ``i_b``, head ``i_h``, steps ``t`` and columns ``r``, as fp32 (0 outside the masks)."""
+    p = x + i_b * s0 + i_h * s2 + t[:, None] * s1 + r[None, :] * s3
+    return tl.load(p, mask=mt[:, None] & mr[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _decayed(x, y, gx, gy, mask, SCALAR: tl.constexpr, DOT: tl.constexpr):
+    """M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) where ``mask``, else 0."""
     if SCALAR:
-        m = tl.dot(x, tl.trans(y), input_precision=PREC)
+        m = _dot(x, tl.trans(y), DOT)
         out = m * tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
     else:
-        m = tl.dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), input_precision=PREC)
+        m = _wide_dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), DOT)
         out = tl.where(mask, m, 0.0)
     return out
 
 
 @triton.jit
-def _chunk_decays(lw, row, pk, mt, mtk, SCALAR: tl.constexpr):
-    """(g, G, Γ_C): the chunk's log-decays, their inclusive cumulative sum and the chunk's total."""
+def _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR: tl.constexpr):
+    """(g, G, Γ_C): the chunk's log-decays (fp32), their inclusive cumulative sum and the chunk's total."""
     if SCALAR:
-        g = tl.load(lw + row, mask=mt, other=0.0)
+        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
     else:
-        g = tl.load(lw + pk, mask=mtk, other=0.0)
+        g = _tile(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk)
     return g, tl.cumsum(g, 0), tl.sum(g, 0)
 
 
@@ -92,10 +129,47 @@ def blocks(K: int, V: int) -> tuple[int, int]:
     return max(16, triton.next_power_of_2(K)), min(LAUNCH["bv"], max(16, triton.next_power_of_2(V)))
 
 
-def _meta(lw, q, v, ab, chunk: int, precise: bool) -> dict:
+#: the products' types (``_dot``'s ``DOT``) by the layer's data type: exact fp32 for fp32 and fp64
+#: layers; operands of the data's own 16-bit type for bf16/fp16 layers (fp32 accumulation; decays, the
+#: triangular inverse and the state between chunks stay fp32)
+DOTS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def products(dtype: torch.dtype, lowrank: bool) -> str:
+    """The forward's products' type for a layer of ``dtype``: ``DOTS``, except TF32 in place of 16-bit
+    operands for a delta rule (``lowrank``). Measured on the kernel harness' bf16 layers: with bf16
+    operands gdn's decay gradients are 4e-2 to 1e-1 off the reference and e88's 2e-2 (the corrections'
+    triangular solve and the decay gradients' sums amplify the rounding), while mamba2's and GLA's
+    outputs stay within 1.4e-2 (the backward: ``backward_products``)."""
+    dot = DOTS[dtype]
+    return "tf32" if lowrank and dot in ("bf16", "fp16") else dot
+
+
+def backward_products(dot: str) -> str:
+    """The backward's products' type: TF32 in place of 16-bit operands. With bf16 products Mamba2's
+    ``dt_bias`` gradient measured 2.3e-2 to 2.8e-2 off the reference on an H100 (T 130, chunks of 16
+    and 64), against 6.4e-3 with TF32: the decay gradients sum many products that cancel."""
+    return "tf32" if dot in ("bf16", "fp16") else dot
+
+
+def strides(x: torch.Tensor) -> tuple[int, ...]:
+    """A coefficient's strides as the kernels read them, [B, T, H, R] (a head-wide decay: R stride 0);
+    a stride may be 0 (one value broadcast along that axis). The kernels take them as four scalar
+    arguments each, not as a tuple: Triton specialises scalar integers (equal to 1, multiples of 16),
+    which lets it vectorise the loads; as tuple elements the per-token backward kernels measured 30–45%
+    slower (benchmarks/results/chunked-3)."""
+    s = tuple(x.stride())
+    return s if x.dim() == 4 else (*s, 0)
+
+
+def _meta(lw, q, k, v, ab, chunk: int, dot: str) -> dict:
     assert chunk >= 16 and chunk & (chunk - 1) == 0, "the chunk must be a power of two, at least 16"
+    assert dot in ("ieee", "tf32", "bf16", "fp16"), dot
+    dot = "bf16-emulated" if dot == "bf16" and interpreted() else dot
     BK, BV = blocks(q.shape[-1], v.shape[-1])
+    # q, k (a, b) in one layout (as one generated kernel writes them): one offset computation for all,
+    # not one per tensor (the delta rule's dq/dk kernel spills otherwise: 3.6 ms against 2.6 ms)
+    shared = all(strides(x) == strides(q) for x in (k, *ab))
     return dict(
-        C=chunk, BK=BK, BV=BV, SCALAR=lw.dim() == 3, PREC="ieee" if precise else "tf32",
-        num_warps=LAUNCH["warps"],
-    )  # fmt: skip
+        C=chunk, BK=BK, BV=BV, SCALAR=lw.dim() == 3, DOT=dot, SHARED=shared, num_warps=LAUNCH["warps"]
+    )

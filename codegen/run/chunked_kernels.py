@@ -28,9 +28,12 @@ from archdsl.codegen.run.chunked_common import (
     _chunk_decays,
     _decay_state,
     _decayed,
+    _dot,
     _from_start,
     _meta,
+    _tile,
     _to_end,
+    strides,
 )
 
 
@@ -51,46 +54,55 @@ def _unit_lower_inverse(L, rc, C: tl.constexpr):
 
 @triton.jit
 def chunk_prep_kernel(
-    lw, k, v, a, b, inv_out, w_out, u0_out, T, H, K, V,
-    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SCALAR: tl.constexpr, PREC: tl.constexpr,
+    lw, k, v, a, b,
+    sw0, sw1, sw2, sw3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
+    sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
+    inv_out, w_out, u0_out, T, H, K, V,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Per chunk: T = (I - M_ab)⁻¹ [C, C], W = T B̃ [C, K] and U₀ = T M_ak V [C, V]."""
+    if SHARED:  # k, a and b in one layout: one offset computation
+        sa0, sa1, sa2, sa3 = sk0, sk1, sk2, sk3
+        sb0, sb1, sb2, sb3 = sk0, sk1, sk2, sk3
     i_bh, n = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
     rc, rk = tl.arange(0, C), tl.arange(0, BK)
     t = n * C + rc
     mt, mk = t < T, rk < K
-    row = (i_b * T + t) * H + i_h
-    pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-    kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
-    aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
-    bb = tl.load(b + pk, mask=mtk, other=0.0).to(tl.float32)
-    g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
+    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+    aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+    bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
+    g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     Gm = G - g  # the decay before step t
     strict = rc[:, None] > rc[None, :]
-    inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, PREC), rc, C)
+    inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, DOT), rc, C)
     chunk = i_bh * N + n
     tl.store(inv_out + (chunk * C + rc[:, None]) * C + rc[None, :], inv)
     out_row = chunk * C + rc
-    W = tl.dot(inv, _from_start(bb, Gm, SCALAR), input_precision=PREC)
+    W = _dot(inv, _from_start(bb, Gm, SCALAR), DOT)
     tl.store(w_out + out_row[:, None] * K + rk[None, :], W, mask=mk[None, :])
-    IM = tl.dot(inv, _decayed(bb, kk, Gm, G, strict, SCALAR, PREC), input_precision=PREC)
+    IM = _dot(inv, _decayed(bb, kk, Gm, G, strict, SCALAR, DOT), DOT)
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
         mv = rv < V
-        vv = tl.load(v + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
-        U0 = tl.dot(IM, vv.to(tl.float32), input_precision=PREC)
+        U0 = _dot(IM, _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv), DOT)
         tl.store(u0_out + out_row[:, None] * V + rv[None, :], U0, mask=mv[None, :])
 
 
 @triton.jit
 def chunk_states_kernel(
-    lw, k, v, a, w_in, u0_in, h0, states, u_out, ht, T, H, K, V,
+    lw, k, v, a,
+    sw0, sw1, sw2, sw3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
+    sa0, sa1, sa2, sa3,
+    w_in, u0_in, h0, states, u_out, ht, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """The chunks in order: stores each chunk's start state (and its corrections U), passes the state."""
+    if SHARED:
+        sa0, sa1, sa2, sa3 = sk0, sk1, sk2, sk3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
@@ -103,31 +115,35 @@ def chunk_states_kernel(
         tl.store(states + chunk * K * V + pS, S, mask=mS)
         t = n * C + rc
         mt = t < T
-        row = (i_b * T + t) * H + i_h
-        pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-        kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
-        vv = tl.load(v + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
-        g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
-        new = tl.dot(tl.trans(_to_end(kk, G, GC, SCALAR)), vv.to(tl.float32), input_precision=PREC)
+        kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+        new = _dot(tl.trans(_to_end(kk, G, GC, SCALAR)), vv, DOT)
         if LOWRANK:
             out_row = chunk * C + rc
             W = tl.load(w_in + out_row[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
             pu = out_row[:, None] * V + rv[None, :]
-            U = tl.dot(W, S, input_precision=PREC) + tl.load(u0_in + pu, mask=mv[None, :], other=0.0)
+            U = _dot(W, S, DOT) + tl.load(u0_in + pu, mask=mv[None, :], other=0.0)
             tl.store(u_out + pu, U, mask=mv[None, :])
-            aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
-            new += tl.dot(tl.trans(_to_end(aa, G, GC, SCALAR)), U, input_precision=PREC)
+            aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+            new += _dot(tl.trans(_to_end(aa, G, GC, SCALAR)), U, DOT)
         S = _decay_state(S, GC, SCALAR) + new
     tl.store(ht + i_bh * K * V + pS, S, mask=mS)
 
 
 @triton.jit
 def chunk_output_kernel(
-    lw, q, k, v, a, states, u_in, o, T, H, K, V,
+    lw, q, k, v, a,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
+    sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3,
+    states, u_in, o, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, PREC: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once: O = Q̃ S + Q_k V (+ Q_a U)."""
+    if SHARED:
+        sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
     i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
@@ -139,62 +155,63 @@ def chunk_output_kernel(
     )
     t = n * C + rc
     mt = t < T
-    row = (i_b * T + t) * H + i_h
-    pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-    pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
-    qq = tl.load(q + pk, mask=mtk, other=0.0).to(tl.float32)
-    kk = tl.load(k + pk, mask=mtk, other=0.0).to(tl.float32)
-    vv = tl.load(v + pv, mask=mtv, other=0.0).to(tl.float32)
-    g, G, GC = _chunk_decays(lw, row, pk, mt, mtk, SCALAR)
+    qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
+    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+    vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+    g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     causal = rc[:, None] >= rc[None, :]
-    out = tl.dot(_from_start(qq, G, SCALAR), S, input_precision=PREC)
-    out += tl.dot(_decayed(qq, kk, G, G, causal, SCALAR, PREC), vv, input_precision=PREC)
+    out = _dot(_from_start(qq, G, SCALAR), S, DOT)
+    out += _dot(_decayed(qq, kk, G, G, causal, SCALAR, DOT), vv, DOT)
     if LOWRANK:
-        aa = tl.load(a + pk, mask=mtk, other=0.0).to(tl.float32)
+        aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
         U = tl.load(u_in + (chunk * C + rc)[:, None] * V + rv[None, :], mask=mv[None, :], other=0.0)
-        out += tl.dot(_decayed(qq, aa, G, G, causal, SCALAR, PREC), U, input_precision=PREC)
-    tl.store(o + pv, out, mask=mtv)
+        out += _dot(_decayed(qq, aa, G, G, causal, SCALAR, DOT), U, DOT)
+    row = (i_b * T + t) * H + i_h
+    tl.store(o + row[:, None] * V + rv[None, :], out, mask=mt[:, None] & mv[None, :])
 
 
-def chunk_states(lw, q, k, v, ab, h0, chunk: int, precise: bool):
+def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
     """Kernels 1 and 2: (the state at every chunk's start [B·H, N, K, V], final state [B, H, K, V],
-    the corrections U [B·H, N·C, V] or None, W [B·H, N·C, K] or None, T⁻¹ [B·H, N, C, C] or None)."""
+    the corrections U [B·H, N·C, V] or None, W [B·H, N·C, K] or None, T⁻¹ [B·H, N, C, C] or None).
+    The coefficients may have any float type and any strides (``strides``); the rest is fp32."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = -(-T // chunk)
-    meta = _meta(lw, q, v, ab, chunk, precise)
+    meta = _meta(lw, q, k, v, ab, chunk, dot)
     dev, f32 = q.device, torch.float32
     states = torch.empty(B * H, N, K, V, device=dev, dtype=f32)
     ht = torch.empty(B, H, K, V, device=dev, dtype=f32)
     U = W = inv = None
-    a = q
+    a, b = ab if ab else (q, q)
+    sw, sk, sv, sa, sb = (strides(x) for x in (lw, k, v, a, b))
     if ab:
-        a, b = ab
         inv = torch.empty(B * H, N, chunk, chunk, device=dev, dtype=f32)
         W = torch.empty(B * H, N * chunk, K, device=dev, dtype=f32)
         U0 = torch.empty(B * H, N * chunk, V, device=dev, dtype=f32)
         U = torch.empty_like(U0)
-        prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "PREC", "num_warps")}
-        chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, inv, W, U0, T, H, K, V, **prep)
+        prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
+        chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, **prep)
     grid = (B * H, triton.cdiv(V, meta["BV"]))
     chunk_states_kernel[grid](
-        lw, k, v, a, W if ab else q, U0 if ab else q, h0, states, U if ab else q, ht, T, H, K, V,
-        LOWRANK=bool(ab), num_stages=LAUNCH["stages"], **meta,
+        lw, k, v, a, *sw, *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
+        U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), num_stages=LAUNCH["stages"], **meta,
     )  # fmt: skip
     return states, ht, U, W, inv
 
 
-def chunked_forward(lw, q, k, v, ab, h0, chunk: int, precise: bool):
-    """(o [B, T, H, V] fp32, final state [B, H, K, V] fp32) from the Triton kernels."""
-    lw, q, k, v, h0 = (x.contiguous() for x in (lw, q, k, v, h0))
-    ab = [x.contiguous() for x in ab]
+def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str):
+    """(o [B, T, H, V] fp32, final state [B, H, K, V] fp32) from the Triton kernels; ``dot``: the
+    products' type (``chunked_common.DOTS``)."""
+    h0 = h0.float().contiguous()
     B, T, H, K = q.shape
     V = v.shape[-1]
-    states, ht, U, _, _ = chunk_states(lw, q, k, v, ab, h0, chunk, precise)
-    meta = _meta(lw, q, v, ab, chunk, precise)
+    states, ht, U, _, _ = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
+    meta = _meta(lw, q, k, v, ab, chunk, dot)
     o = torch.empty(B, T, H, V, device=q.device, dtype=torch.float32)
+    a = ab[0] if ab else q
     grid = (B * H, states.shape[1], triton.cdiv(V, meta["BV"]))
     chunk_output_kernel[grid](
-        lw, q, k, v, ab[0] if ab else q, states, U if ab else q, o, T, H, K, V, LOWRANK=bool(ab), **meta
-    )
+        lw, q, k, v, a, *(s for x in (lw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
+        T, H, K, V, LOWRANK=bool(ab), **meta,
+    )  # fmt: skip
     return o, ht

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 from archdsl.codegen.run.chunked_backward import chunked_backward
-from archdsl.codegen.run.chunked_common import interpreted
+from archdsl.codegen.run.chunked_common import backward_products, interpreted
 from archdsl.codegen.run.chunked_kernels import chunked_forward
 from archdsl.codegen.run.chunked_torch import chunked_torch
 from archdsl.codegen.run.tritonkey import install
@@ -267,17 +267,21 @@ def persistent_op(pc):
     return register(f"archdsl::pcell_{pc.key}", forward, fake, backward, backward_fake, save, grads)
 
 
-def chunked_op(chunk: int, precise: bool):
-    """``archdsl::chunked_c<C>_<precision>``: the Triton kernels on a GPU or under the interpreter,
-    else the same algebra in PyTorch (``chunked_torch``), its gradients by autograd."""
-    name = f"archdsl::chunked_c{chunk}_{'ieee' if precise else 'tf32'}"
+def chunked_op(chunk: int, dot: str):
+    """``archdsl::chunked_c<C>_<dot>``: the Triton kernels on a GPU or under the interpreter (the
+    forward's products of type ``dot``, ``chunked_common.products``; the backward's
+    ``backward_products``), else the same algebra in PyTorch (``chunked_torch``,
+    in fp32 or fp64), its gradients by autograd. The coefficients come in their own type and strides
+    (a stride may be 0) and are saved as they come."""
+    name = f"archdsl::chunked_c{chunk}_{dot}"
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
         if q.is_cuda or interpreted():
-            return list(chunked_forward(lw, q, k, v, ab, h0, chunk, precise))
+            return list(chunked_forward(lw, q, k, v, ab, h0, chunk, dot))
         with torch.no_grad():
-            return [x.contiguous() for x in chunked_torch(lw, q, k, v, ab, h0, chunk)]
+            lw, q, k, v, *ab = _wide(xs)
+            return [x.float().contiguous() for x in chunked_torch(lw, q, k, v, ab, h0.to(q.dtype), chunk)]
 
     def fake(xs, h0):
         B, T, H, _ = xs[1].shape
@@ -287,10 +291,10 @@ def chunked_op(chunk: int, precise: bool):
         xs: list[torch.Tensor], h0: torch.Tensor, do: torch.Tensor, dht: torch.Tensor
     ) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
-        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, precise)
+        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, backward_products(dot))
 
     def backward_fake(xs, h0, do, dht):
-        return [*(torch.empty_like(x) for x in xs), torch.empty_like(h0)]
+        return [*(torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in xs), torch.empty_like(h0)]
 
     def save(ctx, inputs, output):
         xs, h0 = inputs
@@ -299,10 +303,10 @@ def chunked_op(chunk: int, precise: bool):
     def grads(ctx, out_grads, bwd):
         *xs, h0 = ctx.saved_tensors
         do, dht = out_grads
-        do = torch.zeros_like(xs[3], dtype=torch.float32) if do is None else do.float().contiguous()
+        do = torch.zeros(*xs[1].shape[:3], xs[3].shape[-1], device=h0.device) if do is None else do.float()
         dht = torch.zeros_like(h0) if dht is None else dht.float().contiguous()
         if xs[1].is_cuda or interpreted():
-            out = bwd(list(xs), h0, do, dht)
+            out = bwd(list(xs), h0, do.contiguous(), dht)
         else:
             out = _recompute_grads(list(xs), h0, do, dht, chunk)
         return out[:-1], out[-1]
@@ -310,11 +314,17 @@ def chunked_op(chunk: int, precise: bool):
     return register(name, forward, fake, backward, backward_fake, save, grads)
 
 
+def _wide(xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The coefficients in one type for the PyTorch form: fp64 if any is, else fp32."""
+    wide = torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
+    return [x.to(wide) for x in xs]
+
+
 def _recompute_grads(xs, h0, do, dht, chunk: int) -> list:
     """The gradients of the chunked recurrence, recomputed through its PyTorch form (plain autograd:
     a custom op's body runs below the autograd dispatch key, so this stays outside one)."""
     with torch.enable_grad():
         leaves = [x.detach().requires_grad_(True) for x in (*xs, h0)]
-        lw, q, k, v, *rest = leaves
-        o, hT = chunked_torch(lw, q, k, v, rest[:-1], rest[-1], chunk)
-        return list(torch.autograd.grad([o, hT], leaves, [do, dht]))
+        lw, q, k, v, *rest = _wide(leaves[:-1])
+        o, hT = chunked_torch(lw, q, k, v, rest, leaves[-1].to(q.dtype), chunk)
+        return list(torch.autograd.grad([o, hT], leaves, [do.to(o.dtype), dht.to(hT.dtype)]))
