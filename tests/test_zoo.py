@@ -13,6 +13,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import oracle  # noqa: E402
 import oracle_maps  # noqa: E402
 import zoo_doc  # noqa: E402
 
@@ -94,6 +95,39 @@ def synthetic() -> dict:
             {"spec": "gla", "library": "fla GatedLinearAttention", "error": "RuntimeError: boom"},
         ],
     }
+
+
+def _itself(ir):
+    """(build, rows): the spec's own reference layer standing in for a library, and its weight table."""
+    rows = []
+    for key, p in zip(RecurrentLayer(ir, backend="reference").proj_keys, ir.projections):
+        names = [name for name, _ in p.outputs]
+        rows.append((f"proj.{key}.weight", names))
+        if p.bias:
+            rows.append((f"proj.{key}.bias", [f"bias:{n}" for n in names]))
+    rows += [(f"params.{p.name}", [p.name]) for p in ir.params] + [("out.weight", ["out"])]
+    return (lambda ir, mode="chunk": RecurrentLayer(ir, backend="reference", seed=1)), rows
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_oracle_says_which_side_a_bf16_difference_comes_from(monkeypatch, moved):
+    """Each bf16 row measures both sides against the library in fp32 on the same rounded weights: a
+    library whose weights were moved is far from that fp32 run, the spec's layer is not."""
+    monkeypatch.setattr(oracle, "DEVICE", "cpu")
+    ir = instantiate(parse_file(ROOT / "specs" / "mingru.rnn"), "test", {}).layer
+    build, rows = _itself(ir)
+    ours, lib = RecurrentLayer(ir, backend="reference", seed=0), build(ir)
+    oracle.copy_weights(ours, lib, rows)
+    truth = oracle.fp32_truth("itself", ir, ours, build, rows)
+    if moved:
+        with torch.no_grad():
+            lib.out.weight.mul_(1.5)
+    row = oracle.compare("itself", ir, ours, lib, rows, 2, 7, torch.bfloat16, truth)
+    assert row["archdsl_vs_fp32"]["max"] < 2e-2
+    if moved:
+        assert row["max"] > 0.2 and row["library_vs_fp32"]["max"] > 0.2
+    else:
+        assert row["max"] < 2e-2 and row["library_vs_fp32"]["max"] < 2e-2
 
 
 def test_zoo_doc_renders_a_results_file(tmp_path):
