@@ -14,22 +14,11 @@ from pathlib import Path
 
 import torch
 from archdsl.codegen.plan import Plan
+from archdsl.codegen.run.cachedir import cache_dir
 from archdsl.codegen.run.ops import loop_op, part_op
 from archdsl.codegen.run.progress import progress
 
 from archdsl.autodiff import Backward, Cell
-
-
-def cache_dir() -> Path:
-    """``$ARCHDSL_CACHE/kernels`` (default ``~/.cache/archdsl/kernels``), private to its owner (0o700):
-    the modules in it are imported, so no other user may write there."""
-    root = os.environ.get("ARCHDSL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "archdsl")
-    path = Path(root) / "kernels"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_mode & 0o077 and st.st_uid == os.getuid():  # made by an older archdsl, or by hand
-        path.chmod(0o700)
-    return path
 
 
 def load_module(source: str, name: str, label: str | None = None):

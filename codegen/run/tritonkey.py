@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from archdsl.codegen.run.cachedir import cache_dir
+
 
 def fingerprint(root: str) -> str:
     """A hash of (path, size, mtime) of every Python file and shared library under ``root``."""
@@ -35,8 +37,6 @@ def fingerprint(root: str) -> str:
 
 
 def _store_file() -> Path:
-    from archdsl.codegen.run.runtime import cache_dir
-
     return cache_dir().parent / "triton_key.json"
 
 
