@@ -123,8 +123,9 @@ def test_layer_matches_reference(name, T):
 @pytest.mark.parametrize("name", sorted(LINEAR))
 def test_default_chunk_matches_reference(name):
     """Chunks of 64 (the default): the triangular inverse by forward substitution and the decay
-    gradients summed term by term stay within fp32 tolerance of the undamped delta rule (E88 identity)."""
-    compare_backends(layer_of(name), B=2, T=130, chunk=64, strategy="chunked")
+    gradients summed term by term stay within fp32 tolerance of the undamped delta rule (E88 identity).
+    One batch element: the batch axis' offsets are covered at B = 2 by the tests above and below."""
+    compare_backends(layer_of(name), B=1, T=130, chunk=64, strategy="chunked")
 
 
 @pytest.mark.parametrize("name", sorted(LINEAR))
