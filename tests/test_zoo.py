@@ -145,35 +145,23 @@ def test_zoo_doc_renders_a_results_file(tmp_path):
     assert "Test GPU" in text and "--quick" in text
 
 
-def test_zoo_doc_merges_runs_the_latest_row_winning(tmp_path):
-    """Specs run in separate processes (one per GPU lane) give one page: a spec's row from the last
-    file that has it, every run's date and command in the header."""
+@pytest.mark.parametrize("order", ["as-run", "reversed"])
+def test_zoo_doc_merges_runs_the_latest_row_winning(tmp_path, order):
+    """Specs run in separate processes (one per GPU lane) give one page: a spec's row from the latest
+    run that has it, whatever the order of the files given, every run's date and command in the header."""
     first, second = synthetic(), synthetic()
     second["meta"] = dict(second["meta"], date="2026-11-27 00:00 UTC", command="python later.py")
     second["results"] = [{"spec": "gla", "library": "fla GatedLinearAttention", "error": "ValueError: later"}]
-    paths = [tmp_path / "a.json", tmp_path / "b.json"]
-    for path, doc in zip(paths, (first, second)):
-        path.write_text(json.dumps(doc))
+    docs = {"a.json": first, "b.json": second}
+    paths = [tmp_path / name for name in (docs if order == "as-run" else reversed(docs))]
+    for path in paths:
+        path.write_text(json.dumps(docs[path.name]))
     out = tmp_path / "zoo.md"
     assert zoo_doc.main([*map(str, paths), "-o", str(out)]) == 0
     text = out.read_text()
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert "failed: ValueError: later" in rows["gla"] and "| loop |" in rows["gdn"]
     assert "python later.py" in text and "2026-11-27 00:00 UTC" in text
-
-
-def test_zoo_doc_the_latest_run_wins_whatever_the_order_given(tmp_path):
-    first, second = synthetic(), synthetic()
-    second["meta"] = dict(second["meta"], date="2026-11-27 00:00 UTC")
-    second["results"] = [{"spec": "gla", "library": "fla GatedLinearAttention", "error": "ValueError: later"}]
-    paths = [tmp_path / "late.json", tmp_path / "early.json"]
-    for path, doc in zip(paths, (second, first)):
-        path.write_text(json.dumps(doc))
-    out = tmp_path / "zoo.md"
-    assert zoo_doc.main([*map(str, paths), "-o", str(out)]) == 0
-    lines = out.read_text().splitlines()
-    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
-    assert "failed: ValueError: later" in rows["gla"]
 
 
 def test_docs_zoo_is_generated_from_the_committed_oracle_results(tmp_path):
