@@ -165,8 +165,7 @@ def main() -> None:
         f"triton {triton.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"python {platform.python_version()}; archdsl {args.commit or '?'}.\n"
         f"Command: `python {' '.join(sys.argv)}`; B {args.batch}, T {args.seq}, bf16 autocast, forward + "
-        f"backward of one layer at --params {args.params}; {args.lanes} specs at once, "
-        f"ARCHDSL_COMPILE_THREADS={os.environ.get('ARCHDSL_COMPILE_THREADS', 'default')}.\n"
+        f"backward of one layer at --params {args.params}; {args.lanes} specs at once.\n"
     )
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     (args.out / "results.md").write_text(head + "\n" + table(rows) + "\n")

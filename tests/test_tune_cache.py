@@ -33,45 +33,6 @@ def test_parallel_writers_keep_every_entry(tmp_path, monkeypatch):
     assert not list(tune._cache_file().parent.glob("*.tmp"))  # every write renamed into place
 
 
-def test_warm_runs_every_call_in_threads(monkeypatch):
-    """Tuning's first calls of its launch plans (``tune.warm``) run in parallel threads, each once."""
-    import threading
-
-    monkeypatch.setenv("ARCHDSL_COMPILE_THREADS", "4")
-    barrier = threading.Barrier(4, timeout=30)  # passes only if four calls run at the same time
-    ran, threads = [], set()
-
-    def call(i):
-        barrier.wait()
-        ran.append(i)
-        threads.add(threading.get_ident())
-
-    tune.warm([lambda i=i: call(i) for i in range(4)], "cpu")
-    assert sorted(ran) == [0, 1, 2, 3] and len(threads) == 4
-
-
-def test_warm_in_turn_and_errors(monkeypatch):
-    """One thread runs the calls in order; a failing call's exception reaches the caller."""
-    import pytest
-
-    from archdsl.errors import ArchdslError
-
-    monkeypatch.setenv("ARCHDSL_COMPILE_THREADS", "1")
-    ran = []
-    tune.warm([lambda i=i: ran.append(i) for i in range(3)], "cpu")
-    assert ran == [0, 1, 2]
-
-    def boom():
-        raise RuntimeError("compile failed")
-
-    monkeypatch.setenv("ARCHDSL_COMPILE_THREADS", "3")
-    with pytest.raises(RuntimeError, match="compile failed"):
-        tune.warm([lambda: None, boom, lambda: None], "cpu")
-    monkeypatch.setenv("ARCHDSL_COMPILE_THREADS", "zero")
-    with pytest.raises(ArchdslError, match="ARCHDSL_COMPILE_THREADS must be a whole number"):
-        tune.warm([lambda: None], "cpu")
-
-
 def test_candidates_skip_plans_that_spill(cache):
     """The tuner times no plan whose threads each hold more state than the default's and than
     ``PER_THREAD`` floats (M2RNN at 100M: one warp of 8 heads of 32 x 32 would hold 256 a thread and

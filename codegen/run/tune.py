@@ -11,15 +11,12 @@ import fcntl
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import torch
 from archdsl.codegen.plan import STATE_TARGET
 from archdsl.codegen.run.progress import progress, quiet
 from archdsl.codegen.run.runtime import cache_dir
-
-from archdsl.errors import ArchdslError
 
 CANDIDATES = ((8, 1), (16, 1), (4, 1), (16, 2), (32, 2), (32, 4))
 TUNE_T = 512  # steps timed per candidate: shorter runs favour tiles with less fixed cost
@@ -67,40 +64,6 @@ def _store(key: str, value) -> None:
 def per_thread(plan, states) -> float:
     """State floats each thread of a program holds: the program's state over its 32 x warps threads."""
     return plan.state_bytes(states) / 4 / (32 * plan.num_warps)
-
-
-def compile_threads() -> int:
-    """``ARCHDSL_COMPILE_THREADS`` (default 1): how many plans compile at once, in threads. Measured on
-    an H100 with Triton 3.6 (E88_100m, six plans), six threads gained nothing over one (13.7 s against
-    14.4 s): its MLIR passes hold the GIL, so only LLVM and ptxas overlap."""
-    raw = os.environ.get("ARCHDSL_COMPILE_THREADS", "").strip() or "1"
-    if not raw.isdigit() or int(raw) < 1:
-        raise ArchdslError(f"ARCHDSL_COMPILE_THREADS must be a whole number >= 1, found {raw!r}")
-    return int(raw)
-
-
-def warm(calls, device) -> None:
-    """Run every call once, ``compile_threads()`` at a time in threads. A kernel's first launch
-    compiles it; LLVM's code generation and ptxas (a subprocess) run without the GIL and overlap,
-    Triton's own passes do not. Exceptions propagate, as from a plain call."""
-    n = min(len(calls), compile_threads())
-    if n <= 1:
-        for call in calls:
-            call()
-        return
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
-        from triton.runtime import driver
-
-        driver.active.get_current_device()  # Triton's driver starts once, here, not in every thread
-
-    def one(call):
-        with torch.cuda.device(device) if cuda else contextlib.nullcontext():  # per thread
-            call()
-
-    with ThreadPoolExecutor(n) as pool:
-        for future in [pool.submit(one, call) for call in calls]:
-            future.result()
 
 
 class TunedCell:
@@ -172,9 +135,11 @@ class TunedCell:
                 y = cc(short, frontier)[0]
                 torch.autograd.grad(y, list(short.values()), torch.ones_like(y), allow_unused=True)
 
-        # the first call of every plan compiles its kernels (in threads where ARCHDSL_COMPILE_THREADS > 1)
+        # the first call of every plan compiles its kernels. In turn: Triton 3.6's passes hold the GIL
+        # (six plans of E88_100m compiled in threads measured 13.7 s against 14.4 s in turn, H100)
         t0 = time.perf_counter()
-        warm([lambda cc=cc: step(cc) for _, _, cc in cands], x.device)
+        for _, _, cc in cands:
+            step(cc)
         compiled_s = time.perf_counter() - t0
         # ROUNDS interleaved rounds, the best time of each: one noisy sample does not pick the plan
         times: dict[int, float] = {}
