@@ -27,7 +27,13 @@ FAKE_TRAIN = textwrap.dedent("""
         sys.exit(2)
     dim = int(argv[argv.index("--dim") + 1]) if "--dim" in argv else 0
     curve = [(0.5 * i, 10 * i, 5.5 - 0.1 * i - 0.01 * dim) for i in range(1, 20)]
-    result = {"status": "ok", "steps": 190, "tokens": 190 * 64, "tokens_per_s": 12345.6, "last100_loss": 3.21,
+    speed = 12345.6 * {"reduce-overhead": 3, "default": 2}.get(
+        argv[argv.index("--compile-mode") + 1] if "--compile-mode" in argv else "default", 1
+    ) if "--compile" in argv else 12345.6
+    if model == "lstm" and "--compile-mode" in argv:
+        print("error: CUDA graphs could not capture the step", file=sys.stderr)
+        sys.exit(1)
+    result = {"status": "ok", "steps": 190, "tokens": 190 * 64, "tokens_per_s": speed, "last100_loss": 3.21,
               "val_bpb": 4.56, "peak_mem_bytes": None, "params": 4242, "state_per_layer": 64,
               "curve": curve, "info": {"model": model, "dim": dim, "depth": 2, "backend": "reference"},
               "argv": argv}
@@ -300,3 +306,48 @@ def test_a_failed_run_under_a_watchdog_keeps_its_own_reason(fake_trainer, tmp_pa
     assert main(["bench", "nn-gru", "--depth", "1", "--minutes", "1", "--out", str(out)]) == 1
     (r,) = json.loads((out / "results.json").read_text())["rows"]
     assert "ran out of memory" in r["reason"] and "--timeout" not in r["reason"]
+
+
+def test_modes_train_every_model_in_each_mode_and_tabulate_each_at_its_best(fake_trainer, tmp_path):
+    """--modes: one run per model and mode, each with its own step flags; the best table takes each
+    model's fastest run that finished (lstm's CUDA-graph run fails, so its best is plain compile)."""
+    out = tmp_path / "bench"
+    argv = ["bench", "e88:heads=2,n=8", "lstm", "--depth", "1", "--steps", "1", "--out", str(out)]
+    assert main([*argv, "--modes", "eager,cudagraphs,compile"]) == 1  # lstm's cudagraphs run failed
+    doc = json.loads((out / "results.json").read_text())
+    labels = [r["model"] for r in doc["rows"]]
+    assert labels == [
+        f"{m} [{mode}]" for m in ("e88:heads=2,n=8", "lstm") for mode in ("eager", "cudagraphs", "compile")
+    ]
+    settings = {r["model"]: r["settings"] for r in doc["rows"]}
+    assert (
+        settings["lstm [eager]"] == "eager"
+        and settings["e88:heads=2,n=8 [cudagraphs]"] == "compile+cudagraphs"
+    )
+    for label, run in doc["runs"].items():
+        child = run.get("argv")
+        if child is not None:
+            assert ("--compile" in child) == (not label.endswith("[eager]"))
+    best = {r["model"]: (r["settings"], r["tokens_per_s"]) for r in doc["best"]}
+    assert best == {"e88:heads=2,n=8": ("compile+cudagraphs", 3 * 12345.6), "lstm": ("compile", 2 * 12345.6)}
+    md = (out / "results.md").read_text()
+    assert "## Each model at its best mode" in md and "| lstm |" in md
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--modes", "eager,cudagraps"],
+            "argument --modes: unknown mode 'cudagraps' (did you mean 'cudagraphs'",
+        ),
+        (["--modes", "eager,eager"], "expected distinct modes"),
+        (["--modes", "eager", "--compile"], "--modes sets each run's step mode"),
+    ],
+)
+def test_bad_modes_are_refused_before_any_run(tmp_path, capsys, extra, message):
+    argv = ["bench", "nn-gru", "--steps", "1", "--out", str(tmp_path / "b"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "b" / "results.json").exists()

@@ -5,7 +5,9 @@ the same data and seed; the results table (Markdown and JSON) and a plot of trai
 timed seconds are written to ``--out``. A model that fails is a row with its reason; the others go on.
 ``--compile`` and ``--compile-mode`` (or ``--train-args``) apply to every model alike, spec or
 baseline; the table's Settings column says how each model's step ran (``eager``, ``compile``,
-``compile+cudagraphs``, …).
+``compile+cudagraphs``, …). ``--modes eager,compile,cudagraphs`` trains every model once in each step
+mode instead and adds a table of each model at its best working mode (the most tokens/s of its runs
+that finished).
 
 MODEL is a baseline (mamba2, fla-gdn, llama, lstm, gru, nn-lstm, nn-gru), a spec (path or bundled
 name), a preset of a bundled spec (``E88_d12h32``), or ``SPEC:ITEM,ITEM…`` where an item is a preset
@@ -49,11 +51,36 @@ COLUMNS = (
 )
 
 
+#: ``--modes``' names: (compile, compile mode), named as the Settings column names them
+MODES = {
+    "eager": (False, None),
+    "compile": (True, "default"),
+    "cudagraphs": (True, "reduce-overhead"),
+    "autotune": (True, "max-autotune-no-cudagraphs"),
+    "autotune+cudagraphs": (True, "max-autotune"),
+}
+
+
+def modes(text: str) -> list[str]:
+    """``--modes``' value: names of ``MODES``, comma-separated, each once."""
+    import argparse
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    for m in names:
+        if m not in MODES:
+            hint = did_you_mean(m, list(MODES), "modes")
+            raise argparse.ArgumentTypeError(f"unknown mode '{m}'" + (f" ({hint})" if hint else ""))
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct modes out of {', '.join(MODES)}, found '{text}'")
+    return names
+
+
 @dataclasses.dataclass
 class Entry:
-    label: str  # the MODEL argument as given: the row's name
+    label: str  # the row's name: the MODEL argument as given (and, with --modes, the mode)
     cfg: object  # ModelConfig (solved when --params is given)
     error: str = ""  # why it cannot run (an unknown name, an impossible budget)
+    model: str = ""  # the MODEL argument as given
 
 
 def add_arguments(p) -> None:
@@ -92,6 +119,12 @@ def add_arguments(p) -> None:
         "--compile-mode",
         choices=CHOICES["compile_mode"],
         help="with --compile, for every model: reduce-overhead replays CUDA graphs (default: default)",
+    )
+    p.add_argument(
+        "--modes",
+        type=modes,
+        help="train every model once in each step mode (" + ", ".join(MODES) + "), comma-separated, "
+        "and tabulate each at its best",
     )
     p.add_argument(
         "--out", type=A.writable_dir, default=None, help="results directory (default runs/bench-<date>)"
@@ -380,11 +413,26 @@ def _amount(args) -> str:
     )
 
 
-def write_results(out: Path, rows, results, args, argv) -> None:
+def best_rows(rows: list[dict], runs: list[tuple[Entry, object]], todo: list[Entry]) -> list[dict]:
+    """Each model's row at its best working mode: the most tokens/s among its runs that finished
+    (its first row when none did)."""
+    best = []
+    for e in todo:
+        mine = [r for r, (run, _) in zip(rows, runs) if run.model == e.label]
+        ok = [r for r in mine if r["status"] == "ok" and r["tokens_per_s"] is not None]
+        if mine:
+            best.append({**(max(ok, key=lambda r: r["tokens_per_s"]) if ok else mine[0]), "model": e.label})
+    return best
+
+
+def write_results(out: Path, rows, results, args, argv, best=None) -> None:
     from archdsl.train.plots import plot_loss
 
     title = f"archdsl bench: {args.params or 'preset sizes'}, {_amount(args)} per model"
-    (out / "results.md").write_text(markdown(rows, title) + f"\n`{shlex.join(argv)}`\n")
+    text = markdown(rows, title)
+    if best is not None:
+        text += "\n" + markdown(best, "Each model at its best mode").replace("# ", "## ", 1)
+    (out / "results.md").write_text(text + f"\n`{shlex.join(argv)}`\n")
     doc = {
         "command": argv,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -392,6 +440,8 @@ def write_results(out: Path, rows, results, args, argv) -> None:
         "rows": rows,
         "runs": results,
     }
+    if best is not None:
+        doc["best"] = best
     (out / "results.json").write_text(trainlog.dumps(doc, indent=1))
     curves = {r["model"]: results[r["model"]].get("curve") or [] for r in rows if r["model"] in results}
     try:
@@ -399,6 +449,24 @@ def write_results(out: Path, rows, results, args, argv) -> None:
     except ImportError:  # an optional extra: pip install 'archdsl[plots]'
         return
     plot_loss(curves, out / "loss_vs_time.png", title)
+
+
+def plan_runs(todo: list[Entry], args) -> list[tuple[Entry, object]]:
+    """(entry, its run's flags) of every run: one per model, or, with ``--modes``, one per model and
+    mode (the row named ``MODEL [mode]``; ``entry.model`` keeps the model's own name)."""
+    import argparse
+
+    if not args.modes:
+        return [(dataclasses.replace(e, model=e.label), args) for e in todo]
+    if args.compile or args.compile_mode:
+        raise ArchdslError("--modes sets each run's step mode: give it without --compile or --compile-mode")
+    runs = []
+    for e in todo:
+        for m in args.modes:
+            compile_, mode = MODES[m]
+            flags = argparse.Namespace(**{**vars(args), "compile": compile_, "compile_mode": mode})
+            runs.append((dataclasses.replace(e, label=f"{e.label} [{m}]", model=e.label), flags))
+    return runs
 
 
 def run(args) -> int:
@@ -410,30 +478,34 @@ def run(args) -> int:
         return 0 if all(e.cfg is not None for e in todo) else 2
     if args.minutes is None and args.steps is None and args.tokens is None:
         raise ArchdslError("give the training budget of each model: --minutes, --steps or --tokens")
-    if args.compile_mode and not args.compile:
+    if args.compile_mode and not args.compile and not args.modes:
         raise ArchdslError(f"--compile-mode {args.compile_mode} is given without --compile")
+    runs = plan_runs(todo, args)
     out = Path(args.out or f"runs/bench-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     rows, results = [], {}
+    best = (lambda: best_rows(rows, runs, todo)) if args.modes else (lambda: None)
     try:
-        for i, e in enumerate(todo, 1):
-            print(f"[{i}/{len(todo)}] {_describe(e)}", flush=True)
+        for i, (e, flags) in enumerate(runs, 1):
+            print(f"[{i}/{len(runs)}] {_describe(e)}", flush=True)
             rows.append(row(e, None))
             if e.cfg is None:
                 continue
-            planned = planned_settings(e, args)
+            planned = planned_settings(e, flags)
             rows[-1] = row(e, None, planned)
-            results[e.label] = run_one(e, args, out)
+            results[e.label] = run_one(e, flags, out)
             rows[-1] = row(e, results[e.label], planned)
             c = cells(rows[-1])
-            print(f"[{i}/{len(todo)}] {e.label}: loss {c[2]}, bpb {c[3]}, {c[4]} tokens/s ({c[5]}); {c[-1]}")
+            print(f"[{i}/{len(runs)}] {e.label}: loss {c[2]}, bpb {c[3]}, {c[4]} tokens/s ({c[5]}); {c[-1]}")
     except KeyboardInterrupt:
         rows[-1]["reason"] = rows[-1]["reason"] or "interrupted"
         print("archdsl bench: interrupted; writing the rows so far", file=sys.stderr)
-        write_results(out, rows, results, args, argv)
+        write_results(out, rows, results, args, argv, best())
         return 130
-    write_results(out, rows, results, args, argv)
+    write_results(out, rows, results, args, argv, best())
     print(markdown(rows, "results"))
+    if args.modes:
+        print(markdown(best(), "each model at its best mode"))
     written = [out / n for n in ("results.md", "results.json", "loss_vs_time.png") if (out / n).exists()]
     print("written: " + ", ".join(map(str, written)))
     return 0 if all(r["status"] == "ok" for r in rows) else 1
