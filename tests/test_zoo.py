@@ -186,7 +186,7 @@ def test_zoo_doc_says_which_side_a_bf16_difference_comes_from(tmp_path):
     path.write_text(json.dumps(doc))
     assert zoo_doc.main([str(path), "-o", str(out)]) == 0
     gdn = next(line for line in out.read_text().splitlines() if line.startswith("| gdn |"))
-    assert "5.0e-02 (> 0.02: dx); to fp32: archdsl 4.0e-03, library 4.8e-02" in gdn
+    assert "5.0e-02 (> 0.02: dx); to fp32: archdsl 4.0e-03 (y), library 4.8e-02 (dx)" in gdn
 
 
 def test_zoo_doc_rejects_a_file_that_is_not_results(tmp_path, capsys):
