@@ -237,3 +237,26 @@ def test_a_readout_of_the_state_before_the_update_is_not_chunked():
 
     ir = instantiate(parse_file(ROOT / "specs" / "rwkv6.rnn"), "test").layer
     assert classification(ir) == "the readout reads the state before the update: not yet"
+
+
+def test_zoo_doc_keeps_tf32_off_rows_and_time_only_runs_apart(tmp_path):
+    """A later run with the libraries' TF32 off adds its fp32 number beside the TF32 one (neither
+    replacing it nor the library's stated precision), and a later timing-only run adds its time
+    without dropping the agreement."""
+    first, off, timed = synthetic(), synthetic(), synthetic()
+    off["meta"] = dict(off["meta"], date="2026-11-27 00:00 UTC", tf32_off=True)
+    fp32 = {"B": 1, "T": 37, "dtype": "float32", "errors": {"y": 2e-6}, "worst": "y", "max": 2e-6}
+    off["results"] = [dict(off["results"][0], agreement=[fp32], precision="TF32 off", time=None)]
+    del off["results"][0]["time"]
+    timed["meta"] = dict(timed["meta"], date="2026-11-27 01:00 UTC")
+    t = dict(first["results"][0]["time"], archdsl_ms=2.0, ratio=2 / 3)
+    timed["results"] = [{k: v for k, v in first["results"][0].items() if k != "agreement"} | {"time": t}]
+    paths = []
+    for name, doc in {"a.json": first, "b.json": off, "c.json": timed}.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(doc))
+    out = tmp_path / "zoo.md"
+    assert zoo_doc.main([*map(str, paths), "-o", str(out)]) == 0
+    gdn = next(line for line in out.read_text().splitlines() if line.startswith("| gdn |"))
+    assert "4.0e-04 (> 0.0001: dA_log); TF32; TF32 off: 2.0e-06" in gdn
+    assert "| 5.0e-03 |" in gdn and "0.67× (2.00 / 3.00 ms)" in gdn
