@@ -321,7 +321,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--first-config",
         action="store_true",
-        help="the libraries' autotuners keep their first configuration (agreement only: cold compiles "
+        help="fla's autotuners keep their first configuration (agreement only: cold compiles "
         "of every candidate take minutes)",
     )
     ap.add_argument("--time-only", action="store_true", help="timing only: no agreement rows")
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
         print("error: --time-only and --no-time leave nothing to run", file=sys.stderr)
         return 2
     if args.first_config:
-        oracle_env.first_config()
+        oracle_env.first_config(("fla.",))
     tf32_constants = oracle_env.tf32_off() if args.tf32_off else []
     specs = [s for s in args.specs.split(",") if s]
     unknown = [s for s in specs if s not in LAYERS]

@@ -260,3 +260,27 @@ def test_zoo_doc_keeps_tf32_off_rows_and_time_only_runs_apart(tmp_path):
     gdn = next(line for line in out.read_text().splitlines() if line.startswith("| gdn |"))
     assert "4.0e-04 (> 0.0001: dA_log); TF32; TF32 off: 2.0e-06" in gdn
     assert "| 5.0e-03 |" in gdn and "0.67× (2.00 / 3.00 ms)" in gdn
+
+
+def test_first_config_narrows_only_the_named_modules_autotuners(monkeypatch):
+    """--first-config keeps fla's first autotune configuration and leaves other libraries' (mamba_ssm's
+    first SSD configuration does not fit an H100's shared memory) with all of theirs."""
+    import oracle_env
+    import triton
+    import triton.language as tl
+    import triton.runtime.autotuner as autotuner
+
+    monkeypatch.setattr(autotuner.Autotuner, "__init__", autotuner.Autotuner.__init__)
+
+    def tuned():
+        @triton.autotune(configs=[triton.Config({"B": 16}), triton.Config({"B": 32})], key=[])
+        @triton.jit
+        def kernel(x, B: tl.constexpr):
+            pass
+
+        return kernel
+
+    oracle_env.first_config(("fla.",))
+    assert len(tuned().configs) == 2
+    oracle_env.first_config((__name__,))
+    assert len(tuned().configs) == 1
