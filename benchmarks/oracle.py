@@ -17,6 +17,7 @@ scan when it is missing: its pure-torch reference scan then stands in, and the t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import oracle_env  # noqa: E402
 from oracle_maps import FP32_MODE, LAYERS, PRECISION, VIEWS  # noqa: E402
 
 from archdsl.lang.checker import instantiate  # noqa: E402
@@ -159,9 +161,14 @@ def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype, truth=None) -
     }
     if truth is not None:
         exact = _grads(truth, x.float(), w, rows, spec, False)
-        for side, got in (("archdsl", got_ours), ("library", got_lib)):
+        # the spec's reference interpreter at the same precision: separates the compiled kernels'
+        # rounding from the spec's own (its projections' outputs and their gradients in bf16)
+        ref = RecurrentLayer(ir, backend="reference", seed=0).to(DEVICE, dtype)
+        ref.load_state_dict(ours.state_dict())
+        got_ref = _grads(ref, x, w, rows, spec, True)
+        for side, got in (("archdsl", got_ours), ("library", got_lib), ("reference", got_ref)):
             e = _errors(got, exact)
-            row[f"{side}_vs_fp32"] = {"max": max(e.values()), "worst": max(e, key=e.get)}
+            row[f"{side}_vs_fp32"] = {"max": max(e.values()), "worst": max(e, key=e.get), "errors": e}
     return row
 
 
@@ -179,10 +186,16 @@ def fp32_truth(spec: str, ir, ours, build, rows):
     return lib
 
 
-def time_fb(model, x, reps: int) -> float:
-    """Median milliseconds of forward + backward (after warm-up, which includes compiling and tuning)."""
+def warm_up(model, x) -> None:
+    """Three forward + backward passes: compiling and tuning happen here, not in the timed ones."""
     for _ in range(3):
         lib_forward(model, x.requires_grad_(True)).float().sum().backward()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fb(model, x, reps: int) -> float:
+    """Median milliseconds of forward + backward (after ``warm_up``)."""
     times = []
     for _ in range(reps):
         if DEVICE != "cuda":
@@ -207,7 +220,9 @@ def strategy_of(ir) -> str:
     return choose(ir, extract_cell(ir)).name
 
 
-def run_spec(spec: str, quick: bool, timed: bool = True) -> dict:
+def run_spec(spec: str, quick: bool, timed: bool = True, agree: bool = True, queue=None) -> dict:
+    """``agree``: the agreement rows; ``timed``: the times at the 100M shape (``queue``: an
+    ``oracle_env.TimeQueue`` that takes turns with other processes on the same GPU)."""
     library, preset, build, rows = LAYERS[spec]
     path = ROOT / "specs" / f"{spec}.rnn"
     result = {"spec": spec, "library": library, "preset": preset, "lines": _lines(path)}
@@ -217,7 +232,15 @@ def run_spec(spec: str, quick: bool, timed: bool = True) -> dict:
         result["precision"] = "; ".join(["TF32 off in the libraries' kernels", *kept])
     ir = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
     result["strategy"] = strategy_of(ir)
-    result["agreement"] = []
+    if agree:
+        result["agreement"] = agreement(spec, ir, build, rows, quick, result)
+    if timed:  # agreement only (several specs share a GPU: their times would not be comparable)
+        result["time"] = timing(spec, path, preset, build, rows, quick, queue)
+    return result
+
+
+def agreement(spec: str, ir, build, rows, quick: bool, result: dict) -> list[dict]:
+    out = []
     for dtype in (torch.float32, torch.bfloat16):
         mode = FP32_MODE.get(spec, "chunk") if dtype == torch.float32 else "chunk"
         if mode is None:
@@ -229,9 +252,13 @@ def run_spec(spec: str, quick: bool, timed: bool = True) -> dict:
             lib = build(ir, mode).to(DEVICE)
             copy_weights(ours, lib, rows, VIEWS.get(spec))
             truth = fp32_truth(spec, ir, ours, build, rows) if dtype == torch.bfloat16 else None
-            result["agreement"].append(compare(spec, ir, ours, lib, rows, B, T, dtype, truth))
-    if not timed:  # agreement only (several specs share a GPU: their times would not be comparable)
-        return result
+            out.append(compare(spec, ir, ours, lib, rows, B, T, dtype, truth))
+    return out
+
+
+def timing(spec: str, path: Path, preset: str, build, rows, quick: bool, queue=None) -> dict:
+    """Forward + backward of both layers at the library's 100M configuration, bf16: warmed up (compiled
+    and tuned) first, then, with a ``queue``, timed alone on the GPU once the other processes are warm."""
     full = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
     ours = RecurrentLayer(full, backend="triton", seed=0).to(DEVICE, torch.bfloat16)
     lib = build(full).to(DEVICE, torch.bfloat16)
@@ -239,16 +266,17 @@ def run_spec(spec: str, quick: bool, timed: bool = True) -> dict:
     B, T = (2, 128) if quick else TIME_SHAPE
     x = torch.randn(B, T, full.dim, device=DEVICE, dtype=torch.bfloat16)
     reps = 3 if quick else 20
-    result["time"] = {
-        "B": B,
-        "T": T,
-        "dtype": "bfloat16",
-        "preset": preset,
-        "archdsl_ms": time_fb(ours, x.clone(), reps),
-        "library_ms": time_fb(lib, x.clone(), reps),
-    }
-    result["time"]["ratio"] = result["time"]["archdsl_ms"] / result["time"]["library_ms"]
-    return result
+    t0 = time.time()
+    warm_up(ours, x.clone())
+    warm_up(lib, x.clone())
+    out = {"B": B, "T": T, "dtype": "bfloat16", "preset": preset, "warm_up_s": round(time.time() - t0, 1)}
+    with queue.turn(spec) if queue else contextlib.nullcontext():
+        out["archdsl_ms"] = time_fb(ours, x.clone(), reps)
+        out["library_ms"] = time_fb(lib, x.clone(), reps)
+    out["ratio"] = out["archdsl_ms"] / out["library_ms"]
+    if spec == "mamba" and not hasattr(sys.modules.get("selective_scan_cuda"), "fwd"):
+        out["note"] = "the library without its CUDA scan: mamba_ssm's pure-torch reference scan"
+    return out
 
 
 def _lines(path: Path) -> int:
@@ -290,9 +318,32 @@ def main(argv=None) -> int:
         help="the libraries' fp32 products exact too (TRITON_F32_DEFAULT=ieee before any kernel compiles): "
         "shows whether an fp32 difference is their TF32",
     )
+    ap.add_argument(
+        "--first-config",
+        action="store_true",
+        help="fla's autotuners keep their first configuration (agreement only: cold compiles "
+        "of every candidate take minutes)",
+    )
+    ap.add_argument("--time-only", action="store_true", help="timing only: no agreement rows")
+    ap.add_argument(
+        "--time-queue",
+        type=Path,
+        help="a folder shared by processes on one GPU: each times alone, once --time-peers are warm",
+    )
+    ap.add_argument("--time-peers", type=int, default=1, help="processes sharing --time-queue")
+    ap.add_argument(
+        "--time-wait", type=float, default=300.0, help="seconds to wait for the peers before timing anyway"
+    )
     args = ap.parse_args(argv)
-    if args.tf32_off:
-        os.environ["TRITON_F32_DEFAULT"] = "ieee"
+    if args.first_config and not args.no_time:
+        print("error: --first-config: only with --no-time (untuned libraries are not timed)", file=sys.stderr)
+        return 2
+    if args.time_only and args.no_time:
+        print("error: --time-only and --no-time leave nothing to run", file=sys.stderr)
+        return 2
+    if args.first_config:
+        oracle_env.first_config(("fla.",))
+    tf32_constants = oracle_env.tf32_off() if args.tf32_off else []
     specs = [s for s in args.specs.split(",") if s]
     unknown = [s for s in specs if s not in LAYERS]
     if unknown:
@@ -313,7 +364,12 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python", "benchmarks/oracle.py", *(argv or sys.argv[1:])]),
         "tf32_off": args.tf32_off,
+        "tf32_constants_off": tf32_constants,
+        "first_config": args.first_config,
     }
+    queue = None
+    if args.time_queue:
+        queue = oracle_env.TimeQueue(args.time_queue, args.time_peers, time.time() + args.time_wait)
     for name in ("fla", "mamba_ssm", "triton"):
         try:
             meta[name] = __import__(name).__version__
@@ -323,7 +379,7 @@ def main(argv=None) -> int:
     for spec in specs:
         t0 = time.time()
         try:
-            results.append(run_spec(spec, args.quick, not args.no_time))
+            results.append(run_spec(spec, args.quick, not args.no_time, not args.time_only, queue))
         except Exception as e:  # recorded, and the next spec runs
             results.append(
                 {
@@ -356,7 +412,7 @@ def markdown(doc: dict) -> str:
         if "error" in r:
             out.append(f"| {r['spec']} | {r['library']} | | | failed | | {r['error'][:200]} |")
             continue
-        for a in r["agreement"]:
+        for a in r.get("agreement", []):
             note = r["precision"] or "" if a["dtype"] == "float32" else ""
             if "archdsl_vs_fp32" in a:
                 ours, lib = a["archdsl_vs_fp32"], a["library_vs_fp32"]

@@ -21,12 +21,12 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch  # noqa: E402
-import triton.runtime.autotuner as autotuner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import oracle  # noqa: E402
+import oracle_env  # noqa: E402
 from oracle_maps import LAYERS, VIEWS  # noqa: E402
 
 from archdsl.lang.checker import instantiate  # noqa: E402
@@ -50,12 +50,7 @@ SETS = {
 
 
 def cpu_patches() -> None:
-    init = autotuner.Autotuner.__init__
-
-    def first_config(self, fn, arg_names, configs, *args, **kwargs):
-        init(self, fn, arg_names, configs[:1], *args, **kwargs)
-
-    autotuner.Autotuner.__init__ = first_config
+    oracle_env.first_config()
     torch.cuda.device = lambda *a, **k: contextlib.nullcontext()
     torch.cuda.get_device_properties = lambda *a, **k: types.SimpleNamespace(multi_processor_count=2)
 

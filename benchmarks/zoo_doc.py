@@ -30,8 +30,8 @@ def spec_lines(spec: str) -> int:
     )
 
 
-def _agreement(r: dict, dtype: str) -> str:
-    runs = [a for a in r.get("agreement", []) if a["dtype"] == dtype]
+def _agreement(r: dict, dtype: str, tf32_off: bool = False) -> str:
+    runs = [a for a in r.get("agreement", []) if a["dtype"] == dtype and a.get("tf32_off", False) == tf32_off]
     if not runs:
         return f"— ({r['fp32_skipped']})" if dtype == "float32" and r.get("fp32_skipped") else "—"
     worst = max(runs, key=lambda a: a["max"])
@@ -39,10 +39,21 @@ def _agreement(r: dict, dtype: str) -> str:
     mark = "" if worst["max"] <= tol else f" (> {tol:g}: {worst['worst']})"
     sides = [a for a in runs if "archdsl_vs_fp32" in a]
     if sides:  # each side's distance to the library in fp32: where a bf16 difference comes from
-        ours = max(a["archdsl_vs_fp32"]["max"] for a in sides)
-        lib = max(a["library_vs_fp32"]["max"] for a in sides)
-        mark += f"; to fp32: archdsl {ours:.1e}, library {lib:.1e}"
+        names = ["archdsl", "library"] + (
+            ["reference"] if all("reference_vs_fp32" in a for a in sides) else []
+        )
+        far = {n: max((a[f"{n}_vs_fp32"] for a in sides), key=lambda e: e["max"]) for n in names}
+        mark += "; to fp32: " + ", ".join(f"{n} {e['max']:.1e} ({e['worst']})" for n, e in far.items())
     return f"{worst['max']:.1e}{mark}"
+
+
+def _fp32(r: dict) -> str:
+    """The fp32 agreement with the library as it ships (its TF32 products), its precision note, and
+    the same comparison with the library's fp32 products made exact (``oracle.py --tf32-off``)."""
+    text = _agreement(r, "float32") + (f"; {r['precision']}" if r.get("precision") else "")
+    if any(a.get("tf32_off") and a["dtype"] == "float32" for a in r.get("agreement", [])):
+        text += f"; TF32 off: {_agreement(r, 'float32', True)}"
+    return text
 
 
 def row(spec: str, r: dict | None) -> str:
@@ -57,9 +68,11 @@ def row(spec: str, r: dict | None) -> str:
         return f"| {spec} | {spec_lines(spec)} | {paper} | {r['library']} | — | — | — | {failed} |"
     t = r.get("time")
     timing = f"{t['ratio']:.2f}× ({t['archdsl_ms']:.2f} / {t['library_ms']:.2f} ms)" if t else "—"
-    fp32 = _agreement(r, "float32") + (f"; {r['precision']}" if r.get("precision") else "")
+    bf16 = _agreement(r, "bfloat16")
+    if bf16 == "—" and any(a["dtype"] == "bfloat16" for a in r.get("agreement", [])):  # only TF32 off
+        bf16 = _agreement(r, "bfloat16", True) + " (TF32 off)"
     return (
-        f"| {spec} | {spec_lines(spec)} | {paper} | {r['library']} | {fp32} | {_agreement(r, 'bfloat16')} | "
+        f"| {spec} | {spec_lines(spec)} | {paper} | {r['library']} | {_fp32(r)} | {bf16} | "
         f"{r.get('strategy', '—')} | {timing} |"
     )
 
@@ -80,6 +93,12 @@ def render(doc: dict) -> str:
         "(or the library's precision, stated) and 2e-2 in bf16. Time is forward + backward of the whole",
         f"layer at the library's 100M configuration ({shape}), archdsl / library.",
         "",
+        'In fp32, "TF32 off" is the same comparison with the libraries\' fp32 products made exact',
+        '(`oracle.py --tf32-off`). In bf16, "to fp32" is each side\'s distance (worst tensor) to the',
+        "library in fp32 on the same bf16-rounded weights and input: archdsl's compiled layer, the library,",
+        "and, where measured, the spec's reference interpreter in bf16 (its projections and their",
+        "gradients in bf16, the rest in fp32), which separates the kernels' rounding from the spec's own.",
+        "",
         f"Device: {meta['device']}; {meta['date']}; torch {meta['torch']}, fla {meta.get('fla')}, "
         f"mamba_ssm {meta.get('mamba_ssm')}, triton {meta.get('triton')}"
         + (" (--quick: small sizes)" if meta.get("quick") else "")
@@ -93,9 +112,31 @@ def render(doc: dict) -> str:
 
 
 def merge(docs: list[dict]) -> dict:
-    """One document from several runs: each spec's row from the last run that has it; the runs'
-    devices, dates and commands listed together."""
-    rows = {r["spec"]: r for doc in docs for r in doc["results"]}
+    """One document from several runs (in date order): each spec's row from the runs that have it,
+    field by field: its agreement rows of each dtype from the last run that measured that dtype (runs
+    with the libraries' TF32 off kept apart from those with it on, and never overriding the library's
+    stated precision), its time from the last run that timed it; a run that failed resets the row.
+    The runs' devices, dates and commands listed together."""
+    rows: dict[str, dict] = {}
+    for doc in docs:
+        off = bool(doc["meta"].get("tf32_off"))
+        for r in doc["results"]:
+            if "error" in r:
+                rows[r["spec"]] = r
+                continue
+            old = {k: v for k, v in rows.get(r["spec"], {}).items() if k not in ("error", "traceback")}
+            new = {**old, **{k: v for k, v in r.items() if k not in ("agreement", "time", "precision")}}
+            if not off or "precision" not in old:
+                new["precision"] = r.get("precision")
+            if "time" in r:
+                new["time"] = r["time"]
+            mine = [dict(a, tf32_off=off) for a in r.get("agreement", [])]
+            measured = {(a["dtype"], off) for a in mine}
+            kept = [
+                a for a in old.get("agreement", []) if (a["dtype"], a.get("tf32_off", False)) not in measured
+            ]
+            new["agreement"] = kept + mine
+            rows[r["spec"]] = new
     meta = dict(docs[-1]["meta"])
     for key in ("device", "date", "command"):
         meta[key] = "; ".join(dict.fromkeys(d["meta"][key] for d in docs))

@@ -123,7 +123,7 @@ def test_oracle_says_which_side_a_bf16_difference_comes_from(monkeypatch, moved)
         with torch.no_grad():
             lib.out.weight.mul_(1.5)
     row = oracle.compare("itself", ir, ours, lib, rows, 2, 7, torch.bfloat16, truth)
-    assert row["archdsl_vs_fp32"]["max"] < 2e-2
+    assert row["archdsl_vs_fp32"]["max"] < 2e-2 and row["reference_vs_fp32"]["max"] < 2e-2
     if moved:
         assert row["max"] > 0.2 and row["library_vs_fp32"]["max"] > 0.2
     else:
@@ -186,7 +186,7 @@ def test_zoo_doc_says_which_side_a_bf16_difference_comes_from(tmp_path):
     path.write_text(json.dumps(doc))
     assert zoo_doc.main([str(path), "-o", str(out)]) == 0
     gdn = next(line for line in out.read_text().splitlines() if line.startswith("| gdn |"))
-    assert "5.0e-02 (> 0.02: dx); to fp32: archdsl 4.0e-03, library 4.8e-02" in gdn
+    assert "5.0e-02 (> 0.02: dx); to fp32: archdsl 4.0e-03 (y), library 4.8e-02 (dx)" in gdn
 
 
 def test_zoo_doc_rejects_a_file_that_is_not_results(tmp_path, capsys):
@@ -237,3 +237,50 @@ def test_a_readout_of_the_state_before_the_update_is_not_chunked():
 
     ir = instantiate(parse_file(ROOT / "specs" / "rwkv6.rnn"), "test").layer
     assert classification(ir) == "the readout reads the state before the update: not yet"
+
+
+def test_zoo_doc_keeps_tf32_off_rows_and_time_only_runs_apart(tmp_path):
+    """A later run with the libraries' TF32 off adds its fp32 number beside the TF32 one (neither
+    replacing it nor the library's stated precision), and a later timing-only run adds its time
+    without dropping the agreement."""
+    first, off, timed = synthetic(), synthetic(), synthetic()
+    off["meta"] = dict(off["meta"], date="2026-11-27 00:00 UTC", tf32_off=True)
+    fp32 = {"B": 1, "T": 37, "dtype": "float32", "errors": {"y": 2e-6}, "worst": "y", "max": 2e-6}
+    off["results"] = [dict(off["results"][0], agreement=[fp32], precision="TF32 off", time=None)]
+    del off["results"][0]["time"]
+    timed["meta"] = dict(timed["meta"], date="2026-11-27 01:00 UTC")
+    t = dict(first["results"][0]["time"], archdsl_ms=2.0, ratio=2 / 3)
+    timed["results"] = [{k: v for k, v in first["results"][0].items() if k != "agreement"} | {"time": t}]
+    paths = []
+    for name, doc in {"a.json": first, "b.json": off, "c.json": timed}.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(doc))
+    out = tmp_path / "zoo.md"
+    assert zoo_doc.main([*map(str, paths), "-o", str(out)]) == 0
+    gdn = next(line for line in out.read_text().splitlines() if line.startswith("| gdn |"))
+    assert "4.0e-04 (> 0.0001: dA_log); TF32; TF32 off: 2.0e-06" in gdn
+    assert "| 5.0e-03 |" in gdn and "0.67× (2.00 / 3.00 ms)" in gdn
+
+
+def test_first_config_narrows_only_the_named_modules_autotuners(monkeypatch):
+    """--first-config keeps fla's first autotune configuration and leaves other libraries' (mamba_ssm's
+    first SSD configuration does not fit an H100's shared memory) with all of theirs."""
+    import oracle_env
+    import triton
+    import triton.language as tl
+    import triton.runtime.autotuner as autotuner
+
+    monkeypatch.setattr(autotuner.Autotuner, "__init__", autotuner.Autotuner.__init__)
+
+    def tuned():
+        @triton.autotune(configs=[triton.Config({"B": 16}), triton.Config({"B": 32})], key=[])
+        @triton.jit
+        def kernel(x, B: tl.constexpr):
+            pass
+
+        return kernel
+
+    oracle_env.first_config(("fla.",))
+    assert len(tuned().configs) == 2
+    oracle_env.first_config((__name__,))
+    assert len(tuned().configs) == 1
