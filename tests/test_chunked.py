@@ -164,10 +164,9 @@ def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
 @pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
 def test_triton_backward_sums_value_block_products(scalar, lowrank, monkeypatch):
-    """The [C, C] products over the value axis (dO Vᵀ; dO Uᵀ, dR Vᵀ, dR Uᵀ with a rank-one correction)
-    are stored by the dv kernel one value block at a time and summed by the dq/dk kernel: value size
-    40 in three blocks of 16 (the last one half full), the key axis (size 18) in one block of 32, and
-    every gradient against autograd of the chunked form."""
+    """The products over the value axis (dO Vᵀ, dO Sᵀ; dO Uᵀ, dR Vᵀ, dR Uᵀ with a rank-one correction)
+    summed over three value blocks of 16 (value size 40: the last one half full) with the key axis
+    (size 18) in one block of 32; every gradient against autograd of the chunked form."""
     from archdsl.codegen.run import chunked_common
     from archdsl.codegen.run.chunked_backward import chunked_backward
 

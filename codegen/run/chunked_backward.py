@@ -167,56 +167,16 @@ def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALA
 
 
 @triton.jit
-def _value_products(pp, dO, dR, vv, u_in, chunk, rc, rv, mv, V, C: tl.constexpr, LOWRANK: tl.constexpr,
-                    DOT: tl.constexpr):  # fmt: skip
-    """Stores one block of value columns' share of dO Vᵀ (and dO Uᵀ, dR Vᵀ, dR Uᵀ: a delta rule) at
-    ``pp`` [1 or 4, C, C]:
-    ``chunk_dqk_kernel`` sums the blocks' shares in a fixed order (computed once per chunk, not once
-    per block of the key axis)."""
-    pc = pp + rc[:, None] * C + rc[None, :]
-    tl.store(pc, _dot(dO, tl.trans(vv), DOT))
-    if LOWRANK:
-        U = tl.load(u_in + (chunk * C + rc)[:, None] * V + rv[None, :], mask=mv[None, :], other=0.0)
-        tl.store(pc + C * C, _dot(dO, tl.trans(U), DOT))
-        tl.store(pc + 2 * C * C, _dot(dR, tl.trans(vv), DOT))
-        tl.store(pc + 3 * C * C, _dot(dR, tl.trans(U), DOT))
-
-
-@triton.jit
-def _summed_products(pp, n_chunks, NV, rc, C: tl.constexpr, LOWRANK: tl.constexpr):
-    """The [C, C] products over the value axis of one chunk (``_value_products``): the value blocks'
-    shares summed in order (deterministic)."""
-    pc = pp + rc[:, None] * C + rc[None, :]
-    dQk = tl.load(pc)
-    dQa = tl.zeros([C, C], dtype=tl.float32)
-    dMak = tl.zeros([C, C], dtype=tl.float32)
-    dMab = tl.zeros([C, C], dtype=tl.float32)
-    if LOWRANK:
-        dQa += tl.load(pc + C * C)
-        dMak += tl.load(pc + 2 * C * C)
-        dMab += tl.load(pc + 3 * C * C)
-    for i_v in range(1, NV):
-        pv = pc + i_v * n_chunks * (1 + 3 * LOWRANK) * C * C
-        dQk += tl.load(pv)
-        if LOWRANK:
-            dQa += tl.load(pv + C * C)
-            dMak += tl.load(pv + 2 * C * C)
-            dMab += tl.load(pv + 3 * C * C)
-    return dQk, dQa, dMak, dMab
-
-
-@triton.jit
 def chunk_dv_kernel(
-    lw, q, k, v, a, b,
+    lw, q, k, a, b,
     sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
-    sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
-    dstates, inv_in, u_in, do, dv, dr_out, pp_out, T, H, K, V,
+    sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
+    dstates, inv_in, do, dv, dr_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once, one block of value columns: dv = Q_kᵀ dO + K_end dS (+ M_akᵀ dR), and the
-    corrections' gradient dR = (I - M_ab)⁻ᵀ (Q_aᵀ dO + A_end dS), stored for ``chunk_dqk_kernel``,
-    and this value block's share of the [C, C] products over the value axis (``_value_products``).
+    corrections' gradient dR = (I - M_ab)⁻ᵀ (Q_aᵀ dO + A_end dS), stored for ``chunk_dqk_kernel``.
     The [C, C] matrices are summed over blocks of the key axis."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
@@ -264,12 +224,7 @@ def chunk_dv_kernel(
         dR = _dot(tl.trans(inv), dU, DOT)
         dvv += _dot(tl.trans(_masked(Mak, Gh - gh, Gh, strict, SCALAR)), dR, DOT)
         tl.store(dr_out + (chunk * C + rc)[:, None] * V + rv[None, :], dR, mask=mv[None, :])
-    else:
-        dR = dO
     tl.store(dv + pv, dvv.to(dv.dtype.element_ty), mask=mtv)
-    vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
-    pp = pp_out + (i_v * tl.num_programs(0) * N + chunk) * (1 + 3 * LOWRANK) * C * C
-    _value_products(pp, dO, dR, vv, u_in, chunk, rc, rv, mv, V, C, LOWRANK, DOT)
 
 
 @triton.jit
@@ -304,13 +259,12 @@ def chunk_dqk_kernel(
     lw, q, k, v, a, b,
     sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
     sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
-    states, dstates, u_in, dr_in, pp_in, do, dlw, dq, dk, da, db,
+    states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db,
     T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
-    """Every chunk at once, one block of the key axis: the products over the value axis with the state
-    (dO Sᵀ, V dSᵀ, …) summed block by block, the [C, C] ones (dO Vᵀ, …) read from ``chunk_dv_kernel``'s
-    shares, then dq, dk (da, db) and the log-decays' gradient."""
+    """Every chunk at once, one block of the key axis: the products over the value axis (dO Sᵀ, V dSᵀ,
+    dO Vᵀ, …) summed block by block, then dq, dk (da, db) and the log-decays' gradient."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
@@ -330,6 +284,10 @@ def chunk_dqk_kernel(
     dk_end = tl.zeros([C, BK], dtype=tl.float32)
     db_s = tl.zeros([C, BK], dtype=tl.float32)
     da_end = tl.zeros([C, BK], dtype=tl.float32)
+    dQk = tl.zeros([C, C], dtype=tl.float32)
+    dQa = tl.zeros([C, C], dtype=tl.float32)
+    dMak = tl.zeros([C, C], dtype=tl.float32)
+    dMab = tl.zeros([C, C], dtype=tl.float32)
     sds = tl.zeros([BK], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
@@ -342,6 +300,7 @@ def chunk_dqk_kernel(
         vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
         dq_s += _dot(dO, tl.trans(S), DOT)
         dk_end += _dot(vv, tl.trans(dS), DOT)
+        dQk += _dot(dO, tl.trans(vv), DOT)
         sds += tl.sum(S * dS, 1)
         if LOWRANK:
             pu = (chunk * C + rc)[:, None] * V + rv[None, :]
@@ -349,10 +308,9 @@ def chunk_dqk_kernel(
             dR = tl.load(dr_in + pu, mask=mv[None, :], other=0.0)
             db_s += _dot(dR, tl.trans(S), DOT)
             da_end += _dot(U, tl.trans(dS), DOT)
-    NV = tl.cdiv(V, BV)
-    dQk, dQa, dMak, dMab = _summed_products(
-        pp_in + chunk * (1 + 3 * LOWRANK) * C * C, B * H * N, NV, rc, C, LOWRANK
-    )
+            dQa += _dot(dO, tl.trans(U), DOT)
+            dMak += _dot(dR, tl.trans(vv), DOT)
+            dMab += _dot(dR, tl.trans(U), DOT)
     qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
     kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
@@ -416,11 +374,9 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list
     per_token = dict(meta, BK=BKb)
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
     dR = torch.empty_like(U) if ab else states
-    # each value block's share of the [C, C] products over the value axis (4 a chunk with ab, else 1)
-    pp = torch.empty(NV, B * H * N, 4 if ab else 1, chunk, chunk, device=dev)
     chunk_dv_kernel[(B * H, N, NV)](
-        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, dstates, inv if ab else states,
-        U if ab else states, do, dv, dR, pp, T, H, K, V, LOWRANK=bool(ab), **per_token,
+        lw, q, k, a, b, *sw, *sq, *sk, *sa, *sb, dstates, inv if ab else states, do, dv, dR, T, H, K, V,
+        LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
     NK = triton.cdiv(K, BKb)
     scalar = lw.dim() == 3
@@ -431,8 +387,8 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list
     dab = [torch.empty(x.shape, device=dev, dtype=x.dtype) for x in ab]
     da, db = dab if ab else (dq, dq)
     chunk_dqk_kernel[(B * H, N, NK)](
-        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, pp, do,
-        dlw, dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), **per_token,
+        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, do, dlw,
+        dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
     if scalar:
         dlw = dlw.sum(0).to(lw.dtype)
