@@ -184,6 +184,18 @@ def test_triton_backward_sums_value_block_products(scalar, lowrank, monkeypatch)
         assert rel_rms(g, e) < 1e-6
 
 
+def test_token_launch_passes_only_the_settings_given(monkeypatch):
+    """The backward's per-token kernels get Triton's default stages and the common warps unless
+    ``LAUNCH`` names their own."""
+    from archdsl.codegen.run import chunked_common
+
+    assert chunked_common.token_launch() == {}
+    monkeypatch.setitem(chunked_common.LAUNCH, "token_stages", 1)
+    assert chunked_common.token_launch() == {"num_stages": 1}
+    monkeypatch.setitem(chunked_common.LAUNCH, "token_warps", 8)
+    assert chunked_common.token_launch() == {"num_stages": 1, "num_warps": 8}
+
+
 def test_layer_matches_reference_without_kernels(monkeypatch):
     """On a CPU without the Triton interpreter the coefficients, the recurrence and the readout all run
     in PyTorch (reference rules and the chunked algebra of chunked_torch, its gradients by autograd)."""
