@@ -1,6 +1,7 @@
 """The chunked kernels alone at GDN_100m / Mamba2_100m head shapes: forward and forward+backward
 time per launch setting (value block, key block of the backward's per-token kernels, warps, chunk).
-Prints one line per setting; GPU only.
+Prints one line per setting (``--token-stages``/``--token-warps``: the backward's per-token kernels'
+own; 0: the default); GPU only.
 
     python benchmarks/chunked_sweep.py
 """
@@ -36,6 +37,12 @@ def main(B=32, T=512):
     args.add_argument("--warps", type=int, nargs="*", default=[4])
     args.add_argument("--chunk", type=int, nargs="*", default=[32, 64])
     args.add_argument("--stages", type=int, nargs="*", default=[1])
+    args.add_argument(
+        "--token-stages", type=int, nargs="*", default=[0], help="the per-token kernels' stages (0: default)"
+    )
+    args.add_argument(
+        "--token-warps", type=int, nargs="*", default=[0], help="the per-token kernels' warps (0: --warps)"
+    )
     args.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
     args.add_argument("--profile", action="store_true", help="print each kernel's time per setting")
     args.add_argument(
@@ -61,10 +68,22 @@ def main(B=32, T=512):
         h0 = torch.zeros(B, H, K, V, device=dev)
         do, dht = torch.randn(B, T, H, V, device=dev), torch.zeros_like(h0)
         args = (lw, q, k, v, ab, h0)
-        grid = itertools.product(opts.bv, opts.bk, opts.warps, opts.chunk, opts.stages)
-        for bv, bk, warps, chunk, stages in grid:
-            LAUNCH.update(bv=bv, bk=bk or None, warps=warps, stages=stages)
-            label = f"{name}: {opts.dot} bv {bv} bk {bk} warps {warps} C {chunk} stages {stages}"
+        grid = itertools.product(
+            opts.bv, opts.bk, opts.warps, opts.chunk, opts.stages, opts.token_stages, opts.token_warps
+        )
+        for bv, bk, warps, chunk, stages, ts, tw in grid:
+            LAUNCH.update(
+                bv=bv,
+                bk=bk or None,
+                warps=warps,
+                stages=stages,
+                token_stages=ts or None,
+                token_warps=tw or None,
+            )
+            label = (
+                f"{name}: {opts.dot} bv {bv} bk {bk} warps {warps} C {chunk} stages {stages} "
+                f"token stages {ts} token warps {tw}"
+            )
             try:
                 f = do_bench(lambda a=args, c=chunk: chunked_forward(*a, c, opts.dot), warmup=3, rep=20)
                 b = do_bench(

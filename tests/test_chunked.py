@@ -161,6 +161,41 @@ def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
         assert rel_rms(g, e) < 1e-6
 
 
+@pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
+@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+def test_triton_backward_sums_value_block_products(scalar, lowrank, monkeypatch):
+    """The products over the value axis (dO Vᵀ, dO Sᵀ; dO Uᵀ, dR Vᵀ, dR Uᵀ with a rank-one correction)
+    summed over three value blocks of 16 (value size 40: the last one half full) with the key axis
+    (size 18) in one block of 32; every gradient against autograd of the chunked form."""
+    from archdsl.codegen.run import chunked_common
+    from archdsl.codegen.run.chunked_backward import chunked_backward
+
+    monkeypatch.setitem(chunked_common.LAUNCH, "bv", 16)
+    monkeypatch.setitem(chunked_common.LAUNCH, "bk", 32)
+    lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64, T=37, K=18, V=40, seed=1)
+    xs = [x.clone().requires_grad_(True) for x in (lw, q, k, v, *ab, h0)]
+    o, hT = chunked_torch(xs[0], xs[1], xs[2], xs[3], xs[4:-1], xs[-1], 16)
+    do, dht = torch.randn_like(o), torch.randn_like(hT)
+    expected = torch.autograd.grad([o, hT], xs, [do, dht])
+    f = [x.float() for x in (lw, q, k, v, h0, do, dht)]
+    got = chunked_backward(*f[:4], [x.float() for x in ab], *f[4:], 16, "ieee")
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert rel_rms(g, e) < 1e-6
+
+
+def test_token_launch_passes_only_the_settings_given(monkeypatch):
+    """The backward's per-token kernels get Triton's default stages and the common warps unless
+    ``LAUNCH`` names their own."""
+    from archdsl.codegen.run import chunked_common
+
+    assert chunked_common.token_launch() == {}
+    monkeypatch.setitem(chunked_common.LAUNCH, "token_stages", 1)
+    assert chunked_common.token_launch() == {"num_stages": 1}
+    monkeypatch.setitem(chunked_common.LAUNCH, "token_warps", 8)
+    assert chunked_common.token_launch() == {"num_stages": 1, "num_warps": 8}
+
+
 def test_layer_matches_reference_without_kernels(monkeypatch):
     """On a CPU without the Triton interpreter the coefficients, the recurrence and the readout all run
     in PyTorch (reference rules and the chunked algebra of chunked_torch, its gradients by autograd)."""

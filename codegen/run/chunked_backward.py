@@ -50,6 +50,7 @@ from archdsl.codegen.run.chunked_common import (
     _wide_dot,
     key_block,
     strides,
+    token_launch,
 )
 from archdsl.codegen.run.chunked_kernels import chunk_states
 
@@ -371,7 +372,7 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list
         num_stages=LAUNCH["stages"], **meta,
     )  # fmt: skip
     BKb = key_block(K, bool(ab))
-    per_token = dict(meta, BK=BKb)
+    per_token = dict(meta, BK=BKb) | token_launch()
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
     dR = torch.empty_like(U) if ab else states
     chunk_dv_kernel[(B * H, N, NV)](

@@ -114,8 +114,17 @@ def _decay_state(S, GC, SCALAR: tl.constexpr):
 #: warps per program; software-pipelining stages of the two kernels that walk the chunks (each stage
 #: holds a chunk's [C, K] tiles in shared memory). Measured on an H100 at GDN_100m and Mamba2_100m
 #: head shapes (benchmarks/results/chunked-2/): 4 warps beat 8 in every setting, and a key block of
-#: 64 in the delta rule's per-token kernel spills (32.6 ms against 4.9 ms at 32).
-LAUNCH = {"bv": 64, "bk": None, "warps": 4, "stages": 1}
+#: 64 in the delta rule's per-token kernel spills (32.6 ms against 4.9 ms at 32). ``token_stages`` and
+#: ``token_warps``: the backward's per-token kernels' own stages and warps (None: Triton's default
+#: stages, ``warps``); compiled for sm_90 their loops' three default stages take 160-230 KB of shared
+#: memory (one program per SM) for loops of one or two value blocks (benchmarks/results/chunked-4/).
+LAUNCH = {"bv": 64, "bk": None, "warps": 4, "stages": 1, "token_stages": None, "token_warps": None}
+
+
+def token_launch() -> dict:
+    """The backward's per-token kernels' launch options beyond ``_meta``'s (``LAUNCH``)."""
+    out = {"num_stages": LAUNCH["token_stages"], "num_warps": LAUNCH["token_warps"]}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def key_block(K: int, lowrank: bool) -> int:

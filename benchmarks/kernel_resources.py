@@ -1,0 +1,109 @@
+"""Shared memory, registers and spills of the chunked kernels compiled for an H100 (sm_90a), on a
+machine without a GPU: Triton compiles the kernel for that target and ptxas (bundled with Triton)
+reports registers and spills of the PTX. The per-token backward kernels' throughput follows from
+these: above about 114 KB of shared memory a program has the SM to itself (4 warps).
+
+    python benchmarks/kernel_resources.py chunk_dqk_kernel --bk 32 --stages 1 3 --warps 4 8
+    python benchmarks/kernel_resources.py chunk_dv_kernel --no-lowrank --bk 64
+
+GDN_100m / Mamba2_100m head shapes: chunk 64, value block 64, one decay per head, TF32 products, q/k
+(a, b) bf16 in one layout. The local Triton may differ from the GPU machine's: compare settings within
+one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+
+import triton
+from archdsl.codegen.run import chunked_backward, chunked_kernels
+from archdsl.codegen.run.chunked_common import interpreted
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+KERNELS = {
+    name: getattr(mod, name)
+    for mod, names in (
+        (chunked_backward, ("chunk_dqk_kernel", "chunk_dv_kernel", "chunk_dstates_kernel")),
+        (chunked_kernels, ("chunk_prep_kernel", "chunk_states_kernel", "chunk_output_kernel")),
+    )
+    for name in names
+}
+HALF = {"q", "k", "a", "b", "dq", "dk", "da", "db", "dv"}  # bf16 pointers; the rest fp32
+
+
+def signature(fn, consts: dict) -> tuple[dict, dict]:
+    """(Triton signature, constexprs) of a kernel: i32 sizes and strides, bf16/fp32 pointers."""
+    sig, cx = {}, {}
+    for i, n in enumerate(fn.arg_names):
+        if n in consts:
+            sig[n], cx[(i,)] = "constexpr", consts[n]
+        elif n in ("T", "H", "K", "V") or (n[:1] == "s" and n[1:2] in "wqkvab" and n[2:].isdigit()):
+            sig[n] = "i32"
+        else:
+            sig[n] = "*bf16" if n in HALF else "*fp32"
+    return sig, cx
+
+
+def ptxas_report(ptx: str) -> str:
+    """ptxas -v's registers and spills of one PTX file (the bundled ptxas that accepts its version)."""
+    bins = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(ptx)
+    try:
+        for exe in ("ptxas", "ptxas-blackwell"):
+            r = subprocess.run(
+                [os.path.join(bins, exe), "-arch=sm_90a", "-v", f.name, "-o", os.devnull],
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode == 0:
+                lines = (r.stdout + r.stderr).splitlines()
+                keep = [
+                    ln.split("info    :")[-1].strip() for ln in lines if "spill" in ln or "registers" in ln
+                ]
+                return "; ".join(keep)
+        return "ptxas failed: " + (r.stdout + r.stderr).strip().splitlines()[-1]
+    finally:
+        os.unlink(f.name)
+
+
+def report(name: str, consts: dict, warps: int, stages: int) -> str:
+    fn = KERNELS[name]
+    consts = {k: v for k, v in consts.items() if k in fn.arg_names}
+    sig, cx = signature(fn, consts)
+    k = triton.compile(
+        ASTSource(fn, sig, constexprs=cx),
+        target=GPUTarget("cuda", 90, 32),
+        options={"num_warps": warps, "num_stages": stages},
+    )
+    return f"shared memory {k.metadata.shared} B; {ptxas_report(k.asm['ptx'])}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kernels", nargs="+", choices=list(KERNELS))
+    ap.add_argument("--bk", type=int, nargs="*", default=[32], help="key block (the walks: the whole K)")
+    ap.add_argument("--stages", type=int, nargs="*", default=[3])
+    ap.add_argument("--warps", type=int, nargs="*", default=[4])
+    ap.add_argument("--no-lowrank", action="store_true", help="no rank-one correction (Mamba2, GLA)")
+    args = ap.parse_args()
+    if interpreted():
+        print("error: TRITON_INTERPRET is set: expected it unset (the kernels are compiled)", file=sys.stderr)
+        sys.exit(2)
+    for name, bk, stages, warps in itertools.product(args.kernels, args.bk, args.stages, args.warps):
+        consts = dict(C=64, BV=64, BK=bk, SCALAR=True, DOT="tf32", SHARED=True, LOWRANK=not args.no_lowrank)
+        try:
+            line = report(name, consts, warps, stages)
+        except Exception as e:  # a setting that does not compile: say so and go on
+            line = f"failed: {type(e).__name__}: {str(e)[:120]}"
+        print(f"{name} BK {bk} stages {stages} warps {warps}: {line}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
