@@ -6,10 +6,11 @@ Per call, the linear form's coefficients (log-decays, ``k``, ``v``, ``q`` and th
 ``a``, ``b``) are evaluated in parallel over (batch, time), reshaped to ``[B, T, heads, …]`` blocks
 and handed to the chunked op (``codegen/run/ops.py``: the Triton kernels of
 ``codegen/run/chunked_kernels.py`` and ``chunked_backward.py``); ``g ⊙ o + p`` and the spec's
-readout parts are evaluated after it. On a GPU (or the interpreter) the coefficients and a single
-readout part run as generated per-token kernels, forward and backward (``codegen/hoist.py``'s
-``TokenPart``, emitted by ``emit_parts_module``), as the loop strategy runs its hoisted part; elsewhere,
-and for whatever else is left, the reference's rules in PyTorch.
+readout parts are evaluated after it. On a GPU (or the interpreter) the coefficients and everything
+after the op (``g ⊙ o + p`` and the readout parts, one graph: ``_epilogue``) run as two generated
+per-token kernels, forward and backward (``codegen/hoist.py``'s ``TokenPart``, emitted by
+``emit_parts_module``), as the loop strategy runs its hoisted part; elsewhere, and for a coefficient
+that is not computed per token, the reference's rules in PyTorch.
 """
 
 from __future__ import annotations
@@ -157,8 +158,8 @@ class ChunkedCell:
             ),
             (
                 "around",
-                "per-token coefficients before and the readout after: generated kernels on a GPU, "
-                "PyTorch elsewhere" + (f" (cut at {cut})" if cut else ""),
+                "per-token coefficients before, g ⊙ o + p and the readout after: generated kernels "
+                "on a GPU, PyTorch elsewhere" + (f" (cut at {cut})" if cut else ""),
             ),
         ]
 

@@ -44,7 +44,7 @@ def _conv_fwd(
     K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
     n, tb, cb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-    t = tb * BT + tl.arange(0, BT)
+    t = (tb * BT + tl.arange(0, BT)).to(tl.int64)  # T * strides may pass 2**31
     c = cb * BC + tl.arange(0, BC)
     cm = c < C
     acc = _pre(x, w, bias, n * sxb, t, T, c, cm, sxt, sxc, K, HAS_BIAS, BT, BC)
@@ -61,7 +61,7 @@ def _conv_bwd(
     """dx at this program's tokens from the pre-activation's gradient at the K tokens each feeds;
     this program's partial sums of dw [K, C] and db [C] at ``(n, tb)``."""
     n, tb, cb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-    t = tb * BT + tl.arange(0, BT)
+    t = (tb * BT + tl.arange(0, BT)).to(tl.int64)  # T * strides may pass 2**31
     c = cb * BC + tl.arange(0, BC)
     cm = c < C
     acc = tl.zeros((BT, BC), tl.float32)
