@@ -119,3 +119,20 @@ def test_short_conv_kernel_matches_conv1d(bias, silu, T):
         assert a.dtype == e.dtype
         tol = 2e-2 if a.dtype == torch.bfloat16 else 1e-5  # dx rounded to bf16 from two fp32 sums
         torch.testing.assert_close(a.float(), e.float(), rtol=tol, atol=tol)
+
+
+def test_short_conv_is_one_graph_under_torch_compile():
+    """The kernels are a custom op with fake shapes: ``torch.compile(fullgraph=True)`` traces the call
+    and its backward, and gives the eager values."""
+    from archdsl.codegen.run.shortconv import short_conv
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 6, generator=g).bfloat16().requires_grad_(True)
+    w = torch.randn(6, 4, generator=g, requires_grad=True)
+    b = torch.randn(6, generator=g, requires_grad=True)
+    f = torch.compile(lambda x, w, b: short_conv(x, w, b, True), fullgraph=True, backend="aot_eager")
+    got, want = f(x, w, b), short_conv(x, w, b, True)
+    assert torch.equal(got, want)
+    dy = torch.randn(got.shape, generator=g)
+    for a, e in zip(torch.autograd.grad(got, [x, w, b], dy), torch.autograd.grad(want, [x, w, b], dy)):
+        assert torch.equal(a, e)

@@ -11,8 +11,6 @@ bias's gradients, summed after it. The values are the reference's to rounding (f
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
@@ -116,9 +114,9 @@ def _backward(x, w, b=None, *, dy, silu: bool):
     return [dx, dw.sum(0).t().contiguous(), *([db.sum(0)] if has_bias else [])]
 
 
-@functools.cache
 def conv_op(has_bias: bool, silu: bool):
-    """``archdsl::shortconv_<bias><silu>``: ``([x, w, b]) -> [y]`` (``[x, w]`` without a bias)."""
+    """``archdsl::shortconv_<bias><silu>``: ``([x, w, b]) -> [y]`` (``[x, w]`` without a bias),
+    registered on its first request (``ops.register`` keeps it by name)."""
 
     def forward(xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [_forward(*xs, silu=silu)]
