@@ -11,6 +11,7 @@ rounding (tests/test_convolve.py), and the reference itself is unchanged.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -66,9 +67,15 @@ def _broadcast(a, b) -> torch.Size:
     return torch.Size(x if y == 1 else y for x, y in zip(a, b))
 
 
-def depthwise_conv(a: torch.Tensor, w: torch.Tensor, layout: Layout, axis: str) -> torch.Tensor:
+def depthwise_conv(
+    a: torch.Tensor, w: torch.Tensor, layout: Layout, axis: str, bias=None, silu=False, kernel=False
+) -> torch.Tensor:
     """``sum[axis](w * shift[axis](a))`` on full-layout tensors: ``a`` [*batch, T, *layout] (size 1 on
-    ``axis``), ``w`` [*layout] (no batch or time); the result as the reference's ``SUM`` gives it.
+    ``axis``; any float type, computed in ``layout.dtype``), ``w`` [*layout] (no batch or time); the
+    result as the reference's ``SUM`` gives it, plus ``bias`` [*layout] (size 1 on ``axis``, no channel
+    beyond the convolution's) when given, through silu when ``silu``. ``kernel``: in fp32 on a GPU or
+    under the Triton interpreter, by the Triton kernels of ``codegen/run/shortconv.py`` (one pass each
+    way, ``a`` read in its own type and strides, the result contiguous per token).
     Window position k of ``shift`` holds the token C-1-k steps back, which is ``conv1d``'s
     cross-correlation over the input padded with C-1 zeros in front."""
     nb = a.dim() - len(layout.axes)
@@ -79,8 +86,22 @@ def depthwise_conv(a: torch.Tensor, w: torch.Tensor, layout: Layout, axis: str) 
     batch, T = at.shape[: nb - 1], at.shape[nb - 1]
     x = at.expand(*at.shape[:nb], *channels, 1).reshape(-1, T, channels.numel()).transpose(1, 2)
     weight = wt.expand(*channels, C).reshape(channels.numel(), 1, C)
+    if bias is not None:
+        bias = bias.movedim(d, -1).expand(*channels, 1).reshape(-1).to(layout.dtype)
+    if kernel and layout.dtype == torch.float32 and _kernels_run(a):
+        from archdsl.codegen.run.shortconv import short_conv
+
+        y = short_conv(x.transpose(1, 2), weight.reshape(-1, C), bias, silu)
+        return y.reshape(*batch, T, *channels, 1).movedim(-1, nb + d)
+    x = x.to(layout.dtype)
     with torch.autocast(a.device.type, enabled=False):  # the reference's precision, not autocast's
         y = torch.nn.functional.conv1d(
-            torch.nn.functional.pad(x, (C - 1, 0)), weight.to(x.dtype), groups=channels.numel()
+            torch.nn.functional.pad(x, (C - 1, 0)), weight.to(x.dtype), bias, groups=channels.numel()
         )
-    return y.transpose(1, 2).reshape(*batch, T, *channels, 1).movedim(-1, nb + d)
+    y = y.transpose(1, 2).reshape(*batch, T, *channels, 1).movedim(-1, nb + d)
+    return torch.nn.functional.silu(y) if silu else y
+
+
+def _kernels_run(a: torch.Tensor) -> bool:
+    """Do Triton kernels run on ``a``: on a GPU, or on the CPU under the interpreter?"""
+    return a.is_cuda or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

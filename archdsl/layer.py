@@ -6,12 +6,15 @@ generated ``triton`` kernel) -> flatten the readout -> output projection back to
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from archdsl.convolve import depthwise_conv, find_convs
+from archdsl.convolve import Conv, depthwise_conv, find_convs
 from archdsl.inits import initialise
-from archdsl.ir import LayerIR, Op, Projection
+from archdsl.ir import LayerIR, Node, Op, Projection
 from archdsl.layer_io import (
     HISTORY,
     LayerInputError,
@@ -184,12 +187,8 @@ class RecurrentLayer(nn.Module):
                     values[name] = x.reshape(B, T, *(ir.sizes[a] for a in self._x_axes))
                 elif name in ir.sequence:
                     node = ir.sequence[name]
-                    for conv, order in self._convs[name]:  # each short convolution by one conv1d
-                        if conv.out not in env:
-                            evaluate(ir, order, env, leaf, layout)
-                            env[conv.out] = depthwise_conv(
-                                env[conv.signal], env[conv.weight], layout, conv.axis
-                            )
+                    for conv in self._convs[name]:  # each short convolution by one conv1d
+                        self._convolve(conv, env, leaf, layout, get)
                     evaluate(ir, self._sequence_order[name], env, leaf, layout)
                     values[name] = layout.compact(env[node], ir.graph[node].axes, (B, T))
                 else:
@@ -199,6 +198,19 @@ class RecurrentLayer(nn.Module):
         for name in [*self._projection_of, *ir.sequence, *(["x"] if self._x_axes else [])]:
             get(name)
         return values
+
+    def _convolve(self, conv: _FusedConv, env, leaf, layout, get) -> None:
+        """One short convolution (its bias and silu included) into ``env``; a signal that is a
+        per-token input is read in its own type (the triton backend's kernel converts as it reads)."""
+        key = conv.out if conv.silu is None else conv.silu
+        if key in env:
+            return
+        evaluate(self.ir, conv.order, env, leaf, layout)
+        c, node = conv.conv, self.ir.graph[conv.conv.signal]
+        signal = layout.full(get(node.attr), node.axes, 2) if node.op is Op.INPUT else env[c.signal]
+        bias = None if conv.bias is None else env[conv.bias]
+        kernel = self.backend == "triton"
+        env[key] = depthwise_conv(signal, env[c.weight], layout, c.axis, bias, conv.silu is not None, kernel)
 
     def _project_one(self, k: int, x, values, env, leaf, layout) -> None:
         ir, p, (B, T) = self.ir, self.ir.projections[k], x.shape[:2]
@@ -213,11 +225,11 @@ class RecurrentLayer(nn.Module):
         if key in self.proj_sn:
             w = self.proj_sn[key](w)
         out = nn.functional.linear(src, w, self.proj[key].bias)
-        start = 0
-        for name, axes in p.outputs:
-            size = ir.numel(axes)
-            values[name] = out[..., start : start + size].reshape(B, T, *(ir.sizes[a] for a in axes))
-            start += size
+        # one split, not a slice per output: its backward is one concatenation of the outputs'
+        # gradients, where slices' would each scatter into a zero tensor of the whole width and add
+        pieces = out.split([ir.numel(axes) for _, axes in p.outputs], -1)
+        for (name, axes), piece in zip(p.outputs, pieces):
+            values[name] = piece.reshape(B, T, *(ir.sizes[a] for a in axes))
 
     def _const_leaf(self, layout):
         def leaf(i, node):
@@ -285,7 +297,8 @@ class RecurrentLayer(nn.Module):
                 final[HISTORY] = seen[:, -self.lookback :]
         else:
             y, final = packed_cell(self.cell, inputs, self.frontier_values(), state or None, bounds)
-        y = y.reshape(B, T, -1).to(self.out.weight.dtype if not torch.is_autocast_enabled() else y.dtype)
+        autocast = torch.is_autocast_enabled(y.device.type)
+        y = y.reshape(B, T, -1).to(y.dtype if autocast else self.out.weight.dtype)
         return self.out(y), final
 
     # ---- the public extras: one step, states, names --------------------------------------------
@@ -327,21 +340,63 @@ class RecurrentLayer(nn.Module):
         rename_positional(self.proj_keys, state_dict, prefix)
 
 
+@dataclass(frozen=True)
+class _FusedConv:
+    """A short convolution run by one ``conv1d`` (``archdsl/convolve.py``) at node ``out``: its
+    ``bias`` (a per-layer value added to it, or None) inside the ``conv1d`` and a ``silu`` of the
+    result (the node ``x * sigmoid(x)``, or None) by one call of torch's; ``order``: the nodes it
+    needs first."""
+
+    conv: Conv
+    order: list
+    out: int
+    bias: int | None
+    silu: int | None
+
+
 def _fused_convolutions(layer: LayerIR):
-    """({sequence value: [(conv, the nodes it needs first)]}, {sequence value: its other nodes}): the
-    short convolutions under each sequence value (archdsl/convolve.py), and the evaluation order of
-    the rest without the windows the convolutions replace."""
+    """({sequence value: [_FusedConv]}, {sequence value: its other nodes}): the short convolutions
+    under each sequence value, and the evaluation order of the rest without the nodes they replace."""
     g = layer.graph
+    users = Counter(a for n in g.nodes for a in n.args)
 
     def time_free(i: int) -> bool:  # a per-layer value: no input, state or shift below it
         return not any(g[a].op in (Op.INPUT, Op.STATE, Op.SHIFT) for a in g.ancestors([i]))
 
+    def only_user(i: int) -> tuple[int, Node] | None:
+        found = [(j, n) for j, n in enumerate(g.nodes) if i in n.args]
+        return found[0] if users[i] == 1 and len(found) == 1 else None
+
     convs, orders = {}, {}
     for name, node in layer.sequence.items():
-        found = find_convs(g, [node], time_free)
-        inner = {i for c in found for i in c.inner}
-        convs[name] = [
-            (c, [i for i in sorted(g.ancestors([c.signal, c.weight])) if i not in inner]) for c in found
-        ]
-        orders[name] = [i for i in sorted(g.ancestors([node])) if i not in inner]
+        needed = g.ancestors([node])
+        fused = []
+        for c in find_convs(g, [node], time_free):
+            out, bias, silu = c.out, None, None
+            user = only_user(out)
+            if user and user[1].op is Op.ADD and user[0] in needed:
+                other = [a for a in user[1].args if a != out]
+                if len(other) == 1 and time_free(other[0]) and set(g[other[0]].axes) <= set(g[out].axes):
+                    out, bias = user[0], other[0]
+            silu = _silu_of(g, out, users)
+            if silu is not None and silu[0] in needed:
+                silu = silu[0]
+            else:
+                silu = None
+            before = g.ancestors([c.signal, c.weight, *([bias] if bias is not None else [])])
+            skip = {*c.inner, *([c.signal] if g[c.signal].op is Op.INPUT else [])}  # read as it is
+            fused.append(_FusedConv(c, [i for i in sorted(before) if i not in skip], out, bias, silu))
+        convs[name] = fused
+        done = {c.out if c.silu is None else c.silu for c in fused}  # computed by the convolutions
+        orders[name] = sorted(g.ancestors([node], stop=done) - done)
     return convs, orders
+
+
+def _silu_of(g, x: int, users) -> tuple[int, int] | None:
+    """(the node ``x * sigmoid(x)``, the sigmoid) when they are the only readers of ``x``, else None."""
+    found = [(j, n) for j, n in enumerate(g.nodes) if x in n.args]
+    sig = [j for j, n in found if n.op is Op.SIGMOID]
+    mul = [j for j, n in found if n.op is Op.MUL and set(n.args) == {x, *sig} and len(n.args) == 2]
+    if len(sig) != 1 or len(mul) != 1 or users[x] != 2 or users[sig[0]] != 1 or len(found) != 2:
+        return None
+    return mul[0], sig[0]

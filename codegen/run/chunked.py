@@ -6,14 +6,16 @@ Per call, the linear form's coefficients (log-decays, ``k``, ``v``, ``q`` and th
 ``a``, ``b``) are evaluated in parallel over (batch, time), reshaped to ``[B, T, heads, …]`` blocks
 and handed to the chunked op (``codegen/run/ops.py``: the Triton kernels of
 ``codegen/run/chunked_kernels.py`` and ``chunked_backward.py``); ``g ⊙ o + p`` and the spec's
-readout parts are evaluated after it. On a GPU (or the interpreter) the coefficients and a single
-readout part run as generated per-token kernels, forward and backward (``codegen/hoist.py``'s
-``TokenPart``, emitted by ``emit_parts_module``), as the loop strategy runs its hoisted part; elsewhere,
-and for whatever else is left, the reference's rules in PyTorch.
+readout parts are evaluated after it. On a GPU (or the interpreter) the coefficients and everything
+after the op (``g ⊙ o + p`` and the readout parts, one graph: ``_epilogue``) run as two generated
+per-token kernels, forward and backward (``codegen/hoist.py``'s ``TokenPart``, emitted by
+``emit_parts_module``), as the loop strategy runs its hoisted part; elsewhere, and for a coefficient
+that is not computed per token, the reference's rules in PyTorch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from types import SimpleNamespace
 
@@ -29,7 +31,7 @@ from archdsl.codegen.run.ops import chunked_op
 from archdsl.codegen.run.runtime import ParallelPart, load_module
 
 from archdsl.autodiff import extract_cell
-from archdsl.ir import Graph, LayerIR, Op
+from archdsl.ir import Graph, LayerIR, Node, Op
 from archdsl.reference import Layout, apply, compute_dtype
 
 
@@ -78,10 +80,40 @@ def _coefficients(form: LinearForm) -> TokenPart | None:
     return TokenPart.below(c, g, outputs, {**c.names, **{i: n for n, i in outputs.items()}})
 
 
-def _parallel_parts(layer: LayerIR, coefficients: TokenPart | None, readouts: list) -> dict:
-    """{kind: ParallelPart} of the coefficients (``token``) and of a single readout part (``readout``)
-    from one generated module; {} when there is neither."""
-    chosen = {"token": coefficients, "readout": readouts[0][0] if len(readouts) == 1 else None}
+def _epilogue(form: LinearForm, readouts: list) -> TokenPart | None:
+    """Everything after the chunked op as one stateless part, ``y`` from the op's output (the input
+    ``o:``): ``g ⊙ o + p`` and then each readout part, in one graph (each part's input from the loop
+    replaced by the value before it); None when there is nothing to compute (``y = o``)."""
+    f, c = form, form.cell
+    if f.out == f.o_leaf and not readouts:
+        return None
+    g = Graph()
+    remap: dict[int, int] = {}
+    for i in sorted(f.graph.ancestors([f.out])):
+        n = f.graph[i]
+        remap[i] = g.add(Node(n.op, tuple(remap[a] for a in n.args), n.axes, n.attr))
+    names = {remap[i]: n for i, n in c.names.items() if i in remap}
+    out = remap[f.out]
+    for part, name in readouts:
+        here: dict[int, int] = {}
+        for i, n in enumerate(part.graph.nodes):
+            if n.op is Op.INPUT and n.attr == name:
+                here[i] = out
+            else:
+                here[i] = g.add(Node(n.op, tuple(here[a] for a in n.args), n.axes, n.attr))
+        names.update({here[i]: n for i, n in part.names.items() if here[i] not in names})
+        out = here[part.outputs["y"]]
+    leaves = [g[i] for i in g.ancestors([out]) if g[i].op in (Op.INPUT, Op.PARAM)]
+    inputs = {n.attr: n.axes for n in leaves if n.op is Op.INPUT}
+    consts = {n.attr: n.axes for n in leaves if n.op is Op.PARAM}
+    sources = {**c.const_source, **{k: v for part, _ in readouts for k, v in part.const_source.items()}}
+    return TokenPart.of(dataclasses.replace(c, const_source=sources), g, inputs, consts, {"y": out}, names)
+
+
+def _parallel_parts(layer: LayerIR, coefficients: TokenPart | None, epilogue: TokenPart | None) -> dict:
+    """{kind: ParallelPart} of the coefficients (``token``) and of everything after the chunked op
+    (``readout``) from one generated module; {} when there is neither."""
+    chosen = {"token": coefficients, "readout": epilogue}
     parts = [(k, p, make_token_plan(p.axes, p.sizes, p.graph)) for k, p in chosen.items() if p is not None]
     if not parts:
         return {}
@@ -107,12 +139,13 @@ class ChunkedCell:
         self.sizes = c.sizes
         self.shape_info = SimpleNamespace(axes=c.axes, sizes=c.sizes)  # what Layout reads of a layer
         self.coefficients = _coefficients(form)
+        self.epilogue = _epilogue(form, readouts)
         self.layer = layer
 
     @functools.cached_property
     def kernels(self) -> dict:
         """The per-token parts' generated kernels (written and imported on first use)."""
-        return _parallel_parts(self.layer, self.coefficients, self.readouts)
+        return _parallel_parts(self.layer, self.coefficients, self.epilogue)
 
     def describe(self) -> list[tuple[str, str]]:
         """(label, text) lines for ``archdsl compile``."""
@@ -125,8 +158,8 @@ class ChunkedCell:
             ),
             (
                 "around",
-                "per-token coefficients before and the readout after: generated kernels on a GPU, "
-                "PyTorch elsewhere" + (f" (cut at {cut})" if cut else ""),
+                "per-token coefficients before, g ⊙ o + p and the readout after: generated kernels "
+                "on a GPU, PyTorch elsewhere" + (f" (cut at {cut})" if cut else ""),
             ),
         ]
 
@@ -154,6 +187,9 @@ class ChunkedCell:
             leaves[(Op.PARAM, name)] = layout.full(frontier[c.const_source[name]].to(layout.dtype), ax, 0)
         roots = [f.log_w, f.k, f.v, f.q] + ([f.a, f.b] if f.a is not None else [])
         fused = x0.is_cuda or interpreted()
+        if fused and len(self.kernels) == 2:  # an input both kernels read is made contiguous once
+            shared = set(self.coefficients.inputs) & set(self.epilogue.inputs)
+            inputs = {n: t.contiguous() if n in shared else t for n, t in inputs.items()}
         env = {}
         if fused and "token" in self.kernels:
             part = self.kernels["token"]
@@ -171,26 +207,30 @@ class ChunkedCell:
         ab = [self._block(env[i], hk, nh, (B, T)) for i in (f.a, f.b)] if f.a is not None else []
         h0 = self._state0(state0, B, x0.device)
         o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, x0.dtype)
-        env = {i: t for i, t in env.items() if i not in raw}
-        shape = [B, T, *(c.sizes[a] if a in (*f.heads, *f.values) else 1 for a in c.axes)]
-        leaves[(Op.INPUT, "o:")] = self._unblock(
-            o.reshape(B, T, *(c.sizes[a] for a in f.heads + f.values)), shape
-        )
-        env = _evaluate(f.graph, [f.out], leaves, layout, env)
-        y = layout.compact(env[f.out], c.output_axes, (B, T))
-        if fused and "readout" in self.kernels:
-            name = self.readouts[0][1]
-            y = self.kernels["readout"]({**inputs, name: y}, frontier)[0]
+        o = self._unblock(o.reshape(B, T, *(c.sizes[a] for a in f.heads + f.values)))
+        if fused and "readout" in self.kernels:  # g ⊙ o + p and the readout: one generated kernel
+            y = self.kernels["readout"]({**inputs, "o:": o}, frontier)[0]
         else:
-            for part, name in self.readouts:
-                y = self._readout(part, name, inputs, frontier, y, layout)
+            y = self._around(o, env, raw, inputs, frontier, leaves, layout)
         return y.to(x0.dtype), {f.state: self._final(hT, B)}
 
-    def _unblock(self, t: torch.Tensor, shape) -> torch.Tensor:
-        """[B, T, *sizes of heads + values] -> the full layout."""
+    def _around(self, o, env, raw, inputs, frontier, leaves, layout):
+        """``g ⊙ o + p`` and the readout parts by the reference's rules (no generated kernels)."""
+        f, c = self.form, self.cell
+        B, T = o.shape[:2]
+        env = {i: t for i, t in env.items() if i not in raw}
+        leaves[(Op.INPUT, "o:")] = layout.full(o, f.graph[f.o_leaf].axes, 2)
+        env = _evaluate(f.graph, [f.out], leaves, layout, env)
+        y = layout.compact(env[f.out], c.output_axes, (B, T))
+        for part, name in self.readouts:
+            y = self._readout(part, name, inputs, frontier, y, layout)
+        return y
+
+    def _unblock(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, T, *sizes of heads + values] -> [B, T, *the same sizes in the cell's axis order]."""
         ax = (*self.form.heads, *self.form.values)
         canon = [a for a in self.cell.axes if a in ax]
-        return t.permute(0, 1, *(2 + ax.index(a) for a in canon)).reshape(shape)
+        return t.permute(0, 1, *(2 + ax.index(a) for a in canon))
 
     def _state_order(self):
         f = self.form

@@ -1,0 +1,138 @@
+"""What runs around the chunked op, counted: the aten ops one forward+backward of a chunked layer
+dispatches (on the CPU under the Triton interpreter, bf16 autocast as the GPU benchmark runs it; the
+count of ops does not depend on the device), and the short convolutions' fused bias and silu."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from archdsl.lang.checker import instantiate
+from archdsl.lang.parser import parse_file
+from archdsl.layer import RecurrentLayer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: ops that launch no kernel: views, and allocations without a fill
+FREE = {
+    "view", "_unsafe_view", "expand", "permute", "t", "transpose", "slice", "select", "unsqueeze",
+    "squeeze", "as_strided", "alias", "detach", "split", "split_with_sizes", "unbind", "empty",
+    "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh",
+}  # fmt: skip
+
+
+class _Count(TorchDispatchMode):
+    """The ops dispatched under it that are not in FREE (a custom op counts once: its body runs below
+    the mode)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ not in FREE:
+            self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_fwd_bwd(spec: str, sets: dict) -> Counter:
+    layer = instantiate(parse_file(ROOT / "specs" / f"{spec}.rnn"), None, sets).layer
+    m = RecurrentLayer(layer, backend="triton", seed=0, chunk=16, strategy="chunked")
+    x = torch.randn(2, 8, layer.dim, requires_grad=True)
+    params = [p for p in m.parameters() if p.requires_grad]
+
+    def once():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, _ = m(x)
+        torch.autograd.grad(y, [x, *params], torch.ones_like(y))
+
+    once()  # the first call compiles and runs parameter-only set-up once
+    with _Count() as c:
+        once()
+    return c.ops
+
+
+CASES = {
+    "gdn": ({"dim": 16, "heads": 2, "n": 4}, 45),
+    "mamba2": ({"dim": 8, "headdim": 4, "dstate": 4}, 39),
+}
+
+
+@pytest.mark.parametrize("spec", sorted(CASES))
+def test_ops_around_the_chunked_op(spec):
+    """At most N ops per forward+backward, N as reached when this test was written (GDN 45, Mamba2
+    39; 89 and 107 before, 85 and 103 of them on a GPU, where autocast's check of the device did not
+    cast the readout to fp32 and back). What remains: autocast's casts of the weights and of x (and of
+    the weights' gradients), the GEMMs, the parameter-only values, the contiguous copies of sliced
+    per-token inputs that the generated kernels read, the bf16 cast of the output, the initial and
+    final states' zeros and permutations, the sums of gradients of inputs the chunked op broadcasts
+    over heads; and the custom ops: one per short convolution (bias and silu included), the
+    coefficients, the chunked recurrence and the epilogue (``g ⊙ o + p`` and the readout), forward and
+    backward. Each of those is one kernel where PyTorch would launch several: no casts of the
+    projections to fp32, no silu or sigmoid, no elementwise op after the chunked op, and the
+    projection's outputs split (their gradients one concatenation, not a zero-filled scatter each)."""
+    sets, most = CASES[spec]
+    ops = count_fwd_bwd(spec, sets)
+    custom = [k for k in ops if k.startswith(("token_", "readout_", "chunked_"))]
+    assert len(custom) == 6, custom  # both generated parts and the chunked op, forward and backward
+    assert ops["shortconv_" + ("11" if spec == "mamba2" else "01")] == 3
+    assert not {"sigmoid", "silu", "convolution", "constant_pad_nd", "slice_backward"} & set(ops)
+    assert sum(ops.values()) <= most, sorted(ops.items())
+
+
+def test_convolutions_fuse_bias_and_silu():
+    """Mamba2's ``silu(conv(x, w) + b)`` runs as one conv1d with a bias and torch's silu; GDN's
+    ``silu(conv(q, w))`` without a bias."""
+    for spec, biased in (("mamba2", True), ("gdn", False)):
+        ir = instantiate(parse_file(ROOT / "specs" / f"{spec}.rnn"), "test", {}).layer
+        convs = [c for v in ir.sequence for c in RecurrentLayer(ir, seed=0)._convs[v]]
+        assert len(convs) == 3
+        assert all((c.bias is not None) == biased and c.silu is not None for c in convs)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("silu", [True, False], ids=["silu", "linear"])
+@pytest.mark.parametrize("T", [1, 3, 37])
+def test_short_conv_kernel_matches_conv1d(bias, silu, T):
+    """The kernels against torch's conv1d on the same fp32 values, forward and every gradient: x a
+    strided bf16 slice (as a projection's output), T shorter than the window and longer than a block
+    of tokens (32), channels past one block (64)."""
+    from archdsl.codegen.run.shortconv import short_conv
+
+    g = torch.Generator().manual_seed(T)
+    N, C, K = 2, 70, 4
+    wide = torch.randn(N, T, 2 * C, generator=g).bfloat16().requires_grad_(True)
+    w = torch.randn(C, K, generator=g, requires_grad=True)
+    b = torch.randn(C, generator=g, requires_grad=True) if bias else None
+    x = wide[..., C:]
+    got = short_conv(x, w, b, silu)
+    pad = torch.nn.functional.pad(x.float().transpose(1, 2), (K - 1, 0))
+    want = torch.nn.functional.conv1d(pad, w[:, None], b, groups=C).transpose(1, 2)
+    want = torch.nn.functional.silu(want) if silu else want
+    assert got.dtype == torch.float32 and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    dy = torch.randn(got.shape, generator=g)
+    leaves = [wide, w, *([b] if bias else [])]
+    for a, e in zip(torch.autograd.grad(got, leaves, dy), torch.autograd.grad(want, leaves, dy)):
+        assert a.dtype == e.dtype
+        tol = 2e-2 if a.dtype == torch.bfloat16 else 1e-5  # dx rounded to bf16 from two fp32 sums
+        torch.testing.assert_close(a.float(), e.float(), rtol=tol, atol=tol)
+
+
+def test_short_conv_is_one_graph_under_torch_compile():
+    """The kernels are a custom op with fake shapes: ``torch.compile(fullgraph=True)`` traces the call
+    and its backward, and gives the eager values."""
+    from archdsl.codegen.run.shortconv import short_conv
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 6, generator=g).bfloat16().requires_grad_(True)
+    w = torch.randn(6, 4, generator=g, requires_grad=True)
+    b = torch.randn(6, generator=g, requires_grad=True)
+    f = torch.compile(lambda x, w, b: short_conv(x, w, b, True), fullgraph=True, backend="aot_eager")
+    got, want = f(x, w, b), short_conv(x, w, b, True)
+    assert torch.equal(got, want)
+    dy = torch.randn(got.shape, generator=g)
+    for a, e in zip(torch.autograd.grad(got, [x, w, b], dy), torch.autograd.grad(want, [x, w, b], dy)):
+        assert torch.equal(a, e)
