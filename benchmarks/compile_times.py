@@ -7,7 +7,7 @@ A second fresh process with the same caches times the cached first call. Each ph
 printed by the child, so a spec that runs past ``--timeout`` is reported with the phase it was in.
 
     python benchmarks/compile_times.py --out benchmarks/results/compile-times [--specs e88,gdn]
-        [--lanes 4] [--timeout 240]
+        [--lanes 4] [--timeout 240] [--profile]
 
 ``--lanes N`` runs N specs at once, lane i on GPU ``i % torch.cuda.device_count()``; every lane has
 its own Triton and archdsl caches, so no lane reuses another's compilation.
@@ -60,9 +60,19 @@ with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
     warm(x).float().sum().backward()
 x.grad = None
 phase("first call")
+profile = sys.argv[7] if len(sys.argv) > 7 else ""
+if profile:  # where the cached first call's time goes: the 40 costliest functions, cumulative
+    import cProfile, io, pstats
+    prof = cProfile.Profile()
+    prof.enable()
 t0 = time.perf_counter()
 step()
 first = time.perf_counter() - t0
+if profile:
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(40)
+    open(profile, "w").write(text.getvalue())
 phase("second call")
 t0 = time.perf_counter()
 step()
@@ -75,9 +85,9 @@ print(json.dumps({"dim": ir.dim, "first_s": first, "second_s": second,
 """
 
 
-def run_child(spec: str, args, env: dict) -> dict:
+def run_child(spec: str, args, env: dict, profile: str = "") -> dict:
     sizes = [str(args.batch), str(args.seq)]
-    cmd = [sys.executable, "-c", CHILD, spec, args.params, *sizes, args.strategy, args.device]
+    cmd = [sys.executable, "-c", CHILD, spec, args.params, *sizes, args.strategy, args.device, profile]
     start = time.perf_counter()
     try:
         p = subprocess.run(
@@ -112,7 +122,8 @@ def one_spec(spec: str, lane: int, args) -> dict:
     # the child runs outside the checkout, so that an installed archdsl is not shadowed by its sources
     Path(env["ARCHDSL_CACHE"]).mkdir(parents=True)
     cold = run_child(spec, args, env)
-    cached = run_child(spec, args, env) if "error" not in cold else {"error": "skipped"}
+    profile = str((args.out / f"profile-{spec}.txt").resolve()) if args.profile else ""
+    cached = run_child(spec, args, env, profile) if "error" not in cold else {"error": "skipped"}
     row = {"spec": spec, "cold": cold, "cached": cached}
     print(json.dumps(row), flush=True)
     with open(args.out / "rows.jsonl", "a") as f:  # kept if the run is cut off
@@ -150,6 +161,9 @@ def main() -> None:
     p.add_argument("--lanes", type=int, default=1)
     p.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (TRITON_INTERPRET=1)")
     p.add_argument("--timeout", type=int, default=240)
+    p.add_argument(
+        "--profile", action="store_true", help="profile each cached first call: OUT/profile-<spec>.txt"
+    )
     p.add_argument("--commit", default="", help="the archdsl commit measured, for the header")
     args = p.parse_args()
     specs = args.specs.split(",") if args.specs else sorted(p.stem for p in (ROOT / "specs").glob("*.rnn"))
