@@ -170,8 +170,28 @@ def main():
     ap.add_argument("--no-peers", action="store_true", help="archdsl's sides only (no library compile)")
     ap.add_argument("--profile", action="store_true", help="print each side's top CUDA kernels (fwd+bwd)")
     ap.add_argument("--no-loop", action="store_true", help="no sequential-loop side")
+    ap.add_argument(
+        "--launch",
+        nargs="*",
+        default=[],
+        metavar="KEY=N",
+        help="launch settings of the chunked kernels (chunked_common.LAUNCH), e.g. token_stages=1",
+    )
+    ap.add_argument("--commit", default="", help="the archdsl commit measured (default: git's HEAD)")
     args = ap.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    from archdsl.codegen.run import chunked_common
+
+    for item in args.launch:
+        key, _, value = item.partition("=")
+        if key not in chunked_common.LAUNCH or not value.isdigit():
+            ap.error(
+                f"--launch: expected KEY=N with KEY one of {', '.join(chunked_common.LAUNCH)}, found {item!r}"
+            )
+        chunked_common.LAUNCH[key] = int(value)
+    commit = (
+        args.commit
+        or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    )
     lines = [
         f"# Chunked strategy, whole layer (B {args.B}, T {args.T}, bf16 autocast)",
         "",
@@ -180,7 +200,9 @@ def main():
         f"commit {commit.strip() or '?'}",
         "",
         "`python benchmarks/chunked.py " + " ".join(f"--{k} {v}" for k, v in (("B", args.B), ("T", args.T)))
-        + f" --chunk {' '.join(map(str, args.chunk))}`",
+        + f" --chunk {' '.join(map(str, args.chunk))}"
+        + (f" --launch {' '.join(args.launch)}" if args.launch else "")
+        + "`",
         "",
         "Times in ms (do_bench); ratio: fwd+bwd over the chunked layer's; first call: compile + autotune "
         "of the first forward+backward, s; diff: relative RMS of the output to the chunked layer's; "
