@@ -116,9 +116,13 @@ def _decay_state(S, GC, SCALAR: tl.constexpr):
 #: head shapes (benchmarks/results/chunked-2/): 4 warps beat 8 in every setting, and a key block of
 #: 64 in the delta rule's per-token kernel spills (32.6 ms against 4.9 ms at 32). ``token_stages`` and
 #: ``token_warps``: the backward's per-token kernels' own stages and warps (None: Triton's default
-#: stages, ``warps``); compiled for sm_90 their loops' three default stages take 160-230 KB of shared
-#: memory (one program per SM) for loops of one or two value blocks (benchmarks/results/chunked-4/).
-LAUNCH = {"bv": 64, "bk": None, "warps": 4, "stages": 1, "token_stages": None, "token_warps": None}
+#: stages, ``warps``). Compiled for sm_90, their loops' three default stages take 160-230 KB of shared
+#: memory (one program per SM) for loops of one or two value blocks (benchmarks/results/chunked-4/);
+#: at one stage, on an H100 (benchmarks/results/chunked-5/, two runs of each, alternating), the GPU
+#: time of three forward+backward fell from 27.7/28.0 to 27.5/27.4 ms (GDN_100m: dq/dk 2.65 -> 2.39,
+#: dv 0.40 -> 0.52 ms) and from 17.4/17.6 to 16.4/16.6 ms (Mamba2_100m: dq/dk 0.68 -> 0.56, dv 0.44
+#: -> 0.23 ms); 8 warps at one stage were slower for Mamba2 (17.3 ms).
+LAUNCH = {"bv": 64, "bk": None, "warps": 4, "stages": 1, "token_stages": 1, "token_warps": None}
 
 
 def token_launch() -> dict:
