@@ -89,7 +89,7 @@ def depthwise_conv(
     if bias is not None:
         bias = bias.movedim(d, -1).expand(*channels, 1).reshape(-1).to(layout.dtype)
     if kernel and layout.dtype == torch.float32 and _kernels_run(a):
-        from archdsl.codegen.run.shortconv import short_conv
+        from archdsl.codegen import short_conv
 
         y = short_conv(x.transpose(1, 2), weight.reshape(-1, C), bias, silu)
         return y.reshape(*batch, T, *channels, 1).movedim(-1, nb + d)

@@ -36,7 +36,7 @@ def lane(i: int, model: str, flags: list[str], out: Path, gpu: int) -> int:
 
 
 def merge(out: Path, models: list[str], flags: list[str], seconds: float) -> str:
-    from archdsl.train import bench
+    from archdsl.train import benchtable
 
     rows, best, runs = [], [], {}
     for i, model in enumerate(models):
@@ -48,12 +48,12 @@ def merge(out: Path, models: list[str], flags: list[str], seconds: float) -> str
         rows += doc["rows"]
         best += doc.get("best", [])
         runs |= doc["runs"]
-    blank = dict.fromkeys(bench.row(bench.Entry("", None), None), None)
+    blank = dict.fromkeys(benchtable.row(benchtable.Entry("", None), None), None)
     rows = [{**blank, "reason": "", **r} for r in rows]
     title = f"archdsl bench in {len(models)} lanes ({seconds / 60:.1f} min wall)"
-    text = bench.markdown(rows, title)
+    text = benchtable.markdown(rows, title)
     if best:
-        text += "\n" + bench.markdown(best, "Each model at its best mode").replace("# ", "## ", 1)
+        text += "\n" + benchtable.markdown(best, "Each model at its best mode").replace("# ", "## ", 1)
     command = f"python benchmarks/bench_lanes.py --models {' '.join(models)} -- {' '.join(flags)}"
     (out / "results.md").write_text(text + f"\n`{command}`\n")
     (out / "results.json").write_text(

@@ -54,4 +54,21 @@ def build_cell(
     return choose(layer, cell, strategy).build(layer, cell, Options(chunk, tile, num_warps))
 
 
-__all__ = ["STRATEGIES", "Plan", "applicable", "build_cell", "compile_cell", "emit_module", "make_plan"]
+def short_conv(x, weight, bias, silu: bool):
+    """The short causal convolution as Triton kernels, one pass each way (``codegen/run/shortconv.py``;
+    ``archdsl.convolve.depthwise_conv`` calls it on a GPU or under the interpreter)."""
+    from archdsl.codegen.run.shortconv import short_conv as kernels
+
+    return kernels(x, weight, bias, silu)
+
+
+__all__ = [
+    "STRATEGIES",
+    "Plan",
+    "applicable",
+    "build_cell",
+    "compile_cell",
+    "emit_module",
+    "make_plan",
+    "short_conv",
+]

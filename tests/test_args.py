@@ -227,6 +227,7 @@ BAD = {
     "dir": st.sampled_from(["FILE", "FILE/sub", "FILE/a/b"]),
     "storage": st.sampled_from(["garbage", "DIR", "ftp://host/x", "study.db", "FILE/sub.journal"]),
     "doc_sep": st.sampled_from(["", "\\q", "a\\", "\\x4", "\\xZZ", "\\u0000"]),
+    "modes": st.sampled_from(["", ",", "eagre", "eager,eager", "eager,graphs", "compile;eager", "EAGER"]),
 }
 TRAIN_BUDGET = ("--minutes", "--steps", "--tokens")
 COMMAND_FLAGS = {
@@ -287,6 +288,7 @@ COMMAND_FLAGS = {
             "--seq": "pos_int",
             "--device": "device",
             "--seed": "nonneg_int",
+            "--modes": "modes",
             "--out": "dir",
             "--timeout": "pos_float",
         },

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from archdsl.cli import main
-from archdsl.train import bench
+from archdsl.train import bench, benchtable
 
 ROOT = Path(__file__).resolve().parent.parent
 VAL = ROOT / "tests" / "data" / "corpus-val.txt.xz"
@@ -90,7 +90,7 @@ def test_bench_tabulates_every_model_and_keeps_going(fake_trainer, tmp_path, cap
     assert rows["fooo"]["status"] == "failed" and "unknown model 'fooo'" in rows["fooo"]["reason"]
     assert rows["llama"]["status"] == "failed" and "smallest reachable count" in rows["llama"]["reason"]
     md = (out / "results.md").read_text()
-    header = "| " + " | ".join(bench.COLUMNS) + " |"
+    header = "| " + " | ".join(benchtable.COLUMNS) + " |"
     assert header in md and md.count("\n| ") == 5  # header + 4 rows
     assert "| 3.2100 | 4.5600 | 12.3K |" in md
     assert (out / "loss_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -289,7 +289,7 @@ def test_the_settings_column_reads_the_run_and_the_train_args(capsys):
     assert bench.planned_settings(entry, bench_args(["nn-gru", "--steps", "1"])) == "eager"
     ran = {"status": "ok", "config": {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"}}
     assert bench.row(entry, ran, "compile")["settings"] == "compile+autotune"  # what ran, not the plan
-    assert bench.cells(bench.row(entry, None))[bench.COLUMNS.index("Settings")] == "-"
+    assert bench.cells(bench.row(entry, None))[benchtable.COLUMNS.index("Settings")] == "-"
 
 
 def test_a_compile_mode_without_compile_is_refused_before_any_run(tmp_path, capsys):
