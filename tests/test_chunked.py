@@ -95,6 +95,22 @@ def test_chunked_algebra_matches_the_recurrence(scalar, lowrank):
     assert rel_rms(o2, o1) < 1e-12 and rel_rms(s2, s1) < 1e-12
 
 
+def assert_backward_matches_autograd(lw, q, k, v, ab, h0):
+    """The Triton backward (chunk 16, exact fp32 products) of a float64 problem against autograd of
+    the chunked form: every gradient within 1e-6 relative RMS."""
+    from archdsl.codegen.run.chunked_backward import chunked_backward
+
+    xs = [x.clone().requires_grad_(True) for x in (lw, q, k, v, *ab, h0)]
+    o, hT = chunked_torch(xs[0], xs[1], xs[2], xs[3], xs[4:-1], xs[-1], 16)
+    do, dht = torch.randn_like(o), torch.randn_like(hT)
+    expected = torch.autograd.grad([o, hT], xs, [do, dht])
+    f = [x.float() for x in (lw, q, k, v, h0, do, dht)]
+    got = chunked_backward(*f[:4], [x.float() for x in ab], *f[4:], 16, "ieee")
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert rel_rms(g, e) < 1e-6
+
+
 @pytest.mark.parametrize("bv", [64, 16], ids=["one-value-block", "value-blocks"])
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
 @pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
@@ -145,20 +161,11 @@ def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
     value size 20 and key size 18 each in one block or in two blocks of 16 (the per-token kernels sum
     their products block by block; a head's decay gradient is one partial sum per key block)."""
     from archdsl.codegen.run import chunked_common
-    from archdsl.codegen.run.chunked_backward import chunked_backward
 
     monkeypatch.setitem(chunked_common.LAUNCH, "bv", bv)
     monkeypatch.setitem(chunked_common.LAUNCH, "bk", bv)
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64, T=37, K=18, V=20)
-    xs = [x.clone().requires_grad_(True) for x in (lw, q, k, v, *ab, h0)]
-    o, hT = chunked_torch(xs[0], xs[1], xs[2], xs[3], xs[4:-1], xs[-1], 16)
-    do, dht = torch.randn_like(o), torch.randn_like(hT)
-    expected = torch.autograd.grad([o, hT], xs, [do, dht])
-    f = [x.float() for x in (lw, q, k, v, h0, do, dht)]
-    got = chunked_backward(*f[:4], [x.float() for x in ab], *f[4:], 16, "ieee")
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert rel_rms(g, e) < 1e-6
+    assert_backward_matches_autograd(lw, q, k, v, ab, h0)
 
 
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
@@ -168,20 +175,11 @@ def test_triton_backward_sums_value_block_products(scalar, lowrank, monkeypatch)
     summed over three value blocks of 16 (value size 40: the last one half full) with the key axis
     (size 18) in one block of 32; every gradient against autograd of the chunked form."""
     from archdsl.codegen.run import chunked_common
-    from archdsl.codegen.run.chunked_backward import chunked_backward
 
     monkeypatch.setitem(chunked_common.LAUNCH, "bv", 16)
     monkeypatch.setitem(chunked_common.LAUNCH, "bk", 32)
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64, T=37, K=18, V=40, seed=1)
-    xs = [x.clone().requires_grad_(True) for x in (lw, q, k, v, *ab, h0)]
-    o, hT = chunked_torch(xs[0], xs[1], xs[2], xs[3], xs[4:-1], xs[-1], 16)
-    do, dht = torch.randn_like(o), torch.randn_like(hT)
-    expected = torch.autograd.grad([o, hT], xs, [do, dht])
-    f = [x.float() for x in (lw, q, k, v, h0, do, dht)]
-    got = chunked_backward(*f[:4], [x.float() for x in ab], *f[4:], 16, "ieee")
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert rel_rms(g, e) < 1e-6
+    assert_backward_matches_autograd(lw, q, k, v, ab, h0)
 
 
 def test_token_launch_passes_only_the_settings_given(monkeypatch):
