@@ -2,13 +2,14 @@
 as CUDA graphs (issue #10, "The training step"), in one call on one GPU:
 
     python benchmarks/step_modes.py --md benchmarks/results/step-modes.md [--model E88_d12h32]
-        [--params 100M] [--minutes 1] [--modes eager,compile,compile+cudagraphs] [--data PATH …]
+        [--params 100M] [--minutes 1] [--modes eager,compile,cudagraphs] [--data PATH …]
 
-Each mode is a fresh ``archdsl train`` process (``archdsl bench``'s runner, so the same warm-up and
-clock), the same model, data, seed, batch and budget; only ``--compile``/``--compile-mode`` differ.
-The Markdown table (``--md``) gives each mode's tokens/s, its speed against the first mode, its
-last-100 loss and held-out bits per byte (the modes must agree on these up to bf16 noise) and its
-peak memory; the run directories are kept under ``--runs``.
+The modes are ``archdsl bench --modes``' (``bench.MODES``). Each mode is a fresh ``archdsl train``
+process (``archdsl bench``'s runner, so the same warm-up and clock), the same model, data, seed, batch
+and budget; only ``--compile``/``--compile-mode`` differ. The Markdown table (``--md``) gives each
+mode's tokens/s, its speed against the first mode, its last-100 loss and held-out bits per byte (the
+modes must agree on these up to bf16 noise) and its peak memory; the run directories are kept under
+``--runs``.
 """
 
 from __future__ import annotations
@@ -20,16 +21,10 @@ import shlex
 import sys
 from pathlib import Path
 
-#: a mode -> the train flags that select it
-MODES = {
-    "eager": [],
-    "compile": ["--compile"],
-    "compile+cudagraphs": ["--compile", "--compile-mode", "reduce-overhead"],
-    "compile+autotune": ["--compile", "--compile-mode", "max-autotune-no-cudagraphs"],
-}
-
 
 def parse(argv=None):
+    from archdsl.train import bench
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--md", required=True, type=Path, help="the Markdown table to write")
     p.add_argument("--runs", type=Path, default=Path("runs/step-modes"), help="run directories")
@@ -44,14 +39,11 @@ def parse(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--data", nargs="+", default=[], help="training files (default: the embedded corpus)")
     p.add_argument("--val", help="held-out file")
-    p.add_argument("--modes", default="eager,compile,compile+cudagraphs", help=f"of {', '.join(MODES)}")
+    p.add_argument(
+        "--modes", type=bench.modes, default="eager,compile,cudagraphs", help=f"of {', '.join(bench.MODES)}"
+    )
     p.add_argument("--train-args", default="", help="more 'archdsl train' options for every mode")
-    args = p.parse_args(argv)
-    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in args.modes if m not in MODES]
-    if unknown or not args.modes:
-        p.error(f"argument --modes: expected some of {', '.join(MODES)}, found {args.modes}")
-    return args
+    return p.parse_args(argv)
 
 
 def bench_args(args, mode: str):
@@ -62,7 +54,9 @@ def bench_args(args, mode: str):
     argv += ["--batch", args.batch, "--seq", args.seq, "--backend", args.backend, "--device", args.device]
     argv += [*(["--data", *args.data] if args.data else []), *(["--val", args.val] if args.val else [])]
     argv += ["--depth", args.depth] if args.depth else []
-    argv += [*MODES[mode], "--out", str(args.runs), f"--train-args={args.train_args}"]
+    compile_, compile_mode = bench.MODES[mode]
+    argv += ["--compile", "--compile-mode", compile_mode] if compile_ else []
+    argv += ["--out", str(args.runs), f"--train-args={args.train_args}"]
     p = argparse.ArgumentParser()
     bench.add_arguments(p)
     return p.parse_args(argv)
