@@ -140,16 +140,10 @@ def _chunked_why_not(layer: LayerIR, cell: Cell) -> str | None:
 
 # Chunks of 64: the chunk's triangular inverse by forward substitution and the decay gradients
 # summed term by term keep fp32 within 1e-5 of the reference at every chunk length (tests/test_chunked.py).
-# A delta rule with a key axis of 128 or more takes chunks of 32: GDN_100m's layer measured 14.96 ms at
-# 32 against 15.69 at 64 on an H100 (benchmarks/results/chunked-2/; before the backward was split by
-# axis, 64 did not fit shared memory at all).
+# Every linear form takes them, the delta rule included. (A delta rule with a key axis of 128 took chunks
+# of 32 until the backward was split by axis; since then, at 32 GDN's per-token dq/dk kernel runs 38 ms
+# a call against 2.4 at 64, and the GDN_100m layer 47.3 ms against 10.5: benchmarks/results/chunk-default/.)
 CHUNKED_DEFAULT = 64
-
-
-def chunked_default(form) -> int:
-    """The chunk a linear form runs with when ``--chunk`` is not given."""
-    wide_delta = form.a is not None and form.cell.sizes[form.key] >= 128
-    return CHUNKED_DEFAULT // 2 if wide_delta else CHUNKED_DEFAULT
 
 
 #: the chunked strategy is chosen without being named for a key axis of at least this size. Measured on
@@ -171,11 +165,11 @@ def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
     from archdsl.codegen.run.chunked import ChunkedCell
 
     form, readouts = classify(cell)
-    chunk = opts.chunk or chunked_default(form)
+    chunk = opts.chunk or CHUNKED_DEFAULT
     if chunk < 16 or chunk & (chunk - 1):
         raise ArchdslError(
             f"--chunk {chunk}: the chunked strategy's chunk is a power of two of at least 16 "
-            f"(the smallest block of a tensor-core product); the default is {chunked_default(form)}"
+            f"(the smallest block of a tensor-core product); the default is {CHUNKED_DEFAULT}"
         )
     return ChunkedCell(layer, form, readouts, chunk)
 
