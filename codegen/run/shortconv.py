@@ -19,9 +19,12 @@ from archdsl.codegen.run.ops import register
 
 BT, BC = 32, 64  # tokens and channels per program
 
-#: the backward kernel: ``_conv_bwd_halo`` (each shifted tile of ``x`` read once), or, False,
-#: ``_conv_bwd`` (the pre-activation recomputed for each of the K tokens a token feeds)
-HALO = True
+#: the backward: ``halo`` picks ``_conv_bwd_halo`` (each shifted tile of ``x`` read once) or, False,
+#: ``_conv_bwd`` (the pre-activation recomputed for each of the K tokens a token feeds); ``bt``: its
+#: tokens per program (channels: ``BC``). Compiled for sm_90a at K 4 with silu, 4 warps (ptxas):
+#: ``_conv_bwd`` at 32 tokens uses 255 registers and spills 100-120 bytes, at 16 none (172-182
+#: registers); ``_conv_bwd_halo`` at 32 spills 16-112 bytes, at 16 none (160-166 registers).
+BACKWARD = {"halo": True, "bt": 16}
 
 
 @triton.jit
@@ -134,9 +137,9 @@ def _conv_bwd_halo(
     tl.store(dx + n * T * C + t[:, None] * C + c[None, :], acc, mask=(t < T)[:, None] & cm[None, :])
 
 
-def _grid(x: torch.Tensor):
+def _grid(x: torch.Tensor, bt: int = BT):
     N, T, C = x.shape
-    return N, triton.cdiv(T, BT), triton.cdiv(C, BC)
+    return N, triton.cdiv(T, bt), triton.cdiv(C, BC)
 
 
 def _forward(x, w, b=None, *, silu: bool):
@@ -153,19 +156,20 @@ def _backward(x, w, b=None, *, dy, silu: bool):
     N, T, C = x.shape
     has_bias, b = b is not None, w if b is None else b
     K = w.shape[1]
-    grid = _grid(x)
+    bt = BACKWARD["bt"]
+    grid = _grid(x, bt)
     dx = torch.empty(N, T, C, device=x.device, dtype=x.dtype)
     dw = torch.empty(N * grid[1], K, C, device=x.device, dtype=torch.float32)
     db = torch.empty(N * grid[1], C, device=x.device, dtype=torch.float32) if has_bias else dw
-    if HALO:
+    if BACKWARD["halo"]:
         _conv_bwd_halo[grid](
             x, w, b, dy.contiguous(), dx, dw, db, T, C, *x.stride(),
-            K=K, KP=triton.next_power_of_2(K), HAS_BIAS=has_bias, SILU=silu, BT=BT, BC=BC,
+            K=K, KP=triton.next_power_of_2(K), HAS_BIAS=has_bias, SILU=silu, BT=bt, BC=BC,
         )  # fmt: skip
     else:
         _conv_bwd[grid](
             x, w, b, dy.contiguous(), dx, dw, db, T, C, *x.stride(),
-            K=K, HAS_BIAS=has_bias, SILU=silu, BT=BT, BC=BC,
+            K=K, HAS_BIAS=has_bias, SILU=silu, BT=bt, BC=BC,
         )  # fmt: skip
     return [dx, dw.sum(0).t().contiguous(), *([db.sum(0)] if has_bias else [])]
 
