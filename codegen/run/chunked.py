@@ -40,7 +40,8 @@ def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype):
     no copy); ``dtype``: the layer's, which picks the products' type (``chunked_common.products``:
     exact fp32 for fp32 layers, bf16/fp16 operands with fp32 accumulation for bf16/fp16 layers, TF32
     for a delta rule's)."""
-    return chunked_op(chunk, products(dtype, bool(ab)))([lw, q, k, v, *ab], h0.float().contiguous())
+    out = chunked_op(chunk, products(dtype, bool(ab)))([lw, q, k, v, *ab], h0.float().contiguous())
+    return out[0], out[1]  # after them the op's kept tensors (for its backward)
 
 
 def _evaluate(graph: Graph, roots, leaves: dict, layout: Layout, env: dict | None = None) -> dict:

@@ -16,7 +16,8 @@ gives, in reverse (products transposed, the triangular inverse transposed):
 and each decayed matrix ``M[t, τ] = Σ_i x_t y_τ exp(gx_t - gy_τ)`` hands its gradient to x, y and the
 cumulative log-decays; ``dg`` is the reverse cumulative sum of ``dG`` (the decays are chunk-local).
 
-Four steps: the forward's kernels 1 and 2 rerun (every chunk's start state and corrections);
+Four steps: every chunk's start state and corrections from the forward (kept by it) or from its
+kernels 1 and 2 run again (``LAUNCH["keep"]``, ``codegen/run/ops.py``);
 ``chunk_dstates_kernel`` walks the chunks backwards with ``dS`` in fp32 registers and stores it at
 every chunk's end (the only sequential work: three ``tl.dot`` a chunk); then two kernels compute every
 chunk's per-token gradients at once, each over one block of one axis and looping over the other, so
@@ -352,15 +353,20 @@ def chunk_dqk_kernel(
         tl.store(dlw + pk, dg.to(dlw.dtype.element_ty), mask=mtk)
 
 
-def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list:
+def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()) -> list:
     """[dlw, dq, dk, dv, *dab, dh0] of the chunked recurrence from the Triton kernels, each gradient
-    contiguous in its input's type (dh0 fp32); the coefficients as ``chunked_forward`` takes them."""
+    contiguous in its input's type (dh0 fp32); the coefficients as ``chunked_forward`` takes them.
+    ``kept``: the forward's states (and U, W, T⁻¹), ``chunked_forward_kept``'s third value; empty:
+    kernels 1 and 2 rerun here."""
     h0, do, dht = (x.float().contiguous() for x in (h0, do, dht))
     B, T, H, K = q.shape
     V = v.shape[-1]
     meta = _meta(lw, q, k, v, ab, chunk, dot)
     NV = triton.cdiv(V, meta["BV"])
-    states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
+    if kept:
+        states, U, W, inv = kept if ab else (kept[0], None, None, None)
+    else:
+        states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
     N = states.shape[1]
     dev = q.device
     dstates = torch.empty_like(states)

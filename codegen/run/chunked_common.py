@@ -121,8 +121,15 @@ def _decay_state(S, GC, SCALAR: tl.constexpr):
 #: at one stage, on an H100 (benchmarks/results/chunked-5/, two runs of each, alternating), the GPU
 #: time of three forward+backward fell from 27.7/28.0 to 27.5/27.4 ms (GDN_100m: dq/dk 2.65 -> 2.39,
 #: dv 0.40 -> 0.52 ms) and from 17.4/17.6 to 16.4/16.6 ms (Mamba2_100m: dq/dk 0.68 -> 0.56, dv 0.44
-#: -> 0.23 ms); 8 warps at one stage were slower for Mamba2 (17.3 ms).
-LAUNCH = {"bv": 64, "bk": None, "warps": 4, "stages": 1, "token_stages": 1, "token_warps": None}
+#: -> 0.23 ms); 8 warps at one stage were slower for Mamba2 (17.3 ms). ``keep``: the forward keeps
+#: every chunk's start state (and a delta rule's U, W and T⁻¹, fp32) for the backward, which otherwise
+#: reruns the forward's prep and states kernels: the same gradients to the bit where both use the same
+#: products (fp32 layers, delta rules; a 16-bit layer without a correction keeps states from 16-bit
+#: products, the rerun's are TF32), for 288 MiB more held per GDN_100m layer at B 32, T 512, C 64
+#: (112 MiB Mamba2_100m; docs/compiler.md, the chunked strategy's backward).
+LAUNCH = {
+    "bv": 64, "bk": None, "warps": 4, "stages": 1, "token_stages": 1, "token_warps": None, "keep": True,
+}  # fmt: skip
 
 
 def token_launch() -> dict:

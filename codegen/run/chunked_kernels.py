@@ -11,8 +11,9 @@ with ``S`` the state at its start, the forward is three launches:
    ``tl.dot`` a chunk: the only sequential work.
 3. ``chunk_output_kernel`` (every chunk at once): ``O = Q̃ S + Q_k V + Q_a U``.
 
-The backward (``codegen/run/chunked_backward.py``) reruns 1 and 2 (only the inputs are saved), passes the
-state's gradient backwards through the chunks, then computes every per-token gradient for all chunks
+The backward (``codegen/run/chunked_backward.py``) takes what 1 and 2 computed from the forward
+(``LAUNCH["keep"]``: kept as the op's extra outputs) or reruns them, passes the state's gradient
+backwards through the chunks, then computes every per-token gradient for all chunks
 at once. The helpers both inline and the launch settings are in ``codegen/run/chunked_common.py``; the
 custom op that calls them (and, without a GPU or the interpreter, runs the same algebra in PyTorch,
 ``chunked_torch``, for autograd to differentiate) in ``codegen/run/ops.py``.
@@ -202,10 +203,16 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
 def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str):
     """(o [B, T, H, V] fp32, final state [B, H, K, V] fp32) from the Triton kernels; ``dot``: the
     products' type (``chunked_common.DOTS``)."""
+    return chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot)[:2]
+
+
+def chunked_forward_kept(lw, q, k, v, ab, h0, chunk: int, dot: str):
+    """``chunked_forward``'s (o, final state) and what ``chunked_backward`` would rerun kernels 1 and 2
+    for: [states] without a rank-one correction, [states, U, W, T⁻¹] with one (``chunk_states``)."""
     h0 = h0.float().contiguous()
     B, T, H, K = q.shape
     V = v.shape[-1]
-    states, ht, U, _, _ = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
+    states, ht, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
     meta = _meta(lw, q, k, v, ab, chunk, dot)
     o = torch.empty(B, T, H, V, device=q.device, dtype=torch.float32)
     a = ab[0] if ab else q
@@ -214,4 +221,4 @@ def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str):
         lw, q, k, v, a, *(s for x in (lw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
         T, H, K, V, LOWRANK=bool(ab), **meta,
     )  # fmt: skip
-    return o, ht
+    return o, ht, [states, U, W, inv] if ab else [states]

@@ -10,7 +10,8 @@ same thing and share it.
 - ``loop_op``: the fused sequential loop, ``(xs, cs, h0) -> [y, *final states, *checkpoints]``;
 - ``part_op``: a stateless per-token part around the loop, ``(xs, cs) -> outputs``;
 - ``persistent_op``: ``(xs, cs, ws, h0) -> [y, *finals, *state history, *operand history, *mv]``;
-- ``chunked_op``: ``([lw, q, k, v, *ab], h0) -> [o, final state]``.
+- ``chunked_op``: ``([lw, q, k, v, *ab], h0) -> [o, final state, *kept]`` (``kept``: what the
+  backward reads of the forward's kernels, ``chunked_kernels.chunked_forward_kept``, or nothing).
 
 An eager call (plain tensors, nothing tracing) runs the same functions through a plain
 ``torch.autograd.Function`` instead (``Op``): a custom op's first call imports TorchDynamo, seconds
@@ -23,8 +24,8 @@ from collections.abc import Callable
 
 import torch
 from archdsl.codegen.run.chunked_backward import chunked_backward
-from archdsl.codegen.run.chunked_common import backward_products, interpreted
-from archdsl.codegen.run.chunked_kernels import chunked_forward
+from archdsl.codegen.run.chunked_common import LAUNCH, backward_products, interpreted
+from archdsl.codegen.run.chunked_kernels import chunked_forward_kept
 from archdsl.codegen.run.chunked_torch import chunked_torch
 from archdsl.codegen.run.tritonkey import install
 from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -268,45 +269,65 @@ def persistent_op(pc):
 
 
 def chunked_op(chunk: int, dot: str):
-    """``archdsl::chunked_c<C>_<dot>``: the Triton kernels on a GPU or under the interpreter (the
+    """``archdsl::chunked_c<C>_<dot>[_keep]``: the Triton kernels on a GPU or under the interpreter (the
     forward's products of type ``dot``, ``chunked_common.products``; the backward's
     ``backward_products``), else the same algebra in PyTorch (``chunked_torch``,
     in fp32 or fp64), its gradients by autograd. The coefficients come in their own type and strides
-    (a stride may be 0) and are saved as they come."""
-    name = f"archdsl::chunked_c{chunk}_{dot}"
+    (a stride may be 0) and are saved as they come. With ``LAUNCH["keep"]`` (read here, per call)
+    the Triton forward also returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward
+    would otherwise recompute: outputs without a gradient."""
+    keep = bool(LAUNCH["keep"])
+    name = f"archdsl::chunked_c{chunk}_{dot}" + ("_keep" if keep else "")
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
         if q.is_cuda or interpreted():
-            return list(chunked_forward(lw, q, k, v, ab, h0, chunk, dot))
+            o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot)
+            return [o, ht, *(kept if keep else [])]
         with torch.no_grad():
             lw, q, k, v, *ab = _wide(xs)
             return [x.float().contiguous() for x in chunked_torch(lw, q, k, v, ab, h0.to(q.dtype), chunk)]
 
     def fake(xs, h0):
-        B, T, H, _ = xs[1].shape
-        return [xs[1].new_empty(B, T, H, xs[3].shape[-1], dtype=torch.float32), torch.empty_like(h0)]
+        B, T, H, K = xs[1].shape
+        V, f32 = xs[3].shape[-1], torch.float32
+        out = [xs[1].new_empty(B, T, H, V, dtype=f32), torch.empty_like(h0)]
+        if keep and (xs[1].is_cuda or interpreted()):  # chunk_states' shapes
+            N = -(-T // chunk)
+            out.append(xs[1].new_empty(B * H, N, K, V, dtype=f32))
+            if len(xs) > 4:
+                out += [xs[1].new_empty(B * H, N * chunk, R, dtype=f32) for R in (V, K)]
+                out.append(xs[1].new_empty(B * H, N, chunk, chunk, dtype=f32))
+        return out
 
     def backward(
-        xs: list[torch.Tensor], h0: torch.Tensor, do: torch.Tensor, dht: torch.Tensor
+        xs: list[torch.Tensor],
+        h0: torch.Tensor,
+        kept: list[torch.Tensor],
+        do: torch.Tensor,
+        dht: torch.Tensor,
     ) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
-        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, backward_products(dot))
+        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, backward_products(dot), kept)
 
-    def backward_fake(xs, h0, do, dht):
+    def backward_fake(xs, h0, kept, do, dht):
         return [*(torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in xs), torch.empty_like(h0)]
 
     def save(ctx, inputs, output):
         xs, h0 = inputs
-        ctx.save_for_backward(*xs, h0)
+        ctx.n = len(xs)
+        ctx.mark_non_differentiable(*output[2:])
+        ctx.set_materialize_grads(False)  # no zeros for the kept tensors (grads fills do and dht)
+        ctx.save_for_backward(*xs, h0, *output[2:])
 
     def grads(ctx, out_grads, bwd):
-        *xs, h0 = ctx.saved_tensors
-        do, dht = out_grads
+        saved = ctx.saved_tensors
+        xs, h0, kept = saved[: ctx.n], saved[ctx.n], list(saved[ctx.n + 1 :])
+        do, dht = out_grads[:2]
         do = torch.zeros(*xs[1].shape[:3], xs[3].shape[-1], device=h0.device) if do is None else do.float()
         dht = torch.zeros_like(h0) if dht is None else dht.float().contiguous()
         if xs[1].is_cuda or interpreted():
-            out = bwd(list(xs), h0, do.contiguous(), dht)
+            out = bwd(list(xs), h0, kept, do.contiguous(), dht)
         else:
             out = _recompute_grads(list(xs), h0, do, dht, chunk)
         return out[:-1], out[-1]

@@ -5,8 +5,9 @@ would cast the projection's bf16 output to fp32, pad it, convolve, add the bias,
 transposed result to the next kernel (a copy there), and the backward as many kernels again. Here the
 forward is one kernel that reads ``x`` in its own type and strides (a slice of the projection's
 output) and writes ``y`` [N, T, C] in fp32, contiguous; the backward one kernel that recomputes the
-pre-activation, writes ``dx`` in ``x``'s type and each program's partial sums of the weight's and the
-bias's gradients, summed after it. The values are the reference's to rounding (fp32 throughout).
+pre-activation at the K tokens each token feeds from the 2K-1 shifted tiles of ``x`` (each read
+once), writes ``dx`` in ``x``'s type and each program's partial sums of the weight's and the bias's
+gradients, summed after it. The values are the reference's to rounding (fp32 throughout).
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ import triton.language as tl
 from archdsl.codegen.run.ops import register
 
 BT, BC = 32, 64  # tokens and channels per program
+
+#: the backward: ``halo`` picks ``_conv_bwd_halo`` (each shifted tile of ``x`` read once) or, False,
+#: ``_conv_bwd`` (the pre-activation recomputed for each of the K tokens a token feeds); ``bt``: its
+#: tokens per program (channels: ``BC``). Compiled for sm_90a at K 4 with silu, 4 warps (ptxas):
+#: ``_conv_bwd`` at 32 tokens uses 255 registers and spills 100-120 bytes, at 16 none (172-182
+#: registers); ``_conv_bwd_halo`` at 32 spills 16-112 bytes, at 16 none (160-166 registers).
+BACKWARD = {"halo": True, "bt": 16}
 
 
 @triton.jit
@@ -84,9 +92,54 @@ def _conv_bwd(
     tl.store(dx + n * T * C + t[:, None] * C + c[None, :], acc, mask=(t < T)[:, None] & cm[None, :])
 
 
-def _grid(x: torch.Tensor):
+@triton.jit
+def _conv_bwd_halo(
+    x, w, bias, dy, dx, dw, db, T, C, sxb, sxt, sxc,
+    K: tl.constexpr, KP: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """``_conv_bwd``'s results, each of the 2K-1 shifted tiles of ``x`` read once: the pre-activations
+    at tokens ``t + j`` (j < K, padded to ``KP``) as one [BT, KP, BC] tile summed from them, then the
+    pre-activation's gradient ``G`` at those tokens, dx = Σ_j G_j w[K-1-j], db from G_0 and dw[k] =
+    Σ_t G_{K-1-k}[t] x[t] (the products of ``_conv_bwd``'s dw[k] = Σ_s G(s) x[s-(K-1)+k], summed over
+    the tokens s - (K-1-k) that this program owns)."""
+    n, tb, cb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    t = (tb * BT + tl.arange(0, BT)).to(tl.int64)  # T * strides may pass 2**31
+    c = cb * BC + tl.arange(0, BC)
+    j = tl.arange(0, KP)
+    cm, mj = c < C, j < K
+    pre = tl.zeros((BT, KP, BC), tl.float32)
+    x0 = tl.zeros((BT, BC), tl.float32)
+    for d in tl.static_range(2 * K - 1):  # x at tokens t + d - (K-1) feeds y at t + j by w[d - j]
+        r = t + d - (K - 1)
+        m = ((r >= 0) & (r < T))[:, None] & cm[None, :]
+        xv = tl.load(x + n * sxb + r[:, None] * sxt + c[None, :] * sxc, mask=m, other=0.0).to(tl.float32)
+        mw = ((d - j >= 0) & (d - j < K) & mj)[:, None] & cm[None, :]
+        wd = tl.load(w + c[None, :] * K + (d - j)[:, None], mask=mw, other=0.0)
+        pre += xv[:, None, :] * wd[None, :, :]
+        if d == K - 1:
+            x0 = xv
+    if HAS_BIAS:
+        pre += tl.load(bias + c, mask=cm, other=0.0)[None, None, :]
+    s = t[:, None] + j[None, :]
+    ms = ((s < T) & mj[None, :])[:, :, None] & cm[None, None, :]
+    G = tl.load(dy + n * T * C + s[:, :, None] * C + c[None, None, :], mask=ms, other=0.0).to(tl.float32)
+    if SILU:
+        sg = tl.sigmoid(pre)
+        G = G * sg * (1.0 + pre * (1.0 - sg))
+    mjc = mj[:, None] & cm[None, :]
+    wr = tl.load(w + c[None, :] * K + (K - 1 - j)[:, None], mask=mjc, other=0.0)
+    part = (n * tl.num_programs(1) + tb) * K * C
+    if HAS_BIAS:
+        tl.store(db + part // K + c, tl.sum(tl.sum(tl.where(j[None, :, None] == 0, G, 0.0), 1), 0), mask=cm)
+    tl.store(dw + part + (K - 1 - j)[:, None] * C + c[None, :], tl.sum(G * x0[:, None, :], 0), mask=mjc)
+    acc = tl.sum(G * wr[None, :, :], 1)
+    tl.store(dx + n * T * C + t[:, None] * C + c[None, :], acc, mask=(t < T)[:, None] & cm[None, :])
+
+
+def _grid(x: torch.Tensor, bt: int = BT):
     N, T, C = x.shape
-    return N, triton.cdiv(T, BT), triton.cdiv(C, BC)
+    return N, triton.cdiv(T, bt), triton.cdiv(C, BC)
 
 
 def _forward(x, w, b=None, *, silu: bool):
@@ -103,14 +156,21 @@ def _backward(x, w, b=None, *, dy, silu: bool):
     N, T, C = x.shape
     has_bias, b = b is not None, w if b is None else b
     K = w.shape[1]
-    grid = _grid(x)
+    bt = BACKWARD["bt"]
+    grid = _grid(x, bt)
     dx = torch.empty(N, T, C, device=x.device, dtype=x.dtype)
     dw = torch.empty(N * grid[1], K, C, device=x.device, dtype=torch.float32)
     db = torch.empty(N * grid[1], C, device=x.device, dtype=torch.float32) if has_bias else dw
-    _conv_bwd[grid](
-        x, w, b, dy.contiguous(), dx, dw, db, T, C, *x.stride(),
-        K=K, HAS_BIAS=has_bias, SILU=silu, BT=BT, BC=BC,
-    )  # fmt: skip
+    if BACKWARD["halo"]:
+        _conv_bwd_halo[grid](
+            x, w, b, dy.contiguous(), dx, dw, db, T, C, *x.stride(),
+            K=K, KP=triton.next_power_of_2(K), HAS_BIAS=has_bias, SILU=silu, BT=bt, BC=BC,
+        )  # fmt: skip
+    else:
+        _conv_bwd[grid](
+            x, w, b, dy.contiguous(), dx, dw, db, T, C, *x.stride(),
+            K=K, HAS_BIAS=has_bias, SILU=silu, BT=bt, BC=BC,
+        )  # fmt: skip
     return [dx, dw.sum(0).t().contiguous(), *([db.sum(0)] if has_bias else [])]
 
 

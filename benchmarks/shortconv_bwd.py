@@ -1,0 +1,81 @@
+"""The short convolution's backward kernels (``codegen/run/shortconv.py``) side by side on a GPU, at
+the convolutions of GDN_100m (q, k, v: 1024 channels each, no bias) and Mamba2_100m (x: 1792
+channels, B and C: 64 each, with a bias), B 32, T 512, window 4, silu, x a bf16 slice of a wider
+projection output as the layer hands it over:
+
+    python benchmarks/shortconv_bwd.py [--out FILE]
+
+Each row: one ``shortconv.BACKWARD`` setting (``halo``: the kernel that reads each shifted tile once,
+else the one that recomputes the pre-activation per tap; ``bt``: tokens per program), the summed
+time (ms, do_bench) of the layer's convolutions' backward, and the largest difference of dx, dw and
+db from the first row's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+import torch
+from archdsl.codegen.run import shortconv
+from triton.testing import do_bench
+
+#: (layer, [(channels, bias)]) at B 32, T 512
+CASES = {
+    "gdn GDN_100m": [(1024, False)] * 3,
+    "mamba2 Mamba2_100m": [(1792, True), (64, True), (64, True)],
+}
+SETTINGS = [
+    {"halo": False, "bt": 32},
+    {"halo": False, "bt": 16},
+    {"halo": True, "bt": 16},
+    {"halo": True, "bt": 32},
+]
+
+
+def problems(convs, N=32, T=512, K=4):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    out = []
+    for C, bias in convs:
+        wide = torch.randn(N, T, 2 * C, device="cuda", generator=g).bfloat16()
+        w = 0.5 * torch.randn(C, K, device="cuda", generator=g)
+        b = [torch.randn(C, device="cuda", generator=g)] if bias else []
+        out.append(([wide[..., C:], w, *b], torch.randn(N, T, C, device="cuda", generator=g)))
+    return out
+
+
+def backward_all(probs) -> list:
+    return [shortconv._backward(*xs, dy=dy, silu=True) for xs, dy in probs]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", help="write the markdown table here too")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("error: no CUDA device: expected a GPU (the kernels are timed)", file=sys.stderr)
+        sys.exit(2)
+    lines = ["| layer | halo | tokens a program | bwd ms | max diff (dx, dw, db) |", "|---|---|---|---|---|"]
+    for name, convs in CASES.items():
+        probs, first = problems(convs), None
+        for setting in SETTINGS:
+            shortconv.BACKWARD.update(setting)
+
+            run = functools.partial(backward_all, probs)
+            got = run()
+            ms = do_bench(run, warmup=10, rep=100)
+            first = first or got
+            diff = [
+                max((a.float() - e.float()).abs().max().item() for a, e in zip(g, f))
+                for g, f in zip(got, first)
+            ]
+            lines.append(f"| {name} | {setting['halo']} | {setting['bt']} | {ms:.3f} | {max(diff):.1e} |")
+            print(lines[-1], flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
