@@ -25,11 +25,16 @@ that no program holds a whole [K, V] state or every gradient's tiles at once:
 - ``chunk_dv_kernel`` (a block of value columns; the key axis in blocks): dv, and the corrections'
   gradient dR, which it stores;
 - ``chunk_dqk_kernel`` (a block of the key axis; the value axis in blocks): dq, dk, da, db and the
-  log-decays' gradient.
+  log-decays' gradient. Each key block's program sums the [C, C] products over the value axis
+  (dO Vᵀ; with a correction also dO Uᵀ, dR Vᵀ, dR Uᵀ) itself. With a correction, by default
+  (``LAUNCH["dqk_split"]``), ``codegen/run/chunked_dqk.py``'s two kernels take its place: the four
+  [C, C] matrices once per chunk (and, with one decay per head, their share of the decay gradient by
+  a scan, not a product with a 0/1 matrix), then the per-token gradients in key blocks of 64.
 
 Each gradient is written once by the one program that owns its block; only a head's decay gradient
-(a sum over the key axis) is written as one partial sum per key block and summed afterwards. Nothing
-is accumulated with atomics, so the result is deterministic.
+(a sum over the key axis) is written as one partial sum per key block (the split form: one more, the
+matrices' share) and summed afterwards. Nothing is accumulated with atomics, so the result is
+deterministic.
 """
 
 from __future__ import annotations
@@ -44,7 +49,10 @@ from archdsl.codegen.run.chunked_common import (
     _decayed,
     _dot,
     _from_start,
+    _head_decays,
+    _masked,
     _meta,
+    _rowsum,
     _tile,
     _to_end,
     _wide_dot,
@@ -52,6 +60,7 @@ from archdsl.codegen.run.chunked_common import (
     strides,
     token_launch,
 )
+from archdsl.codegen.run.chunked_dqk import dqkab
 from archdsl.codegen.run.chunked_kernels import chunk_states
 
 
@@ -84,16 +93,6 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
         if SHIFTED:
             dg -= dgx
     return dx, dy, dg
-
-
-@triton.jit
-def _rowsum(x, SCALAR: tl.constexpr):
-    """A decay's gradient: summed over the key axis when the decay is one per head."""
-    if SCALAR:
-        out = tl.sum(x, 1)
-    else:
-        out = x
-    return out
 
 
 @triton.jit
@@ -145,26 +144,6 @@ def _decayed_raw(x, y, gx, gy, SCALAR: tl.constexpr, DOT: tl.constexpr):
     else:
         out = _wide_dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), DOT)
     return out
-
-
-@triton.jit
-def _masked(m, gx, gy, mask, SCALAR: tl.constexpr):
-    """A summed ``_decayed_raw``: the head's decay ratio applied (``SCALAR``), 0 outside ``mask``."""
-    if SCALAR:
-        out = m * tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
-    else:
-        out = tl.where(mask, m, 0.0)
-    return out
-
-
-@triton.jit
-def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr):
-    """(g, G) of a head-wide decay, [C] (zeros for a decay per key channel: each key block has its own)."""
-    if SCALAR:
-        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
-    else:
-        g = tl.zeros([C], dtype=tl.float32)
-    return g, tl.cumsum(g, 0)
 
 
 @triton.jit
@@ -379,18 +358,24 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list
         lw, q, k, a, b, *sw, *sq, *sk, *sa, *sb, dstates, inv if ab else states, do, dv, dR, T, H, K, V,
         LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
-    NK = triton.cdiv(K, BKb)
+    split = bool(ab) and bool(LAUNCH["dqk_split"])  # chunked_dqk.py's two kernels
+    NK = triton.cdiv(K, key_block(K, bool(ab), split))
     scalar = lw.dim() == 3
     dlw = torch.empty(
-        (NK, *lw.shape) if scalar else lw.shape, device=dev, dtype=torch.float32 if scalar else lw.dtype
+        (NK + split, *lw.shape) if scalar else lw.shape,
+        device=dev,
+        dtype=torch.float32 if scalar else lw.dtype,
     )
     dq, dk = (torch.empty(x.shape, device=dev, dtype=x.dtype) for x in (q, k))
     dab = [torch.empty(x.shape, device=dev, dtype=x.dtype) for x in ab]
     da, db = dab if ab else (dq, dq)
-    chunk_dqk_kernel[(B * H, N, NK)](
-        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, do, dlw,
-        dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), **per_token,
-    )  # fmt: skip
+    if split:
+        dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK, per_token)
+    else:
+        chunk_dqk_kernel[(B * H, N, NK)](
+            lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, do,
+            dlw, dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), **per_token,
+        )  # fmt: skip
     if scalar:
         dlw = dlw.sum(0).to(lw.dtype)
     return [dlw, dq, dk, dv, *dab, dh0]

@@ -108,6 +108,36 @@ def _decay_state(S, GC, SCALAR: tl.constexpr):
     return out
 
 
+@triton.jit
+def _rowsum(x, SCALAR: tl.constexpr):
+    """A decay's gradient: summed over the key axis when the decay is one per head."""
+    if SCALAR:
+        out = tl.sum(x, 1)
+    else:
+        out = x
+    return out
+
+
+@triton.jit
+def _masked(m, gx, gy, mask, SCALAR: tl.constexpr):
+    """A summed ``_decayed_raw``: the head's decay ratio applied (``SCALAR``), 0 outside ``mask``."""
+    if SCALAR:
+        out = m * tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
+    else:
+        out = tl.where(mask, m, 0.0)
+    return out
+
+
+@triton.jit
+def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr):
+    """(g, G) of a head-wide decay, [C] (zeros for a decay per key channel: each key block has its own)."""
+    if SCALAR:
+        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
+    else:
+        g = tl.zeros([C], dtype=tl.float32)
+    return g, tl.cumsum(g, 0)
+
+
 #: launch settings: the largest block of value columns per program; the largest block of the key axis
 #: of the backward's per-token kernels (None: 32 for a delta rule, whose key-block program holds four
 #: [C, K] and four [C, C] accumulators, else 64; the walks over the chunks hold the key axis whole);
@@ -122,7 +152,22 @@ def _decay_state(S, GC, SCALAR: tl.constexpr):
 #: time of three forward+backward fell from 27.7/28.0 to 27.5/27.4 ms (GDN_100m: dq/dk 2.65 -> 2.39,
 #: dv 0.40 -> 0.52 ms) and from 17.4/17.6 to 16.4/16.6 ms (Mamba2_100m: dq/dk 0.68 -> 0.56, dv 0.44
 #: -> 0.23 ms); 8 warps at one stage were slower for Mamba2 (17.3 ms).
-LAUNCH = {"bv": 64, "bk": None, "warps": 4, "stages": 1, "token_stages": 1, "token_warps": None}
+#: ``dqk_split``: the delta rule's dq/dk in chunked_dqk.py's two kernels (1) or in one kernel (0:
+#: ``chunk_dqk_kernel``, key block 32; the forms without a correction always use it); ``split_bk`` and
+#: ``split_warps``: the two kernels' key block and warps. Compiled for sm_90 at GDN_100m head shapes
+#: (one stage) the dq/dk kernel spills 448 B a thread at a key block of 64 and 8 warps, 44 B at 32 and
+#: 8 warps, 2,800 B at 64 and 4 warps (the one-kernel form: 808 B at 32 and 8 warps, 3,224 B at 4).
+LAUNCH = {
+    "bv": 64,
+    "bk": None,
+    "warps": 4,
+    "stages": 1,
+    "token_stages": 1,
+    "token_warps": None,
+    "dqk_split": 1,
+    "split_bk": 64,
+    "split_warps": 8,
+}
 
 
 def token_launch() -> dict:
@@ -131,9 +176,11 @@ def token_launch() -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def key_block(K: int, lowrank: bool) -> int:
-    """The key axis' block in the backward's per-token kernels (at least 16: ``tl.dot``'s minimum)."""
-    return min(LAUNCH["bk"] or (32 if lowrank else 64), max(16, triton.next_power_of_2(K)))
+def key_block(K: int, lowrank: bool, split: bool = False) -> int:
+    """The key axis' block in the backward's per-token kernels (at least 16: ``tl.dot``'s minimum);
+    ``split``: chunked_dqk.py's kernels, which hold no [C, C] accumulator (``LAUNCH["split_bk"]``)."""
+    bk = LAUNCH["split_bk"] if split else 32 if lowrank else 64
+    return min(LAUNCH["bk"] or bk, max(16, triton.next_power_of_2(K)))
 
 
 def blocks(K: int, V: int) -> tuple[int, int]:
