@@ -94,12 +94,22 @@ def main():
     ap.add_argument("--stages", type=int, nargs="*", default=[3])
     ap.add_argument("--warps", type=int, nargs="*", default=[4])
     ap.add_argument("--no-lowrank", action="store_true", help="no rank-one correction (Mamba2, GLA)")
+    ap.add_argument("--scan", action="store_true", help="chunk_dqk_kernel: the decay gradient by a scan")
     args = ap.parse_args()
     if interpreted():
         print("error: TRITON_INTERPRET is set: expected it unset (the kernels are compiled)", file=sys.stderr)
         sys.exit(2)
     for name, bk, stages, warps in itertools.product(args.kernels, args.bk, args.stages, args.warps):
-        consts = dict(C=64, BV=64, BK=bk, SCALAR=True, DOT="tf32", SHARED=True, LOWRANK=not args.no_lowrank)
+        consts = dict(
+            C=64,
+            BV=64,
+            BK=bk,
+            SCALAR=True,
+            DOT="tf32",
+            SHARED=True,
+            LOWRANK=not args.no_lowrank,
+            SCAN=args.scan,
+        )
         try:
             line = report(name, consts, warps, stages)
         except Exception as e:  # a setting that does not compile: say so and go on

@@ -45,6 +45,7 @@ import triton.language as tl
 from archdsl.codegen.run.chunked_common import (
     LAUNCH,
     _chunk_decays,
+    _decay_grad_scan,
     _decay_state,
     _decayed,
     _dot,
@@ -66,7 +67,7 @@ from archdsl.codegen.run.chunked_kernels import chunk_states
 
 @triton.jit
 def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.constexpr,
-                 DOT: tl.constexpr):  # fmt: skip
+                 DOT: tl.constexpr, SCAN: tl.constexpr):  # fmt: skip
     """(dx, dy, dg) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) (0 outside ``mask``), with
     gy = G and gx = G (or, ``SHIFTED``, the decay before the step G - g). ``dg``: the gradient of the
     per-step log-decays g, summed where it is exact: M[t, τ] depends on g_s for τ < s ≤ t (τ < s < t)."""
@@ -77,12 +78,15 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
         Z = dP * _dot(x, tl.trans(y), DOT)
         dx = _dot(dP, y, DOT)
         dy = _dot(tl.trans(dP), x, DOT)
-        # A[t, s] = Σ_{τ<s} Z[t, τ], then dg_s = Σ_{t ≥ s} A[t, s]: only the terms that depend on g_s
-        A = _wide_dot(Z, tl.where(rc[:, None] < rc[None, :], 1.0, 0.0), DOT)
-        if SHIFTED:
-            dg = tl.sum(tl.where(rc[:, None] > rc[None, :], A, 0.0), 0)
+        if SCAN:  # LAUNCH["dg_scan"]
+            dg = _decay_grad_scan(Z, rc, SHIFTED)
         else:
-            dg = tl.sum(tl.where(rc[:, None] >= rc[None, :], A, 0.0), 0)
+            # A[t, s] = Σ_{τ<s} Z[t, τ], then dg_s = Σ_{t ≥ s} A[t, s]: only the terms that depend on g_s
+            A = _wide_dot(Z, tl.where(rc[:, None] < rc[None, :], 1.0, 0.0), DOT)
+            if SHIFTED:
+                dg = tl.sum(tl.where(rc[:, None] > rc[None, :], A, 0.0), 0)
+            else:
+                dg = tl.sum(tl.where(rc[:, None] >= rc[None, :], A, 0.0), 0)
     else:
         xh, yh = x * tl.exp(gx), y * tl.exp(-gy)
         dMm = tl.where(mask, dM, 0.0)
@@ -209,7 +213,7 @@ def chunk_dv_kernel(
 
 @triton.jit
 def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc,
-                      SCALAR: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                      SCALAR: tl.constexpr, DOT: tl.constexpr, SCAN: tl.constexpr):  # fmt: skip
     """The rank-one correction's share of one key block's per-token gradients, from its products over
     the value axis: its parts of dq and dk; da, db; its part of dg (the per-step log-decays) and of te
     (the end-of-chunk decays)."""
@@ -219,9 +223,15 @@ def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd,
         eGm = tl.exp(Gm)[:, None]
     else:
         eGm = tl.exp(Gm)
-    dq2, da2, dg2 = _decayed_bwd(tl.where(causal, dQa, 0.0), qq, aa, G, G, causal, rc, False, SCALAR, DOT)
-    db3, dk3, dg3 = _decayed_bwd(tl.where(strict, dMak, 0.0), bb, kk, Gm, G, strict, rc, True, SCALAR, DOT)
-    db4, da4, dg4 = _decayed_bwd(tl.where(strict, dMab, 0.0), bb, aa, Gm, G, strict, rc, True, SCALAR, DOT)
+    dq2, da2, dg2 = _decayed_bwd(
+        tl.where(causal, dQa, 0.0), qq, aa, G, G, causal, rc, False, SCALAR, DOT, SCAN
+    )
+    db3, dk3, dg3 = _decayed_bwd(
+        tl.where(strict, dMak, 0.0), bb, kk, Gm, G, strict, rc, True, SCALAR, DOT, SCAN
+    )
+    db4, da4, dg4 = _decayed_bwd(
+        tl.where(strict, dMab, 0.0), bb, aa, Gm, G, strict, rc, True, SCALAR, DOT, SCAN
+    )
     dGm = _rowsum(db_s * bb * eGm, SCALAR)
     dg = dg2 + dg3 + dg4 + (tl.cumsum(dGm, 0, reverse=True) - dGm)
     return (
@@ -242,6 +252,7 @@ def chunk_dqk_kernel(
     states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db,
     T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+    SCAN: tl.constexpr = False,
 ):  # fmt: skip
     """Every chunk at once, one block of the key axis: the products over the value axis (dO Sᵀ, V dSᵀ,
     dO Vᵀ, …) summed block by block, then dq, dk (da, db) and the log-decays' gradient."""
@@ -299,7 +310,9 @@ def chunk_dqk_kernel(
     else:
         eG, eEnd = tl.exp(G), tl.exp(GC[None, :] - G)
     causal = rc[:, None] >= rc[None, :]
-    dq_, dk_, dg = _decayed_bwd(tl.where(causal, dQk, 0.0), qq, kk, G, G, causal, rc, False, SCALAR, DOT)
+    dq_, dk_, dg = _decayed_bwd(
+        tl.where(causal, dQk, 0.0), qq, kk, G, G, causal, rc, False, SCALAR, DOT, SCAN
+    )
     dqq = dq_s * eG + dq_
     dkk = dk_end * eEnd + dk_
     # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Σ_{t > s} dGm_t + Γ_C Σ S ⊙ dS (+ the decayed
@@ -314,7 +327,7 @@ def chunk_dqk_kernel(
         aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
         bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
         dq2, dk3, daa, dbb, dg2, te2 = _correction_grads(
-            dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc, SCALAR, DOT
+            dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc, SCALAR, DOT, SCAN
         )
         dqq += dq2
         dkk += dk3
@@ -374,7 +387,7 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str) -> list
     else:
         chunk_dqk_kernel[(B * H, N, NK)](
             lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, do,
-            dlw, dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), **per_token,
+            dlw, dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), SCAN=bool(LAUNCH["dg_scan"]), **per_token,
         )  # fmt: skip
     if scalar:
         dlw = dlw.sum(0).to(lw.dtype)

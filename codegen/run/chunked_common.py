@@ -138,6 +138,20 @@ def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALA
     return g, tl.cumsum(g, 0)
 
 
+@triton.jit
+def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
+    """dg_s = Σ_{τ < s ≤ t} Z[t, τ] (``SHIFTED``: τ < s < t), the per-step log-decays' gradient of a
+    decayed [C, C] matrix (Z: its gradient times it) summed over exactly its terms, with no product:
+    L[t, j] = Σ_{τ ≤ j} Z[t, τ] (a scan along τ), h_j = Σ_{t > j} L[t, j] (t > j + 1), dg_s = h_{s-1}."""
+    r, c = rc[:, None], rc[None, :]
+    L = tl.cumsum(Z, 1)
+    if SHIFTED:
+        h = tl.sum(tl.where(r > c + 1, L, 0.0), 0)
+    else:
+        h = tl.sum(tl.where(r > c, L, 0.0), 0)
+    return tl.sum(tl.where(c == r - 1, h[None, :], 0.0), 1)
+
+
 #: launch settings: the largest block of value columns per program; the largest block of the key axis
 #: of the backward's per-token kernels (None: 32 for a delta rule, whose key-block program holds four
 #: [C, K] and four [C, C] accumulators, else 64; the walks over the chunks hold the key axis whole);
@@ -157,6 +171,8 @@ def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALA
 #: ``split_warps``: the two kernels' key block and warps. Compiled for sm_90 at GDN_100m head shapes
 #: (one stage) the dq/dk kernel spills 448 B a thread at a key block of 64 and 8 warps, 44 B at 32 and
 #: 8 warps, 2,800 B at 64 and 4 warps (the one-kernel form: 808 B at 32 and 8 warps, 3,224 B at 4).
+#: ``dg_scan``: in the one-kernel form, a head's decay gradient of each decayed [C, C] matrix by a scan
+#: (``_decay_grad_scan``, 1) or by a product with a 0/1 matrix (0); the split form always scans.
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -167,6 +183,7 @@ LAUNCH = {
     "dqk_split": 1,
     "split_bk": 64,
     "split_warps": 8,
+    "dg_scan": 0,
 }
 
 

@@ -34,6 +34,7 @@ import triton.language as tl
 from archdsl.codegen.run.chunked_common import (
     LAUNCH,
     _chunk_decays,
+    _decay_grad_scan,
     _dot,
     _head_decays,
     _masked,
@@ -76,15 +77,6 @@ def _key_products(x, sx0, sx1, sx2, sx3, y, sy0, sy1, sy2, sy3, z, sz0, sz1, sz2
         xy += _dot(xx, tl.trans(_tile(y, sy0, sy1, sy2, sy3, i_b, i_h, t, rk, mt, mk)), DOT)
         xz += _dot(xx, tl.trans(_tile(z, sz0, sz1, sz2, sz3, i_b, i_h, t, rk, mt, mk)), DOT)
     return xy, xz
-
-
-@triton.jit
-def _decay_grad_scan(Zn, Zs, rc):
-    """dg_s = Σ_{τ < s ≤ t} Zn[t, τ] + Σ_{τ < s < t} Zs[t, τ]: L[t, j] = Σ_{τ ≤ j} Z[t, τ] (a scan
-    along τ), h_j = Σ_{t > j} Ln[t, j] + Σ_{t > j + 1} Ls[t, j], dg_s = h_{s-1}."""
-    r, c = rc[:, None], rc[None, :]
-    h = tl.sum(tl.where(r > c, tl.cumsum(Zn, 1), 0.0) + tl.where(r > c + 1, tl.cumsum(Zs, 1), 0.0), 0)
-    return tl.sum(tl.where(c == r - 1, h[None, :], 0.0), 1)
 
 
 @triton.jit
@@ -133,24 +125,26 @@ def chunk_dmat_kernel(
                                i_b, i_h, t, mt, K, C, BK, DOT)  # fmt: skip
         bk, ba = _key_products(b, sb0, sb1, sb2, sb3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
                                i_b, i_h, t, mt, K, C, BK, DOT)  # fmt: skip
-        dg = _decay_grad_scan(dPk * qk + dPa * qa, dPmak * bk + dPmab * ba, rc)
+        dg = _decay_grad_scan(dPk * qk + dPa * qa, rc, False) + _decay_grad_scan(
+            dPmak * bk + dPmab * ba, rc, True
+        )
         tl.store(dlw_part + row, dg, mask=mt)
 
 
 @triton.jit
-def _matrix_grads(dP, x, y, gx, gy, SHIFTED: tl.constexpr, SCALAR: tl.constexpr, DOT: tl.constexpr):
-    """(dx, dy, dg) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) from ``chunk_dmat_kernel``'s
-    dP (masked; with one decay per head the decay ratio applied, and dg 0: that kernel sums it)."""
+def _matrix_grads(dP, x, y, gx, gy, dg, SHIFTED: tl.constexpr, SCALAR: tl.constexpr, DOT: tl.constexpr):
+    """(dx, dy, dg + its share of dg) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) from
+    ``chunk_dmat_kernel``'s dP (masked; with one decay per head the decay ratio applied, and dg as it
+    came: that kernel sums the share)."""
     if SCALAR:
         dx = _dot(dP, y, DOT)
         dy = _dot(tl.trans(dP), x, DOT)
-        dg = 0.0
     else:
         xh, yh = x * tl.exp(gx), y * tl.exp(-gy)
         dxh = _wide_dot(dP, yh, DOT)
         dyh = _wide_dot(tl.trans(dP), xh, DOT)
         dx, dy, dgx = dxh * tl.exp(gx), dyh * tl.exp(-gy), dxh * xh
-        dg = tl.cumsum(dgx, 0, reverse=True) - tl.cumsum(dyh * yh, 0, reverse=True)
+        dg += tl.cumsum(dgx, 0, reverse=True) - tl.cumsum(dyh * yh, 0, reverse=True)
         if SHIFTED:
             dg -= dgx
     return dx, dy, dg
@@ -219,7 +213,7 @@ def chunk_dqkab_kernel(
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
         sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
-    i_bh, n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_k, n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # key blocks fastest: L2
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
     rc, rk = tl.arange(0, C), i_k * BK + tl.arange(0, BK)
@@ -241,17 +235,17 @@ def chunk_dqkab_kernel(
     kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
     # dq = dq_s Γ + dQ_k k + dQ_a a; each accumulator consumed (and its share of dg taken) in turn
-    dqq, dkk, dg1 = _matrix_grads(tl.load(pm), qq, kk, G, G, False, SCALAR, DOT)
-    dqa, daa, dg2 = _matrix_grads(tl.load(pm + C * C), qq, aa, G, G, False, SCALAR, DOT)
+    dqq, dkk, dg = _matrix_grads(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
+    dqa, daa, dg = _matrix_grads(tl.load(pm + C * C), qq, aa, G, G, dg, False, SCALAR, DOT)
     dqq += dq_s * eG + dqa
-    dg += dg1 + dg2 + tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
+    dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
     tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
     bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
-    dbb, dkb, dg3 = _matrix_grads(tl.load(pm + 2 * C * C), bb, kk, Gm, G, True, SCALAR, DOT)
+    dbb, dkb, dg = _matrix_grads(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
     dkk += dk_end * eEnd + dkb
     te = _rowsum(dk_end * kk * eEnd, SCALAR)
     tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
-    dba, dab, dg4 = _matrix_grads(tl.load(pm + 3 * C * C), bb, aa, Gm, G, True, SCALAR, DOT)
+    dba, dab, dg = _matrix_grads(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, True, SCALAR, DOT)
     daa += da_end * eEnd + dab
     te += _rowsum(da_end * aa * eEnd, SCALAR)
     tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)
@@ -259,9 +253,9 @@ def chunk_dqkab_kernel(
     dGm = _rowsum(db_s * bb * eGm, SCALAR)
     tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
     # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Σ_{t > s} dGm_t + Γ_C Σ S ⊙ dS + the matrices' share
-    dg += dg3 + dg4 + (tl.cumsum(dGm, 0, reverse=True) - dGm) + (tl.cumsum(te, 0) - te)
+    dg += (tl.cumsum(dGm, 0, reverse=True) - dGm) + (tl.cumsum(te, 0) - te)
     if SCALAR:
-        tl.store(dlw + i_k * tl.num_programs(0) * T + row, dg, mask=mt)  # a partial sum per key block
+        tl.store(dlw + i_k * tl.num_programs(2) * T + row, dg, mask=mt)  # a partial sum per key block
     else:
         tl.store(dlw + pk, dg.to(dlw.dtype.element_ty), mask=mtk)
 
@@ -284,7 +278,7 @@ def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK
     chunk_dmat_kernel[(B * H, N)](
         lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, U, dR, do, dmat, part, T, H, K, V, **mat,
     )  # fmt: skip
-    chunk_dqkab_kernel[(B * H, N, NK)](
+    chunk_dqkab_kernel[(NK, N, B * H)](
         lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U, dR, do, dmat, dlw,
         dq, dk, da, db, T, H, K, V, **launch,
     )  # fmt: skip
