@@ -168,11 +168,13 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: -> 0.23 ms); 8 warps at one stage were slower for Mamba2 (17.3 ms).
 #: ``dqk_split``: the delta rule's dq/dk in chunked_dqk.py's two kernels (1) or in one kernel (0:
 #: ``chunk_dqk_kernel``, key block 32; the forms without a correction always use it); ``split_bk`` and
-#: ``split_warps``: the two kernels' key block and warps. Compiled for sm_90 at GDN_100m head shapes
-#: (one stage) the dq/dk kernel spills 448 B a thread at a key block of 64 and 8 warps, 44 B at 32 and
-#: 8 warps, 2,800 B at 64 and 4 warps (the one-kernel form: 808 B at 32 and 8 warps, 3,224 B at 4).
-#: ``dg_scan``: in the one-kernel form, a head's decay gradient of each decayed [C, C] matrix by a scan
-#: (``_decay_grad_scan``, 1) or by a product with a 0/1 matrix (0); the split form always scans.
+#: ``split_warps``: the two kernels' key block and warps. Compiled for sm_90 with Triton 3.6 at
+#: GDN_100m head shapes (one stage, 255 registers each), spill stores a thread: the split dq/dk kernel
+#: 740 B at a key block of 64 and 8 warps (135 KB shared), 100 B at 32 and 8 warps, 3,460 B at 64 and
+#: 4 warps; the matrices' kernel none at 8 warps (1,788 B at 4); the one-kernel form 2,880 B at 32 and
+#: 4 warps, 784 B at 32 and 8 warps. ``dg_scan``: in the one-kernel form, a head's decay gradient of
+#: each decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product with a 0/1 matrix
+#: (0); the split form always scans.
 LAUNCH = {
     "bv": 64,
     "bk": None,

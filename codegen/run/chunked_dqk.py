@@ -18,12 +18,13 @@ the key axis): a cumulative sum along τ, a masked column sum and a shift by one
 exactly its terms (no total minus a partial sum, no product with a 0/1 matrix). It is stored as one
 more partial sum of the decay gradient beside the key blocks'.
 
-``chunk_dqkab_kernel`` (one program per chunk and block of the key axis) sums the four [C, K]
+``chunk_dqkab_kernel`` (one program per chunk and block of the key axis; the key blocks fastest in
+its grid, so that a chunk's programs run together and share its tiles in L2) sums the four [C, K]
 products over the value axis (dO Sᵀ, V dSᵀ, dR Sᵀ, U dSᵀ) and adds the matrices' products with the
-chunk's tiles (dP y, dPᵀ x), each matrix read once. Holding no [C, C] accumulator, it takes key blocks
-of 64 (``LAUNCH["split_bk"]``; the one-kernel form ``chunk_dqk_kernel`` spills at 64 and takes 32):
-half the programs, each reading dO, V, U and dR once. Both kernels run at ``LAUNCH["split_warps"]``
-(8: compiled for sm_90, the fewest spills; ``LAUNCH`` in ``chunked_common.py`` has the numbers).
+chunk's tiles (dP y, dPᵀ x), each matrix read once. Holding no [C, C] accumulator, it takes key
+blocks of 64 (``LAUNCH["split_bk"]``; the one-kernel form ``chunk_dqk_kernel`` spills at 64 and
+takes 32): half the programs. Both kernels run at ``LAUNCH["split_warps"]`` (8: compiled for sm_90,
+the fewest spills; ``LAUNCH`` in ``chunked_common.py`` has the numbers).
 """
 
 from __future__ import annotations
