@@ -5,6 +5,7 @@ these: above about 114 KB of shared memory a program has the SM to itself (4 war
 
     python benchmarks/kernel_resources.py chunk_dqk_kernel --bk 32 --stages 1 3 --warps 4 8
     python benchmarks/kernel_resources.py chunk_dv_kernel --no-lowrank --bk 64
+    python benchmarks/kernel_resources.py chunk_dmat_kernel chunk_dqkab_kernel --bk 64 --stages 1
 
 GDN_100m / Mamba2_100m head shapes: chunk 64, value block 64, one decay per head, TF32 products, q/k
 (a, b) bf16 in one layout. The local Triton may differ from the GPU machine's: compare settings within
@@ -21,7 +22,7 @@ import sys
 import tempfile
 
 import triton
-from archdsl.codegen.run import chunked_backward, chunked_kernels
+from archdsl.codegen.run import chunked_backward, chunked_dqk, chunked_kernels
 from archdsl.codegen.run.chunked_common import interpreted
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -31,6 +32,7 @@ KERNELS = {
     for mod, names in (
         (chunked_backward, ("chunk_dqk_kernel", "chunk_dv_kernel", "chunk_dstates_kernel")),
         (chunked_kernels, ("chunk_prep_kernel", "chunk_states_kernel", "chunk_output_kernel")),
+        (chunked_dqk, ("chunk_dmat_kernel", "chunk_dqkab_kernel")),
     )
     for name in names
 }
@@ -92,12 +94,22 @@ def main():
     ap.add_argument("--stages", type=int, nargs="*", default=[3])
     ap.add_argument("--warps", type=int, nargs="*", default=[4])
     ap.add_argument("--no-lowrank", action="store_true", help="no rank-one correction (Mamba2, GLA)")
+    ap.add_argument("--scan", action="store_true", help="chunk_dqk_kernel: the decay gradient by a scan")
     args = ap.parse_args()
     if interpreted():
         print("error: TRITON_INTERPRET is set: expected it unset (the kernels are compiled)", file=sys.stderr)
         sys.exit(2)
     for name, bk, stages, warps in itertools.product(args.kernels, args.bk, args.stages, args.warps):
-        consts = dict(C=64, BV=64, BK=bk, SCALAR=True, DOT="tf32", SHARED=True, LOWRANK=not args.no_lowrank)
+        consts = dict(
+            C=64,
+            BV=64,
+            BK=bk,
+            SCALAR=True,
+            DOT="tf32",
+            SHARED=True,
+            LOWRANK=not args.no_lowrank,
+            SCAN=args.scan,
+        )
         try:
             line = report(name, consts, warps, stages)
         except Exception as e:  # a setting that does not compile: say so and go on

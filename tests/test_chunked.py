@@ -182,6 +182,38 @@ def test_triton_backward_sums_value_block_products(scalar, lowrank, monkeypatch)
     assert_backward_matches_autograd(lw, q, k, v, ab, h0)
 
 
+@pytest.mark.parametrize("split", [1, 0], ids=["two-kernels", "one-kernel"])
+@pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
+def test_delta_rule_dqk_kernels_selectable(scalar, split, monkeypatch):
+    """``LAUNCH["dqk_split"]``: the delta rule's dq, dk, da, db from chunked_dqk.py's two kernels (the
+    four [C, C] matrices once per chunk) or from the one-kernel form; both against autograd at three
+    value blocks and two key blocks of 16 (key size 18, value size 40), two chunks and a partial one."""
+    from archdsl.codegen.run import chunked_backward, chunked_common
+
+    calls = []
+    real = chunked_backward.dqkab
+    monkeypatch.setattr(chunked_backward, "dqkab", lambda *xs: calls.append(1) or real(*xs))
+    monkeypatch.setitem(chunked_common.LAUNCH, "dqk_split", split)
+    monkeypatch.setitem(chunked_common.LAUNCH, "bv", 16)
+    monkeypatch.setitem(chunked_common.LAUNCH, "bk", 16)
+    lw, q, k, v, ab, h0 = random_problem(scalar, True, torch.float64, T=37, K=18, V=40, seed=2)
+    assert_backward_matches_autograd(lw, q, k, v, ab, h0)
+    assert len(calls) == split
+
+
+@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+def test_one_kernel_decay_gradient_by_scan(lowrank, monkeypatch):
+    """``LAUNCH["dg_scan"]``: the one-kernel form's decay gradient of each decayed matrix by a scan
+    (one decay per head), against autograd; two chunks and a partial one, two key blocks."""
+    from archdsl.codegen.run import chunked_common
+
+    monkeypatch.setitem(chunked_common.LAUNCH, "dqk_split", 0)
+    monkeypatch.setitem(chunked_common.LAUNCH, "dg_scan", 1)
+    monkeypatch.setitem(chunked_common.LAUNCH, "bk", 16)
+    lw, q, k, v, ab, h0 = random_problem(True, lowrank, torch.float64, T=37, K=18, V=20, seed=3)
+    assert_backward_matches_autograd(lw, q, k, v, ab, h0)
+
+
 def test_token_launch_passes_only_the_settings_given(monkeypatch):
     """The backward's per-token kernels run at one pipeline stage (measured faster on an H100) and the
     common warps; a ``LAUNCH`` setting of None leaves Triton's default."""

@@ -26,11 +26,16 @@ that no program holds a whole [K, V] state or every gradient's tiles at once:
 - ``chunk_dv_kernel`` (a block of value columns; the key axis in blocks): dv, and the corrections'
   gradient dR, which it stores;
 - ``chunk_dqk_kernel`` (a block of the key axis; the value axis in blocks): dq, dk, da, db and the
-  log-decays' gradient.
+  log-decays' gradient. Each key block's program sums the [C, C] products over the value axis
+  (dO Vᵀ; with a correction also dO Uᵀ, dR Vᵀ, dR Uᵀ) itself. With a correction, by default
+  (``LAUNCH["dqk_split"]``), ``codegen/run/chunked_dqk.py``'s two kernels take its place: the four
+  [C, C] matrices once per chunk (and, with one decay per head, their share of the decay gradient by
+  a scan, not a product with a 0/1 matrix), then the per-token gradients in key blocks of 64.
 
 Each gradient is written once by the one program that owns its block; only a head's decay gradient
-(a sum over the key axis) is written as one partial sum per key block and summed afterwards. Nothing
-is accumulated with atomics, so the result is deterministic.
+(a sum over the key axis) is written as one partial sum per key block (the split form: one more, the
+matrices' share) and summed afterwards. Nothing is accumulated with atomics, so the result is
+deterministic.
 """
 
 from __future__ import annotations
@@ -41,11 +46,15 @@ import triton.language as tl
 from archdsl.codegen.run.chunked_common import (
     LAUNCH,
     _chunk_decays,
+    _decay_grad_scan,
     _decay_state,
     _decayed,
     _dot,
     _from_start,
+    _head_decays,
+    _masked,
     _meta,
+    _rowsum,
     _tile,
     _to_end,
     _wide_dot,
@@ -53,12 +62,13 @@ from archdsl.codegen.run.chunked_common import (
     strides,
     token_launch,
 )
+from archdsl.codegen.run.chunked_dqk import dqkab
 from archdsl.codegen.run.chunked_kernels import chunk_states
 
 
 @triton.jit
 def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.constexpr,
-                 DOT: tl.constexpr):  # fmt: skip
+                 DOT: tl.constexpr, SCAN: tl.constexpr):  # fmt: skip
     """(dx, dy, dg) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) (0 outside ``mask``), with
     gy = G and gx = G (or, ``SHIFTED``, the decay before the step G - g). ``dg``: the gradient of the
     per-step log-decays g, summed where it is exact: M[t, τ] depends on g_s for τ < s ≤ t (τ < s < t)."""
@@ -69,12 +79,15 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
         Z = dP * _dot(x, tl.trans(y), DOT)
         dx = _dot(dP, y, DOT)
         dy = _dot(tl.trans(dP), x, DOT)
-        # A[t, s] = Σ_{τ<s} Z[t, τ], then dg_s = Σ_{t ≥ s} A[t, s]: only the terms that depend on g_s
-        A = _wide_dot(Z, tl.where(rc[:, None] < rc[None, :], 1.0, 0.0), DOT)
-        if SHIFTED:
-            dg = tl.sum(tl.where(rc[:, None] > rc[None, :], A, 0.0), 0)
+        if SCAN:  # LAUNCH["dg_scan"]
+            dg = _decay_grad_scan(Z, rc, SHIFTED)
         else:
-            dg = tl.sum(tl.where(rc[:, None] >= rc[None, :], A, 0.0), 0)
+            # A[t, s] = Σ_{τ<s} Z[t, τ], then dg_s = Σ_{t ≥ s} A[t, s]: only the terms that depend on g_s
+            A = _wide_dot(Z, tl.where(rc[:, None] < rc[None, :], 1.0, 0.0), DOT)
+            if SHIFTED:
+                dg = tl.sum(tl.where(rc[:, None] > rc[None, :], A, 0.0), 0)
+            else:
+                dg = tl.sum(tl.where(rc[:, None] >= rc[None, :], A, 0.0), 0)
     else:
         xh, yh = x * tl.exp(gx), y * tl.exp(-gy)
         dMm = tl.where(mask, dM, 0.0)
@@ -85,16 +98,6 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
         if SHIFTED:
             dg -= dgx
     return dx, dy, dg
-
-
-@triton.jit
-def _rowsum(x, SCALAR: tl.constexpr):
-    """A decay's gradient: summed over the key axis when the decay is one per head."""
-    if SCALAR:
-        out = tl.sum(x, 1)
-    else:
-        out = x
-    return out
 
 
 @triton.jit
@@ -146,26 +149,6 @@ def _decayed_raw(x, y, gx, gy, SCALAR: tl.constexpr, DOT: tl.constexpr):
     else:
         out = _wide_dot(x * tl.exp(gx), tl.trans(y * tl.exp(-gy)), DOT)
     return out
-
-
-@triton.jit
-def _masked(m, gx, gy, mask, SCALAR: tl.constexpr):
-    """A summed ``_decayed_raw``: the head's decay ratio applied (``SCALAR``), 0 outside ``mask``."""
-    if SCALAR:
-        out = m * tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
-    else:
-        out = tl.where(mask, m, 0.0)
-    return out
-
-
-@triton.jit
-def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr):
-    """(g, G) of a head-wide decay, [C] (zeros for a decay per key channel: each key block has its own)."""
-    if SCALAR:
-        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
-    else:
-        g = tl.zeros([C], dtype=tl.float32)
-    return g, tl.cumsum(g, 0)
 
 
 @triton.jit
@@ -231,7 +214,7 @@ def chunk_dv_kernel(
 
 @triton.jit
 def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc,
-                      SCALAR: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                      SCALAR: tl.constexpr, DOT: tl.constexpr, SCAN: tl.constexpr):  # fmt: skip
     """The rank-one correction's share of one key block's per-token gradients, from its products over
     the value axis: its parts of dq and dk; da, db; its part of dg (the per-step log-decays) and of te
     (the end-of-chunk decays)."""
@@ -241,9 +224,15 @@ def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd,
         eGm = tl.exp(Gm)[:, None]
     else:
         eGm = tl.exp(Gm)
-    dq2, da2, dg2 = _decayed_bwd(tl.where(causal, dQa, 0.0), qq, aa, G, G, causal, rc, False, SCALAR, DOT)
-    db3, dk3, dg3 = _decayed_bwd(tl.where(strict, dMak, 0.0), bb, kk, Gm, G, strict, rc, True, SCALAR, DOT)
-    db4, da4, dg4 = _decayed_bwd(tl.where(strict, dMab, 0.0), bb, aa, Gm, G, strict, rc, True, SCALAR, DOT)
+    dq2, da2, dg2 = _decayed_bwd(
+        tl.where(causal, dQa, 0.0), qq, aa, G, G, causal, rc, False, SCALAR, DOT, SCAN
+    )
+    db3, dk3, dg3 = _decayed_bwd(
+        tl.where(strict, dMak, 0.0), bb, kk, Gm, G, strict, rc, True, SCALAR, DOT, SCAN
+    )
+    db4, da4, dg4 = _decayed_bwd(
+        tl.where(strict, dMab, 0.0), bb, aa, Gm, G, strict, rc, True, SCALAR, DOT, SCAN
+    )
     dGm = _rowsum(db_s * bb * eGm, SCALAR)
     dg = dg2 + dg3 + dg4 + (tl.cumsum(dGm, 0, reverse=True) - dGm)
     return (
@@ -264,6 +253,7 @@ def chunk_dqk_kernel(
     states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db,
     T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+    SCAN: tl.constexpr = False,
 ):  # fmt: skip
     """Every chunk at once, one block of the key axis: the products over the value axis (dO Sᵀ, V dSᵀ,
     dO Vᵀ, …) summed block by block, then dq, dk (da, db) and the log-decays' gradient."""
@@ -321,7 +311,9 @@ def chunk_dqk_kernel(
     else:
         eG, eEnd = tl.exp(G), tl.exp(GC[None, :] - G)
     causal = rc[:, None] >= rc[None, :]
-    dq_, dk_, dg = _decayed_bwd(tl.where(causal, dQk, 0.0), qq, kk, G, G, causal, rc, False, SCALAR, DOT)
+    dq_, dk_, dg = _decayed_bwd(
+        tl.where(causal, dQk, 0.0), qq, kk, G, G, causal, rc, False, SCALAR, DOT, SCAN
+    )
     dqq = dq_s * eG + dq_
     dkk = dk_end * eEnd + dk_
     # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Σ_{t > s} dGm_t + Γ_C Σ S ⊙ dS (+ the decayed
@@ -336,7 +328,7 @@ def chunk_dqk_kernel(
         aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
         bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
         dq2, dk3, daa, dbb, dg2, te2 = _correction_grads(
-            dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc, SCALAR, DOT
+            dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc, SCALAR, DOT, SCAN
         )
         dqq += dq2
         dkk += dk3
@@ -385,18 +377,24 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()
         lw, q, k, a, b, *sw, *sq, *sk, *sa, *sb, dstates, inv if ab else states, do, dv, dR, T, H, K, V,
         LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
-    NK = triton.cdiv(K, BKb)
+    split = bool(ab) and bool(LAUNCH["dqk_split"])  # chunked_dqk.py's two kernels
+    NK = triton.cdiv(K, key_block(K, bool(ab), split))
     scalar = lw.dim() == 3
     dlw = torch.empty(
-        (NK, *lw.shape) if scalar else lw.shape, device=dev, dtype=torch.float32 if scalar else lw.dtype
+        (NK + split, *lw.shape) if scalar else lw.shape,
+        device=dev,
+        dtype=torch.float32 if scalar else lw.dtype,
     )
     dq, dk = (torch.empty(x.shape, device=dev, dtype=x.dtype) for x in (q, k))
     dab = [torch.empty(x.shape, device=dev, dtype=x.dtype) for x in ab]
     da, db = dab if ab else (dq, dq)
-    chunk_dqk_kernel[(B * H, N, NK)](
-        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, do, dlw,
-        dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), **per_token,
-    )  # fmt: skip
+    if split:
+        dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK, per_token)
+    else:
+        chunk_dqk_kernel[(B * H, N, NK)](
+            lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, do,
+            dlw, dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), SCAN=bool(LAUNCH["dg_scan"]), **per_token,
+        )  # fmt: skip
     if scalar:
         dlw = dlw.sum(0).to(lw.dtype)
     return [dlw, dq, dk, dv, *dab, dh0]

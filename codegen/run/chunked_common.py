@@ -108,6 +108,50 @@ def _decay_state(S, GC, SCALAR: tl.constexpr):
     return out
 
 
+@triton.jit
+def _rowsum(x, SCALAR: tl.constexpr):
+    """A decay's gradient: summed over the key axis when the decay is one per head."""
+    if SCALAR:
+        out = tl.sum(x, 1)
+    else:
+        out = x
+    return out
+
+
+@triton.jit
+def _masked(m, gx, gy, mask, SCALAR: tl.constexpr):
+    """A summed ``_decayed_raw``: the head's decay ratio applied (``SCALAR``), 0 outside ``mask``."""
+    if SCALAR:
+        out = m * tl.exp(tl.where(mask, gx[:, None] - gy[None, :], float("-inf")))
+    else:
+        out = tl.where(mask, m, 0.0)
+    return out
+
+
+@triton.jit
+def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr):
+    """(g, G) of a head-wide decay, [C] (zeros for a decay per key channel: each key block has its own)."""
+    if SCALAR:
+        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
+    else:
+        g = tl.zeros([C], dtype=tl.float32)
+    return g, tl.cumsum(g, 0)
+
+
+@triton.jit
+def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
+    """dg_s = Σ_{τ < s ≤ t} Z[t, τ] (``SHIFTED``: τ < s < t), the per-step log-decays' gradient of a
+    decayed [C, C] matrix (Z: its gradient times it) summed over exactly its terms, with no product:
+    L[t, j] = Σ_{τ ≤ j} Z[t, τ] (a scan along τ), h_j = Σ_{t > j} L[t, j] (t > j + 1), dg_s = h_{s-1}."""
+    r, c = rc[:, None], rc[None, :]
+    L = tl.cumsum(Z, 1)
+    if SHIFTED:
+        h = tl.sum(tl.where(r > c + 1, L, 0.0), 0)
+    else:
+        h = tl.sum(tl.where(r > c, L, 0.0), 0)
+    return tl.sum(tl.where(c == r - 1, h[None, :], 0.0), 1)
+
+
 #: launch settings: the largest block of value columns per program; the largest block of the key axis
 #: of the backward's per-token kernels (None: 32 for a delta rule, whose key-block program holds four
 #: [C, K] and four [C, C] accumulators, else 64; the walks over the chunks hold the key axis whole);
@@ -127,9 +171,28 @@ def _decay_state(S, GC, SCALAR: tl.constexpr):
 #: products (fp32 layers, delta rules; a 16-bit layer without a correction keeps states from 16-bit
 #: products, the rerun's are TF32), for 288 MiB more held per GDN_100m layer at B 32, T 512, C 64
 #: (112 MiB Mamba2_100m; docs/compiler.md, the chunked strategy's backward).
+#: ``dqk_split``: the delta rule's dq/dk in chunked_dqk.py's two kernels (1) or in one kernel (0:
+#: ``chunk_dqk_kernel``, key block 32; the forms without a correction always use it); ``split_bk`` and
+#: ``split_warps``: the two kernels' key block and warps. Compiled for sm_90 with Triton 3.6 at
+#: GDN_100m head shapes (one stage, 255 registers each), spill stores a thread: the split dq/dk kernel
+#: 740 B at a key block of 64 and 8 warps (135 KB shared), 100 B at 32 and 8 warps, 3,460 B at 64 and
+#: 4 warps; the matrices' kernel none at 8 warps (1,788 B at 4); the one-kernel form 2,880 B at 32 and
+#: 4 warps, 784 B at 32 and 8 warps. ``dg_scan``: in the one-kernel form, a head's decay gradient of
+#: each decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product with a 0/1 matrix
+#: (0); the split form always scans.
 LAUNCH = {
-    "bv": 64, "bk": None, "warps": 4, "stages": 1, "token_stages": 1, "token_warps": None, "keep": True,
-}  # fmt: skip
+    "bv": 64,
+    "bk": None,
+    "warps": 4,
+    "stages": 1,
+    "token_stages": 1,
+    "token_warps": None,
+    "keep": True,
+    "dqk_split": 1,
+    "split_bk": 64,
+    "split_warps": 8,
+    "dg_scan": 0,
+}
 
 
 def token_launch() -> dict:
@@ -138,9 +201,11 @@ def token_launch() -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def key_block(K: int, lowrank: bool) -> int:
-    """The key axis' block in the backward's per-token kernels (at least 16: ``tl.dot``'s minimum)."""
-    return min(LAUNCH["bk"] or (32 if lowrank else 64), max(16, triton.next_power_of_2(K)))
+def key_block(K: int, lowrank: bool, split: bool = False) -> int:
+    """The key axis' block in the backward's per-token kernels (at least 16: ``tl.dot``'s minimum);
+    ``split``: chunked_dqk.py's kernels, which hold no [C, C] accumulator (``LAUNCH["split_bk"]``)."""
+    bk = LAUNCH["split_bk"] if split else 32 if lowrank else 64
+    return min(LAUNCH["bk"] or bk, max(16, triton.next_power_of_2(K)))
 
 
 def blocks(K: int, V: int) -> tuple[int, int]:

@@ -1,0 +1,285 @@
+"""The delta rule's dq, dk, da, db in two kernels (``LAUNCH["dqk_split"]``): the gradients of the
+chunk's four decayed [C, C] matrices once per chunk, then the per-token gradients by blocks of the key
+axis. The algebra: ``codegen/run/chunked_backward.py``.
+
+With a rank-one correction the per-token gradients need four [C, C] products over the value axis,
+
+    dQ_k = dO Vᵀ, dQ_a = dO Uᵀ (causal), dM_ak = dR Vᵀ, dM_ab = dR Uᵀ (strictly causal),
+
+which do not depend on the key axis. ``chunk_dmat_kernel`` (one program per chunk) sums them over the
+value axis in blocks, applies the masks and, with one decay per head, the decay ratios
+exp(G_t - G_τ), and stores them (fp32, 4·C·C a chunk). With one decay per head it also sums the four
+matrices' share of the log-decays' gradient,
+
+    dg_s = Σ_{τ < s ≤ t} Z_n[t, τ] + Σ_{τ < s < t} Z_s[t, τ],   Z = dP ⊙ (x yᵀ)
+
+(Z_n of the two causal matrices, Z_s of the two strict ones, x yᵀ = q kᵀ, q aᵀ, b kᵀ, b aᵀ summed over
+the key axis): a cumulative sum along τ, a masked column sum and a shift by one step, every sum over
+exactly its terms (no total minus a partial sum, no product with a 0/1 matrix). It is stored as one
+more partial sum of the decay gradient beside the key blocks'.
+
+``chunk_dqkab_kernel`` (one program per chunk and block of the key axis; the key blocks fastest in
+its grid, so that a chunk's programs run together and share its tiles in L2) sums the four [C, K]
+products over the value axis (dO Sᵀ, V dSᵀ, dR Sᵀ, U dSᵀ) and adds the matrices' products with the
+chunk's tiles (dP y, dPᵀ x), each matrix read once. Holding no [C, C] accumulator, it takes key
+blocks of 64 (``LAUNCH["split_bk"]``; the one-kernel form ``chunk_dqk_kernel`` spills at 64 and
+takes 32): half the programs. Both kernels run at ``LAUNCH["split_warps"]`` (8: compiled for sm_90,
+the fewest spills; ``LAUNCH`` in ``chunked_common.py`` has the numbers).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from archdsl.codegen.run.chunked_common import (
+    LAUNCH,
+    _chunk_decays,
+    _decay_grad_scan,
+    _dot,
+    _head_decays,
+    _masked,
+    _rowsum,
+    _tile,
+    _wide_dot,
+    key_block,
+    strides,
+)
+
+
+@triton.jit
+def _value_products(x, xrow, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V,
+                    C: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """(X Vᵀ, X Uᵀ) [C, C], summed over the value axis in blocks; X: the rows ``xrow`` of ``x`` [·, V]."""
+    xv = tl.zeros([C, C], dtype=tl.float32)
+    xu = tl.zeros([C, C], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        rv = i_v * BV + tl.arange(0, BV)
+        mv = rv < V
+        m = mt[:, None] & mv[None, :]
+        xx = tl.load(x + xrow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
+        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+        uu = tl.load(u_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0)
+        xv += _dot(xx, tl.trans(vv), DOT)
+        xu += _dot(xx, tl.trans(uu), DOT)
+    return xv, xu
+
+
+@triton.jit
+def _key_products(x, sx0, sx1, sx2, sx3, y, sy0, sy1, sy2, sy3, z, sz0, sz1, sz2, sz3,
+                  i_b, i_h, t, mt, K, C: tl.constexpr, BK: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """(x yᵀ, x zᵀ) [C, C] of the chunk's tiles, summed over the key axis in blocks."""
+    xy = tl.zeros([C, C], dtype=tl.float32)
+    xz = tl.zeros([C, C], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        rk = i_k * BK + tl.arange(0, BK)
+        mk = rk < K
+        xx = _tile(x, sx0, sx1, sx2, sx3, i_b, i_h, t, rk, mt, mk)
+        xy += _dot(xx, tl.trans(_tile(y, sy0, sy1, sy2, sy3, i_b, i_h, t, rk, mt, mk)), DOT)
+        xz += _dot(xx, tl.trans(_tile(z, sz0, sz1, sz2, sz3, i_b, i_h, t, rk, mt, mk)), DOT)
+    return xy, xz
+
+
+@triton.jit
+def chunk_dmat_kernel(
+    lw, q, k, v, a, b,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
+    sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
+    u_in, dr_in, do, dmat, dlw_part, T, H, K, V,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+):  # fmt: skip
+    """Every chunk at once: the gradients of its four decayed matrices (Q_k, Q_a, M_ak, M_ab), masked
+    and (one decay per head) times their decay ratios, stored [4, C, C]; with one decay per head their
+    share of the log-decays' gradient, stored in ``dlw_part`` [B, T, H]."""
+    if SHARED:
+        sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
+        sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
+    i_bh, n = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, C)
+    rc = tl.arange(0, C)
+    t = n * C + rc
+    mt = t < T
+    row = (i_b * T + t) * H + i_h
+    urow = (i_bh * N + n) * C + rc
+    pm = dmat + (i_bh * N + n) * 4 * C * C + rc[:, None] * C + rc[None, :]
+    g, G = _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C, SCALAR)
+    causal = rc[:, None] >= rc[None, :]
+    strict = rc[:, None] > rc[None, :]
+    # the output's two matrices, then the corrections' (one pair at a time: fewer live accumulators)
+    dQk, dQa = _value_products(do, row, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C, BV, DOT)
+    dPk = _masked(dQk, G, G, causal, SCALAR)
+    dPa = _masked(dQa, G, G, causal, SCALAR)
+    tl.store(pm, dPk)
+    tl.store(pm + C * C, dPa)
+    dMak, dMab = _value_products(
+        dr_in, urow, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C, BV, DOT
+    )
+    dPmak = _masked(dMak, G - g, G, strict, SCALAR)
+    dPmab = _masked(dMab, G - g, G, strict, SCALAR)
+    tl.store(pm + 2 * C * C, dPmak)
+    tl.store(pm + 3 * C * C, dPmab)
+    if SCALAR:
+        qk, qa = _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
+                               i_b, i_h, t, mt, K, C, BK, DOT)  # fmt: skip
+        bk, ba = _key_products(b, sb0, sb1, sb2, sb3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
+                               i_b, i_h, t, mt, K, C, BK, DOT)  # fmt: skip
+        dg = _decay_grad_scan(dPk * qk + dPa * qa, rc, False) + _decay_grad_scan(
+            dPmak * bk + dPmab * ba, rc, True
+        )
+        tl.store(dlw_part + row, dg, mask=mt)
+
+
+@triton.jit
+def _matrix_grads(dP, x, y, gx, gy, dg, SHIFTED: tl.constexpr, SCALAR: tl.constexpr, DOT: tl.constexpr):
+    """(dx, dy, dg + its share of dg) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) from
+    ``chunk_dmat_kernel``'s dP (masked; with one decay per head the decay ratio applied, and dg as it
+    came: that kernel sums the share)."""
+    if SCALAR:
+        dx = _dot(dP, y, DOT)
+        dy = _dot(tl.trans(dP), x, DOT)
+    else:
+        xh, yh = x * tl.exp(gx), y * tl.exp(-gy)
+        dxh = _wide_dot(dP, yh, DOT)
+        dyh = _wide_dot(tl.trans(dP), xh, DOT)
+        dx, dy, dgx = dxh * tl.exp(gx), dyh * tl.exp(-gy), dxh * xh
+        dg += tl.cumsum(dgx, 0, reverse=True) - tl.cumsum(dyh * yh, 0, reverse=True)
+        if SHIFTED:
+            dg -= dgx
+    return dx, dy, dg
+
+
+@triton.jit
+def _state_products(states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chunk, row, i_b, i_h,
+                    t, mt, rk, mk, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                    DOT: tl.constexpr):  # fmt: skip
+    """One key block's products with the chunk's start state S and end-state gradient dS, summed over
+    the value axis in blocks: (dO Sᵀ, V dSᵀ, dR Sᵀ, U dSᵀ) [C, BK] and Σ S ⊙ dS [BK]."""
+    dq_s = tl.zeros([C, BK], dtype=tl.float32)
+    dk_end = tl.zeros([C, BK], dtype=tl.float32)
+    db_s = tl.zeros([C, BK], dtype=tl.float32)
+    da_end = tl.zeros([C, BK], dtype=tl.float32)
+    sds = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        rv = i_v * BV + tl.arange(0, BV)
+        mv = rv < V
+        pS, mS = chunk * K * V + rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
+        S = tl.load(states + pS, mask=mS, other=0.0)
+        dS = tl.load(dstates + pS, mask=mS, other=0.0)
+        mtv = mt[:, None] & mv[None, :]
+        dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mtv, other=0.0).to(tl.float32)
+        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+        pu = (chunk * C + tl.arange(0, C))[:, None] * V + rv[None, :]
+        U = tl.load(u_in + pu, mask=mtv, other=0.0)
+        dR = tl.load(dr_in + pu, mask=mtv, other=0.0)
+        dq_s += _dot(dO, tl.trans(S), DOT)
+        dk_end += _dot(vv, tl.trans(dS), DOT)
+        db_s += _dot(dR, tl.trans(S), DOT)
+        da_end += _dot(U, tl.trans(dS), DOT)
+        sds += tl.sum(S * dS, 1)
+    return dq_s, dk_end, db_s, da_end, sds
+
+
+@triton.jit
+def _token_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, sds, C: tl.constexpr, BK: tl.constexpr,
+                  SCALAR: tl.constexpr):  # fmt: skip
+    """(G, G - g, exp(G), exp(Γ_C - G), exp(G - g)) of one key block (the ratios broadcast over it
+    with one decay per head), and the decay gradient's term Γ_C Σ S ⊙ dS."""
+    g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+    Gm = G - g  # the decay before each step
+    if SCALAR:
+        eG, eEnd, eGm = tl.exp(G)[:, None], tl.exp(GC - G)[:, None], tl.exp(Gm)[:, None]
+        dg = tl.sum(sds, 0) * tl.exp(GC) + tl.zeros([C], dtype=tl.float32)
+    else:
+        eG, eEnd, eGm = tl.exp(G), tl.exp(GC[None, :] - G), tl.exp(Gm)
+        dg = (sds * tl.exp(GC))[None, :] + tl.zeros([C, BK], dtype=tl.float32)
+    return G, Gm, eG, eEnd, eGm, dg
+
+
+@triton.jit
+def chunk_dqkab_kernel(
+    lw, q, k, v, a, b,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
+    sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
+    states, dstates, u_in, dr_in, do, dmat, dlw, dq, dk, da, db,
+    T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+):  # fmt: skip
+    """Every chunk at once, one block of the key axis: dq, dk, da, db and the log-decays' gradient
+    from the products over the value axis (dO Sᵀ, V dSᵀ, dR Sᵀ, U dSᵀ, summed block by block) and
+    ``chunk_dmat_kernel``'s four matrices."""
+    if SHARED:
+        sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
+        sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
+    i_k, n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # key blocks fastest: L2
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, C)
+    rc, rk = tl.arange(0, C), i_k * BK + tl.arange(0, BK)
+    mk = rk < K
+    t = n * C + rc
+    mt = t < T
+    row = (i_b * T + t) * H + i_h
+    chunk = i_bh * N + n
+    pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
+    dq_s, dk_end, db_s, da_end, sds = _state_products(
+        states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chunk, row, i_b, i_h, t, mt, rk, mk, K,
+        V, C, BK, BV, DOT,
+    )  # fmt: skip
+    G, Gm, eG, eEnd, eGm, dg = _token_decays(
+        lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, sds, C, BK, SCALAR
+    )
+    pm = dmat + chunk * 4 * C * C + rc[:, None] * C + rc[None, :]
+    qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
+    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+    aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+    # dq = dq_s Γ + dQ_k k + dQ_a a; each accumulator consumed (and its share of dg taken) in turn
+    dqq, dkk, dg = _matrix_grads(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
+    dqa, daa, dg = _matrix_grads(tl.load(pm + C * C), qq, aa, G, G, dg, False, SCALAR, DOT)
+    dqq += dq_s * eG + dqa
+    dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
+    tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
+    bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
+    dbb, dkb, dg = _matrix_grads(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
+    dkk += dk_end * eEnd + dkb
+    te = _rowsum(dk_end * kk * eEnd, SCALAR)
+    tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
+    dba, dab, dg = _matrix_grads(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, True, SCALAR, DOT)
+    daa += da_end * eEnd + dab
+    te += _rowsum(da_end * aa * eEnd, SCALAR)
+    tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)
+    dbb += db_s * eGm + dba
+    dGm = _rowsum(db_s * bb * eGm, SCALAR)
+    tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
+    # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Σ_{t > s} dGm_t + Γ_C Σ S ⊙ dS + the matrices' share
+    dg += (tl.cumsum(dGm, 0, reverse=True) - dGm) + (tl.cumsum(te, 0) - te)
+    if SCALAR:
+        tl.store(dlw + i_k * tl.num_programs(2) * T + row, dg, mask=mt)  # a partial sum per key block
+    else:
+        tl.store(dlw + pk, dg.to(dlw.dtype.element_ty), mask=mtk)
+
+
+def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK: int, per_token: dict):
+    """Launches the two kernels into dq, dk, da, db and ``dlw`` (one decay per head: NK + 1 partial
+    sums, the key blocks' and the matrices'); ``per_token``: the backward's per-token launch options."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    C = per_token["C"]
+    N = states.shape[1]
+    sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
+    launch = dict(
+        per_token, BK=key_block(K, True, True), num_warps=LAUNCH["split_warps"] or per_token["num_warps"]
+    )
+    # the matrices' kernel walks the key axis in blocks of at most 32 (spills none at 8 warps)
+    mat = dict(launch, BK=min(32, launch["BK"]))
+    dmat = torch.empty(B * H * N, 4, C, C, device=q.device)
+    part = dlw[NK] if dlw.dim() > lw.dim() else dlw  # the matrices' partial sum of a head's decay gradient
+    chunk_dmat_kernel[(B * H, N)](
+        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, U, dR, do, dmat, part, T, H, K, V, **mat,
+    )  # fmt: skip
+    chunk_dqkab_kernel[(NK, N, B * H)](
+        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U, dR, do, dmat, dlw,
+        dq, dk, da, db, T, H, K, V, **launch,
+    )  # fmt: skip
