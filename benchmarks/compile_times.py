@@ -10,9 +10,10 @@ printed by the child, so a spec that runs past ``--timeout`` is reported with th
         [--lanes 4] [--timeout 240] [--profile]
 
 ``--lanes N`` runs N specs at once, lane i on GPU ``i % torch.cuda.device_count()``; every lane has
-its own Triton and archdsl caches, so no lane reuses another's compilation. ``--set SPEC:K=V`` sets a
-hyper of one spec before the width is solved (``deltanet:heads=9``: the row is named ``deltanet
-heads=9``; a spec may be listed twice, once with and once without).
+its own Triton and archdsl caches, so no lane reuses another's compilation. A spec in ``--specs`` may
+carry settings, ``deltanet:heads=9``: hypers set before the width is solved (the row is named
+``deltanet heads=9``), ``dim=D`` a width taken as it is instead of solved for ``--params``; a spec
+may be listed more than once with different settings.
 
 Before the first child, the installed archdsl's bytecode is written (``compileall``), as a plain
 ``pip install`` does: an install made with ``--no-compile`` would otherwise make every process compile
@@ -35,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, sys, time
+import dataclasses, json, sys, time
 t_start = time.perf_counter()
 def phase(name):
     print(f"phase {name} {time.perf_counter() - t_start:.1f}", file=sys.stderr, flush=True)
@@ -47,8 +48,10 @@ from archdsl.layer import RecurrentLayer
 spec, params, strategy, dev = sys.argv[1], sys.argv[2], sys.argv[5], sys.argv[6]
 B, T = int(sys.argv[3]), int(sys.argv[4])
 phase("solve")
-cfg0 = ModelConfig(model=spec, backend="triton", sets=json.loads(sys.argv[7]))
-cfg = solve(cfg0, params, cfg0.tolerance)
+sets = json.loads(sys.argv[7])
+dim = sets.pop("dim", None)
+cfg0 = ModelConfig(model=spec, backend="triton", sets=sets)
+cfg = solve(cfg0, params, cfg0.tolerance) if dim is None else dataclasses.replace(cfg0, dim=int(dim))
 ir = spec_layer(cfg)
 phase("build")
 layer = RecurrentLayer(ir, backend="triton", **({"strategy": strategy} if strategy != "auto" else {}))
@@ -155,21 +158,18 @@ def parse_row(spec: str) -> tuple[str, dict]:
     return name, dict(kv.split("=", 1) for kv in sets)
 
 
-def rows_of(specs: list[str], sets: list[str]) -> list[str]:
-    """The rows to measure: each spec, named with its ``--set`` settings; a spec given settings and
-    listed twice gets one row with them and one without."""
-    given: dict[str, list[str]] = {}
-    for item in sets:
-        spec, sep, kv = item.partition(":")
-        if not sep or "=" not in kv:
-            print(f"error: --set {item}: expected SPEC:K=V (e.g. deltanet:heads=9)", file=sys.stderr)
+def rows_of(specs: list[str]) -> list[str]:
+    """``--specs`` items (``deltanet:heads=9:dim=1152``) -> row names (``deltanet heads=9 dim=1152``)."""
+    out = []
+    for item in specs:
+        name, *sets = item.split(":")
+        if any("=" not in kv for kv in sets):
+            print(
+                f"error: --specs {item}: expected SPEC or SPEC:K=V[:K=V] (e.g. deltanet:heads=9)",
+                file=sys.stderr,
+            )
             sys.exit(2)
-        given.setdefault(spec, []).append(kv)
-    out, seen = [], set()
-    for spec in specs:
-        row = " ".join([spec, *given.get(spec, [])]) if spec not in seen else spec
-        seen.add(spec)
-        out.append(row)
+        out.append(" ".join([name, *sets]))
     return out
 
 
@@ -220,7 +220,9 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--specs", default="", help="comma-separated; default every specs/*.rnn")
+    p.add_argument(
+        "--specs", default="", help="comma-separated, each SPEC or SPEC:K=V[:K=V]; default every specs/*.rnn"
+    )
     p.add_argument("--params", default="100M")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=512)
@@ -232,12 +234,9 @@ def main() -> None:
         "--profile", action="store_true", help="profile each cached first call: OUT/profile-<spec>.txt"
     )
     p.add_argument("--commit", default="", help="the archdsl commit measured, for the header")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="SPEC:K=V", help="a hyper of one spec (repeatable)"
-    )
     args = p.parse_args()
     specs = args.specs.split(",") if args.specs else sorted(p.stem for p in (ROOT / "specs").glob("*.rnn"))
-    specs = rows_of(specs, args.set)
+    specs = rows_of(specs)
     args.out.mkdir(parents=True, exist_ok=True)
     write_bytecode()
     with ThreadPoolExecutor(args.lanes) as pool:
