@@ -15,9 +15,11 @@ carry settings, ``deltanet:heads=9``: hypers set before the width is solved (the
 ``deltanet heads=9``), ``dim=D`` a width taken as it is instead of solved for ``--params``; a spec
 may be listed more than once with different settings.
 
-Before the first child, the installed archdsl's bytecode is written (``compileall``), as a plain
-``pip install`` does: an install made with ``--no-compile`` would otherwise make every process compile
-archdsl's sources (0.26–0.35 s of a cached first call on an H100 machine).
+Before the first child, the bytecode of the installed archdsl and Triton is written (``compileall``),
+as a plain ``pip install`` does. After an install with ``--no-compile`` the cached first calls of
+``results/compile-times/cached-profile-2026-11-27`` still compiled archdsl's sources (0.26–0.35 s):
+the cold process before them had written no bytecode either (Python writes none under
+``PYTHONDONTWRITEBYTECODE`` or into a folder it cannot write).
 """
 
 from __future__ import annotations
@@ -174,11 +176,11 @@ def rows_of(specs: list[str]) -> list[str]:
 
 
 def write_bytecode() -> None:
-    """The installed archdsl's bytecode, as a plain ``pip install`` writes it (no-op where it exists)."""
+    """archdsl's and Triton's bytecode, as a plain ``pip install`` writes it (no-op where it exists)."""
     import compileall
 
     # codegen/ and search/ are archdsl's subpackages, in their own folders in a source checkout
-    folders = {p for m in ("archdsl", "archdsl.codegen", "archdsl.search") for p in find(m)}
+    folders = {p for m in ("archdsl", "archdsl.codegen", "archdsl.search", "triton") for p in find(m)}
     for folder in sorted(folders):
         compileall.compile_dir(folder, quiet=1, workers=0)
 
