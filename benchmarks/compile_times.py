@@ -10,7 +10,16 @@ printed by the child, so a spec that runs past ``--timeout`` is reported with th
         [--lanes 4] [--timeout 240] [--profile]
 
 ``--lanes N`` runs N specs at once, lane i on GPU ``i % torch.cuda.device_count()``; every lane has
-its own Triton and archdsl caches, so no lane reuses another's compilation.
+its own Triton and archdsl caches, so no lane reuses another's compilation. A spec in ``--specs`` may
+carry settings, ``deltanet:heads=9``: hypers set before the width is solved (the row is named
+``deltanet heads=9``), ``dim=D`` a width taken as it is instead of solved for ``--params``; a spec
+may be listed more than once with different settings.
+
+Before the first child, the bytecode of the installed archdsl and Triton is written (``compileall``),
+as a plain ``pip install`` does. After an install with ``--no-compile`` the cached first calls of
+``results/compile-times/cached-profile-2026-11-27`` still compiled archdsl's sources (0.26–0.35 s):
+the cold process before them had written no bytecode either (Python writes none under
+``PYTHONDONTWRITEBYTECODE`` or into a folder it cannot write).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, sys, time
+import dataclasses, json, sys, time
 t_start = time.perf_counter()
 def phase(name):
     print(f"phase {name} {time.perf_counter() - t_start:.1f}", file=sys.stderr, flush=True)
@@ -41,8 +50,10 @@ from archdsl.layer import RecurrentLayer
 spec, params, strategy, dev = sys.argv[1], sys.argv[2], sys.argv[5], sys.argv[6]
 B, T = int(sys.argv[3]), int(sys.argv[4])
 phase("solve")
-cfg0 = ModelConfig(model=spec, backend="triton")
-cfg = solve(cfg0, params, cfg0.tolerance)
+sets = json.loads(sys.argv[7])
+dim = sets.pop("dim", None)
+cfg0 = ModelConfig(model=spec, backend="triton", sets=sets)
+cfg = solve(cfg0, params, cfg0.tolerance) if dim is None else dataclasses.replace(cfg0, dim=int(dim))
 ir = spec_layer(cfg)
 phase("build")
 layer = RecurrentLayer(ir, backend="triton", **({"strategy": strategy} if strategy != "auto" else {}))
@@ -60,7 +71,7 @@ with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
     warm(x).float().sum().backward()
 x.grad = None
 phase("first call")
-profile = sys.argv[7] if len(sys.argv) > 7 else ""
+profile = sys.argv[8] if len(sys.argv) > 8 else ""
 if profile:  # where the cached first call's time goes: the 40 costliest functions, cumulative
     import cProfile, io, pstats
     prof = cProfile.Profile()
@@ -87,7 +98,19 @@ print(json.dumps({"dim": ir.dim, "first_s": first, "second_s": second,
 
 def run_child(spec: str, args, env: dict, profile: str = "") -> dict:
     sizes = [str(args.batch), str(args.seq)]
-    cmd = [sys.executable, "-c", CHILD, spec, args.params, *sizes, args.strategy, args.device, profile]
+    name, sets = parse_row(spec)
+    cmd = [
+        sys.executable,
+        "-c",
+        CHILD,
+        name,
+        args.params,
+        *sizes,
+        args.strategy,
+        args.device,
+        json.dumps(sets),
+    ]
+    cmd.append(profile)
     start = time.perf_counter()
     try:
         p = subprocess.run(
@@ -110,7 +133,7 @@ def run_child(spec: str, args, env: dict, profile: str = "") -> dict:
 def one_spec(spec: str, lane: int, args) -> dict:
     import torch
 
-    root = Path(tempfile.mkdtemp(prefix=f"ct-{spec}-"))
+    root = Path(tempfile.mkdtemp(prefix=f"ct-{spec.replace(' ', '-').replace('=', '')}-"))
     env = dict(os.environ)
     env.update(
         TRITON_CACHE_DIR=str(root / "triton"),
@@ -122,7 +145,7 @@ def one_spec(spec: str, lane: int, args) -> dict:
     # the child runs outside the checkout, so that an installed archdsl is not shadowed by its sources
     Path(env["ARCHDSL_CACHE"]).mkdir(parents=True)
     cold = run_child(spec, args, env)
-    profile = str((args.out / f"profile-{spec}.txt").resolve()) if args.profile else ""
+    profile = str((args.out / f"profile-{spec.replace(' ', '-')}.txt").resolve()) if args.profile else ""
     cached = run_child(spec, args, env, profile) if "error" not in cold else {"error": "skipped"}
     row = {"spec": spec, "cold": cold, "cached": cached}
     print(json.dumps(row), flush=True)
@@ -131,21 +154,67 @@ def one_spec(spec: str, lane: int, args) -> dict:
     return row
 
 
+def parse_row(spec: str) -> tuple[str, dict]:
+    """A row's name (``deltanet heads=9``) -> (the spec, its settings)."""
+    name, *sets = spec.split(" ")
+    return name, dict(kv.split("=", 1) for kv in sets)
+
+
+def rows_of(specs: list[str]) -> list[str]:
+    """``--specs`` items (``deltanet:heads=9:dim=1152``) -> row names (``deltanet heads=9 dim=1152``)."""
+    out = []
+    for item in specs:
+        name, *sets = item.split(":")
+        if any("=" not in kv for kv in sets):
+            print(
+                f"error: --specs {item}: expected SPEC or SPEC:K=V[:K=V] (e.g. deltanet:heads=9)",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        out.append(" ".join([name, *sets]))
+    return out
+
+
+def write_bytecode() -> None:
+    """archdsl's and Triton's bytecode, as a plain ``pip install`` writes it (no-op where it exists)."""
+    import compileall
+
+    # codegen/ and search/ are archdsl's subpackages, in their own folders in a source checkout
+    folders = {p for m in ("archdsl", "archdsl.codegen", "archdsl.search", "triton") for p in find(m)}
+    for folder in sorted(folders):
+        compileall.compile_dir(folder, quiet=1, workers=0)
+
+
+def find(module: str) -> list[str]:
+    """The folders a package is imported from (none where it is missing), without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except ImportError:
+        return []
+    return list(spec.submodule_search_locations or []) if spec else []
+
+
 def table(rows: list[dict]) -> str:
     out = [
         "| spec | dim | strategy | cold first call (s) | cold process (s) | cached first call (s) | "
-        "steady call (ms) |",
-        "|---|---|---|---|---|---|---|",
+        "cached first less its steady call (s) | steady call (ms) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, w = r["cold"], r["cached"]
         if "error" in c:
-            out.append(f"| {r['spec']} | | | {c['error']} | | | |")
+            out.append(f"| {r['spec']} | | | {c['error']} | | | | |")
             continue
-        cached = f"{w['first_s']:.2f}" if "error" not in w else w["error"]
+        cached, over = (
+            (w["error"], "")
+            if "error" in w
+            else (f"{w['first_s']:.2f}", f"{w['first_s'] - w['second_s']:.2f}")
+        )
         out.append(
             f"| {r['spec']} | {c['dim']} | {c['strategy']} | {c['first_s']:.1f} | {c['wall_s']:.1f} | "
-            f"{cached} | {c['second_s'] * 1e3:.1f} |"
+            f"{cached} | {over} | {c['second_s'] * 1e3:.1f} |"
         )
     return "\n".join(out)
 
@@ -153,7 +222,9 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--specs", default="", help="comma-separated; default every specs/*.rnn")
+    p.add_argument(
+        "--specs", default="", help="comma-separated, each SPEC or SPEC:K=V[:K=V]; default every specs/*.rnn"
+    )
     p.add_argument("--params", default="100M")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=512)
@@ -167,7 +238,9 @@ def main() -> None:
     p.add_argument("--commit", default="", help="the archdsl commit measured, for the header")
     args = p.parse_args()
     specs = args.specs.split(",") if args.specs else sorted(p.stem for p in (ROOT / "specs").glob("*.rnn"))
+    specs = rows_of(specs)
     args.out.mkdir(parents=True, exist_ok=True)
+    write_bytecode()
     with ThreadPoolExecutor(args.lanes) as pool:
         rows = list(pool.map(lambda ij: one_spec(ij[1], ij[0] % args.lanes, args), enumerate(specs)))
     import torch

@@ -15,7 +15,9 @@ same thing and share it.
 
 An eager call (plain tensors, nothing tracing) runs the same functions through a plain
 ``torch.autograd.Function`` instead (``Op``): a custom op's first call imports TorchDynamo, seconds
-of a process's first forward that only ``torch.compile`` needs.
+of a process's first forward that only ``torch.compile`` needs. The chunked strategy's kernel modules
+(about 80 ``@triton.jit`` functions) are imported by ``chunked_op`` when a chunked cell first runs,
+not with this module: a spec on another strategy never loads them.
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from archdsl.codegen.run.chunked_backward import chunked_backward
-from archdsl.codegen.run.chunked_common import LAUNCH, backward_products, interpreted
-from archdsl.codegen.run.chunked_kernels import chunked_forward_kept
-from archdsl.codegen.run.chunked_torch import chunked_torch
 from archdsl.codegen.run.tritonkey import install
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
@@ -276,14 +274,20 @@ def chunked_op(chunk: int, dot: str):
     (a stride may be 0) and are saved as they come. With ``LAUNCH["keep"]`` (read here, per call)
     the Triton forward also returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward
     would otherwise recompute: outputs without a gradient."""
+    from archdsl.codegen.run.chunked_common import LAUNCH
+
     keep = bool(LAUNCH["keep"])
     name = f"archdsl::chunked_c{chunk}_{dot}" + ("_keep" if keep else "")
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
         if q.is_cuda or interpreted():
+            from archdsl.codegen.run.chunked_kernels import chunked_forward_kept
+
             o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot)
             return [o, ht, *(kept if keep else [])]
+        from archdsl.codegen.run.chunked_torch import chunked_torch
+
         with torch.no_grad():
             lw, q, k, v, *ab = _wide(xs)
             return [x.float().contiguous() for x in chunked_torch(lw, q, k, v, ab, h0.to(q.dtype), chunk)]
@@ -307,6 +311,9 @@ def chunked_op(chunk: int, dot: str):
         do: torch.Tensor,
         dht: torch.Tensor,
     ) -> list[torch.Tensor]:
+        from archdsl.codegen.run.chunked_backward import chunked_backward
+        from archdsl.codegen.run.chunked_common import backward_products
+
         lw, q, k, v, *ab = xs
         return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, backward_products(dot), kept)
 
@@ -335,6 +342,13 @@ def chunked_op(chunk: int, dot: str):
     return register(name, forward, fake, backward, backward_fake, save, grads)
 
 
+def interpreted() -> bool:
+    """Does Triton run on the CPU (``chunked_common.interpreted``, looked up at every call)?"""
+    from archdsl.codegen.run.chunked_common import interpreted as on_cpu
+
+    return on_cpu()
+
+
 def _wide(xs: list[torch.Tensor]) -> list[torch.Tensor]:
     """The coefficients in one type for the PyTorch form: fp64 if any is, else fp32."""
     wide = torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
@@ -344,6 +358,8 @@ def _wide(xs: list[torch.Tensor]) -> list[torch.Tensor]:
 def _recompute_grads(xs, h0, do, dht, chunk: int) -> list:
     """The gradients of the chunked recurrence, recomputed through its PyTorch form (plain autograd:
     a custom op's body runs below the autograd dispatch key, so this stays outside one)."""
+    from archdsl.codegen.run.chunked_torch import chunked_torch
+
     with torch.enable_grad():
         leaves = [x.detach().requires_grad_(True) for x in (*xs, h0)]
         lw, q, k, v, *rest = _wide(leaves[:-1])
