@@ -293,16 +293,7 @@ def chunked_op(chunk: int, dot: str):
             return [x.float().contiguous() for x in chunked_torch(lw, q, k, v, ab, h0.to(q.dtype), chunk)]
 
     def fake(xs, h0):
-        B, T, H, K = xs[1].shape
-        V, f32 = xs[3].shape[-1], torch.float32
-        out = [xs[1].new_empty(B, T, H, V, dtype=f32), torch.empty_like(h0)]
-        if keep and (xs[1].is_cuda or interpreted()):  # chunk_states' shapes
-            N = -(-T // chunk)
-            out.append(xs[1].new_empty(B * H, N, K, V, dtype=f32))
-            if len(xs) > 4:
-                out += [xs[1].new_empty(B * H, N * chunk, R, dtype=f32) for R in (V, K)]
-                out.append(xs[1].new_empty(B * H, N, chunk, chunk, dtype=f32))
-        return out
+        return _chunked_fake(xs, h0, chunk, keep)
 
     def backward(
         xs: list[torch.Tensor],
@@ -317,16 +308,6 @@ def chunked_op(chunk: int, dot: str):
         lw, q, k, v, *ab = xs
         return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, backward_products(dot), kept)
 
-    def backward_fake(xs, h0, kept, do, dht):
-        return [*(torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in xs), torch.empty_like(h0)]
-
-    def save(ctx, inputs, output):
-        xs, h0 = inputs
-        ctx.n = len(xs)
-        ctx.mark_non_differentiable(*output[2:])
-        ctx.set_materialize_grads(False)  # no zeros for the kept tensors (grads fills do and dht)
-        ctx.save_for_backward(*xs, h0, *output[2:])
-
     def grads(ctx, out_grads, bwd):
         saved = ctx.saved_tensors
         xs, h0, kept = saved[: ctx.n], saved[ctx.n], list(saved[ctx.n + 1 :])
@@ -339,7 +320,34 @@ def chunked_op(chunk: int, dot: str):
             out = _recompute_grads(list(xs), h0, do, dht, chunk)
         return out[:-1], out[-1]
 
-    return register(name, forward, fake, backward, backward_fake, save, grads)
+    return register(name, forward, fake, backward, _chunked_backward_fake, _chunked_save, grads)
+
+
+def _chunked_fake(xs, h0, chunk: int, keep: bool) -> list[torch.Tensor]:
+    """The chunked op's outputs on shapes only: o, the final state and, with ``keep``, the kept tensors."""
+    B, T, H, K = xs[1].shape
+    V, f32 = xs[3].shape[-1], torch.float32
+    out = [xs[1].new_empty(B, T, H, V, dtype=f32), torch.empty_like(h0)]
+    if keep and (xs[1].is_cuda or interpreted()):  # chunk_states' shapes
+        N = -(-T // chunk)
+        out.append(xs[1].new_empty(B * H, N, K, V, dtype=f32))
+        if len(xs) > 4:
+            out += [xs[1].new_empty(B * H, N * chunk, R, dtype=f32) for R in (V, K)]
+            out.append(xs[1].new_empty(B * H, N, chunk, chunk, dtype=f32))
+    return out
+
+
+def _chunked_backward_fake(xs, h0, kept, do, dht) -> list[torch.Tensor]:
+    return [*(torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in xs), torch.empty_like(h0)]
+
+
+def _chunked_save(ctx, inputs, output) -> None:
+    """Saves the coefficients, h0 and the kept tensors (outputs without a gradient)."""
+    xs, h0 = inputs
+    ctx.n = len(xs)
+    ctx.mark_non_differentiable(*output[2:])
+    ctx.set_materialize_grads(False)  # no zeros for the kept tensors (grads fills do and dht)
+    ctx.save_for_backward(*xs, h0, *output[2:])
 
 
 def interpreted() -> bool:
