@@ -48,7 +48,7 @@ QUICK_SETS = {
     "gdn": {"dim": 256, "heads": 2, "n": 64},
     "mamba2": {"dim": 256},
     "gla": {"dim": 256, "heads": 2},
-    "deltanet": {"dim": 256, "heads": 4},
+    "deltanet": {"dim": 256, "heads": 4, "n": 64},
     "hgrn2": {"dim": 256, "expand": 64},
     "mamba": {"dim": 256},
     "kda": {"dim": 256, "heads": 2, "n": 64},

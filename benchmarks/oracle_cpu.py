@@ -38,7 +38,7 @@ SETS = {
     "gdn": {"dim": 32, "heads": 2, "n": 16},
     "mamba2": {"dim": 32, "headdim": 16, "dstate": 16},
     "gla": {"dim": 64, "heads": 2, "rank": 4},
-    "deltanet": {"dim": 32, "heads": 2},
+    "deltanet": {"dim": 32, "heads": 2, "n": 16},
     "hgrn2": {"dim": 32, "expand": 16},
     "mamba": {"dim": 16, "dstate": 4},
     "kda": {"dim": 32, "heads": 2, "n": 16},

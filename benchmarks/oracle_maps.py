@@ -57,7 +57,11 @@ def gla(ir, mode: str = "chunk"):
 
 
 def deltanet(ir, mode: str = "chunk"):
-    return _fla("DeltaNet")(hidden_size=ir.dim, num_heads=ir.hypers["heads"], mode=mode)
+    # fla's DeltaNet has heads of hidden_size / num_heads: the spec equals it where heads × n = dim
+    heads = ir.hypers["heads"]
+    n = ir.sizes["i"]
+    assert heads * n == ir.dim, f"fla's DeltaNet needs heads x n = dim, found {heads} x {n} and {ir.dim}"
+    return _fla("DeltaNet")(hidden_size=ir.dim, num_heads=heads, mode=mode)
 
 
 def hgrn2(ir, mode: str = "chunk"):
