@@ -54,7 +54,7 @@ def compare(model: str, depth: int, B: int, T: int, rows: int) -> None:
     lm = build_model(ModelConfig(model=name, sets=sets, dim=dim, depth=depth, backend="triton")).cuda()
     idx = torch.randint(0, 256, (B, T), device="cuda")
     layer = lm.mixers[0].layer  # TakeFirst(RecurrentLayer)
-    x = torch.randn(B, T, layer.layer.dim, device="cuda", requires_grad=True)
+    x = torch.randn(B, T, layer.ir.dim, device="cuda", requires_grad=True)
 
     def lm_step():
         with torch.autocast("cuda", torch.bfloat16):

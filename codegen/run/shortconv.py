@@ -23,8 +23,11 @@ BT, BC = 32, 64  # tokens and channels per program
 #: ``_conv_bwd`` (the pre-activation recomputed for each of the K tokens a token feeds); ``bt``: its
 #: tokens per program (channels: ``BC``). Compiled for sm_90a at K 4 with silu, 4 warps (ptxas):
 #: ``_conv_bwd`` at 32 tokens uses 255 registers and spills 100-120 bytes, at 16 none (172-182
-#: registers); ``_conv_bwd_halo`` at 32 spills 16-112 bytes, at 16 none (160-166 registers).
-BACKWARD = {"halo": True, "bt": 16}
+#: registers); ``_conv_bwd_halo`` at 32 spills 16-112 bytes, at 16 none (160-166 registers). Measured
+#: on an H100 all the same (benchmarks/shortconv_bwd.py, benchmarks/results/chunked-6/conv.md), the
+#: three convolutions' backward of GDN_100m / Mamba2_100m: halo at 32 tokens 0.712 / 0.540 ms, at 16
+#: 0.721 / 0.543; recomputing at 32 0.718 / 0.578, at 16 1.074 / 0.839.
+BACKWARD = {"halo": True, "bt": 32}
 
 
 @triton.jit
