@@ -22,11 +22,22 @@ from archdsl.lm.zoo import build_model
 
 
 def parse_model(text: str) -> tuple[str, int | None, dict]:
-    """``NAME[:DIM[:K=V,…]]`` -> (name, dim, hyper settings)."""
+    """``NAME[:DIM[:K=V,…]]`` -> (name, dim, integer hyper settings); argparse's type for --models."""
     name, *rest = text.split(":")
-    dim = int(rest[0]) if rest and rest[0] else None
-    sets = dict(kv.split("=") for kv in rest[1].split(",")) if len(rest) > 1 else {}
-    return name, dim, {k: int(v) for k, v in sets.items()}
+    try:
+        dim = int(rest[0]) if rest and rest[0] else None
+        pairs = [kv.split("=") for kv in rest[1].split(",")] if len(rest) > 1 else []
+        sets = {k: int(v) for k, v in pairs}
+    except ValueError:
+        found = f"found '{text}'"
+        raise argparse.ArgumentTypeError(f"expected NAME[:DIM[:K=V,…]] with integers, {found}") from None
+    return name, dim, sets
+
+
+def model_arg(text: str) -> str:
+    """--models' type: ``text`` once ``parse_model`` reads it (a bad one is argparse's one-line error)."""
+    parse_model(text)
+    return text
 
 
 def ms_per_call(fn, reps: int = 5) -> float:
@@ -75,7 +86,9 @@ def compare(model: str, depth: int, B: int, T: int, rows: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", required=True, help="NAME[:DIM[:K=V,…]] (a spec or a baseline)")
+    ap.add_argument(
+        "--models", nargs="+", required=True, type=model_arg, help="NAME[:DIM[:K=V,…]] (a spec or a baseline)"
+    )
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=512)
