@@ -6,10 +6,15 @@ these: above about 114 KB of shared memory a program has the SM to itself (4 war
     python benchmarks/kernel_resources.py chunk_dqk_kernel --bk 32 --stages 1 3 --warps 4 8
     python benchmarks/kernel_resources.py chunk_dv_kernel --no-lowrank --bk 64
     python benchmarks/kernel_resources.py chunk_dmat_kernel chunk_dqkab_kernel --bk 64 --stages 1
+    python benchmarks/kernel_resources.py _conv_bwd_walk _conv_bwd_halo --bt 16 32 --bc 64 128
 
 GDN_100m / Mamba2_100m head shapes: chunk 64, value block 64, one decay per head, TF32 products, q/k
 (a, b) bf16 in one layout. The local Triton may differ from the GPU machine's: compare settings within
 one run.
+
+The short convolution's kernels (``codegen/run/shortconv.py``) at GDN_100m's q: x a bf16 slice of
+the projection (channel stride 1, token stride a multiple of 16, as the GPU specialises them), dy
+fp32, window 4 (``--window``), silu, ``--bt`` tokens and ``--bc`` channels a program.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import sys
 import tempfile
 
 import triton
-from archdsl.codegen.run import chunked_backward, chunked_dqk, chunked_kernels
+from archdsl.codegen.run import chunked_backward, chunked_dqk, chunked_kernels, shortconv
 from archdsl.codegen.run.chunked_common import interpreted
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -36,6 +41,7 @@ KERNELS = {
     )
     for name in names
 }
+CONV = {name: getattr(shortconv, name) for name in ("_conv_fwd", "_conv_bwd_walk", "_conv_bwd_halo")}
 HALF = {"q", "k", "a", "b", "dq", "dk", "da", "db", "dv"}  # bf16 pointers; the rest fp32
 
 
@@ -50,6 +56,19 @@ def signature(fn, consts: dict) -> tuple[dict, dict]:
         else:
             sig[n] = "*bf16" if n in HALF else "*fp32"
     return sig, cx
+
+
+def conv_signature(fn, consts: dict) -> tuple[dict, dict, dict]:
+    """(signature, constexprs, attributes) of a convolution kernel as the GPU launch specialises it:
+    channel strides 1, pointers, sizes and other strides divisible by 16."""
+    sig, cx, attrs = {}, {}, {}
+    for i, n in enumerate(fn.arg_names):
+        if n in consts or n in ("sxc", "syc"):
+            sig[n], cx[(i,)] = "constexpr", consts.get(n, 1)
+            continue
+        sig[n] = "i32" if n in ("T", "C", "L") or n[:1] == "s" else "*bf16" if n in ("x", "dx") else "*fp32"
+        attrs[(i,)] = [["tt.divisibility", 16]]
+    return sig, cx, attrs
 
 
 def ptxas_report(ptx: str) -> str:
@@ -76,30 +95,50 @@ def ptxas_report(ptx: str) -> str:
 
 
 def report(name: str, consts: dict, warps: int, stages: int) -> str:
-    fn = KERNELS[name]
+    fn = CONV.get(name) or KERNELS[name]
     consts = {k: v for k, v in consts.items() if k in fn.arg_names}
-    sig, cx = signature(fn, consts)
+    sig, cx, attrs = conv_signature(fn, consts) if name in CONV else (*signature(fn, consts), None)
     k = triton.compile(
-        ASTSource(fn, sig, constexprs=cx),
+        ASTSource(fn, sig, constexprs=cx, attrs=attrs),
         target=GPUTarget("cuda", 90, 32),
         options={"num_warps": warps, "num_stages": stages},
     )
     return f"shared memory {k.metadata.shared} B; {ptxas_report(k.asm['ptx'])}"
 
 
+def attempt(name: str, consts: dict, warps: int, stages: int) -> str:
+    try:
+        return report(name, consts, warps, stages)
+    except Exception as e:  # a setting that does not compile: say so and go on
+        return f"failed: {type(e).__name__}: {str(e)[:120]}"
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("kernels", nargs="+", choices=list(KERNELS))
+    ap.add_argument("kernels", nargs="+", choices=[*KERNELS, *CONV])
     ap.add_argument("--bk", type=int, nargs="*", default=[32], help="key block (the walks: the whole K)")
     ap.add_argument("--stages", type=int, nargs="*", default=[3])
     ap.add_argument("--warps", type=int, nargs="*", default=[4])
     ap.add_argument("--no-lowrank", action="store_true", help="no rank-one correction (Mamba2, GLA)")
     ap.add_argument("--scan", action="store_true", help="chunk_dqk_kernel: the decay gradient by a scan")
+    ap.add_argument("--bt", type=int, nargs="*", default=[32], help="convolution: tokens a program")
+    ap.add_argument("--bc", type=int, nargs="*", default=[64], help="convolution: channels a program")
+    ap.add_argument("--window", type=int, default=4, help="convolution: its window K")
     args = ap.parse_args()
     if interpreted():
         print("error: TRITON_INTERPRET is set: expected it unset (the kernels are compiled)", file=sys.stderr)
         sys.exit(2)
+    for name, stages, warps, bt, bc in itertools.product(
+        args.kernels, args.stages, args.warps, args.bt, args.bc
+    ):
+        if name in CONV:
+            K = args.window
+            consts = dict(K=K, KP=triton.next_power_of_2(K), HAS_BIAS=False, SILU=True, BT=bt, BC=bc)
+            line = attempt(name, consts, warps, stages)
+            print(f"{name} BT {bt} BC {bc} stages {stages} warps {warps}: {line}", flush=True)
     for name, bk, stages, warps in itertools.product(args.kernels, args.bk, args.stages, args.warps):
+        if name in CONV:
+            continue
         consts = dict(
             C=64,
             BV=64,
@@ -110,11 +149,10 @@ def main():
             LOWRANK=not args.no_lowrank,
             SCAN=args.scan,
         )
-        try:
-            line = report(name, consts, warps, stages)
-        except Exception as e:  # a setting that does not compile: say so and go on
-            line = f"failed: {type(e).__name__}: {str(e)[:120]}"
-        print(f"{name} BK {bk} stages {stages} warps {warps}: {line}", flush=True)
+        print(
+            f"{name} BK {bk} stages {stages} warps {warps}: {attempt(name, consts, warps, stages)}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

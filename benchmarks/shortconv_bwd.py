@@ -5,10 +5,11 @@ projection output as the layer hands it over:
 
     python benchmarks/shortconv_bwd.py [--out FILE]
 
-Each row: one ``shortconv.BACKWARD`` setting (``halo``: the kernel that reads each shifted tile once,
-else the one that recomputes the pre-activation per tap; ``bt``: tokens per program), the summed
-time (ms, do_bench) of the layer's convolutions' backward, and the largest difference of dx, dw and
-db from the first row's.
+Each row: one ``shortconv.BACKWARD`` setting (``halo``: the kernel before the walk, the first row
+and the baseline; ``walk``: the walking kernel at ``bt`` x ``bc`` blocks, ``warps``, ``seg`` tokens a
+program), the summed time (ms, do_bench) of the layer's convolutions' backward, the bandwidth that
+time gives to the bytes they must move (x and dy read, dx written once: the memory floor), and the
+largest difference of dx, dw and db from the first row's.
 """
 
 from __future__ import annotations
@@ -27,10 +28,21 @@ CASES = {
     "mamba2 Mamba2_100m": [(1792, True), (64, True), (64, True)],
 }
 SETTINGS = [
-    {"halo": False, "bt": 32},
-    {"halo": False, "bt": 16},
-    {"halo": True, "bt": 16},
-    {"halo": True, "bt": 32},
+    {"kernel": "halo", "bt": 32, "bc": 64, "warps": 4, "seg": 32},
+    *(
+        {"kernel": "walk", "bt": bt, "bc": bc, "warps": warps, "seg": seg}
+        for bt, bc, warps, seg in [
+            (16, 64, 4, 128),
+            (16, 64, 4, 64),
+            (16, 64, 4, 512),
+            (16, 64, 8, 128),
+            (32, 64, 4, 128),
+            (32, 64, 8, 128),
+            (32, 64, 8, 512),
+            (16, 128, 8, 128),
+            (16, 32, 4, 128),
+        ]
+    ),
 ]
 
 
@@ -56,9 +68,13 @@ def main():
     if not torch.cuda.is_available():
         print("error: no CUDA device: expected a GPU (the kernels are timed)", file=sys.stderr)
         sys.exit(2)
-    lines = ["| layer | halo | tokens a program | bwd ms | max diff (dx, dw, db) |", "|---|---|---|---|---|"]
+    head = "| layer | kernel | bt x bc | warps | seg | bwd ms | GB/s | max diff (dx, dw, db) |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     for name, convs in CASES.items():
         probs, first = problems(convs), None
+        floor = sum(
+            xs[0].numel() * 2 * xs[0].element_size() + dy.numel() * dy.element_size() for xs, dy in probs
+        )
         for setting in SETTINGS:
             shortconv.BACKWARD.update(setting)
 
@@ -70,7 +86,10 @@ def main():
                 max((a.float() - e.float()).abs().max().item() for a, e in zip(g, f))
                 for g, f in zip(got, first)
             ]
-            lines.append(f"| {name} | {setting['halo']} | {setting['bt']} | {ms:.3f} | {max(diff):.1e} |")
+            st = setting
+            cells = [name, st["kernel"], f"{st['bt']} x {st['bc']}", st["warps"], st["seg"], f"{ms:.3f}"]
+            cells += [f"{floor / ms / 1e6:.0f}", f"{max(diff):.1e}"]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
             print(lines[-1], flush=True)
     if args.out:
         with open(args.out, "w") as f:

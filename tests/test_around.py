@@ -121,33 +121,59 @@ def test_short_conv_kernel_matches_conv1d(bias, silu, T):
         torch.testing.assert_close(a.float(), e.float(), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("bt", [16, 32])
-@pytest.mark.parametrize("K", [4, 3, 1])
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def _conv_grads(x, w, b, silu, dy, leaves):
+    """The gradients of ``silu(conv(x, w) + b)`` by conv1d in float64 (``dy`` the output's)."""
+    K = w.shape[1]
+    pad = torch.nn.functional.pad(x.double().transpose(1, 2), (K - 1, 0))
+    y = torch.nn.functional.conv1d(
+        pad, w.double()[:, None], None if b is None else b.double(), groups=w.shape[0]
+    )
+    y = y.transpose(1, 2)
+    return torch.autograd.grad(torch.nn.functional.silu(y) if silu else y, leaves, dy.double())
+
+
+#: (tokens, window, channels, bias, silu, tokens a block, channels a block, tokens a program)
+WALKS = [
+    (1, 4, 70, True, True, 16, 64, 128),  # one token: only the halo past the end, all of it past T
+    (3, 4, 5, False, True, 16, 32, 128),  # fewer tokens than the window
+    (37, 4, 70, True, True, 16, 64, 128),  # a partial last block; channels past one block
+    (37, 4, 70, False, False, 16, 32, 32),  # two full segments and a partial one, no silu
+    (37, 3, 33, True, True, 16, 32, 40),  # window 3 (4 shifts padded), tokens a program rounded to 32
+    (70, 2, 70, True, False, 32, 64, 32),  # window 2, a segment a block: the halo computed each time
+    (70, 4, 9, False, True, 32, 32, 64),
+    (5, 1, 6, True, True, 16, 32, 128),  # window 1: nothing carried
+]
+
+
+@pytest.mark.parametrize("T,K,C,bias,silu,bt,bc,seg", WALKS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-def test_short_conv_backward_reads_each_shift_once(bt, K, bias, dtype, monkeypatch):
-    """The backward that reads each shifted tile of x once (``shortconv.BACKWARD["halo"]``) against
-    the one that recomputes the pre-activation per tap, on the same call and tokens per program
-    (silu, 37 steps, 70 channels, windows of 4, 3 (padded to 4 shifts) and 1): dx and db the same to
-    the bit; dw the same products summed by other programs, within 1e-6 of its largest value."""
+def test_short_conv_walk_backward(T, K, C, bias, silu, bt, bc, seg, dtype, monkeypatch):
+    """The walking backward (``shortconv.BACKWARD["kernel"] = "walk"``) against conv1d's gradients in
+    float64 at awkward shapes, x a strided slice of a wider tensor and dy a strided view: dw and db
+    to fp32 rounding, dx to its type's; and against the halo kernel it replaces on the same call."""
     from archdsl.codegen.run import shortconv
 
-    g = torch.Generator().manual_seed(K)
-    N, T, C = 2, 37, 70
-    x = torch.randn(N, T, 2 * C, generator=g).to(dtype)[..., C:].requires_grad_(True)
+    g = torch.Generator().manual_seed(T * 10 + K)
+    wide = torch.randn(2, T, 3 * C, generator=g).to(dtype).requires_grad_(True)
+    x = wide[..., C : 2 * C]
     w = torch.randn(C, K, generator=g, requires_grad=True)
     b = torch.randn(C, generator=g, requires_grad=True) if bias else None
-    leaves = [x, w, *([b] if bias else [])]
-    dy = torch.randn(N, T, C, generator=g)
+    leaves = [wide, w, *([b] if bias else [])]
+    dy = torch.randn(2, C, T, generator=g).transpose(1, 2)  # not contiguous
+    want = _conv_grads(x, w, b, silu, dy, leaves)
     got = {}
-    monkeypatch.setitem(shortconv.BACKWARD, "bt", bt)
-    for halo in (True, False):
-        monkeypatch.setitem(shortconv.BACKWARD, "halo", halo)
-        got[halo] = torch.autograd.grad(shortconv.short_conv(x, w, b, True), leaves, dy)
-    (dx, dw, *db), (dx0, dw0, *db0) = got[True], got[False]
-    assert torch.equal(dx, dx0) and all(torch.equal(a, e) for a, e in zip(db, db0))
-    assert dw.abs().max() > 0
-    torch.testing.assert_close(dw, dw0, rtol=0, atol=1e-6 * dw0.abs().max().item())
+    for kernel in ("walk", "halo"):
+        for key, v in dict(kernel=kernel, bt=bt, bc=bc, seg=seg, warps=4).items():
+            monkeypatch.setitem(shortconv.BACKWARD, key, v)
+        got[kernel] = torch.autograd.grad(shortconv.short_conv(x, w, b, silu), leaves, dy)
+    for grads in got.values():
+        assert grads[0].dtype == dtype and all(a.dtype == torch.float32 for a in grads[1:])
+        for a, e in zip(grads, want):
+            tol = 1e-2 if a.dtype == torch.bfloat16 else 2e-5
+            scale = max(e.abs().max().item(), 1.0)
+            torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * scale)
+    for a, e in zip(got["walk"], got["halo"]):
+        torch.testing.assert_close(a.float(), e.float(), rtol=1e-2, atol=1e-2)
 
 
 def test_short_conv_is_one_graph_under_torch_compile():

@@ -4,10 +4,15 @@
 would cast the projection's bf16 output to fp32, pad it, convolve, add the bias, apply silu and hand a
 transposed result to the next kernel (a copy there), and the backward as many kernels again. Here the
 forward is one kernel that reads ``x`` in its own type and strides (a slice of the projection's
-output) and writes ``y`` [N, T, C] in fp32, contiguous; the backward one kernel that recomputes the
-pre-activation at the K tokens each token feeds from the 2K-1 shifted tiles of ``x`` (each read
-once), writes ``dx`` in ``x``'s type and each program's partial sums of the weight's and the bias's
-gradients, summed after it. The values are the reference's to rounding (fp32 throughout).
+output) and writes ``y`` [N, T, C] in fp32, contiguous (the layer's values are fp32). The backward
+(``_conv_bwd_walk``) is one kernel a (batch row, segment of tokens, block of channels) that walks the
+segment's blocks of tokens from the last: it computes the pre-activation's gradient G once a token,
+carries G at the K-1 tokens after the block (G[t+j] is what dx[t] and dw need) through a few rows of
+scratch memory of its own, writes ``dx`` in ``x``'s type and keeps its sums of the weight's and the
+bias's gradients in registers over the walk, one partial a program, summed after it. ``x`` and
+``dy`` are read once but for K-1 rows around a segment (the K-1 shifted tiles of ``x`` that the
+pre-activation needs are the same rows again, from the cache); ``dy`` in any type and strides. The
+values are the reference's to rounding (fp32 throughout).
 """
 
 from __future__ import annotations
@@ -19,15 +24,15 @@ from archdsl.codegen.run.ops import register
 
 BT, BC = 32, 64  # tokens and channels per program
 
-#: the backward: ``halo`` picks ``_conv_bwd_halo`` (each shifted tile of ``x`` read once) or, False,
-#: ``_conv_bwd`` (the pre-activation recomputed for each of the K tokens a token feeds); ``bt``: its
-#: tokens per program (channels: ``BC``). Compiled for sm_90a at K 4 with silu, 4 warps (ptxas):
-#: ``_conv_bwd`` at 32 tokens uses 255 registers and spills 100-120 bytes, at 16 none (172-182
-#: registers); ``_conv_bwd_halo`` at 32 spills 16-112 bytes, at 16 none (160-166 registers). Measured
-#: on an H100 all the same (benchmarks/shortconv_bwd.py, benchmarks/results/chunked-6/conv.md), the
-#: three convolutions' backward of GDN_100m / Mamba2_100m: halo at 32 tokens 0.712 / 0.540 ms, at 16
-#: 0.721 / 0.543; recomputing at 32 0.718 / 0.578, at 16 1.074 / 0.839.
-BACKWARD = {"halo": True, "bt": 32}
+#: the backward: ``kernel`` ``walk`` (``_conv_bwd_walk``) or ``halo`` (``_conv_bwd_halo``, the kernel
+#: before it, kept to time one against the other); ``bt``, ``bc``: tokens and channels a block,
+#: ``warps`` a program's; ``seg``: the walk's tokens a program (rounded down to a multiple of ``bt``).
+#: Compiled for sm_90a at K 4 with silu (benchmarks/kernel_resources.py): the walk at 16 x 64 and 4
+#: warps uses 80 registers (6 programs an SM), at 32 x 64 145 (4 warps) or 89 (8 warps), no spills;
+#: the halo kernel at 32 x 64 255 registers and spills, at 16 x 64 154-166. On an H100
+#: (benchmarks/results/chunked-6/call1-conv.md) the three convolutions' backward of GDN_100m /
+#: Mamba2_100m took 0.712 / 0.540 ms with the halo kernel at 32 tokens, 0.721 / 0.543 at 16.
+BACKWARD = {"kernel": "walk", "bt": 16, "bc": 64, "warps": 4, "seg": 128}
 
 
 @triton.jit
@@ -63,49 +68,16 @@ def _conv_fwd(
 
 
 @triton.jit
-def _conv_bwd(
-    x, w, bias, dy, dx, dw, db, T, C, sxb, sxt, sxc,
-    K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-):  # fmt: skip
-    """dx at this program's tokens from the pre-activation's gradient at the K tokens each feeds;
-    this program's partial sums of dw [K, C] and db [C] at ``(n, tb)``."""
-    n, tb, cb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-    t = (tb * BT + tl.arange(0, BT)).to(tl.int64)  # T * strides may pass 2**31
-    c = cb * BC + tl.arange(0, BC)
-    cm = c < C
-    acc = tl.zeros((BT, BC), tl.float32)
-    part = (n * tl.num_programs(1) + tb) * K * C
-    for j in tl.static_range(K):  # token t feeds y at t + j through the weight K-1-j
-        s = t + j
-        m = (s < T)[:, None] & cm[None, :]
-        g = tl.load(dy + n * T * C + s[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
-        if SILU:
-            u = _pre(x, w, bias, n * sxb, s, T, c, cm, sxt, sxc, K, HAS_BIAS, BT, BC)
-            sg = tl.sigmoid(u)
-            g = g * sg * (1.0 + u * (1.0 - sg))
-        acc += g * tl.load(w + c * K + (K - 1 - j), mask=cm, other=0.0)[None, :]
-        if j == 0:  # the gradient at this program's own tokens: the weight's and the bias's sums
-            if HAS_BIAS:
-                tl.store(db + part // K + c, tl.sum(g, 0), mask=cm)
-            for k in tl.static_range(K):
-                r = t - (K - 1) + k
-                mr = ((r >= 0) & (r < T))[:, None] & cm[None, :]
-                xv = tl.load(x + n * sxb + r[:, None] * sxt + c[None, :] * sxc, mask=mr, other=0.0)
-                tl.store(dw + part + k * C + c, tl.sum(g * xv.to(tl.float32), 0), mask=cm)
-    tl.store(dx + n * T * C + t[:, None] * C + c[None, :], acc, mask=(t < T)[:, None] & cm[None, :])
-
-
-@triton.jit
 def _conv_bwd_halo(
     x, w, bias, dy, dx, dw, db, T, C, sxb, sxt, sxc,
     K: tl.constexpr, KP: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
-    """``_conv_bwd``'s results, each of the 2K-1 shifted tiles of ``x`` read once: the pre-activations
-    at tokens ``t + j`` (j < K, padded to ``KP``) as one [BT, KP, BC] tile summed from them, then the
-    pre-activation's gradient ``G`` at those tokens, dx = Σ_j G_j w[K-1-j], db from G_0 and dw[k] =
-    Σ_t G_{K-1-k}[t] x[t] (the products of ``_conv_bwd``'s dw[k] = Σ_s G(s) x[s-(K-1)+k], summed over
-    the tokens s - (K-1-k) that this program owns)."""
+    """``_conv_bwd_walk``'s results (the kernel before it, kept to time against it) at a block of
+    ``BT`` tokens a program, each of the 2K-1 shifted tiles of ``x`` read once: the pre-activations at
+    tokens ``t + j`` (j < K, padded to ``KP``) as one [BT, KP, BC] tile summed from them, then the
+    pre-activation's gradient ``G`` at those tokens (K times a token), dx = Σ_j G_j w[K-1-j], db from
+    G_0 and dw[k] = Σ_t G_{K-1-k}[t] x[t]; this program's partial sums of dw and db."""
     n, tb, cb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     t = (tb * BT + tl.arange(0, BT)).to(tl.int64)  # T * strides may pass 2**31
     c = cb * BC + tl.arange(0, BC)
@@ -140,9 +112,85 @@ def _conv_bwd_halo(
     tl.store(dx + n * T * C + t[:, None] * C + c[None, :], acc, mask=(t < T)[:, None] & cm[None, :])
 
 
-def _grid(x: torch.Tensor, bt: int = BT):
+@triton.jit
+def _grad_at(
+    x, w, bias, dy, t0, lim, c, cm, sxt, sxc, syt, syc,
+    K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """(G, x) at tokens ``t0 + [0, BT)`` and channels ``c`` (``x``, ``dy``: this batch row's
+    pointers): the pre-activation's gradient and ``x`` in fp32, zero at tokens ``lim`` and later."""
+    r = tl.arange(0, BT)
+    m = (t0 + r < lim)[:, None] & cm[None, :]
+    xo = r[:, None] * sxt + c[None, :] * sxc  # offsets in the block: int32
+    xt = x + tl.cast(t0, tl.int64) * sxt  # T * strides may pass 2**31 (t0 a tensor: tl.full)
+    g = tl.load(dy + tl.cast(t0, tl.int64) * syt + r[:, None] * syt + c[None, :] * syc, mask=m, other=0.0)
+    g = g.to(tl.float32)
+    xv = tl.load(xt + xo, mask=m, other=0.0).to(tl.float32)
+    if SILU:  # the pre-activation u; without silu G is dy
+        u = xv * tl.load(w + c * K + (K - 1), mask=cm, other=0.0)[None, :]
+        for k in tl.static_range(K - 1):
+            mr = (t0 + r - (K - 1 - k) >= 0)[:, None] & m
+            xk = tl.load(xt - (K - 1 - k) * sxt + xo, mask=mr, other=0.0).to(tl.float32)
+            u += xk * tl.load(w + c * K + k, mask=cm, other=0.0)[None, :]
+        if HAS_BIAS:
+            u += tl.load(bias + c, mask=cm, other=0.0)[None, :]
+        sg = tl.sigmoid(u)
+        g = g * sg * (1.0 + u * (1.0 - sg))
+    return g, xv
+
+
+@triton.jit
+def _conv_bwd_walk(
+    x, w, bias, dy, dx, dw, db, ring, T, C, L, sxb, sxt, sxc, syb, syt, syc,
+    K: tl.constexpr, KP: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """dx at the ``L`` tokens of segment ``sg`` (a multiple of ``BT``) and this program's sums of dw
+    [K, C] and db [C] over them, walking the segment's blocks of ``BT`` tokens from the last: each
+    block's gradient ``G`` computed once and written to this program's rows of ``ring`` after ``G``
+    at the ``K-1`` tokens that follow (the block walked before; first, those past the segment), then
+    read back shifted by j: dx = Σ_j G[t+j] w[K-1-j] and dw[K-1-j] += Σ_t x[t] G[t+j]. Run with one
+    pipeline stage: a load of ``ring`` must not move above the barrier that orders it."""
+    n, sg, cb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    c = cb * BC + tl.arange(0, BC)
+    cm = c < C
+    r = tl.arange(0, BT)
+    x, dy, dx = x + n * sxb, dy + n * syb, dx + n * T * C
+    t1 = sg * L + tl.cdiv(tl.minimum(L, T - sg * L), BT) * BT  # the token after the last block
+    gn, _ = _grad_at(
+        x, w, bias, dy, t1, tl.minimum(T, t1 + K - 1), c, cm, sxt, sxc, syt, syc, K, HAS_BIAS, SILU, BT, BC
+    )  # fmt: skip
+    ring += ((n * tl.num_programs(1) + sg) * tl.num_programs(2) + cb) * (BT + KP) * BC
+    ro = r[:, None] * BC + tl.arange(0, BC)[None, :]
+    tl.store(ring + BT * BC + ro, gn, mask=(r < KP)[:, None])
+    kk = tl.arange(0, KP)
+    dwa = tl.zeros((KP, BC), tl.float32)
+    dba = tl.zeros((BC,), tl.float32)
+    for i in range((t1 - sg * L) // BT):
+        t0 = t1 - (i + 1) * BT
+        g, x0 = _grad_at(x, w, bias, dy, t0, T, c, cm, sxt, sxc, syt, syc, K, HAS_BIAS, SILU, BT, BC)
+        dba += tl.sum(g, 0)
+        acc = g * tl.load(w + c * K + (K - 1), mask=cm, other=0.0)[None, :]
+        dwa += tl.where(kk[:, None] == K - 1, tl.sum(x0 * g, 0)[None, :], 0.0)
+        tl.store(ring + ro, g)
+        tl.debug_barrier()
+        for j in tl.static_range(1, K):  # G at t + j: this block's rows j.., then the carried ones
+            gj = tl.load(ring + j * BC + ro)
+            acc += gj * tl.load(w + c * K + (K - 1 - j), mask=cm, other=0.0)[None, :]
+            dwa += tl.where(kk[:, None] == K - 1 - j, tl.sum(x0 * gj, 0)[None, :], 0.0)
+        mo = (t0 + r < T)[:, None] & cm[None, :]
+        tl.store(dx + tl.cast(t0, tl.int64) * C + r[:, None] * C + c[None, :], acc, mask=mo)
+        tl.debug_barrier()  # every thread of the program has read the carried rows: replace them
+        tl.store(ring + BT * BC + ro, g, mask=(r < KP)[:, None])
+    part = n * tl.num_programs(1) + sg
+    tl.store(dw + part * K * C + kk[:, None] * C + c[None, :], dwa, mask=(kk < K)[:, None] & cm[None, :])
+    if HAS_BIAS:
+        tl.store(db + part * C + c, dba, mask=cm)
+
+
+def _grid(x: torch.Tensor, bt: int = BT, bc: int = BC):
     N, T, C = x.shape
-    return N, triton.cdiv(T, bt), triton.cdiv(C, BC)
+    return N, triton.cdiv(T, bt), triton.cdiv(C, bc)
 
 
 def _forward(x, w, b=None, *, silu: bool):
@@ -158,21 +206,24 @@ def _forward(x, w, b=None, *, silu: bool):
 def _backward(x, w, b=None, *, dy, silu: bool):
     N, T, C = x.shape
     has_bias, b = b is not None, w if b is None else b
-    K = w.shape[1]
-    bt = BACKWARD["bt"]
-    grid = _grid(x, bt)
+    K, KP, bt, bc = w.shape[1], triton.next_power_of_2(w.shape[1]), BACKWARD["bt"], BACKWARD["bc"]
+    walk = BACKWARD["kernel"] == "walk"
+    seg = max(bt, BACKWARD["seg"] // bt * bt) if walk else bt  # tokens a program
+    grid = _grid(x, seg, bc)
     dx = torch.empty(N, T, C, device=x.device, dtype=x.dtype)
     dw = torch.empty(N * grid[1], K, C, device=x.device, dtype=torch.float32)
     db = torch.empty(N * grid[1], C, device=x.device, dtype=torch.float32) if has_bias else dw
-    if BACKWARD["halo"]:
-        _conv_bwd_halo[grid](
-            x, w, b, dy.contiguous(), dx, dw, db, T, C, *x.stride(),
-            K=K, KP=triton.next_power_of_2(K), HAS_BIAS=has_bias, SILU=silu, BT=bt, BC=BC,
+    if walk:
+        ring = torch.empty(grid[0] * grid[1] * grid[2] * (bt + KP) * bc, device=x.device)
+        _conv_bwd_walk[grid](
+            x, w, b, dy, dx, dw, db, ring, T, C, seg, *x.stride(), *dy.stride(),
+            K=K, KP=KP, HAS_BIAS=has_bias, SILU=silu, BT=bt, BC=bc,
+            num_warps=BACKWARD["warps"], num_stages=1,
         )  # fmt: skip
     else:
-        _conv_bwd[grid](
+        _conv_bwd_halo[grid](
             x, w, b, dy.contiguous(), dx, dw, db, T, C, *x.stride(),
-            K=K, HAS_BIAS=has_bias, SILU=silu, BT=bt, BC=BC,
+            K=K, KP=KP, HAS_BIAS=has_bias, SILU=silu, BT=bt, BC=bc, num_warps=BACKWARD["warps"],
         )  # fmt: skip
     return [dx, dw.sum(0).t().contiguous(), *([db.sum(0)] if has_bias else [])]
 
