@@ -8,8 +8,9 @@ output) and writes ``y`` [N, T, C] in fp32, contiguous (the layer's values are f
 (``_conv_bwd_walk``) is one kernel a (batch row, segment of tokens, block of channels) that walks the
 segment's blocks of tokens from the last: it computes the pre-activation's gradient G once a token,
 carries G at the K-1 tokens after the block (G[t+j] is what dx[t] and dw need) through a few rows of
-scratch memory of its own, writes ``dx`` in ``x``'s type and keeps its sums of the weight's and the
-bias's gradients in registers over the walk, one partial a program, summed after it. ``x`` and
+scratch memory of its own, writes ``dx`` in ``x``'s type and keeps the products for the weight's and
+the bias's gradients in registers over the walk (summed over tokens at its end: one partial a
+program, summed after it); the weights are read once a program. ``x`` and
 ``dy`` are read once but for K-1 rows around a segment (the K-1 shifted tiles of ``x`` that the
 pre-activation needs are the same rows again, from the cache); ``dy`` in any type and strides. The
 values are the reference's to rounding (fp32 throughout).
@@ -27,12 +28,13 @@ BT, BC = 32, 64  # tokens and channels per program
 #: the backward: ``kernel`` ``walk`` (``_conv_bwd_walk``) or ``halo`` (``_conv_bwd_halo``, the kernel
 #: before it, kept to time one against the other); ``bt``, ``bc``: tokens and channels a block,
 #: ``warps`` a program's; ``seg``: the walk's tokens a program (rounded down to a multiple of ``bt``).
-#: Compiled for sm_90a at K 4 with silu (benchmarks/kernel_resources.py): the walk at 16 x 64 and 4
-#: warps uses 80 registers (6 programs an SM), at 32 x 64 145 (4 warps) or 89 (8 warps), no spills;
-#: the halo kernel at 32 x 64 255 registers and spills, at 16 x 64 154-166. On an H100
-#: (benchmarks/results/chunked-6/call1-conv.md) the three convolutions' backward of GDN_100m /
-#: Mamba2_100m took 0.712 / 0.540 ms with the halo kernel at 32 tokens, 0.721 / 0.543 at 16.
-BACKWARD = {"kernel": "walk", "bt": 16, "bc": 64, "warps": 4, "seg": 128}
+#: Compiled for sm_90a by Triton 3.6 at K 4 with silu (benchmarks/kernel_resources.py,
+#: benchmarks/results/conv-walk/): the walk at 16 x 64 uses 64 registers with 8 warps (4 programs an
+#: SM), 128 with 4; at 32 x 64 128 and 234; no spills. The halo kernel at 32 x 64 and 4 warps (its
+#: setting until now) 255 registers. On an H100 (benchmarks/results/chunked-6/call1-conv.md) the three
+#: convolutions' backward of GDN_100m / Mamba2_100m took 0.712 / 0.540 ms with the halo kernel at 32
+#: tokens and 4 warps; the walk is not timed yet (benchmarks/shortconv_bwd.py).
+BACKWARD = {"kernel": "walk", "bt": 16, "bc": 64, "warps": 8, "seg": 128}
 
 
 @triton.jit
@@ -114,24 +116,24 @@ def _conv_bwd_halo(
 
 @triton.jit
 def _grad_at(
-    x, w, bias, dy, t0, lim, c, cm, sxt, sxc, syt, syc,
+    x, ws, bias, dy, t0, lim, c, cm, sxt, sxc, syt, syc,
     K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
     """(G, x) at tokens ``t0 + [0, BT)`` and channels ``c`` (``x``, ``dy``: this batch row's
-    pointers): the pre-activation's gradient and ``x`` in fp32, zero at tokens ``lim`` and later."""
+    pointers; ``ws``: the K taps' weights): the pre-activation's gradient and ``x`` in fp32, zero at
+    tokens ``lim`` and later."""
     r = tl.arange(0, BT)
     m = (t0 + r < lim)[:, None] & cm[None, :]
     xo = r[:, None] * sxt + c[None, :] * sxc  # offsets in the block: int32
-    xt = x + tl.cast(t0, tl.int64) * sxt  # T * strides may pass 2**31 (t0 a tensor: tl.full)
+    xt = x + tl.cast(t0, tl.int64) * sxt  # T * strides may pass 2**31
     g = tl.load(dy + tl.cast(t0, tl.int64) * syt + r[:, None] * syt + c[None, :] * syc, mask=m, other=0.0)
     g = g.to(tl.float32)
     xv = tl.load(xt + xo, mask=m, other=0.0).to(tl.float32)
     if SILU:  # the pre-activation u; without silu G is dy
-        u = xv * tl.load(w + c * K + (K - 1), mask=cm, other=0.0)[None, :]
+        u = xv * ws[K - 1][None, :]
         for k in tl.static_range(K - 1):
             mr = (t0 + r - (K - 1 - k) >= 0)[:, None] & m
-            xk = tl.load(xt - (K - 1 - k) * sxt + xo, mask=mr, other=0.0).to(tl.float32)
-            u += xk * tl.load(w + c * K + k, mask=cm, other=0.0)[None, :]
+            u += tl.load(xt - (K - 1 - k) * sxt + xo, mask=mr, other=0.0).to(tl.float32) * ws[k][None, :]
         if HAS_BIAS:
             u += tl.load(bias + c, mask=cm, other=0.0)[None, :]
         sg = tl.sigmoid(u)
@@ -149,43 +151,49 @@ def _conv_bwd_walk(
     [K, C] and db [C] over them, walking the segment's blocks of ``BT`` tokens from the last: each
     block's gradient ``G`` computed once and written to this program's rows of ``ring`` after ``G``
     at the ``K-1`` tokens that follow (the block walked before; first, those past the segment), then
-    read back shifted by j: dx = Σ_j G[t+j] w[K-1-j] and dw[K-1-j] += Σ_t x[t] G[t+j]. Run with one
-    pipeline stage: a load of ``ring`` must not move above the barrier that orders it."""
+    read back shifted by j: dx = Σ_j G[t+j] w[K-1-j] and dw[K-1-j] += Σ_t x[t] G[t+j], the products
+    summed in registers over the walk and over tokens at its end. Run with one pipeline stage: a
+    load of ``ring`` must not move above the barrier that orders it."""
     n, sg, cb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     c = cb * BC + tl.arange(0, BC)
     cm = c < C
     r = tl.arange(0, BT)
     x, dy, dx = x + n * sxb, dy + n * syb, dx + n * T * C
+    ws, dws = (), ()  # a tap's weights [BC], read once; the products for dw [BT, BC] by tap
+    for k in tl.static_range(K):
+        ws = ws + (tl.load(w + c * K + k, mask=cm, other=0.0),)
+        dws = dws + (tl.zeros((BT, BC), tl.float32),)
     t1 = sg * L + tl.cdiv(tl.minimum(L, T - sg * L), BT) * BT  # the token after the last block
     gn, _ = _grad_at(
-        x, w, bias, dy, t1, tl.minimum(T, t1 + K - 1), c, cm, sxt, sxc, syt, syc, K, HAS_BIAS, SILU, BT, BC
+        x, ws, bias, dy, t1, tl.minimum(T, t1 + K - 1), c, cm, sxt, sxc, syt, syc, K, HAS_BIAS, SILU, BT, BC
     )  # fmt: skip
     ring += ((n * tl.num_programs(1) + sg) * tl.num_programs(2) + cb) * (BT + KP) * BC
     ro = r[:, None] * BC + tl.arange(0, BC)[None, :]
     tl.store(ring + BT * BC + ro, gn, mask=(r < KP)[:, None])
-    kk = tl.arange(0, KP)
-    dwa = tl.zeros((KP, BC), tl.float32)
-    dba = tl.zeros((BC,), tl.float32)
+    dbs = tl.zeros((BT, BC), tl.float32)
     for i in range((t1 - sg * L) // BT):
         t0 = t1 - (i + 1) * BT
-        g, x0 = _grad_at(x, w, bias, dy, t0, T, c, cm, sxt, sxc, syt, syc, K, HAS_BIAS, SILU, BT, BC)
-        dba += tl.sum(g, 0)
-        acc = g * tl.load(w + c * K + (K - 1), mask=cm, other=0.0)[None, :]
-        dwa += tl.where(kk[:, None] == K - 1, tl.sum(x0 * g, 0)[None, :], 0.0)
+        g, x0 = _grad_at(x, ws, bias, dy, t0, T, c, cm, sxt, sxc, syt, syc, K, HAS_BIAS, SILU, BT, BC)
         tl.store(ring + ro, g)
         tl.debug_barrier()
-        for j in tl.static_range(1, K):  # G at t + j: this block's rows j.., then the carried ones
-            gj = tl.load(ring + j * BC + ro)
-            acc += gj * tl.load(w + c * K + (K - 1 - j), mask=cm, other=0.0)[None, :]
-            dwa += tl.where(kk[:, None] == K - 1 - j, tl.sum(x0 * gj, 0)[None, :], 0.0)
+        dbs += g
+        acc = g * ws[K - 1][None, :]
+        nxt = ()
+        for j in tl.static_range(K):  # G at t + j: this block's rows j.., then the carried ones
+            gj = g if j == 0 else tl.load(ring + j * BC + ro)
+            if j > 0:
+                acc += gj * ws[K - 1 - j][None, :]
+            nxt = (dws[K - 1 - j] + x0 * gj,) + nxt
+        dws = nxt
         mo = (t0 + r < T)[:, None] & cm[None, :]
         tl.store(dx + tl.cast(t0, tl.int64) * C + r[:, None] * C + c[None, :], acc, mask=mo)
         tl.debug_barrier()  # every thread of the program has read the carried rows: replace them
         tl.store(ring + BT * BC + ro, g, mask=(r < KP)[:, None])
     part = n * tl.num_programs(1) + sg
-    tl.store(dw + part * K * C + kk[:, None] * C + c[None, :], dwa, mask=(kk < K)[:, None] & cm[None, :])
+    for k in tl.static_range(K):
+        tl.store(dw + (part * K + k) * C + c, tl.sum(dws[k], 0), mask=cm)
     if HAS_BIAS:
-        tl.store(db + part * C + c, dba, mask=cm)
+        tl.store(db + part * C + c, tl.sum(dbs, 0), mask=cm)
 
 
 def _grid(x: torch.Tensor, bt: int = BT, bc: int = BC):
