@@ -4,7 +4,8 @@ The algebra is in ``codegen/run/chunked_torch.py``. Per (batch element × head),
 with ``S`` the state at its start, the forward is three launches:
 
 1. ``chunk_prep_kernel`` (delta rules only; every chunk at once): the unit lower-triangular inverse
-   ``T = (I - M_ab)⁻¹`` by forward substitution (row by row, stable where repeated squaring is not),
+   ``T = (I - M_ab)⁻¹`` blocked by 16 (the diagonal blocks by forward substitution, then joined in
+   pairs 16 → 32 → … → C by block forward substitution: stable where repeated squaring is not),
    ``W = T B̃`` and ``U₀ = T M_ak V``, so that the corrections are ``U = W S + U₀``.
 2. ``chunk_states_kernel`` (chunks in order; one program per block of value columns): stores ``S``,
    ``U = W S + U₀``, and passes ``S ← Γ_C S + K_endᵀ V + A_endᵀ U`` in fp32 registers. Three
@@ -43,14 +44,61 @@ def kernel_path() -> str:
 
 
 @triton.jit
-def _unit_lower_inverse(L, rc, C: tl.constexpr):
-    """(I - L)⁻¹ for a strictly lower triangular L, by forward substitution: row t of the inverse is
-    e_t + Σ_{m<t} L[t, m]·(row m), the rows above it already final."""
-    inv = tl.where(rc[:, None] == rc[None, :], 1.0, 0.0)
-    for t in range(1, C):
-        lt = tl.sum(tl.where(rc[:, None] == t, L, 0.0), 0)  # row t of L
-        inv = tl.where(rc[:, None] == t, inv + tl.sum(lt[:, None] * inv, 0)[None, :], inv)
-    return inv
+def _diagonal_inverses(p, C: tl.constexpr):
+    """Writes T_ii = (I - L_ii)⁻¹ over the C/16 diagonal 16×16 blocks of the strictly lower L at ``p``
+    (row stride C), all blocks at once as one [C/16, 16, 16] tile, by forward substitution: row t of
+    T_ii is e_t + Σ_{m<t} L_ii[t, m]·(row m of T_ii), the rows above it final (15 steps; row t of L
+    read from memory, so a step has one reduction, over 16 elements)."""
+    nb = tl.arange(0, C // 16)[:, None, None] * 16  # [C/16, 1, 1]: the blocks' first row and column
+    r, c = tl.arange(0, 16)[None, :, None], tl.arange(0, 16)[None, None, :]
+    inv = tl.where(r == c, 1.0, 0.0) + tl.zeros([C // 16, 16, 16], dtype=tl.float32)
+    for t in tl.static_range(1, 16):  # unrolled: nothing software-pipelined across the barriers
+        lt = tl.load(p + (nb + t) * C + nb + r)  # [C/16, 16, 1]: L_ii[t, m] along m
+        inv = tl.where(r == t, inv + tl.sum(lt * inv, 1)[:, None, :], inv)
+    tl.debug_barrier()  # every row of L read before any is overwritten
+    tl.store(p + (nb + r) * C + nb + c, inv)
+
+
+@triton.jit
+def _merge_pairs(p, s: tl.constexpr, C: tl.constexpr):
+    """Joins the inverted s×s diagonal blocks at ``p`` ([C, C], row stride C) in pairs: the inverse
+    of [[I - L₁₁, 0], [-L₂₁, I - L₂₂]] is [[T₁₁, 0], [T₂₂ L₂₁ T₁₁, T₂₂]], so only the block below
+    the diagonal is written, over L₂₁; two [s, s]·[s, s] products a pair, exact fp32."""
+    r = tl.arange(0, s)
+    for j in tl.static_range(0, C // (2 * s)):  # unrolled: no pipelined load crosses a barrier
+        o = 2 * j * s
+        T11 = tl.load(p + (o + r[:, None]) * C + o + r[None, :])
+        L21 = tl.load(p + (o + s + r[:, None]) * C + o + r[None, :])
+        T22 = tl.load(p + (o + s + r[:, None]) * C + o + s + r[None, :])
+        T21 = tl.dot(T22, tl.dot(L21, T11, input_precision="ieee"), input_precision="ieee")
+        tl.debug_barrier()  # L₂₁ read everywhere before it is overwritten
+        tl.store(p + (o + s + r[:, None]) * C + o + r[None, :], T21)
+    tl.debug_barrier()
+
+
+@triton.jit
+def _unit_lower_inverse(L, p, rc, C: tl.constexpr):
+    """(I - L)⁻¹ for a strictly lower triangular L [C, C], blocked by 16, with ``p`` (the chunk's
+    [C, C] of ``inv_out``) as scratch and result: L is written there, its 16×16 diagonal blocks are
+    inverted by forward substitution (``_diagonal_inverses``), then joined 16 → 32 → … → C
+    (``_merge_pairs``: block forward substitution); T is read back for the products that follow.
+
+    Both steps are forward substitution, the stable form (no powers of L: the earlier repeated
+    squaring lost fp32 on an undamped delta rule). The joins' products are exact fp32 ("ieee"),
+    whatever the layer's ``DOT``: T's entries grow with an undamped delta rule, every correction
+    (W, U₀, hence U and O) is multiplied by T, and TF32's relative rounding of 2⁻¹¹ per operand would
+    come back amplified (emulated in float64 at C 64, unit-norm keys: T's error 1e-4 to 7e-4 with
+    TF32 operands against 1e-7); they are few (at C 64: four [16, 16]·[16, 16] and two
+    [32, 32]·[32, 32], 82 K multiply-adds, a sixth of T·B̃'s)."""
+    tile = p + rc[:, None] * C + rc[None, :]
+    tl.store(tile, L)
+    tl.debug_barrier()
+    _diagonal_inverses(p, C)
+    tl.debug_barrier()
+    for level in tl.static_range(0, 12):  # blocks of s = 16, 32, … joined while 2s ≤ C
+        if (16 << level) < C:
+            _merge_pairs(p, 16 << level, C)
+    return tl.load(tile)
 
 
 @triton.jit
@@ -78,13 +126,17 @@ def chunk_prep_kernel(
     g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     Gm = G - g  # the decay before step t
     strict = rc[:, None] > rc[None, :]
-    inv = _unit_lower_inverse(_decayed(bb, aa, Gm, G, strict, SCALAR, DOT), rc, C)
     chunk = i_bh * N + n
-    tl.store(inv_out + (chunk * C + rc[:, None]) * C + rc[None, :], inv)
+    # M_ak and B̃ before the inverse: the [C, K] tiles of k, a, b are not held across it (at GDN_100m
+    # head shapes they spilled 252 B a thread, compiled for sm_90 with Triton 3.6; now none)
+    L = _decayed(bb, aa, Gm, G, strict, SCALAR, DOT)
+    Mak = _decayed(bb, kk, Gm, G, strict, SCALAR, DOT)
+    Bs = _from_start(bb, Gm, SCALAR)
+    inv = _unit_lower_inverse(L, inv_out + chunk * C * C, rc, C)
     out_row = chunk * C + rc
-    W = _dot(inv, _from_start(bb, Gm, SCALAR), DOT)
+    W = _dot(inv, Bs, DOT)
     tl.store(w_out + out_row[:, None] * K + rk[None, :], W, mask=mk[None, :])
-    IM = _dot(inv, _decayed(bb, kk, Gm, G, strict, SCALAR, DOT), DOT)
+    IM = _dot(inv, Mak, DOT)
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
         mv = rv < V
