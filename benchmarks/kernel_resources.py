@@ -8,8 +8,8 @@ these: above about 114 KB of shared memory a program has the SM to itself (4 war
     python benchmarks/kernel_resources.py chunk_dmat_kernel chunk_dqkab_kernel --bk 64 --stages 1
 
 GDN_100m / Mamba2_100m head shapes: chunk 64, value block 64, one decay per head, TF32 products, q/k
-(a, b) bf16 in one layout. The local Triton may differ from the GPU machine's: compare settings within
-one run.
+(a, b) bf16 in one layout; the walks (states, dstates) take K and V (``--kv``) as constexprs. The
+local Triton may differ from the GPU machine's: compare settings within one run.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def ptxas_report(ptx: str) -> str:
 
 def report(name: str, consts: dict, warps: int, stages: int) -> str:
     fn = KERNELS[name]
+    compile_time = {fn.arg_names[i] for i in fn.constexprs}  # K and V: the walks' only
+    consts = {k: v for k, v in consts.items() if k in compile_time or k not in ("K", "V")}
     consts = {k: v for k, v in consts.items() if k in fn.arg_names}
     sig, cx = signature(fn, consts)
     k = triton.compile(
@@ -91,6 +93,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("kernels", nargs="+", choices=list(KERNELS))
     ap.add_argument("--bk", type=int, nargs="*", default=[32], help="key block (the walks: the whole K)")
+    ap.add_argument("--bv", type=int, nargs="*", default=[64], help="value block")
+    ap.add_argument(
+        "--kv", type=int, default=128, help="key and value size where a kernel takes them as constexprs"
+    )
     ap.add_argument("--stages", type=int, nargs="*", default=[3])
     ap.add_argument("--warps", type=int, nargs="*", default=[4])
     ap.add_argument("--no-lowrank", action="store_true", help="no rank-one correction (Mamba2, GLA)")
@@ -99,10 +105,14 @@ def main():
     if interpreted():
         print("error: TRITON_INTERPRET is set: expected it unset (the kernels are compiled)", file=sys.stderr)
         sys.exit(2)
-    for name, bk, stages, warps in itertools.product(args.kernels, args.bk, args.stages, args.warps):
+    for name, bk, bv, stages, warps in itertools.product(
+        args.kernels, args.bk, args.bv, args.stages, args.warps
+    ):
         consts = dict(
             C=64,
-            BV=64,
+            K=args.kv,
+            V=args.kv,
+            BV=bv,
             BK=bk,
             SCALAR=True,
             DOT="tf32",
@@ -114,7 +124,7 @@ def main():
             line = report(name, consts, warps, stages)
         except Exception as e:  # a setting that does not compile: say so and go on
             line = f"failed: {type(e).__name__}: {str(e)[:120]}"
-        print(f"{name} BK {bk} stages {stages} warps {warps}: {line}", flush=True)
+        print(f"{name} BK {bk} BV {bv} stages {stages} warps {warps}: {line}", flush=True)
 
 
 if __name__ == "__main__":

@@ -226,6 +226,24 @@ def test_one_kernel_decay_gradient_by_scan(monkeypatch):
     assert_backward_matches_autograd(lw, q, k, v, ab, h0)
 
 
+@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+def test_walks_take_their_own_launch_settings(lowrank, monkeypatch):
+    """``LAUNCH``'s ``states_*`` and ``dstates_*``: the two walks over the chunks in value blocks of 16
+    and 32 (value size 40: three and two, the last part full) at 2 warps and 2 stages, the other
+    kernels in one block of 64; forward and every gradient against autograd."""
+    from archdsl.codegen.run import chunked_common
+
+    meta = dict(BV=64, num_warps=4, C=16)
+    settings = dict(states_bv=16, states_warps=2, states_stages=2, dstates_bv=32, dstates_stages=2)
+    for key, value in settings.items():
+        monkeypatch.setitem(chunked_common.LAUNCH, key, value)
+    assert chunked_common.walk_launch("states", meta, 40) == dict(C=16, BV=16, num_warps=2, num_stages=2)
+    assert chunked_common.walk_launch("dstates", meta, 40) == dict(C=16, BV=32, num_warps=4, num_stages=2)
+    assert chunked_common.walk_launch("dstates", meta, 8)["BV"] == 16  # at most the padded value size
+    lw, q, k, v, ab, h0 = random_problem(True, lowrank, torch.float64, T=37, K=18, V=40, seed=4)
+    assert_backward_matches_autograd(lw, q, k, v, ab, h0)
+
+
 def test_token_launch_passes_only_the_settings_given(monkeypatch):
     """The backward's per-token kernels run at one pipeline stage (measured faster on an H100) and the
     common warps; a ``LAUNCH`` setting of None leaves Triton's default."""

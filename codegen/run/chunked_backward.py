@@ -62,6 +62,7 @@ from archdsl.codegen.run.chunked_common import (
     key_block,
     strides,
     token_launch,
+    walk_launch,
 )
 from archdsl.codegen.run.chunked_dqk import _state_products, dqkab
 from archdsl.codegen.run.chunked_kernels import chunk_states
@@ -105,11 +106,12 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
 def chunk_dstates_kernel(
     lw, q, a,
     sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sa0, sa1, sa2, sa3,
-    w_in, do, dht, dstates, dh0, T, H, K, V,
+    w_in, do, dht, dstates, dh0, T, H, K: tl.constexpr, V: tl.constexpr,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
-    """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards."""
+    """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards.
+    K and V are compile-time constants, as in ``chunk_states_kernel``."""
     if SHARED:  # q and a in one layout: one offset computation
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
@@ -291,9 +293,10 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b = ab if ab else (q, q)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
-    chunk_dstates_kernel[(B * H, NV)](
+    walk = walk_launch("dstates", meta, V)
+    chunk_dstates_kernel[(B * H, triton.cdiv(V, walk["BV"]))](
         lw, q, a, *sw, *sq, *sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
-        num_stages=LAUNCH["stages"], **meta,
+        **walk,
     )  # fmt: skip
     BKb = key_block(K, bool(ab))
     per_token = dict(meta, BK=BKb) | token_launch()
