@@ -76,7 +76,8 @@ def main(B=32, T=512):
                 bv=bv,
                 bk=bk or None,
                 warps=warps,
-                stages=stages,
+                states_stages=stages,
+                dstates_stages=stages,
                 token_stages=ts or None,
                 token_warps=tw or None,
             )

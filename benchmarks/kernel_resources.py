@@ -9,8 +9,8 @@ these: above about 114 KB of shared memory a program has the SM to itself (4 war
     python benchmarks/kernel_resources.py _conv_bwd_walk _conv_bwd_halo --bt 16 32 --bc 64 128
 
 GDN_100m / Mamba2_100m head shapes: chunk 64, value block 64, one decay per head, TF32 products, q/k
-(a, b) bf16 in one layout. The local Triton may differ from the GPU machine's: compare settings within
-one run.
+(a, b) bf16 in one layout; the walks (states, dstates) take K and V (``--kv``) as constexprs. The
+local Triton may differ from the GPU machine's: compare settings within one run.
 
 The short convolution's kernels (``codegen/run/shortconv.py``) at GDN_100m's q: x a bf16 slice of
 the projection (channel stride 1, token stride a multiple of 16, as the GPU specialises them), dy
@@ -96,6 +96,8 @@ def ptxas_report(ptx: str) -> str:
 
 def report(name: str, consts: dict, warps: int, stages: int) -> str:
     fn = CONV.get(name) or KERNELS[name]
+    compile_time = {fn.arg_names[i] for i in fn.constexprs}  # K and V: the walks' only
+    consts = {k: v for k, v in consts.items() if k in compile_time or k not in ("K", "V")}
     consts = {k: v for k, v in consts.items() if k in fn.arg_names}
     sig, cx, attrs = conv_signature(fn, consts) if name in CONV else (*signature(fn, consts), None)
     k = triton.compile(
@@ -117,6 +119,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("kernels", nargs="+", choices=[*KERNELS, *CONV])
     ap.add_argument("--bk", type=int, nargs="*", default=[32], help="key block (the walks: the whole K)")
+    ap.add_argument("--bv", type=int, nargs="*", default=[64], help="value block")
+    ap.add_argument(
+        "--kv", type=int, default=128, help="key and value size where a kernel takes them as constexprs"
+    )
     ap.add_argument("--stages", type=int, nargs="*", default=[3])
     ap.add_argument("--warps", type=int, nargs="*", default=[4])
     ap.add_argument("--no-lowrank", action="store_true", help="no rank-one correction (Mamba2, GLA)")
@@ -136,12 +142,16 @@ def main():
             consts = dict(K=K, KP=triton.next_power_of_2(K), HAS_BIAS=False, SILU=True, BT=bt, BC=bc)
             line = attempt(name, consts, warps, stages)
             print(f"{name} BT {bt} BC {bc} stages {stages} warps {warps}: {line}", flush=True)
-    for name, bk, stages, warps in itertools.product(args.kernels, args.bk, args.stages, args.warps):
+    for name, bk, bv, stages, warps in itertools.product(
+        args.kernels, args.bk, args.bv, args.stages, args.warps
+    ):
         if name in CONV:
             continue
         consts = dict(
             C=64,
-            BV=64,
+            K=args.kv,
+            V=args.kv,
+            BV=bv,
             BK=bk,
             SCALAR=True,
             DOT="tf32",
@@ -149,10 +159,8 @@ def main():
             LOWRANK=not args.no_lowrank,
             SCAN=args.scan,
         )
-        print(
-            f"{name} BK {bk} stages {stages} warps {warps}: {attempt(name, consts, warps, stages)}",
-            flush=True,
-        )
+        line = attempt(name, consts, warps, stages)
+        print(f"{name} BK {bk} BV {bv} stages {stages} warps {warps}: {line}", flush=True)
 
 
 if __name__ == "__main__":

@@ -182,35 +182,65 @@ def test_triton_backward_sums_value_block_products(scalar, lowrank, monkeypatch)
     assert_backward_matches_autograd(lw, q, k, v, ab, h0)
 
 
-@pytest.mark.parametrize("split", [1, 0], ids=["two-kernels", "one-kernel"])
-@pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-def test_delta_rule_dqk_kernels_selectable(scalar, split, monkeypatch):
-    """``LAUNCH["dqk_split"]``: the delta rule's dq, dk, da, db from chunked_dqk.py's two kernels (the
-    four [C, C] matrices once per chunk) or from the one-kernel form; both against autograd at three
-    value blocks and two key blocks of 16 (key size 18, value size 40), two chunks and a partial one."""
-    from archdsl.codegen.run import chunked_backward, chunked_common
+class Spy:
+    """Records its name in ``calls`` when called or launched (``kernel[grid](...)``), then passes on."""
 
-    calls = []
-    real = chunked_backward.dqkab
-    monkeypatch.setattr(chunked_backward, "dqkab", lambda *xs: calls.append(1) or real(*xs))
-    monkeypatch.setitem(chunked_common.LAUNCH, "dqk_split", split)
-    monkeypatch.setitem(chunked_common.LAUNCH, "bv", 16)
-    monkeypatch.setitem(chunked_common.LAUNCH, "bk", 16)
-    lw, q, k, v, ab, h0 = random_problem(scalar, True, torch.float64, T=37, K=18, V=40, seed=2)
-    assert_backward_matches_autograd(lw, q, k, v, ab, h0)
-    assert len(calls) == split
+    def __init__(self, real, name: str, calls: list):
+        self.real, self.name, self.calls = real, name, calls
+
+    def __call__(self, *xs):
+        self.calls.append(self.name)
+        return self.real(*xs)
+
+    def __getitem__(self, grid):
+        self.calls.append(self.name)
+        return self.real[grid]
 
 
 @pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
-def test_one_kernel_decay_gradient_by_scan(lowrank, monkeypatch):
-    """``LAUNCH["dg_scan"]``: the one-kernel form's decay gradient of each decayed matrix by a scan
+@pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
+def test_dqk_kernels_by_form(scalar, lowrank, monkeypatch):
+    """dq, dk (da, db) from chunked_dqk.py's two kernels for a delta rule and from ``chunk_dqk_kernel``
+    without a correction (each form calls only its own), against autograd at three value blocks and
+    two key blocks of 16 (key size 18, value size 40), two chunks and a partial one."""
+    from archdsl.codegen.run import chunked_backward, chunked_common
+
+    calls = []
+    for name in ("dqkab", "chunk_dqk_kernel"):
+        monkeypatch.setattr(chunked_backward, name, Spy(getattr(chunked_backward, name), name, calls))
+    monkeypatch.setitem(chunked_common.LAUNCH, "bv", 16)
+    monkeypatch.setitem(chunked_common.LAUNCH, "bk", 16)
+    lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64, T=37, K=18, V=40, seed=2)
+    assert_backward_matches_autograd(lw, q, k, v, ab, h0)
+    assert calls == ["dqkab" if lowrank else "chunk_dqk_kernel"]
+
+
+def test_one_kernel_decay_gradient_by_scan(monkeypatch):
+    """``LAUNCH["dg_scan"]``: ``chunk_dqk_kernel``'s decay gradient of its decayed matrix by a scan
     (one decay per head), against autograd; two chunks and a partial one, two key blocks."""
     from archdsl.codegen.run import chunked_common
 
-    monkeypatch.setitem(chunked_common.LAUNCH, "dqk_split", 0)
     monkeypatch.setitem(chunked_common.LAUNCH, "dg_scan", 1)
     monkeypatch.setitem(chunked_common.LAUNCH, "bk", 16)
-    lw, q, k, v, ab, h0 = random_problem(True, lowrank, torch.float64, T=37, K=18, V=20, seed=3)
+    lw, q, k, v, ab, h0 = random_problem(True, False, torch.float64, T=37, K=18, V=20, seed=3)
+    assert_backward_matches_autograd(lw, q, k, v, ab, h0)
+
+
+@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+def test_walks_take_their_own_launch_settings(lowrank, monkeypatch):
+    """``LAUNCH``'s ``states_*`` and ``dstates_*``: the two walks over the chunks in value blocks of 16
+    and 32 (value size 40: three and two, the last part full) at 2 warps and 2 stages, the other
+    kernels in one block of 64; forward and every gradient against autograd."""
+    from archdsl.codegen.run import chunked_common
+
+    meta = dict(BV=64, num_warps=4, C=16)
+    settings = dict(states_bv=16, states_warps=2, states_stages=2, dstates_bv=32, dstates_stages=2)
+    for key, value in settings.items():
+        monkeypatch.setitem(chunked_common.LAUNCH, key, value)
+    assert chunked_common.walk_launch("states", meta, 40) == dict(C=16, BV=16, num_warps=2, num_stages=2)
+    assert chunked_common.walk_launch("dstates", meta, 40) == dict(C=16, BV=32, num_warps=4, num_stages=2)
+    assert chunked_common.walk_launch("dstates", meta, 8)["BV"] == 16  # at most the padded value size
+    lw, q, k, v, ab, h0 = random_problem(True, lowrank, torch.float64, T=37, K=18, V=40, seed=4)
     assert_backward_matches_autograd(lw, q, k, v, ab, h0)
 
 

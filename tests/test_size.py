@@ -26,8 +26,6 @@ LONG_FUNCTIONS = {
     "search/cli.py:new_settings": "being shortened in #14 (one config encoding)",
     "codegen/emit/fused.py:emit_backward": "the loop's backward kernel in the order it runs: segment "
     "recompute, then the reverse steps; its parts share the kernel writer's local state",
-    "codegen/run/chunked_backward.py:chunk_dqk_kernel": "one Triton kernel: its body is one program, and "
-    "a helper would have to be a @triton.jit function with the same dozen accumulators",
     "codegen/verify.py:run": "being split in #14",
 }
 

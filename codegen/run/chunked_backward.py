@@ -25,12 +25,13 @@ that no program holds a whole [K, V] state or every gradient's tiles at once:
 
 - ``chunk_dv_kernel`` (a block of value columns; the key axis in blocks): dv, and the corrections'
   gradient dR, which it stores;
-- ``chunk_dqk_kernel`` (a block of the key axis; the value axis in blocks): dq, dk, da, db and the
-  log-decays' gradient. Each key block's program sums the [C, C] products over the value axis
-  (dO Vᵀ; with a correction also dO Uᵀ, dR Vᵀ, dR Uᵀ) itself. With a correction, by default
-  (``LAUNCH["dqk_split"]``), ``codegen/run/chunked_dqk.py``'s two kernels take its place: the four
-  [C, C] matrices once per chunk (and, with one decay per head, their share of the decay gradient by
-  a scan, not a product with a 0/1 matrix), then the per-token gradients in key blocks of 64.
+- without a correction, ``chunk_dqk_kernel`` (a block of the key axis; the value axis in blocks): dq,
+  dk and the log-decays' gradient; each key block's program sums the [C, C] product dO Vᵀ over the
+  value axis itself. With a correction, ``codegen/run/chunked_dqk.py``'s two kernels: the four [C, C]
+  matrices (dO Vᵀ, dO Uᵀ, dR Vᵀ, dR Uᵀ) once per chunk (and, with one decay per head, their share of
+  the decay gradient by a scan, not a product with a 0/1 matrix), then dq, dk, da, db in key blocks
+  of 64. Both sum their products with the states over the value axis in one helper
+  (``chunked_dqk._state_products``).
 
 Each gradient is written once by the one program that owns its block; only a head's decay gradient
 (a sum over the key axis) is written as one partial sum per key block (the split form: one more, the
@@ -61,8 +62,9 @@ from archdsl.codegen.run.chunked_common import (
     key_block,
     strides,
     token_launch,
+    walk_launch,
 )
-from archdsl.codegen.run.chunked_dqk import dqkab
+from archdsl.codegen.run.chunked_dqk import _state_products, dqkab
 from archdsl.codegen.run.chunked_kernels import chunk_states
 
 
@@ -104,11 +106,12 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
 def chunk_dstates_kernel(
     lw, q, a,
     sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sa0, sa1, sa2, sa3,
-    w_in, do, dht, dstates, dh0, T, H, K, V,
+    w_in, do, dht, dstates, dh0, T, H, K: tl.constexpr, V: tl.constexpr,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
-    """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards."""
+    """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards.
+    K and V are compile-time constants, as in ``chunk_states_kernel``."""
     if SHARED:  # q and a in one layout: one offset computation
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
@@ -213,54 +216,18 @@ def chunk_dv_kernel(
 
 
 @triton.jit
-def _correction_grads(dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc,
-                      SCALAR: tl.constexpr, DOT: tl.constexpr, SCAN: tl.constexpr):  # fmt: skip
-    """The rank-one correction's share of one key block's per-token gradients, from its products over
-    the value axis: its parts of dq and dk; da, db; its part of dg (the per-step log-decays) and of te
-    (the end-of-chunk decays)."""
-    strict = rc[:, None] > rc[None, :]
-    Gm = G - g  # the decay before each step
-    if SCALAR:
-        eGm = tl.exp(Gm)[:, None]
-    else:
-        eGm = tl.exp(Gm)
-    dq2, da2, dg2 = _decayed_bwd(
-        tl.where(causal, dQa, 0.0), qq, aa, G, G, causal, rc, False, SCALAR, DOT, SCAN
-    )
-    db3, dk3, dg3 = _decayed_bwd(
-        tl.where(strict, dMak, 0.0), bb, kk, Gm, G, strict, rc, True, SCALAR, DOT, SCAN
-    )
-    db4, da4, dg4 = _decayed_bwd(
-        tl.where(strict, dMab, 0.0), bb, aa, Gm, G, strict, rc, True, SCALAR, DOT, SCAN
-    )
-    dGm = _rowsum(db_s * bb * eGm, SCALAR)
-    dg = dg2 + dg3 + dg4 + (tl.cumsum(dGm, 0, reverse=True) - dGm)
-    return (
-        dq2,
-        dk3,
-        da_end * eEnd + da2 + da4,
-        db_s * eGm + db3 + db4,
-        dg,
-        _rowsum(da_end * aa * eEnd, SCALAR),
-    )
-
-
-@triton.jit
 def chunk_dqk_kernel(
-    lw, q, k, v, a, b,
-    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
-    sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
-    states, dstates, u_in, dr_in, do, dlw, dq, dk, da, db,
+    lw, q, k, v,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
+    states, dstates, do, dlw, dq, dk,
     T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
-    SCAN: tl.constexpr = False,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, SCAN: tl.constexpr = False,
 ):  # fmt: skip
-    """Every chunk at once, one block of the key axis: the products over the value axis (dO Sᵀ, V dSᵀ,
-    dO Vᵀ, …) summed block by block, then dq, dk (da, db) and the log-decays' gradient."""
+    """Every chunk at once, one block of the key axis, no rank-one correction (the delta rule's:
+    ``codegen/run/chunked_dqk.py``): the products over the value axis (dO Sᵀ, V dSᵀ, dO Vᵀ) summed
+    block by block, then dq, dk and the log-decays' gradient."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
-        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
-        sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
     i_bh, n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     B = tl.num_programs(0) // H
@@ -272,37 +239,10 @@ def chunk_dqk_kernel(
     row = (i_b * T + t) * H + i_h
     chunk = i_bh * N + n
     pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-    dq_s = tl.zeros([C, BK], dtype=tl.float32)
-    dk_end = tl.zeros([C, BK], dtype=tl.float32)
-    db_s = tl.zeros([C, BK], dtype=tl.float32)
-    da_end = tl.zeros([C, BK], dtype=tl.float32)
-    dQk = tl.zeros([C, C], dtype=tl.float32)
-    dQa = tl.zeros([C, C], dtype=tl.float32)
-    dMak = tl.zeros([C, C], dtype=tl.float32)
-    dMab = tl.zeros([C, C], dtype=tl.float32)
-    sds = tl.zeros([BK], dtype=tl.float32)
-    for i_v in range(0, tl.cdiv(V, BV)):
-        rv = i_v * BV + tl.arange(0, BV)
-        mv = rv < V
-        pS, mS = chunk * K * V + rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
-        S = tl.load(states + pS, mask=mS, other=0.0)
-        dS = tl.load(dstates + pS, mask=mS, other=0.0)
-        pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
-        dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
-        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
-        dq_s += _dot(dO, tl.trans(S), DOT)
-        dk_end += _dot(vv, tl.trans(dS), DOT)
-        dQk += _dot(dO, tl.trans(vv), DOT)
-        sds += tl.sum(S * dS, 1)
-        if LOWRANK:
-            pu = (chunk * C + rc)[:, None] * V + rv[None, :]
-            U = tl.load(u_in + pu, mask=mv[None, :], other=0.0)
-            dR = tl.load(dr_in + pu, mask=mv[None, :], other=0.0)
-            db_s += _dot(dR, tl.trans(S), DOT)
-            da_end += _dot(U, tl.trans(dS), DOT)
-            dQa += _dot(dO, tl.trans(U), DOT)
-            dMak += _dot(dR, tl.trans(vv), DOT)
-            dMab += _dot(dR, tl.trans(U), DOT)
+    dq_s, dk_end, dQk, _, _, sds = _state_products(
+        states, dstates, v, sv0, sv1, sv2, sv3, states, states, do, chunk, row, i_b, i_h, t, mt, rk, mk,
+        K, V, C, BK, BV, DOT, False, True,
+    )  # fmt: skip
     qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
     kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
@@ -316,26 +256,14 @@ def chunk_dqk_kernel(
     )
     dqq = dq_s * eG + dq_
     dkk = dk_end * eEnd + dk_
-    # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Σ_{t > s} dGm_t + Γ_C Σ S ⊙ dS (+ the decayed
-    # matrices' share): each sum scanned directly (a total minus a cumulative sum would cancel)
+    # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Γ_C Σ S ⊙ dS (+ the decayed matrix's share): each sum
+    # scanned directly (a total minus a cumulative sum would cancel)
     te = _rowsum(dk_end * kk * eEnd, SCALAR)
     dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
     if SCALAR:
         dg += tl.sum(sds, 0) * tl.exp(GC)
     else:
         dg += (sds * tl.exp(GC))[None, :]
-    if LOWRANK:
-        aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
-        bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
-        dq2, dk3, daa, dbb, dg2, te2 = _correction_grads(
-            dQa, dMak, dMab, db_s, da_end, qq, kk, aa, bb, g, G, eEnd, causal, rc, SCALAR, DOT, SCAN
-        )
-        dqq += dq2
-        dkk += dk3
-        dg += dg2
-        te += te2
-        tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)
-        tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
     dg += tl.cumsum(te, 0) - te
     tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
     tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
@@ -365,9 +293,10 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b = ab if ab else (q, q)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
-    chunk_dstates_kernel[(B * H, NV)](
+    walk = walk_launch("dstates", meta, V)
+    chunk_dstates_kernel[(B * H, triton.cdiv(V, walk["BV"]))](
         lw, q, a, *sw, *sq, *sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
-        num_stages=LAUNCH["stages"], **meta,
+        **walk,
     )  # fmt: skip
     BKb = key_block(K, bool(ab))
     per_token = dict(meta, BK=BKb) | token_launch()
@@ -377,23 +306,20 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()
         lw, q, k, a, b, *sw, *sq, *sk, *sa, *sb, dstates, inv if ab else states, do, dv, dR, T, H, K, V,
         LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
-    split = bool(ab) and bool(LAUNCH["dqk_split"])  # chunked_dqk.py's two kernels
-    NK = triton.cdiv(K, key_block(K, bool(ab), split))
+    NK = triton.cdiv(K, key_block(K, bool(ab), bool(ab)))
     scalar = lw.dim() == 3
+    parts = NK + bool(ab)  # with a correction, the matrices' partial sum too (chunked_dqk.py)
     dlw = torch.empty(
-        (NK + split, *lw.shape) if scalar else lw.shape,
-        device=dev,
-        dtype=torch.float32 if scalar else lw.dtype,
+        (parts, *lw.shape) if scalar else lw.shape, device=dev, dtype=torch.float32 if scalar else lw.dtype
     )
     dq, dk = (torch.empty(x.shape, device=dev, dtype=x.dtype) for x in (q, k))
     dab = [torch.empty(x.shape, device=dev, dtype=x.dtype) for x in ab]
-    da, db = dab if ab else (dq, dq)
-    if split:
-        dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK, per_token)
+    if ab:
+        dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, *dab, NK, per_token)
     else:
         chunk_dqk_kernel[(B * H, N, NK)](
-            lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U if ab else states, dR, do,
-            dlw, dq, dk, da, db, T, H, K, V, LOWRANK=bool(ab), SCAN=bool(LAUNCH["dg_scan"]), **per_token,
+            lw, q, k, v, *sw, *sq, *sk, *sv, states, dstates, do, dlw, dq, dk, T, H, K, V,
+            SCAN=bool(LAUNCH["dg_scan"]), **per_token,
         )  # fmt: skip
     if scalar:
         dlw = dlw.sum(0).to(lw.dtype)

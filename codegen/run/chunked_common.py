@@ -153,12 +153,21 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 
 
 #: launch settings: the largest block of value columns per program; the largest block of the key axis
-#: of the backward's per-token kernels (None: 32 for a delta rule, whose key-block program holds four
-#: [C, K] and four [C, C] accumulators, else 64; the walks over the chunks hold the key axis whole);
-#: warps per program; software-pipelining stages of the two kernels that walk the chunks (each stage
-#: holds a chunk's [C, K] tiles in shared memory). Measured on an H100 at GDN_100m and Mamba2_100m
-#: head shapes (benchmarks/results/chunked-2/): 4 warps beat 8 in every setting, and a key block of
-#: 64 in the delta rule's per-token kernel spills (32.6 ms against 4.9 ms at 32). ``token_stages`` and
+#: of the backward's per-token kernels (None: 32 in a delta rule's dv kernel, which holds three [C, C]
+#: accumulators, else 64; the delta rule's dq/dk: ``split_bk``; the walks hold the key axis whole);
+#: warps per program. ``states_*`` and ``dstates_*``: the two kernels that walk the chunks in order
+#: (the forward's ``chunk_states_kernel``, the backward's ``chunk_dstates_kernel``), each with its own
+#: value block and warps (None: ``bv``, ``warps``) and software-pipelining stages (each stage holds a
+#: chunk's [C, K] tiles in shared memory; ``walk_launch``). Compiled for sm_90 with Triton 3.9 at
+#: GDN_100m head shapes (the key axis whole, 128; TF32; benchmarks/results/walks-1/), spill stores a
+#: thread at one stage, with K and V compile-time constants in the walks (before: runtime): states
+#: 576 B (1,848) at a value block of 64 and 4 warps (today's), 212 (420) at 64 and 8 warps, 44 (644)
+#: at 32 and 4, 20 (16) at 32 and 8, none (84) at 32, 8 warps and two stages (115 KB shared);
+#: dstates 1,696 (2,056), 712 (1,140), 1,120 (1,284), 372 (744) and 564 B (696). Two stages at 64
+#: take 164 KB of shared memory (one program per SM). Measured on an H100 at GDN_100m and
+#: Mamba2_100m head shapes (benchmarks/results/chunked-2/, before the walks had their own settings): 4
+#: warps beat 8 in every setting, and a key block of 64 in the delta rule's per-token kernel spills
+#: (32.6 ms against 4.9 ms at 32). ``token_stages`` and
 #: ``token_warps``: the backward's per-token kernels' own stages and warps (None: Triton's default
 #: stages, ``warps``). Compiled for sm_90, their loops' three default stages take 160-230 KB of shared
 #: memory (one program per SM) for loops of one or two value blocks (benchmarks/results/chunked-4/);
@@ -171,28 +180,44 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: products (fp32 layers, delta rules; a 16-bit layer without a correction keeps states from 16-bit
 #: products, the rerun's are TF32), for 288 MiB more held per GDN_100m layer at B 32, T 512, C 64
 #: (112 MiB Mamba2_100m; docs/compiler.md, the chunked strategy's backward).
-#: ``dqk_split``: the delta rule's dq/dk in chunked_dqk.py's two kernels (1) or in one kernel (0:
-#: ``chunk_dqk_kernel``, key block 32; the forms without a correction always use it); ``split_bk`` and
-#: ``split_warps``: the two kernels' key block and warps. Compiled for sm_90 with Triton 3.6 at
-#: GDN_100m head shapes (one stage, 255 registers each), spill stores a thread: the split dq/dk kernel
-#: 740 B at a key block of 64 and 8 warps (135 KB shared), 100 B at 32 and 8 warps, 3,460 B at 64 and
-#: 4 warps; the matrices' kernel none at 8 warps (1,788 B at 4); the one-kernel form 2,880 B at 32 and
-#: 4 warps, 784 B at 32 and 8 warps. ``dg_scan``: in the one-kernel form, a head's decay gradient of
-#: each decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product with a 0/1 matrix
-#: (0); the split form always scans.
+#: ``split_bk`` and ``split_warps``: the key block and warps of the delta rule's dq/dk kernels
+#: (chunked_dqk.py). Compiled for sm_90 with Triton 3.6 at GDN_100m head shapes (one stage, 255
+#: registers each), spill stores a thread: the dq/dk kernel 740 B at a key block of 64 and 8 warps
+#: (135 KB shared), 100 B at 32 and 8 warps, 3,460 B at 64 and 4 warps; the matrices' kernel none at
+#: 8 warps (1,788 B at 4); the one-kernel form they replaced (1.33 against 2.40 ms a GDN_100m call on
+#: an H100) 2,880 B at 32 and 4 warps. ``dg_scan``: in ``chunk_dqk_kernel`` (no correction), a head's
+#: decay gradient of the decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product
+#: with a 0/1 matrix (0); the delta rule's kernels always scan.
 LAUNCH = {
     "bv": 64,
     "bk": None,
     "warps": 4,
-    "stages": 1,
+    "states_bv": None,
+    "states_warps": None,
+    "states_stages": 1,
+    "dstates_bv": None,
+    "dstates_warps": None,
+    "dstates_stages": 1,
     "token_stages": 1,
     "token_warps": None,
     "keep": True,
-    "dqk_split": 1,
     "split_bk": 64,
     "split_warps": 8,
     "dg_scan": 0,
 }
+
+
+def walk_launch(walk: str, meta: dict, V: int) -> dict:
+    """``_meta``'s launch options for a walk over the chunks (``walk``: "states", the forward's
+    ``chunk_states_kernel``, or "dstates", the backward's ``chunk_dstates_kernel``) with its own value
+    block, warps and stages from ``LAUNCH`` (a value block or warps of None: the common one)."""
+    bv, warps = LAUNCH[f"{walk}_bv"], LAUNCH[f"{walk}_warps"]
+    out = dict(meta, num_stages=LAUNCH[f"{walk}_stages"])
+    if bv:
+        out["BV"] = min(bv, max(16, triton.next_power_of_2(V)))
+    if warps:
+        out["num_warps"] = warps
+    return out
 
 
 def token_launch() -> dict:

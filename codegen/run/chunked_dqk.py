@@ -1,6 +1,6 @@
-"""The delta rule's dq, dk, da, db in two kernels (``LAUNCH["dqk_split"]``): the gradients of the
-chunk's four decayed [C, C] matrices once per chunk, then the per-token gradients by blocks of the key
-axis. The algebra: ``codegen/run/chunked_backward.py``.
+"""The delta rule's dq, dk, da, db in two kernels: the gradients of the chunk's four decayed [C, C]
+matrices once per chunk, then the per-token gradients by blocks of the key axis. The algebra (and
+``chunk_dqk_kernel``, the forms without a correction): ``codegen/run/chunked_backward.py``.
 
 With a rank-one correction the per-token gradients need four [C, C] products over the value axis,
 
@@ -22,9 +22,11 @@ more partial sum of the decay gradient beside the key blocks'.
 its grid, so that a chunk's programs run together and share its tiles in L2) sums the four [C, K]
 products over the value axis (dO Sᵀ, V dSᵀ, dR Sᵀ, U dSᵀ) and adds the matrices' products with the
 chunk's tiles (dP y, dPᵀ x), each matrix read once. Holding no [C, C] accumulator, it takes key
-blocks of 64 (``LAUNCH["split_bk"]``; the one-kernel form ``chunk_dqk_kernel`` spills at 64 and
-takes 32): half the programs. Both kernels run at ``LAUNCH["split_warps"]`` (8: compiled for sm_90,
-the fewest spills; ``LAUNCH`` in ``chunked_common.py`` has the numbers).
+blocks of 64 (``LAUNCH["split_bk"]``; the one-kernel form it replaced, which summed the four
+matrices in each key block, spilled at 64 and took 32): half the programs. Both kernels run at
+``LAUNCH["split_warps"]`` (8: compiled for sm_90, the fewest spills; ``LAUNCH`` in
+``chunked_common.py`` has the numbers). Its products with the states are ``_state_products``, which
+``chunk_dqk_kernel`` (no correction) shares.
 """
 
 from __future__ import annotations
@@ -154,11 +156,14 @@ def _matrix_grads(dP, x, y, gx, gy, dg, SHIFTED: tl.constexpr, SCALAR: tl.conste
 @triton.jit
 def _state_products(states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chunk, row, i_b, i_h,
                     t, mt, rk, mk, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                    DOT: tl.constexpr):  # fmt: skip
+                    DOT: tl.constexpr, CORR: tl.constexpr, PAIR: tl.constexpr):  # fmt: skip
     """One key block's products with the chunk's start state S and end-state gradient dS, summed over
-    the value axis in blocks: (dO Sᵀ, V dSᵀ, dR Sᵀ, U dSᵀ) [C, BK] and Σ S ⊙ dS [BK]."""
+    the value axis in blocks: (dO Sᵀ, V dSᵀ) [C, BK], with ``PAIR`` dO Vᵀ [C, C], with ``CORR`` (a
+    rank-one correction: U, dR in ``u_in``, ``dr_in``) dR Sᵀ and U dSᵀ [C, BK], and Σ S ⊙ dS [BK];
+    what is not asked for stays 0. ``chunk_dqkab_kernel`` (CORR) and ``chunk_dqk_kernel`` (PAIR)."""
     dq_s = tl.zeros([C, BK], dtype=tl.float32)
     dk_end = tl.zeros([C, BK], dtype=tl.float32)
+    dQk = tl.zeros([C, C], dtype=tl.float32)
     db_s = tl.zeros([C, BK], dtype=tl.float32)
     da_end = tl.zeros([C, BK], dtype=tl.float32)
     sds = tl.zeros([BK], dtype=tl.float32)
@@ -168,18 +173,21 @@ def _state_products(states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chu
         pS, mS = chunk * K * V + rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
         S = tl.load(states + pS, mask=mS, other=0.0)
         dS = tl.load(dstates + pS, mask=mS, other=0.0)
-        mtv = mt[:, None] & mv[None, :]
-        dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mtv, other=0.0).to(tl.float32)
+        pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
+        dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
         vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
-        pu = (chunk * C + tl.arange(0, C))[:, None] * V + rv[None, :]
-        U = tl.load(u_in + pu, mask=mtv, other=0.0)
-        dR = tl.load(dr_in + pu, mask=mtv, other=0.0)
         dq_s += _dot(dO, tl.trans(S), DOT)
         dk_end += _dot(vv, tl.trans(dS), DOT)
-        db_s += _dot(dR, tl.trans(S), DOT)
-        da_end += _dot(U, tl.trans(dS), DOT)
+        if PAIR:
+            dQk += _dot(dO, tl.trans(vv), DOT)
+        if CORR:
+            pu = (chunk * C + tl.arange(0, C))[:, None] * V + rv[None, :]
+            U = tl.load(u_in + pu, mask=mtv, other=0.0)
+            dR = tl.load(dr_in + pu, mask=mtv, other=0.0)
+            db_s += _dot(dR, tl.trans(S), DOT)
+            da_end += _dot(U, tl.trans(dS), DOT)
         sds += tl.sum(S * dS, 1)
-    return dq_s, dk_end, db_s, da_end, sds
+    return dq_s, dk_end, dQk, db_s, da_end, sds
 
 
 @triton.jit
@@ -224,9 +232,9 @@ def chunk_dqkab_kernel(
     row = (i_b * T + t) * H + i_h
     chunk = i_bh * N + n
     pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-    dq_s, dk_end, db_s, da_end, sds = _state_products(
+    dq_s, dk_end, _, db_s, da_end, sds = _state_products(
         states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chunk, row, i_b, i_h, t, mt, rk, mk, K,
-        V, C, BK, BV, DOT,
+        V, C, BK, BV, DOT, True, False,
     )  # fmt: skip
     G, Gm, eG, eEnd, eGm, dg = _token_decays(
         lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, sds, C, BK, SCALAR

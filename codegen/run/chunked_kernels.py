@@ -26,7 +26,6 @@ import torch
 import triton
 import triton.language as tl
 from archdsl.codegen.run.chunked_common import (
-    LAUNCH,
     _chunk_decays,
     _decay_state,
     _decayed,
@@ -36,6 +35,7 @@ from archdsl.codegen.run.chunked_common import (
     _tile,
     _to_end,
     strides,
+    walk_launch,
 )
 
 
@@ -149,11 +149,13 @@ def chunk_states_kernel(
     lw, k, v, a,
     sw0, sw1, sw2, sw3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
     sa0, sa1, sa2, sa3,
-    w_in, u0_in, h0, states, u_out, ht, T, H, K, V,
+    w_in, u0_in, h0, states, u_out, ht, T, H, K: tl.constexpr, V: tl.constexpr,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
-    """The chunks in order: stores each chunk's start state (and its corrections U), passes the state."""
+    """The chunks in order: stores each chunk's start state (and its corrections U), passes the state.
+    K and V are compile-time constants: Triton hoists the loop-invariant [C, K] and [K, BV] offsets
+    and masks out of the loop, which with runtime sizes spilled (``LAUNCH``'s comment)."""
     if SHARED:
         sa0, sa1, sa2, sa3 = sk0, sk1, sk2, sk3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
@@ -244,10 +246,10 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
         U = torch.empty_like(U0)
         prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
         chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, **prep)
-    grid = (B * H, triton.cdiv(V, meta["BV"]))
-    chunk_states_kernel[grid](
+    walk = walk_launch("states", meta, V)
+    chunk_states_kernel[(B * H, triton.cdiv(V, walk["BV"]))](
         lw, k, v, a, *sw, *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
-        U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), num_stages=LAUNCH["stages"], **meta,
+        U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), **walk,
     )  # fmt: skip
     return states, ht, U, W, inv
 
