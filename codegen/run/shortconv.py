@@ -31,10 +31,11 @@ BT, BC = 32, 64  # tokens and channels per program
 #: Compiled for sm_90a by Triton 3.6 at K 4 with silu (benchmarks/kernel_resources.py,
 #: benchmarks/results/conv-walk/): the walk at 16 x 64 uses 64 registers with 8 warps (4 programs an
 #: SM), 128 with 4; at 32 x 64 128 and 234; no spills. The halo kernel at 32 x 64 and 4 warps (its
-#: setting until now) 255 registers. On an H100 (benchmarks/results/chunked-6/call1-conv.md) the three
-#: convolutions' backward of GDN_100m / Mamba2_100m took 0.712 / 0.540 ms with the halo kernel at 32
-#: tokens and 4 warps; the walk is not timed yet (benchmarks/shortconv_bwd.py).
-BACKWARD = {"kernel": "walk", "bt": 16, "bc": 64, "warps": 8, "seg": 128}
+#: setting until now) 255 registers. On an H100 (benchmarks/results/chunked-7/call2-conv.md, one call),
+#: the three convolutions' backward of GDN_100m / Mamba2_100m: the halo kernel at 32 x 64, 4 warps
+#: 0.712 / 0.538 ms; the walk at 16 x 64, 8 warps, 128 tokens 0.370 / 0.297; at 16 x 32, 4 warps
+#: 0.271 / 0.253 (the fastest of the ten settings at both shapes: this default).
+BACKWARD = {"kernel": "walk", "bt": 16, "bc": 32, "warps": 4, "seg": 128}
 
 
 @triton.jit
