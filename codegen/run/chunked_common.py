@@ -164,10 +164,14 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: 576 B (1,848) at a value block of 64 and 4 warps (today's), 212 (420) at 64 and 8 warps, 44 (644)
 #: at 32 and 4, 20 (16) at 32 and 8, none (84) at 32, 8 warps and two stages (115 KB shared);
 #: dstates 1,696 (2,056), 712 (1,140), 1,120 (1,284), 372 (744) and 564 B (696). Two stages at 64
-#: take 164 KB of shared memory (one program per SM). Measured on an H100 at GDN_100m and
-#: Mamba2_100m head shapes (benchmarks/results/chunked-2/, before the walks had their own settings): 4
-#: warps beat 8 in every setting, and a key block of 64 in the delta rule's per-token kernel spills
-#: (32.6 ms against 4.9 ms at 32). ``token_stages`` and
+#: take 164 KB of shared memory (one program per SM). Timed on an H100 (benchmarks/results/chunked-7/,
+#: GPU time of three GDN_100m / Mamba2_100m forward+backward, one call): today's settings 17.17 /
+#: 14.54 ms; 8 warps in both walks 17.82 / 14.72; in states only 17.26 / 14.55; dstates at a value
+#: block of 32 18.06 / 14.32; blocks of 32 and 8 warps in both, in the call before, slower walks
+#: (states 0.63 ms a call, dstates 0.83, against 0.35 and 0.59 at today's), with two stages too.
+#: Earlier (chunked-2/): 4 warps beat
+#: 8 in every setting, and a key block of 64 in the delta rule's per-token kernel spills (32.6 ms
+#: against 4.9 ms at 32). ``token_stages`` and
 #: ``token_warps``: the backward's per-token kernels' own stages and warps (None: Triton's default
 #: stages, ``warps``). Compiled for sm_90, their loops' three default stages take 160-230 KB of shared
 #: memory (one program per SM) for loops of one or two value blocks (benchmarks/results/chunked-4/);
