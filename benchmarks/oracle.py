@@ -247,12 +247,19 @@ def agreement(spec: str, ir, build, rows, quick: bool, result: dict) -> list[dic
             result["fp32_skipped"] = "the library's layer refuses fp32 under autograd (bf16 only)"
             continue
         for B, T in QUICK_SHAPES if quick else SHAPES:
+            start = time.time()
             torch.manual_seed(0)
             ours = RecurrentLayer(ir, backend="triton", seed=0).to(DEVICE)
             lib = build(ir, mode).to(DEVICE)
             copy_weights(ours, lib, rows, VIEWS.get(spec))
             truth = fp32_truth(spec, ir, ours, build, rows) if dtype == torch.bfloat16 else None
             out.append(compare(spec, ir, ours, lib, rows, B, T, dtype, truth))
+            # a progress line: a run cut off by a timeout still says how far it got and how long each took
+            print(
+                f"{spec}: {str(dtype)[6:]} B {B} T {T} built and compared in {time.time() - start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     return out
 
 
