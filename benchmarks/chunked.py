@@ -96,8 +96,10 @@ PEERS = {
 }
 
 
-def profile(label: str, module, x) -> None:
-    """The ten CUDA kernels that take most of one forward+backward, after the timed runs."""
+def profile(label: str, module, x) -> float:
+    """Prints the ten CUDA kernels that take most of three forward+backward, after the timed runs;
+    returns the GPU time of one (ms: the kernels' summed time, the table's "Self CUDA time total" / 3),
+    which launch overhead and host jitter do not move as they move ``do_bench``'s wall time."""
     params = [p for p in module.parameters() if p.requires_grad]
     xg = x.clone().requires_grad_(True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -108,7 +110,9 @@ def profile(label: str, module, x) -> None:
             torch.autograd.grad(y, [xg, *params], torch.ones_like(y), allow_unused=True)
         torch.cuda.synchronize()
     print(f"profile: {label} (3 forward+backward)", flush=True)
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10), flush=True)
+    events = prof.key_averages()
+    print(events.table(sort_by="cuda_time_total", row_limit=10), flush=True)
+    return sum(e.self_device_time_total for e in events) / 3 / 1000
 
 
 def bench_case(
@@ -140,21 +144,20 @@ def bench_case(
     rows, base = [], None
     for label, module in sides:
         if module is None:
-            rows.append(f"| {name} | {label} | | | | | | |")
+            rows.append(f"| {name} | {label} | | | | | | | |")
             continue
         try:
             first, fwd, fb, y, peak = timed(module, x)
         except Exception as e:  # a launch setting that does not fit this GPU: say so in the table
-            rows.append(f"| {name} | {label}: failed ({type(e).__name__}: {str(e)[:80]}) | | | | | | |")
+            rows.append(f"| {name} | {label}: failed ({type(e).__name__}: {str(e)[:80]}) | | | | | | | |")
             continue
         if base is None:
             base = (fb, y)
+        gpu = f"{profile(f'{name}, {label}', module, x):.2f}" if prof else ""
         rows.append(
-            f"| {name} | {label} | {fwd:.2f} | {fb:.2f} | {fb / base[0]:.2f}x | {first:.1f} | "
+            f"| {name} | {label} | {fwd:.2f} | {fb:.2f} | {fb / base[0]:.2f}x | {gpu} | {first:.1f} | "
             f"{rel_rms(y, base[1]):.1e} | {peak:.1f} |"
         )
-        if prof:
-            profile(f"{name}, {label}", module, x)
         del module
         torch.cuda.empty_cache()
     return rows
@@ -168,7 +171,9 @@ def main():
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--out", help="write the markdown table here too")
     ap.add_argument("--no-peers", action="store_true", help="archdsl's sides only (no library compile)")
-    ap.add_argument("--profile", action="store_true", help="print each side's top CUDA kernels (fwd+bwd)")
+    ap.add_argument(
+        "--profile", action="store_true", help="print each side's top CUDA kernels; the GPU time column"
+    )
     ap.add_argument("--no-loop", action="store_true", help="no sequential-loop side")
     ap.add_argument(
         "--launch",
@@ -204,12 +209,13 @@ def main():
         + (f" --launch {' '.join(args.launch)}" if args.launch else "")
         + "`",
         "",
-        "Times in ms (do_bench); ratio: fwd+bwd over the chunked layer's; first call: compile + autotune "
+        "Times in ms (do_bench); ratio: fwd+bwd over the chunked layer's; GPU: the profiler's summed kernel "
+        "time of one fwd+bwd (with --profile); first call: compile + autotune "
         "of the first forward+backward, s; diff: relative RMS of the output to the chunked layer's; "
         "peak: GiB allocated during one forward+backward (the weights included).",
         "",
-        "| layer | side | fwd | fwd+bwd | ratio | first call | diff | peak |",
-        "|---|---|---|---|---|---|---|---|",
+        "| layer | side | fwd | fwd+bwd | ratio | GPU | first call | diff | peak |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name in args.cases:
         lines += bench_case(
