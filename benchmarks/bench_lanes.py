@@ -9,6 +9,9 @@ table of each model at its best mode).
 
     python benchmarks/bench_lanes.py --out DIR --models E88_d12h32 fla-gdn mamba2 -- \\
         --params 100M --align 128 --minutes 0.5 --backend triton --modes eager,cudagraphs
+
+``--modes-for MODEL=MODES`` gives one lane its own ``--modes`` (a model whose best step mode is known
+from an earlier run of every mode, run in that mode alone); the table says which mode each row ran.
 """
 
 from __future__ import annotations
@@ -35,7 +38,33 @@ def lane(i: int, model: str, flags: list[str], out: Path, gpu: int) -> int:
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
 
 
-def merge(out: Path, models: list[str], flags: list[str], seconds: float) -> str:
+def lane_flags(flags: list[str], modes: str | None) -> list[str]:
+    """``flags`` with its ``--modes`` replaced by ``modes`` (None: as they are)."""
+    if modes is None:
+        return flags
+    out, skip = [], False
+    for f in flags:
+        if skip:
+            skip = False
+        elif f == "--modes":
+            skip = True
+        elif not f.startswith("--modes="):
+            out.append(f)
+    return [*out, "--modes", modes]
+
+
+def parse_modes_for(items: list[str], models: list[str]) -> dict[str, str]:
+    """{model: modes} from ``MODEL=MODES`` items; exits 2 with a message on a malformed item."""
+    out = {}
+    for item in items:
+        model, eq, modes = item.partition("=")
+        if not eq or not modes or model not in models:
+            sys.exit(f"error: --modes-for: expected MODEL=MODES with MODEL one of --models, found {item!r}")
+        out[model] = modes
+    return out
+
+
+def merge(out: Path, models: list[str], flags: list[str], seconds: float, extra: str = "") -> str:
     from archdsl.train import benchtable
 
     rows, best, runs = [], [], {}
@@ -54,7 +83,7 @@ def merge(out: Path, models: list[str], flags: list[str], seconds: float) -> str
     text = benchtable.markdown(rows, title)
     if best:
         text += "\n" + benchtable.markdown(best, "Each model at its best mode").replace("# ", "## ", 1)
-    command = f"python benchmarks/bench_lanes.py --models {' '.join(models)} -- {' '.join(flags)}"
+    command = f"python benchmarks/bench_lanes.py --models {' '.join(models)}{extra} -- {' '.join(flags)}"
     (out / "results.md").write_text(text + f"\n`{command}`\n")
     (out / "results.json").write_text(
         json.dumps({"command": command, "rows": rows, "best": best, "runs": runs}, indent=1, default=str)
@@ -69,18 +98,25 @@ def main() -> int:
     p.add_argument("--models", nargs="+", required=True, help="one lane each")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--gpus", type=int, help="GPUs to spread the lanes over (default: all visible)")
+    p.add_argument("--modes-for", nargs="*", default=[], metavar="MODEL=MODES", help="a lane's own --modes")
     args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    own = parse_modes_for(args.modes_for, args.models)
     import torch
 
     gpus = args.gpus or max(1, torch.cuda.device_count())
     start = time.perf_counter()
 
     def queue(gpu: int) -> list[int]:
-        return [lane(i, m, flags, args.out, gpu) for i, m in enumerate(args.models) if i % gpus == gpu]
+        return [
+            lane(i, m, lane_flags(flags, own.get(m)), args.out, gpu)
+            for i, m in enumerate(args.models)
+            if i % gpus == gpu
+        ]
 
     with ThreadPoolExecutor(gpus) as pool:
         codes = [c for q in pool.map(queue, range(gpus)) for c in q]
-    print(merge(args.out, args.models, flags, time.perf_counter() - start))
+    extra = "".join(f" --modes-for {m}={v}" for m, v in own.items())
+    print(merge(args.out, args.models, flags, time.perf_counter() - start, extra))
     return max(codes)
 
 

@@ -126,6 +126,8 @@ def main():
     ap.add_argument("--stages", type=int, nargs="*", default=[3])
     ap.add_argument("--warps", type=int, nargs="*", default=[4])
     ap.add_argument("--no-lowrank", action="store_true", help="no rank-one correction (Mamba2, GLA)")
+    ap.add_argument("--per-channel", action="store_true", help="a decay per key channel (GLA), not per head")
+    ap.add_argument("--dot", default="tf32", choices=["tf32", "bf16", "ieee"], help="the products' type")
     ap.add_argument("--scan", action="store_true", help="chunk_dqk_kernel: the decay gradient by a scan")
     ap.add_argument("--bt", type=int, nargs="*", default=[32], help="convolution: tokens a program")
     ap.add_argument("--bc", type=int, nargs="*", default=[64], help="convolution: channels a program")
@@ -153,8 +155,8 @@ def main():
             V=args.kv,
             BV=bv,
             BK=bk,
-            SCALAR=True,
-            DOT="tf32",
+            SCALAR=not args.per_channel,
+            DOT=args.dot,
             SHARED=True,
             LOWRANK=not args.no_lowrank,
             SCAN=args.scan,
