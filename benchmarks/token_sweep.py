@@ -9,9 +9,10 @@ its sum of the parameters' per-program partial gradients included), the bytes th
 tensor it reads or writes counted once, the per-program partial sums in full) and the GB/s that
 gives, and the largest difference of its results from the default setting's (``TOKEN_LAUNCH``), in
 units of the largest default result: a setting that computes something else shows here, not as a
-fast time. On the GPU:
+fast time. On the GPU (every setting is a compile of each kernel: a spec at a time keeps a call
+within minutes; the table is rewritten after each kernel, so a run cut off keeps what it measured):
 
-    python benchmarks/token_sweep.py --out token-sweep.md
+    python benchmarks/token_sweep.py --specs mamba2 --out token-sweep-mamba2.md
 
 On the CPU (the Triton interpreter, tiny shapes, one setting; timed with a clock, one call):
 
@@ -32,6 +33,7 @@ import torch
 import triton
 from archdsl.codegen.run.chunked import build_chunked
 from archdsl.codegen.run.chunked_common import interpreted, o_dtype
+from triton.testing import do_bench
 
 from archdsl.api import layer_ir
 
@@ -83,7 +85,7 @@ def largest_diff(got: list, want: list) -> float:
 def timed(fn, cuda: bool) -> float:
     """ms per call: do_bench on a GPU; on the CPU one call by the clock."""
     if cuda:
-        return triton.testing.do_bench(fn, warmup=5, rep=25)
+        return do_bench(fn, warmup=5, rep=25)
     start = time.perf_counter()
     fn()
     return 1e3 * (time.perf_counter() - start)
