@@ -6,10 +6,10 @@ as the layer passes them, fp32 parameters, the chunked op's ``o`` in the type th
 
 Each row: the launcher's time per call (``triton.testing.do_bench``, ms; the launcher's allocations and
 its sum of the parameters' per-program partial gradients included), the bytes the call moves (every
-tensor it reads or writes counted once, the per-program partial sums in full) and the GB/s that
-gives, and the largest difference of its results from the default setting's (``TOKEN_LAUNCH``), in
-units of the largest default result: a setting that computes something else shows here, not as a
-fast time. On the GPU (every setting is a compile of each kernel: a spec at a time keeps a call
+tensor it reads or writes counted once, the per-program partial sums written and read back) and the
+GB/s that gives, and the largest difference of its results from the default setting's
+(``TOKEN_LAUNCH``), in units of the largest default result: a setting that computes something else
+shows here, not as a fast time. On the GPU (every setting is a compile of each kernel: a spec at a time keeps a call
 within minutes; the table is rewritten after each kernel, so a run cut off keeps what it measured):
 
     python benchmarks/token_sweep.py --specs mamba2 --out token-sweep-mamba2.md
@@ -69,11 +69,11 @@ def nbytes(ts) -> int:
 
 def moved(part, args: list, results: list, direction: str, B: int, T: int, tokens: int) -> int:
     """Bytes a call reads and writes: its arguments and results once each; a backward also writes every
-    program's partial gradient of each parameter (fp32) before the launcher sums them."""
+    program's partial gradient of each parameter (fp32), which the launcher's sum reads back."""
     out = nbytes(args) + nbytes(results)
     if direction == "bwd":
         programs = B * math.ceil(T / tokens)
-        out += sum(4 * programs * math.prod(shape(part, ax)) for ax in part.consts.values())
+        out += sum(2 * 4 * programs * math.prod(shape(part, ax)) for ax in part.consts.values())
     return out
 
 
