@@ -9,8 +9,9 @@ its sum of the parameters' per-program partial gradients included), the bytes th
 tensor it reads or writes counted once, the per-program partial sums written and read back) and the
 GB/s that gives, and the largest difference of its results from the default setting's
 (``TOKEN_LAUNCH``), in units of the largest default result: a setting that computes something else
-shows here, not as a fast time. On the GPU (every setting is a compile of each kernel: a spec at a time keeps a call
-within minutes; the table is rewritten after each kernel, so a run cut off keeps what it measured):
+shows here, not as a fast time. On the GPU (every setting is a compile of each kernel: a spec at a
+time keeps a call within minutes; the table is rewritten after each kernel, so a run cut off keeps
+what it measured):
 
     python benchmarks/token_sweep.py --specs mamba2 --out token-sweep-mamba2.md
 
