@@ -119,12 +119,21 @@ def make_plan(
     )
 
 
-def make_token_plan(axes, sizes: dict, graph, tokens: int = 16) -> Plan:
-    """The per-token kernels' plan: every axis whole in each program, ``tokens`` steps per program."""
+#: the per-token kernels' launch (codegen/emit/token.py; the chunked strategy's coefficients and
+#: readout, the loop's hoisted parts): ``tokens`` per program (the kernels' ``CHUNK``, a compile-time
+#: constant) and ``warps`` (None: a warp per 512 elements of the largest block a token holds, 1 to 8).
+#: Both reach the generated module as its launchers' defaults, so a change gives a new source, hash and
+#: op name (nothing stale is reused). benchmarks/token_sweep.py times the kernels over both.
+TOKEN_LAUNCH = {"tokens": 16, "warps": None}
+
+
+def make_token_plan(axes, sizes: dict, graph, tokens: int | None = None) -> Plan:
+    """The per-token kernels' plan: every axis whole in each program, ``tokens`` steps per program
+    (None: ``TOKEN_LAUNCH``'s, read per call)."""
     block = {a: next_pow2(sizes[a]) for a in axes}
     largest = max(math.prod(block[a] for a in n.axes) for n in graph.nodes)
-    warps = max(1, min(8, largest // 512))
-    return Plan("per-token", tuple(axes), dict(sizes), (), block, {}, tokens, warps)
+    warps = TOKEN_LAUNCH["warps"] or max(1, min(8, largest // 512))
+    return Plan("per-token", tuple(axes), dict(sizes), (), block, {}, tokens or TOKEN_LAUNCH["tokens"], warps)
 
 
 # ---- the persistent dense recurrence (codegen/run/persistent.py) ----------------------------------

@@ -130,6 +130,7 @@ def chunk_dstates_kernel(
         row = (i_b * T + t) * H + i_h
         qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
         dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+        dO = dO.to(tl.float32)  # do: fp32 or o's 16-bit type
         g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
         dS_prev = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
         if LOWRANK:
@@ -275,10 +276,12 @@ def chunk_dqk_kernel(
 
 def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()) -> list:
     """[dlw, dq, dk, dv, *dab, dh0] of the chunked recurrence from the Triton kernels, each gradient
-    contiguous in its input's type (dh0 fp32); the coefficients as ``chunked_forward`` takes them.
+    contiguous in its input's type (dh0 fp32); the coefficients as ``chunked_forward`` takes them,
+    ``do`` in its own type (fp32, or the 16-bit type of a 16-bit ``o``: read as it is, no copy).
     ``kept``: the forward's states (and U, W, T⁻¹), ``chunked_forward_kept``'s third value; empty:
     kernels 1 and 2 rerun here."""
-    h0, do, dht = (x.float().contiguous() for x in (h0, do, dht))
+    h0, dht = (x.float().contiguous() for x in (h0, dht))
+    do = do.contiguous()
     B, T, H, K = q.shape
     V = v.shape[-1]
     meta = _meta(lw, q, k, v, ab, chunk, dot)

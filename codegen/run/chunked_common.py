@@ -191,7 +191,8 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: 8 warps (1,788 B at 4); the one-kernel form they replaced (1.33 against 2.40 ms a GDN_100m call on
 #: an H100) 2,880 B at 32 and 4 warps. ``dg_scan``: in ``chunk_dqk_kernel`` (no correction), a head's
 #: decay gradient of the decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product
-#: with a 0/1 matrix (0); the delta rule's kernels always scan.
+#: with a 0/1 matrix (0); the delta rule's kernels always scan. ``o_half``: the op's output ``o`` in a
+#: bf16/fp16 layer's own type (its gradient read in that type), not fp32 (``o_dtype``).
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -208,7 +209,15 @@ LAUNCH = {
     "split_bk": 64,
     "split_warps": 8,
     "dg_scan": 0,
+    "o_half": True,
 }
+
+
+def o_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The chunked op's output type for a layer of ``dtype``: a bf16/fp16 layer's own with
+    ``LAUNCH["o_half"]`` (half the bytes the readout reads and its backward writes; ``o`` summed in
+    fp32 and rounded once, where the layer rounds the readout's output anyway), else fp32."""
+    return dtype if LAUNCH["o_half"] and dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
 def walk_launch(walk: str, meta: dict, V: int) -> dict:

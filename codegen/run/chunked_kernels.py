@@ -222,7 +222,7 @@ def chunk_output_kernel(
         U = tl.load(u_in + (chunk * C + rc)[:, None] * V + rv[None, :], mask=mv[None, :], other=0.0)
         out += _dot(_decayed(qq, aa, G, G, causal, SCALAR, DOT), U, DOT)
     row = (i_b * T + t) * H + i_h
-    tl.store(o + row[:, None] * V + rv[None, :], out, mask=mt[:, None] & mv[None, :])
+    tl.store(o + row[:, None] * V + rv[None, :], out.to(o.dtype.element_ty), mask=mt[:, None] & mv[None, :])
 
 
 def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
@@ -254,13 +254,13 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
     return states, ht, U, W, inv
 
 
-def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str):
-    """(o [B, T, H, V] fp32, final state [B, H, K, V] fp32) from the Triton kernels; ``dot``: the
-    products' type (``chunked_common.DOTS``)."""
-    return chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot)[:2]
+def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32):
+    """(o [B, T, H, V] of type ``o_type`` (summed in fp32, rounded once), final state [B, H, K, V]
+    fp32) from the Triton kernels; ``dot``: the products' type (``chunked_common.DOTS``)."""
+    return chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type)[:2]
 
 
-def chunked_forward_kept(lw, q, k, v, ab, h0, chunk: int, dot: str):
+def chunked_forward_kept(lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32):
     """``chunked_forward``'s (o, final state) and what ``chunked_backward`` would rerun kernels 1 and 2
     for: [states] without a rank-one correction, [states, U, W, T⁻¹] with one (``chunk_states``)."""
     h0 = h0.float().contiguous()
@@ -268,7 +268,7 @@ def chunked_forward_kept(lw, q, k, v, ab, h0, chunk: int, dot: str):
     V = v.shape[-1]
     states, ht, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
     meta = _meta(lw, q, k, v, ab, chunk, dot)
-    o = torch.empty(B, T, H, V, device=q.device, dtype=torch.float32)
+    o = torch.empty(B, T, H, V, device=q.device, dtype=o_type)
     a = ab[0] if ab else q
     grid = (B * H, states.shape[1], triton.cdiv(V, meta["BV"]))
     chunk_output_kernel[grid](

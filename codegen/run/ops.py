@@ -266,34 +266,37 @@ def persistent_op(pc):
     return register(f"archdsl::pcell_{pc.key}", forward, fake, backward, backward_fake, save, grads)
 
 
-def chunked_op(chunk: int, dot: str):
-    """``archdsl::chunked_c<C>_<dot>[_keep]``: the Triton kernels on a GPU or under the interpreter (the
-    forward's products of type ``dot``, ``chunked_common.products``; the backward's
+def chunked_op(chunk: int, dot: str, o_type: torch.dtype = torch.float32):
+    """``archdsl::chunked_c<C>_<dot>[_o<type>][_keep]``: the Triton kernels on a GPU or under the
+    interpreter (the forward's products of type ``dot``, ``chunked_common.products``; the backward's
     ``backward_products``), else the same algebra in PyTorch (``chunked_torch``,
     in fp32 or fp64), its gradients by autograd. The coefficients come in their own type and strides
-    (a stride may be 0) and are saved as they come. With ``LAUNCH["keep"]`` (read here, per call)
+    (a stride may be 0) and are saved as they come. ``o_type``: o's (``chunked_common.o_dtype``; its
+    gradient is read in the type it comes in). With ``LAUNCH["keep"]`` (read here, per call)
     the Triton forward also returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward
     would otherwise recompute: outputs without a gradient."""
     from archdsl.codegen.run.chunked_common import LAUNCH
 
     keep = bool(LAUNCH["keep"])
-    name = f"archdsl::chunked_c{chunk}_{dot}" + ("_keep" if keep else "")
+    half = "" if o_type == torch.float32 else "_o" + str(o_type).removeprefix("torch.")
+    name = f"archdsl::chunked_c{chunk}_{dot}{half}" + ("_keep" if keep else "")
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
         if q.is_cuda or interpreted():
             from archdsl.codegen.run.chunked_kernels import chunked_forward_kept
 
-            o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot)
+            o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type)
             return [o, ht, *(kept if keep else [])]
         from archdsl.codegen.run.chunked_torch import chunked_torch
 
         with torch.no_grad():
             lw, q, k, v, *ab = _wide(xs)
-            return [x.float().contiguous() for x in chunked_torch(lw, q, k, v, ab, h0.to(q.dtype), chunk)]
+            o, ht = chunked_torch(lw, q, k, v, ab, h0.to(q.dtype), chunk)
+            return [o.to(o_type).contiguous(), ht.float().contiguous()]
 
     def fake(xs, h0):
-        return _chunked_fake(xs, h0, chunk, keep)
+        return _chunked_fake(xs, h0, chunk, keep, o_type)
 
     def backward(
         xs: list[torch.Tensor],
@@ -312,7 +315,8 @@ def chunked_op(chunk: int, dot: str):
         saved = ctx.saved_tensors
         xs, h0, kept = saved[: ctx.n], saved[ctx.n], list(saved[ctx.n + 1 :])
         do, dht = out_grads[:2]
-        do = torch.zeros(*xs[1].shape[:3], xs[3].shape[-1], device=h0.device) if do is None else do.float()
+        if do is None:
+            do = torch.zeros(*xs[1].shape[:3], xs[3].shape[-1], device=h0.device, dtype=o_type)
         dht = torch.zeros_like(h0) if dht is None else dht.float().contiguous()
         if xs[1].is_cuda or interpreted():
             out = bwd(list(xs), h0, kept, do.contiguous(), dht)
@@ -323,11 +327,11 @@ def chunked_op(chunk: int, dot: str):
     return register(name, forward, fake, backward, _chunked_backward_fake, _chunked_save, grads)
 
 
-def _chunked_fake(xs, h0, chunk: int, keep: bool) -> list[torch.Tensor]:
+def _chunked_fake(xs, h0, chunk: int, keep: bool, o_type: torch.dtype) -> list[torch.Tensor]:
     """The chunked op's outputs on shapes only: o, the final state and, with ``keep``, the kept tensors."""
     B, T, H, K = xs[1].shape
     V, f32 = xs[3].shape[-1], torch.float32
-    out = [xs[1].new_empty(B, T, H, V, dtype=f32), torch.empty_like(h0)]
+    out = [xs[1].new_empty(B, T, H, V, dtype=o_type), torch.empty_like(h0)]
     if keep and (xs[1].is_cuda or interpreted()):  # chunk_states' shapes
         N = -(-T // chunk)
         out.append(xs[1].new_empty(B * H, N, K, V, dtype=f32))
