@@ -9,8 +9,12 @@ these: above about 114 KB of shared memory a program has the SM to itself (4 war
     python benchmarks/kernel_resources.py _conv_bwd_walk _conv_bwd_halo --bt 16 32 --bc 64 128
 
 GDN_100m / Mamba2_100m head shapes: chunk 64, value block 64, one decay per head, TF32 products, q/k
-(a, b) bf16 in one layout; the walks (states, dstates) take K and V (``--kv``) as constexprs. The
-local Triton may differ from the GPU machine's: compare settings within one run.
+(a, b) bf16 in one layout; the walks (states, dstates) take K and V (``--kv``, ``--v``) as
+constexprs, and without a correction (``--no-lowrank``) a block of ``--bk`` key rows a program. The
+local Triton may differ from the GPU machine's: compare settings within one run. GLA_100m's walks:
+
+    python benchmarks/kernel_resources.py chunk_states_kernel chunk_dstates_kernel --no-lowrank \
+        --per-channel --kv 128 --v 256 --bk 64 --bv 64 --stages 1 --warps 4
 
 The short convolution's kernels (``codegen/run/shortconv.py``) at GDN_100m's q: x a bf16 slice of
 the projection (channel stride 1, token stride a multiple of 16, as the GPU specialises them), dy
@@ -94,7 +98,7 @@ def ptxas_report(ptx: str) -> str:
         os.unlink(f.name)
 
 
-def report(name: str, consts: dict, warps: int, stages: int) -> str:
+def report(name: str, consts: dict, warps: int, stages: int, maxnreg: int | None = None) -> str:
     fn = CONV.get(name) or KERNELS[name]
     compile_time = {fn.arg_names[i] for i in fn.constexprs}  # K and V: the walks' only
     consts = {k: v for k, v in consts.items() if k in compile_time or k not in ("K", "V")}
@@ -103,14 +107,14 @@ def report(name: str, consts: dict, warps: int, stages: int) -> str:
     k = triton.compile(
         ASTSource(fn, sig, constexprs=cx, attrs=attrs),
         target=GPUTarget("cuda", 90, 32),
-        options={"num_warps": warps, "num_stages": stages},
+        options={"num_warps": warps, "num_stages": stages, "maxnreg": maxnreg},
     )
     return f"shared memory {k.metadata.shared} B; {ptxas_report(k.asm['ptx'])}"
 
 
-def attempt(name: str, consts: dict, warps: int, stages: int) -> str:
+def attempt(name: str, consts: dict, warps: int, stages: int, maxnreg: int | None = None) -> str:
     try:
-        return report(name, consts, warps, stages)
+        return report(name, consts, warps, stages, maxnreg)
     except Exception as e:  # a setting that does not compile: say so and go on
         return f"failed: {type(e).__name__}: {str(e)[:120]}"
 
@@ -118,16 +122,20 @@ def attempt(name: str, consts: dict, warps: int, stages: int) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("kernels", nargs="+", choices=[*KERNELS, *CONV])
-    ap.add_argument("--bk", type=int, nargs="*", default=[32], help="key block (the walks: the whole K)")
+    ap.add_argument(
+        "--bk", type=int, nargs="*", default=[32], help="key block (the walks: the whole K with a correction)"
+    )
     ap.add_argument("--bv", type=int, nargs="*", default=[64], help="value block")
     ap.add_argument(
         "--kv", type=int, default=128, help="key and value size where a kernel takes them as constexprs"
     )
+    ap.add_argument("--v", type=int, help="value size where it differs from the key size (GLA: 2K)")
     ap.add_argument("--stages", type=int, nargs="*", default=[3])
     ap.add_argument("--warps", type=int, nargs="*", default=[4])
     ap.add_argument("--no-lowrank", action="store_true", help="no rank-one correction (Mamba2, GLA)")
     ap.add_argument("--per-channel", action="store_true", help="a decay per key channel (GLA), not per head")
     ap.add_argument("--dot", default="tf32", choices=["tf32", "bf16", "ieee"], help="the products' type")
+    ap.add_argument("--maxnreg", type=int, help="registers a thread at most (ptxas' .maxnreg; default: none)")
     ap.add_argument("--scan", action="store_true", help="chunk_dqk_kernel: the decay gradient by a scan")
     ap.add_argument("--bt", type=int, nargs="*", default=[32], help="convolution: tokens a program")
     ap.add_argument("--bc", type=int, nargs="*", default=[64], help="convolution: channels a program")
@@ -152,7 +160,7 @@ def main():
         consts = dict(
             C=64,
             K=args.kv,
-            V=args.kv,
+            V=args.v or args.kv,
             BV=bv,
             BK=bk,
             SCALAR=not args.per_channel,
@@ -161,8 +169,9 @@ def main():
             LOWRANK=not args.no_lowrank,
             SCAN=args.scan,
         )
-        line = attempt(name, consts, warps, stages)
-        print(f"{name} BK {bk} BV {bv} stages {stages} warps {warps}: {line}", flush=True)
+        line = attempt(name, consts, warps, stages, args.maxnreg)
+        cap = f" maxnreg {args.maxnreg}" if args.maxnreg else ""
+        print(f"{name} BK {bk} BV {bv} stages {stages} warps {warps}{cap}: {line}", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ from archdsl.codegen.run.chunked_common import (
     key_block,
     strides,
     token_launch,
+    walk_grid,
     walk_launch,
 )
 from archdsl.codegen.run.chunked_dqk import _state_products, dqkab
@@ -111,12 +112,15 @@ def chunk_dstates_kernel(
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards.
-    K and V are compile-time constants, as in ``chunk_states_kernel``."""
+    A program holds a [BK, BV] block of it, the key axis in blocks without a correction and whole
+    with one (Wᵀ dU sums over it), and K and V are compile-time constants, as in
+    ``chunk_states_kernel``."""
     if SHARED:  # q and a in one layout: one offset computation
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
+    i_k = tl.program_id(2) if BK < K else 0  # the key axis in blocks, or whole (a correction's)
     i_b, i_h = i_bh // H, i_bh % H
-    rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
+    rc, rk, rv = tl.arange(0, C), i_k * BK + tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     mk, mv = rk < K, rv < V
     pS, mS = rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
     dS = tl.load(dht + i_bh * K * V + pS, mask=mS, other=0.0)
@@ -296,8 +300,8 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b = ab if ab else (q, q)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
-    walk = walk_launch("dstates", meta, V)
-    chunk_dstates_kernel[(B * H, triton.cdiv(V, walk["BV"]))](
+    walk = walk_launch("dstates", meta, V, None if ab else K)
+    chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
         lw, q, a, *sw, *sq, *sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
         **walk,
     )  # fmt: skip

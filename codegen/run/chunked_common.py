@@ -154,7 +154,7 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 
 #: launch settings: the largest block of value columns per program; the largest block of the key axis
 #: of the backward's per-token kernels (None: 32 in a delta rule's dv kernel, which holds three [C, C]
-#: accumulators, else 64; the delta rule's dq/dk: ``split_bk``; the walks hold the key axis whole);
+#: accumulators, else 64; the delta rule's dq/dk: ``split_bk``; the walks: ``walk_bk``);
 #: warps per program. ``states_*`` and ``dstates_*``: the two kernels that walk the chunks in order
 #: (the forward's ``chunk_states_kernel``, the backward's ``chunk_dstates_kernel``), each with its own
 #: value block and warps (None: ``bv``, ``warps``) and software-pipelining stages (each stage holds a
@@ -171,7 +171,14 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: (states 0.63 ms a call, dstates 0.83, against 0.35 and 0.59 at today's), with two stages too.
 #: Earlier (chunked-2/): 4 warps beat
 #: 8 in every setting, and a key block of 64 in the delta rule's per-token kernel spills (32.6 ms
-#: against 4.9 ms at 32). ``token_stages`` and
+#: against 4.9 ms at 32). ``walk_bk``: the walks' block of key rows without a rank-one correction
+#: (GLA, Mamba2: the decay is diagonal in the key axis, so blocks of rows evolve apart; a correction
+#: contracts the state over the key axis, and its walks hold it whole; None or 0: whole). Compiled
+#: for sm_90 with Triton 3.9 at GLA_100m head shapes (K 128, V 256, a decay per key channel, TF32;
+#: benchmarks/results/walks-2/), at a value block of 64, 4 warps and one stage, spill stores a
+#: thread (states / dstates): 132 / 156 B whole, 16 / 132 at 64, none at 32, every one at 217-255
+#: registers, two programs (8 warps) an SM; at 8 warps and a block of 32 both take 128 registers
+#: and spill nothing (16 warps an SM). Not yet timed on a GPU. ``token_stages`` and
 #: ``token_warps``: the backward's per-token kernels' own stages and warps (None: Triton's default
 #: stages, ``warps``). Compiled for sm_90, their loops' three default stages take 160-230 KB of shared
 #: memory (one program per SM) for loops of one or two value blocks (benchmarks/results/chunked-4/);
@@ -203,6 +210,7 @@ LAUNCH = {
     "dstates_bv": None,
     "dstates_warps": None,
     "dstates_stages": 1,
+    "walk_bk": 64,
     "token_stages": 1,
     "token_warps": None,
     "keep": True,
@@ -220,17 +228,29 @@ def o_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if LAUNCH["o_half"] and dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
-def walk_launch(walk: str, meta: dict, V: int) -> dict:
+def walk_launch(walk: str, meta: dict, V: int, K: int | None = None) -> dict:
     """``_meta``'s launch options for a walk over the chunks (``walk``: "states", the forward's
     ``chunk_states_kernel``, or "dstates", the backward's ``chunk_dstates_kernel``) with its own value
-    block, warps and stages from ``LAUNCH`` (a value block or warps of None: the common one)."""
-    bv, warps = LAUNCH[f"{walk}_bv"], LAUNCH[f"{walk}_warps"]
+    block, warps and stages from ``LAUNCH`` (a value block or warps of None: the common one). ``K``:
+    the key size of a walk without a rank-one correction, whose key rows evolve apart: a block of
+    ``LAUNCH["walk_bk"]`` of them a program (a power of two, at least 16, at most the padded K; no
+    ``K``, or a ``walk_bk`` of None or 0: the key axis whole, ``meta``'s block, as a correction
+    needs)."""
+    bv, warps, bk = LAUNCH[f"{walk}_bv"], LAUNCH[f"{walk}_warps"], LAUNCH["walk_bk"]
     out = dict(meta, num_stages=LAUNCH[f"{walk}_stages"])
     if bv:
         out["BV"] = min(bv, max(16, triton.next_power_of_2(V)))
     if warps:
         out["num_warps"] = warps
+    if K and bk:
+        out["BK"] = min(max(16, triton.next_power_of_2(bk)), max(16, triton.next_power_of_2(K)))
     return out
+
+
+def walk_grid(BH: int, K: int, V: int, walk: dict) -> tuple[int, int, int]:
+    """A walk's programs (``walk``: ``walk_launch``'s options): batch × head, value blocks, key blocks
+    (one where the key axis is whole)."""
+    return BH, triton.cdiv(V, walk["BV"]), triton.cdiv(K, walk["BK"])
 
 
 def token_launch() -> dict:

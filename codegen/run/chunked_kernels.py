@@ -7,7 +7,8 @@ with ``S`` the state at its start, the forward is three launches:
    ``T = (I - M_ab)⁻¹`` blocked by 16 (the diagonal blocks by forward substitution, then joined in
    pairs 16 → 32 → … → C by block forward substitution: stable where repeated squaring is not),
    ``W = T B̃`` and ``U₀ = T M_ak V``, so that the corrections are ``U = W S + U₀``.
-2. ``chunk_states_kernel`` (chunks in order; one program per block of value columns): stores ``S``,
+2. ``chunk_states_kernel`` (chunks in order; one program per block of value columns, and without a
+   correction per block of key rows too): stores ``S``,
    ``U = W S + U₀``, and passes ``S ← Γ_C S + K_endᵀ V + A_endᵀ U`` in fp32 registers. Three
    ``tl.dot`` a chunk: the only sequential work.
 3. ``chunk_output_kernel`` (every chunk at once): ``O = Q̃ S + Q_k V + Q_a U``.
@@ -35,6 +36,7 @@ from archdsl.codegen.run.chunked_common import (
     _tile,
     _to_end,
     strides,
+    walk_grid,
     walk_launch,
 )
 
@@ -154,13 +156,19 @@ def chunk_states_kernel(
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """The chunks in order: stores each chunk's start state (and its corrections U), passes the state.
-    K and V are compile-time constants: Triton hoists the loop-invariant [C, K] and [K, BV] offsets
-    and masks out of the loop, which with runtime sizes spilled (``LAUNCH``'s comment)."""
+    A program holds a [BK, BV] block of the state: without a correction the key rows evolve apart
+    (the decay is diagonal in the key axis), so the key axis is split into blocks (``walk_launch``);
+    a correction (U = W S + U₀) contracts the state over the key axis, which a program then holds
+    whole; where one block holds the key axis its offset is the constant 0 (a program id of 0 added at
+    run time spilled more: GDN_100m 704 against 576 B a thread, benchmarks/results/walks-2/). K and V
+    are compile-time constants: Triton hoists the loop-invariant [C, BK] and [BK, BV] offsets and
+    masks out of the loop, which with runtime sizes spilled (``LAUNCH``'s comment)."""
     if SHARED:
         sa0, sa1, sa2, sa3 = sk0, sk1, sk2, sk3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
+    i_k = tl.program_id(2) if BK < K else 0  # the key axis in blocks, or whole (a correction's)
     i_b, i_h = i_bh // H, i_bh % H
-    rc, rk, rv = tl.arange(0, C), tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
+    rc, rk, rv = tl.arange(0, C), i_k * BK + tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     mk, mv = rk < K, rv < V
     pS, mS = rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
     S = tl.load(h0 + i_bh * K * V + pS, mask=mS, other=0.0)
@@ -246,8 +254,8 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
         U = torch.empty_like(U0)
         prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
         chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, **prep)
-    walk = walk_launch("states", meta, V)
-    chunk_states_kernel[(B * H, triton.cdiv(V, walk["BV"]))](
+    walk = walk_launch("states", meta, V, None if ab else K)
+    chunk_states_kernel[walk_grid(B * H, K, V, walk)](
         lw, k, v, a, *sw, *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
         U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), **walk,
     )  # fmt: skip

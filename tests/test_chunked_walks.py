@@ -1,0 +1,123 @@
+"""The chunked strategy's two walks over the chunks (``chunk_states_kernel``, ``chunk_dstates_kernel``)
+with the key axis in blocks (``LAUNCH["walk_bk"]``): without a rank-one correction each block of key
+rows of the state evolves apart, so a program holds a [BK, BV] block of it; with one the key axis
+stays whole. Against the recurrence (float64) and the reference layer, at key sizes that are not a
+multiple of the block, and the launches they take."""
+
+import pytest
+import torch
+from archdsl.codegen.run import chunked_backward, chunked_common, chunked_kernels
+from archdsl.codegen.run.chunked_backward import chunked_backward as backward
+from archdsl.codegen.run.chunked_kernels import chunked_forward
+from archdsl.codegen.run.chunked_torch import sequential_torch
+from kernel_harness import compare_backends, rel_rms
+from test_chunked import layer_of, random_problem
+
+WALKS = {"chunk_states_kernel": chunked_kernels, "chunk_dstates_kernel": chunked_backward}
+#: the walks ``assert_walks_match_the_recurrence`` launches: the forward's, then the backward's (which,
+#: given no kept states, reruns the forward's first)
+ORDER = ["chunk_states_kernel", "chunk_states_kernel", "chunk_dstates_kernel"]
+
+
+class Launches:
+    """Stands in for a kernel: records each launch's grid and key block, then launches the kernel."""
+
+    def __init__(self, real, name: str, seen: list):
+        self.real, self.name, self.seen = real, name, seen
+
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            self.seen.append((self.name, tuple(grid), kw["BK"]))
+            return self.real[grid](*args, **kw)
+
+        return launch
+
+
+def record_walks(monkeypatch) -> list:
+    """The walks' launches from here on: (kernel name, grid, key block)."""
+    seen = []
+    for name, mod in WALKS.items():
+        monkeypatch.setattr(mod, name, Launches(getattr(mod, name), name, seen))
+    return seen
+
+
+def recurrence_with_grads(lw, q, k, v, ab, h0, do, dht):
+    """(o, final state, [dlw, dq, dk, dv, *dab, dh0]) of the step-by-step recurrence in float64."""
+    xs = [x.double().requires_grad_(True) for x in (lw, q, k, v, *ab, h0)]
+    o, hT = sequential_torch(xs[0], xs[1], xs[2], xs[3], xs[4:-1], xs[-1])
+    grads = torch.autograd.grad([o, hT], xs, [do.double(), dht.double()])
+    return o, hT, grads
+
+
+def assert_walks_match_the_recurrence(lw, q, k, v, ab, h0):
+    """fp32 kernels (exact fp32 products, chunk 16) against the float64 recurrence: output, final
+    state and every gradient (log-decays, q, k, v, a, b, initial state) within 1e-5 relative RMS."""
+    o, hT = chunked_forward(lw, q, k, v, ab, h0, 16, "ieee")
+    do, dht = torch.randn_like(o), torch.randn_like(hT)
+    o_ref, hT_ref, expected = recurrence_with_grads(lw, q, k, v, ab, h0, do, dht)
+    assert rel_rms(o, o_ref) < 1e-5 and rel_rms(hT, hT_ref) < 1e-5
+    got = backward(lw, q, k, v, ab, h0, do, dht, 16, "ieee")
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape and rel_rms(g, e) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "K, walk_bk, blocks",
+    [(40, 16, (3, 16)), (18, 64, (1, 32)), (40, None, (1, 64))],
+    ids=["three-key-blocks", "key-smaller-than-block", "key-whole"],
+)
+@pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
+def test_split_walks_match_the_recurrence(scalar, K, walk_bk, blocks, monkeypatch):
+    """Without a correction, key size 40 in blocks of 16 (the last half full), 18 in one block of 32
+    (the block clamped to the padded key size) and 40 whole (``walk_bk`` None); value size 40 in the
+    walks' blocks of 16 (three, the last half full); 37 steps (two chunks of 16 and a partial one), a
+    given initial state. Each walk launches (B·H, value blocks, key blocks) programs."""
+    monkeypatch.setitem(chunked_common.LAUNCH, "walk_bk", walk_bk)
+    monkeypatch.setitem(chunked_common.LAUNCH, "states_bv", 16)
+    monkeypatch.setitem(chunked_common.LAUNCH, "dstates_bv", 16)
+    seen = record_walks(monkeypatch)
+    lw, q, k, v, ab, h0 = random_problem(scalar, False, torch.float32, T=37, K=K, V=40, seed=5)
+    assert_walks_match_the_recurrence(lw, q, k, v, ab, h0)
+    NK, BK = blocks
+    B, _, H, _ = q.shape
+    assert seen == [(name, (B * H, 3, NK), BK) for name in ORDER]
+
+
+def test_walks_hold_the_key_axis_whole_with_a_correction(monkeypatch):
+    """A delta rule's walks contract the state over the key axis (U = W S + U₀, Wᵀ dU): one block of
+    the padded key size whatever ``walk_bk`` says, and the result still matches the recurrence."""
+    monkeypatch.setitem(chunked_common.LAUNCH, "walk_bk", 16)
+    seen = record_walks(monkeypatch)
+    lw, q, k, v, ab, h0 = random_problem(False, True, torch.float32, T=37, K=18, V=20, seed=6)
+    assert_walks_match_the_recurrence(lw, q, k, v, ab, h0)
+    assert seen == [(name, (6, 1, 1), 32) for name in ORDER]
+
+
+def test_walk_key_block_is_clamped(monkeypatch):
+    """``walk_launch``'s key block: ``walk_bk`` rounded up to a power of two, at least 16 (``tl.dot``'s
+    minimum), at most the padded key size; no key size (a correction), None or 0: ``meta``'s block."""
+    meta = dict(BK=128, BV=64, num_warps=4, C=16)
+    for walk_bk, K, BK in [(64, 128, 64), (32, 128, 32), (8, 128, 16), (48, 128, 64), (64, 40, 64)]:
+        monkeypatch.setitem(chunked_common.LAUNCH, "walk_bk", walk_bk)
+        assert chunked_common.walk_launch("states", meta, 256, K)["BK"] == BK
+    assert chunked_common.walk_launch("dstates", dict(meta, BK=16), 256, 5)["BK"] == 16
+    assert chunked_common.walk_launch("states", meta, 256)["BK"] == 128
+    for whole in (None, 0):  # 0: benchmarks/chunked.py's --launch walk_bk=0
+        monkeypatch.setitem(chunked_common.LAUNCH, "walk_bk", whole)
+        assert chunked_common.walk_launch("dstates", meta, 256, 128)["BK"] == 128
+    walk = chunked_common.walk_launch("states", meta, 40, 40)
+    assert chunked_common.walk_grid(6, 40, 40, dict(walk, BK=16, BV=16)) == (6, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "name, sizes", [("gla", {"n": 40}), ("mamba2", {"dstate": 40})], ids=["key-decay", "head-decay"]
+)
+def test_layer_with_split_walks_matches_reference(name, sizes, monkeypatch):
+    """A whole layer (GLA: a decay per key channel; Mamba2: one per head) with a key axis of 40 in
+    blocks of 16, 37 steps in chunks of 16: output, final state and every gradient (input,
+    parameters, initial state) against the reference, fp32 ≤ 1e-5 (the harness)."""
+    monkeypatch.setitem(chunked_common.LAUNCH, "walk_bk", 16)
+    seen = record_walks(monkeypatch)
+    compare_backends(layer_of(name, **sizes), B=2, T=37, chunk=16, strategy="chunked")
+    assert {(n, grid[2], bk) for n, grid, bk in seen} == {(n, 3, 16) for n in WALKS}
