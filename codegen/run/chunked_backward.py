@@ -66,6 +66,7 @@ from archdsl.codegen.run.chunked_common import (
 )
 from archdsl.codegen.run.chunked_dqk import _state_products, dqkab
 from archdsl.codegen.run.chunked_kernels import chunk_states
+from archdsl.codegen.run.chunked_walks import delta_dstates
 
 
 @triton.jit
@@ -293,11 +294,14 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b = ab if ab else (q, q)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
-    walk = walk_launch("dstates", meta, V)
-    chunk_dstates_kernel[(B * H, triton.cdiv(V, walk["BV"]))](
-        lw, q, a, *sw, *sq, *sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
-        **walk,
-    )  # fmt: skip
+    if ab:  # codegen/run/chunked_walks.py
+        delta_dstates(lw, q, a, W, do, dht, dstates, dh0, meta)
+    else:
+        walk = walk_launch("dstates", meta, V)
+        chunk_dstates_kernel[(B * H, triton.cdiv(V, walk["BV"]))](
+            lw, q, a, *sw, *sq, *sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
+            **walk,
+        )  # fmt: skip
     BKb = key_block(K, bool(ab))
     per_token = dict(meta, BK=BKb) | token_launch()
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)

@@ -37,6 +37,7 @@ from archdsl.codegen.run.chunked_common import (
     strides,
     walk_launch,
 )
+from archdsl.codegen.run.chunked_walks import delta_states
 
 
 def kernel_path() -> str:
@@ -246,6 +247,8 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
         U = torch.empty_like(U0)
         prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
         chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, **prep)
+        delta_states(lw, k, v, a, W, U0, h0, states, U, ht, meta)  # codegen/run/chunked_walks.py
+        return states, ht, U, W, inv
     walk = walk_launch("states", meta, V)
     chunk_states_kernel[(B * H, triton.cdiv(V, walk["BV"]))](
         lw, k, v, a, *sw, *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
