@@ -19,7 +19,9 @@ cumulative log-decays; ``dg`` is the reverse cumulative sum of ``dG`` (the decay
 Four steps: every chunk's start state and corrections from the forward (kept by it) or from its
 kernels 1 and 2 run again (``LAUNCH["keep"]``, ``codegen/run/ops.py``);
 ``chunk_dstates_kernel`` walks the chunks backwards with ``dS`` in fp32 registers and stores it at
-every chunk's end (the only sequential work: three ``tl.dot`` a chunk); then two kernels compute every
+every chunk's end (the only sequential work; a delta rule takes ``codegen/run/chunked_walks.py``'s
+kernels instead: ``Q̃ᵀ dO + Wᵀ Q_aᵀ dO`` for every chunk at once, then a walk of two ``tl.dot`` a
+chunk, ``A_end dS`` and ``Wᵀ`` times it); then two kernels compute every
 chunk's per-token gradients at once, each over one block of one axis and looping over the other, so
 that no program holds a whole [K, V] state or every gradient's tiles at once:
 

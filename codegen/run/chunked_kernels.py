@@ -8,8 +8,9 @@ with ``S`` the state at its start, the forward is three launches:
    pairs 16 → 32 → … → C by block forward substitution: stable where repeated squaring is not),
    ``W = T B̃`` and ``U₀ = T M_ak V``, so that the corrections are ``U = W S + U₀``.
 2. ``chunk_states_kernel`` (chunks in order; one program per block of value columns): stores ``S``,
-   ``U = W S + U₀``, and passes ``S ← Γ_C S + K_endᵀ V + A_endᵀ U`` in fp32 registers. Three
-   ``tl.dot`` a chunk: the only sequential work.
+   ``U = W S + U₀``, and passes ``S ← Γ_C S + K_endᵀ V + A_endᵀ U`` in fp32 registers: the only
+   sequential work. A delta rule takes ``codegen/run/chunked_walks.py``'s kernels instead: ``K_endᵀ V``
+   for every chunk at once, then a walk of two ``tl.dot`` a chunk (``W S``, ``A_endᵀ U``).
 3. ``chunk_output_kernel`` (every chunk at once): ``O = Q̃ S + Q_k V + Q_a U``.
 
 The backward (``codegen/run/chunked_backward.py``) takes what 1 and 2 computed from the forward
