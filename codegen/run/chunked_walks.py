@@ -201,8 +201,11 @@ def chunk_dstates_delta_kernel(
 
 def terms_launch(meta: dict) -> dict:
     """The launch options of the kernels of state-independent terms: ``_meta``'s (without ``SHARED``),
-    the key axis in blocks of at most ``TERMS_BK``."""
-    return {x: y for x, y in meta.items() if x != "SHARED"} | {"BK": min(TERMS_BK, meta["BK"])}
+    the key axis in blocks of at most ``TERMS_BK``, one software-pipelining stage. Compiled for sm_90a
+    at GDN_100m head shapes (benchmarks/results/walks-3/), ``chunk_dwrites_kernel`` at Triton's default
+    three stages holds 99 KB of shared memory and spills 228 B a thread, at one stage 49 KB and 124 B."""
+    keep = {x: y for x, y in meta.items() if x != "SHARED"}
+    return keep | {"BK": min(TERMS_BK, meta["BK"]), "num_stages": 1}
 
 
 def delta_states(lw, k, v, a, W, U0, h0, states, U, ht, meta: dict):
