@@ -143,6 +143,7 @@ def chunk_dwrites_kernel(
     chunk = i_bh * N + n
     row = (i_b * T + t) * H + i_h
     dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+    dO = dO.to(tl.float32)  # do: fp32 or o's 16-bit type
     causal = rc[:, None] >= rc[None, :]
     Qa = tl.zeros([C, C], dtype=tl.float32)
     for i_k in range(0, tl.cdiv(K, BK)):  # Q_a: masked and decayed block by block (linear in each)
