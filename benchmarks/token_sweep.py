@@ -2,7 +2,8 @@
 before the chunked op, ``token``, and ``g ⊙ o + p`` with the readout after it, ``readout``; forward and
 backward each) over tokens per program (their ``CHUNK``) × warps, at the layers' shapes: bf16 inputs
 as the layer passes them, fp32 parameters, the chunked op's ``o`` in the type the layer gives it
-(``chunked_common.o_dtype``), the cotangents of the fp32 outputs in fp32.
+(``chunked_common.o_dtype``: bf16 where the decay is per key channel), the cotangents of the fp32
+outputs in fp32.
 
 Each row: the launcher's time per call (``triton.testing.do_bench``, ms; the launcher's allocations and
 its sum of the parameters' per-program partial gradients included), the bytes the call moves (every
@@ -92,10 +93,11 @@ def timed(fn, cuda: bool) -> float:
     return 1e3 * (time.perf_counter() - start)
 
 
-def kernel_rows(spec: str, kind: str, pp, B: int, T: int, opts, cuda: bool) -> list[list]:
-    """The rows of one part's forward and backward launchers over the settings."""
+def kernel_rows(spec: str, kind: str, pp, B: int, T: int, opts, cuda: bool, o_type) -> list[list]:
+    """The rows of one part's forward and backward launchers over the settings; ``o_type``: the
+    chunked op's output type in a bf16 layer of this spec (``o_dtype``)."""
     dev = "cuda" if cuda else "cpu"
-    xs, cs, dys = operands(pp.part, B, T, dev, o_dtype(torch.bfloat16))
+    xs, cs, dys = operands(pp.part, B, T, dev, o_type)
     rows = []
     for direction in opts.direction:
         launch = getattr(pp.module, f"{pp.stem}_{kind}_{direction}")
@@ -155,7 +157,7 @@ def header(opts, cuda: bool, argv: list[str]) -> list[str]:
     device = torch.cuda.get_device_name() if cuda else "CPU (Triton interpreter)"
     return [
         f"# The per-token kernels over tokens per program × warps (B {opts.B}, T {opts.T}, bf16 inputs, "
-        f"o {str(o_dtype(torch.bfloat16)).removeprefix('torch.')})",
+        "o as a bf16 layer gives it: bf16 where the decay is per key channel, else fp32)",
         "",
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {device}, torch "
         f"{torch.__version__}, triton {triton.__version__}, python {platform.python_version()}, "
@@ -183,7 +185,8 @@ def main(argv=None) -> str:
         cell = build_chunked(layer_ir(spec, "test" if opts.preset == "test" else SPECS[spec]))
         for kind in opts.kinds:
             if kind in cell.kernels:
-                rows = kernel_rows(spec, kind, cell.kernels[kind], opts.B, opts.T, opts, cuda)
+                o_type = o_dtype(torch.bfloat16, cell.form.scalar_decay)
+                rows = kernel_rows(spec, kind, cell.kernels[kind], opts.B, opts.T, opts, cuda, o_type)
                 lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
                 write(opts.out, lines)  # after each kernel: a run cut off keeps what it measured
     text = write(opts.out, lines)

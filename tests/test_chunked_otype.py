@@ -29,18 +29,26 @@ def test_half_o_is_the_fp32_o_rounded_and_half_do_reads_exactly(lowrank):
     assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
-def test_o_dtype_follows_the_switch(monkeypatch):
+def test_o_dtype_follows_the_switch_and_the_decay(monkeypatch):
+    """16-bit o for a 16-bit layer whose decay is per key channel, with the switch on; fp32 otherwise
+    (a head-wide decay's gradient sums do's products over the whole head)."""
     monkeypatch.setitem(chunked_common.LAUNCH, "o_half", True)
     types = [torch.bfloat16, torch.float16, torch.float32, torch.float64]
-    assert [chunked_common.o_dtype(t) for t in types] == [*types[:2], torch.float32, torch.float32]
+    assert [chunked_common.o_dtype(t, False) for t in types] == [*types[:2], torch.float32, torch.float32]
+    assert {chunked_common.o_dtype(t, True) for t in types} == {torch.float32}
     monkeypatch.setitem(chunked_common.LAUNCH, "o_half", False)
-    assert {chunked_common.o_dtype(t) for t in types} == {torch.float32}
+    assert {chunked_common.o_dtype(t, head) for t in types for head in (True, False)} == {torch.float32}
 
 
-@pytest.mark.parametrize("half", [True, False], ids=["o-half", "o-fp32"])
-def test_layer_o_type_and_its_gradient(half, monkeypatch):
+@pytest.mark.parametrize(
+    "name, half, want",
+    [("gla", True, torch.bfloat16), ("gla", False, torch.float32), ("mamba2", True, torch.float32)],
+    ids=["key-decay-o-half", "key-decay-o-fp32", "head-decay-o-fp32"],
+)
+def test_layer_o_type_and_its_gradient(name, half, want, monkeypatch):
     """A bf16 layer within the harness' tolerance with the switch either way: its op returns o in bf16
-    (fp32 when off) and its backward receives ``do`` in that type."""
+    where the decay is per key channel and the switch is on (else fp32), and its backward receives
+    ``do`` in that type."""
     from archdsl.codegen.run import chunked_backward as backward_module
 
     monkeypatch.setitem(chunked_common.LAUNCH, "o_half", half)
@@ -52,8 +60,8 @@ def test_layer_o_type_and_its_gradient(half, monkeypatch):
         return real(lw, q, k, v, ab, h0, do, *rest)
 
     monkeypatch.setattr(backward_module, "chunked_backward", spy)
-    compare_backends(layer_of("mamba2"), B=1, T=20, dtype=torch.bfloat16, chunk=16, strategy="chunked")
-    assert seen["do"] == (torch.bfloat16 if half else torch.float32)
+    compare_backends(layer_of(name), B=1, T=20, dtype=torch.bfloat16, chunk=16, strategy="chunked")
+    assert seen["do"] == want
 
 
 def test_layer_half_o_without_kernels(monkeypatch):
@@ -78,5 +86,5 @@ def test_layer_half_o_without_kernels(monkeypatch):
         return call
 
     monkeypatch.setattr(chunked, "chunked_op", spy)
-    compare_backends(layer_of("gdn"), B=2, T=20, dtype=torch.bfloat16, chunk=16, strategy="chunked")
+    compare_backends(layer_of("gla"), B=2, T=20, dtype=torch.bfloat16, chunk=16, strategy="chunked")
     assert seen["o"] == torch.bfloat16

@@ -39,8 +39,9 @@ def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype):
     """The chunked recurrence on the coefficients as they are (their own float types, any strides:
     no copy); ``dtype``: the layer's, which picks the products' type (``chunked_common.products``:
     exact fp32 for fp32 layers, bf16/fp16 operands with fp32 accumulation for bf16/fp16 layers, TF32
-    for a delta rule's) and o's (``chunked_common.o_dtype``: fp32, or a 16-bit layer's own)."""
-    op = chunked_op(chunk, products(dtype, bool(ab)), o_dtype(dtype))
+    for a delta rule's) and o's (``chunked_common.o_dtype``: fp32, or a 16-bit layer's own where the
+    decay is one per key channel)."""
+    op = chunked_op(chunk, products(dtype, bool(ab)), o_dtype(dtype, lw.dim() == 3))
     out = op([lw, q, k, v, *ab], h0.float().contiguous())
     return out[0], out[1]  # after them the op's kept tensors (for its backward)
 

@@ -199,7 +199,8 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: an H100) 2,880 B at 32 and 4 warps. ``dg_scan``: in ``chunk_dqk_kernel`` (no correction), a head's
 #: decay gradient of the decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product
 #: with a 0/1 matrix (0); the delta rule's kernels always scan. ``o_half``: the op's output ``o`` in a
-#: bf16/fp16 layer's own type (its gradient read in that type), not fp32 (``o_dtype``).
+#: bf16/fp16 layer's own type (its gradient read in that type), not fp32, where the decay is one per
+#: key channel (``o_dtype``).
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -221,11 +222,17 @@ LAUNCH = {
 }
 
 
-def o_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The chunked op's output type for a layer of ``dtype``: a bf16/fp16 layer's own with
-    ``LAUNCH["o_half"]`` (half the bytes the readout reads and its backward writes; ``o`` summed in
-    fp32 and rounded once, where the layer rounds the readout's output anyway), else fp32."""
-    return dtype if LAUNCH["o_half"] and dtype in (torch.bfloat16, torch.float16) else torch.float32
+def o_dtype(dtype: torch.dtype, head_decay: bool) -> torch.dtype:
+    """The chunked op's output type for a layer of ``dtype`` whose decay is one per head
+    (``head_decay``) or one per key channel: with ``LAUNCH["o_half"]``, a bf16/fp16 layer's own type
+    where the decay is per key channel (half the bytes the readout reads and its backward writes;
+    ``o`` summed in fp32 and rounded once), else fp32. A head-wide decay's gradient sums ``do``'s
+    products over the head's whole state, where rounding ``do`` to 16 bits does not average out: on
+    an H200, Mamba2's ``dt_bias`` gradient measured 1.7e-2 and 2.3e-2 off the reference with a bf16
+    ``o`` (chunks of 64 and 16; 6.3e-3 with fp32), against GLA's worst 4.7e-3
+    (benchmarks/results/chunked-8/)."""
+    half = LAUNCH["o_half"] and not head_decay and dtype in (torch.bfloat16, torch.float16)
+    return dtype if half else torch.float32
 
 
 def walk_launch(walk: str, meta: dict, V: int, K: int | None = None) -> dict:
