@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 import triton
-from archdsl.codegen.run import chunked_backward, chunked_dqk, chunked_kernels, chunked_walks, shortconv
+from archdsl.codegen.run import chunked_backward, chunked_dqk, chunked_kernels, shortconv
 from archdsl.codegen.run.chunked_common import interpreted
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -42,8 +42,6 @@ KERNELS = {
         (chunked_backward, ("chunk_dqk_kernel", "chunk_dv_kernel", "chunk_dstates_kernel")),
         (chunked_kernels, ("chunk_prep_kernel", "chunk_states_kernel", "chunk_output_kernel")),
         (chunked_dqk, ("chunk_dmat_kernel", "chunk_dqkab_kernel")),
-        (chunked_walks, ("chunk_writes_kernel", "chunk_states_delta_kernel")),
-        (chunked_walks, ("chunk_dwrites_kernel", "chunk_dstates_delta_kernel")),
     )
     for name in names
 }

@@ -1,24 +1,19 @@
 """The chunked strategy's two walks over the chunks (``chunk_states_kernel``, ``chunk_dstates_kernel``)
 with the key axis in blocks (``LAUNCH["walk_bk"]``): without a rank-one correction each block of key
-rows of the state evolves apart, so a program holds a [BK, BV] block of it; with one the walks are
-``chunked_walks.py``'s and the key axis stays whole. Against the recurrence (float64) and the
-reference layer, at key sizes that are not a multiple of the block, and the launches they take."""
+rows of the state evolves apart, so a program holds a [BK, BV] block of it; with one the key axis
+stays whole. Against the recurrence (float64) and the reference layer, at key sizes that are not a
+multiple of the block, and the launches they take."""
 
 import pytest
 import torch
-from archdsl.codegen.run import chunked_backward, chunked_common, chunked_kernels, chunked_walks
+from archdsl.codegen.run import chunked_backward, chunked_common, chunked_kernels
 from archdsl.codegen.run.chunked_backward import chunked_backward as backward
 from archdsl.codegen.run.chunked_kernels import chunked_forward
 from archdsl.codegen.run.chunked_torch import sequential_torch
 from kernel_harness import compare_backends, rel_rms
 from test_chunked import layer_of, random_problem
 
-WALKS = {
-    "chunk_states_kernel": chunked_kernels,
-    "chunk_dstates_kernel": chunked_backward,
-    "chunk_states_delta_kernel": chunked_walks,
-    "chunk_dstates_delta_kernel": chunked_walks,
-}
+WALKS = {"chunk_states_kernel": chunked_kernels, "chunk_dstates_kernel": chunked_backward}
 #: the walks ``assert_walks_match_the_recurrence`` launches: the forward's, then the backward's (which,
 #: given no kept states, reruns the forward's first)
 ORDER = ["chunk_states_kernel", "chunk_states_kernel", "chunk_dstates_kernel"]
@@ -96,8 +91,7 @@ def test_walks_hold_the_key_axis_whole_with_a_correction(monkeypatch):
     seen = record_walks(monkeypatch)
     lw, q, k, v, ab, h0 = random_problem(False, True, torch.float32, T=37, K=18, V=20, seed=6)
     assert_walks_match_the_recurrence(lw, q, k, v, ab, h0)
-    delta = [name.replace("_kernel", "_delta_kernel") for name in ORDER]
-    assert seen == [(name, (6, 1), 32) for name in delta]
+    assert seen == [(name, (6, 1, 1), 32) for name in ORDER]
 
 
 def test_walk_key_block_is_clamped(monkeypatch):
@@ -126,4 +120,4 @@ def test_layer_with_split_walks_matches_reference(name, sizes, monkeypatch):
     monkeypatch.setitem(chunked_common.LAUNCH, "walk_bk", 16)
     seen = record_walks(monkeypatch)
     compare_backends(layer_of(name, **sizes), B=2, T=37, chunk=16, strategy="chunked")
-    assert {(n, grid[2], bk) for n, grid, bk in seen} == {(n, 3, 16) for n in ORDER}
+    assert {(n, grid[2], bk) for n, grid, bk in seen} == {(n, 3, 16) for n in WALKS}

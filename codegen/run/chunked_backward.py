@@ -19,9 +19,7 @@ cumulative log-decays; ``dg`` is the reverse cumulative sum of ``dG`` (the decay
 Four steps: every chunk's start state and corrections from the forward (kept by it) or from its
 kernels 1 and 2 run again (``LAUNCH["keep"]``, ``codegen/run/ops.py``);
 ``chunk_dstates_kernel`` walks the chunks backwards with ``dS`` in fp32 registers and stores it at
-every chunk's end (the only sequential work; a delta rule takes ``codegen/run/chunked_walks.py``'s
-kernels instead: ``Q̃ᵀ dO + Wᵀ Q_aᵀ dO`` for every chunk at once, then a walk of two ``tl.dot`` a
-chunk, ``A_end dS`` and ``Wᵀ`` times it); then two kernels compute every
+every chunk's end (the only sequential work: three ``tl.dot`` a chunk); then two kernels compute every
 chunk's per-token gradients at once, each over one block of one axis and looping over the other, so
 that no program holds a whole [K, V] state or every gradient's tiles at once:
 
@@ -51,6 +49,7 @@ from archdsl.codegen.run.chunked_common import (
     _chunk_decays,
     _decay_grad_scan,
     _decay_state,
+    _decayed,
     _dot,
     _from_start,
     _head_decays,
@@ -68,7 +67,6 @@ from archdsl.codegen.run.chunked_common import (
 )
 from archdsl.codegen.run.chunked_dqk import _state_products, dqkab
 from archdsl.codegen.run.chunked_kernels import chunk_states
-from archdsl.codegen.run.chunked_walks import delta_dstates
 
 
 @triton.jit
@@ -107,16 +105,20 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
 
 @triton.jit
 def chunk_dstates_kernel(
-    lw, q, sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3,
-    do, dht, dstates, dh0, T, H, K: tl.constexpr, V: tl.constexpr,
-    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SCALAR: tl.constexpr, DOT: tl.constexpr,
+    lw, q, a,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sa0, sa1, sa2, sa3,
+    w_in, do, dht, dstates, dh0, T, H, K: tl.constexpr, V: tl.constexpr,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
-    """The chunks in reverse, without a correction (a delta rule walks in ``chunked_walks.py``):
-    stores the gradient of each chunk's end state, passes it backwards. A program holds a [BK, BV]
-    block of it, the key axis in blocks, K and V compile-time constants, as in
+    """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards.
+    A program holds a [BK, BV] block of it, the key axis in blocks without a correction and whole
+    with one (Wᵀ dU sums over it), and K and V are compile-time constants, as in
     ``chunk_states_kernel``."""
+    if SHARED:  # q and a in one layout: one offset computation
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
-    i_k = tl.program_id(2) if BK < K else 0
+    i_k = tl.program_id(2) if BK < K else 0  # the key axis in blocks, or whole (a correction's)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), i_k * BK + tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     mk, mv = rk < K, rv < V
@@ -125,7 +127,8 @@ def chunk_dstates_kernel(
     N = tl.cdiv(T, C)
     for i in range(0, N):
         n = N - 1 - i
-        tl.store(dstates + (i_bh * N + n) * K * V + pS, dS, mask=mS)
+        chunk = i_bh * N + n
+        tl.store(dstates + chunk * K * V + pS, dS, mask=mS)
         t = n * C + rc
         mt = t < T
         row = (i_b * T + t) * H + i_h
@@ -133,7 +136,15 @@ def chunk_dstates_kernel(
         dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
         dO = dO.to(tl.float32)  # do: fp32 or o's 16-bit type
         g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
-        dS = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT) + _decay_state(dS, GC, SCALAR)
+        dS_prev = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
+        if LOWRANK:
+            aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+            Qa = _decayed(qq, aa, G, G, rc[:, None] >= rc[None, :], SCALAR, DOT)
+            dU = _dot(tl.trans(Qa), dO, DOT)
+            dU += _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
+            W = tl.load(w_in + (chunk * C + rc)[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
+            dS_prev += _dot(tl.trans(W), dU, DOT)
+        dS = dS_prev + _decay_state(dS, GC, SCALAR)
     tl.store(dh0 + i_bh * K * V + pS, dS, mask=mS)
 
 
@@ -289,13 +300,11 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b = ab if ab else (q, q)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
-    if ab:  # codegen/run/chunked_walks.py
-        delta_dstates(lw, q, a, W, do, dht, dstates, dh0, meta)
-    else:
-        walk = walk_launch("dstates", meta, V, K)
-        chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
-            lw, q, *sw, *sq, do, dht, dstates, dh0, T, H, K, V, **walk
-        )
+    walk = walk_launch("dstates", meta, V, None if ab else K)
+    chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
+        lw, q, a, *sw, *sq, *sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
+        **walk,
+    )  # fmt: skip
     BKb = key_block(K, bool(ab))
     per_token = dict(meta, BK=BKb) | token_launch()
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)

@@ -244,8 +244,7 @@ def walk_launch(walk: str, meta: dict, V: int, K: int | None = None) -> dict:
     ``K``, or a ``walk_bk`` of None or 0: the key axis whole, ``meta``'s block, as a correction
     needs)."""
     bv, warps, bk = LAUNCH[f"{walk}_bv"], LAUNCH[f"{walk}_warps"], LAUNCH["walk_bk"]
-    out = {x: y for x, y in meta.items() if x != "SHARED"}  # a walk reads one coefficient per layout
-    out["num_stages"] = LAUNCH[f"{walk}_stages"]
+    out = dict(meta, num_stages=LAUNCH[f"{walk}_stages"])
     if bv:
         out["BV"] = min(bv, max(16, triton.next_power_of_2(V)))
     if warps:

@@ -7,12 +7,10 @@ with ``S`` the state at its start, the forward is three launches:
    ``T = (I - M_ab)⁻¹`` blocked by 16 (the diagonal blocks by forward substitution, then joined in
    pairs 16 → 32 → … → C by block forward substitution: stable where repeated squaring is not),
    ``W = T B̃`` and ``U₀ = T M_ak V``, so that the corrections are ``U = W S + U₀``.
-2. ``chunk_states_kernel`` (chunks in order; one program per block of value columns and per block
-   of key rows): stores ``S`` and passes ``S ← Γ_C S + K_endᵀ V`` in fp32 registers: the only
-   sequential work. A delta rule takes ``codegen/run/chunked_walks.py``'s kernels instead (its
-   ``U = W S + U₀`` contracts the state over the key axis, which its walk holds whole): ``K_endᵀ V``
-   for every chunk at once, then a walk of two ``tl.dot`` a chunk that stores ``S`` and
-   ``U = W S + U₀`` and passes ``S ← Γ_C S + K_endᵀ V + A_endᵀ U``.
+2. ``chunk_states_kernel`` (chunks in order; one program per block of value columns, and without a
+   correction per block of key rows too): stores ``S``,
+   ``U = W S + U₀``, and passes ``S ← Γ_C S + K_endᵀ V + A_endᵀ U`` in fp32 registers. Three
+   ``tl.dot`` a chunk: the only sequential work.
 3. ``chunk_output_kernel`` (every chunk at once): ``O = Q̃ S + Q_k V + Q_a U``.
 
 The backward (``codegen/run/chunked_backward.py``) takes what 1 and 2 computed from the forward
@@ -41,7 +39,6 @@ from archdsl.codegen.run.chunked_common import (
     walk_grid,
     walk_launch,
 )
-from archdsl.codegen.run.chunked_walks import delta_states
 
 
 def kernel_path() -> str:
@@ -151,18 +148,25 @@ def chunk_prep_kernel(
 
 @triton.jit
 def chunk_states_kernel(
-    lw, k, v, sw0, sw1, sw2, sw3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
-    h0, states, ht, T, H, K: tl.constexpr, V: tl.constexpr,
-    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SCALAR: tl.constexpr, DOT: tl.constexpr,
+    lw, k, v, a,
+    sw0, sw1, sw2, sw3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
+    sa0, sa1, sa2, sa3,
+    w_in, u0_in, h0, states, u_out, ht, T, H, K: tl.constexpr, V: tl.constexpr,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
-    """The chunks in order, without a correction (a delta rule walks in ``chunked_walks.py``): stores
-    each chunk's start state, passes the state. A program holds a [BK, BV] block of it: the decay is
-    diagonal in the key axis, so its key rows evolve apart and the axis is split into blocks
-    (``walk_launch``); where one block holds it, its offset is the constant 0. K and V are
-    compile-time constants: Triton hoists the loop-invariant [C, BK] and [BK, BV] offsets and masks
-    out of the loop, which with runtime sizes spilled (``LAUNCH``'s comment)."""
+    """The chunks in order: stores each chunk's start state (and its corrections U), passes the state.
+    A program holds a [BK, BV] block of the state: without a correction the key rows evolve apart
+    (the decay is diagonal in the key axis), so the key axis is split into blocks (``walk_launch``);
+    a correction (U = W S + U₀) contracts the state over the key axis, which a program then holds
+    whole; where one block holds the key axis its offset is the constant 0 (a program id of 0 added at
+    run time spilled more: GDN_100m 704 against 576 B a thread, benchmarks/results/walks-2/). K and V
+    are compile-time constants: Triton hoists the loop-invariant [C, BK] and [BK, BV] offsets and
+    masks out of the loop, which with runtime sizes spilled (``LAUNCH``'s comment)."""
+    if SHARED:
+        sa0, sa1, sa2, sa3 = sk0, sk1, sk2, sk3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
-    i_k = tl.program_id(2) if BK < K else 0
+    i_k = tl.program_id(2) if BK < K else 0  # the key axis in blocks, or whole (a correction's)
     i_b, i_h = i_bh // H, i_bh % H
     rc, rk, rv = tl.arange(0, C), i_k * BK + tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     mk, mv = rk < K, rv < V
@@ -170,13 +174,23 @@ def chunk_states_kernel(
     S = tl.load(h0 + i_bh * K * V + pS, mask=mS, other=0.0)
     N = tl.cdiv(T, C)
     for n in range(0, N):
-        tl.store(states + (i_bh * N + n) * K * V + pS, S, mask=mS)
+        chunk = i_bh * N + n
+        tl.store(states + chunk * K * V + pS, S, mask=mS)
         t = n * C + rc
         mt = t < T
         kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
         vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
         g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
-        S = _decay_state(S, GC, SCALAR) + _dot(tl.trans(_to_end(kk, G, GC, SCALAR)), vv, DOT)
+        new = _dot(tl.trans(_to_end(kk, G, GC, SCALAR)), vv, DOT)
+        if LOWRANK:
+            out_row = chunk * C + rc
+            W = tl.load(w_in + out_row[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
+            pu = out_row[:, None] * V + rv[None, :]
+            U = _dot(W, S, DOT) + tl.load(u0_in + pu, mask=mv[None, :], other=0.0)
+            tl.store(u_out + pu, U, mask=mv[None, :])
+            aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+            new += _dot(tl.trans(_to_end(aa, G, GC, SCALAR)), U, DOT)
+        S = _decay_state(S, GC, SCALAR) + new
     tl.store(ht + i_bh * K * V + pS, S, mask=mS)
 
 
@@ -240,12 +254,11 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
         U = torch.empty_like(U0)
         prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
         chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, **prep)
-        delta_states(lw, k, v, a, W, U0, h0, states, U, ht, meta)  # codegen/run/chunked_walks.py
-        return states, ht, U, W, inv
-    walk = walk_launch("states", meta, V, K)
+    walk = walk_launch("states", meta, V, None if ab else K)
     chunk_states_kernel[walk_grid(B * H, K, V, walk)](
-        lw, k, v, *sw, *sk, *sv, h0, states, ht, T, H, K, V, **walk
-    )
+        lw, k, v, a, *sw, *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
+        U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), **walk,
+    )  # fmt: skip
     return states, ht, U, W, inv
 
 
