@@ -182,3 +182,25 @@ KERNEL_CASES = [
 )
 def test_new_choices_pass_the_kernel_harness(name, sets):
     compare_backends(layer_of(name, **sets), B=2, T=5, chunk=4)
+
+
+# ---- the libraries' initialisation --------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spec, preset",
+    [("gdn", "GDN_100m"), ("mamba2", "Mamba2_100m")],
+)
+def test_library_specs_start_their_maps_as_torch_linear(spec, preset):
+    """gdn.rnn and mamba2.rnn start like the library layers they equal (fla's GatedDeltaNet,
+    mamba_ssm's Mamba2): every projection and the output map as torch's ``nn.Linear`` default,
+    U(±1/√fan_in), whatever the number of outputs (xavier's bound would depend on it). A spec that
+    starts elsewhere trains at another loss per step than the library (benchmarks/same_init.py)."""
+    torch.manual_seed(0)
+    layer = RecurrentLayer(layer_of(spec, preset))
+    maps = {name: p for name, p in layer.named_parameters() if name.endswith(".weight")}
+    assert "out.weight" in maps and any(n.startswith("proj.") for n in maps)
+    for name, w in maps.items():
+        torch.manual_seed(0)
+        expected = torch.nn.Linear(w.shape[1], w.shape[0], bias=False).weight
+        bound = 1 / w.shape[1] ** 0.5
+        assert w.abs().max() <= bound, name
+        assert w.std().item() == pytest.approx(expected.std().item(), rel=0.03), name
