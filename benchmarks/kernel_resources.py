@@ -47,10 +47,14 @@ KERNELS = {
 }
 CONV = {name: getattr(shortconv, name) for name in ("_conv_fwd", "_conv_bwd_walk", "_conv_bwd_halo")}
 HALF = {"q", "k", "a", "b", "dq", "dk", "da", "db", "dv"}  # bf16 pointers; the rest fp32
+#: the intermediates one kernel stores and others read that ``--store-half`` (LAUNCH["store_half"]) makes
+#: bf16: the backward's, and without a correction the start states (``chunked_common.forward_store``)
+STORED = {"dstates", "dr_in", "dr_out", "dmat"}
 
 
-def signature(fn, consts: dict) -> tuple[dict, dict]:
-    """(Triton signature, constexprs) of a kernel: i32 sizes and strides, bf16/fp32 pointers."""
+def signature(fn, consts: dict, half: set = HALF) -> tuple[dict, dict]:
+    """(Triton signature, constexprs) of a kernel: i32 sizes and strides, bf16 pointers (``half``) or
+    fp32."""
     sig, cx = {}, {}
     for i, n in enumerate(fn.arg_names):
         if n in consts:
@@ -58,7 +62,7 @@ def signature(fn, consts: dict) -> tuple[dict, dict]:
         elif n in ("T", "H", "K", "V") or (n[:1] == "s" and n[1:2] in "wqkvab" and n[2:].isdigit()):
             sig[n] = "i32"
         else:
-            sig[n] = "*bf16" if n in HALF else "*fp32"
+            sig[n] = "*bf16" if n in half else "*fp32"
     return sig, cx
 
 
@@ -98,12 +102,12 @@ def ptxas_report(ptx: str) -> str:
         os.unlink(f.name)
 
 
-def report(name: str, consts: dict, warps: int, stages: int, maxnreg: int | None = None) -> str:
+def report(name: str, consts: dict, warps: int, stages: int, maxnreg=None, half: set = HALF) -> str:
     fn = CONV.get(name) or KERNELS[name]
     compile_time = {fn.arg_names[i] for i in fn.constexprs}  # K and V: the walks' only
     consts = {k: v for k, v in consts.items() if k in compile_time or k not in ("K", "V")}
     consts = {k: v for k, v in consts.items() if k in fn.arg_names}
-    sig, cx, attrs = conv_signature(fn, consts) if name in CONV else (*signature(fn, consts), None)
+    sig, cx, attrs = conv_signature(fn, consts) if name in CONV else (*signature(fn, consts, half), None)
     k = triton.compile(
         ASTSource(fn, sig, constexprs=cx, attrs=attrs),
         target=GPUTarget("cuda", 90, 32),
@@ -112,9 +116,9 @@ def report(name: str, consts: dict, warps: int, stages: int, maxnreg: int | None
     return f"shared memory {k.metadata.shared} B; {ptxas_report(k.asm['ptx'])}"
 
 
-def attempt(name: str, consts: dict, warps: int, stages: int, maxnreg: int | None = None) -> str:
+def attempt(name: str, consts: dict, warps: int, stages: int, maxnreg=None, half: set = HALF) -> str:
     try:
-        return report(name, consts, warps, stages, maxnreg)
+        return report(name, consts, warps, stages, maxnreg, half)
     except Exception as e:  # a setting that does not compile: say so and go on
         return f"failed: {type(e).__name__}: {str(e)[:120]}"
 
@@ -137,6 +141,9 @@ def main():
     ap.add_argument("--dot", default="tf32", choices=["tf32", "bf16", "ieee"], help="the products' type")
     ap.add_argument("--maxnreg", type=int, help="registers a thread at most (ptxas' .maxnreg; default: none)")
     ap.add_argument("--scan", action="store_true", help="chunk_dqk_kernel: the decay gradient by a scan")
+    ap.add_argument(
+        "--store-half", action="store_true", help="the stored intermediates in bf16 as LAUNCH['store_half']"
+    )
     ap.add_argument("--bt", type=int, nargs="*", default=[32], help="convolution: tokens a program")
     ap.add_argument("--bc", type=int, nargs="*", default=[64], help="convolution: channels a program")
     ap.add_argument("--window", type=int, default=4, help="convolution: its window K")
@@ -169,8 +176,10 @@ def main():
             LOWRANK=not args.no_lowrank,
             SCAN=args.scan,
         )
-        line = attempt(name, consts, warps, stages, args.maxnreg)
+        stored = STORED | ({"states"} if args.no_lowrank else set()) if args.store_half else set()
+        line = attempt(name, consts, warps, stages, args.maxnreg, HALF | stored)
         cap = f" maxnreg {args.maxnreg}" if args.maxnreg else ""
+        cap += " store_half" if args.store_half else ""
         print(f"{name} BK {bk} BV {bv} stages {stages} warps {warps}{cap}: {line}", flush=True)
 
 

@@ -1,12 +1,14 @@
-"""The chunked op's 16-bit ``o`` (``LAUNCH["o_half"]``) against the reference: the kernel harness
-(tests/kernel_harness.py) on the chunked tests' bf16 layers (tests/test_chunked.py: gdn, mamba2, gla,
-E88 identity at their ``test`` shapes, B 2, T 33, chunks of 16), with the switch off and on; one row per
-layer and setting with the worst tensor's relative RMS error (tolerance 2e-2 in bf16).
+"""The chunked op's 16-bit ``o`` (``LAUNCH["o_half"]``) or 16-bit stored intermediates
+(``--switch store_half``) against the reference: the kernel harness (tests/kernel_harness.py) on the
+chunked tests' bf16 layers (tests/test_chunked.py: gdn, mamba2, gla, E88 identity at their ``test``
+shapes, B 2, T 33, chunks of 16), with the switch off and on; one row per layer and setting with the
+worst tensor's relative RMS error (tolerance 2e-2 in bf16) and y's.
 
 On the CPU the Triton interpreter converts fp32 to bf16 by truncation (a GPU rounds to nearest even),
 which biases every 16-bit store; ``--round-nearest`` makes the interpreter round as a GPU does.
 
     TRITON_INTERPRET=1 python benchmarks/o_half_check.py --round-nearest --out o-half.md
+    TRITON_INTERPRET=1 python benchmarks/o_half_check.py --switch store_half --round-nearest
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def round_to_nearest() -> None:
     interpreter.InterpreterBuilder.cast_impl = cast_impl
 
 
-def check(name: str, half: bool, dtype: torch.dtype) -> list[str]:
-    chunked_common.LAUNCH["o_half"] = half
+def check(name: str, switch: str, half: bool, dtype: torch.dtype) -> list[str]:
+    chunked_common.LAUNCH[switch] = half
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             errors = compare_backends(layer_of(name), B=2, T=33, dtype=dtype, chunk=16, strategy="chunked")
@@ -64,6 +66,7 @@ def main() -> None:
     ap.add_argument("--specs", nargs="*", default=sorted(LINEAR), choices=sorted(LINEAR))
     ap.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     ap.add_argument("--round-nearest", action="store_true", help="the interpreter rounds as a GPU")
+    ap.add_argument("--switch", default="o_half", choices=["o_half", "store_half"])
     ap.add_argument("--out", default="")
     opts = ap.parse_args()
     if opts.round_nearest:
@@ -71,12 +74,12 @@ def main() -> None:
     lines = [
         f"`python benchmarks/o_half_check.py {' '.join(sys.argv[1:])}`",
         "",
-        "| layer | o_half | worst rel. RMS | tensor | y |",
+        f"| layer | {opts.switch} | worst rel. RMS | tensor | y |",
         "|---|---|---|---|---|",
     ]
     for name in opts.specs:
         for half in (False, True):
-            lines.append("| " + " | ".join(check(name, half, DTYPES[opts.dtype])) + " |")
+            lines.append("| " + " | ".join(check(name, opts.switch, half, DTYPES[opts.dtype])) + " |")
             print(lines[-1], flush=True)
     if opts.out:
         Path(opts.out).write_text("\n".join(lines) + "\n")

@@ -330,8 +330,8 @@ def test_cell_hands_inputs_over_without_copies(monkeypatch):
     seen = {}
     real = chunked.chunked_op
 
-    def spy(chunk, dot, o_type):
-        op = real(chunk, dot, o_type)
+    def spy(chunk, dot, *types):
+        op = real(chunk, dot, *types)
 
         def call(xs, h0):
             seen.update(dot=dot, xs=xs)

@@ -75,8 +75,8 @@ def test_layer_half_o_without_kernels(monkeypatch):
     seen = {}
     real = chunked.chunked_op
 
-    def spy(chunk, dot, o_type):
-        op = real(chunk, dot, o_type)
+    def spy(chunk, dot, *types):
+        op = real(chunk, dot, *types)
 
         def call(xs, h0):
             out = op(xs, h0)

@@ -25,7 +25,7 @@ from archdsl.codegen.emit.names import module_name
 from archdsl.codegen.hoist import TokenPart
 from archdsl.codegen.linear import LinearForm, classify
 from archdsl.codegen.plan import make_token_plan
-from archdsl.codegen.run.chunked_common import interpreted, o_dtype, products
+from archdsl.codegen.run.chunked_common import interpreted, o_dtype, products, store_dtype
 from archdsl.codegen.run.chunked_kernels import kernel_path
 from archdsl.codegen.run.ops import chunked_op
 from archdsl.codegen.run.runtime import ParallelPart, load_module
@@ -40,8 +40,8 @@ def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype):
     no copy); ``dtype``: the layer's, which picks the products' type (``chunked_common.products``:
     exact fp32 for fp32 layers, bf16/fp16 operands with fp32 accumulation for bf16/fp16 layers, TF32
     for a delta rule's) and o's (``chunked_common.o_dtype``: fp32, or a 16-bit layer's own where the
-    decay is one per key channel)."""
-    op = chunked_op(chunk, products(dtype, bool(ab)), o_dtype(dtype, lw.dim() == 3))
+    decay is one per key channel) and the intermediates' the kernels store (``store_dtype``)."""
+    op = chunked_op(chunk, products(dtype, bool(ab)), o_dtype(dtype, lw.dim() == 3), store_dtype(dtype))
     out = op([lw, q, k, v, *ab], h0.float().contiguous())
     return out[0], out[1]  # after them the op's kept tensors (for its backward)
 

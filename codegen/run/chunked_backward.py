@@ -128,7 +128,7 @@ def chunk_dstates_kernel(
     for i in range(0, N):
         n = N - 1 - i
         chunk = i_bh * N + n
-        tl.store(dstates + chunk * K * V + pS, dS, mask=mS)
+        tl.store(dstates + chunk * K * V + pS, dS.to(dstates.dtype.element_ty), mask=mS)
         t = n * C + rc
         mt = t < T
         row = (i_b * T + t) * H + i_h
@@ -143,7 +143,7 @@ def chunk_dstates_kernel(
             dU = _dot(tl.trans(Qa), dO, DOT)
             dU += _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
             W = tl.load(w_in + (chunk * C + rc)[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
-            dS_prev += _dot(tl.trans(W), dU, DOT)
+            dS_prev += _dot(tl.trans(W.to(tl.float32)), dU, DOT)
         dS = dS_prev + _decay_state(dS, GC, SCALAR)
     tl.store(dh0 + i_bh * K * V + pS, dS, mask=mS)
 
@@ -195,7 +195,7 @@ def chunk_dv_kernel(
         qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
         kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
         dS = tl.load(dstates + chunk * K * V + rk[:, None] * V + rv[None, :],
-                     mask=mk[:, None] & mv[None, :], other=0.0)  # fmt: skip
+                     mask=mk[:, None] & mv[None, :], other=0.0).to(tl.float32)  # fmt: skip
         g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
         Qk += _decayed_raw(qq, kk, G, G, SCALAR, DOT)
         dvv += _dot(_to_end(kk, G, GC, SCALAR), dS, DOT)
@@ -216,7 +216,8 @@ def chunk_dv_kernel(
         inv = tl.load(inv_in + (chunk * C + rc[:, None]) * C + rc[None, :])
         dR = _dot(tl.trans(inv), dU, DOT)
         dvv += _dot(tl.trans(_masked(Mak, Gh - gh, Gh, strict, SCALAR)), dR, DOT)
-        tl.store(dr_out + (chunk * C + rc)[:, None] * V + rv[None, :], dR, mask=mv[None, :])
+        tl.store(dr_out + (chunk * C + rc)[:, None] * V + rv[None, :], dR.to(dr_out.dtype.element_ty),
+                 mask=mv[None, :])  # fmt: skip
     tl.store(dv + pv, dvv.to(dv.dtype.element_ty), mask=mtv)
 
 
@@ -278,12 +279,16 @@ def chunk_dqk_kernel(
         tl.store(dlw + pk, dg.to(dlw.dtype.element_ty), mask=mtk)
 
 
-def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()) -> list:
+def chunked_backward(
+    lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=(), store=torch.float32
+) -> list:
     """[dlw, dq, dk, dv, *dab, dh0] of the chunked recurrence from the Triton kernels, each gradient
     contiguous in its input's type (dh0 fp32); the coefficients as ``chunked_forward`` takes them,
     ``do`` in its own type (fp32, or the 16-bit type of a 16-bit ``o``: read as it is, no copy).
     ``kept``: the forward's states (and U, W, T⁻¹), ``chunked_forward_kept``'s third value; empty:
-    kernels 1 and 2 rerun here."""
+    kernels 1 and 2 rerun here (``chunk_states``: storing in ``forward_store(store, …)``).
+    ``store``: ``chunked_common.store_dtype``'s, the type of the states' gradients, dR and the
+    matrices' gradients."""
     h0, dht = (x.float().contiguous() for x in (h0, dht))
     do = do.contiguous()
     B, T, H, K = q.shape
@@ -293,10 +298,10 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()
     if kept:
         states, U, W, inv = kept if ab else (kept[0], None, None, None)
     else:
-        states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
+        states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store)
     N = states.shape[1]
     dev = q.device
-    dstates = torch.empty_like(states)
+    dstates = torch.empty_like(states, dtype=store)
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b = ab if ab else (q, q)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
@@ -308,7 +313,7 @@ def chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=()
     BKb = key_block(K, bool(ab))
     per_token = dict(meta, BK=BKb) | token_launch()
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
-    dR = torch.empty_like(U) if ab else states
+    dR = torch.empty_like(U, dtype=store) if ab else states
     chunk_dv_kernel[(B * H, N, NV)](
         lw, q, k, a, b, *sw, *sq, *sk, *sa, *sb, dstates, inv if ab else states, do, dv, dR, T, H, K, V,
         LOWRANK=bool(ab), **per_token,

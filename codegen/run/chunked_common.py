@@ -201,7 +201,11 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: decay gradient of the decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product
 #: with a 0/1 matrix (0); the delta rule's kernels always scan. ``o_half``: the op's output ``o`` in a
 #: bf16/fp16 layer's own type (its gradient read in that type), not fp32, where the decay is one per
-#: key channel (``o_dtype``).
+#: key channel (``o_dtype``). ``store_half``: the big intermediates one kernel writes and others read
+#: stored in a bf16/fp16 layer's own type, not fp32 (``store_dtype``): the states' gradients, a delta
+#: rule's dR and its four matrices' gradients (``dmat``), and without a rank-one correction the
+#: chunks' start states; a delta rule's start states, U₀, U and W stay fp32 (``forward_store``). What
+#: is carried or summed stays fp32: the walks' running state, every product's accumulator, T⁻¹.
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -220,6 +224,7 @@ LAUNCH = {
     "split_warps": 8,
     "dg_scan": 0,
     "o_half": True,
+    "store_half": True,
 }
 
 
@@ -234,6 +239,26 @@ def o_dtype(dtype: torch.dtype, head_decay: bool) -> torch.dtype:
     (benchmarks/results/chunked-8/)."""
     half = LAUNCH["o_half"] and not head_decay and dtype in (torch.bfloat16, torch.float16)
     return dtype if half else torch.float32
+
+
+def store_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The type the chunked kernels store their big intermediates in for a layer of ``dtype``
+    (``LAUNCH["store_half"]``): a bf16/fp16 layer's own, else fp32. Each is rounded once where it is
+    stored and widened to fp32 where it is read. The backward's (the states' gradients, a delta rule's
+    dR and ``dmat``) take it; the forward's take ``forward_store``'s."""
+    half = LAUNCH["store_half"] and dtype in (torch.bfloat16, torch.float16)
+    return dtype if half else torch.float32
+
+
+def forward_store(store: torch.dtype, lowrank: bool) -> torch.dtype:
+    """The type of the forward's stored intermediates (the chunks' start states; a delta rule's U₀, U,
+    W) given ``store_dtype``'s: the same without a rank-one correction, fp32 with one. A delta rule's
+    walk reads W and U₀ back into the state it carries, and its decay gradients sum products with S and
+    U that cancel: on the kernel harness' bf16 gdn (T 33, chunks of 16, the interpreter rounding to
+    nearest as a GPU does) these four in bf16 put ``A_log``'s gradient 6.0e-2 off the reference (W
+    alone 3.0e-2, S 1.4e-2, U 1.2e-2, U₀ 1.2e-2) and E88 identity's 1.7e-2, against 4.5e-3 and
+    8.6e-3 with only the backward's in bf16 (benchmarks/results/store-half/)."""
+    return torch.float32 if lowrank else store
 
 
 def walk_launch(walk: str, meta: dict, V: int, K: int | None = None) -> dict:

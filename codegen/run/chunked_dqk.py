@@ -8,7 +8,8 @@ With a rank-one correction the per-token gradients need four [C, C] products ove
 
 which do not depend on the key axis. ``chunk_dmat_kernel`` (one program per chunk) sums them over the
 value axis in blocks, applies the masks and, with one decay per head, the decay ratios
-exp(G_t - G_τ), and stores them (fp32, 4·C·C a chunk). With one decay per head it also sums the four
+exp(G_t - G_τ), and stores them (4·C·C a chunk; fp32, or a 16-bit layer's type with
+``LAUNCH["store_half"]``). With one decay per head it also sums the four
 matrices' share of the log-decays' gradient,
 
     dg_s = Σ_{τ < s ≤ t} Z_n[t, τ] + Σ_{τ < s < t} Z_s[t, τ],   Z = dP ⊙ (x yᵀ)
@@ -61,7 +62,7 @@ def _value_products(x, xrow, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt,
         m = mt[:, None] & mv[None, :]
         xx = tl.load(x + xrow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
         vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
-        uu = tl.load(u_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0)
+        uu = tl.load(u_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
         xv += _dot(xx, tl.trans(vv), DOT)
         xu += _dot(xx, tl.trans(uu), DOT)
     return xv, xu
@@ -114,15 +115,15 @@ def chunk_dmat_kernel(
     dQk, dQa = _value_products(do, row, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C, BV, DOT)
     dPk = _masked(dQk, G, G, causal, SCALAR)
     dPa = _masked(dQa, G, G, causal, SCALAR)
-    tl.store(pm, dPk)
-    tl.store(pm + C * C, dPa)
+    tl.store(pm, dPk.to(dmat.dtype.element_ty))
+    tl.store(pm + C * C, dPa.to(dmat.dtype.element_ty))
     dMak, dMab = _value_products(
         dr_in, urow, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C, BV, DOT
     )
     dPmak = _masked(dMak, G - g, G, strict, SCALAR)
     dPmab = _masked(dMab, G - g, G, strict, SCALAR)
-    tl.store(pm + 2 * C * C, dPmak)
-    tl.store(pm + 3 * C * C, dPmab)
+    tl.store(pm + 2 * C * C, dPmak.to(dmat.dtype.element_ty))
+    tl.store(pm + 3 * C * C, dPmab.to(dmat.dtype.element_ty))
     if SCALAR:
         qk, qa = _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
                                i_b, i_h, t, mt, K, C, BK, DOT)  # fmt: skip
@@ -171,8 +172,8 @@ def _state_products(states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chu
         rv = i_v * BV + tl.arange(0, BV)
         mv = rv < V
         pS, mS = chunk * K * V + rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
-        S = tl.load(states + pS, mask=mS, other=0.0)
-        dS = tl.load(dstates + pS, mask=mS, other=0.0)
+        S = tl.load(states + pS, mask=mS, other=0.0).to(tl.float32)
+        dS = tl.load(dstates + pS, mask=mS, other=0.0).to(tl.float32)
         pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
         dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
         vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
@@ -182,8 +183,8 @@ def _state_products(states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chu
             dQk += _dot(dO, tl.trans(vv), DOT)
         if CORR:
             pu = (chunk * C + tl.arange(0, C))[:, None] * V + rv[None, :]
-            U = tl.load(u_in + pu, mask=mtv, other=0.0)
-            dR = tl.load(dr_in + pu, mask=mtv, other=0.0)
+            U = tl.load(u_in + pu, mask=mtv, other=0.0).to(tl.float32)
+            dR = tl.load(dr_in + pu, mask=mtv, other=0.0).to(tl.float32)
             db_s += _dot(dR, tl.trans(S), DOT)
             da_end += _dot(U, tl.trans(dS), DOT)
         sds += tl.sum(S * dS, 1)
@@ -244,17 +245,20 @@ def chunk_dqkab_kernel(
     kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
     # dq = dq_s Γ + dQ_k k + dQ_a a; each accumulator consumed (and its share of dg taken) in turn
-    dqq, dkk, dg = _matrix_grads(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
-    dqa, daa, dg = _matrix_grads(tl.load(pm + C * C), qq, aa, G, G, dg, False, SCALAR, DOT)
+    dqq, dkk, dg = _matrix_grads(tl.load(pm).to(tl.float32), qq, kk, G, G, dg, False, SCALAR, DOT)
+    dPa = tl.load(pm + C * C).to(tl.float32)
+    dqa, daa, dg = _matrix_grads(dPa, qq, aa, G, G, dg, False, SCALAR, DOT)
     dqq += dq_s * eG + dqa
     dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
     tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
     bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
-    dbb, dkb, dg = _matrix_grads(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
+    dPmak = tl.load(pm + 2 * C * C).to(tl.float32)
+    dbb, dkb, dg = _matrix_grads(dPmak, bb, kk, Gm, G, dg, True, SCALAR, DOT)
     dkk += dk_end * eEnd + dkb
     te = _rowsum(dk_end * kk * eEnd, SCALAR)
     tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
-    dba, dab, dg = _matrix_grads(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, True, SCALAR, DOT)
+    dPmab = tl.load(pm + 3 * C * C).to(tl.float32)
+    dba, dab, dg = _matrix_grads(dPmab, bb, aa, Gm, G, dg, True, SCALAR, DOT)
     daa += da_end * eEnd + dab
     te += _rowsum(da_end * aa * eEnd, SCALAR)
     tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)
@@ -282,7 +286,7 @@ def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK
     )
     # the matrices' kernel walks the key axis in blocks of at most 32 (spills none at 8 warps)
     mat = dict(launch, BK=min(32, launch["BK"]))
-    dmat = torch.empty(B * H * N, 4, C, C, device=q.device)
+    dmat = torch.empty(B * H * N, 4, C, C, device=q.device, dtype=dstates.dtype)  # the backward's store
     part = dlw[NK] if dlw.dim() > lw.dim() else dlw  # the matrices' partial sum of a head's decay gradient
     chunk_dmat_kernel[(B * H, N)](
         lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, U, dR, do, dmat, part, T, H, K, V, **mat,

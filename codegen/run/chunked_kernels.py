@@ -35,6 +35,7 @@ from archdsl.codegen.run.chunked_common import (
     _meta,
     _tile,
     _to_end,
+    forward_store,
     strides,
     walk_grid,
     walk_launch,
@@ -137,13 +138,15 @@ def chunk_prep_kernel(
     inv = _unit_lower_inverse(L, inv_out + chunk * C * C, rc, C)
     out_row = chunk * C + rc
     W = _dot(inv, Bs, DOT)
-    tl.store(w_out + out_row[:, None] * K + rk[None, :], W, mask=mk[None, :])
+    tl.store(w_out + out_row[:, None] * K + rk[None, :], W.to(w_out.dtype.element_ty), mask=mk[None, :])
     IM = _dot(inv, Mak, DOT)
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
         mv = rv < V
         U0 = _dot(IM, _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv), DOT)
-        tl.store(u0_out + out_row[:, None] * V + rv[None, :], U0, mask=mv[None, :])
+        tl.store(
+            u0_out + out_row[:, None] * V + rv[None, :], U0.to(u0_out.dtype.element_ty), mask=mv[None, :]
+        )
 
 
 @triton.jit
@@ -175,7 +178,7 @@ def chunk_states_kernel(
     N = tl.cdiv(T, C)
     for n in range(0, N):
         chunk = i_bh * N + n
-        tl.store(states + chunk * K * V + pS, S, mask=mS)
+        tl.store(states + chunk * K * V + pS, S.to(states.dtype.element_ty), mask=mS)
         t = n * C + rc
         mt = t < T
         kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
@@ -186,8 +189,10 @@ def chunk_states_kernel(
             out_row = chunk * C + rc
             W = tl.load(w_in + out_row[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
             pu = out_row[:, None] * V + rv[None, :]
-            U = _dot(W, S, DOT) + tl.load(u0_in + pu, mask=mv[None, :], other=0.0)
-            tl.store(u_out + pu, U, mask=mv[None, :])
+            U = _dot(W.to(tl.float32), S, DOT) + tl.load(u0_in + pu, mask=mv[None, :], other=0.0).to(
+                tl.float32
+            )
+            tl.store(u_out + pu, U.to(u_out.dtype.element_ty), mask=mv[None, :])
             aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
             new += _dot(tl.trans(_to_end(aa, G, GC, SCALAR)), U, DOT)
         S = _decay_state(S, GC, SCALAR) + new
@@ -215,7 +220,7 @@ def chunk_output_kernel(
     chunk = i_bh * N + n
     S = tl.load(
         states + chunk * K * V + rk[:, None] * V + rv[None, :], mask=mk[:, None] & mv[None, :], other=0.0
-    )
+    ).to(tl.float32)
     t = n * C + rc
     mt = t < T
     qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
@@ -228,29 +233,32 @@ def chunk_output_kernel(
     if LOWRANK:
         aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
         U = tl.load(u_in + (chunk * C + rc)[:, None] * V + rv[None, :], mask=mv[None, :], other=0.0)
+        U = U.to(tl.float32)
         out += _dot(_decayed(qq, aa, G, G, causal, SCALAR, DOT), U, DOT)
     row = (i_b * T + t) * H + i_h
     tl.store(o + row[:, None] * V + rv[None, :], out.to(o.dtype.element_ty), mask=mt[:, None] & mv[None, :])
 
 
-def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
+def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32):
     """Kernels 1 and 2: (the state at every chunk's start [B·H, N, K, V], final state [B, H, K, V],
     the corrections U [B·H, N·C, V] or None, W [B·H, N·C, K] or None, T⁻¹ [B·H, N, C, C] or None).
-    The coefficients may have any float type and any strides (``strides``); the rest is fp32."""
+    The coefficients may have any float type and any strides (``strides``); the start states, U, W
+    (and U₀ between the kernels) are stored in ``forward_store(store, …)`` (``store``:
+    ``chunked_common.store_dtype``'s), the final state and T⁻¹ in fp32."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = -(-T // chunk)
     meta = _meta(lw, q, k, v, ab, chunk, dot)
-    dev, f32 = q.device, torch.float32
-    states = torch.empty(B * H, N, K, V, device=dev, dtype=f32)
+    dev, f32, kept = q.device, torch.float32, forward_store(store, bool(ab))
+    states = torch.empty(B * H, N, K, V, device=dev, dtype=kept)
     ht = torch.empty(B, H, K, V, device=dev, dtype=f32)
     U = W = inv = None
     a, b = ab if ab else (q, q)
     sw, sk, sv, sa, sb = (strides(x) for x in (lw, k, v, a, b))
     if ab:
         inv = torch.empty(B * H, N, chunk, chunk, device=dev, dtype=f32)
-        W = torch.empty(B * H, N * chunk, K, device=dev, dtype=f32)
-        U0 = torch.empty(B * H, N * chunk, V, device=dev, dtype=f32)
+        W = torch.empty(B * H, N * chunk, K, device=dev, dtype=kept)
+        U0 = torch.empty(B * H, N * chunk, V, device=dev, dtype=kept)
         U = torch.empty_like(U0)
         prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
         chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, **prep)
@@ -262,19 +270,22 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str):
     return states, ht, U, W, inv
 
 
-def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32):
+def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32, store=torch.float32):
     """(o [B, T, H, V] of type ``o_type`` (summed in fp32, rounded once), final state [B, H, K, V]
-    fp32) from the Triton kernels; ``dot``: the products' type (``chunked_common.DOTS``)."""
-    return chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type)[:2]
+    fp32) from the Triton kernels; ``dot``: the products' type (``chunked_common.DOTS``); ``store``:
+    the intermediates' (``chunk_states``)."""
+    return chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type, store)[:2]
 
 
-def chunked_forward_kept(lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32):
+def chunked_forward_kept(
+    lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32, store=torch.float32
+):
     """``chunked_forward``'s (o, final state) and what ``chunked_backward`` would rerun kernels 1 and 2
     for: [states] without a rank-one correction, [states, U, W, T⁻¹] with one (``chunk_states``)."""
     h0 = h0.float().contiguous()
     B, T, H, K = q.shape
     V = v.shape[-1]
-    states, ht, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot)
+    states, ht, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store)
     meta = _meta(lw, q, k, v, ab, chunk, dot)
     o = torch.empty(B, T, H, V, device=q.device, dtype=o_type)
     a = ab[0] if ab else q

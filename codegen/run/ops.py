@@ -266,19 +266,27 @@ def persistent_op(pc):
     return register(f"archdsl::pcell_{pc.key}", forward, fake, backward, backward_fake, save, grads)
 
 
-def chunked_op(chunk: int, dot: str, o_type: torch.dtype = torch.float32):
-    """``archdsl::chunked_c<C>_<dot>[_o<type>][_keep]``: the Triton kernels on a GPU or under the
+def chunked_op(
+    chunk: int, dot: str, o_type: torch.dtype = torch.float32, s_type: torch.dtype = torch.float32
+):
+    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep]``: the Triton kernels on a GPU or under the
     interpreter (the forward's products of type ``dot``, ``chunked_common.products``; the backward's
     ``backward_products``), else the same algebra in PyTorch (``chunked_torch``,
     in fp32 or fp64), its gradients by autograd. The coefficients come in their own type and strides
     (a stride may be 0) and are saved as they come. ``o_type``: o's (``chunked_common.o_dtype``; its
-    gradient is read in the type it comes in). With ``LAUNCH["keep"]`` (read here, per call)
+    gradient is read in the type it comes in). ``s_type``: the kernels' stored intermediates'
+    (``chunked_common.store_dtype``; the kept states, U and W: ``forward_store``'s). With ``LAUNCH["keep"]``
+    (read here, per call)
     the Triton forward also returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward
     would otherwise recompute: outputs without a gradient."""
     from archdsl.codegen.run.chunked_common import LAUNCH
 
     keep = bool(LAUNCH["keep"])
-    half = "" if o_type == torch.float32 else "_o" + str(o_type).removeprefix("torch.")
+    half = "".join(
+        f"_{tag}" + str(t).removeprefix("torch.")
+        for tag, t in (("o", o_type), ("s", s_type))
+        if t != torch.float32
+    )
     name = f"archdsl::chunked_c{chunk}_{dot}{half}" + ("_keep" if keep else "")
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
@@ -286,7 +294,7 @@ def chunked_op(chunk: int, dot: str, o_type: torch.dtype = torch.float32):
         if q.is_cuda or interpreted():
             from archdsl.codegen.run.chunked_kernels import chunked_forward_kept
 
-            o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type)
+            o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type, s_type)
             return [o, ht, *(kept if keep else [])]
         from archdsl.codegen.run.chunked_torch import chunked_torch
 
@@ -296,7 +304,7 @@ def chunked_op(chunk: int, dot: str, o_type: torch.dtype = torch.float32):
             return [o.to(o_type).contiguous(), ht.float().contiguous()]
 
     def fake(xs, h0):
-        return _chunked_fake(xs, h0, chunk, keep, o_type)
+        return _chunked_fake(xs, h0, chunk, keep, o_type, s_type)
 
     def backward(
         xs: list[torch.Tensor],
@@ -309,7 +317,7 @@ def chunked_op(chunk: int, dot: str, o_type: torch.dtype = torch.float32):
         from archdsl.codegen.run.chunked_common import backward_products
 
         lw, q, k, v, *ab = xs
-        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, backward_products(dot), kept)
+        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, backward_products(dot), kept, s_type)
 
     def grads(ctx, out_grads, bwd):
         saved = ctx.saved_tensors
@@ -327,17 +335,23 @@ def chunked_op(chunk: int, dot: str, o_type: torch.dtype = torch.float32):
     return register(name, forward, fake, backward, _chunked_backward_fake, _chunked_save, grads)
 
 
-def _chunked_fake(xs, h0, chunk: int, keep: bool, o_type: torch.dtype) -> list[torch.Tensor]:
-    """The chunked op's outputs on shapes only: o, the final state and, with ``keep``, the kept tensors."""
+def _chunked_fake(
+    xs, h0, chunk: int, keep: bool, o_type: torch.dtype, s_type: torch.dtype
+) -> list[torch.Tensor]:
+    """The chunked op's outputs on shapes only: o, the final state and, with ``keep``, the kept tensors
+    (states, U, W in ``forward_store``'s type, T⁻¹ in fp32)."""
+    from archdsl.codegen.run.chunked_common import forward_store
+
     B, T, H, K = xs[1].shape
-    V, f32 = xs[3].shape[-1], torch.float32
+    V = xs[3].shape[-1]
+    s_type = forward_store(s_type, len(xs) > 4)
     out = [xs[1].new_empty(B, T, H, V, dtype=o_type), torch.empty_like(h0)]
-    if keep and (xs[1].is_cuda or interpreted()):  # chunk_states' shapes
+    if keep and (xs[1].is_cuda or interpreted()):  # chunk_states' shapes and types
         N = -(-T // chunk)
-        out.append(xs[1].new_empty(B * H, N, K, V, dtype=f32))
+        out.append(xs[1].new_empty(B * H, N, K, V, dtype=s_type))
         if len(xs) > 4:
-            out += [xs[1].new_empty(B * H, N * chunk, R, dtype=f32) for R in (V, K)]
-            out.append(xs[1].new_empty(B * H, N, chunk, chunk, dtype=f32))
+            out += [xs[1].new_empty(B * H, N * chunk, R, dtype=s_type) for R in (V, K)]
+            out.append(xs[1].new_empty(B * H, N, chunk, chunk, dtype=torch.float32))
     return out
 
 
