@@ -187,7 +187,12 @@ def test_new_choices_pass_the_kernel_harness(name, sets):
 # ---- the libraries' initialisation --------------------------------------------------------------
 @pytest.mark.parametrize(
     "spec, preset",
-    [("gdn", "GDN_100m"), ("mamba2", "Mamba2_100m")],
+    [("gdn", "GDN_100m"), ("mamba2", "Mamba2_100m")]
+    # the zoo specs whose library layers leave every map at nn.Linear's default (mamba_ssm's dt_proj
+    # init, U(±dt_rank^-1/2), is the same bound); fla 0.6.0, mamba_ssm 2.3.2.post1
+    + [("gla", "GLA_100m"), ("retnet", "RetNet_100m"), ("deltanet", "DeltaNet_100m")]
+    + [("hgrn2", "HGRN2_100m"), ("kda", "KDA_100m"), ("gated_deltaproduct", "GatedDeltaProduct_100m")]
+    + [("mamba", "Mamba_130m")],
 )
 def test_library_specs_start_their_maps_as_torch_linear(spec, preset):
     """gdn.rnn and mamba2.rnn start like the library layers they equal (fla's GatedDeltaNet,
