@@ -209,3 +209,44 @@ def test_library_specs_start_their_maps_as_torch_linear(spec, preset):
         bound = 1 / w.shape[1] ** 0.5
         assert w.abs().max() <= bound, name
         assert w.std().item() == pytest.approx(expected.std().item(), rel=0.03), name
+
+
+# ---- the RWKV layers' own initialisation (fla 0.6.0 fla/layers/rwkv6.py, rwkv7.py) ---------------
+def zoo_layer(spec: str, preset: str) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return dict(RecurrentLayer(layer_of(spec, preset)).named_parameters())
+
+
+def assert_uniform(w: torch.Tensor, bound: float, name: str):
+    """Drawn from U(-bound, bound): inside it, with its standard deviation bound / sqrt(3)."""
+    assert w.abs().max() <= bound, name
+    assert w.std().item() == pytest.approx(bound / 3**0.5, rel=0.03), name
+
+
+def assert_orthogonal(w: torch.Tensor, gain: float, name: str):
+    """torch's ``orthogonal_(w, gain)``: orthonormal rows or columns (the shorter side) times gain."""
+    small = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    torch.testing.assert_close(small, gain**2 * torch.eye(small.shape[0]), atol=1e-5, rtol=0, msg=name)
+
+
+def test_rwkv6_starts_as_flas_initialize_weights():
+    """RWKV6Attention.__init__ applies ``_initialize_weights``: every nn.Linear that is not inside
+    the decay LoRA xavier-uniform with gain 2^-2.5 over the library's matrix (x_proj[2] is one
+    [dim, 5 rank] matrix, the spec's mr..mg its five column blocks), the LoRA's first map zero and
+    its second orthogonal with gain 0.1; the lerp mu and the bonus stay at their torch.zeros."""
+    p = zoo_layer("rwkv6", "RWKV6_100m")
+    dim, rank = 1024, 32
+    gain = 2**-2.5
+
+    def xavier(fan_out, fan_in):
+        return gain * (6 / (fan_in + fan_out)) ** 0.5
+
+    assert_uniform(p["proj.lr_lw_lk_lv_lg.weight"], xavier(5 * rank, dim), "x_proj.0")
+    for s in ("mr", "mw", "mk", "mv", "mg"):
+        assert_uniform(p[f"proj.{s}.weight"], xavier(dim, 5 * rank), s)
+    for s in ("r", "k", "v", "g"):
+        assert_uniform(p[f"proj.{s}.weight"], xavier(*p[f"proj.{s}.weight"].shape), s)
+    assert_uniform(p["out.weight"], xavier(dim, dim), "o_proj")
+    assert not p["proj.wl.weight"].any()
+    assert_orthogonal(p["proj.wz.weight"], 0.1, "w_proj.lora.2")
+    assert not p["params.mu_x"].any() and not p["params.u"].any()
