@@ -250,3 +250,28 @@ def test_rwkv6_starts_as_flas_initialize_weights():
     assert not p["proj.wl.weight"].any()
     assert_orthogonal(p["proj.wz.weight"], 0.1, "w_proj.lora.2")
     assert not p["params.mu_x"].any() and not p["params.u"].any()
+
+
+def test_rwkv7_starts_as_flas_first_layer():
+    """RWKV7Attention._initialize_weights at layer_idx 0 of num_hidden_layers 2 (oracle_maps.py),
+    written out as fla writes it: the lerps, k_k, k_a, r_k, the GroupNorm weight, r/k/v orthogonal,
+    the output map zero; each LoRA (LoRA._initialize_weights) zero, then orthogonal with gain 0.1."""
+    p = zoo_layer("rwkv7", "RWKV7_100m")
+    dim, n, layer_idx, layers = 1024, 64, 0, 2
+    ratio_1_to_almost0 = 1.0 - layer_idx / layers
+    ddd = torch.arange(dim) / dim
+    linear = torch.arange(dim) / (dim - 1) - 0.5
+    for name, power in dict(r=0.2, w=0.9, k=0.7, v=0.7, a=0.9, g=0.2).items():
+        expected = 1.0 - torch.pow(ddd, power * ratio_1_to_almost0)
+        torch.testing.assert_close(p[f"params.mu_{name}"], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(p["params.k_k"].flatten(), 0.71 - linear * 0.1, atol=1e-6, rtol=0)
+    constants = {"k_a": 1.02, "r_k": -0.04, "gn_w": ((layer_idx + 1) / layers) ** 0.7, "gn_b": 0.0}
+    for name, value in constants.items():
+        torch.testing.assert_close(p[f"params.{name}"], torch.full((dim // n, n), value), msg=name)
+    assert_orthogonal(p["proj.r.weight"], 1.0, "r_proj")
+    assert_orthogonal(p["proj.k.weight"], 0.1, "k_proj")
+    assert_orthogonal(p["proj.v.weight"], 1.0, "v_proj")
+    assert not p["out.weight"].any()
+    for first, second in (("wl", "wz"), ("al", "az"), ("gl", "g")):
+        assert not p[f"proj.{first}.weight"].any(), first
+        assert_orthogonal(p[f"proj.{second}.weight"], 0.1, second)
