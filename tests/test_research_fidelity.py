@@ -187,7 +187,12 @@ def test_new_choices_pass_the_kernel_harness(name, sets):
 # ---- the libraries' initialisation --------------------------------------------------------------
 @pytest.mark.parametrize(
     "spec, preset",
-    [("gdn", "GDN_100m"), ("mamba2", "Mamba2_100m")],
+    [("gdn", "GDN_100m"), ("mamba2", "Mamba2_100m")]
+    # the zoo specs whose library layers leave every map at nn.Linear's default (mamba_ssm's dt_proj
+    # init, U(±dt_rank^-1/2), is the same bound); fla 0.6.0, mamba_ssm 2.3.2.post1
+    + [("gla", "GLA_100m"), ("retnet", "RetNet_100m"), ("deltanet", "DeltaNet_100m")]
+    + [("hgrn2", "HGRN2_100m"), ("kda", "KDA_100m"), ("gated_deltaproduct", "GatedDeltaProduct_100m")]
+    + [("mamba", "Mamba_130m")],
 )
 def test_library_specs_start_their_maps_as_torch_linear(spec, preset):
     """gdn.rnn and mamba2.rnn start like the library layers they equal (fla's GatedDeltaNet,
@@ -204,3 +209,69 @@ def test_library_specs_start_their_maps_as_torch_linear(spec, preset):
         bound = 1 / w.shape[1] ** 0.5
         assert w.abs().max() <= bound, name
         assert w.std().item() == pytest.approx(expected.std().item(), rel=0.03), name
+
+
+# ---- the RWKV layers' own initialisation (fla 0.6.0 fla/layers/rwkv6.py, rwkv7.py) ---------------
+def zoo_layer(spec: str, preset: str) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return dict(RecurrentLayer(layer_of(spec, preset)).named_parameters())
+
+
+def assert_uniform(w: torch.Tensor, bound: float, name: str):
+    """Drawn from U(-bound, bound): inside it, with its standard deviation bound / sqrt(3)."""
+    assert w.abs().max() <= bound, name
+    assert w.std().item() == pytest.approx(bound / 3**0.5, rel=0.03), name
+
+
+def assert_orthogonal(w: torch.Tensor, gain: float, name: str):
+    """torch's ``orthogonal_(w, gain)``: orthonormal rows or columns (the shorter side) times gain."""
+    small = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    torch.testing.assert_close(small, gain**2 * torch.eye(small.shape[0]), atol=1e-5, rtol=0, msg=name)
+
+
+def test_rwkv6_starts_as_flas_initialize_weights():
+    """RWKV6Attention.__init__ applies ``_initialize_weights``: every nn.Linear that is not inside
+    the decay LoRA xavier-uniform with gain 2^-2.5 over the library's matrix (x_proj[2] is one
+    [dim, 5 rank] matrix, the spec's mr..mg its five column blocks), the LoRA's first map zero and
+    its second orthogonal with gain 0.1; the lerp mu and the bonus stay at their torch.zeros."""
+    p = zoo_layer("rwkv6", "RWKV6_100m")
+    dim, rank = 1024, 32
+    gain = 2**-2.5
+
+    def xavier(fan_out, fan_in):
+        return gain * (6 / (fan_in + fan_out)) ** 0.5
+
+    assert_uniform(p["proj.lr_lw_lk_lv_lg.weight"], xavier(5 * rank, dim), "x_proj.0")
+    for s in ("mr", "mw", "mk", "mv", "mg"):
+        assert_uniform(p[f"proj.{s}.weight"], xavier(dim, 5 * rank), s)
+    for s in ("r", "k", "v", "g"):
+        assert_uniform(p[f"proj.{s}.weight"], xavier(*p[f"proj.{s}.weight"].shape), s)
+    assert_uniform(p["out.weight"], xavier(dim, dim), "o_proj")
+    assert not p["proj.wl.weight"].any()
+    assert_orthogonal(p["proj.wz.weight"], 0.1, "w_proj.lora.2")
+    assert not p["params.mu_x"].any() and not p["params.u"].any()
+
+
+def test_rwkv7_starts_as_flas_first_layer():
+    """RWKV7Attention._initialize_weights at layer_idx 0 of num_hidden_layers 2 (oracle_maps.py),
+    written out as fla writes it: the lerps, k_k, k_a, r_k, the GroupNorm weight, r/k/v orthogonal,
+    the output map zero; each LoRA (LoRA._initialize_weights) zero, then orthogonal with gain 0.1."""
+    p = zoo_layer("rwkv7", "RWKV7_100m")
+    dim, n, layer_idx, layers = 1024, 64, 0, 2
+    ratio_1_to_almost0 = 1.0 - layer_idx / layers
+    ddd = torch.arange(dim) / dim
+    linear = torch.arange(dim) / (dim - 1) - 0.5
+    for name, power in dict(r=0.2, w=0.9, k=0.7, v=0.7, a=0.9, g=0.2).items():
+        expected = 1.0 - torch.pow(ddd, power * ratio_1_to_almost0)
+        torch.testing.assert_close(p[f"params.mu_{name}"], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(p["params.k_k"].flatten(), 0.71 - linear * 0.1, atol=1e-6, rtol=0)
+    constants = {"k_a": 1.02, "r_k": -0.04, "gn_w": ((layer_idx + 1) / layers) ** 0.7, "gn_b": 0.0}
+    for name, value in constants.items():
+        torch.testing.assert_close(p[f"params.{name}"], torch.full((dim // n, n), value), msg=name)
+    assert_orthogonal(p["proj.r.weight"], 1.0, "r_proj")
+    assert_orthogonal(p["proj.k.weight"], 0.1, "k_proj")
+    assert_orthogonal(p["proj.v.weight"], 1.0, "v_proj")
+    assert not p["out.weight"].any()
+    for first, second in (("wl", "wz"), ("al", "az"), ("gl", "g")):
+        assert not p[f"proj.{first}.weight"].any(), first
+        assert_orthogonal(p[f"proj.{second}.weight"], 0.1, second)
