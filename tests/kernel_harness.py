@@ -70,6 +70,17 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, tol: f
     return err
 
 
+def generic_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every matrix that starts at zero (rwkv7's output map and LoRAs, as fla's) drawn
+    U(±1/√fan_in): a zero matrix cuts every gradient path through it, and a comparison there would
+    check nothing behind it. The other weights keep the spec's initial values."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.uniform_(-(p.shape[-1] ** -0.5), p.shape[-1] ** -0.5)
+    return model
+
+
 def compare_backends(
     layer,
     B: int,
@@ -83,11 +94,7 @@ def compare_backends(
     """Run reference and compiled layers with the same weights; assert everything agrees.
     ``strategy``: the execution strategy to compile with (default: the first that applies)."""
     torch.manual_seed(seed)
-    ref = RecurrentLayer(layer, seed=seed).to(device)
-    with torch.no_grad():  # a matrix that starts at zero (rwkv7's output map and LoRAs, as fla's)
-        for p in ref.parameters():  # cuts every gradient path through it: compare at generic values
-            if p.dim() >= 2 and not p.any():
-                p.uniform_(-(p.shape[-1] ** -0.5), p.shape[-1] ** -0.5)
+    ref = generic_weights(RecurrentLayer(layer, seed=seed)).to(device)
     opts = dict(chunk=chunk, tile=None, num_warps=1, strategy=strategy)
     ker = RecurrentLayer(layer, backend="triton", seed=seed, **opts).to(device)
     ker.load_state_dict(ref.state_dict())
