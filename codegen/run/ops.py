@@ -269,16 +269,15 @@ def persistent_op(pc):
 def chunked_op(
     chunk: int, dot: str, o_type: torch.dtype = torch.float32, s_type: torch.dtype = torch.float32
 ):
-    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep]``: the Triton kernels on a GPU or under the
-    interpreter (the forward's products of type ``dot``, ``chunked_common.products``; the backward's
-    ``backward_products``), else the same algebra in PyTorch (``chunked_torch``,
-    in fp32 or fp64), its gradients by autograd. The coefficients come in their own type and strides
+    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep]``: the Triton kernels on a GPU or
+    under the interpreter (the forward's products of type ``dot``, ``chunked_common.products``; the
+    backward's ``backward_products``), else the same algebra in PyTorch (``chunked_torch``, in fp32
+    or fp64), its gradients by autograd. The coefficients come in their own type and strides
     (a stride may be 0) and are saved as they come. ``o_type``: o's (``chunked_common.o_dtype``; its
     gradient is read in the type it comes in). ``s_type``: the kernels' stored intermediates'
-    (``chunked_common.store_dtype``; the kept states, U and W: ``forward_store``'s). With ``LAUNCH["keep"]``
-    (read here, per call)
-    the Triton forward also returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward
-    would otherwise recompute: outputs without a gradient."""
+    (``chunked_common.store_dtype``; the kept states, U and W: ``forward_store``'s). With
+    ``LAUNCH["keep"]`` (read here, per call) the Triton forward also returns, and saves, the chunks'
+    states (and U, W, T⁻¹) that the backward would otherwise recompute: outputs without a gradient."""
     from archdsl.codegen.run.chunked_common import LAUNCH
 
     keep = bool(LAUNCH["keep"])
