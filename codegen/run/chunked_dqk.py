@@ -139,7 +139,8 @@ def chunk_dmat_kernel(
 def _matrix_grads(dP, x, y, gx, gy, dg, SHIFTED: tl.constexpr, SCALAR: tl.constexpr, DOT: tl.constexpr):
     """(dx, dy, dg + its share of dg) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) from
     ``chunk_dmat_kernel``'s dP (masked; with one decay per head the decay ratio applied, and dg as it
-    came: that kernel sums the share)."""
+    came: that kernel sums the share), read in its stored type and widened to fp32 here."""
+    dP = dP.to(tl.float32)
     if SCALAR:
         dx = _dot(dP, y, DOT)
         dy = _dot(tl.trans(dP), x, DOT)
@@ -245,20 +246,17 @@ def chunk_dqkab_kernel(
     kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
     # dq = dq_s Γ + dQ_k k + dQ_a a; each accumulator consumed (and its share of dg taken) in turn
-    dqq, dkk, dg = _matrix_grads(tl.load(pm).to(tl.float32), qq, kk, G, G, dg, False, SCALAR, DOT)
-    dPa = tl.load(pm + C * C).to(tl.float32)
-    dqa, daa, dg = _matrix_grads(dPa, qq, aa, G, G, dg, False, SCALAR, DOT)
+    dqq, dkk, dg = _matrix_grads(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
+    dqa, daa, dg = _matrix_grads(tl.load(pm + C * C), qq, aa, G, G, dg, False, SCALAR, DOT)
     dqq += dq_s * eG + dqa
     dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
     tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
     bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
-    dPmak = tl.load(pm + 2 * C * C).to(tl.float32)
-    dbb, dkb, dg = _matrix_grads(dPmak, bb, kk, Gm, G, dg, True, SCALAR, DOT)
+    dbb, dkb, dg = _matrix_grads(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
     dkk += dk_end * eEnd + dkb
     te = _rowsum(dk_end * kk * eEnd, SCALAR)
     tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
-    dPmab = tl.load(pm + 3 * C * C).to(tl.float32)
-    dba, dab, dg = _matrix_grads(dPmab, bb, aa, Gm, G, dg, True, SCALAR, DOT)
+    dba, dab, dg = _matrix_grads(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, True, SCALAR, DOT)
     daa += da_end * eEnd + dab
     te += _rowsum(da_end * aa * eEnd, SCALAR)
     tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)

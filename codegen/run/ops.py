@@ -269,24 +269,18 @@ def persistent_op(pc):
 def chunked_op(
     chunk: int, dot: str, o_type: torch.dtype = torch.float32, s_type: torch.dtype = torch.float32
 ):
-    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep]``: the Triton kernels on a GPU or
-    under the interpreter (the forward's products of type ``dot``, ``chunked_common.products``; the
-    backward's ``backward_products``), else the same algebra in PyTorch (``chunked_torch``, in fp32
-    or fp64), its gradients by autograd. The coefficients come in their own type and strides
-    (a stride may be 0) and are saved as they come. ``o_type``: o's (``chunked_common.o_dtype``; its
-    gradient is read in the type it comes in). ``s_type``: the kernels' stored intermediates'
-    (``chunked_common.store_dtype``; the kept states, U and W: ``forward_store``'s). With
-    ``LAUNCH["keep"]`` (read here, per call) the Triton forward also returns, and saves, the chunks'
-    states (and U, W, T⁻¹) that the backward would otherwise recompute: outputs without a gradient."""
+    """``_chunked_name``'s op: the Triton kernels on a GPU or under the interpreter (the forward's
+    products of type ``dot``, ``chunked_common.products``; the backward's ``backward_products``), else
+    the same algebra in PyTorch (``chunked_torch``, in fp32 or fp64), its gradients by autograd. The
+    coefficients come in their own type and strides (a stride may be 0) and are saved as they come.
+    ``o_type``: o's (``chunked_common.o_dtype``; its gradient is read in the type it comes in).
+    ``s_type``: the stored intermediates' (``chunked_common.store_dtype``; the kept states, U and W:
+    ``forward_store``'s). With ``LAUNCH["keep"]`` (read here, per call) the Triton forward also
+    returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward would otherwise rerun."""
     from archdsl.codegen.run.chunked_common import LAUNCH
 
     keep = bool(LAUNCH["keep"])
-    half = "".join(
-        f"_{tag}" + str(t).removeprefix("torch.")
-        for tag, t in (("o", o_type), ("s", s_type))
-        if t != torch.float32
-    )
-    name = f"archdsl::chunked_c{chunk}_{dot}{half}" + ("_keep" if keep else "")
+    name = _chunked_name(chunk, dot, o_type, s_type, keep)
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
@@ -332,6 +326,17 @@ def chunked_op(
         return out[:-1], out[-1]
 
     return register(name, forward, fake, backward, _chunked_backward_fake, _chunked_save, grads)
+
+
+def _chunked_name(chunk: int, dot: str, o_type: torch.dtype, s_type: torch.dtype, keep: bool) -> str:
+    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep]``: one op per chunk, products' type,
+    o's and the stored intermediates' types (where not fp32) and ``keep``."""
+    half = "".join(
+        f"_{tag}" + str(t).removeprefix("torch.")
+        for tag, t in (("o", o_type), ("s", s_type))
+        if t != torch.float32
+    )
+    return f"archdsl::chunked_c{chunk}_{dot}{half}" + ("_keep" if keep else "")
 
 
 def _chunked_fake(
