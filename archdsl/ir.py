@@ -144,7 +144,9 @@ class Projection:
     source_axes: tuple[str, ...]
     outputs: tuple[tuple[str, tuple[str, ...]], ...]
     bias: bool
-    init: object  # an init expression (spec AST) or None for xavier-uniform
+    #: the bias's init expression (spec AST), evaluated per output on its axes; None: zeros
+    bias_init: object
+    init: object  # the weight's init expression (spec AST) or None for xavier-uniform
     spectral_norm: float | None  # rho, when the weight is spectrally normalised
 
 

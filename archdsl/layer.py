@@ -126,7 +126,7 @@ class RecurrentLayer(nn.Module):
             with torch.no_grad():
                 lin.weight.copy_(initialise(p.init, (n_out, n_in), ("out", "in"), nums, gen))
                 if p.bias:
-                    lin.bias.zero_()
+                    lin.bias.copy_(self._bias(p, nums, gen))
             self.proj[key] = lin
             if p.spectral_norm is not None:
                 self.proj_sn[key] = SpectralNorm(n_out, p.spectral_norm, spectral_iters)
@@ -159,6 +159,17 @@ class RecurrentLayer(nn.Module):
         self._convs, self._sequence_order = _fused_convolutions(layer)
         self._projection_of = {name: k for k, p in enumerate(layer.projections) for name, _ in p.outputs}
         self._x_axes = next((n.axes for n in layer.graph.nodes if n.op is Op.INPUT and n.attr == "x"), ())
+
+    def _bias(self, p: Projection, nums: dict, gen) -> torch.Tensor:
+        """The concatenated bias: each output's slice from ``bias(EXPR)`` on that output's axes
+        (so ``linspace[i]`` runs along its ``i``), flattened as the output's rows are; zeros without."""
+        if p.bias_init is None:
+            return torch.zeros(sum(self.ir.numel(ax) for _, ax in p.outputs))
+        pieces = [
+            initialise(p.bias_init, tuple(self.ir.sizes[a] for a in ax), ax, nums, gen).reshape(-1)
+            for _, ax in p.outputs
+        ]
+        return torch.cat(pieces)
 
     def _proj_shape(self, p: Projection) -> tuple[int, int]:
         n_out = sum(self.ir.numel(ax) for _, ax in p.outputs)

@@ -275,3 +275,46 @@ def test_rwkv7_starts_as_flas_first_layer():
     for first, second in (("wl", "wz"), ("al", "az"), ("gl", "g")):
         assert not p[f"proj.{first}.weight"].any(), first
         assert_orthogonal(p[f"proj.{second}.weight"], 0.1, second)
+
+
+# ---- the libraries' projection biases (bias(EXPR)) --------------------------------------------
+def test_mamba_dt_bias_is_the_inverse_softplus_of_a_log_uniform_time_step():
+    """mamba_ssm's Mamba.__init__: dt = exp(U(log 1e-3, log 0.1)).clamp(min=1e-4), dt_proj.bias =
+    dt + log(-expm1(-dt)), so softplus(bias) is dt again and log dt is uniform on its interval."""
+    bias = zoo_layer("mamba", "Mamba_130m")["proj.dtr.bias"].detach().double()
+    dt = torch.nn.functional.softplus(bias)
+    lo, hi = torch.log(torch.tensor(1e-3)).item(), torch.log(torch.tensor(0.1)).item()
+    log_dt = torch.log(dt)
+    assert bias.numel() == 2 * 768
+    assert log_dt.min() >= lo - 1e-5 and log_dt.max() <= hi + 1e-5
+    assert log_dt.mean().item() == pytest.approx((lo + hi) / 2, abs=0.1)
+    assert log_dt.std().item() == pytest.approx((hi - lo) / 12**0.5, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("spec", "preset", "key", "fan_in"),
+    [("gla", "GLA_100m", "proj.gk.bias", 16), ("kda", "KDA_100m", "proj.go.bias", 128)],
+)
+def test_fla_gate_biases_start_as_torch_linear(spec, preset, key, fan_in):
+    """gla's gk_proj[1] and kda's g_proj[1] are nn.Linear with a bias: U(±1/√fan_in), fan_in the
+    rank of the low-rank gate (fla 0.6.0 leaves it at torch's default)."""
+    bias = zoo_layer(spec, preset)[key].detach()
+    assert bias.abs().max() <= 1 / fan_in**0.5, key
+    assert bias.std().item() == pytest.approx(1 / (3 * fan_in) ** 0.5, rel=0.1), key
+
+
+def test_rwkv7_lora_biases_are_flas():
+    """RWKV7Attention._initialize_weights at layer_idx 0 of 2, written out as fla writes it:
+    w_lora's bias www + 0.5 + 2.5 zigzag, a_lora's -0.19 + 0.3 zigzag + 0.4 linear."""
+    p = zoo_layer("rwkv7", "RWKV7_100m")
+    dim, n, layer_idx, layers = 1024, 64, 0, 2
+    ratio_0_to_1 = layer_idx / (layers - 1)
+    www, zigzag, linear = torch.zeros(dim), torch.zeros(dim), torch.zeros(dim)
+    for m in range(dim):
+        linear[m] = m / (dim - 1) - 0.5
+        zigzag[m] = ((m % n) - ((n - 1) / 2)) / ((n - 1) / 2)
+        zigzag[m] = zigzag[m] * abs(zigzag[m])
+        www[m] = -6 + 6 * (m / (dim - 1)) ** (1 + 1 * ratio_0_to_1**0.3)
+    wz, az = p["proj.wz.bias"].detach(), p["proj.az.bias"].detach()
+    torch.testing.assert_close(wz, www + 0.5 + zigzag * 2.5, atol=1e-5, rtol=0)
+    torch.testing.assert_close(az, -0.19 + zigzag * 0.3 + linear * 0.4, atol=1e-6, rtol=0)

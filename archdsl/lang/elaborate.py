@@ -390,8 +390,12 @@ class Elaborator:
         rho = evaluate(sn, self.names.number) if sn else None
         if p.options.init is not None:
             self.names.check_init(p.options.init, ("out", "in"))
+        if p.options.bias_init is not None:  # evaluated per output, on that output's axes
+            for t in p.targets:
+                self.names.check_init(p.options.bias_init, t.axes, f"the bias of '{t.name}'")
         outputs = tuple((t.name, self.names.canon(t.axes)) for t in p.targets)
-        return Projection(p.source, src_axes, outputs, p.options.bias, p.options.init, rho)
+        opts = p.options
+        return Projection(p.source, src_axes, outputs, opts.bias, opts.bias_init, opts.init, rho)
 
 
 def elaborate(names: Scope, step: Step) -> Elaborator:

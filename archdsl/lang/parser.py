@@ -135,7 +135,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def bias(self, meta, items):
-        return ("bias", True, self._s(meta))
+        return ("bias", items[0], self._s(meta))
 
     @v_args(meta=True)
     def init(self, meta, items):
@@ -152,6 +152,9 @@ class _ToAst(Transformer):
             if key in options:
                 raise ArchdslError(f"'{key}' is given twice", span, "give each option once")
             options[key] = value
+        if "bias" in options:  # plain 'bias' starts at zero; 'bias(EXPR)' at EXPR
+            options["bias_init"] = options.pop("bias")
+            options["bias"] = True
         return S.ProjOptions(**options)
 
     @v_args(meta=True)

@@ -244,8 +244,9 @@ class Scope:
         """``axes`` in declaration order: the layout of every value."""
         return tuple(a for a in self.axes if a in set(axes))
 
-    def check_init(self, e: S.Expr, axes) -> None:
-        """An initialiser of a learned value with ``axes``: known functions over compile-time numbers."""
+    def check_init(self, e: S.Expr, axes, owner: str = "the parameter") -> None:
+        """An initialiser of a learned value with ``axes``: known functions over compile-time numbers.
+        ``owner`` names that value in the messages."""
         match e:
             case S.Num():
                 return
@@ -254,10 +255,10 @@ class Scope:
             case S.Ref():
                 self.number(e)
             case S.Neg(arg=a):
-                self.check_init(a, axes)
+                self.check_init(a, axes, owner)
             case S.BinOp(left=l, right=r):
-                self.check_init(l, axes)
-                self.check_init(r, axes)
+                self.check_init(l, axes, owner)
+                self.check_init(r, axes, owner)
             case S.Call(func=f, args=args, axes=ax):
                 if f not in INIT_FUNCTIONS:
                     raise ArchdslError(
@@ -276,20 +277,19 @@ class Scope:
                 if takes_axis:
                     if not ax or len(ax) != 1 or ax[0] not in axes:
                         raise ArchdslError(
-                            f"'{f}' needs one axis of the parameter: {f}[AXIS](…); "
-                            f"the parameter has [{', '.join(axes)}]",
+                            f"'{f}' needs one axis of {owner}: {f}[AXIS](…); {owner} has [{', '.join(axes)}]",
                             e.span,
                         )
                 elif ax:
                     raise ArchdslError(f"'{f}' takes no axis", e.span)
                 if f in ("xavier", "orthogonal") and len(axes) != 2:
                     raise ArchdslError(
-                        f"'{f}' initialises a matrix; this parameter has "
+                        f"'{f}' initialises a matrix; {owner} has "
                         f"{plural(len(axes), 'axis')} [{', '.join(axes)}]",
                         e.span,
                     )
                 for a in args:
-                    self.check_init(a, axes)
+                    self.check_init(a, axes, owner)
 
 
 def scope(decl: Declarations, hypers: Mapping, choices: Mapping[str, str]) -> tuple[Scope, Step]:

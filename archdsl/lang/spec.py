@@ -115,7 +115,8 @@ class Target:
 @dataclass(frozen=True)
 class ProjOptions:
     bias: bool = False
-    init: Expr | None = None
+    bias_init: Expr | None = None  # bias(EXPR), per output on its axes; None: zeros
+    init: Expr | None = None  # the weight's
     spectral_norm: Expr | None = None
 
 
