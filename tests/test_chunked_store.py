@@ -9,7 +9,7 @@ import torch
 from archdsl.codegen.run import chunked_backward, chunked_common, chunked_dqk, chunked_kernels
 from archdsl.codegen.run.chunked_backward import chunked_backward as backward
 from archdsl.codegen.run.chunked_kernels import chunked_forward_kept
-from kernel_harness import TOLERANCE, compare_backends, rel_rms
+from kernel_harness import TOLERANCE, chunked_op_inputs, compare_backends, rel_rms
 from test_chunked import layer_of, random_problem
 from test_chunked_keep import gradients
 
@@ -169,12 +169,7 @@ def test_fake_outputs_have_the_stored_types(lowrank, monkeypatch):
     from archdsl.codegen.run.ops import chunked_op
 
     monkeypatch.setitem(chunked_common.LAUNCH, "keep", True)
-    g = torch.Generator().manual_seed(0)
-    B, T, H, K, V = 2, 21, 2, 5, 6
-    xs = [-torch.rand(B, T, H, generator=g)]
-    xs += [torch.randn(B, T, H, R, generator=g) for R in (K, K, V, *((K, K) if lowrank else ()))]
-    xs = [x.requires_grad_(True) for x in xs]
-    h0 = torch.randn(B, H, K, V, generator=g, requires_grad=True)
+    xs, h0 = chunked_op_inputs(lowrank)
     op = chunked_op(16, "ieee", F32, BF16)
     out = op(xs, h0)
     assert [t.dtype for t in out[2:]] == ([F32] * 4 if lowrank else [BF16])
