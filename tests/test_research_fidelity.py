@@ -195,8 +195,8 @@ def test_new_choices_pass_the_kernel_harness(name, sets):
     + [("mamba", "Mamba_130m")],
 )
 def test_library_specs_start_their_maps_as_torch_linear(spec, preset):
-    """gdn.rnn and mamba2.rnn start like the library layers they equal (fla's GatedDeltaNet,
-    mamba_ssm's Mamba2): every projection and the output map as torch's ``nn.Linear`` default,
+    """Each spec starts like the library layer it equals (gdn.rnn as fla's GatedDeltaNet, mamba2.rnn
+    as mamba_ssm's Mamba2, …): every projection and the output map as torch's ``nn.Linear`` default,
     U(±1/√fan_in), whatever the number of outputs (xavier's bound would depend on it). A spec that
     starts elsewhere trains at another loss per step than the library (benchmarks/same_init.py)."""
     torch.manual_seed(0)
