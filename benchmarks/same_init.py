@@ -41,7 +41,7 @@ from archdsl.train.config import TrainConfig  # noqa: E402
 from archdsl.train.runinfo import environment  # noqa: E402
 from archdsl.train.trainer import Trainer  # noqa: E402
 
-#: the library LM of each spec whose layer it equals, and its knobs at the spec's preset
+#: the library LM (a baseline of archdsl.lm.baselines) of each spec whose layer it equals
 LIBRARY_OF = {"gdn": "fla-gdn"}
 
 
