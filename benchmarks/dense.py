@@ -29,7 +29,7 @@ from archdsl.codegen.plan import make_plan  # noqa: E402
 from archdsl.codegen.run.dense import find_matvecs  # noqa: E402
 from archdsl.codegen.run.persistent import PersistentCell, build_persistent  # noqa: E402
 from archdsl.specs import __file__ as _specs_init  # noqa: E402
-from kernels import cell_inputs, check, gemm_floor  # noqa: E402
+from cell_bench import cell_inputs, check, gemm_floor  # noqa: E402
 
 from archdsl.autodiff import extract_cell  # noqa: E402
 from archdsl.lang.checker import instantiate  # noqa: E402

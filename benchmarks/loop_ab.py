@@ -20,8 +20,8 @@ import triton
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from archdsl.codegen import compile_cell  # noqa: E402
+from cell_bench import cell_inputs, fla_gdn, time_cell  # noqa: E402
 from floor import measure  # noqa: E402
-from kernels import cell_inputs, fla_gdn, time_cell  # noqa: E402
 
 from archdsl.lang.checker import instantiate  # noqa: E402
 from archdsl.lang.parser import parse_file  # noqa: E402

@@ -153,7 +153,7 @@ def fla_gdn_build(D: int, depth: int, k: dict) -> tuple[list, str]:
     if os.environ.get("ARCHDSL_FLA_TRITON_BWD") == "1":
         # fla 0.6 refuses GatedDeltaNet's backward on Hopper with triton < 3.7.1 (its issue #640,
         # wrong gradients at some shapes). This runs its Triton path anyway: use it only where the
-        # gradients were checked at the run's shapes (benchmarks/kernels.py does), and say so.
+        # gradients were checked at the run's shapes (benchmarks/cell_bench.py does), and say so.
         importlib.import_module("fla.ops.common.chunk_o").TRITON_ABOVE_3_7_1 = True
         path += ", backward forced on Hopper (ARCHDSL_FLA_TRITON_BWD=1)"
     hd = k["head_dim"]
@@ -165,7 +165,7 @@ def fla_gdn_build(D: int, depth: int, k: dict) -> tuple[list, str]:
 FLA_HOPPER_HINT = (
     "install triton >= 3.7.1 (with a torch built for it), or set ARCHDSL_FLA_TRITON_BWD=1 to run fla's "
     "Triton backward anyway, only where its gradients were checked at the run's shapes "
-    "(python benchmarks/kernels.py compares them); README.md, 'GPU set-up', says more"
+    "(python benchmarks/cell_bench.py compares them); README.md, 'GPU set-up', says more"
 )
 
 

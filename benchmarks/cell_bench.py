@@ -5,7 +5,7 @@ the fp32 reference at the same shape, sweeps the tile/warps/checkpoint settings,
 flash-linear-attention's chunked GatedDeltaNet kernel, and measures the backward's memory at C = 1,
 16, 64. Prints Markdown; run on a GPU:
 
-    python benchmarks/kernels.py --out benchmarks/results/kernels-h100.md
+    python benchmarks/cell_bench.py --out benchmarks/results/kernels-h100.md
 """
 
 from __future__ import annotations
