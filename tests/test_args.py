@@ -184,7 +184,7 @@ def test_xavier_needs_a_matrix(tmp_path):
     body = f"param W[k, i, j] = xavier()\nstate h[i]\n{step}\ny = h'\noutput y\n"
     rc, _, err = call(["check", spec_file(tmp_path, "xavier3", body)])
     assert_one_error(rc, err, "xavier3")
-    assert "'xavier' initialises a matrix; this parameter has 3 axes" in err
+    assert "'xavier' initialises a matrix; the parameter has 3 axes" in err
 
 
 def test_state_that_cannot_fit_a_program_is_an_error():
