@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import os
 import platform
@@ -43,6 +44,7 @@ from archdsl.layer import RecurrentLayer  # noqa: E402
 SHAPES = [(2, 128), (2, 100)]  # (B, T); 100 is not a multiple of 64
 QUICK_SHAPES = [(1, 64), (1, 37)]
 TIME_SHAPE = (8, 512)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: where both layers run ("cpu" only for a smoke test of this script: TRITON_INTERPRET=1, tiny sizes)
 DEVICE = "cuda"
 #: the sizes agreement is checked at: the 100M preset, or a smaller one under --quick
@@ -222,12 +224,23 @@ def strategy_of(ir) -> str:
     return choose(ir, extract_cell(ir)).name
 
 
-def run_spec(spec: str, quick: bool, timed: bool = True, agree: bool = True, queue=None) -> dict:
-    """``agree``: the agreement rows; ``timed``: the times at the 100M shape (``queue``: an
-    ``oracle_env.TimeQueue`` that takes turns with other processes on the same GPU)."""
+def run_spec(
+    spec: str,
+    quick: bool,
+    timed: bool = True,
+    agree: bool = True,
+    queue=None,
+    dtypes=(torch.float32, torch.bfloat16),
+    result: dict | None = None,
+    saved=lambda: None,
+) -> dict:
+    """``agree``: the agreement rows in ``dtypes``; ``timed``: the times at the 100M shape (``queue``: an
+    ``oracle_env.TimeQueue`` that takes turns with other processes on the same GPU). Fills ``result``
+    as it goes and calls ``saved`` after each row, so a run cut off by a time limit keeps its rows."""
     library, preset, build, rows = LAYERS[spec]
     path = ROOT / "specs" / f"{spec}.rnn"
-    result = {"spec": spec, "library": library, "preset": preset, "lines": _lines(path)}
+    result = {} if result is None else result
+    result.update({"spec": spec, "library": library, "preset": preset, "lines": _lines(path)})
     result["precision"] = PRECISION.get(spec)
     if os.environ.get("TRITON_F32_DEFAULT") == "ieee" and result["precision"]:  # --tf32-off
         kept = [p for p in result["precision"].split("; ") if "TF32" not in p]
@@ -235,15 +248,17 @@ def run_spec(spec: str, quick: bool, timed: bool = True, agree: bool = True, que
     ir = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
     result["strategy"] = strategy_of(ir)
     if agree:
-        result["agreement"] = agreement(spec, ir, build, rows, quick, result)
+        result["agreement"] = []
+        agreement(spec, ir, build, rows, quick, result, dtypes, saved)
     if timed:  # agreement only (several specs share a GPU: their times would not be comparable)
         result["time"] = timing(spec, path, preset, build, rows, quick, queue)
     return result
 
 
-def agreement(spec: str, ir, build, rows, quick: bool, result: dict) -> list[dict]:
-    out = []
-    for dtype in (torch.float32, torch.bfloat16):
+def agreement(spec: str, ir, build, rows, quick: bool, result: dict, dtypes, saved) -> None:
+    """Appends one row per dtype and shape to ``result["agreement"]``, calling ``saved`` after each."""
+    out = result["agreement"]
+    for dtype in dtypes:
         mode = FP32_MODE.get(spec, "chunk") if dtype == torch.float32 else "chunk"
         if mode is None:
             result["fp32_skipped"] = "the library's layer refuses fp32 under autograd (bf16 only)"
@@ -257,13 +272,13 @@ def agreement(spec: str, ir, build, rows, quick: bool, result: dict) -> list[dic
             copy_weights(ours, lib, rows, VIEWS.get(spec))
             truth = fp32_truth(spec, ir, ours, build, rows) if dtype == torch.bfloat16 else None
             out.append(compare(spec, ir, ours, lib, rows, B, T, dtype, truth))
+            saved()
             # a progress line: a run cut off by a timeout still says how far it got and how long each took
             print(
                 f"{spec}: {str(dtype)[6:]} B {B} T {T} built and compared in {time.time() - start:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
-    return out
 
 
 def timing(spec: str, path: Path, preset: str, build, rows, quick: bool, queue=None) -> dict:
@@ -336,6 +351,18 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--time-only", action="store_true", help="timing only: no agreement rows")
     ap.add_argument(
+        "--dtypes",
+        default="fp32,bf16",
+        help="the agreement rows' precisions, comma-separated from fp32, bf16 (default both; "
+        "--tf32-off concerns the fp32 rows alone)",
+    )
+    ap.add_argument(
+        "--trace-every",
+        type=float,
+        metavar="SECONDS",
+        help="print every thread's Python stack to stderr every SECONDS (where a long run spends its time)",
+    )
+    ap.add_argument(
         "--time-queue",
         type=Path,
         help="a folder shared by processes on one GPU: each times alone, once --time-peers are warm",
@@ -351,6 +378,13 @@ def main(argv=None) -> int:
     if args.time_only and args.no_time:
         print("error: --time-only and --no-time leave nothing to run", file=sys.stderr)
         return 2
+    dtypes = [DTYPES.get(d) for d in args.dtypes.split(",") if d]
+    if not dtypes or None in dtypes:
+        expected = ", ".join(DTYPES)
+        print(f"error: --dtypes: expected names from {expected}; found '{args.dtypes}'", file=sys.stderr)
+        return 2
+    if args.trace_every:
+        faulthandler.dump_traceback_later(args.trace_every, repeat=True, file=sys.stderr)
     if args.first_config:
         oracle_env.first_config(("fla.",))
     tf32_constants = oracle_env.tf32_off() if args.tf32_off else []
@@ -376,6 +410,7 @@ def main(argv=None) -> int:
         "tf32_off": args.tf32_off,
         "tf32_constants_off": tf32_constants,
         "first_config": args.first_config,
+        "dtypes": args.dtypes,
     }
     queue = None
     if args.time_queue:
@@ -386,24 +421,22 @@ def main(argv=None) -> int:
         except Exception:
             meta[name] = None
     results = []
-    for spec in specs:
-        t0 = time.time()
-        try:
-            results.append(run_spec(spec, args.quick, not args.no_time, not args.time_only, queue))
-        except Exception as e:  # recorded, and the next spec runs
-            results.append(
-                {
-                    "spec": spec,
-                    "library": LAYERS[spec][0],
-                    "error": f"{type(e).__name__}: {e}",
-                    "traceback": traceback.format_exc(),
-                }
-            )
-        results[-1]["seconds"] = round(time.time() - t0, 1)
-        print(json.dumps({k: v for k, v in results[-1].items() if k != "traceback"})[:400], flush=True)
-        doc = {"meta": meta, "results": results}  # written after every spec: a cut-off run keeps its rows
+
+    def save() -> None:  # after every row and spec: a run cut off by a time limit keeps what it has
+        doc = {"meta": meta, "results": results}
         (args.out / "results.json").write_text(json.dumps(doc, indent=1))
         (args.out / "results.md").write_text(markdown(doc))
+
+    for spec in specs:
+        t0 = time.time()
+        results.append({"spec": spec, "library": LAYERS[spec][0]})
+        try:
+            run_spec(spec, args.quick, not args.no_time, not args.time_only, queue, dtypes, results[-1], save)
+        except Exception as e:  # recorded, and the next spec runs
+            results[-1].update({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        results[-1]["seconds"] = round(time.time() - t0, 1)
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "traceback"})[:400], flush=True)
+        save()
     return 0 if all("error" not in r for r in results) else 1
 
 

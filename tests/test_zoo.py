@@ -286,3 +286,52 @@ def test_first_config_narrows_only_the_named_modules_autotuners(monkeypatch):
     assert len(tuned().configs) == 2
     oracle_env.first_config((__name__,))
     assert len(tuned().configs) == 1
+
+
+def _cpu_oracle(monkeypatch, out=None, fail_after: int | None = None) -> list:
+    """The oracle's main on the CPU: mingru's own reference layer stands in for its library, at two
+    tiny shapes; with ``fail_after``, the comparison after that many rows raises. Returns the rows
+    ``out/results.json`` held at each comparison's start."""
+    ir = instantiate(parse_file(ROOT / "specs" / "mingru.rnn"), "test", {}).layer
+    build, rows = _itself(ir)
+    monkeypatch.setattr(oracle, "DEVICE", "cpu")
+    monkeypatch.setattr(oracle, "SHAPES", [(1, 5), (1, 3)])
+    monkeypatch.setattr(oracle, "LAYERS", {"mingru": ("itself", "test", build, rows)})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "CPU standing in")
+    compare, on_disk = oracle.compare, []
+
+    def counted(*args):
+        path = out / "results.json" if out else None
+        results = json.loads(path.read_text())["results"] if path and path.exists() else []
+        on_disk.append([r["T"] for r in results[0]["agreement"]] if results else [])
+        if fail_after is not None and len(on_disk) > fail_after:
+            raise RuntimeError("cut off")
+        return compare(*args)
+
+    monkeypatch.setattr(oracle, "compare", counted)
+    return on_disk
+
+
+def test_oracle_dtypes_choose_the_rows(monkeypatch, tmp_path):
+    _cpu_oracle(monkeypatch)
+    assert oracle.main(["--out", str(tmp_path), "--specs", "mingru", "--no-time", "--dtypes", "fp32"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["results"][0]["agreement"]
+    assert [(r["dtype"], r["T"]) for r in rows] == [("float32", 5), ("float32", 3)]
+    assert all(r["max"] < 1e-5 for r in rows)
+
+
+def test_oracle_keeps_the_rows_of_a_spec_that_fails_midway(monkeypatch, tmp_path):
+    """Each row is written as it is measured: a process cut off during its second comparison has the
+    first in results.json already, and a spec that fails keeps its rows beside the error."""
+    on_disk = _cpu_oracle(monkeypatch, tmp_path, fail_after=1)
+    assert oracle.main(["--out", str(tmp_path), "--specs", "mingru", "--no-time"]) == 1
+    assert on_disk == [[], [5]]
+    result = json.loads((tmp_path / "results.json").read_text())["results"][0]
+    assert [r["T"] for r in result["agreement"]] == [5]
+    assert result["error"] == "RuntimeError: cut off" and result["strategy"]
+
+
+def test_oracle_rejects_an_unknown_dtype(capsys, tmp_path):
+    assert oracle.main(["--out", str(tmp_path), "--dtypes", "fp32,fp16"]) == 2
+    assert "--dtypes: expected names from fp32, bf16; found 'fp32,fp16'" in capsys.readouterr().err
