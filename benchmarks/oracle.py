@@ -242,9 +242,11 @@ def run_spec(
     result = {} if result is None else result
     result.update({"spec": spec, "library": library, "preset": preset, "lines": _lines(path)})
     result["precision"] = PRECISION.get(spec)
-    if os.environ.get("TRITON_F32_DEFAULT") == "ieee" and result["precision"]:  # --tf32-off
+    products = os.environ.get("TRITON_F32_DEFAULT")
+    if products in ("ieee", "tf32x3") and result["precision"]:  # --tf32-off
         kept = [p for p in result["precision"].split("; ") if "TF32" not in p]
-        result["precision"] = "; ".join(["TF32 off in the libraries' kernels", *kept])
+        off = "TF32 off in the libraries' kernels" + (" (3×TF32 products)" if products == "tf32x3" else "")
+        result["precision"] = "; ".join([off, *kept])
     ir = instantiate(parse_file(path), preset, QUICK_SETS[spec] if quick else {}).layer
     result["strategy"] = strategy_of(ir)
     if agree:
@@ -339,9 +341,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-time", action="store_true", help="agreement only: no timing at the 100M shape")
     ap.add_argument(
         "--tf32-off",
-        action="store_true",
-        help="the libraries' fp32 products exact too (TRITON_F32_DEFAULT=ieee before any kernel compiles): "
-        "shows whether an fp32 difference is their TF32",
+        nargs="?",
+        const="ieee",
+        choices=["ieee", "tf32x3"],
+        help="the libraries' fp32 products exact (ieee, the default) or fp32-accurate on tensor cores "
+        "(tf32x3: compiles in seconds where ieee takes minutes) before any kernel compiles: shows "
+        "whether an fp32 difference is their TF32",
     )
     ap.add_argument(
         "--first-config",
@@ -387,7 +392,7 @@ def main(argv=None) -> int:
         faulthandler.dump_traceback_later(args.trace_every, repeat=True, file=sys.stderr)
     if args.first_config:
         oracle_env.first_config(("fla.",))
-    tf32_constants = oracle_env.tf32_off() if args.tf32_off else []
+    tf32_constants = oracle_env.tf32_off(args.tf32_off) if args.tf32_off else []
     specs = [s for s in args.specs.split(",") if s]
     unknown = [s for s in specs if s not in LAYERS]
     if unknown:

@@ -3,9 +3,12 @@
 - ``first_config()``: every Triton autotuner keeps its first configuration. Agreement does not depend
   on the tiling, and a cold fla layer otherwise compiles every candidate (minutes per layer); never
   for timing.
-- ``tf32_off()``: the libraries' fp32 products exact. ``TRITON_F32_DEFAULT=ieee`` covers every
-  ``tl.dot`` without an explicit precision; fla's gated delta rule and KDA name TF32 for their
-  triangular solve in a module constant, set to ieee here (before their first compile).
+- ``tf32_off()``: the libraries' fp32 products exact ("ieee") or as good as fp32 ("tf32x3": three
+  TF32 products per fp32 one, on tensor cores). ``TRITON_F32_DEFAULT`` covers every ``tl.dot``
+  without an explicit precision; fla's gated delta rule and KDA name TF32 for their triangular solve
+  in a module constant, set here too (before their first compile). "ieee" lowers a product to FMAs,
+  which ptxas compiles for minutes: fla's ``chunk_bwd_dqkwg`` took over six minutes on an H200
+  (benchmarks/results/oracle-tf32/), so gdn and retnet need "tf32x3".
 - ``TimeQueue``: processes that compile in parallel on one GPU time one at a time, once all of them
   are warm (or a deadline has passed), so no timing overlaps another process's kernels.
 """
@@ -46,10 +49,11 @@ def first_config(modules: tuple[str, ...] | None = None) -> None:
     autotuner.Autotuner.__init__ = keep_first
 
 
-def tf32_off() -> list[str]:
-    """Sets the default fp32 product to ieee and fla's explicit TF32 constants too; returns the
-    constants changed (absent modules are skipped: their layers fail with their own message)."""
-    os.environ["TRITON_F32_DEFAULT"] = "ieee"
+def tf32_off(precision: str = "ieee") -> list[str]:
+    """Sets the default fp32 product to ``precision`` ("ieee" or "tf32x3") and fla's explicit TF32
+    constants too; returns the constants changed (absent modules are skipped: their layers fail with
+    their own message)."""
+    os.environ["TRITON_F32_DEFAULT"] = precision
     import triton.language as tl
 
     changed = []
@@ -59,7 +63,7 @@ def tf32_off() -> list[str]:
         except ImportError:
             continue
         if getattr(module, "SOLVE_TRIL_DOT_PRECISION", None) is not None:
-            module.SOLVE_TRIL_DOT_PRECISION = tl.constexpr("ieee")
+            module.SOLVE_TRIL_DOT_PRECISION = tl.constexpr(precision)
             changed.append(f"{name}.SOLVE_TRIL_DOT_PRECISION")
     return changed
 

@@ -64,8 +64,10 @@ def _fp32(r: dict) -> str:
     """The fp32 agreement with the library as it ships (its TF32 products), its precision note, and
     the same comparison with the library's fp32 products made exact (``oracle.py --tf32-off``)."""
     text = _agreement(r, "float32") + (f"; {r['precision']}" if r.get("precision") else "")
-    if any(a.get("tf32_off") and a["dtype"] == "float32" for a in r.get("agreement", [])):
-        text += f"; TF32 off: {_agreement(r, 'float32', True)}"
+    off = [a for a in r.get("agreement", []) if a.get("tf32_off") and a["dtype"] == "float32"]
+    if off:
+        how = " (3×TF32 products)" if any(a.get("f32_products") == "tf32x3" for a in off) else ""
+        text += f"; TF32 off{how}: {_agreement(r, 'float32', True)}"
     return text
 
 
@@ -82,11 +84,9 @@ def row(spec: str, r: dict | None) -> str:
     strategy = spec_strategy(spec, r["preset"])
     t = r.get("time")
     timing = f"{t['ratio']:.2f}× ({t['archdsl_ms']:.2f} / {t['library_ms']:.2f} ms)" if t else "—"
-    if t and r.get("strategy", strategy) != strategy:
-        timing += f", measured on the {r['strategy']} strategy"
+    if t and t.get("strategy", r.get("strategy", strategy)) != strategy:
+        timing += f", measured on the {t.get('strategy', r.get('strategy'))} strategy"
     bf16 = _agreement(r, "bfloat16")
-    if bf16 == "—" and any(a["dtype"] == "bfloat16" for a in r.get("agreement", [])):  # only TF32 off
-        bf16 = _agreement(r, "bfloat16", True) + " (TF32 off)"
     return (
         f"| {spec} | {spec_lines(spec)} | {paper} | {r['library']} | {_fp32(r)} | {bf16} | "
         f"{strategy} | {timing} |"
@@ -110,8 +110,10 @@ def render(doc: dict) -> str:
         f"layer at the library's 100M configuration ({shape}), archdsl / library.",
         "",
         'In fp32, "TF32 off" is the same comparison with the libraries\' fp32 products made exact',
-        '(`oracle.py --tf32-off`). In bf16, "to fp32" is each side\'s distance (worst tensor) to the',
-        "library in fp32 on the same bf16-rounded weights and input: archdsl's compiled layer, the library,",
+        "(`oracle.py --tf32-off`), or, where marked 3×TF32, fp32-accurate on tensor cores",
+        "(`--tf32-off tf32x3`: exact products compile for minutes in some of fla's kernels). In bf16,",
+        '"to fp32" is each side\'s distance (worst tensor) to the library in fp32 on the same',
+        "bf16-rounded weights and input: archdsl's compiled layer, the library,",
         "and, where measured, the spec's reference interpreter in bf16 (its projections and their",
         "gradients in bf16, the rest in fp32), which separates the kernels' rounding from the spec's own.",
         "",
@@ -129,13 +131,15 @@ def render(doc: dict) -> str:
 
 def merge(docs: list[dict]) -> dict:
     """One document from several runs (in date order): each spec's row from the runs that have it,
-    field by field: its agreement rows of each dtype from the last run that measured that dtype (runs
-    with the libraries' TF32 off kept apart from those with it on, and never overriding the library's
-    stated precision), its time from the last run that timed it; a run that failed resets the row.
+    field by field: its agreement rows of each dtype from the last run that measured that dtype (fp32
+    rows with the libraries' TF32 off kept apart from those with it on, and never overriding the
+    library's stated precision; bf16 products are the same either way, so a bf16 row is a bf16 row),
+    its time from the last run that timed it, with the strategy it ran; a run that failed resets the row.
     The runs' devices, dates and commands listed together."""
     rows: dict[str, dict] = {}
     for doc in docs:
-        off = bool(doc["meta"].get("tf32_off"))
+        products = doc["meta"].get("tf32_off")  # True (exact) in runs before --tf32-off took a value
+        off = bool(products)
         for r in doc["results"]:
             if "error" in r:
                 rows[r["spec"]] = r
@@ -145,9 +149,11 @@ def merge(docs: list[dict]) -> dict:
             if not off or "precision" not in old:
                 new["precision"] = r.get("precision")
             if "time" in r:
-                new["time"] = r["time"]
-            mine = [dict(a, tf32_off=off) for a in r.get("agreement", [])]
-            measured = {(a["dtype"], off) for a in mine}
+                new["time"] = {"strategy": r.get("strategy"), **r["time"]}
+            mine = [dict(a, tf32_off=off and a["dtype"] == "float32") for a in r.get("agreement", [])]
+            if products == "tf32x3":
+                mine = [dict(a, f32_products="tf32x3") for a in mine]
+            measured = {(a["dtype"], a["tf32_off"]) for a in mine}
             kept = [
                 a for a in old.get("agreement", []) if (a["dtype"], a.get("tf32_off", False)) not in measured
             ]

@@ -5,6 +5,7 @@ synthetic results file."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -262,6 +263,33 @@ def test_zoo_doc_keeps_tf32_off_rows_and_time_only_runs_apart(tmp_path):
     gdn = next(line for line in out.read_text().splitlines() if line.startswith("| gdn |"))
     assert "4.0e-04 (> 0.0001: dA_log); TF32; TF32 off: 2.0e-06" in gdn
     assert "| 5.0e-03 |" in gdn and "0.67× (2.00 / 3.00 ms)" in gdn
+
+
+@pytest.mark.parametrize("products", [True, "ieee", "tf32x3"])
+def test_zoo_doc_says_when_the_tf32_off_row_used_3xtf32(tmp_path, products):
+    """Runs before --tf32-off took a value recorded True (exact products); a tf32x3 run is marked."""
+    first, off = synthetic(), synthetic()
+    off["meta"] = dict(off["meta"], date="2026-11-27 00:00 UTC", tf32_off=products)
+    fp32 = {"B": 1, "T": 37, "dtype": "float32", "errors": {"y": 2e-6}, "worst": "y", "max": 2e-6}
+    off["results"] = [{k: v for k, v in off["results"][0].items() if k != "time"} | {"agreement": [fp32]}]
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, doc in zip(paths, (first, off)):
+        path.write_text(json.dumps(doc))
+    out = tmp_path / "zoo.md"
+    assert zoo_doc.main([*map(str, paths), "-o", str(out)]) == 0
+    gdn = next(line for line in out.read_text().splitlines() if line.startswith("| gdn |"))
+    how = " (3×TF32 products)" if products == "tf32x3" else ""
+    assert f"; TF32 off{how}: 2.0e-06" in gdn
+
+
+@pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
+def test_tf32_off_sets_the_default_product(monkeypatch, precision):
+    import oracle_env
+
+    monkeypatch.delenv("TRITON_F32_DEFAULT", raising=False)
+    oracle_env.tf32_off(precision)
+    assert os.environ["TRITON_F32_DEFAULT"] == precision
+    monkeypatch.delenv("TRITON_F32_DEFAULT")
 
 
 def test_first_config_narrows_only_the_named_modules_autotuners(monkeypatch):
