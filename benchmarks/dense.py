@@ -25,8 +25,6 @@ from triton.testing import do_bench
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from archdsl.codegen import build_cell  # noqa: E402
-from archdsl.codegen.plan import make_plan  # noqa: E402
-from archdsl.codegen.run.dense import find_matvecs  # noqa: E402
 from archdsl.codegen.run.persistent import PersistentCell, build_persistent  # noqa: E402
 from archdsl.specs import __file__ as _specs_init  # noqa: E402
 from cell_bench import cell_inputs, check, gemm_floor  # noqa: E402
@@ -48,9 +46,7 @@ def layer_of(name: str, d: int):
 def persistent(layer, cfg: str) -> PersistentCell:
     """``rows x warps x k`` (``-late``: the step's own loads after the grid barrier)."""
     rows, warps, block_k = (int(v) for v in cfg.removesuffix("-late").split("x"))
-    cell = extract_cell(layer)
-    matvecs = find_matvecs(cell, make_plan(cell).block)
-    cc = build_persistent(layer, cell, matvecs, rows, warps, block_k, early=not cfg.endswith("-late"))
+    cc = build_persistent(layer, extract_cell(layer), rows, warps, block_k, early=not cfg.endswith("-late"))
     assert cc is not None, f"{layer.name}: the persistent strategy does not apply"
     return cc
 

@@ -8,7 +8,9 @@ by a per-step input ``mv:<k>``, which compiles like any cell (derived backward i
 ``dense_layout`` says whether the contractions fit the persistent grid (``codegen/run/persistent.py``):
 every contraction's operand is a state renamed onto the contracted axis (``h[j]``), the state has
 exactly the rows' axis, and the step cell is pointwise over that axis (it never sums over it or
-renames it, and every state and the readout carry it). Otherwise the dense fallback
+renames it, and every state and the readout carry it). ``persistent_form`` tries the cell as written,
+then its linear rewrite (``codegen/rewrite.py``: a state-free addend of an operand hoisted, a chain
+through parameter-only matrices folded into one). Otherwise the dense fallback
 (``codegen/run/dense.py``) runs each contraction as a GEMM per step. Text and IR only: no torch.
 """
 
@@ -17,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from archdsl.codegen.hoist import replace_with_inputs
-from archdsl.codegen.plan import live_nodes, splittable_axes
+from archdsl.codegen.plan import live_nodes, make_plan, splittable_axes
+from archdsl.codegen.rewrite import Rewrite, rewrite
 
 from archdsl.autodiff import Cell
 from archdsl.ir import Kind, Op
@@ -115,13 +118,42 @@ def dense_layout(cell: Cell, matvecs: list[MatVec], step: Cell) -> DenseLayout |
     return DenseLayout(rows, tuple(operands), tuple(contracted), tuple(row_major))
 
 
+@dataclass(frozen=True)
+class PersistentForm:
+    """What the persistent kernels compute: the cell as written, or its rewrite."""
+
+    cell: Cell
+    matvecs: list[MatVec]
+    layout: DenseLayout
+    rewrite: Rewrite | None  # the values computed before the recurrence; None: the cell as written
+
+
+def persistent_form(cell: Cell) -> PersistentForm | None:
+    """The persistent form of a dense cell (one with a contraction too large for the registers), as
+    written or rewritten; None when neither has the persistent layout."""
+    matvecs = find_matvecs(cell, make_plan(cell).block)
+    if not matvecs:
+        return None
+    lay = dense_layout(cell, matvecs, step_cell(cell, matvecs))
+    if lay is not None:
+        return PersistentForm(cell, matvecs, lay, None)
+    rw = rewrite(cell)
+    if rw is None:
+        return None
+    matvecs = find_matvecs(rw.cell, make_plan(rw.cell).block)
+    lay = dense_layout(rw.cell, matvecs, step_cell(rw.cell, matvecs))
+    return None if lay is None else PersistentForm(rw.cell, matvecs, lay, rw)
+
+
 __all__ = [
     "DenseLayout",
     "MatVec",
+    "PersistentForm",
     "dense_layout",
     "find_matvecs",
     "live_axes",
     "mv_name",
+    "persistent_form",
     "step_cell",
     "step_inputs",
 ]

@@ -10,7 +10,8 @@ and autograd chains the GEMMs, the operands and the step kernel's derived backwa
 
 ``DenseCell`` is the fallback: where every contraction reads a state renamed onto the contracted axis
 and the step cell is pointwise over the state's rows, ``codegen/run/persistent.py`` runs the whole
-sequence as one persistent forward and one backward launch instead (E1, E10, E63, LSTM, GRU).
+sequence as one persistent forward and one backward launch instead (E1, E10, E63, LSTM, GRU; E42 and
+E66 after ``codegen/rewrite.py``'s linear rewrites). Forced by name, it runs the cell as written.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ programs of a launch one after another, so a spinning barrier would never releas
 grid too large to be resident) launches one step per call instead, and the launch boundary is the
 barrier. The same kernel source runs both ways; the sequence length is a run-time argument.
 Otherwise (no persistent layout) ``DenseCell`` is the fallback.
+
+A cell that has the layout only after ``codegen/rewrite.py``'s rewrites (E42, E66) runs the rewritten
+cell: its hoisted values (a per-token GEMM, a folded matrix) are computed first, in torch
+(``codegen/run/rewritten.py``), and passed to the kernels as inputs and constants.
 """
 
 from __future__ import annotations
@@ -25,11 +29,19 @@ from __future__ import annotations
 import functools
 
 import torch
-from archdsl.codegen.analysis import DenseLayout, MatVec, dense_layout, step_cell, step_inputs
+from archdsl.codegen.analysis import (
+    DenseLayout,
+    PersistentForm,
+    dense_layout,
+    persistent_form,
+    step_cell,
+    step_inputs,
+)
 from archdsl.codegen.emit.names import module_name
 from archdsl.codegen.emit.persistent import emit_module
 from archdsl.codegen.plan import PersistentPlan, make_dense_plan, persistent_rows
 from archdsl.codegen.run.ops import persistent_op
+from archdsl.codegen.run.rewritten import Hoisted
 from archdsl.codegen.run.runtime import load_module
 
 from archdsl.autodiff import Cell, derive_backward
@@ -52,20 +64,13 @@ class PersistentCell:
             ("launches", "one per direction while the grid fits the GPU's SMs, else one per step"),
             ("backward", "every state and contraction stored; each matrix's gradient one GEMM"),
             ("warps", str(p.num_warps)),
+            *(("rewritten", note) for note in (self.rewrite.notes if self.rewrite else ())),
         ]
 
-    def __init__(
-        self,
-        layer: LayerIR,
-        cell: Cell,
-        matvecs: list[MatVec],
-        lay: DenseLayout,
-        rows=None,
-        warps=None,
-        block_k=128,
-        early=True,
-    ):
-        self.cell, self.matvecs, self.lay = cell, matvecs, lay
+    def __init__(self, layer: LayerIR, form: PersistentForm, rows=None, warps=None, block_k=128, early=True):
+        cell, matvecs, lay = form.cell, form.matvecs, form.layout
+        self.cell, self.matvecs, self.lay, self.rewrite = cell, matvecs, lay, form.rewrite
+        self.hoisted = Hoisted(form.rewrite) if form.rewrite else None
         self.step = step_cell(cell, matvecs)
         self.bwd = derive_backward(self.step)
         D = cell.sizes[lay.rows]
@@ -88,6 +93,8 @@ class PersistentCell:
     # ---- the public call ------------------------------------------------------------------------
     def __call__(self, inputs, frontier, state0=None):
         cell = self.cell
+        if self.hoisted is not None:
+            inputs, frontier = self.hoisted(inputs, frontier)
         xs = [inputs[n].contiguous() for n in self.input_names]
         dt = xs[0].dtype
         cs = [frontier[self.step.const_source[c]].contiguous() for c in self.const_names]
@@ -131,19 +138,18 @@ class PersistentCell:
         return getattr(self.kernels, f"{self.stem}_persistent_bwd")(xs, cs, ws, hs, hv, mv, dy, dht)
 
 
-def build_persistent(
-    layer: LayerIR, cell: Cell, matvecs: list[MatVec], rows=None, warps=None, block_k=128, early=True
-):
-    """A ``PersistentCell`` when the layout applies, else None (the caller falls back).
+def build_persistent(layer: LayerIR, cell: Cell, rows=None, warps=None, block_k=128, early=True):
+    """A ``PersistentCell`` when the layout applies to the cell or its rewrite, else None (the caller
+    falls back).
 
     ``rows``: state rows per program (a power of two >= 16; default: the smallest that needs at most
     ``MAX_TILES`` programs per batch block); ``warps`` per program (default 8); ``block_k``: columns
     per ``tl.dot`` in the contraction loop (at most; narrower for batch blocks over 64); ``early``:
     issue each step's own loads before the grid barrier rather than after it."""
-    lay = dense_layout(cell, matvecs, step_cell(cell, matvecs))
-    if lay is None:
+    form = persistent_form(cell)
+    if form is None:
         return None
-    return PersistentCell(layer, cell, matvecs, lay, rows, warps, block_k, early)
+    return PersistentCell(layer, form, rows, warps, block_k, early)
 
 
 __all__ = ["DenseLayout", "PersistentCell", "build_persistent", "dense_layout"]

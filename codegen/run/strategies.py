@@ -10,7 +10,9 @@ chunked        (by name only, for now) the update is linear in the state, diagon
                rank-one terms, read out by a contraction (GatedDeltaNet, Mamba2, GLA, E88 without
                its tanh): chunkwise-parallel kernels whose products run on tensor cores
 persistent     a learned matrix mixes the whole state (E1, LSTM, GRU): one persistent launch per
-               direction, the matrix product by ``tl.dot`` inside, a grid barrier per step
+               direction, the matrix product by ``tl.dot`` inside, a grid barrier per step; also
+               after a linear rewrite: a state-free addend of the operand hoisted as one GEMM
+               over all tokens (E42), a chain of parameter matrices folded into one (E66)
 dense          the same cells where the persistent layout does not fit: a GEMM per step and a
                fused kernel for the rest of the step
 loop           everything else: the fused sequential loop, the state in registers, per-token work
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from archdsl.codegen.analysis import dense_layout, find_matvecs, step_cell
+from archdsl.codegen.analysis import find_matvecs, persistent_form, step_cell
 from archdsl.codegen.linear import classify
 from archdsl.codegen.plan import make_plan
 
@@ -89,12 +91,12 @@ def _matvecs(cell: Cell):
 
 
 def _persistent_why_not(layer: LayerIR, cell: Cell) -> str | None:
-    matvecs = _matvecs(cell)
-    if not matvecs:
+    if not _matvecs(cell):
         return "no learned matrix too large for the registers mixes the state"
-    if dense_layout(cell, matvecs, step_cell(cell, matvecs)) is None:
+    if persistent_form(cell) is None:
         return (
-            "a contraction does not read a state renamed onto its axis, or the rest of the step "
+            "a contraction does not read a state renamed onto its axis (nor does after a state-free "
+            "addend is hoisted and a chain of parameter matrices folded), or the rest of the step "
             "mixes the state's rows"
         )
     return None
@@ -103,7 +105,7 @@ def _persistent_why_not(layer: LayerIR, cell: Cell) -> str | None:
 def _build_persistent(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
     from archdsl.codegen.run.persistent import build_persistent
 
-    return build_persistent(layer, cell, _matvecs(cell), opts.tile, opts.num_warps)
+    return build_persistent(layer, cell, opts.tile, opts.num_warps)
 
 
 def _dense_why_not(layer: LayerIR, cell: Cell) -> str | None:
