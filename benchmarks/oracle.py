@@ -145,10 +145,12 @@ def _errors(a: dict, b: dict) -> dict:
     return {k: rel_rms(a[k].float().reshape(-1), b[k].float().reshape(-1)) for k in b}
 
 
-def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype, truth=None) -> dict:
+def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype, truth=None, control=None) -> dict:
     """Relative RMS errors of the spec's layer against the library's, both in ``dtype``; with ``truth``
     (the library in fp32 on the same rounded weights), also each side's distance to it: which side a
-    low-precision difference comes from."""
+    low-precision difference comes from. With ``control`` (the library's layer in another of its
+    modes, same weights), also its distance to the library: how far two of the library's own kernels
+    are apart at this precision."""
     ours, lib = ours.to(dtype), lib.to(dtype)
     x = torch.randn(B, T, ir.dim, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
     w = torch.randn(B, T, ir.dim, generator=torch.Generator().manual_seed(2)).to(DEVICE)
@@ -173,6 +175,15 @@ def compare(spec: str, ir, ours, lib, rows, B: int, T: int, dtype, truth=None) -
         for side, got in (("archdsl", got_ours), ("library", got_lib), ("reference", got_ref)):
             e = _errors(got, exact)
             row[f"{side}_vs_fp32"] = {"max": max(e.values()), "worst": max(e, key=e.get), "errors": e}
+    if control is not None:
+        mode, layer = control
+        e = _errors(_grads(layer.to(dtype), x, w, rows, spec, False), got_lib)
+        row["library_control"] = {
+            "mode": mode,
+            "max": max(e.values()),
+            "worst": max(e, key=e.get),
+            "errors": e,
+        }
     return row
 
 
@@ -233,6 +244,7 @@ def run_spec(
     dtypes=(torch.float32, torch.bfloat16),
     result: dict | None = None,
     saved=lambda: None,
+    control_mode: str | None = None,
 ) -> dict:
     """``agree``: the agreement rows in ``dtypes``; ``timed``: the times at the 100M shape (``queue``: an
     ``oracle_env.TimeQueue`` that takes turns with other processes on the same GPU). Fills ``result``
@@ -251,14 +263,17 @@ def run_spec(
     result["strategy"] = strategy_of(ir)
     if agree:
         result["agreement"] = []
-        agreement(spec, ir, build, rows, quick, result, dtypes, saved)
+        agreement(spec, ir, build, rows, quick, result, dtypes, saved, control_mode)
     if timed:  # agreement only (several specs share a GPU: their times would not be comparable)
         result["time"] = timing(spec, path, preset, build, rows, quick, queue)
     return result
 
 
-def agreement(spec: str, ir, build, rows, quick: bool, result: dict, dtypes, saved) -> None:
-    """Appends one row per dtype and shape to ``result["agreement"]``, calling ``saved`` after each."""
+def agreement(
+    spec: str, ir, build, rows, quick: bool, result: dict, dtypes, saved, control_mode=None
+) -> None:
+    """Appends one row per dtype and shape to ``result["agreement"]``, calling ``saved`` after each;
+    ``control_mode``: the bf16 rows also compare the library with itself in that mode."""
     out = result["agreement"]
     for dtype in dtypes:
         mode = FP32_MODE.get(spec, "chunk") if dtype == torch.float32 else "chunk"
@@ -273,7 +288,11 @@ def agreement(spec: str, ir, build, rows, quick: bool, result: dict, dtypes, sav
             lib = build(ir, mode).to(DEVICE)
             copy_weights(ours, lib, rows, VIEWS.get(spec))
             truth = fp32_truth(spec, ir, ours, build, rows) if dtype == torch.bfloat16 else None
-            out.append(compare(spec, ir, ours, lib, rows, B, T, dtype, truth))
+            control = None
+            if control_mode and dtype == torch.bfloat16:
+                control = (control_mode, build(ir, control_mode).to(DEVICE))
+                copy_weights(ours, control[1], rows, VIEWS.get(spec))
+            out.append(compare(spec, ir, ours, lib, rows, B, T, dtype, truth, control))
             saved()
             # a progress line: a run cut off by a timeout still says how far it got and how long each took
             print(
@@ -362,6 +381,12 @@ def main(argv=None) -> int:
         "--tf32-off concerns the fp32 rows alone)",
     )
     ap.add_argument(
+        "--control",
+        metavar="MODE",
+        help="each bf16 row also compares the library with its own layer in MODE (e.g. fused_recurrent): "
+        "how far two of the library's kernels are apart in bf16",
+    )
+    ap.add_argument(
         "--trace-every",
         type=float,
         metavar="SECONDS",
@@ -436,7 +461,17 @@ def main(argv=None) -> int:
         t0 = time.time()
         results.append({"spec": spec, "library": LAYERS[spec][0]})
         try:
-            run_spec(spec, args.quick, not args.no_time, not args.time_only, queue, dtypes, results[-1], save)
+            run_spec(
+                spec,
+                args.quick,
+                not args.no_time,
+                not args.time_only,
+                queue,
+                dtypes,
+                results[-1],
+                save,
+                args.control,
+            )
         except Exception as e:  # recorded, and the next spec runs
             results[-1].update({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         results[-1]["seconds"] = round(time.time() - t0, 1)
@@ -468,6 +503,9 @@ def markdown(doc: dict) -> str:
                     f"to the library in fp32: archdsl {ours['max']:.2e} ({ours['worst']}), "
                     f"library {lib['max']:.2e} ({lib['worst']})"
                 )
+            if "library_control" in a:
+                c = a["library_control"]
+                note += f"; the library's {c['mode']} layer to its own: {c['max']:.2e} ({c['worst']})"
             out.append(
                 f"| {r['spec']} | {r['library']} | {a['dtype']} | {a['B']}×{a['T']} | {a['max']:.2e} | "
                 f"{a['worst']} | {note} |"

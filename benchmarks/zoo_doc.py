@@ -57,6 +57,10 @@ def _agreement(r: dict, dtype: str, tf32_off: bool = False) -> str:
         )
         far = {n: max((a[f"{n}_vs_fp32"] for a in sides), key=lambda e: e["max"]) for n in names}
         mark += "; to fp32: " + ", ".join(f"{n} {e['max']:.1e} ({e['worst']})" for n, e in far.items())
+    controls = [a["library_control"] for a in runs if "library_control" in a]
+    if controls:  # two of the library's own kernels at this precision: what agreement can mean here
+        c = max(controls, key=lambda c: c["max"])
+        mark += f"; the library's {c['mode']} kernel to its own: {c['max']:.1e} ({c['worst']})"
     return f"{worst['max']:.1e}{mark}"
 
 
@@ -84,8 +88,12 @@ def row(spec: str, r: dict | None) -> str:
     strategy = spec_strategy(spec, r["preset"])
     t = r.get("time")
     timing = f"{t['ratio']:.2f}× ({t['archdsl_ms']:.2f} / {t['library_ms']:.2f} ms)" if t else "—"
+    if t and t.get("device"):
+        timing += f", {t['device'].removeprefix('NVIDIA ').split()[0]}"
     if t and t.get("strategy", r.get("strategy", strategy)) != strategy:
         timing += f", measured on the {t.get('strategy', r.get('strategy'))} strategy"
+    if t and t.get("note"):
+        timing += f"; {t['note']}"
     bf16 = _agreement(r, "bfloat16")
     return (
         f"| {spec} | {spec_lines(spec)} | {paper} | {r['library']} | {_fp32(r)} | {bf16} | "
@@ -134,7 +142,8 @@ def merge(docs: list[dict]) -> dict:
     field by field: its agreement rows of each dtype from the last run that measured that dtype (fp32
     rows with the libraries' TF32 off kept apart from those with it on, and never overriding the
     library's stated precision; bf16 products are the same either way, so a bf16 row is a bf16 row),
-    its time from the last run that timed it, with the strategy it ran; a run that failed resets the row.
+    its time from the last run that timed it, with the strategy and device it ran on; a run that failed
+    resets the row.
     The runs' devices, dates and commands listed together."""
     rows: dict[str, dict] = {}
     for doc in docs:
@@ -149,7 +158,7 @@ def merge(docs: list[dict]) -> dict:
             if not off or "precision" not in old:
                 new["precision"] = r.get("precision")
             if "time" in r:
-                new["time"] = {"strategy": r.get("strategy"), **r["time"]}
+                new["time"] = {"strategy": r.get("strategy"), "device": doc["meta"]["device"], **r["time"]}
             mine = [dict(a, tf32_off=off and a["dtype"] == "float32") for a in r.get("agreement", [])]
             if products == "tf32x3":
                 mine = [dict(a, f32_products="tf32x3") for a in mine]

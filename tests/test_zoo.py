@@ -141,7 +141,7 @@ def test_zoo_doc_renders_a_results_file(tmp_path):
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert "4.0e-04 (> 0.0001: dA_log); TF32" in rows["gdn"] and "5.0e-03 |" in rows["gdn"]
     # the strategy archdsl picks today; the time says it was measured under another one
-    assert "| chunked | 0.50× (1.50 / 3.00 ms), measured on the loop strategy |" in rows["gdn"]
+    assert "| chunked | 0.50× (1.50 / 3.00 ms), Test, measured on the loop strategy |" in rows["gdn"]
     assert "failed: RuntimeError: boom" in rows["gla"]
     assert "no library layer" in rows["mingru"] and "not in these results" in rows["mamba"]
     assert f"| gdn | {zoo_doc.spec_lines('gdn')} |" in rows["gdn"]
@@ -358,6 +358,36 @@ def test_oracle_keeps_the_rows_of_a_spec_that_fails_midway(monkeypatch, tmp_path
     result = json.loads((tmp_path / "results.json").read_text())["results"][0]
     assert [r["T"] for r in result["agreement"]] == [5]
     assert result["error"] == "RuntimeError: cut off" and result["strategy"]
+
+
+def test_oracle_control_measures_the_library_against_its_other_mode(monkeypatch):
+    """--control: each bf16 row says how far the library's layer in another mode is from its own (a
+    layer 1% off shows 1e-2 on its output)."""
+    monkeypatch.setattr(oracle, "DEVICE", "cpu")
+    ir = instantiate(parse_file(ROOT / "specs" / "mingru.rnn"), "test", {}).layer
+    build, rows = _itself(ir)
+    ours, lib, other = RecurrentLayer(ir, backend="reference", seed=0), build(ir), build(ir)
+    for layer in (lib, other):
+        oracle.copy_weights(ours, layer, rows)
+    with torch.no_grad():
+        other.out.weight.mul_(1.01)
+    row = oracle.compare("itself", ir, ours, lib, rows, 2, 7, torch.bfloat16, None, ("scaled", other))
+    control = row["library_control"]
+    assert control["mode"] == "scaled" and 5e-3 < control["errors"]["y"] < 2e-2
+
+
+def test_oracle_control_runs_from_the_command_line(monkeypatch, tmp_path):
+    _cpu_oracle(monkeypatch)
+    args = ["--specs", "mingru", "--no-time", "--dtypes", "bf16", "--control", "again"]
+    assert oracle.main(["--out", str(tmp_path), *args]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["results"][0]["agreement"]
+    assert [r["library_control"]["mode"] for r in rows] == ["again", "again"]
+    assert all(r["library_control"]["max"] == 0 for r in rows)  # the same layer, weights copied in
+    assert "the library's again layer to its own: 0.00e+00" in (tmp_path / "results.md").read_text()
+    assert zoo_doc.main([str(tmp_path / "results.json"), "-o", str(tmp_path / "zoo.md")]) == 0
+    lines = (tmp_path / "zoo.md").read_text().splitlines()
+    mingru = next(line for line in lines if line.startswith("| mingru"))
+    assert "the library's again kernel to its own: 0.0e+00 (y)" in mingru
 
 
 def test_oracle_rejects_an_unknown_dtype(capsys, tmp_path):
