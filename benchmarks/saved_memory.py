@@ -3,11 +3,11 @@
 Runs one ``RecurrentLayer`` (the triton backend: on CUDA, or on the CPU under TRITON_INTERPRET=1)
 forward as the LM runs it (fp32 weights, bf16 autocast with ``--dtype bf16``), then walks the autograd
 graph from its output: each node's saved tensors as they are kept (``_raw_saved_*``: PyTorch's own
-backward nodes and custom Functions, archdsl's ops by name) with dtype, shape and bytes per token,
-from the growth between T and 2T tokens (so per-chunk tensors count and weights' casts do not).
-Tensors that share storage are counted once. On CUDA the layer's allocated memory after the
-forward (what the backward holds, tensors stashed outside ``save_for_backward`` included) is
-printed too.
+backward nodes and custom Functions, archdsl's ops by name; a value archdsl/recompute.py remakes in
+the backward is listed with 0 bytes) with dtype, shape and bytes per token, from the growth between
+T and 2T tokens (so per-chunk tensors count and weights' casts do not). Tensors that share storage
+are counted once. On CUDA the layer's allocated memory after the forward (what the backward holds,
+tensors stashed outside ``save_for_backward`` included) is printed too.
 
     TRITON_INTERPRET=1 python benchmarks/saved_memory.py                     # mamba2, small, bf16
     python benchmarks/saved_memory.py --spec specs/mamba2.rnn --preset Mamba2_100m --B 32 --T 512
@@ -24,6 +24,7 @@ import torch
 from archdsl.lang.checker import instantiate
 from archdsl.lang.parser import parse_file
 from archdsl.layer import RecurrentLayer
+from archdsl.recompute import Recipe
 
 #: the default layer: mamba2 at a width the interpreter runs in seconds, axes of distinct sizes
 #: (h 3, p 32, s 16)
@@ -54,7 +55,8 @@ def _raw(value) -> list:
 
 
 def saved_tensors(out: torch.Tensor, params: set[int]) -> list[Saved]:
-    """Every tensor the backward of ``out`` keeps, by owner, as it is kept (``SavedTensor.data``);
+    """Every tensor the backward of ``out`` keeps, by owner, as it is kept (``SavedTensor.data``: the
+    tensor, or what archdsl/recompute.py saves in its place: a recipe, counted as 0 bytes);
     parameters (``params``: their storages) left out, they are not activations."""
     seen, stack, found = set(), [out.grad_fn], []
     while stack:
@@ -65,7 +67,10 @@ def saved_tensors(out: torch.Tensor, params: set[int]) -> list[Saved]:
         stack.extend(n for n, _ in node.next_functions)
         raw = [r for a in dir(node) if a.startswith("_raw_saved_") for r in _raw(getattr(node, a))]
         for kept in (r.data for r in raw):
-            if isinstance(kept, torch.Tensor) and kept.untyped_storage().data_ptr() not in params:
+            if isinstance(kept, Recipe):
+                owner = _owner(node) + " (recomputed)"
+                found.append(Saved(owner, kept.dtype, tuple(kept.size), 0, -id(kept)))
+            elif isinstance(kept, torch.Tensor) and kept.untyped_storage().data_ptr() not in params:
                 s = kept.untyped_storage()
                 found.append(Saved(_owner(node), kept.dtype, tuple(kept.shape), s.nbytes(), s.data_ptr()))
     return found
