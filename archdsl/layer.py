@@ -25,6 +25,7 @@ from archdsl.layer_io import (
     rename_positional,
 )
 from archdsl.packed import check_packed, packed_cell
+from archdsl.recompute import recomputing
 from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell
 
 BACKENDS = ("reference", "triton")
@@ -281,6 +282,10 @@ class RecurrentLayer(nn.Module):
         A spec that reads earlier tokens (``shift``, ``conv``) also returns its last ``lookback`` inputs
         as the state ``"x:history"``; given back, the next call continues the sequence exactly (not
         with packed sequences, which start fresh)."""
+        with recomputing():  # what its ops save of cheap per-token values, remade in the backward
+            return self._forward(x, state, cu_seqlens)
+
+    def _forward(self, x: torch.Tensor, state, cu_seqlens):
         bounds = None
         if cu_seqlens is None:
             check_input(self.ir, self.out.weight, x, state)

@@ -19,6 +19,7 @@ from archdsl.codegen.run.ops import loop_op, part_op
 from archdsl.codegen.run.progress import progress
 
 from archdsl.autodiff import Backward, Cell
+from archdsl.recompute import recomputable
 
 
 def load_module(source: str, name: str, label: str | None = None):
@@ -136,9 +137,16 @@ class ParallelPart:
         self.input_names, self.const_names = list(part.inputs), list(part.consts)
 
     def __call__(self, inputs: dict, frontier) -> list:
-        xs = [inputs[n].contiguous() for n in self.input_names]
+        xs = []
+        for n in self.input_names:
+            x = inputs[n]
+            xs.append(x.contiguous())
+            if xs[-1] is not x:  # a projection output's slice: a copy the op saves, made again
+                recomputable(xs[-1:], lambda t: [t.contiguous()], [x])
         cs = [frontier[self.part.const_source[c]].contiguous() for c in self.const_names]
-        return self.op(xs, cs)
+        outs = self.op(xs, cs)
+        recomputable(outs, lambda *a: self.forward(list(a[: len(xs)]), list(a[len(xs) :])), [*xs, *cs])
+        return outs
 
     @functools.cached_property
     def op(self):

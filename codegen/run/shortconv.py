@@ -23,6 +23,8 @@ import triton
 import triton.language as tl
 from archdsl.codegen.run.ops import register
 
+from archdsl.recompute import recomputable
+
 BT, BC = 32, 64  # tokens and channels per program
 
 #: the backward: ``kernel`` ``walk`` (``_conv_bwd_walk``) or ``halo`` (``_conv_bwd_halo``, the kernel
@@ -273,4 +275,7 @@ def short_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, silu
     none), with its gradients (``dx`` in ``x``'s type)."""
     w = w.float().contiguous()
     b = [] if bias is None else [bias.float().contiguous()]
-    return conv_op(bias is not None, silu)([x, w, *b])[0]
+    y = conv_op(bias is not None, silu)([x, w, *b])[0]
+    # saved by its readers (fp32, a projection output's width), remade from x (which dy needs anyway)
+    recomputable([y], lambda *xs: [_forward(*xs, silu=silu)], [x, w, *b])
+    return y
