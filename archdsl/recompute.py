@@ -15,10 +15,13 @@ while any of its outputs is alive: the ops of one backward that read the same va
 
 Only in eager autograd: under ``torch.compile`` its partitioner chooses what to recompute, and under
 another's saved-tensor hooks (activation checkpointing, offloading) theirs apply and these stay off.
+``ARCHDSL_RECOMPUTE=0`` in the environment turns it off (every value kept, as before): the A/B of
+memory against the backward's reruns.
 """
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -105,7 +108,8 @@ def _others_hooks() -> bool:
 @contextmanager
 def recomputing():
     """Saves of registered outputs keep their recipes, in eager autograd without other hooks."""
-    if not torch.is_grad_enabled() or torch.compiler.is_compiling() or _others_hooks():
+    off = os.environ.get("ARCHDSL_RECOMPUTE", "1") == "0"
+    if off or not torch.is_grad_enabled() or torch.compiler.is_compiling() or _others_hooks():
         yield
         return
     table = _Table()

@@ -97,3 +97,19 @@ def test_no_saved_tensor_copies_another(layer, dtype):
             if ptr != mine and torch.isin(vals, _values(u)).all():
                 shape = tuple(t.shape)
                 raise AssertionError(f"{owner} keeps {t.dtype} {shape}, a copy of values {other} keeps")
+
+
+def test_recompute_off_keeps_every_value(layer, monkeypatch):
+    """ARCHDSL_RECOMPUTE=0 (the A/B switch) keeps the cheap values again: more bytes per token."""
+    on = table(
+        measure(layer, B, T, torch.bfloat16, "cpu")[0],
+        measure(layer, B, 2 * T, torch.bfloat16, "cpu")[0],
+        B * T,
+    )
+    monkeypatch.setenv("ARCHDSL_RECOMPUTE", "0")
+    off = table(
+        measure(layer, B, T, torch.bfloat16, "cpu")[0],
+        measure(layer, B, 2 * T, torch.bfloat16, "cpu")[0],
+        B * T,
+    )
+    assert off[1] > 1.5 * on[1]
