@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from archdsl.ir import Graph, Kind, LayerIR, Node, Op
+from archdsl.ir import Graph, Kind, LayerIR, Node, Op, positive
 
 GRAD = "d:"
 
@@ -37,6 +37,9 @@ class Cell:
     #: the spec's name of a node, where it gives one (``let`` values, parameters): generated kernels
     #: read as the spec (``b_kh``); a node without one keeps a numbered name
     names: dict[int, str] = field(default_factory=dict)
+    #: the constants positive by their construction in the layer graph (``ir.positive``: a fixed decay
+    #: ``exp(…)``), whose logarithm the chunked form may take
+    positive: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -116,6 +119,7 @@ def extract_cell(layer: LayerIR) -> Cell:
         out,
         cg[out].axes,
         names,
+        frozenset(name for name, i in const_source.items() if positive(g, i)),
     )
 
 
@@ -168,6 +172,7 @@ VJP: dict[Op, Callable] = {
     # a shift's transpose moves the cotangent back by the same tokens (and sums a window)
     Op.SHIFT: lambda e, n, z, args, dz: [e.add(Op.UNSHIFT, (dz,), n.attr, e.g[args[0]].axes)],
     Op.UNSHIFT: lambda e, n, z, args, dz: [e.add(Op.SHIFT, (dz,), n.attr, e.g[args[0]].axes)],
+    Op.POSITION: lambda e, n, z, args, dz: [],  # no arguments: a count of the tokens
 }
 
 

@@ -55,6 +55,9 @@ class Op(enum.Enum):
     #                  C: the window of the last C tokens on c, oldest first (c = C-1 is this token)
     UNSHIFT = "unshift"  # the transpose of SHIFT (its VJP): attr None: the next token's value;
     #                      attr c: sum over c of the value C-1-c tokens later
+    POSITION = "position"  # the token's place in its sequence, 0, 1, … (no arguments, no gradient):
+    #                        a per-token leaf the layer supplies (restarting at each packed sequence,
+    #                        continuing from the state "x:position")
 
 
 LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE, Op.CONST})
@@ -66,8 +69,9 @@ BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM})
 TRANSFORMS = frozenset({Op.SPECTRAL_NORM})
 #: constants computed from the sizes alone: always outside the cell (a frontier value or below one)
 CONSTANTS = frozenset({Op.INDEX})
-#: ops that read other tokens: only in ``LayerIR.sequence`` values, never inside a cell
-SEQUENCE = frozenset({Op.SHIFT, Op.UNSHIFT})
+#: ops that read other tokens or the token's place among them: only in ``LayerIR.sequence`` values,
+#: never inside a cell
+SEQUENCE = frozenset({Op.SHIFT, Op.UNSHIFT, Op.POSITION})
 #: ops that may appear inside a compiled kernel: every one needs a VJP and a Triton rule
 CELL_OPS = frozenset(Op) - TRANSFORMS - SEQUENCE - CONSTANTS
 
@@ -113,7 +117,7 @@ class Graph:
         for n in self.nodes:
             if n.op is Op.STATE:
                 kinds.append(Kind.RECURRENT)
-            elif n.op is Op.INPUT:
+            elif n.op in (Op.INPUT, Op.POSITION):
                 kinds.append(Kind.TOKEN)
             elif n.op in (Op.PARAM, Op.CONST):
                 kinds.append(Kind.CONST)
@@ -261,6 +265,21 @@ class LayerIR:
         }
 
 
+def positive(g: Graph, i: int, params=frozenset()) -> bool:
+    """Is the value positive by its construction (so that its logarithm is defined)? ``params``: the
+    names of parameters known to be positive."""
+    n = g[i]
+    if n.op in (Op.EXP, Op.SIGMOID, Op.SOFTPLUS):
+        return True
+    if n.op is Op.CONST:
+        return n.attr > 0
+    if n.op is Op.PARAM:
+        return n.attr in params
+    if n.op in (Op.MUL, Op.DIV, Op.ADD):
+        return all(positive(g, a, params) for a in n.args)
+    return n.op is Op.EXPAND and positive(g, n.args[0], params)
+
+
 def verify(layer: LayerIR) -> None:
     """Structural checks between passes: topological order, axes consistent with each op."""
     g = layer.graph
@@ -282,12 +301,14 @@ def verify(layer: LayerIR) -> None:
             assert set(n.axes) == set(g[n.args[0]].axes) - {n.attr}, f"node {i}: unshift axes"
         elif n.op is Op.INDEX:
             assert not n.args and n.axes == (n.attr,), f"node {i}: index axes"
+        elif n.op is Op.POSITION:
+            assert not n.args and not n.axes, f"node {i}: position axes"
         elif n.op is Op.RENAME:
             mapping = dict(n.attr)
             src = g[n.args[0]].axes
             assert set(n.axes) == {mapping.get(a, a) for a in src}, f"node {i}: rename axes"
             assert all(layer.sizes[o] == layer.sizes[m] for o, m in mapping.items()), "rename sizes"
     cell = layer.cell_nodes()
-    assert not any(g[i].op in SEQUENCE for i in cell), "a shift inside the cell"
+    assert not any(g[i].op in SEQUENCE for i in cell), "a shift or position inside the cell"
     for s, node in layer.next_state.items():
         assert g[node].axes == layer.states[s], f"state {s}: update has axes {g[node].axes}"

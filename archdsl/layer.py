@@ -17,14 +17,16 @@ from archdsl.inits import initialise
 from archdsl.ir import LayerIR, Node, Op, Projection
 from archdsl.layer_io import (
     HISTORY,
+    POSITION,
     LayerInputError,
     ProjTable,
     check_input,
     lookback,
     projection_keys,
+    reads_position,
     rename_positional,
 )
-from archdsl.packed import check_packed, packed_cell
+from archdsl.packed import check_packed, packed_cell, packed_positions
 from archdsl.recompute import recomputing
 from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell
 
@@ -120,6 +122,7 @@ class RecurrentLayer(nn.Module):
         self.proj_sn = ProjTable()
         self.proj_keys = projection_keys(layer)
         self.lookback = lookback(layer)  # earlier tokens its shifts and convolutions read
+        self.reads_position = reads_position(layer)  # a sequence value reads position()
         self._register_load_state_dict_pre_hook(self._rename_old_keys)
         for key, p in zip(self.proj_keys, layer.projections):
             n_out, n_in = self._proj_shape(p)
@@ -178,10 +181,12 @@ class RecurrentLayer(nn.Module):
         return n_out, n_in
 
     # ---- the per-token part ----------------------------------------------------------------------
-    def project(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def project(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """All projection outputs and sequence values, [B, T, *axes] each (pre-projection values
         computed on the way). Each is computed when first needed: a projection may read a sequence
-        value (``shift``, ``conv``) and a sequence value a projection's output."""
+        value (``shift``, ``conv``) and a sequence value a projection's output. ``positions``: each
+        token's place in its sequence ([B, T] or [T] integers; 0, 1, …, T - 1 when None), what
+        ``position()`` reads."""
         ir, B, T = self.ir, x.shape[0], x.shape[1]
         values: dict[str, torch.Tensor] = {}
         env: dict[int, torch.Tensor] = {}
@@ -191,6 +196,9 @@ class RecurrentLayer(nn.Module):
         def leaf(i, node):
             if node.op is Op.INPUT:
                 return layout.full(get(node.attr).to(layout.dtype), node.axes, 2)
+            if node.op is Op.POSITION:
+                pos = torch.arange(T, device=x.device) if positions is None else positions
+                return layout.full(pos.expand(B, T).to(layout.dtype), (), 2)
             return const_leaf(i, node)
 
         def get(name: str) -> torch.Tensor:
@@ -281,7 +289,9 @@ class RecurrentLayer(nn.Module):
 
         A spec that reads earlier tokens (``shift``, ``conv``) also returns its last ``lookback`` inputs
         as the state ``"x:history"``; given back, the next call continues the sequence exactly (not
-        with packed sequences, which start fresh)."""
+        with packed sequences, which start fresh). A spec that reads ``position()`` returns the tokens
+        each row has seen as ``"x:position"`` [B] (int64; [N] with packed sequences, whose positions
+        restart at each boundary); given back, the positions of the next call go on from it."""
         with recomputing():  # what its ops save of cheap per-token values, remade in the backward
             return self._forward(x, state, cu_seqlens)
 
@@ -294,17 +304,25 @@ class RecurrentLayer(nn.Module):
         B, T = x.shape[:2]
         state = dict(state) if state else {}
         history = state.pop(HISTORY, None)
+        start = state.pop(POSITION, None)  # [B] (or [N]): the tokens seen before this call
         if bounds is not None and history is not None:
             name = self.ir.name
             raise LayerInputError(f"layer '{name}': packed sequences start fresh: no '{HISTORY}' state")
+        positions = self._positions(x, start, bounds)
         if bounds is not None and self.lookback:  # each sequence's convolutions see only its own tokens
-            parts = [self.project(x[:, a:b]) for a, b in bounds]
+            pos = [None if positions is None else positions[:, a:b] for a, b in bounds]
+            parts = [self.project(x[:, a:b], p) for (a, b), p in zip(bounds, pos)]
             values = {name: torch.cat([p[name] for p in parts], 1) for name in self._inputs}
         elif history is not None and history.shape[1]:  # a continued sequence: its earlier tokens
             n = history.shape[1]
-            values = {k: v[:, n:] for k, v in self.project(torch.cat([history.to(x.dtype), x], 1)).items()}
+            if positions is not None:  # the earlier tokens' places come before this call's
+                positions = torch.cat(
+                    [positions[:, :1] - torch.arange(n, 0, -1, device=x.device), positions], 1
+                )
+            seen = torch.cat([history.to(x.dtype), x], 1)
+            values = {k: v[:, n:] for k, v in self.project(seen, positions).items()}
         else:
-            values = self.project(x)
+            values = self.project(x, positions)
         inputs = {name: values[name] for name in self._inputs}
         if bounds is None:
             y, final = self.cell(inputs, self.frontier_values(), state or None)
@@ -313,9 +331,22 @@ class RecurrentLayer(nn.Module):
                 final[HISTORY] = seen[:, -self.lookback :]
         else:
             y, final = packed_cell(self.cell, inputs, self.frontier_values(), state or None, bounds)
+        if self.reads_position:  # the tokens seen: one past the last position of each row (sequence)
+            last = positions[:, -1] if bounds is None else positions[0, [b - 1 for _, b in bounds]]
+            final[POSITION] = last + 1
         autocast = torch.is_autocast_enabled(y.device.type)
         y = y.reshape(B, T, -1).to(y.dtype if autocast else self.out.weight.dtype)
         return self.out(y), final
+
+    def _positions(self, x: torch.Tensor, start, bounds) -> torch.Tensor | None:
+        """Each token's place in its sequence, [B, T] int64 (None when the spec reads no position):
+        from ``start`` [B] (the tokens seen before; 0 when None), restarting at each packed sequence."""
+        if not self.reads_position:
+            return None
+        if bounds is not None:
+            return packed_positions(bounds, start, x.device)
+        steps = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        return steps if start is None else steps + start.to(x.device)[:, None]
 
     # ---- the public extras: one step, states, names --------------------------------------------
     def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor] | None = None):

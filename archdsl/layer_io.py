@@ -110,6 +110,31 @@ def lookback(layer: LayerIR) -> int:
     return sum(1 if n.attr is None else layer.sizes[n.attr] - 1 for n in shifts)
 
 
+#: the state entry that counts the tokens a layer has seen, [batch] int64, for a spec that reads the
+#: token's position (``position()``): a continued sequence's positions go on from it (0 when absent)
+POSITION = "x:position"
+
+
+def reads_position(layer: LayerIR) -> bool:
+    """Does a sequence value of the spec read the token's position?"""
+    g = layer.graph
+    return any(g[i].op is Op.POSITION for i in g.ancestors(layer.sequence.values()))
+
+
+def _check_position(layer: LayerIR, v, x: torch.Tensor, batch: int) -> None:
+    if not reads_position(layer):
+        raise LayerInputError(f"layer '{layer.name}': state '{POSITION}' is for specs that read position()")
+    ok = isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == batch
+    if not ok or v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
+        found = f"{v.dtype} {_shape(v)}" if isinstance(v, torch.Tensor) else type(v).__name__
+        raise LayerInputError(
+            f"layer '{layer.name}': state '{POSITION}' must be [batch] = [{batch}] integers (the tokens "
+            f"seen before), found {found}"
+        )
+    if v.device != x.device:
+        raise LayerInputError(f"layer '{layer.name}': state '{POSITION}' is on {v.device}, x on {x.device}")
+
+
 def _check_history(layer: LayerIR, v, x: torch.Tensor, batch: int) -> None:
     most = lookback(layer)
     if not most:
@@ -137,7 +162,7 @@ def check_state(layer: LayerIR, x: torch.Tensor, state, batch: int) -> None:
             f"layer '{name}': state must be a dict of the spec's states "
             f"({', '.join(layer.states)}), found {type(state).__name__}"
         )
-    unknown = [s for s in state if s not in layer.states and s != HISTORY]
+    unknown = [s for s in state if s not in layer.states and s not in (HISTORY, POSITION)]
     if unknown:
         raise LayerInputError(
             f"layer '{name}': unknown state '{unknown[0]}'; the spec's states are {', '.join(layer.states)}"
@@ -147,6 +172,9 @@ def check_state(layer: LayerIR, x: torch.Tensor, state, batch: int) -> None:
             continue
         if s == HISTORY:
             _check_history(layer, v, x, batch)
+            continue
+        if s == POSITION:
+            _check_position(layer, v, x, batch)
             continue
         want = (batch, *(layer.sizes[a] for a in layer.states[s]))
         if not isinstance(v, torch.Tensor) or tuple(v.shape) != want:

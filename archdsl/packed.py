@@ -51,6 +51,16 @@ def boundaries(cu_seqlens, total: int, name: str) -> list[tuple[int, int]]:
     return list(zip(cu, cu[1:]))
 
 
+def packed_positions(bounds: list[tuple[int, int]], start: torch.Tensor | None, device) -> torch.Tensor:
+    """[1, total] int64: each token's position in its own sequence, from ``start[k]`` (the tokens the
+    k-th sequence has seen before, [N]; zeros when None): a position restarts at every boundary."""
+    begin = torch.tensor([a for a, _ in bounds], device=device)
+    lengths = torch.tensor([b - a for a, b in bounds], device=device)
+    seq = torch.repeat_interleave(torch.arange(len(bounds), device=device), lengths)  # [total]
+    pos = torch.arange(bounds[-1][1], device=device) - begin[seq]
+    return (pos if start is None else pos + start.to(device)[seq]).unsqueeze(0)
+
+
 def packed_cell(cell, inputs: dict, frontier: dict, state0: dict | None, bounds: list[tuple[int, int]]):
     """Run ``cell(inputs, frontier, state0) -> (y, finals)`` over packed sequences.
 

@@ -156,8 +156,8 @@ def evaluate(
             env[i] = torch.tensor(node.attr, dtype=layout.dtype, device=layout.device).reshape(
                 [1] * len(layout.axes)
             )
-        elif node.op in (Op.INPUT, Op.PARAM, Op.STATE, Op.SPECTRAL_NORM):
-            env[i] = leaf(i, node)
+        elif node.op in (Op.INPUT, Op.PARAM, Op.STATE, Op.SPECTRAL_NORM, Op.POSITION):
+            env[i] = leaf(i, node)  # a position is per-call data, like an input: the caller's
         else:
             env[i] = apply(node, [env[a] for a in node.args], layout)
     return env

@@ -207,4 +207,5 @@ def replace_with_inputs(cell: Cell, replaced: dict[int, str], stateless: bool = 
         output=remap[cell.output],
         output_axes=cell.output_axes,
         names=names,
+        positive=cell.positive & {name for (op, name) in leaves if op is Op.PARAM},
     )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from archdsl.codegen.hoist import TokenPart, replace_with_inputs, split_readout
 
 from archdsl.autodiff import Cell, extract_cell
-from archdsl.ir import Graph, Kind, LayerIR, Node, Op
+from archdsl.ir import Graph, Kind, LayerIR, Node, Op, positive
 
 OLD, NEW = "S", "S'"
 
@@ -234,10 +234,17 @@ def _merge(b: _Builder, pairs: list, what: str) -> tuple | None:
 
 
 def _key_axis(cell: Cell) -> str:
+    """The axis the state is contracted over. Where sums over several axes read the state, it is the
+    axis of the innermost ones (no such sum below them), when they agree: an outer sum (RetNet's over
+    the two halves of a rotary key head) then belongs to the readout, which runs after the loop."""
     g, kinds = cell.graph, cell.graph.kinds()
     (state_axes,) = cell.states.values()
     used = g.ancestors([*cell.next_state.values(), cell.output])
-    keys = {g[i].attr for i in used if g[i].op is Op.SUM and kinds[g[i].args[0]] == Kind.RECURRENT}
+    sums = {i for i in used if g[i].op is Op.SUM and kinds[g[i].args[0]] == Kind.RECURRENT}
+    keys = {g[i].attr for i in sums}
+    inner = {g[i].attr for i in sums if not g.ancestors(g[i].args) & sums}
+    if len(keys) > 1 and len(inner) == 1 and inner <= set(state_axes):
+        keys = inner
     if len(keys) != 1:
         found = ", ".join(sorted(keys)) or "none"
         raise NotLinear(f"one contraction axis of the state expected, found {found}: sequential loop")
@@ -245,18 +252,6 @@ def _key_axis(cell: Cell) -> str:
     if key not in state_axes:
         raise NotLinear(f"the contraction axis {key} is not an axis of the state: sequential loop")
     return key
-
-
-def _positive(g: Graph, i: int) -> bool:
-    """Is the value positive by its construction (so that its logarithm is defined)?"""
-    n = g[i]
-    if n.op in (Op.EXP, Op.SIGMOID, Op.SOFTPLUS):
-        return True
-    if n.op is Op.CONST:
-        return n.attr > 0
-    if n.op in (Op.MUL, Op.DIV, Op.ADD):
-        return all(_positive(g, a) for a in n.args)
-    return n.op is Op.EXPAND and _positive(g, n.args[0])
 
 
 def _readout_form(cell: Cell, key: str, b: _Builder):
@@ -293,7 +288,7 @@ def _linear_form(cell: Cell) -> LinearForm:
     one = b.const(1.0)
     a, bb = (None, None) if low is None else (low[0] or one, low[1] or one)
     k, v, q = write[0] or one, write[1] or one, q or one
-    if not _positive(b.g, w):
+    if not positive(b.g, w, cell.positive):
         raise NotLinear("a decay that may be zero or negative: not yet (the chunks need its logarithm)")
     log_w = b.g[w].args[0] if b.g[w].op is Op.EXP else b.add(Op.LOG, (w,))
     coeffs = [log_w, k, q] + ([a, bb] if a is not None else [])

@@ -18,7 +18,7 @@ from archdsl.lang.checker import declarations, instantiate
 from archdsl.lang.elaborate import FUNCTIONS, SUGAR, UNARY
 from archdsl.lang.parser import parse, parse_file
 
-OWN_RULES = {"shift", "spectral_norm", "index"}  # rules of their own in the elaborate pass
+OWN_RULES = {"shift", "spectral_norm", "index", "position"}  # rules of their own in the elaborate pass
 
 
 def test_every_function_has_one_lowering():

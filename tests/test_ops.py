@@ -422,6 +422,55 @@ def test_index_compiled_layer_matches_reference():
     compare_backends(layer, B=2, T=5, chunk=4)
 
 
+# ---- the token's position: a per-token leaf the layer supplies (more in tests/test_position.py) ---
+POSITION_SPEC = """rnn position
+hyper dim = 4
+axis i = 5
+project x -> u[i]
+state h[i]
+a = u * cos(0.5 * position())
+h' = 0.5 * h + a
+y = h' * u
+output y
+"""
+
+
+def test_position_vjp_matches_autograd():
+    """No arguments, so no cotangent of its own; a product with it carries the position back."""
+    from archdsl.autodiff import VJP
+    from archdsl.layer import RecurrentLayer
+
+    assert VJP[Op.POSITION](None, Node(Op.POSITION, (), ()), 0, (), 1) == []
+    layer = RecurrentLayer(layer_of(POSITION_SPEC), seed=0).double()
+    x = fill(GENERIC, (1, 6, 4)).requires_grad_(True)
+    dz = fill(GENERIC, (1, 6, 5), offset=3)
+    (ours,) = torch.autograd.grad(layer.project(x)["a"], x, dz)
+    cos = torch.cos(0.5 * torch.arange(6, dtype=torch.float64))[None, :, None]
+    theirs = autograd_vjp(lambda a: a @ layer.proj["u"].weight.detach().T * cos, {"a": x.detach()}, dz)
+    torch.testing.assert_close(ours, theirs["a"], rtol=1e-12, atol=1e-12)
+
+
+def test_position_reference_matches_torch_arange():
+    from archdsl.layer import RecurrentLayer
+
+    layer = RecurrentLayer(layer_of(POSITION_SPEC), seed=0)
+    x = fill(GENERIC, (2, 6, 4)).float()
+    values = layer.project(x)
+    assert values["a"].dtype == torch.float32
+    t = torch.arange(6, dtype=torch.float32)[None, :, None]
+    torch.testing.assert_close(values["a"], values["u"] * torch.cos(0.5 * t))
+
+
+def test_position_compiled_layer_matches_reference():
+    """A position never reaches a kernel: the value that reads it is computed before the recurrence
+    and read by the cell as an input."""
+    from kernel_harness import compare_backends
+
+    layer = layer_of(POSITION_SPEC)
+    assert "a" in layer.sequence and not any(layer.graph[i].op is Op.POSITION for i in layer.cell_nodes())
+    compare_backends(layer, B=2, T=5, chunk=4)
+
+
 # ---- across tokens: shift and its transpose (tests/shift_oracles.py) ----------------------------
 def test_shift_vjp_matches_autograd():
     shift_oracles.check_vjps()
@@ -482,13 +531,18 @@ ORACLES: dict[Op, tuple] = {
         test_spectral_norm_reference_matches_torch,
         test_spectral_norm_compiled_layer_matches_reference,
     ),
+    Op.POSITION: (
+        test_position_vjp_matches_autograd,
+        test_position_reference_matches_torch_arange,
+        test_position_compiled_layer_matches_reference,
+    ),
     **{
         op: (
             test_shift_vjp_matches_autograd,
             test_shift_reference_matches_torch_conv1d,
             test_shift_compiled_layer_matches_reference,
         )
-        for op in SEQUENCE
+        for op in SEQUENCE - {Op.POSITION}
     },
 }
 

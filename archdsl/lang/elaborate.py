@@ -5,7 +5,8 @@ value is elaborated when it is first read, so definitions may appear in any orde
 reads itself is a cycle. Each call becomes nodes from three tables: ``UNARY`` and ``BINARY`` (one op
 each) and ``SUGAR`` (functions written in terms of the primitive ops). A definition that reads earlier
 tokens (``shift``, ``conv``) becomes a *sequence value*: computed over the whole sequence before the
-recurrence, and read by the step as a per-token input. Each projection's options (``spectral_norm``,
+recurrence, and read by the step as a per-token input; so does one that reads the token's position
+(``position()``). Each projection's options (``spectral_norm``,
 ``init``) are evaluated beside its source, and the readout's ``init`` last.
 """
 
@@ -135,11 +136,9 @@ class Elaborator:
             node = self.define(st)
             if not key.endswith("'"):
                 node = self.across_tokens(key, node, st.value.span)
-            elif any(self.graph[i].op is Op.SHIFT for i in self.graph.ancestors([node])):
+            elif across := self.across(node):
                 raise ArchdslError(
-                    f"the update of '{key[:-1]}' reads earlier tokens (shift, conv) inside the recurrence",
-                    st.value.span,
-                    "define the shifted value on its own line (kc = conv[c](k, w)) and use it here",
+                    f"the update of '{key[:-1]}' {across[0]} inside the recurrence", st.value.span, across[1]
                 )
         self.defining.pop()
         self.node_of[key] = node
@@ -261,6 +260,8 @@ class Elaborator:
         if func == "index":  # a constant along its axis: no arguments
             axis = self.names.check_axes(e.axes, e.span)[0]
             return self.node(Op.INDEX, (), (axis,), axis)
+        if func == "position":  # the token's place in its sequence: no arguments, no axes
+            return self.node(Op.POSITION)
         args = [self.expr(a) for a in e.args]
         if func in UNARY:
             return self.node(UNARY[func], (args[0],), self.axes_of(args[0]))
@@ -326,19 +327,32 @@ class Elaborator:
             )
 
     def across_tokens(self, name: str, node: int, span) -> int:
-        """A definition that reads other tokens becomes a sequence value: computed over the whole
-        sequence before the recurrence, and read by the step as a per-token input of that name."""
-        g = self.graph
-        if not any(g[i].op is Op.SHIFT for i in g.ancestors([node])):
+        """A definition that reads other tokens (or the token's position) becomes a sequence value:
+        computed over the whole sequence before the recurrence, and read by the step as a per-token
+        input of that name."""
+        across = self.across(node)
+        if across is None:
             return node
-        if g.kinds()[node] == Kind.RECURRENT:
-            raise ArchdslError(
-                f"'{name}' mixes earlier tokens (shift, conv) with the state",
-                span,
-                "define the shifted value on its own line (kc = conv[c](k, w)) and use it here",
-            )
+        if self.graph.kinds()[node] == Kind.RECURRENT:
+            mixes = across[0].replace("reads", "mixes", 1)
+            raise ArchdslError(f"'{name}' {mixes} with the state", span, across[1])
         self.sequence[name] = node
         return self.node(Op.INPUT, axes=self.axes_of(node), attr=name)
+
+    def across(self, node: int) -> tuple[str, str] | None:
+        """(what, hint) when ``node`` reads other tokens or the token's position, else None: such a
+        value is computed over the whole sequence before the recurrence, never inside a step."""
+        ops = {self.graph[i].op for i in self.graph.ancestors([node])}
+        if Op.SHIFT in ops:
+            return "reads earlier tokens (shift, conv)", (
+                "define the shifted value on its own line (kc = conv[c](k, w)) and use it here"
+            )
+        if Op.POSITION in ops:
+            return "reads the token's position", (
+                "define the value of the position on its own line (kr = k * cos(position() * theta)) "
+                "and use it here"
+            )
+        return None
 
     def spectral_norm(self, e: S.Call) -> int:
         w = e.args[0]

@@ -35,6 +35,7 @@ FUNCTIONS: dict[str, tuple[int, bool]] = {
     "cos": (1, False),
     "sin": (1, False),
     "index": (0, True),  # index[i](): 0, 1, …, size(i) - 1 along axis i, a constant
+    "position": (0, False),  # position(): the token's place in its sequence, 0, 1, … (per token)
 }
 #: functions that are one elementwise op
 UNARY = {
