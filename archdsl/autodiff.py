@@ -119,7 +119,7 @@ def extract_cell(layer: LayerIR) -> Cell:
         out,
         cg[out].axes,
         names,
-        frozenset(name for name, i in const_source.items() if positive(g, i)),
+        frozenset(name for name, i in const_source.items() if positive(g, i, sizes=layer.sizes)),
     )
 
 

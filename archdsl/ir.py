@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 
@@ -265,9 +266,14 @@ class LayerIR:
         }
 
 
-def positive(g: Graph, i: int, params=frozenset()) -> bool:
+def positive(g: Graph, i: int, params=frozenset(), sizes: dict[str, int] | None = None) -> bool:
     """Is the value positive by its construction (so that its logarithm is defined)? ``params``: the
-    names of parameters known to be positive."""
+    names of parameters known to be positive. With ``sizes``, a constant of the sizes (numbers and
+    ``index[ax]()``, RetNet's fixed decays 1 - 2^(-5-h)) is also positive when its range is."""
+    if sizes is not None:
+        bounds = _range(g, i, sizes)
+        if bounds is not None and bounds[0] > 0:
+            return True
     n = g[i]
     if n.op in (Op.EXP, Op.SIGMOID, Op.SOFTPLUS):
         return True
@@ -278,6 +284,41 @@ def positive(g: Graph, i: int, params=frozenset()) -> bool:
     if n.op in (Op.MUL, Op.DIV, Op.ADD):
         return all(positive(g, a, params) for a in n.args)
     return n.op is Op.EXPAND and positive(g, n.args[0], params)
+
+
+def _range(g: Graph, i: int, sizes: dict[str, int]) -> tuple[float, float] | None:
+    """Bounds (lo, hi) of every value of a constant of the sizes, by interval arithmetic; None for a
+    value that is not one (a parameter, an input, a state) or an op without a rule here."""
+    n = g[i]
+    if n.op is Op.CONST:
+        return float(n.attr), float(n.attr)
+    if n.op is Op.INDEX:
+        return 0.0, float(sizes[n.attr] - 1)
+    args = [_range(g, a, sizes) for a in n.args]
+    if not args or None in args:
+        return None
+    (lo, hi), *rest = args
+    if n.op in (Op.EXPAND, Op.RENAME):
+        return lo, hi
+    if n.op is Op.NEG:
+        return -hi, -lo
+    if n.op is Op.EXP:
+        return math.exp(lo), math.exp(hi)
+    if n.op is Op.LOG:
+        return (math.log(lo), math.log(hi)) if lo > 0 else None
+    if n.op not in (Op.ADD, Op.SUB, Op.MUL, Op.DIV):
+        return None
+    lo2, hi2 = rest[0]
+    if n.op is Op.ADD:
+        return lo + lo2, hi + hi2
+    if n.op is Op.SUB:
+        return lo - hi2, hi - lo2
+    if n.op is Op.DIV:
+        if lo2 <= 0 <= hi2:
+            return None
+        lo2, hi2 = 1 / hi2, 1 / lo2
+    ends = [lo * lo2, lo * hi2, hi * lo2, hi * hi2]
+    return min(ends), max(ends)
 
 
 def verify(layer: LayerIR) -> None:

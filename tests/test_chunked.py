@@ -49,6 +49,43 @@ def test_nonlinear_update_is_refused_with_its_reason():
         build_chunked(layer)
 
 
+FIXED_DECAY = """
+rnn fixed
+hyper dim = 8
+axis h = 2
+axis i = 4
+axis j = 4
+project x -> q[h, i], k[h, i], v[h, j]
+gamma = DECAY
+state S[h, i, j]
+S' = gamma * S + k * v
+y = sum[i](S' * q)
+output y
+"""
+
+
+@pytest.mark.parametrize(
+    "decay, chunked",
+    [
+        ("1 - exp(-(5 + index[h]()) * log(2))", True),  # RetNet's 1 - 2^(-5-h): positive by its range
+        ("0.5 + 0.25 * index[h]()", True),
+        ("1 - index[h]()", False),  # 0 at h = 1
+        ("index[h]() - 0.5", False),  # -0.5 at h = 0
+    ],
+)
+def test_fixed_decay_needs_a_positive_range(decay, chunked):
+    """A decay that is a constant of the sizes qualifies when its range is positive (interval
+    arithmetic over the index's range), without the spec proving it by writing exp(log(...))."""
+    from archdsl.lang.parser import parse
+
+    layer = instantiate(parse(FIXED_DECAY.replace("DECAY", decay)), None, {}).layer
+    if chunked:
+        assert classification(layer).startswith("chunked: ")
+    else:
+        reason = "a decay that may be zero or negative: not yet (the chunks need its logarithm)"
+        assert classification(layer) == reason
+
+
 E74_DELTA = {"form": "full", "update": "delta", "proj": "noz", "nonlin": "identity"}
 
 
