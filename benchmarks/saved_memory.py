@@ -54,10 +54,9 @@ def _raw(value) -> list:
     return [value] if isinstance(value, torch._C._autograd.SavedTensor) else []
 
 
-def saved_tensors(out: torch.Tensor, params: set[int]) -> list[Saved]:
-    """Every tensor the backward of ``out`` keeps, by owner, as it is kept (``SavedTensor.data``: the
-    tensor, or what archdsl/recompute.py saves in its place: a recipe, counted as 0 bytes);
-    parameters (``params``: their storages) left out, they are not activations."""
+def kept(out: torch.Tensor) -> list[tuple[str, object]]:
+    """(owner, what it keeps) for every value the backward of ``out`` saved, as it is kept
+    (``SavedTensor.data``: the tensor, or what archdsl/recompute.py saves in its place, a recipe)."""
     seen, stack, found = set(), [out.grad_fn], []
     while stack:
         node = stack.pop()
@@ -66,13 +65,20 @@ def saved_tensors(out: torch.Tensor, params: set[int]) -> list[Saved]:
         seen.add(node)
         stack.extend(n for n, _ in node.next_functions)
         raw = [r for a in dir(node) if a.startswith("_raw_saved_") for r in _raw(getattr(node, a))]
-        for kept in (r.data for r in raw):
-            if isinstance(kept, Recipe):
-                owner = _owner(node) + " (recomputed)"
-                found.append(Saved(owner, kept.dtype, tuple(kept.size), 0, -id(kept)))
-            elif isinstance(kept, torch.Tensor) and kept.untyped_storage().data_ptr() not in params:
-                s = kept.untyped_storage()
-                found.append(Saved(_owner(node), kept.dtype, tuple(kept.shape), s.nbytes(), s.data_ptr()))
+        found += [(_owner(node), r.data) for r in raw]
+    return found
+
+
+def saved_tensors(out: torch.Tensor, params: set[int]) -> list[Saved]:
+    """Every tensor the backward of ``out`` keeps, by owner (a recipe counted as 0 bytes);
+    parameters (``params``: their storages) left out, they are not activations."""
+    found = []
+    for owner, data in kept(out):
+        if isinstance(data, Recipe):
+            found.append(Saved(owner + " (recomputed)", data.dtype, tuple(data.size), 0, -id(data)))
+        elif isinstance(data, torch.Tensor) and data.untyped_storage().data_ptr() not in params:
+            s = data.untyped_storage()
+            found.append(Saved(owner, data.dtype, tuple(data.shape), s.nbytes(), s.data_ptr()))
     return found
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from saved_memory import build, measure, table  # noqa: E402
+from saved_memory import build, kept, measure, table  # noqa: E402
 
 SIZES = {"dim": 48, "expansion": 2, "headdim": 32, "dstate": 16}  # h 3, p 32, s 16: d 96
 B, T, CHUNK = 2, 80, 64  # T is no other axis' size: a per-token tensor is the one [B, T, ...]
@@ -57,23 +57,10 @@ def test_saved_bytes_per_token_within_the_math(layer, dtype):
 
 def _kept(layer, dtype) -> list[tuple[str, torch.Tensor]]:
     """(owner, tensor) of every tensor the backward keeps (recipes left out: they hold nothing)."""
-    import saved_memory
-
     x = torch.randn(B, T, layer.ir.dim, requires_grad=True)
     with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         y, _ = layer(x)
-    found, seen, stack = [], set(), [y.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        stack.extend(n for n, _ in node.next_functions)
-        raw = [
-            r for a in dir(node) if a.startswith("_raw_saved_") for r in saved_memory._raw(getattr(node, a))
-        ]
-        found += [(saved_memory._owner(node), r.data) for r in raw if isinstance(r.data, torch.Tensor)]
-    return found
+    return [(owner, data) for owner, data in kept(y) if isinstance(data, torch.Tensor)]
 
 
 def _values(t: torch.Tensor) -> torch.Tensor:
