@@ -26,6 +26,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from archdsl.codegen.hoist import TokenPart, replace_with_inputs, split_readout
+from archdsl.codegen.maxplus import MaxPlus, max_plus_states
 
 from archdsl.autodiff import Cell, extract_cell
 from archdsl.ir import Graph, Kind, LayerIR, Node, Op, positive
@@ -233,14 +234,22 @@ def _merge(b: _Builder, pairs: list, what: str) -> tuple | None:
     raise NotLinear(f"{what} of rank {len(pairs)}: not yet (rank one only)")
 
 
-def _key_axis(cell: Cell) -> str:
-    """The axis the state is contracted over. Where sums over several axes read the state, it is the
-    axis of the innermost ones (no such sum below them), when they agree: an outer sum (RetNet's over
-    the two halves of a rotary key head) then belongs to the readout, which runs after the loop."""
+def _reads(g: Graph, i: int, state: str) -> bool:
+    return any(g[j].op is Op.STATE and g[j].attr == state for j in g.ancestors([i]))
+
+
+def _key_axis(cell: Cell, state: str | None = None) -> str:
+    """The axis the state (``state``, or the cell's one state) is contracted over. Where sums over
+    several axes read the state, it is the axis of the innermost ones (no such sum below them), when
+    they agree: an outer sum (RetNet's over the two halves of a rotary key head) then belongs to the
+    readout, which runs after the loop."""
     g, kinds = cell.graph, cell.graph.kinds()
-    (state_axes,) = cell.states.values()
-    used = g.ancestors([*cell.next_state.values(), cell.output])
+    if state is None:
+        (state,) = cell.states
+    state_axes = cell.states[state]
+    used = g.ancestors([cell.next_state[state], cell.output])
     sums = {i for i in used if g[i].op is Op.SUM and kinds[g[i].args[0]] == Kind.RECURRENT}
+    sums = {i for i in sums if _reads(g, g[i].args[0], state)}
     keys = {g[i].attr for i in sums}
     inner = {g[i].attr for i in sums if not g.ancestors(g[i].args) & sums}
     if len(keys) > 1 and len(inner) == 1 and inner <= set(state_axes):
@@ -266,12 +275,12 @@ def _readout_form(cell: Cell, key: str, b: _Builder):
     return g_out, q, r
 
 
-def _linear_form(cell: Cell) -> LinearForm:
-    if len(cell.states) != 1:
-        raise NotLinear(f"{len(cell.states)} states: one linear state only (not yet several)")
+def _linear_form(cell: Cell, b: _Builder | None = None, o_name: str = "o:") -> LinearForm:
+    """The cell's one state as a linear form; ``b``: the builder of a graph shared with other forms
+    (its nodes those of ``cell.graph``, with the same ids), ``o_name``: the name of the op's output."""
     ((state, state_axes),) = cell.states.items()
     key = _key_axis(cell)
-    b = _Builder(cell)
+    b = _Builder(cell) if b is None else b
     walker = _Walker(cell, key, b)
     upd = walker.lin(cell.next_state[state])
     if upd is None or not upd.diag:
@@ -297,7 +306,7 @@ def _linear_form(cell: Cell) -> LinearForm:
         raise NotLinear("a coefficient carries an axis the state does not have: not yet")
     heads = tuple(x for x in state_axes if x != key and x in used)
     values = tuple(x for x in state_axes if x != key and x not in used)
-    o_leaf = b.add(Op.INPUT, (), "o:", heads + values)
+    o_leaf = b.add(Op.INPUT, (), o_name, heads + values)
     out = b.mul(g_out, o_leaf)
     for kk, vv in r.write:
         out = b.add(Op.ADD, (out, b.mul(kk, vv) if (kk, vv) != (None, None) else one))
@@ -306,29 +315,136 @@ def _linear_form(cell: Cell) -> LinearForm:
     )
 
 
-def classify(cell: Cell) -> tuple[LinearForm, list] | str:
-    """(the linear form of the loop, the readout parts after it) when the cell is in the class, else
-    the reason it is not (``"tanh around the update: sequential loop"``).
+@dataclass(frozen=True)
+class ChunkedForm:
+    """What the chunked strategy runs for a cell: the max-plus scans before the recurrence
+    (``codegen/maxplus.py``), one chunked op per linear state, and the readout parts after them.
 
-    The readout parts are (TokenPart, the name of its input from the loop) in the order they run:
-    when the readout is not linear in the new state (E74's self-gate ``sg(Sᵀq)``), the loop stops at
-    the last linear contraction through which alone the readout reads the state."""
+    ``readouts``: (TokenPart, wiring) in the order they run; wiring maps each input of the part that
+    the ops hand over to the state whose form's output (``g ⊙ o + p``) it reads, or to None for the
+    output ``y`` of the part before it."""
+
+    cell: Cell  # after the scans: the max-plus states' old and new values are per-token inputs
+    scans: tuple[MaxPlus, ...]
+    forms: tuple[LinearForm, ...]
+    readouts: tuple[tuple[TokenPart, dict[str, str | None]], ...]
+
+    @property
+    def key_size(self) -> int:
+        """The smallest key axis of the forms (what decides whether the strategy is chosen unnamed)."""
+        return min(f.cell.sizes[f.key] for f in self.forms)
+
+    def describe(self) -> str:
+        scans = "".join(f"max-plus scan of {m.state} (a cumsum and a cummax over time); " for m in self.scans)
+        forms = "; ".join(f.describe().removeprefix("chunked: ") for f in self.forms)
+        return f"chunked: {scans}{forms}"
+
+
+def classify(cell: Cell) -> ChunkedForm | str:
+    """The chunked form of the cell when it is in the class, else the reason it is not (``"tanh around
+    the update: sequential loop"``).
+
+    Max-plus states first become scans over time (``max_plus_states``). One linear state left: the
+    readout parts run in order after its op; when the readout is not linear in the new state (E74's
+    self-gate ``sg(Sᵀq)``), the loop stops at the last linear contraction through which alone the
+    readout reads the state. Several: ``_several``."""
+    cell, scans = max_plus_states(cell)
+    if not cell.states:
+        return "every state is a max-plus scan: no linear state left for the chunked op"
+    try:
+        if len(cell.states) > 1:
+            forms, readouts = _several(cell)
+        else:
+            forms, readouts = _one(cell)
+    except NotLinear as e:
+        return str(e)
+    return ChunkedForm(cell, scans, forms, readouts)
+
+
+def _one(cell: Cell) -> tuple[tuple[LinearForm], tuple]:
+    (state,) = cell.states
     readout, loop = split_readout(cell)
     parts = [(readout, _loop_input(readout, cell))] if readout is not None else []
     try:
-        return _linear_form(loop), parts
+        form = _linear_form(loop)
     except ReadoutNotLinear as e:
         reason = str(e)
         for part, inner in _readout_cuts(loop):
             try:
-                return _linear_form(inner), [(part, _loop_input(part, loop)), *parts]
+                form = _linear_form(inner)
             except ReadoutNotLinear:
                 continue
             except NotLinear as e:  # the readout was the first obstacle, not the last
                 reason = str(e)
-        return reason
-    except NotLinear as e:
-        return str(e)
+                continue
+            parts = [(part, _loop_input(part, loop)), *parts]
+            break
+        else:
+            raise NotLinear(reason) from None
+    wiring = [(p, {name: state if k == 0 else None}) for k, (p, name) in enumerate(parts)]
+    return (form,), tuple(wiring)
+
+
+def _several(cell: Cell) -> tuple[tuple[LinearForm, ...], tuple]:
+    """Several linear states: one chunked op each (with its own decay, key, value and query), the
+    readout cut at the latest value through which alone it reads each state and that is a linear
+    contraction of it, the rest one part after the ops.
+
+    States that share their decay, key and query (mLSTM's C and its normaliser, a column of ones
+    beside C's values) could share one op with a wider value axis; one op per state is the simpler
+    rule that also takes states of different decays, at the price of the second op's intra-chunk
+    products (``[C, C]`` per chunk and head, as for the first) for one value column."""
+    g = cell.graph
+    for s, i in cell.next_state.items():
+        others = [t for t in cell.states if t != s and _reads(g, i, t)]
+        if others:
+            raise NotLinear(f"the update of {s} reads the state {others[0]}: not linear in one state")
+    b = _Builder(cell)
+    forms, cuts = [], {}
+    for s in cell.states:
+        reason = f"the readout does not read the state {s} through a contraction of it alone"
+        for n in _cuts_of(cell, s):
+            sub = dataclasses.replace(
+                cell,
+                states={s: cell.states[s]},
+                next_state={s: cell.next_state[s]},
+                output=n,
+                output_axes=g[n].axes,
+            )
+            try:
+                forms.append(_linear_form(sub, b, f"o:{s}"))
+            except ReadoutNotLinear:
+                continue
+            except NotLinear as e:
+                reason = str(e)
+                continue
+            cuts[n] = f"y:{s}"
+            break
+        else:
+            raise NotLinear(reason)
+    epi = replace_with_inputs(cell, cuts, stateless=True)
+    part = TokenPart.of(cell, epi.graph, epi.inputs, epi.consts, {"y": epi.output}, epi.names)
+    return tuple(forms), ((part, {name: name.removeprefix("y:") for name in cuts.values()}),)
+
+
+def _cuts_of(cell: Cell, state: str):
+    """The state-dependent values without the state's key axis that read ``state`` and no other, and
+    through which alone the readout reads it, latest first."""
+    g, kinds = cell.graph, cell.graph.kinds()
+    key = _key_axis(cell, state)
+    for n in sorted(g.ancestors([cell.output]), reverse=True):
+        if kinds[n] != Kind.RECURRENT or key in g[n].axes:
+            continue
+        if any(_reads(g, n, t) != (t == state) for t in cell.states):
+            continue
+        if _reads_apart(g, cell.output, n, state):
+            continue  # the readout also reads the state some other way
+        yield n
+
+
+def _reads_apart(g: Graph, root: int, cut: int, state: str) -> bool:
+    """Does ``root`` read ``state`` other than through ``cut``?"""
+    return any(g[i].op is Op.STATE and g[i].attr == state for i in g.ancestors([root], stop={cut}))
 
 
 def _loop_input(part: TokenPart, cell: Cell) -> str:
@@ -355,4 +471,4 @@ def _readout_cuts(loop: Cell):
 def classification(layer: LayerIR) -> str:
     """The line ``archdsl compile`` prints: the chunked form, or why the layer stays sequential."""
     got = classify(extract_cell(layer))
-    return got if isinstance(got, str) else got[0].describe()
+    return got if isinstance(got, str) else got.describe()

@@ -36,6 +36,7 @@ REPRESENTATIVE = {
         "kda": "a decay per key channel with the delta correction",
         "mamba": "a decay per channel and no heads axis",
         "mamba2": "scalar decay per head without the delta correction",
+        "mlstm": "a max-plus state as a scan, two linear states (one op each) read by one readout",
     },
 }
 

@@ -20,6 +20,7 @@ LINEAR = {
     "mamba2": {},
     "e88": {"nonlin": "identity"},
     "gla": {},
+    "mlstm": {},
 }
 
 
@@ -34,8 +35,8 @@ def layer_of(name: str, **overrides):
 
 @pytest.mark.parametrize("name", sorted(LINEAR))
 def test_linear_specs_are_classified(name):
-    form, _ = classify(extract_cell(layer_of(name)))
-    assert form.key == {"gdn": "i", "mamba2": "s", "e88": "i", "gla": "i"}[name]
+    form = classify(extract_cell(layer_of(name))).forms[0]
+    assert form.key == {"gdn": "i", "mamba2": "s", "e88": "i", "gla": "i", "mlstm": "i"}[name]
     assert form.heads == ("h",)
     assert form.scalar_decay == (name != "gla")  # GLA decays per key channel
     assert (form.a is not None) == (name in ("gdn", "e88"))  # the delta rule's rank-one correction
@@ -92,11 +93,12 @@ E74_DELTA = {"form": "full", "update": "delta", "proj": "noz", "nonlin": "identi
 def test_readout_cut_at_the_last_linear_contraction():
     """E74's readout sg(Sᵀq) is not linear in the state: the loop stops at Sᵀq, sg runs after it."""
     layer = instantiate(parse_file(ROOT / "specs/e74.rnn"), "test", E74_DELTA).layer
-    form, parts = classify(extract_cell(layer))
+    got = classify(extract_cell(layer))
+    form, parts = got.forms[0], got.readouts
     assert form.heads == () and form.a is not None and len(parts) == 1
     simple = instantiate(parse_file(ROOT / "specs/e74.rnn"), "test", {**E74_DELTA, "update": "simple"}).layer
     # sigmoid(l) arrives as a parameter value, positive by its construction in the layer graph
-    assert classify(extract_cell(simple))[0].scalar_decay
+    assert classify(extract_cell(simple)).forms[0].scalar_decay
 
 
 def test_e74_delta_identity_matches_reference():

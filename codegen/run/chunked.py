@@ -11,6 +11,11 @@ after the op (``g ⊙ o + p`` and the readout parts, one graph: ``_epilogue``) r
 per-token kernels, forward and backward (``codegen/hoist.py``'s ``TokenPart``, emitted by
 ``emit_parts_module``), as the loop strategy runs its hoisted part; elsewhere, and for a coefficient
 that is not computed per token, the reference's rules in PyTorch.
+
+A cell with max-plus states (``codegen/maxplus.py``) runs their scans first
+(``codegen/run/maxplus_scan.py``), in PyTorch, and hands each such state's old and new values to the
+rest as per-token inputs; a cell with several linear states runs one op per state, and its readout
+part reads every op's output.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import torch
 from archdsl.codegen.emit.module import emit_parts_module
 from archdsl.codegen.emit.names import module_name
 from archdsl.codegen.hoist import TokenPart
-from archdsl.codegen.linear import LinearForm, classify
+from archdsl.codegen.linear import ChunkedForm, LinearForm, classify
 from archdsl.codegen.plan import make_token_plan
 from archdsl.codegen.run.chunked_common import interpreted, o_dtype, products, store_dtype
 from archdsl.codegen.run.chunked_kernels import kernel_path
+from archdsl.codegen.run.maxplus_scan import max_plus_scan
 from archdsl.codegen.run.ops import chunked_op
 from archdsl.codegen.run.runtime import ParallelPart, load_module
 
@@ -63,14 +69,24 @@ def _evaluate(graph: Graph, roots, leaves: dict, layout: Layout, env: dict | Non
     return env
 
 
-def _coefficients(form: LinearForm) -> TokenPart | None:
-    """The coefficients that are computed (not a per-token input as it is) as one stateless part,
-    each output named after its role; None when there is none or one does not vary per token."""
-    g, c = form.graph, form.cell
+def _roles(form: LinearForm, suffix: str = "") -> dict[str, int]:
     roles = {"lw": form.log_w, "q": form.q, "k": form.k, "v": form.v}
     if form.a is not None:
         roles |= {"a": form.a, "b": form.b}
-    computed = {r: i for r, i in roles.items() if g[i].op is not Op.INPUT}
+    return {r + suffix: i for r, i in roles.items()}
+
+
+def _coefficients(fc: ChunkedForm) -> TokenPart | None:
+    """The coefficients that are computed (not a per-token input as it is) as one stateless part,
+    each output named after its role (and its state, with several), a node that several forms share
+    computed once; None when there is none or one does not vary per token."""
+    c, forms = fc.cell, fc.forms
+    g = forms[0].graph  # shared by the forms
+    computed: dict[str, int] = {}
+    for f in forms:
+        for role, i in _roles(f, f"_{f.state}" if len(forms) > 1 else "").items():
+            if g[i].op is not Op.INPUT and i not in computed.values():
+                computed[role] = i
     if not computed or any(not any(g[j].op is Op.INPUT for j in g.ancestors([i])) for i in computed.values()):
         return None
     taken = {*c.inputs, *c.consts, *c.names.values()}
@@ -83,25 +99,28 @@ def _coefficients(form: LinearForm) -> TokenPart | None:
     return TokenPart.below(c, g, outputs, {**c.names, **{i: n for n, i in outputs.items()}})
 
 
-def _epilogue(form: LinearForm, readouts: list) -> TokenPart | None:
-    """Everything after the chunked op as one stateless part, ``y`` from the op's output (the input
-    ``o:``): ``g ⊙ o + p`` and then each readout part, in one graph (each part's input from the loop
-    replaced by the value before it); None when there is nothing to compute (``y = o``)."""
-    f, c = form, form.cell
-    if f.out == f.o_leaf and not readouts:
+def _epilogue(fc: ChunkedForm) -> TokenPart | None:
+    """Everything after the chunked ops as one stateless part, ``y`` from the ops' outputs (the inputs
+    ``o:``): each form's ``g ⊙ o + p`` and then each readout part, in one graph (each part's inputs
+    from the ops or the part before replaced by those values); None when there is nothing to compute
+    (``y = o``)."""
+    c, forms, readouts = fc.cell, fc.forms, fc.readouts
+    if len(forms) == 1 and forms[0].out == forms[0].o_leaf and not readouts:
         return None
+    fg = forms[0].graph
     g = Graph()
     remap: dict[int, int] = {}
-    for i in sorted(f.graph.ancestors([f.out])):
-        n = f.graph[i]
+    for i in sorted(fg.ancestors([f.out for f in forms])):
+        n = fg[i]
         remap[i] = g.add(Node(n.op, tuple(remap[a] for a in n.args), n.axes, n.attr))
     names = {remap[i]: n for i, n in c.names.items() if i in remap}
-    out = remap[f.out]
-    for part, name in readouts:
+    outs = {f.state: remap[f.out] for f in forms}
+    out = outs[forms[0].state]
+    for part, wiring in readouts:
         here: dict[int, int] = {}
         for i, n in enumerate(part.graph.nodes):
-            if n.op is Op.INPUT and n.attr == name:
-                here[i] = out
+            if n.op is Op.INPUT and n.attr in wiring:
+                here[i] = out if wiring[n.attr] is None else outs[wiring[n.attr]]
             else:
                 here[i] = g.add(Node(n.op, tuple(here[a] for a in n.args), n.axes, n.attr))
         names.update({here[i]: n for i, n in part.names.items() if here[i] not in names})
@@ -132,17 +151,16 @@ class ChunkedCell:
 
     strategy = "chunked"
 
-    def __init__(self, layer: LayerIR, form: LinearForm, readouts: list, chunk: int):
-        self.form, self.readouts, self.chunk = form, readouts, chunk
-        self.cell = form.cell
+    def __init__(self, layer: LayerIR, chunked: ChunkedForm, chunk: int):
+        self.chunked, self.forms, self.readouts, self.chunk = chunked, chunked.forms, chunked.readouts, chunk
+        self.cell = c = chunked.cell
         self.hash = f"{layer.fingerprint()}_c{chunk}"
         self.path = kernel_path()
-        self.description = form.describe()
-        c = form.cell
+        self.description = chunked.describe()
         self.sizes = c.sizes
         self.shape_info = SimpleNamespace(axes=c.axes, sizes=c.sizes)  # what Layout reads of a layer
-        self.coefficients = _coefficients(form)
-        self.epilogue = _epilogue(form, readouts)
+        self.coefficients = _coefficients(chunked)
+        self.epilogue = _epilogue(chunked)
         self.layer = layer
 
     @functools.cached_property
@@ -152,7 +170,7 @@ class ChunkedCell:
 
     def describe(self) -> list[tuple[str, str]]:
         """(label, text) lines for ``archdsl compile``."""
-        cut = ", ".join(name for _, name in self.readouts)
+        cut = ", ".join(name for _, wiring in self.readouts for name in wiring)
         return [
             ("form", self.description.removeprefix("chunked: ")),
             (
@@ -180,15 +198,39 @@ class ChunkedCell:
             n_head *= s
         return t.reshape(*shape[:2], n_head, *sizes[merge:])
 
+    def _leaves(self, cell, inputs, frontier, layout) -> dict:
+        leaves = {(Op.INPUT, n): layout.full(inputs[n], ax, 2) for n, ax in cell.inputs.items()}
+        for name, ax in cell.consts.items():
+            leaves[(Op.PARAM, name)] = layout.full(frontier[cell.const_source[name]].to(layout.dtype), ax, 0)
+        return leaves
+
+    def _scans(self, inputs, frontier, state0, layout, B, T) -> tuple[dict, dict]:
+        """The max-plus states' old and new values as inputs (added to ``inputs``) and their final
+        values, each scan's ``a`` and ``b`` evaluated by the reference's rules (autograd)."""
+        inputs, finals = dict(inputs), {}
+        for m in self.chunked.scans:
+            axes = m.cell.states[m.state]
+            env = _evaluate(m.cell.graph, [m.a, m.b], self._leaves(m.cell, inputs, frontier, layout), layout)
+            s0 = (state0 or {}).get(m.state)
+            if s0 is None:
+                s0 = torch.zeros(B, *(self.sizes[a] for a in axes), device=layout.device)
+            s0 = layout.full(s0.to(layout.dtype), axes, 1)
+            a, b = (env[i].expand(B, T, *s0.shape[1:]) for i in (m.a, m.b))
+            s = max_plus_scan(a, b, s0)  # [B, T, *the state's axes in the full layout]
+            prev = torch.cat([s0.unsqueeze(1), s[:, :-1]], 1)
+            inputs[m.prev] = layout.compact(prev, axes, (B, T))
+            inputs[m.new] = layout.compact(s, axes, (B, T))
+            finals[m.state] = layout.compact(s[:, -1], axes, (B,)).float()
+        return inputs, finals
+
     def __call__(self, inputs, frontier, state0=None):
-        f, c = self.form, self.cell
+        fc, c = self.chunked, self.cell
         x0 = next(iter(inputs.values()))
         B, T = x0.shape[:2]
         layout = Layout(self.shape_info, compute_dtype(x0), x0.device)
-        leaves = {(Op.INPUT, n): layout.full(inputs[n], ax, 2) for n, ax in c.inputs.items()}
-        for name, ax in c.consts.items():
-            leaves[(Op.PARAM, name)] = layout.full(frontier[c.const_source[name]].to(layout.dtype), ax, 0)
-        roots = [f.log_w, f.k, f.v, f.q] + ([f.a, f.b] if f.a is not None else [])
+        inputs, finals = self._scans(inputs, frontier, state0, layout, B, T)
+        leaves = self._leaves(c, inputs, frontier, layout)
+        roots = [i for f in self.forms for i in _roles(f).values()]
         fused = x0.is_cuda or interpreted()
         if fused and len(self.kernels) == 2:  # an input both kernels read is made contiguous once
             shared = set(self.coefficients.inputs) & set(self.epilogue.inputs)
@@ -198,73 +240,87 @@ class ChunkedCell:
             part = self.kernels["token"]
             outs = part(inputs, frontier)
             for i, t in zip(self.coefficients.outputs.values(), outs):
-                env[i] = layout.full(t, f.graph[i].axes, 2)
+                env[i] = layout.full(t, fc.forms[0].graph[i].axes, 2)
         # a coefficient that is an input as it is reaches the kernels in its own type (no copy)
-        raw = {i: leaves[(Op.INPUT, f.graph[i].attr)] for i in roots if f.graph[i].op is Op.INPUT}
-        env = _evaluate(f.graph, roots, leaves, layout, {**env, **raw})
+        g = fc.forms[0].graph
+        raw = {i: leaves[(Op.INPUT, g[i].attr)] for i in roots if g[i].op is Op.INPUT}
+        env = _evaluate(g, roots, leaves, layout, {**env, **raw})
+        outs = {}
+        for f in self.forms:
+            outs[g[f.o_leaf].attr], finals[f.state] = self._run(f, env, state0, x0, B, T)
+        if fused and "readout" in self.kernels:  # g ⊙ o + p and the readout: one generated kernel
+            y = self.kernels["readout"]({**inputs, **outs}, frontier)[0]
+        else:
+            y = self._around(outs, env, raw, inputs, frontier, leaves, layout)
+        return y.to(x0.dtype), finals
+
+    def _run(self, f: LinearForm, env, state0, x0, B, T):
+        """One linear state's chunked op: (its output o [B, T, heads + values], its final state)."""
+        c = self.cell
         nh = len(f.heads)
         hk = (*f.heads, f.key)
         lw = self._block(env[f.log_w], f.heads if f.scalar_decay else hk, nh, (B, T))
         vec = [self._block(env[i], hk, nh, (B, T)) for i in (f.q, f.k)]
         v = self._block(env[f.v], (*f.heads, *f.values), nh, (B, T)).reshape(B, T, vec[0].shape[2], -1)
         ab = [self._block(env[i], hk, nh, (B, T)) for i in (f.a, f.b)] if f.a is not None else []
-        h0 = self._state0(state0, B, x0.device)
+        h0 = self._state0(f, state0, B, x0.device)
         o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, x0.dtype)
-        o = self._unblock(o.reshape(B, T, *(c.sizes[a] for a in f.heads + f.values)))
-        if fused and "readout" in self.kernels:  # g ⊙ o + p and the readout: one generated kernel
-            y = self.kernels["readout"]({**inputs, "o:": o}, frontier)[0]
-        else:
-            y = self._around(o, env, raw, inputs, frontier, leaves, layout)
-        return y.to(x0.dtype), {f.state: self._final(hT, B)}
+        o = self._unblock(f, o.reshape(B, T, *(c.sizes[a] for a in f.heads + f.values)))
+        return o, self._final(f, hT, B)
 
-    def _around(self, o, env, raw, inputs, frontier, leaves, layout):
+    def _around(self, outs, env, raw, inputs, frontier, leaves, layout):
         """``g ⊙ o + p`` and the readout parts by the reference's rules (no generated kernels)."""
-        f, c = self.form, self.cell
-        B, T = o.shape[:2]
+        g = self.forms[0].graph
+        x = next(iter(outs.values()))
+        B, T = x.shape[:2]
         env = {i: t for i, t in env.items() if i not in raw}
-        leaves[(Op.INPUT, "o:")] = layout.full(o, f.graph[f.o_leaf].axes, 2)
-        env = _evaluate(f.graph, [f.out], leaves, layout, env)
-        y = layout.compact(env[f.out], c.output_axes, (B, T))
-        for part, name in self.readouts:
-            y = self._readout(part, name, inputs, frontier, y, layout)
+        for f in self.forms:
+            leaves[(Op.INPUT, g[f.o_leaf].attr)] = layout.full(outs[g[f.o_leaf].attr], g[f.o_leaf].axes, 2)
+        env = _evaluate(g, [f.out for f in self.forms], leaves, layout, env)
+        values = {f.state: layout.compact(env[f.out], f.cell.output_axes, (B, T)) for f in self.forms}
+        y = values[self.forms[0].state]
+        for part, wiring in self.readouts:
+            y = self._readout(part, wiring, values, y, inputs, frontier, layout)
         return y
 
-    def _unblock(self, t: torch.Tensor) -> torch.Tensor:
+    def _unblock(self, f: LinearForm, t: torch.Tensor) -> torch.Tensor:
         """[B, T, *sizes of heads + values] -> [B, T, *the same sizes in the cell's axis order]."""
-        ax = (*self.form.heads, *self.form.values)
+        ax = (*f.heads, *f.values)
         canon = [a for a in self.cell.axes if a in ax]
         return t.permute(0, 1, *(2 + ax.index(a) for a in canon))
 
-    def _state_order(self):
-        f = self.form
+    def _state_order(self, f: LinearForm):
         axes = self.cell.states[f.state]
         return [axes.index(a) for a in (*f.heads, f.key, *f.values)]
 
-    def _state0(self, state0, B, dev):
-        f, c = self.form, self.cell
+    def _state0(self, f: LinearForm, state0, B, dev):
+        c = self.cell
         axes = c.states[f.state]
         s0 = (state0 or {}).get(f.state)
         if s0 is None:
             s0 = torch.zeros(B, *(c.sizes[a] for a in axes), device=dev)
-        s0 = s0.float().permute(0, *(1 + d for d in self._state_order()))
+        s0 = s0.float().permute(0, *(1 + d for d in self._state_order(f)))
         n_h = 1
         for a in f.heads:
             n_h *= c.sizes[a]
         return s0.reshape(B, n_h, c.sizes[f.key], -1)
 
-    def _final(self, hT: torch.Tensor, B: int) -> torch.Tensor:
-        f, c = self.form, self.cell
-        order = self._state_order()
+    def _final(self, f: LinearForm, hT: torch.Tensor, B: int) -> torch.Tensor:
+        c = self.cell
+        order = self._state_order(f)
         t = hT.reshape(B, *(c.sizes[a] for a in (*f.heads, f.key, *f.values)))
         inverse = [order.index(d) for d in range(len(order))]
         return t.permute(0, *(1 + d for d in inverse)).contiguous()
 
-    def _readout(self, part: TokenPart, name: str, inputs, frontier, y, layout):
+    def _readout(self, part: TokenPart, wiring: dict, values: dict, y, inputs, frontier, layout):
         B, T = y.shape[:2]
-        leaves = {(Op.INPUT, name): layout.full(y, part.inputs[name], 2)}
+        leaves = {}
         for n, ax in part.inputs.items():
-            if n != name:
-                leaves[(Op.INPUT, n)] = layout.full(inputs[n].to(layout.dtype), ax, 2)
+            if n in wiring:
+                t = y if wiring[n] is None else values[wiring[n]]
+            else:
+                t = inputs[n].to(layout.dtype)
+            leaves[(Op.INPUT, n)] = layout.full(t, ax, 2)
         for name, ax in part.consts.items():
             leaves[(Op.PARAM, name)] = layout.full(frontier[part.const_source[name]].to(layout.dtype), ax, 0)
         node = part.outputs["y"]
@@ -277,5 +333,4 @@ def build_chunked(layer: LayerIR, chunk: int = 64) -> ChunkedCell:
     got = classify(extract_cell(layer))
     if isinstance(got, str):
         raise ValueError(f"{layer.name}: the chunked strategy does not apply: {got}")
-    form, readouts = got
-    return ChunkedCell(layer, form, readouts, chunk)
+    return ChunkedCell(layer, got, chunk)

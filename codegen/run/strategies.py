@@ -156,24 +156,25 @@ CHUNKED_AUTOMATIC_KEY = 64
 
 
 def _chunked_declines(layer: LayerIR, cell: Cell) -> str | None:
-    form, _ = classify(cell)
-    key = form.cell.sizes[form.key]
+    chunked = classify(cell)
+    key = chunked.key_size
     if key >= CHUNKED_AUTOMATIC_KEY:
         return None
-    return f"its key axis {form.key} = {key} is below {CHUNKED_AUTOMATIC_KEY}, where the loop measured faster"
+    name = min(chunked.forms, key=lambda f: f.cell.sizes[f.key]).key
+    return f"its key axis {name} = {key} is below {CHUNKED_AUTOMATIC_KEY}, where the loop measured faster"
 
 
 def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
     from archdsl.codegen.run.chunked import ChunkedCell
 
-    form, readouts = classify(cell)
+    chunked = classify(cell)
     chunk = opts.chunk or CHUNKED_DEFAULT
     if chunk < 16 or chunk & (chunk - 1):
         raise ArchdslError(
             f"--chunk {chunk}: the chunked strategy's chunk is a power of two of at least 16 "
             f"(the smallest block of a tensor-core product); the default is {CHUNKED_DEFAULT}"
         )
-    return ChunkedCell(layer, form, readouts, chunk)
+    return ChunkedCell(layer, chunked, chunk)
 
 
 STRATEGIES: list[Strategy] = [
