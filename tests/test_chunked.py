@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from archdsl.codegen.linear import classification, classify
+from archdsl.codegen.classify import classification, classify
 from archdsl.codegen.run.chunked import build_chunked
 from archdsl.codegen.run.chunked_kernels import chunked_forward
 from archdsl.codegen.run.chunked_torch import chunked_torch, sequential_torch

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from archdsl.codegen.linear import classification, classify
+from archdsl.codegen.classify import classification, classify
 from archdsl.codegen.maxplus import max_plus_states
 from archdsl.codegen.run.maxplus_scan import max_plus_scan
 from archdsl.codegen.run.strategies import choose

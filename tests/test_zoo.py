@@ -236,7 +236,7 @@ def test_the_layer_input_read_in_the_step():
 def test_a_readout_of_the_state_before_the_update_is_not_chunked():
     """RWKV-6 reads S before this token's write (o = r^T (S + u k v^T)): the chunked form, which
     reads the new state, must decline it (it once accepted it and computed the wrong output)."""
-    from archdsl.codegen.linear import classification
+    from archdsl.codegen.classify import classification
 
     ir = instantiate(parse_file(ROOT / "specs" / "rwkv6.rnn"), "test").layer
     assert classification(ir) == "the readout reads the state before the update: not yet"

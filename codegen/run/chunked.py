@@ -25,10 +25,11 @@ import functools
 from types import SimpleNamespace
 
 import torch
+from archdsl.codegen.classify import ChunkedForm, classify
 from archdsl.codegen.emit.module import emit_parts_module
 from archdsl.codegen.emit.names import module_name
 from archdsl.codegen.hoist import TokenPart
-from archdsl.codegen.linear import ChunkedForm, LinearForm, classify
+from archdsl.codegen.linear import LinearForm
 from archdsl.codegen.plan import make_token_plan
 from archdsl.codegen.run.chunked_common import interpreted, o_dtype, products, store_dtype
 from archdsl.codegen.run.chunked_kernels import kernel_path

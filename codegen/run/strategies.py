@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from archdsl.codegen.analysis import find_matvecs, persistent_form, step_cell
-from archdsl.codegen.linear import classify
+from archdsl.codegen.classify import classify
 from archdsl.codegen.plan import make_plan
 
 from archdsl.autodiff import Cell
