@@ -10,8 +10,9 @@ Inside ``recomputing()`` (a layer's forward), a producer registers its output wi
 ``recomputable(outputs, fn, inputs)``; a save of an output or a view of it then keeps ``fn`` and the
 inputs (each kept as a save would keep it: an input that is itself recomputable, as a recipe), and
 reading it in the backward calls ``fn`` again. ``fn`` must be deterministic (archdsl's elementwise
-kernels are), so the backward reads the forward's values bit for bit. A recomputed group stays cached
-while any of its outputs is alive: the ops of one backward that read the same value share one rerun.
+kernels are), so the backward reads the forward's values bit for bit. A recomputed group is held
+until each of its saves has been read: the ops of one backward that read the same value share one
+rerun.
 
 Only in eager autograd: under ``torch.compile`` its partitioner chooses what to recompute, and under
 another's saved-tensor hooks (activation checkpointing, offloading) theirs apply and these stay off.
@@ -32,21 +33,31 @@ _TABLES: list[_Table] = []  # one per active ``recomputing()``, innermost last
 
 
 class _Group:
-    """The outputs of one call of ``fn(*inputs)``, their last recomputation cached weakly."""
+    """The outputs of one call of ``fn(*inputs)``. A rerun is held until every save of the group has
+    been read once (``pending``: one per recipe packed), so the ops of one backward that read the same
+    value share one rerun; after that it is cached weakly (a second backward of a retained graph reruns
+    for each read)."""
 
     def __init__(self, fn: Callable, inputs: list, layouts: list[tuple]):
         self.fn, self.inputs, self.layouts = fn, inputs, layouts
         self.cache: list = [None] * len(layouts)
+        self.held: list | None = None
+        self.pending = 0
 
     def value(self, k: int) -> torch.Tensor:
-        got = self.cache[k]() if self.cache[k] is not None else None
+        got = self.held[k] if self.held is not None else None
+        if got is None and self.cache[k] is not None:
+            got = self.cache[k]()
         if got is None:
             with torch.no_grad():
                 outs = list(self.fn(*(_unpack(x) for x in self.inputs)))
             for i, (t, layout) in enumerate(zip(outs, self.layouts)):
                 assert (t.shape, t.stride(), t.dtype) == layout, "a recomputed tensor changed its layout"
                 self.cache[i] = weakref.ref(t)
-            got = outs[k]
+            self.held, got = outs, outs[k]
+        self.pending -= 1
+        if self.pending <= 0:
+            self.held = None
         return got
 
 
@@ -67,7 +78,7 @@ class _Table:
 
     def add(self, outputs: Sequence[torch.Tensor], fn: Callable, inputs: Sequence) -> None:
         layouts = [(t.shape, t.stride(), t.dtype) for t in outputs]
-        group = _Group(fn, [self.pack(x) for x in inputs], layouts)
+        group = _Group(fn, [_detached(self.pack(x)) for x in inputs], layouts)
         for k, t in enumerate(outputs):
             self.entries[t.untyped_storage().data_ptr()] = (weakref.ref(t), group, k)
 
@@ -83,7 +94,16 @@ class _Table:
         if alive is None or alive.untyped_storage().data_ptr() != ptr:
             del self.entries[ptr]
             return t
+        group.pending += 1
         return Recipe(group, k, t)
+
+
+def _detached(x):
+    """An input a group keeps, without its autograd history: the group is reachable from the graph's
+    saved values, and a tensor of that graph kept here would close a reference cycle through autograd's
+    C++ nodes, which Python's collector cannot see. A forward whose backward never runs would then keep
+    its whole graph alive."""
+    return x.detach() if isinstance(x, torch.Tensor) else x
 
 
 def _unpack(x):

@@ -145,7 +145,8 @@ class ParallelPart:
                 recomputable(xs[-1:], lambda t: [t.contiguous()], [x])
         cs = [frontier[self.part.const_source[c]].contiguous() for c in self.const_names]
         outs = self.op(xs, cs)
-        recomputable(outs, lambda *a: self.forward(list(a[: len(xs)]), list(a[len(xs) :])), [*xs, *cs])
+        n = len(xs)  # the recipe keeps no tensor of its own (``recompute._detached``)
+        recomputable(outs, lambda *a: self.forward(list(a[:n]), list(a[n:])), [*xs, *cs])
         return outs
 
     @functools.cached_property
