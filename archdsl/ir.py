@@ -13,6 +13,7 @@ import enum
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -264,6 +265,44 @@ class LayerIR:
             for i, n in enumerate(self.graph.nodes)
             if n.op is Op.INPUT and i not in only_sequence
         }
+
+
+#: each elementwise op on fp64 scalars, as the reference interpreter computes it on tensors
+SCALAR: dict[Op, Callable[..., float]] = {
+    Op.NEG: lambda a: -a,
+    Op.EXP: math.exp,
+    Op.LOG: math.log,
+    Op.TANH: math.tanh,
+    Op.SIGMOID: lambda a: 1.0 / (1.0 + math.exp(-a)) if a >= 0 else math.exp(a) / (1.0 + math.exp(a)),
+    Op.SOFTPLUS: lambda a: a if a > 20.0 else math.log1p(math.exp(a)),
+    Op.RELU: lambda a: max(a, 0.0),
+    Op.ABS: abs,
+    Op.SQRT: math.sqrt,
+    Op.STEP: lambda a: 1.0 if a > 0 else 0.0,
+    Op.SIGN: lambda a: (a > 0) - (a < 0) + 0.0,
+    Op.COS: math.cos,
+    Op.SIN: math.sin,
+    Op.ADD: lambda a, b: a + b,
+    Op.SUB: lambda a, b: a - b,
+    Op.MUL: lambda a, b: a * b,
+    Op.DIV: lambda a, b: a / b,
+    Op.MAXIMUM: max,
+    Op.MINIMUM: min,
+}
+
+
+def fold(op: Op, values: tuple[float, ...]) -> float | None:
+    """``op`` of literal scalars: the literal the compiler writes in its place (``sqrt(n)`` of a size
+    ``n`` reads no parameter and needs no gradient, in no kernel). None where ``op`` is not elementwise
+    or the result is not a finite number (left to the kernels as written)."""
+    fn = SCALAR.get(op)
+    if fn is None:
+        return None
+    try:
+        out = float(fn(*values))
+    except (ValueError, OverflowError, ZeroDivisionError):
+        return None
+    return out if math.isfinite(out) else None
 
 
 def positive(g: Graph, i: int, params=frozenset(), sizes: dict[str, int] | None = None) -> bool:

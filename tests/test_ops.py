@@ -15,6 +15,7 @@ no gradient, and at a tie max/min pass half the cotangent to each argument.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -31,7 +32,9 @@ from op_oracles import (
     swap_op,
 )
 
-from archdsl.ir import BINARY, LEAVES, SEQUENCE, TRANSFORMS, UNARY, Node, Op
+from archdsl.api import layer_ir
+from archdsl.ir import BINARY, LEAVES, SCALAR, SEQUENCE, TRANSFORMS, UNARY, Node, Op, fold
+from archdsl.reference import TORCH
 
 GENERIC = [-3.0, -1.5, -0.5, -0.01, 0.0, 0.01, 0.5, 1.5, 3.0, -0.75, 2.25]
 AROUND_ZERO = [-2.0, -1e-3, -1e-20, 0.0, 1e-20, 1e-3, 2.0, -0.7, 0.0, 0.7, -0.0]
@@ -554,3 +557,30 @@ def test_every_op_has_three_oracles():
     assert {Op.SPECTRAL_NORM} == TRANSFORMS  # a new transform needs an oracle of its own
     for op, tests in ORACLES.items():
         assert len(tests) == 3 and all(callable(t) and t.__name__.startswith("test_") for t in tests), op
+
+
+@pytest.mark.parametrize("op", sorted(SCALAR, key=lambda o: o.name), ids=lambda o: o.name)
+def test_literals_fold_as_the_reference_computes(op):
+    """An op of literal scalars is folded into a literal when the spec is elaborated (``ir.fold``):
+    at the same fp64 inputs the folded value is the reference interpreter's, to the last bits."""
+    values = [-3.5, -0.25, -0.0, 0.0, 0.7, 2.0, 19.9, 20.5, 30.0]
+    pairs = [(a,) for a in values] if op in UNARY else [(a, b) for a in values for b in (-1.5, 0.5, 4.0)]
+    for args in pairs:
+        got = fold(op, args)
+        want = TORCH[op](*(torch.tensor(a, dtype=torch.float64) for a in args)).item()
+        if not math.isfinite(want):
+            assert got is None, (op, args)
+        else:
+            assert got == pytest.approx(want, rel=1e-15, abs=1e-300), (op, args)
+
+
+def test_a_literal_expression_is_one_literal_node():
+    """``1 / sqrt(n)`` of a size is one literal in the graph, so no kernel reads it as a constant
+    tensor or computes its gradient (GLA's readout did both, a reduction over the heads and values at
+    every token)."""
+    ir = layer_ir("gla", "test")
+    g = ir.graph
+    assert not [n for n in g.nodes if n.op is Op.SQRT and g[n.args[0]].op is Op.CONST], "sqrt(n) kept"
+    params = {i for i, n in enumerate(g.nodes) if n.op is Op.PARAM}
+    for i in ir.frontier():  # every value the cell reads as a constant tensor reads a parameter
+        assert g.ancestors([i]) & params, g[i]

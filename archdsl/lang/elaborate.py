@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from archdsl.errors import ArchdslError, did_you_mean, plural
-from archdsl.ir import Graph, Kind, Node, Op, Projection
+from archdsl.ir import Graph, Kind, Node, Op, Projection, fold
 from archdsl.lang import spec as S
 from archdsl.lang.functions import BINARY, FUNCTIONS, L2_EPS, SUGAR, UNARY  # noqa: F401 (importable here)
 from archdsl.lang.scope import Scope, Step
@@ -41,6 +41,13 @@ class Elaborator:
 
     # ---- nodes -----------------------------------------------------------------------------------
     def node(self, op: Op, args=(), axes=(), attr=None) -> int:
+        """The node (an existing equal one if any); an op of literal scalars is the literal it makes."""
+        g = self.graph
+        literals = [g[a].attr for a in args if g[a].op is Op.CONST and not g[a].axes]
+        if args and len(literals) == len(args) and not axes:
+            value = fold(op, tuple(literals))
+            if value is not None:
+                return self.const(value)
         return self.graph.add(Node(op, tuple(args), self.names.canon(axes), attr))
 
     def axes_of(self, i: int) -> tuple[str, ...]:
