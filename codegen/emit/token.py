@@ -88,7 +88,8 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str, py: PyNames, kin
     outs = [*bwd.d_inputs.values(), *bwd.d_consts.values()]
     order = _needed(g, outs)
     k = _kernel(part, g, plan, py, spec_names(g, part.names, None, bwd.cotangent, len(part.graph)))
-    k.fold(g, [order], set(outs))
+    summed = {c: _sums_after_loop(g, order, bwd.d_consts[c]) for c in part.consts}
+    k.fold(g, [order], set(outs) | {acc for acc, _ in summed.values()})
     sig = Signature()
     params = _leaves(k, part, py, sig)
     for o in part.outputs:
@@ -109,18 +110,17 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str, py: PyNames, kin
     ]
     _rebase(k, tensors)
     k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
-    for c in part.consts:
-        k.w(f"{k.dblk('const', c)} = tl.zeros({k.shape(part.consts[c])}, tl.float32)")
+    for c, (acc, _) in summed.items():
+        k.w(f"{k.dblk('const', c)} = tl.zeros({k.shape(g[acc].axes)}, tl.float32)")
     k.w("for s in range(CHUNK):")
     k.w("t = i_s * CHUNK + s", 2)
     _loads(k, g, order)
-    k.compute(g, order, 2)
+    k.compute(g, order, 2, skip={i for _, sums in summed.values() for i in sums})
     for n, ax in part.inputs.items():
         _store_token(k, d_in[n], ax, k.val(bwd.d_inputs[n]), cast=True)
-    for c in part.consts:  # tokens past T loaded zeros: their terms may not be finite, so mask them
-        k.w(f"{k.dblk('const', c)} += tl.where(z0 + t < T, {k.val(bwd.d_consts[c])}, 0.0)", 2)
-    for c, ax in part.consts.items():
-        k.store(f"{d_c[c]} + pid * {k.numel(ax)}", k.dblk("const", c), ax)
+    for c, (acc, _) in summed.items():  # tokens past T loaded zeros: their terms may not be finite
+        k.w(f"{k.dblk('const', c)} += tl.where(z0 + t < T, {k.val(acc)}, 0.0)", 2)
+    _store_const_grads(k, g, part, summed, d_c)
     first = params[0]
     launcher = [
         *launcher_def(f"{name}_{kind}_bwd", params, plan),
@@ -139,6 +139,33 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str, py: PyNames, kin
     launcher += sig.launch(f"{name}_{kind}_bwd_kernel", "(B, triton.cdiv(T, chunk))")
     launcher.append(f"    return {', '.join(rets)}")
     return k.lines, launcher
+
+
+def _store_const_grads(k: _Kernel, g, part: TokenPart, summed: dict, ptrs: dict) -> None:
+    """After the token loop: each constant's accumulated gradient summed over its broadcast axes
+    (``_sums_after_loop``), stored as this program's partial gradient."""
+    for c, (_, sums) in summed.items():
+        for i in reversed(sums):
+            k.w(f"{k.dblk('const', c)} = {k.sum_expr(g[i].attr, k.dblk('const', c))}")
+    for c, ax in part.consts.items():
+        k.store(f"{ptrs[c]} + pid * {k.numel(ax)}", k.dblk("const", c), ax)
+
+
+def _sums_after_loop(g, order, grad: int) -> tuple[int, list[int]]:
+    """(the value a constant's gradient accumulates over the tokens, the sums applied once after the
+    loop, outermost first). A gradient that sums a per-token value over the constant's broadcast axes
+    (``norm_w[j]`` read at every head: a sum over ``h``) is summed after the token loop, not at every
+    token: each sum is a reduction across the program's warps, and a sum commutes with the sum over
+    tokens. Only sums nothing else in the loop reads."""
+    uses: dict[int, int] = {}
+    for i in order:
+        for a in g[i].args:
+            uses[a] = uses.get(a, 0) + 1
+    sums, i = [], grad
+    while g[i].op is Op.SUM and uses.get(i, 0) == (0 if i == grad else 1):
+        sums.append(i)
+        i = g[i].args[0]
+    return i, sums
 
 
 def d_py(py: PyNames, role: str, name: str) -> str:

@@ -264,10 +264,7 @@ class _Kernel:
         args = [self.val(a) for a in n.args]
         tmpl = TRITON[n.op]
         if n.op is Op.SUM:
-            axis = self.plan.axes.index(n.attr)
-            if self.trivial(n.attr):
-                return f"tl.sum({args[0]}, axis={axis}, keep_dims=True)"
-            return tmpl.format(*args, mask=self.ax("m", n.attr), axis=axis)
+            return self.sum_expr(n.attr, args[0])
         if n.op is Op.RENAME:
             return tmpl.format(*args, perm=tuple(rename_permutation(self.plan.axes, n.attr)))
         if n.op is Op.EXPAND and self.tidy:
@@ -276,6 +273,13 @@ class _Kernel:
             attr = n.attr if n.op is Op.EXPAND or math.isfinite(n.attr) else f"float('{n.attr}')"
             return tmpl.format(*args, shape=self.shape(n.axes), attr=attr)
         return tmpl.format(*args)
+
+    def sum_expr(self, axis_name: str, x: str) -> str:
+        """``x`` summed over one axis of the block (its padding left out), the axis kept as 1."""
+        axis = self.plan.axes.index(axis_name)
+        if self.trivial(axis_name):
+            return f"tl.sum({x}, axis={axis}, keep_dims=True)"
+        return TRITON[Op.SUM].format(x, mask=self.ax("m", axis_name), axis=axis)
 
     def compute(self, g: Graph, order, indent: int, skip=()) -> None:
         for i in order:
