@@ -35,6 +35,7 @@ CASES = {
     "mamba2 Mamba2_100m": ("specs/mamba2.rnn", "Mamba2_100m", {}),
     "e88 E88_d12h32 identity": ("specs/e88.rnn", "E88_d12h32", {"nonlin": "identity"}),
     "gla GLA_100m": ("specs/gla.rnn", "GLA_100m", {}),
+    "retnet RetNet_100m": ("specs/retnet.rnn", "RetNet_100m", {}),
 }
 
 
@@ -93,6 +94,7 @@ PEERS = {
     "gdn GDN_100m": ("fla GatedDeltaNet (chunk, short convolutions)", "gdn"),
     "mamba2 Mamba2_100m": ("mamba_ssm Mamba2 (use_mem_eff_path=False)", "mamba2"),
     "gla GLA_100m": ("fla GatedLinearAttention (chunk)", "gla"),
+    "retnet RetNet_100m": ("fla MultiScaleRetention (chunk)", "retnet"),
 }
 
 

@@ -123,8 +123,10 @@ def run_child(spec: str, args, env: dict, profile: str = "") -> dict:
     wall = time.perf_counter() - start
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
+        log = args.out / f"failed-{name.replace(' ', '-')}.log"  # the whole of it: which kernel, which line
+        log.write_text(f"$ {' '.join(cmd[:2])} <child> {' '.join(cmd[3:])}\n{p.stdout}\n{p.stderr}")
         tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-        return {"error": f"exit {p.returncode}: {' | '.join(tail)}"[:400]}
+        return {"error": f"exit {p.returncode}: {' | '.join(tail)}"[:400] + f" (whole log: {log.name})"}
     out = json.loads(lines[-1])
     out["wall_s"] = wall
     return out
