@@ -26,72 +26,12 @@ from archdsl.layer_io import (
     reads_position,
     rename_positional,
 )
+from archdsl.layer_params import ParamTable, SpectralNorm
 from archdsl.packed import check_packed, packed_cell, packed_positions
 from archdsl.recompute import recomputing
 from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell
 
 BACKENDS = ("reference", "triton")
-
-
-class SpectralNorm(nn.Module):
-    """rho * W / (sigma + eps), sigma = |u^T W v| from ``iters`` power iterations per forward.
-
-    As the research code computes it: each iteration normalises ``v = W^T u`` and ``u = W v`` by
-    ``norm + eps``, and the persistent vector ``u`` carries over between forward passes (stored in
-    training mode only). Gradients flow through W alone (u and v are constants, as in torch's
-    ``spectral_norm``)."""
-
-    def __init__(self, rows: int, rho: float, iters: int = 3, eps: float = 1e-8):
-        super().__init__()
-        if iters < 1:
-            raise ValueError(f"spectral-norm iterations must be at least 1, found {iters}")
-        self.rho, self.iters, self.eps = rho, iters, eps
-        self.register_buffer("u", nn.functional.normalize(torch.randn(rows), dim=0))
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        w2 = w.reshape(w.shape[0], -1)
-        with torch.no_grad():
-            u = self.u.to(w2.dtype)
-            for _ in range(self.iters):
-                v = w2.t() @ u
-                v = v / (v.norm() + self.eps)
-                u = w2 @ v
-                u = u / (u.norm() + self.eps)
-            if self.training:
-                self.u.copy_(u)
-        sigma = torch.dot(u, w2 @ v).abs()
-        return w * (self.rho / (sigma + self.eps)).to(w.dtype)
-
-
-class ParamTable(nn.Module):
-    """The spec's parameters by name: ``table[name]``, and ``params.<name>`` in the state dict.
-
-    Unlike ``nn.ParameterDict`` it takes any spec name: a name that is an attribute of the module
-    (``type``, ``to``, ``float``, ``forward``, ``keys``…) or that ends in ``_`` is stored with one
-    more ``_``, a mapping that no two names share (``type`` -> ``type_``, ``b_`` -> ``b__``)."""
-
-    def __init__(self, params: dict[str, nn.Parameter]):
-        super().__init__()
-        self.names = tuple(params)
-        for name, p in params.items():
-            self.register_parameter(self.key(name), p)
-
-    def key(self, name: str) -> str:
-        taken = name in self.__dict__ or hasattr(type(self), name)  # not the parameters themselves
-        return name + "_" if taken or name.endswith("_") else name
-
-    def __getitem__(self, name: str) -> nn.Parameter:
-        return self._parameters[self.key(name)]
-
-    def __len__(self) -> int:
-        return len(self._parameters)
-
-    def items(self):
-        """(spec name, parameter) pairs, in the spec's order."""
-        return [(name, self[name]) for name in self.names]
-
-    def values(self):
-        return [p for _, p in self.items()]
 
 
 class RecurrentLayer(nn.Module):
@@ -182,20 +122,20 @@ class RecurrentLayer(nn.Module):
 
     # ---- the per-token part ----------------------------------------------------------------------
     def project(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """All projection outputs and sequence values, [B, T, *axes] each (pre-projection values
-        computed on the way). Each is computed when first needed: a projection may read a sequence
-        value (``shift``, ``conv``) and a sequence value a projection's output. ``positions``: each
-        token's place in its sequence ([B, T] or [T] integers; 0, 1, …, T - 1 when None), what
-        ``position()`` reads."""
+        """All projection outputs and sequence values, [B, T, *axes] each, each computed when first
+        needed (a projection may read a sequence value, ``shift``/``conv``, and the reverse).
+        ``positions``: what ``position()`` reads ([B, T] or [T]; 0, 1, …, T - 1 when None). Nothing
+        is left in a reference cycle: the values are freed when the caller drops them."""
         ir, B, T = self.ir, x.shape[0], x.shape[1]
-        values: dict[str, torch.Tensor] = {}
+        values: dict[str, torch.Tensor] = {}  # by name, and every node's value on the way (env)
         env: dict[int, torch.Tensor] = {}
         layout = Layout(ir, compute_dtype(x), x.device)
         const_leaf = self._const_leaf(layout)
+        fns: dict = {}  # leaf and get read get through it, emptied at the end: no cycle holds the values
 
         def leaf(i, node):
             if node.op is Op.INPUT:
-                return layout.full(get(node.attr).to(layout.dtype), node.axes, 2)
+                return layout.full(fns["get"](node.attr).to(layout.dtype), node.axes, 2)
             if node.op is Op.POSITION:
                 pos = torch.arange(T, device=x.device) if positions is None else positions
                 return layout.full(pos.expand(B, T).to(layout.dtype), (), 2)
@@ -208,15 +148,17 @@ class RecurrentLayer(nn.Module):
                 elif name in ir.sequence:
                     node = ir.sequence[name]
                     for conv in self._convs[name]:  # each short convolution by one conv1d
-                        self._convolve(conv, env, leaf, layout, get)
+                        self._convolve(conv, env, leaf, layout, fns["get"])
                     evaluate(ir, self._sequence_order[name], env, leaf, layout)
                     values[name] = layout.compact(env[node], ir.graph[node].axes, (B, T))
                 else:
                     self._project_one(self._projection_of[name], x, values, env, leaf, layout)
             return values[name]
 
+        fns["get"] = get
         for name in [*self._projection_of, *ir.sequence, *(["x"] if self._x_axes else [])]:
             get(name)
+        fns.clear()
         return values
 
     def _convolve(self, conv: _FusedConv, env, leaf, layout, get) -> None:

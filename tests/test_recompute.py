@@ -142,3 +142,28 @@ def test_gradients_equal_with_and_without_recomputation(layer, monkeypatch):
     off = grads()
     for a, b in zip(on, off, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("recompute", ["1", "0"])
+def test_a_forward_leaves_no_tensor_to_the_cycle_collector(layer, recompute, monkeypatch):
+    """Everything a forward made is freed by reference counting once its output is dropped: none is
+    left in a reference cycle waiting for Python's collector, which runs on the count of Python
+    objects, not of GPU bytes. (The projection's two closures read each other and kept the
+    projection's outputs, and through them the whole graph: the chunked layers' benchmark measured
+    a peak of 6.8 to 11.9 GiB against 1.4 to 3.1 with recomputation on, on an H200.)"""
+    monkeypatch.setenv("ARCHDSL_RECOMPUTE", recompute)
+    x = torch.randn(2, 20, layer.ir.dim, requires_grad=True)
+    layer(x)  # compiled and warm: nothing the first call caches is counted
+    gc.collect()
+    gc.disable()
+    try:
+        y, state = layer(x)
+        del y, state
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [tuple(o.shape) for o in gc.garbage if isinstance(o, torch.Tensor)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not left, f"tensors freed only by the cycle collector: {left}"
