@@ -132,6 +132,14 @@ def run_child(spec: str, args, env: dict, profile: str = "") -> dict:
     return out
 
 
+def _lane_device(lane: int, count: int) -> str:
+    """The GPU of a lane among those this process sees: an id from its own CUDA_VISIBLE_DEVICES where
+    that is set (a child given "0" would see the machine's first GPU, not this process's)."""
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    ids = visible or [str(i) for i in range(max(1, count))]
+    return ids[lane % len(ids)]
+
+
 def one_spec(spec: str, lane: int, args) -> dict:
     import torch
 
@@ -140,7 +148,7 @@ def one_spec(spec: str, lane: int, args) -> dict:
     env.update(
         TRITON_CACHE_DIR=str(root / "triton"),
         ARCHDSL_CACHE=str(root / "archdsl"),
-        CUDA_VISIBLE_DEVICES=str(lane % max(1, torch.cuda.device_count())),
+        CUDA_VISIBLE_DEVICES=_lane_device(lane, torch.cuda.device_count()),
         PYTHONUNBUFFERED="1",
         ARCHDSL_PROGRESS="1",  # the phase a timed-out child was in
     )
