@@ -160,3 +160,19 @@ def test_a_bf16_retnet_multiplies_its_fp32_q_and_k_in_tf32(monkeypatch):
     # o in fp32 (a decay per head: chunked_common.o_dtype); intermediates in the layer's bf16
     assert seen == [("tf32", torch.float32, torch.bfloat16)]
     assert y.dtype == torch.bfloat16
+
+
+def test_exact_fp32_products_past_a_key_of_128_are_refused_with_a_reason():
+    """An fp32 layer's chunked op multiplies exactly; past a padded key axis of 128 those products need
+    more shared memory than a GPU has (retnet at --params 100M, key 197, stopped in Triton's
+    OutOfResources on an H200). The layer says so, and what to do, before any kernel launches."""
+    from archdsl.codegen.run.chunked import IEEE_KEY_MAX, fits_on_gpu
+
+    fits_on_gpu("retnet", "m", IEEE_KEY_MAX, "ieee")  # 128: fits
+    for dot in ("tf32", "bf16"):
+        fits_on_gpu("retnet", "m", 197, dot)  # tensor-core products: ran in a bf16 layer (round-12, call 3)
+    with pytest.raises(ArchdslError) as got:
+        fits_on_gpu("retnet", "m", 197, "ieee")
+    message = str(got.value)
+    assert "retnet" in message and "m = 197 (256 padded" in message
+    assert "autocast" in message and "--strategy loop" in message

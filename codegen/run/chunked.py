@@ -38,6 +38,7 @@ from archdsl.codegen.run.ops import chunked_op
 from archdsl.codegen.run.runtime import ParallelPart, load_module
 
 from archdsl.autodiff import extract_cell
+from archdsl.errors import ArchdslError
 from archdsl.ir import Graph, LayerIR, Node, Op
 from archdsl.reference import Layout, apply, compute_dtype
 
@@ -63,6 +64,24 @@ def operand_products(dtype: torch.dtype, lowrank: bool, q: torch.Tensor, k: torc
     there: benchmarks/results/round-12/)."""
     dot = products(dtype, lowrank)
     return "tf32" if dot in ("bf16", "fp16") and torch.float32 in (q.dtype, k.dtype) else dot
+
+
+#: the widest padded key axis whose exact fp32 products fit a GPU: at 256 the output kernel alone
+#: needs 278528 B of shared memory (compiled for sm_90a, any pipeline depth), more than an H100 or
+#: H200 has (232448 B); retnet at --params 100M (key 197) stopped there on an H200 (round-12/)
+IEEE_KEY_MAX = 128
+
+
+def fits_on_gpu(layer: str, key: str, size: int, dot: str) -> None:
+    """ArchdslError (no Triton traceback) where the products ``dot`` cannot run at this key size."""
+    padded = max(16, 1 << (size - 1).bit_length())
+    if dot == "ieee" and padded > IEEE_KEY_MAX:
+        raise ArchdslError(
+            f"{layer}: the chunked strategy multiplies an fp32 layer's values exactly, and at its key "
+            f"axis {key} = {size} ({padded} padded; at most {IEEE_KEY_MAX}) those products need more "
+            "shared memory than a GPU has: run the layer under bf16 or fp16 autocast, or choose "
+            "--strategy loop"
+        )
 
 
 def layer_dtype(inputs) -> torch.dtype:
@@ -289,6 +308,8 @@ class ChunkedCell:
         v = self._block(env[f.v], (*f.heads, *f.values), nh, (B, T)).reshape(B, T, vec[0].shape[2], -1)
         ab = [self._block(env[i], hk, nh, (B, T)) for i in (f.a, f.b)] if f.a is not None else []
         h0 = self._state0(f, state0, B, device)
+        if device.type == "cuda":
+            fits_on_gpu(self.layer.name, f.key, c.sizes[f.key], operand_products(dtype, bool(ab), *vec))
         o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, dtype)
         o = self._unblock(f, o.reshape(B, T, *(c.sizes[a] for a in f.heads + f.values)))
         return o, self._final(f, hT, B)
