@@ -78,7 +78,7 @@ class _Table:
 
     def add(self, outputs: Sequence[torch.Tensor], fn: Callable, inputs: Sequence) -> None:
         layouts = [(t.shape, t.stride(), t.dtype) for t in outputs]
-        group = _Group(fn, [_detached(self.pack(x)) for x in inputs], layouts)
+        group = _Group(fn, [self.pack(x) for x in inputs], layouts)  # recipes, or tensors detached
         for k, t in enumerate(outputs):
             self.entries[t.untyped_storage().data_ptr()] = (weakref.ref(t), group, k)
 

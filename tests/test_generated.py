@@ -125,3 +125,20 @@ def test_public_function_of_the_persistent_module_matches_the_reference(mapping)
     assert all(p == n or p.startswith(f"{n}_") for p, n in zip(params, cc.input_names))
     y, ht = module.e1(*args, leaves[-1])
     _assert_matches_reference(layer, inputs, frontier, s, leaves, y, ht)
+
+
+def test_a_constants_gradient_is_summed_after_the_loop_only_where_nothing_else_reads_the_sum():
+    """The per-token backward sums a constant's gradient over its broadcast axes once after the token
+    loop (codegen/emit/token.py): the sum over h of a [h, j] value, for a constant over j. Not where
+    the sum is also an input's gradient, stored at every token, nor where another value reads it."""
+    from archdsl.codegen.emit.token import _sums_after_loop
+
+    from archdsl.ir import Graph, Node, Op
+
+    g = Graph()
+    a = g.add(Node(Op.INPUT, (), ("h", "j"), "a"))
+    s = g.add(Node(Op.SUM, (a,), ("j",), "h"))
+    assert _sums_after_loop(g, [a, s], s, set()) == (a, [s])
+    assert _sums_after_loop(g, [a, s], s, {s}) == (s, [])  # also an input's gradient
+    e = g.add(Node(Op.EXP, (s,), ("j",)))
+    assert _sums_after_loop(g, [a, s, e], s, set()) == (s, [])  # read again in the loop

@@ -88,7 +88,8 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str, py: PyNames, kin
     outs = [*bwd.d_inputs.values(), *bwd.d_consts.values()]
     order = _needed(g, outs)
     k = _kernel(part, g, plan, py, spec_names(g, part.names, None, bwd.cotangent, len(part.graph)))
-    summed = {c: _sums_after_loop(g, order, bwd.d_consts[c]) for c in part.consts}
+    stored = set(bwd.d_inputs.values())
+    summed = {c: _sums_after_loop(g, order, bwd.d_consts[c], stored) for c in part.consts}
     k.fold(g, [order], set(outs) | {acc for acc, _ in summed.values()})
     sig = Signature()
     params = _leaves(k, part, py, sig)
@@ -151,18 +152,18 @@ def _store_const_grads(k: _Kernel, g, part: TokenPart, summed: dict, ptrs: dict)
         k.store(f"{ptrs[c]} + pid * {k.numel(ax)}", k.dblk("const", c), ax)
 
 
-def _sums_after_loop(g, order, grad: int) -> tuple[int, list[int]]:
+def _sums_after_loop(g, order, grad: int, stored: set[int]) -> tuple[int, list[int]]:
     """(the value a constant's gradient accumulates over the tokens, the sums applied once after the
     loop, outermost first). A gradient that sums a per-token value over the constant's broadcast axes
     (``norm_w[j]`` read at every head: a sum over ``h``) is summed after the token loop, not at every
     token: each sum is a reduction across the program's warps, and a sum commutes with the sum over
-    tokens. Only sums nothing else in the loop reads."""
+    tokens. Only sums nothing else in the loop reads or stores (``stored``: the inputs' gradients)."""
     uses: dict[int, int] = {}
     for i in order:
         for a in g[i].args:
             uses[a] = uses.get(a, 0) + 1
     sums, i = [], grad
-    while g[i].op is Op.SUM and uses.get(i, 0) == (0 if i == grad else 1):
+    while g[i].op is Op.SUM and i not in stored and uses.get(i, 0) == (0 if i == grad else 1):
         sums.append(i)
         i = g[i].args[0]
     return i, sums
