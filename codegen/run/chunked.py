@@ -49,21 +49,9 @@ def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype):
     exact fp32 for fp32 layers, bf16/fp16 operands with fp32 accumulation for bf16/fp16 layers, TF32
     for a delta rule's) and o's (``chunked_common.o_dtype``: fp32, or a 16-bit layer's own where the
     decay is one per key channel) and the intermediates' the kernels store (``store_dtype``)."""
-    op = chunked_op(
-        chunk, operand_products(dtype, bool(ab), q, k), o_dtype(dtype, lw.dim() == 3), store_dtype(dtype)
-    )
+    op = chunked_op(chunk, products(dtype, bool(ab)), o_dtype(dtype, lw.dim() == 3), store_dtype(dtype))
     out = op([lw, q, k, v, *ab], h0.float().contiguous())
     return out[0], out[1]  # after them the op's kept tensors (for its backward)
-
-
-def operand_products(dtype: torch.dtype, lowrank: bool, q: torch.Tensor, k: torch.Tensor) -> str:
-    """The forward's products' type (``chunked_common.products``), TF32 in place of 16-bit operands
-    where q or k reach the op in fp32: values the layer computed in fp32 on purpose (retnet's rotated q
-    and k, sequence values). Rounded to bf16 in the products, retnet's bf16 layer measured 5.3e-2 off
-    fla's at 2 × 100 tokens on an H200 (7.1e-3 with exact products; both layers 2.4e-1 off fla's fp32
-    there: benchmarks/results/round-12/)."""
-    dot = products(dtype, lowrank)
-    return "tf32" if dot in ("bf16", "fp16") and torch.float32 in (q.dtype, k.dtype) else dot
 
 
 #: the widest padded key axis whose exact fp32 products fit a GPU: at 256 the output kernel alone
@@ -309,7 +297,7 @@ class ChunkedCell:
         ab = [self._block(env[i], hk, nh, (B, T)) for i in (f.a, f.b)] if f.a is not None else []
         h0 = self._state0(f, state0, B, device)
         if device.type == "cuda":
-            fits_on_gpu(self.layer.name, f.key, c.sizes[f.key], operand_products(dtype, bool(ab), *vec))
+            fits_on_gpu(self.layer.name, f.key, c.sizes[f.key], products(dtype, bool(ab)))
         o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, dtype)
         o = self._unblock(f, o.reshape(B, T, *(c.sizes[a] for a in f.heads + f.values)))
         return o, self._final(f, hT, B)
