@@ -173,6 +173,7 @@ VJP: dict[Op, Callable] = {
     Op.SHIFT: lambda e, n, z, args, dz: [e.add(Op.UNSHIFT, (dz,), n.attr, e.g[args[0]].axes)],
     Op.UNSHIFT: lambda e, n, z, args, dz: [e.add(Op.SHIFT, (dz,), n.attr, e.g[args[0]].axes)],
     Op.POSITION: lambda e, n, z, args, dz: [],  # no arguments: a count of the tokens
+    Op.ROUND: lambda e, n, z, args, dz: [e.add(Op.ROUND, (dz,))],  # rounded as a 16-bit tensor's is
 }
 
 

@@ -60,6 +60,9 @@ class Op(enum.Enum):
     POSITION = "position"  # the token's place in its sequence, 0, 1, … (no arguments, no gradient):
     #                        a per-token leaf the layer supplies (restarting at each packed sequence,
     #                        continuing from the state "x:position")
+    ROUND = "rounded"  # a rounded to the layer's 16-bit type (the projections' output type: bf16 or
+    #                    fp16; the identity in an fp32 layer), as a library computing in that type
+    #                    stores it; its gradient rounded alike
 
 
 LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE, Op.CONST})
@@ -71,9 +74,9 @@ BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM})
 TRANSFORMS = frozenset({Op.SPECTRAL_NORM})
 #: constants computed from the sizes alone: always outside the cell (a frontier value or below one)
 CONSTANTS = frozenset({Op.INDEX})
-#: ops that read other tokens or the token's place among them: only in ``LayerIR.sequence`` values,
-#: never inside a cell
-SEQUENCE = frozenset({Op.SHIFT, Op.UNSHIFT, Op.POSITION})
+#: ops that read other tokens or the token's place among them, or round to the layer's 16-bit type:
+#: only in ``LayerIR.sequence`` values (computed in torch before the recurrence), never inside a cell
+SEQUENCE = frozenset({Op.SHIFT, Op.UNSHIFT, Op.POSITION, Op.ROUND})
 #: ops that may appear inside a compiled kernel: every one needs a VJP and a Triton rule
 CELL_OPS = frozenset(Op) - TRANSFORMS - SEQUENCE - CONSTANTS
 
@@ -366,7 +369,7 @@ def verify(layer: LayerIR) -> None:
     for i, n in enumerate(g.nodes):
         assert all(a < i for a in n.args), f"node {i} uses a later node"
         assert list(n.axes) == [a for a in layer.axes if a in n.axes], f"node {i}: axes out of order"
-        if n.op in UNARY:
+        if n.op in UNARY or n.op is Op.ROUND:
             assert len(n.args) == 1 and g[n.args[0]].axes == n.axes, f"node {i}: unary axes"
         elif n.op in BINARY:
             union = set(g[n.args[0]].axes) | set(g[n.args[1]].axes)
@@ -389,6 +392,6 @@ def verify(layer: LayerIR) -> None:
             assert set(n.axes) == {mapping.get(a, a) for a in src}, f"node {i}: rename axes"
             assert all(layer.sizes[o] == layer.sizes[m] for o, m in mapping.items()), "rename sizes"
     cell = layer.cell_nodes()
-    assert not any(g[i].op in SEQUENCE for i in cell), "a shift or position inside the cell"
+    assert not any(g[i].op in SEQUENCE for i in cell), "a shift, position or rounding inside the cell"
     for s, node in layer.next_state.items():
         assert g[node].axes == layer.states[s], f"state {s}: update has axes {g[node].axes}"

@@ -29,7 +29,7 @@ from archdsl.layer_io import (
 from archdsl.layer_params import ParamTable, SpectralNorm
 from archdsl.packed import check_packed, packed_cell, packed_positions
 from archdsl.recompute import recomputing
-from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell
+from archdsl.reference import Layout, compute_dtype, evaluate, reference_cell, storage_dtype
 
 BACKENDS = ("reference", "triton")
 
@@ -129,7 +129,7 @@ class RecurrentLayer(nn.Module):
         ir, B, T = self.ir, x.shape[0], x.shape[1]
         values: dict[str, torch.Tensor] = {}  # by name, and every node's value on the way (env)
         env: dict[int, torch.Tensor] = {}
-        layout = Layout(ir, compute_dtype(x), x.device)
+        layout = Layout(ir, compute_dtype(x), x.device, storage_dtype(x))
         const_leaf = self._const_leaf(layout)
         fns: dict = {}  # leaf and get read get through it, emptied at the end: no cycle holds the values
 

@@ -61,13 +61,24 @@ def compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
+def storage_dtype(x: torch.Tensor) -> torch.dtype:
+    """The type ``rounded()`` rounds to: the one the layer's projections produce from ``x`` (its own
+    16-bit type, or autocast's where autocast is on for its device), else ``x``'s (no rounding)."""
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return x.dtype
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 class Layout:
     """Converts between compact tensors ``[*batch, *sizes(axes)]`` and the full layout."""
 
-    def __init__(self, layer: LayerIR, dtype: torch.dtype = torch.float32, device=None):
+    def __init__(self, layer: LayerIR, dtype: torch.dtype = torch.float32, device=None, storage=None):
         self.layer = layer
         self.axes = layer.axes
         self.dtype, self.device = dtype, device
+        self.storage = storage or dtype  # what ``rounded()`` rounds to (see ``storage_dtype``)
 
     def shape(self, axes) -> list[int]:
         return [self.layer.sizes[a] if a in axes else 1 for a in self.axes]
@@ -104,6 +115,8 @@ def apply(node: Node, args: list[torch.Tensor], layout: Layout) -> torch.Tensor:
         return a.expand(*shape)
     if op in (Op.SHIFT, Op.UNSHIFT):
         return shift(args[0], node, layout)
+    if op is Op.ROUND:  # autograd rounds the gradient on its way back through the two casts
+        return args[0].to(layout.storage).to(args[0].dtype)
     if op is Op.INDEX:
         size = layout.layer.sizes[node.attr]
         return torch.arange(size, dtype=layout.dtype, device=layout.device).reshape(

@@ -172,8 +172,8 @@ LAYERS = {
     ]),
     "rwkv6": ("fla RWKV6Attention", "RWKV6_100m", rwkv6, [
         ("x_proj.0.mu", ["mu_x"]), ("x_proj.0.linear.weight", ["lr", "lw", "lk", "lv", "lg"]),
-        ("x_proj.2.weight", ["mr", "mw", "mk", "mv", "mg"]),
-        ("x_bias", ["bias:mr", "bias:mw", "bias:mk", "bias:mv", "bias:mg"]),
+        ("x_proj.2.weight", ["er", "ew", "ek", "ev", "eg"]),
+        ("x_bias", ["bias_r", "bias_w", "bias_k", "bias_v", "bias_g"]),
         ("r_proj.linear.weight", ["r"]), ("k_proj.linear.weight", ["k"]),
         ("v_proj.linear.weight", ["v"]), ("g_proj.linear.weight", ["g"]),
         ("w_proj.linear.lora.0.weight", ["wl"]), ("w_proj.linear.lora.2.weight", ["wz"]),

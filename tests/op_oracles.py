@@ -42,12 +42,14 @@ def shim(graph: Graph, sizes: dict[str, int]):
 
 
 # ---- (a) a VJP rule against torch autograd ------------------------------------------------------
-def derived_vjp(sizes, leaves: dict[str, tuple], build, values: dict, dz: torch.Tensor, params=()) -> dict:
+def derived_vjp(
+    sizes, leaves: dict[str, tuple], build, values: dict, dz: torch.Tensor, params=(), storage=None
+) -> dict:
     """Gradients of the leaves from archdsl's derived backward, evaluated in fp64.
 
     ``leaves``: name -> axes of the per-token inputs (``params``: those that are learned parameters
     instead); ``build(graph, ids) -> node`` adds the op; ``values``: name -> compact fp64 tensor;
-    ``dz``: the cotangent of the op's result (compact)."""
+    ``dz``: the cotangent of the op's result (compact); ``storage``: what ``rounded()`` rounds to."""
     g = Graph()
     ids = {n: g.add(Node(Op.PARAM if n in params else Op.INPUT, (), ax, n)) for n, ax in leaves.items()}
     z = build(g, ids)
@@ -55,7 +57,7 @@ def derived_vjp(sizes, leaves: dict[str, tuple], build, values: dict, dz: torch.
     consts = {n: ax for n, ax in leaves.items() if n in params}
     bwd = derive_token_backward(g, tuple(sizes), {"z": z}, inputs, consts)
     lay = shim(bwd.graph, sizes)
-    layout = Layout(lay, torch.float64)
+    layout = Layout(lay, torch.float64, storage=storage)
     feed = {**values, GRAD + "z": dz}
 
     def leaf(i, node):
@@ -77,10 +79,12 @@ def autograd_vjp(fn, values: dict, dz: torch.Tensor) -> dict:
 
 
 # ---- (b) the reference's semantics against torch --------------------------------------------
-def reference_apply(node: Node, sizes, args: list[tuple[torch.Tensor, tuple]], dtype=torch.float32):
+def reference_apply(
+    node: Node, sizes, args: list[tuple[torch.Tensor, tuple]], dtype=torch.float32, storage=None
+):
     """``reference.apply`` of one node on compact arguments (no batch); the result compact."""
     lay = shim(Graph(), sizes)
-    layout = Layout(lay, dtype)
+    layout = Layout(lay, dtype, storage=storage)
     full = [layout.full(t.to(dtype), ax, 0) for t, ax in args]
     return layout.compact(apply(node, full, layout), node.axes, ())
 

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 import pytest
+import round_oracles
 import shift_oracles
 import torch
 import torch.nn.functional as F
@@ -474,6 +475,19 @@ def test_position_compiled_layer_matches_reference():
     compare_backends(layer, B=2, T=5, chunk=4)
 
 
+# ---- rounded(): to the layer's 16-bit type, before the recurrence (tests/round_oracles.py) -------
+def test_round_vjp_matches_autograd():
+    round_oracles.check_vjp()
+
+
+def test_round_reference_matches_torch_casts():
+    round_oracles.check_reference()
+
+
+def test_round_compiled_layer_matches_reference():
+    round_oracles.check_compiled_layer()
+
+
 # ---- across tokens: shift and its transpose (tests/shift_oracles.py) ----------------------------
 def test_shift_vjp_matches_autograd():
     shift_oracles.check_vjps()
@@ -545,8 +559,13 @@ ORACLES: dict[Op, tuple] = {
             test_shift_reference_matches_torch_conv1d,
             test_shift_compiled_layer_matches_reference,
         )
-        for op in SEQUENCE - {Op.POSITION}
+        for op in SEQUENCE - {Op.POSITION, Op.ROUND}
     },
+    Op.ROUND: (
+        test_round_vjp_matches_autograd,
+        test_round_reference_matches_torch_casts,
+        test_round_compiled_layer_matches_reference,
+    ),
 }
 
 

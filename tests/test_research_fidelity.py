@@ -232,8 +232,8 @@ def assert_orthogonal(w: torch.Tensor, gain: float, name: str):
 def test_rwkv6_starts_as_flas_initialize_weights():
     """RWKV6Attention.__init__ applies ``_initialize_weights``: every nn.Linear that is not inside
     the decay LoRA xavier-uniform with gain 2^-2.5 over the library's matrix (x_proj[2] is one
-    [dim, 5 rank] matrix, the spec's mr..mg its five column blocks), the LoRA's first map zero and
-    its second orthogonal with gain 0.1; the lerp mu and the bonus stay at their torch.zeros."""
+    [dim, 5 rank] matrix, the spec's er..eg its five column blocks), the LoRA's first map zero and
+    its second orthogonal with gain 0.1; the lerp mu, x_bias and the bonus stay at their torch.zeros."""
     p = zoo_layer("rwkv6", "RWKV6_100m")
     dim, rank = 1024, 32
     gain = 2**-2.5
@@ -242,7 +242,7 @@ def test_rwkv6_starts_as_flas_initialize_weights():
         return gain * (6 / (fan_in + fan_out)) ** 0.5
 
     assert_uniform(p["proj.lr_lw_lk_lv_lg.weight"], xavier(5 * rank, dim), "x_proj.0")
-    for s in ("mr", "mw", "mk", "mv", "mg"):
+    for s in ("er", "ew", "ek", "ev", "eg"):
         assert_uniform(p[f"proj.{s}.weight"], xavier(dim, 5 * rank), s)
     for s in ("r", "k", "v", "g"):
         assert_uniform(p[f"proj.{s}.weight"], xavier(*p[f"proj.{s}.weight"].shape), s)
@@ -250,6 +250,7 @@ def test_rwkv6_starts_as_flas_initialize_weights():
     assert not p["proj.wl.weight"].any()
     assert_orthogonal(p["proj.wz.weight"], 0.1, "w_proj.lora.2")
     assert not p["params.mu_x"].any() and not p["params.u"].any()
+    assert not any(p[f"params.bias_{s}"].any() for s in "rwkvg")
 
 
 def test_rwkv7_starts_as_flas_first_layer():

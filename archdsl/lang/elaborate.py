@@ -359,6 +359,10 @@ class Elaborator:
                 "define the value of the position on its own line (kr = k * cos(position() * theta)) "
                 "and use it here"
             )
+        if Op.ROUND in ops:
+            return "reads a rounded() value (rounded before the recurrence; the step computes in fp32)", (
+                "round a per-token value on its own line (rr = rounded(x + dx * m)) and use it here"
+            )
         return None
 
     def spectral_norm(self, e: S.Call) -> int:

@@ -36,6 +36,7 @@ FUNCTIONS: dict[str, tuple[int, bool]] = {
     "sin": (1, False),
     "index": (0, True),  # index[i](): 0, 1, …, size(i) - 1 along axis i, a constant
     "position": (0, False),  # position(): the token's place in its sequence, 0, 1, … (per token)
+    "rounded": (1, False),  # rounded(a): a rounded to the layer's 16-bit type (before the recurrence)
 }
 #: functions that are one elementwise op
 UNARY = {
@@ -49,6 +50,7 @@ UNARY = {
     "sqrt": Op.SQRT,
     "cos": Op.COS,
     "sin": Op.SIN,
+    "rounded": Op.ROUND,
 }
 #: the arithmetic operators of the per-step math
 BINARY = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}
