@@ -96,8 +96,14 @@ class Layout:
 
 
 def apply(node: Node, args: list[torch.Tensor], layout: Layout) -> torch.Tensor:
-    """One IR op on full-layout tensors (leaves are handled by the caller)."""
+    """One IR op on full-layout tensors (leaves are handled by the caller). A rounded value is held in
+    the storage type and read as the exact number it is: an op whose arguments are all rounded
+    computes in the layout's type, and torch promotes a rounded argument beside any other."""
     op = node.op
+    if op is Op.ROUND:  # autograd rounds the gradient on its way back through the cast
+        return args[0].to(layout.storage)
+    if args and all(a.dtype != layout.dtype for a in args):
+        args = [args[0].to(layout.dtype), *args[1:]]
     if op in TORCH:
         return TORCH[op](*args)
     if op is Op.SUM:
@@ -115,8 +121,6 @@ def apply(node: Node, args: list[torch.Tensor], layout: Layout) -> torch.Tensor:
         return a.expand(*shape)
     if op in (Op.SHIFT, Op.UNSHIFT):
         return shift(args[0], node, layout)
-    if op is Op.ROUND:  # autograd rounds the gradient on its way back through the two casts
-        return args[0].to(layout.storage).to(args[0].dtype)
     if op is Op.INDEX:
         size = layout.layer.sizes[node.attr]
         return torch.arange(size, dtype=layout.dtype, device=layout.device).reshape(

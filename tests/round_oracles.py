@@ -43,8 +43,9 @@ def check_vjp() -> None:
             storage=storage,
         )
         theirs = autograd_vjp(lambda a, s=storage: a.to(s).to(a.dtype), {"a": x}, dz)
-        torch.testing.assert_close(ours["x"], theirs["a"], rtol=0, atol=0)
-        assert not torch.equal(ours["x"], dz), "the cotangent was not rounded"
+        assert ours["x"].dtype == storage
+        torch.testing.assert_close(ours["x"].double(), theirs["a"], rtol=0, atol=0)
+        assert not torch.equal(ours["x"].double(), dz), "the cotangent was not rounded"
     same = derived_vjp({"i": 5}, {"x": ("i",)}, lambda g, ids: g.add(Node(Op.ROUND, (ids["x"],), ("i",))),
                        {"x": x[:, 0]}, dz[:, 0])  # fmt: skip
     torch.testing.assert_close(same["x"], dz[:, 0], rtol=0, atol=0)  # fp64: no rounding
@@ -55,9 +56,16 @@ def check_reference() -> None:
     node = Node(Op.ROUND, (0,), ("i", "j"))
     for storage in (torch.bfloat16, torch.float16):
         got = reference_apply(node, {"i": 5, "j": 3}, [(x, ("i", "j"))], storage=storage)
-        assert got.dtype == torch.float32
-        torch.testing.assert_close(got, x.float().to(storage).float(), rtol=0, atol=0)
-        assert not torch.equal(got, x.float())
+        assert got.dtype == storage  # held in the storage type: a kernel reads half the bytes
+        torch.testing.assert_close(got, x.float().to(storage), rtol=0, atol=0)
+        assert not torch.equal(got.float(), x.float())
+        # an op of rounded values alone computes in fp32: no rounding the spec did not write
+        for op, want in ((Op.MUL, got.float() * got.float()), (Op.TANH, torch.tanh(got.float()))):
+            both = Node(op, (0, 0)[: 1 + (op is Op.MUL)], ("i", "j"))
+            out = reference_apply(
+                both, {"i": 5, "j": 3}, [(got, ("i", "j"))] * len(both.args), storage=storage
+            )
+            assert out.dtype == torch.float32 and torch.equal(out, want), op
     kept = reference_apply(node, {"i": 5, "j": 3}, [(x, ("i", "j"))])
     torch.testing.assert_close(kept, x.float(), rtol=0, atol=0)
     # the type: a 16-bit input's own, autocast's for fp32 where it is on, else none
@@ -83,7 +91,7 @@ def check_compiled_layer() -> None:
     v = model.project(x)
     u, k = v["u"], v["k"]  # bf16 projection outputs
     dx = torch.cat([torch.zeros_like(u[:, :1]), u[:, :-1]], 1) - u  # bf16 arithmetic, as torch's
-    torch.testing.assert_close(v["dx"], dx.float(), rtol=0, atol=0)
-    torch.testing.assert_close(v["a"], (u + dx * k).float(), rtol=0, atol=0)
+    torch.testing.assert_close(v["dx"], dx, rtol=0, atol=0)
+    torch.testing.assert_close(v["a"], u + dx * k, rtol=0, atol=0)
     exact = u.float() + dx.float() * k.float()
-    assert not torch.equal(v["a"], exact), "nothing was rounded"
+    assert not torch.equal(v["a"].float(), exact), "nothing was rounded"
