@@ -126,6 +126,7 @@ def test_oracle_says_which_side_a_bf16_difference_comes_from(monkeypatch, moved)
             lib.out.weight.mul_(1.5)
     row = oracle.compare("itself", ir, ours, lib, rows, 2, 7, torch.bfloat16, truth)
     assert row["archdsl_vs_fp32"]["max"] < 2e-2 and row["reference_vs_fp32"]["max"] < 2e-2
+    assert row["archdsl_vs_reference"]["max"] == 0.0  # ours is the reference backend here
     if moved:
         assert row["max"] > 0.2 and row["library_vs_fp32"]["max"] > 0.2
     else:
@@ -383,7 +384,9 @@ def test_oracle_control_runs_from_the_command_line(monkeypatch, tmp_path):
     rows = json.loads((tmp_path / "results.json").read_text())["results"][0]["agreement"]
     assert [r["library_control"]["mode"] for r in rows] == ["again", "again"]
     assert all(r["library_control"]["max"] == 0 for r in rows)  # the same layer, weights copied in
-    assert "the library's again layer to its own: 0.00e+00" in (tmp_path / "results.md").read_text()
+    text = (tmp_path / "results.md").read_text()
+    assert "the library's again layer to its own: 0.00e+00" in text
+    assert "archdsl to its reference in bf16: " in text and all("archdsl_vs_reference" in r for r in rows)
     assert zoo_doc.main([str(tmp_path / "results.json"), "-o", str(tmp_path / "zoo.md")]) == 0
     lines = (tmp_path / "zoo.md").read_text().splitlines()
     mingru = next(line for line in lines if line.startswith("| mingru"))
