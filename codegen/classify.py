@@ -92,7 +92,12 @@ def _one(cell: Cell) -> tuple[tuple[LinearForm], tuple]:
         else:
             raise NotLinear(reason) from None
     wiring = [(p, {name: state if k == 0 else None}) for k, (p, name) in enumerate(parts)]
-    return (form,), tuple(wiring)
+    return (_with_sums(form, cell),), tuple(wiring)
+
+
+def _with_sums(form: LinearForm, cell: Cell) -> LinearForm:
+    """``form`` with the head axes that the cell's output lacks (the readout sums over them)."""
+    return dataclasses.replace(form, summed=tuple(a for a in form.heads if a not in cell.output_axes))
 
 
 def _several(cell: Cell) -> tuple[tuple[LinearForm, ...], tuple]:
@@ -122,7 +127,7 @@ def _several(cell: Cell) -> tuple[tuple[LinearForm, ...], tuple]:
                 output_axes=g[n].axes,
             )
             try:
-                forms.append(_linear_form(sub, b, f"o:{s}"))
+                forms.append(_with_sums(_linear_form(sub, b, f"o:{s}"), cell))
             except ReadoutNotLinear:
                 continue
             except NotLinear as e:

@@ -71,16 +71,28 @@ class LinearForm:
     q: int
     out: int  # the loop's output from the INPUT leaf ``o`` (axes heads + values)
     o_leaf: int
+    #: the head axes the readout sums the op's output over (RetNet's two halves of a rotary key head):
+    #: there each head's intra-chunk scores are multiplied as two 16-bit terms (``split_scores``)
+    summed: tuple[str, ...] = ()
 
     def describe(self) -> str:
         s = f"{self.state}[{', '.join(self.cell.states[self.state])}]"
         decay = "one decay per head" if self.scalar_decay else f"a decay per {self.key}"
         low = " + a rank-one correction a (bᵀS)" if self.a is not None else ""
+        summed = f"; the readout sums heads {', '.join(self.summed)}" if self.summed else ""
         return (
             f"chunked: {s} linear in the state, {decay}{low} + a rank-one write k vᵀ; "
             f"key axis {self.key}, heads {', '.join(self.heads) or '-'}, "
-            f"values {', '.join(self.values) or '-'}"
+            f"values {', '.join(self.values) or '-'}{summed}"
         )
+
+    @property
+    def split_scores(self) -> bool:
+        """Whether the intra-chunk scores are multiplied as two terms of the 16-bit type (hi + lo):
+        where the readout sums heads, their outputs may cancel, and scores rounded once each to bf16
+        (error 2⁻⁹ of each head's) would leave the sum with the rounding of its parts (RetNet at 100M:
+        4.7e-2 off its bf16 reference in a token whose halves cancel, 5.1e-3 split)."""
+        return bool(self.summed)
 
 
 class _Builder:

@@ -43,13 +43,15 @@ from archdsl.ir import Graph, LayerIR, Node, Op
 from archdsl.reference import Layout, apply, compute_dtype
 
 
-def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype):
+def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype, split: bool = False):
     """The chunked recurrence on the coefficients as they are (their own float types, any strides:
     no copy); ``dtype``: the layer's, which picks the products' type (``chunked_common.products``:
     exact fp32 for fp32 layers, bf16/fp16 operands with fp32 accumulation for bf16/fp16 layers, TF32
     for a delta rule's) and o's (``chunked_common.o_dtype``: fp32, or a 16-bit layer's own where the
-    decay is one per key channel) and the intermediates' the kernels store (``store_dtype``)."""
-    op = chunked_op(chunk, products(dtype, bool(ab)), o_dtype(dtype, lw.dim() == 3), store_dtype(dtype))
+    decay is one per key channel) and the intermediates' the kernels store (``store_dtype``);
+    ``split``: ``LinearForm.split_scores``."""
+    dot, o_type = products(dtype, bool(ab)), o_dtype(dtype, lw.dim() == 3)
+    op = chunked_op(chunk, dot, o_type, store_dtype(dtype), split)
     out = op([lw, q, k, v, *ab], h0.float().contiguous())
     return out[0], out[1]  # after them the op's kept tensors (for its backward)
 
@@ -298,7 +300,7 @@ class ChunkedCell:
         h0 = self._state0(f, state0, B, device)
         if device.type == "cuda":
             fits_on_gpu(self.layer.name, f.key, c.sizes[f.key], products(dtype, bool(ab)))
-        o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, dtype)
+        o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, dtype, f.split_scores)
         o = self._unblock(f, o.reshape(B, T, *(c.sizes[a] for a in f.heads + f.values)))
         return o, self._final(f, hT, B)
 

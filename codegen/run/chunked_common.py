@@ -38,6 +38,22 @@ def _dot(x, y, DOT: tl.constexpr):
 
 
 @triton.jit
+def _split_dot(x, y, DOT: tl.constexpr):
+    """``_dot`` with ``x`` as two terms of the 16-bit type, hi + lo: x's rounding 2⁻¹⁶ of its own
+    size, not 2⁻⁸ (twice the tensor-core work). For scores summed after the op over heads whose
+    outputs cancel (``LinearForm.split_scores``); fp32 products (ieee, tf32) as ``_dot``'s."""
+    if DOT == "fp16":
+        hi = x.to(tl.float16).to(tl.float32)
+        out = _dot(hi, y, DOT) + _dot(x - hi, y, DOT)
+    elif DOT == "bf16" or DOT == "bf16-emulated":
+        hi = x.to(tl.bfloat16).to(tl.float32)
+        out = _dot(hi, y, DOT) + _dot(x - hi, y, DOT)
+    else:
+        out = _dot(x, y, DOT)
+    return out
+
+
+@triton.jit
 def _wide_dot(x, y, DOT: tl.constexpr):
     """``_dot`` for operands that may leave fp16's range (decays divided out, up to exp(80)) or whose
     products are summed into a decay's gradient: TF32 in place of fp16, bf16 otherwise as asked."""

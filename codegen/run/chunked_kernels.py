@@ -33,6 +33,7 @@ from archdsl.codegen.run.chunked_common import (
     _dot,
     _from_start,
     _meta,
+    _split_dot,
     _tile,
     _to_end,
     forward_store,
@@ -207,8 +208,9 @@ def chunk_output_kernel(
     states, u_in, o, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+    SPLIT: tl.constexpr,
 ):  # fmt: skip
-    """Every chunk at once: O = Q̃ S + Q_k V (+ Q_a U)."""
+    """Every chunk at once: O = Q̃ S + Q_k V (+ Q_a U); ``SPLIT``: the scores Q_k as two 16-bit terms."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
@@ -229,7 +231,10 @@ def chunk_output_kernel(
     g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     causal = rc[:, None] >= rc[None, :]
     out = _dot(_from_start(qq, G, SCALAR), S, DOT)
-    out += _dot(_decayed(qq, kk, G, G, causal, SCALAR, DOT), vv, DOT)
+    if SPLIT:
+        out += _split_dot(_decayed(qq, kk, G, G, causal, SCALAR, DOT), vv, DOT)
+    else:
+        out += _dot(_decayed(qq, kk, G, G, causal, SCALAR, DOT), vv, DOT)
     if LOWRANK:
         aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
         U = tl.load(u_in + (chunk * C + rc)[:, None] * V + rv[None, :], mask=mv[None, :], other=0.0)
@@ -270,15 +275,18 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32)
     return states, ht, U, W, inv
 
 
-def chunked_forward(lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32, store=torch.float32):
+def chunked_forward(
+    lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32, store=torch.float32, split=False
+):
     """(o [B, T, H, V] of type ``o_type`` (summed in fp32, rounded once), final state [B, H, K, V]
     fp32) from the Triton kernels; ``dot``: the products' type (``chunked_common.DOTS``); ``store``:
-    the intermediates' (``chunk_states``)."""
-    return chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type, store)[:2]
+    the intermediates' (``chunk_states``); ``split``: the intra-chunk scores multiplied as two terms
+    of a 16-bit ``dot``'s type (``LinearForm.split_scores``)."""
+    return chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type, store, split)[:2]
 
 
 def chunked_forward_kept(
-    lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32, store=torch.float32
+    lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32, store=torch.float32, split=False
 ):
     """``chunked_forward``'s (o, final state) and what ``chunked_backward`` would rerun kernels 1 and 2
     for: [states] without a rank-one correction, [states, U, W, T⁻¹] with one (``chunk_states``)."""
@@ -292,6 +300,6 @@ def chunked_forward_kept(
     grid = (B * H, states.shape[1], triton.cdiv(V, meta["BV"]))
     chunk_output_kernel[grid](
         lw, q, k, v, a, *(s for x in (lw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
-        T, H, K, V, LOWRANK=bool(ab), **meta,
+        T, H, K, V, LOWRANK=bool(ab), SPLIT=split, **meta,
     )  # fmt: skip
     return o, ht, [states, U, W, inv] if ab else [states]

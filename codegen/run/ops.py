@@ -267,7 +267,11 @@ def persistent_op(pc):
 
 
 def chunked_op(
-    chunk: int, dot: str, o_type: torch.dtype = torch.float32, s_type: torch.dtype = torch.float32
+    chunk: int,
+    dot: str,
+    o_type: torch.dtype = torch.float32,
+    s_type: torch.dtype = torch.float32,
+    split: bool = False,
 ):
     """``_chunked_name``'s op: the Triton kernels on a GPU or under the interpreter (the forward's
     products of type ``dot``, ``chunked_common.products``; the backward's ``backward_products``), else
@@ -276,18 +280,20 @@ def chunked_op(
     ``o_type``: o's (``chunked_common.o_dtype``; its gradient is read in the type it comes in).
     ``s_type``: the stored intermediates' (``chunked_common.store_dtype``; the kept states, U and W:
     ``forward_store``'s). With ``LAUNCH["keep"]`` (read here, per call) the Triton forward also
-    returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward would otherwise rerun."""
+    returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward would otherwise rerun.
+    ``split``: the forward's intra-chunk scores as two terms of a 16-bit type
+    (``LinearForm.split_scores``)."""
     from archdsl.codegen.run.chunked_common import LAUNCH
 
     keep = bool(LAUNCH["keep"])
-    name = _chunked_name(chunk, dot, o_type, s_type, keep)
+    name = _chunked_name(chunk, dot, o_type, s_type, keep) + ("_split" if split else "")
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
         if q.is_cuda or interpreted():
             from archdsl.codegen.run.chunked_kernels import chunked_forward_kept
 
-            o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type, s_type)
+            o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type, s_type, split)
             return [o, ht, *(kept if keep else [])]
         from archdsl.codegen.run.chunked_torch import chunked_torch
 
