@@ -47,6 +47,10 @@ def pytest_configure(config):
     # runs before collection, so before any test module (or the code it imports) loads triton
     if not gpu_run(config.getoption("markexpr", "") or "", list(config.args)):
         os.environ.setdefault("TRITON_INTERPRET", "1")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        from interpreter_patch import install
+
+        install()  # a helper's call inside a kernel does not re-patch triton.language
 
 
 def exhaustive_run(markexpr: str) -> bool:

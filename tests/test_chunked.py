@@ -176,7 +176,14 @@ def test_layer_matches_reference(name, T):
     compare_backends(layer_of(name), B=2, T=T, chunk=16, strategy="chunked")
 
 
-@pytest.mark.parametrize("name", sorted(LINEAR))
+#: at chunks of 64: the delta rules (E88's undamped, gdn's with its convolutions) and a decay per key
+#: channel (GLA) by default; the forms they share with mamba2 and mlstm under ``-m exhaustive``
+DEFAULT_CHUNK = [
+    n if n in ("e88", "gdn", "gla") else pytest.param(n, marks=pytest.mark.exhaustive) for n in sorted(LINEAR)
+]
+
+
+@pytest.mark.parametrize("name", DEFAULT_CHUNK)
 def test_default_chunk_matches_reference(name):
     """Chunks of 64 (the default): the triangular inverse by forward substitution and the decay
     gradients summed term by term stay within fp32 tolerance of the undamped delta rule (E88 identity).

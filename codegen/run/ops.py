@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import torch
 from archdsl.codegen.run.tritonkey import install
+from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 install()  # Triton's compiler hash read from archdsl's cache, not recomputed per process
@@ -286,7 +287,7 @@ def chunked_op(
     from archdsl.codegen.run.chunked_common import LAUNCH
 
     keep = bool(LAUNCH["keep"])
-    name = _chunked_name(chunk, dot, o_type, s_type, keep) + ("_split" if split else "")
+    name = _chunked_name(chunk, dot, o_type, s_type, keep, split)
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
@@ -305,13 +306,7 @@ def chunked_op(
     def fake(xs, h0):
         return _chunked_fake(xs, h0, chunk, keep, o_type, s_type)
 
-    def backward(
-        xs: list[torch.Tensor],
-        h0: torch.Tensor,
-        kept: list[torch.Tensor],
-        do: torch.Tensor,
-        dht: torch.Tensor,
-    ) -> list[torch.Tensor]:
+    def backward(xs: list[Tensor], h0: Tensor, kept: list[Tensor], do: Tensor, dht: Tensor) -> list[Tensor]:
         from archdsl.codegen.run.chunked_backward import chunked_backward
         from archdsl.codegen.run.chunked_common import backward_products
 
@@ -334,15 +329,17 @@ def chunked_op(
     return register(name, forward, fake, backward, _chunked_backward_fake, _chunked_save, grads)
 
 
-def _chunked_name(chunk: int, dot: str, o_type: torch.dtype, s_type: torch.dtype, keep: bool) -> str:
-    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep]``: one op per chunk, products' type,
-    o's and the stored intermediates' types (where not fp32) and ``keep``."""
+def _chunked_name(
+    chunk: int, dot: str, o_type: torch.dtype, s_type: torch.dtype, keep: bool, split: bool = False
+) -> str:
+    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep][_split]``: one op per chunk, products'
+    type, o's and the stored intermediates' types (where not fp32), ``keep`` and ``split``."""
     half = "".join(
         f"_{tag}" + str(t).removeprefix("torch.")
         for tag, t in (("o", o_type), ("s", s_type))
         if t != torch.float32
     )
-    return f"archdsl::chunked_c{chunk}_{dot}{half}" + ("_keep" if keep else "")
+    return f"archdsl::chunked_c{chunk}_{dot}{half}" + ("_keep" if keep else "") + ("_split" if split else "")
 
 
 def _chunked_fake(
