@@ -39,9 +39,10 @@ def _dot(x, y, DOT: tl.constexpr):
 
 @triton.jit
 def _split_dot(x, y, DOT: tl.constexpr):
-    """``_dot`` with ``x`` as two terms of the 16-bit type, hi + lo: x's rounding 2⁻¹⁶ of its own
-    size, not 2⁻⁸ (twice the tensor-core work). For scores summed after the op over heads whose
-    outputs cancel (``LinearForm.split_scores``); fp32 products (ieee, tf32) as ``_dot``'s."""
+    """``_dot`` with ``x`` as two terms of the 16-bit type, hi + lo: x rounded to about 2⁻¹⁸ of its
+    size in bf16 (2⁻²⁴ in fp16), not 2⁻⁹ (2⁻¹²), for twice the tensor-core work. For scores summed
+    after the op over heads whose outputs cancel (``LinearForm.split_scores``); fp32 products (ieee,
+    tf32) as ``_dot``'s."""
     if DOT == "fp16":
         hi = x.to(tl.float16).to(tl.float32)
         out = _dot(hi, y, DOT) + _dot(x - hi, y, DOT)
