@@ -194,29 +194,19 @@ def _backprop(graph: Graph, axes, seeds) -> tuple[Graph, _Emitter, dict[int, int
     for n in graph.nodes:
         g.add(n)
     ct: dict[int, int] = {}
-    # a node's cotangent contributions as they arrive, added up by their axes before any is reduced:
-    # sum_j(x) + sum_j(y) is emitted as sum_j(x + y), one reduction where there were two
-    pending: dict[int, dict[tuple[str, ...], int]] = {}
 
     def accumulate(i: int, c: int | None) -> None:
         if c is None:
             return
-        parts = pending.setdefault(i, {})
-        ax = g[c].axes
-        parts[ax] = em.add(Op.ADD, (parts[ax], c)) if ax in parts else c
-
-    def settle(i: int) -> None:
-        """ct[i]: each group of contributions reduced onto the node's axes (broadcast to them), added."""
-        for c in pending.pop(i).values():
-            c = em.expand_to(em.sum_to(c, g[i].axes), g[i].axes)
-            ct[i] = em.add(Op.ADD, (ct[i], c)) if i in ct else c
+        c = em.sum_to(c, g[i].axes)
+        c = em.expand_to(c, g[i].axes)
+        ct[i] = em.add(Op.ADD, (ct[i], c)) if i in ct else c
 
     for i, leaf in seeds:
         accumulate(i, g.add(leaf))
     for i in range(len(graph) - 1, -1, -1):
-        if i not in pending:
+        if i not in ct:
             continue
-        settle(i)
         n = g[i]
         for a, c in zip(n.args, VJP[n.op](em, n, i, n.args, ct[i])):
             accumulate(a, c)

@@ -260,8 +260,8 @@ MUTANTS = [
     m(
         "tri-tanh-series",
         TRI,
-        "small = ax + ax * x2 * (-0.3333333333333333 + 0.13333333333333333 * x2)",
-        "small = ax + ax * x2 * -0.3333333333333333",
+        "small = ax * (1.0 - x2 / 3.0 * (1.0 - 0.4 * x2))",
+        "small = ax * (1.0 - x2 / 3.0)",
         "kernel",
     ),
     m("tri-min-max", TRI, '"tl.minimum({0}, {1})"', '"tl.maximum({0}, {1})"', "kernel"),
