@@ -56,6 +56,8 @@ class RecurrentLayer(nn.Module):
             raise ValueError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
         self.ir, self.backend = layer, backend
         self.layout = Layout(layer)
+        #: cheap saved values remade in the backward (archdsl/recompute.py); off in a compiled model
+        self.recompute = True
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         nums = layer.numbers
         self.proj = ProjTable()
@@ -234,7 +236,7 @@ class RecurrentLayer(nn.Module):
         with packed sequences, which start fresh). A spec that reads ``position()`` returns the tokens
         each row has seen as ``"x:position"`` [B] (int64; [N] with packed sequences, whose positions
         restart at each boundary); given back, the positions of the next call go on from it."""
-        with recomputing():  # what its ops save of cheap per-token values, remade in the backward
+        with recomputing(self.recompute):  # cheap saved values remade in the backward
             return self._forward(x, state, cu_seqlens)
 
     def _forward(self, x: torch.Tensor, state, cu_seqlens):

@@ -16,6 +16,10 @@ rerun.
 
 Only in eager autograd: under ``torch.compile`` its partitioner chooses what to recompute, and under
 another's saved-tensor hooks (activation checkpointing, offloading) theirs apply and these stay off.
+A model that is compiled turns it off in every layer (``RecurrentLayer.recompute = False``:
+``archdsl train --compile`` does): ``torch.compiler.is_compiling()`` is false in the parts of a
+compiled call that run eagerly, and hooks set there were traced into the compiled graphs (gdn.rnn
+with CUDA graphs failed in its first backward, benchmarks/results/round-15/).
 ``ARCHDSL_RECOMPUTE=0`` in the environment turns it off (every value kept, as before): the A/B of
 memory against the backward's reruns.
 """
@@ -128,9 +132,10 @@ def _others_hooks() -> bool:
 
 
 @contextmanager
-def recomputing():
-    """Saves of registered outputs keep their recipes, in eager autograd without other hooks."""
-    off = os.environ.get("ARCHDSL_RECOMPUTE", "1") == "0"
+def recomputing(enabled: bool = True):
+    """Saves of registered outputs keep their recipes, in eager autograd without other hooks.
+    ``enabled``: the caller's own switch (a layer's ``recompute``; off in a model that is compiled)."""
+    off = not enabled or os.environ.get("ARCHDSL_RECOMPUTE", "1") == "0"
     if off or not torch.is_grad_enabled() or torch.compiler.is_compiling() or _others_hooks():
         yield
         return

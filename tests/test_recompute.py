@@ -189,3 +189,30 @@ def test_forwards_without_backward_leave_nothing_alive(layer, recompute, monkeyp
         y, state = layer(x)
         del y, state
     assert live() == before
+
+
+def test_a_compiled_model_turns_the_recomputation_off(layer, monkeypatch):
+    """``archdsl train --compile`` (trainer.compiled) sets ``recompute = False`` in every spec layer,
+    and such a layer's forward registers no recipe: under torch.compile the parts of a call that run
+    eagerly had set these hooks, which were traced into the compiled graphs (gdn.rnn with CUDA graphs
+    failed in its first backward on the GPU)."""
+    from archdsl.train.config import TrainConfig
+    from archdsl.train.trainer import compiled
+
+    model = torch.nn.Sequential(layer)
+    groups: list = []
+    original = recompute._Group.__init__
+    monkeypatch.setattr(
+        recompute._Group, "__init__", lambda self, *a: (groups.append(1), original(self, *a))[1]
+    )
+    x = torch.randn(2, 20, layer.ir.dim, requires_grad=True)
+    layer(x)
+    assert groups, "the layer's forward registered no recipe: the test would not see one"
+    groups.clear()
+    compiled(model, TrainConfig(compile=True, compile_backend="eager"))
+    try:
+        assert layer.recompute is False
+        layer(x)
+        assert groups == []
+    finally:
+        layer.recompute = True  # the module-scoped fixture is shared

@@ -77,7 +77,11 @@ def compiled(model: torch.nn.Module, cfg: TrainConfig):
     """``torch.compile`` of the model at ``cfg``'s mode and backend. The custom ops of the compiled
     cells (codegen/run/ops.py) keep the graph whole, each one node that inductor fuses around; the
     cells are built (and their launch plans tuned) by the first warm-up step, run eagerly, so that
-    tracing never enters the code generator."""
+    tracing never enters the code generator. The layers' own recomputation of saved values is turned
+    off (``archdsl/recompute.py``): the compiler chooses what its backward recomputes."""
+    for m in model.modules():
+        if hasattr(m, "recompute"):  # a spec's layer (archdsl.layer.RecurrentLayer)
+            m.recompute = False
     if cfg.compile_backend != "inductor":
         return torch.compile(model, backend=cfg.compile_backend)
     return torch.compile(model, mode=cfg.compile_mode)
