@@ -16,10 +16,12 @@ rerun.
 
 Only in eager autograd: under ``torch.compile`` its partitioner chooses what to recompute, and under
 another's saved-tensor hooks (activation checkpointing, offloading) theirs apply and these stay off.
-A model that is compiled turns it off in every layer (``RecurrentLayer.recompute = False``:
-``archdsl train --compile`` does): ``torch.compiler.is_compiling()`` is false in the parts of a
-compiled call that run eagerly, and hooks set there were traced into the compiled graphs (gdn.rnn
-with CUDA graphs failed in its first backward, benchmarks/results/round-15/).
+That holds in the parts of a compiled call that run eagerly between its graphs too (after a graph
+break), where ``torch.compiler.is_compiling()`` is false: hooks set there were traced into the
+compiled graphs (gdn.rnn with CUDA graphs failed in its first backward,
+benchmarks/results/round-15/), so ``recomputing`` also stays off while dynamo's frame callback is
+set. A layer's own switch, ``RecurrentLayer.recompute``, turns it off for good (``archdsl train
+--compile`` sets it to False in every layer).
 ``ARCHDSL_RECOMPUTE=0`` in the environment turns it off (every value kept, as before): the A/B of
 memory against the backward's reruns.
 """
@@ -131,12 +133,22 @@ def _others_hooks() -> bool:
     return top is None or top(False) is not None
 
 
+def _compiled_call() -> bool:
+    """Is a ``torch.compile``'d call running? While dynamo traces (``is_compiling``), and in the parts
+    of a compiled call that run eagerly between its graphs, where dynamo's frame callback stays set
+    (``is_compiling`` is false there)."""
+    if torch.compiler.is_compiling():
+        return True
+    callback = getattr(torch._C._dynamo.eval_frame, "get_eval_frame_callback", None)
+    return callback is not None and callback() not in (None, False)
+
+
 @contextmanager
 def recomputing(enabled: bool = True):
     """Saves of registered outputs keep their recipes, in eager autograd without other hooks.
     ``enabled``: the caller's own switch (a layer's ``recompute``; off in a model that is compiled)."""
     off = not enabled or os.environ.get("ARCHDSL_RECOMPUTE", "1") == "0"
-    if off or not torch.is_grad_enabled() or torch.compiler.is_compiling() or _others_hooks():
+    if off or not torch.is_grad_enabled() or _compiled_call() or _others_hooks():
         yield
         return
     table = _Table()

@@ -216,3 +216,27 @@ def test_a_compiled_model_turns_the_recomputation_off(layer, monkeypatch):
         assert groups == []
     finally:
         layer.recompute = True  # the module-scoped fixture is shared
+
+
+def test_no_recipe_after_a_graph_break_under_torch_compile(layer, monkeypatch):
+    """A graph break inside the layer's forward makes the rest of it run eagerly inside the compiled
+    call (``is_compiling()`` false); the hooks set there were traced by dynamo until its recompile
+    limit (what the GPU showed before gdn.rnn's CUDA-graph run failed). None is set now."""
+    groups: list = []
+    original = recompute._Group.__init__
+    monkeypatch.setattr(
+        recompute._Group, "__init__", lambda self, *a: (groups.append(1), original(self, *a))[1]
+    )
+    inner = layer._forward
+
+    def broken(*args, **kwargs):
+        torch._dynamo.graph_break()
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(layer, "_forward", broken)
+    torch._dynamo.reset()
+    x = torch.randn(2, 20, layer.ir.dim, requires_grad=True)
+    y, _ = torch.compile(layer, backend="eager")(x)
+    y.float().square().sum().backward()
+    assert groups == []
+    torch._dynamo.reset()
