@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from archdsl.layer import RecurrentLayer
 from archdsl.train import checkpoint, trainlog
 from archdsl.train.config import CHOICES, CUDA_GRAPH_MODES, TrainConfig, resolve  # noqa: F401 (importable here)
 from archdsl.train.data import bits_per_byte, default_corpus
@@ -80,7 +81,7 @@ def compiled(model: torch.nn.Module, cfg: TrainConfig):
     tracing never enters the code generator. The layers' own recomputation of saved values is turned
     off (``archdsl/recompute.py``): the compiler chooses what its backward recomputes."""
     for m in model.modules():
-        if hasattr(m, "recompute"):  # a spec's layer (archdsl.layer.RecurrentLayer)
+        if isinstance(m, RecurrentLayer):
             m.recompute = False
     if cfg.compile_backend != "inductor":
         return torch.compile(model, backend=cfg.compile_backend)
