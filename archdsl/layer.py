@@ -43,6 +43,9 @@ class RecurrentLayer(nn.Module):
     single output's rows as [*axes, in] by ``projection_weight(name)``), ``params.<name>`` (the
     spec's ``param`` lines) and ``out.weight`` (the output projection back to ``dim``)."""
 
+    #: cheap saved values remade in the backward (archdsl/recompute.py); a compiled model sets False
+    recompute: bool = True
+
     def __init__(
         self,
         layer: LayerIR,
@@ -56,8 +59,6 @@ class RecurrentLayer(nn.Module):
             raise ValueError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
         self.ir, self.backend = layer, backend
         self.layout = Layout(layer)
-        #: cheap saved values remade in the backward (archdsl/recompute.py); off in a compiled model
-        self.recompute = True
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         nums = layer.numbers
         self.proj = ProjTable()
