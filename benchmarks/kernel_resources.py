@@ -39,7 +39,10 @@ from triton.compiler import ASTSource
 KERNELS = {
     name: getattr(mod, name)
     for mod, names in (
-        (chunked_backward, ("chunk_dqk_kernel", "chunk_dv_kernel", "chunk_dstates_kernel")),
+        (
+            chunked_backward,
+            ("chunk_dqk_kernel", "chunk_dv_kernel", "chunk_dqa_kernel", "chunk_dstates_kernel"),
+        ),
         (chunked_kernels, ("chunk_prep_kernel", "chunk_states_kernel", "chunk_output_kernel")),
         (chunked_dqk, ("chunk_dmat_kernel", "chunk_dqkab_kernel")),
     )

@@ -16,15 +16,18 @@ gives, in reverse (products transposed, the triangular inverse transposed):
 and each decayed matrix ``M[t, τ] = Σ_i x_t y_τ exp(gx_t - gy_τ)`` hands its gradient to x, y and the
 cumulative log-decays; ``dg`` is the reverse cumulative sum of ``dG`` (the decays are chunk-local).
 
-Four steps: every chunk's start state and corrections from the forward (kept by it) or from its
+The steps: every chunk's start state and corrections from the forward (kept by it) or from its
 kernels 1 and 2 run again (``LAUNCH["keep"]``, ``codegen/run/ops.py``);
 ``chunk_dstates_kernel`` walks the chunks backwards with ``dS`` in fp32 registers and stores it at
-every chunk's end (the only sequential work: three ``tl.dot`` a chunk); then two kernels compute every
-chunk's per-token gradients at once, each over one block of one axis and looping over the other, so
-that no program holds a whole [K, V] state or every gradient's tiles at once:
+every chunk's end (the only sequential work: one ``tl.dot`` a chunk, three with a correction). What
+does not depend on ``dS`` stays out of the walk: with a correction, ``chunk_dqa_kernel`` first
+computes every chunk's Q_aᵀ dO at once, the walk adds A_end dS and stores the whole dU. Then two
+kernels compute every chunk's per-token gradients at once, each over one block of one axis and
+looping over the other, so that no program holds a whole [K, V] state or every gradient's tiles at
+once:
 
 - ``chunk_dv_kernel`` (a block of value columns; the key axis in blocks): dv, and the corrections'
-  gradient dR, which it stores;
+  gradient dR = (I - M_ab)⁻ᵀ dU from the walk's dU, which it stores;
 - without a correction, ``chunk_dqk_kernel`` (a block of the key axis; the value axis in blocks): dq,
   dk and the log-decays' gradient; each key block's program sums the [C, C] product dO Vᵀ over the
   value axis itself. With a correction, ``codegen/run/chunked_dqk.py``'s two kernels: the four [C, C]
@@ -49,7 +52,6 @@ from archdsl.codegen.run.chunked_common import (
     _chunk_decays,
     _decay_grad_scan,
     _decay_state,
-    _decayed,
     _dot,
     _from_start,
     _head_decays,
@@ -104,17 +106,52 @@ def _decayed_bwd(dM, x, y, gx, gy, mask, rc, SHIFTED: tl.constexpr, SCALAR: tl.c
 
 
 @triton.jit
+def chunk_dqa_kernel(
+    lw, q, a, sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sa0, sa1, sa2, sa3,
+    do, du, T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+):  # fmt: skip
+    """Every chunk at once, one block of value columns: the share of the corrections' gradient that
+    does not depend on the carried ``dS``, Q_aᵀ dO (Q_a summed over blocks of the key axis), stored
+    in ``du`` [chunks · C, V] (fp32) for ``chunk_dstates_kernel``, which adds A_end dS in place."""
+    if SHARED:
+        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
+    i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    rc, rv = tl.arange(0, C), i_v * BV + tl.arange(0, BV)
+    mv = rv < V
+    t = n * C + rc
+    mt = t < T
+    Qa = tl.zeros([C, C], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        rk = i_k * BK + tl.arange(0, BK)
+        mk = rk < K
+        qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
+        aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+        Qa += _decayed_raw(qq, aa, G, G, SCALAR, DOT)
+    gh, Gh = _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C, SCALAR)
+    row = (i_b * T + t) * H + i_h
+    dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+    dU = _dot(tl.trans(_masked(Qa, Gh, Gh, rc[:, None] >= rc[None, :], SCALAR)), dO.to(tl.float32), DOT)
+    N = tl.cdiv(T, C)
+    tl.store(du + ((i_bh * N + n) * C + rc)[:, None] * V + rv[None, :], dU, mask=mv[None, :])
+
+
+@triton.jit
 def chunk_dstates_kernel(
     lw, q, a,
     sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sa0, sa1, sa2, sa3,
-    w_in, do, dht, dstates, dh0, T, H, K: tl.constexpr, V: tl.constexpr,
+    w_in, do, du, dht, dstates, dh0, T, H, K: tl.constexpr, V: tl.constexpr,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards.
     A program holds a [BK, BV] block of it, the key axis in blocks without a correction and whole
     with one (Wᵀ dU sums over it), and K and V are compile-time constants, as in
-    ``chunk_states_kernel``."""
+    ``chunk_states_kernel``. With a correction, ``du`` holds ``chunk_dqa_kernel``'s Q_aᵀ dO; the walk
+    adds A_end dS and stores the whole dU back in place for ``chunk_dv_kernel``: what does not
+    depend on ``dS`` stays out of the sequential work."""
     if SHARED:  # q and a in one layout: one offset computation
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
@@ -139,9 +176,9 @@ def chunk_dstates_kernel(
         dS_prev = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
         if LOWRANK:
             aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
-            Qa = _decayed(qq, aa, G, G, rc[:, None] >= rc[None, :], SCALAR, DOT)
-            dU = _dot(tl.trans(Qa), dO, DOT)
-            dU += _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
+            pu = du + (chunk * C + rc)[:, None] * V + rv[None, :]
+            dU = tl.load(pu, mask=mv[None, :], other=0.0) + _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
+            tl.store(pu, dU, mask=mv[None, :])
             W = tl.load(w_in + (chunk * C + rc)[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
             dS_prev += _dot(tl.trans(W.to(tl.float32)), dU, DOT)
         dS = dS_prev + _decay_state(dS, GC, SCALAR)
@@ -161,19 +198,17 @@ def _decayed_raw(x, y, gx, gy, SCALAR: tl.constexpr, DOT: tl.constexpr):
 
 @triton.jit
 def chunk_dv_kernel(
-    lw, q, k, a, b,
-    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
-    sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
-    dstates, inv_in, do, dv, dr_out, T, H, K, V,
+    lw, q, k, b,
+    sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3, sb0, sb1, sb2, sb3,
+    dstates, inv_in, du, do, dv, dr_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once, one block of value columns: dv = Q_kᵀ dO + K_end dS (+ M_akᵀ dR), and the
-    corrections' gradient dR = (I - M_ab)⁻ᵀ (Q_aᵀ dO + A_end dS), stored for ``chunk_dqk_kernel``.
-    The [C, C] matrices are summed over blocks of the key axis."""
+    corrections' gradient dR = (I - M_ab)⁻ᵀ dU (``chunk_dstates_kernel``'s dU), stored for the dq/dk
+    kernels. The [C, C] matrices are summed over blocks of the key axis."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
-        sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
         sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
     i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -185,10 +220,8 @@ def chunk_dv_kernel(
     row = (i_b * T + t) * H + i_h
     chunk = i_bh * N + n
     Qk = tl.zeros([C, C], dtype=tl.float32)
-    Qa = tl.zeros([C, C], dtype=tl.float32)
     Mak = tl.zeros([C, C], dtype=tl.float32)
     dvv = tl.zeros([C, BV], dtype=tl.float32)
-    dU = tl.zeros([C, BV], dtype=tl.float32)
     for i_k in range(0, tl.cdiv(K, BK)):
         rk = i_k * BK + tl.arange(0, BK)
         mk = rk < K
@@ -200,11 +233,8 @@ def chunk_dv_kernel(
         Qk += _decayed_raw(qq, kk, G, G, SCALAR, DOT)
         dvv += _dot(_to_end(kk, G, GC, SCALAR), dS, DOT)
         if LOWRANK:
-            aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
             bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
-            Qa += _decayed_raw(qq, aa, G, G, SCALAR, DOT)
             Mak += _decayed_raw(bb, kk, G - g, G, SCALAR, DOT)
-            dU += _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
     gh, Gh = _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C, SCALAR)
     causal = rc[:, None] >= rc[None, :]
     pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
@@ -212,12 +242,12 @@ def chunk_dv_kernel(
     dvv += _dot(tl.trans(_masked(Qk, Gh, Gh, causal, SCALAR)), dO, DOT)
     if LOWRANK:
         strict = rc[:, None] > rc[None, :]
-        dU += _dot(tl.trans(_masked(Qa, Gh, Gh, causal, SCALAR)), dO, DOT)
+        pc = (chunk * C + rc)[:, None] * V + rv[None, :]
+        dU = tl.load(du + pc, mask=mv[None, :], other=0.0)
         inv = tl.load(inv_in + (chunk * C + rc[:, None]) * C + rc[None, :])
         dR = _dot(tl.trans(inv), dU, DOT)
         dvv += _dot(tl.trans(_masked(Mak, Gh - gh, Gh, strict, SCALAR)), dR, DOT)
-        tl.store(dr_out + (chunk * C + rc)[:, None] * V + rv[None, :], dR.to(dr_out.dtype.element_ty),
-                 mask=mv[None, :])  # fmt: skip
+        tl.store(dr_out + pc, dR.to(dr_out.dtype.element_ty), mask=mv[None, :])
     tl.store(dv + pv, dvv.to(dv.dtype.element_ty), mask=mtv)
 
 
@@ -245,9 +275,8 @@ def chunk_dqk_kernel(
     row = (i_b * T + t) * H + i_h
     chunk = i_bh * N + n
     pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-    dq_s, dk_end, dQk, _, _, sds = _state_products(
-        states, dstates, v, sv0, sv1, sv2, sv3, states, states, do, chunk, row, i_b, i_h, t, mt, rk, mk,
-        K, V, C, BK, BV, DOT, False, True,
+    dq_s, dk_end, dQk, sds = _state_products(
+        states, dstates, v, sv0, sv1, sv2, sv3, do, chunk, row, i_b, i_h, t, mt, rk, mk, K, V, C, BK, BV, DOT
     )  # fmt: skip
     qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
     kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
@@ -305,17 +334,20 @@ def chunked_backward(
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b = ab if ab else (q, q)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
-    walk = walk_launch("dstates", meta, V, None if ab else K)
-    chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
-        lw, q, a, *sw, *sq, *sa, W if ab else states, do, dht, dstates, dh0, T, H, K, V, LOWRANK=bool(ab),
-        **walk,
-    )  # fmt: skip
     BKb = key_block(K, bool(ab))
     per_token = dict(meta, BK=BKb) | token_launch()
+    du = torch.empty_like(U, dtype=torch.float32) if ab else states  # Q_aᵀ dO, then dU in place
+    if ab:
+        chunk_dqa_kernel[(B * H, N, NV)](lw, q, a, *sw, *sq, *sa, do, du, T, H, K, V, **per_token)
+    walk = walk_launch("dstates", meta, V, None if ab else K)
+    chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
+        lw, q, a, *sw, *sq, *sa, W if ab else states, do, du, dht, dstates, dh0, T, H, K, V,
+        LOWRANK=bool(ab), **walk,
+    )  # fmt: skip
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
     dR = torch.empty_like(U, dtype=store) if ab else states
     chunk_dv_kernel[(B * H, N, NV)](
-        lw, q, k, a, b, *sw, *sq, *sk, *sa, *sb, dstates, inv if ab else states, do, dv, dR, T, H, K, V,
+        lw, q, k, b, *sw, *sq, *sk, *sb, dstates, inv if ab else states, du, do, dv, dR, T, H, K, V,
         LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
     NK = triton.cdiv(K, key_block(K, bool(ab), bool(ab)))

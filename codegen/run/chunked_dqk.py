@@ -136,38 +136,46 @@ def chunk_dmat_kernel(
 
 
 @triton.jit
-def _matrix_grads(dP, x, y, gx, gy, dg, SHIFTED: tl.constexpr, SCALAR: tl.constexpr, DOT: tl.constexpr):
-    """(dx, dy, dg + its share of dg) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) from
-    ``chunk_dmat_kernel``'s dP (masked; with one decay per head the decay ratio applied, and dg as it
+def _matrix_dx(dP, x, y, gx, gy, dg, SHIFTED: tl.constexpr, SCALAR: tl.constexpr, DOT: tl.constexpr):
+    """(dx, dg + its share) of M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) from
+    ``chunk_dmat_kernel``'s dP (masked; with one decay per head the decay ratio applied and dg as it
     came: that kernel sums the share), read in its stored type and widened to fp32 here."""
     dP = dP.to(tl.float32)
     if SCALAR:
         dx = _dot(dP, y, DOT)
-        dy = _dot(tl.trans(dP), x, DOT)
     else:
-        xh, yh = x * tl.exp(gx), y * tl.exp(-gy)
-        dxh = _wide_dot(dP, yh, DOT)
-        dyh = _wide_dot(tl.trans(dP), xh, DOT)
-        dx, dy, dgx = dxh * tl.exp(gx), dyh * tl.exp(-gy), dxh * xh
-        dg += tl.cumsum(dgx, 0, reverse=True) - tl.cumsum(dyh * yh, 0, reverse=True)
+        xh = x * tl.exp(gx)
+        dxh = _wide_dot(dP, y * tl.exp(-gy), DOT)
+        dx, dgx = dxh * tl.exp(gx), dxh * xh
+        dg += tl.cumsum(dgx, 0, reverse=True)
         if SHIFTED:
             dg -= dgx
-    return dx, dy, dg
+    return dx, dg
 
 
 @triton.jit
-def _state_products(states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chunk, row, i_b, i_h,
-                    t, mt, rk, mk, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                    DOT: tl.constexpr, CORR: tl.constexpr, PAIR: tl.constexpr):  # fmt: skip
+def _matrix_dy(dP, x, y, gx, gy, dg, SCALAR: tl.constexpr, DOT: tl.constexpr):
+    """(dy, dg + its share) of the same matrix: ``_matrix_dx``'s other side."""
+    dP = dP.to(tl.float32)
+    if SCALAR:
+        dy = _dot(tl.trans(dP), x, DOT)
+    else:
+        yh = y * tl.exp(-gy)
+        dyh = _wide_dot(tl.trans(dP), x * tl.exp(gx), DOT)
+        dy = dyh * tl.exp(-gy)
+        dg -= tl.cumsum(dyh * yh, 0, reverse=True)
+    return dy, dg
+
+
+@triton.jit
+def _state_products(states, dstates, v, sv0, sv1, sv2, sv3, do, chunk, row, i_b, i_h, t, mt, rk, mk, K,
+                    V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
     """One key block's products with the chunk's start state S and end-state gradient dS, summed over
-    the value axis in blocks: (dO Sᵀ, V dSᵀ) [C, BK], with ``PAIR`` dO Vᵀ [C, C], with ``CORR`` (a
-    rank-one correction: U, dR in ``u_in``, ``dr_in``) dR Sᵀ and U dSᵀ [C, BK], and Σ S ⊙ dS [BK];
-    what is not asked for stays 0. ``chunk_dqkab_kernel`` (CORR) and ``chunk_dqk_kernel`` (PAIR)."""
+    the value axis in blocks: dO Sᵀ, V dSᵀ [C, BK], dO Vᵀ [C, C] and Σ S ⊙ dS [BK]
+    (``chunk_dqk_kernel``, the forms without a correction)."""
     dq_s = tl.zeros([C, BK], dtype=tl.float32)
     dk_end = tl.zeros([C, BK], dtype=tl.float32)
     dQk = tl.zeros([C, C], dtype=tl.float32)
-    db_s = tl.zeros([C, BK], dtype=tl.float32)
-    da_end = tl.zeros([C, BK], dtype=tl.float32)
     sds = tl.zeros([BK], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
@@ -175,37 +183,83 @@ def _state_products(states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chu
         pS, mS = chunk * K * V + rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
         S = tl.load(states + pS, mask=mS, other=0.0).to(tl.float32)
         dS = tl.load(dstates + pS, mask=mS, other=0.0).to(tl.float32)
-        pv, mtv = row[:, None] * V + rv[None, :], mt[:, None] & mv[None, :]
-        dO = tl.load(do + pv, mask=mtv, other=0.0).to(tl.float32)
+        dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+        dO = dO.to(tl.float32)
         vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
         dq_s += _dot(dO, tl.trans(S), DOT)
         dk_end += _dot(vv, tl.trans(dS), DOT)
-        if PAIR:
-            dQk += _dot(dO, tl.trans(vv), DOT)
-        if CORR:
-            pu = (chunk * C + tl.arange(0, C))[:, None] * V + rv[None, :]
-            U = tl.load(u_in + pu, mask=mtv, other=0.0).to(tl.float32)
-            dR = tl.load(dr_in + pu, mask=mtv, other=0.0).to(tl.float32)
-            db_s += _dot(dR, tl.trans(S), DOT)
-            da_end += _dot(U, tl.trans(dS), DOT)
+        dQk += _dot(dO, tl.trans(vv), DOT)
         sds += tl.sum(S * dS, 1)
-    return dq_s, dk_end, dQk, db_s, da_end, sds
+    return dq_s, dk_end, dQk, sds
 
 
 @triton.jit
-def _token_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, sds, C: tl.constexpr, BK: tl.constexpr,
+def _start_products(states, do, dr_in, chunk, row, mt, rk, mk, K, V, C: tl.constexpr, BK: tl.constexpr,
+                    BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """(dO Sᵀ, dR Sᵀ) [C, BK] of one key block with the chunk's start state S, summed over the value
+    axis in blocks: the products dq and db take from the state."""
+    dq_s = tl.zeros([C, BK], dtype=tl.float32)
+    db_s = tl.zeros([C, BK], dtype=tl.float32)
+    urow = chunk * C + tl.arange(0, C)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        rv = i_v * BV + tl.arange(0, BV)
+        mv = rv < V
+        S = tl.load(states + chunk * K * V + rk[:, None] * V + rv[None, :], mask=mk[:, None] & mv[None, :],
+                    other=0.0).to(tl.float32)  # fmt: skip
+        mtv = mt[:, None] & mv[None, :]
+        dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mtv, other=0.0).to(tl.float32)
+        dR = tl.load(dr_in + urow[:, None] * V + rv[None, :], mask=mtv, other=0.0).to(tl.float32)
+        dq_s += _dot(dO, tl.trans(S), DOT)
+        db_s += _dot(dR, tl.trans(S), DOT)
+    return dq_s, db_s
+
+
+@triton.jit
+def _end_products(states, dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V,
+                  C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """(V dSᵀ, U dSᵀ) [C, BK] of one key block with the chunk's end-state gradient dS, summed over the
+    value axis in blocks (the products dk and da take from it), and Σ S ⊙ dS [BK]."""
+    dk_end = tl.zeros([C, BK], dtype=tl.float32)
+    da_end = tl.zeros([C, BK], dtype=tl.float32)
+    sds = tl.zeros([BK], dtype=tl.float32)
+    urow = chunk * C + tl.arange(0, C)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        rv = i_v * BV + tl.arange(0, BV)
+        mv = rv < V
+        pS, mS = chunk * K * V + rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
+        dS = tl.load(dstates + pS, mask=mS, other=0.0).to(tl.float32)
+        sds += tl.sum(tl.load(states + pS, mask=mS, other=0.0).to(tl.float32) * dS, 1)
+        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+        U = tl.load(u_in + urow[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+        dk_end += _dot(vv, tl.trans(dS), DOT)
+        da_end += _dot(U.to(tl.float32), tl.trans(dS), DOT)
+    return dk_end, da_end, sds
+
+
+@triton.jit
+def _token_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, C: tl.constexpr, BK: tl.constexpr,
                   SCALAR: tl.constexpr):  # fmt: skip
-    """(G, G - g, exp(G), exp(Γ_C - G), exp(G - g)) of one key block (the ratios broadcast over it
-    with one decay per head), and the decay gradient's term Γ_C Σ S ⊙ dS."""
+    """(G, G - g, Γ_C's log, exp(G), exp(Γ_C - G), exp(G - g)) of one key block (the ratios broadcast
+    over it with one decay per head), and a zero decay gradient of the block's shape."""
     g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     Gm = G - g  # the decay before each step
     if SCALAR:
         eG, eEnd, eGm = tl.exp(G)[:, None], tl.exp(GC - G)[:, None], tl.exp(Gm)[:, None]
-        dg = tl.sum(sds, 0) * tl.exp(GC) + tl.zeros([C], dtype=tl.float32)
+        dg = tl.zeros([C], dtype=tl.float32)
     else:
         eG, eEnd, eGm = tl.exp(G), tl.exp(GC[None, :] - G), tl.exp(Gm)
-        dg = (sds * tl.exp(GC))[None, :] + tl.zeros([C, BK], dtype=tl.float32)
-    return G, Gm, eG, eEnd, eGm, dg
+        dg = tl.zeros([C, BK], dtype=tl.float32)
+    return G, Gm, GC, eG, eEnd, eGm, dg
+
+
+@triton.jit
+def _end_decay(sds, GC, SCALAR: tl.constexpr):
+    """The decay gradient's term Γ_C Σ S ⊙ dS (summed over the key block with one decay per head)."""
+    if SCALAR:
+        out = tl.sum(sds, 0) * tl.exp(GC)
+    else:
+        out = (sds * tl.exp(GC))[None, :]
+    return out
 
 
 @triton.jit
@@ -218,8 +272,9 @@ def chunk_dqkab_kernel(
     SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once, one block of the key axis: dq, dk, da, db and the log-decays' gradient
-    from the products over the value axis (dO Sᵀ, V dSᵀ, dR Sᵀ, U dSᵀ, summed block by block) and
-    ``chunk_dmat_kernel``'s four matrices."""
+    from the products over the value axis and ``chunk_dmat_kernel``'s four matrices, in two passes
+    that each hold two [C, BK] accumulators: dq and db (the rows' sides: dO Sᵀ, dR Sᵀ), then dk and
+    da (the columns' sides: V dSᵀ, U dSᵀ), each matrix read in both."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
@@ -234,37 +289,42 @@ def chunk_dqkab_kernel(
     row = (i_b * T + t) * H + i_h
     chunk = i_bh * N + n
     pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-    dq_s, dk_end, _, db_s, da_end, sds = _state_products(
-        states, dstates, v, sv0, sv1, sv2, sv3, u_in, dr_in, do, chunk, row, i_b, i_h, t, mt, rk, mk, K,
-        V, C, BK, BV, DOT, True, False,
-    )  # fmt: skip
-    G, Gm, eG, eEnd, eGm, dg = _token_decays(
-        lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, sds, C, BK, SCALAR
-    )
     pm = dmat + chunk * 4 * C * C + rc[:, None] * C + rc[None, :]
+    G, Gm, GC, eG, eEnd, eGm, dg = _token_decays(
+        lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, C, BK, SCALAR
+    )
     qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
     kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
-    # dq = dq_s Γ + dQ_k k + dQ_a a; each accumulator consumed (and its share of dg taken) in turn
-    dqq, dkk, dg = _matrix_grads(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
-    dqa, daa, dg = _matrix_grads(tl.load(pm + C * C), qq, aa, G, G, dg, False, SCALAR, DOT)
+    bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
+    # the rows' sides: dq = dq_s Γ + dQ_k k + dQ_a a, db = db_s Γ_before + dM_ak k + dM_ab a
+    dq_s, db_s = _start_products(states, do, dr_in, chunk, row, mt, rk, mk, K, V, C, BK, BV, DOT)
+    dqq, dg = _matrix_dx(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
+    dqa, dg = _matrix_dx(tl.load(pm + C * C), qq, aa, G, G, dg, False, SCALAR, DOT)
     dqq += dq_s * eG + dqa
     dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
     tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
-    bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
-    dbb, dkb, dg = _matrix_grads(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
-    dkk += dk_end * eEnd + dkb
-    te = _rowsum(dk_end * kk * eEnd, SCALAR)
-    tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
-    dba, dab, dg = _matrix_grads(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, True, SCALAR, DOT)
-    daa += da_end * eEnd + dab
-    te += _rowsum(da_end * aa * eEnd, SCALAR)
-    tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)
+    dbb, dg = _matrix_dx(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
+    dba, dg = _matrix_dx(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, True, SCALAR, DOT)
     dbb += db_s * eGm + dba
     dGm = _rowsum(db_s * bb * eGm, SCALAR)
     tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
+    # the columns' sides: dk = dk_end Γ_C/Γ + dQ_kᵀ q + dM_akᵀ b, da = da_end Γ_C/Γ + dQ_aᵀ q + dM_abᵀ b
+    dk_end, da_end, sds = _end_products(
+        states, dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V, C, BK, BV, DOT
+    )  # fmt: skip
+    dkk, dg = _matrix_dy(tl.load(pm), qq, kk, G, G, dg, SCALAR, DOT)
+    dkb, dg = _matrix_dy(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, SCALAR, DOT)
+    dkk += dk_end * eEnd + dkb
+    te = _rowsum(dk_end * kk * eEnd, SCALAR)
+    tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
+    daa, dg = _matrix_dy(tl.load(pm + C * C), qq, aa, G, G, dg, SCALAR, DOT)
+    dab, dg = _matrix_dy(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, SCALAR, DOT)
+    daa += da_end * eEnd + dab
+    te += _rowsum(da_end * aa * eEnd, SCALAR)
+    tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)
     # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Σ_{t > s} dGm_t + Γ_C Σ S ⊙ dS + the matrices' share
-    dg += (tl.cumsum(dGm, 0, reverse=True) - dGm) + (tl.cumsum(te, 0) - te)
+    dg += (tl.cumsum(dGm, 0, reverse=True) - dGm) + (tl.cumsum(te, 0) - te) + _end_decay(sds, GC, SCALAR)
     if SCALAR:
         tl.store(dlw + i_k * tl.num_programs(2) * T + row, dg, mask=mt)  # a partial sum per key block
     else:
