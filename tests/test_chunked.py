@@ -224,6 +224,7 @@ def test_triton_backward_sums_value_block_products(scalar, lowrank, monkeypatch)
     from archdsl.codegen.run import chunked_common
 
     monkeypatch.setitem(chunked_common.LAUNCH, "bv", 16)
+    monkeypatch.setitem(chunked_common.LAUNCH, "dqa_bv", 16)  # Q_aᵀ dO before the walk, too
     monkeypatch.setitem(chunked_common.LAUNCH, "bk", 32)
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64, T=37, K=18, V=40, seed=1)
     assert_backward_matches_autograd(lw, q, k, v, ab, h0)

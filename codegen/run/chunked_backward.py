@@ -308,6 +308,19 @@ def chunk_dqk_kernel(
         tl.store(dlw + pk, dg.to(dlw.dtype.element_ty), mask=mtk)
 
 
+def _dqa(lw, q, a, do, U, per_token: dict) -> torch.Tensor:
+    """Q_aᵀ dO of every chunk (``chunk_dqa_kernel``), fp32 [chunks · C, V] as U: the walk's dU buffer."""
+    B, T, H, K = q.shape
+    V = do.shape[-1]
+    du = torch.empty_like(U, dtype=torch.float32)
+    bv = min(LAUNCH["dqa_bv"], max(16, triton.next_power_of_2(V)))
+    launch = dict(per_token, BK=key_block(K, False), BV=bv)
+    launch["num_warps"] = LAUNCH["dqa_warps"] or launch.get("num_warps")
+    grid = (B * H, U.shape[1] // per_token["C"], triton.cdiv(V, bv))  # U: [B · H, chunks · C, V]
+    chunk_dqa_kernel[grid](lw, q, a, *strides(lw), *strides(q), *strides(a), do, du, T, H, K, V, **launch)
+    return du
+
+
 def chunked_backward(
     lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=(), store=torch.float32
 ) -> list:
@@ -336,9 +349,7 @@ def chunked_backward(
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
     BKb = key_block(K, bool(ab))
     per_token = dict(meta, BK=BKb) | token_launch()
-    du = torch.empty_like(U, dtype=torch.float32) if ab else states  # Q_aᵀ dO, then dU in place
-    if ab:
-        chunk_dqa_kernel[(B * H, N, NV)](lw, q, a, *sw, *sq, *sa, do, du, T, H, K, V, **per_token)
+    du = _dqa(lw, q, a, do, U, per_token) if ab else states  # Q_aᵀ dO; the walk makes it dU in place
     walk = walk_launch("dstates", meta, V, None if ab else K)
     chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
         lw, q, a, *sw, *sq, *sa, W if ab else states, do, du, dht, dstates, dh0, T, H, K, V,

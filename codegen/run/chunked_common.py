@@ -209,6 +209,9 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: products (fp32 layers, delta rules; a 16-bit layer without a correction keeps states from 16-bit
 #: products, the rerun's are TF32), for 288 MiB more held per GDN_100m layer at B 32, T 512, C 64
 #: (112 MiB Mamba2_100m; docs/compiler.md, the chunked strategy's backward).
+#: ``dqa_bv`` and ``dqa_warps``: the value block and warps of the delta rule's ``chunk_dqa_kernel``
+#: (Q_aᵀ dO before the backward's walk; each program sums Q_a over the key axis, so a wide value block
+#: sums it fewer times: 116 registers, no spills at 128 and 8 warps for sm_90).
 #: ``split_bk`` and ``split_warps``: the key block and warps of the delta rule's dq/dk kernels
 #: (chunked_dqk.py). Compiled for sm_90 with Triton 3.6 at GDN_100m head shapes (one stage, 255
 #: registers each), spill stores a thread: the dq/dk kernel 740 B at a key block of 64 and 8 warps
@@ -239,6 +242,8 @@ LAUNCH = {
     "keep": True,
     "split_bk": 64,
     "split_warps": 8,
+    "dqa_bv": 128,
+    "dqa_warps": 8,
     "dg_scan": 0,
     "o_half": True,
     "store_half": True,

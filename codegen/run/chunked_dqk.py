@@ -263,6 +263,22 @@ def _end_decay(sds, GC, SCALAR: tl.constexpr):
 
 
 @triton.jit
+def _row_sides(pm, qq, kk, aa, bb, dq_s, db_s, G, Gm, eG, eGm, dg, C: tl.constexpr, SCALAR: tl.constexpr,
+               DOT: tl.constexpr):  # fmt: skip
+    """(dq, db, db's share of the decay gradient before each step, dg + dq's and the matrices' rows'
+    shares) from the start-state products and ``chunk_dmat_kernel``'s matrices at ``pm``:
+    dq = dq_s Γ + dQ_k k + dQ_a a, db = db_s Γ_before + dM_ak k + dM_ab a."""
+    dqq, dg = _matrix_dx(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
+    dqa, dg = _matrix_dx(tl.load(pm + C * C), qq, aa, G, G, dg, False, SCALAR, DOT)
+    dqq += dq_s * eG + dqa
+    dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
+    dbb, dg = _matrix_dx(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
+    dba, dg = _matrix_dx(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, True, SCALAR, DOT)
+    dbb += db_s * eGm + dba
+    return dqq, dbb, _rowsum(db_s * bb * eGm, SCALAR), dg
+
+
+@triton.jit
 def chunk_dqkab_kernel(
     lw, q, k, v, a, b,
     sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3,
@@ -299,15 +315,8 @@ def chunk_dqkab_kernel(
     bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
     # the rows' sides: dq = dq_s Γ + dQ_k k + dQ_a a, db = db_s Γ_before + dM_ak k + dM_ab a
     dq_s, db_s = _start_products(states, do, dr_in, chunk, row, mt, rk, mk, K, V, C, BK, BV, DOT)
-    dqq, dg = _matrix_dx(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
-    dqa, dg = _matrix_dx(tl.load(pm + C * C), qq, aa, G, G, dg, False, SCALAR, DOT)
-    dqq += dq_s * eG + dqa
-    dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
+    dqq, dbb, dGm, dg = _row_sides(pm, qq, kk, aa, bb, dq_s, db_s, G, Gm, eG, eGm, dg, C, SCALAR, DOT)
     tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
-    dbb, dg = _matrix_dx(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
-    dba, dg = _matrix_dx(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, True, SCALAR, DOT)
-    dbb += db_s * eGm + dba
-    dGm = _rowsum(db_s * bb * eGm, SCALAR)
     tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
     # the columns' sides: dk = dk_end Γ_C/Γ + dQ_kᵀ q + dM_akᵀ b, da = da_end Γ_C/Γ + dQ_aᵀ q + dM_abᵀ b
     dk_end, da_end, sds = _end_products(
