@@ -113,7 +113,7 @@ def profile(label: str, module, x) -> float:
         torch.cuda.synchronize()
     print(f"profile: {label} (3 forward+backward)", flush=True)
     events = prof.key_averages()
-    print(events.table(sort_by="cuda_time_total", row_limit=10), flush=True)
+    print(events.table(sort_by="cuda_time_total", row_limit=16), flush=True)
     return sum(e.self_device_time_total for e in events) / 3 / 1000
 
 
