@@ -20,14 +20,17 @@ exactly its terms (no total minus a partial sum, no product with a 0/1 matrix). 
 more partial sum of the decay gradient beside the key blocks'.
 
 ``chunk_dqkab_kernel`` (one program per chunk and block of the key axis; the key blocks fastest in
-its grid, so that a chunk's programs run together and share its tiles in L2) sums the four [C, K]
-products over the value axis (dO Sᵀ, V dSᵀ, dR Sᵀ, U dSᵀ) and adds the matrices' products with the
-chunk's tiles (dP y, dPᵀ x), each matrix read once. Holding no [C, C] accumulator, it takes key
-blocks of 64 (``LAUNCH["split_bk"]``; the one-kernel form it replaced, which summed the four
-matrices in each key block, spilled at 64 and took 32): half the programs. Both kernels run at
+its grid, so that a chunk's programs run together and share its tiles in L2) works in two passes
+over the value axis, each summing two [C, K] products: the rows' sides dq and db from the start
+state (dO Sᵀ, dR Sᵀ; ``_start_products``), then the columns' sides dk and da from the end-state
+gradient (V dSᵀ, U dSᵀ; ``_end_products``), each adding the matrices' products with the chunk's
+tiles (dP y in the first, dPᵀ x in the second; each matrix read in both). One pass of four
+accumulators took 7% longer (GDN_100m on an H200, 0.89 against 0.83 ms a call,
+benchmarks/results/round-16/). Holding no [C, C] accumulator, it takes key blocks of 64
+(``LAUNCH["split_bk"]``; at 32, 1.29 ms in the same call): half the programs. Both kernels run at
 ``LAUNCH["split_warps"]`` (8: compiled for sm_90, the fewest spills; ``LAUNCH`` in
-``chunked_common.py`` has the numbers). Its products with the states are ``_state_products``, which
-``chunk_dqk_kernel`` (no correction) shares.
+``chunked_common.py`` has the numbers). The forms without a correction take their products with
+the states from ``_state_products`` (``chunk_dqk_kernel``).
 """
 
 from __future__ import annotations
@@ -194,46 +197,47 @@ def _state_products(states, dstates, v, sv0, sv1, sv2, sv3, do, chunk, row, i_b,
 
 
 @triton.jit
-def _start_products(states, do, dr_in, chunk, row, mt, rk, mk, K, V, C: tl.constexpr, BK: tl.constexpr,
-                    BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+def _start_products(states, dstates, do, dr_in, chunk, row, mt, rk, mk, K, V, C: tl.constexpr,
+                    BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
     """(dO Sᵀ, dR Sᵀ) [C, BK] of one key block with the chunk's start state S, summed over the value
-    axis in blocks: the products dq and db take from the state."""
+    axis in blocks (the products dq and db take from the state), and Σ S ⊙ dS [BK] with the chunk's
+    end-state gradient dS."""
     dq_s = tl.zeros([C, BK], dtype=tl.float32)
     db_s = tl.zeros([C, BK], dtype=tl.float32)
-    urow = chunk * C + tl.arange(0, C)
-    for i_v in range(0, tl.cdiv(V, BV)):
-        rv = i_v * BV + tl.arange(0, BV)
-        mv = rv < V
-        S = tl.load(states + chunk * K * V + rk[:, None] * V + rv[None, :], mask=mk[:, None] & mv[None, :],
-                    other=0.0).to(tl.float32)  # fmt: skip
-        mtv = mt[:, None] & mv[None, :]
-        dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mtv, other=0.0).to(tl.float32)
-        dR = tl.load(dr_in + urow[:, None] * V + rv[None, :], mask=mtv, other=0.0).to(tl.float32)
-        dq_s += _dot(dO, tl.trans(S), DOT)
-        db_s += _dot(dR, tl.trans(S), DOT)
-    return dq_s, db_s
-
-
-@triton.jit
-def _end_products(states, dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V,
-                  C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
-    """(V dSᵀ, U dSᵀ) [C, BK] of one key block with the chunk's end-state gradient dS, summed over the
-    value axis in blocks (the products dk and da take from it), and Σ S ⊙ dS [BK]."""
-    dk_end = tl.zeros([C, BK], dtype=tl.float32)
-    da_end = tl.zeros([C, BK], dtype=tl.float32)
     sds = tl.zeros([BK], dtype=tl.float32)
     urow = chunk * C + tl.arange(0, C)
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
         mv = rv < V
         pS, mS = chunk * K * V + rk[:, None] * V + rv[None, :], mk[:, None] & mv[None, :]
-        dS = tl.load(dstates + pS, mask=mS, other=0.0).to(tl.float32)
-        sds += tl.sum(tl.load(states + pS, mask=mS, other=0.0).to(tl.float32) * dS, 1)
+        S = tl.load(states + pS, mask=mS, other=0.0).to(tl.float32)
+        sds += tl.sum(S * tl.load(dstates + pS, mask=mS, other=0.0).to(tl.float32), 1)
+        mtv = mt[:, None] & mv[None, :]
+        dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mtv, other=0.0).to(tl.float32)
+        dR = tl.load(dr_in + urow[:, None] * V + rv[None, :], mask=mtv, other=0.0).to(tl.float32)
+        dq_s += _dot(dO, tl.trans(S), DOT)
+        db_s += _dot(dR, tl.trans(S), DOT)
+    return dq_s, db_s, sds
+
+
+@triton.jit
+def _end_products(dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V,
+                  C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """(V dSᵀ, U dSᵀ) [C, BK] of one key block with the chunk's end-state gradient dS, summed over the
+    value axis in blocks: the products dk and da take from it."""
+    dk_end = tl.zeros([C, BK], dtype=tl.float32)
+    da_end = tl.zeros([C, BK], dtype=tl.float32)
+    urow = chunk * C + tl.arange(0, C)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        rv = i_v * BV + tl.arange(0, BV)
+        mv = rv < V
+        dS = tl.load(dstates + chunk * K * V + rk[:, None] * V + rv[None, :], mask=mk[:, None] & mv[None, :],
+                     other=0.0).to(tl.float32)  # fmt: skip
         vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
         U = tl.load(u_in + urow[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
         dk_end += _dot(vv, tl.trans(dS), DOT)
         da_end += _dot(U.to(tl.float32), tl.trans(dS), DOT)
-    return dk_end, da_end, sds
+    return dk_end, da_end
 
 
 @triton.jit
@@ -313,14 +317,15 @@ def chunk_dqkab_kernel(
     kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
     bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
-    # the rows' sides: dq = dq_s Γ + dQ_k k + dQ_a a, db = db_s Γ_before + dM_ak k + dM_ab a
-    dq_s, db_s = _start_products(states, do, dr_in, chunk, row, mt, rk, mk, K, V, C, BK, BV, DOT)
+    dq_s, db_s, sds = _start_products(
+        states, dstates, do, dr_in, chunk, row, mt, rk, mk, K, V, C, BK, BV, DOT
+    )
     dqq, dbb, dGm, dg = _row_sides(pm, qq, kk, aa, bb, dq_s, db_s, G, Gm, eG, eGm, dg, C, SCALAR, DOT)
     tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
     tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
     # the columns' sides: dk = dk_end Γ_C/Γ + dQ_kᵀ q + dM_akᵀ b, da = da_end Γ_C/Γ + dQ_aᵀ q + dM_abᵀ b
-    dk_end, da_end, sds = _end_products(
-        states, dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V, C, BK, BV, DOT
+    dk_end, da_end = _end_products(
+        dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V, C, BK, BV, DOT
     )  # fmt: skip
     dkk, dg = _matrix_dy(tl.load(pm), qq, kk, G, G, dg, SCALAR, DOT)
     dkb, dg = _matrix_dy(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, SCALAR, DOT)
