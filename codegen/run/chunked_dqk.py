@@ -54,36 +54,50 @@ from archdsl.codegen.run.chunked_common import (
 
 
 @triton.jit
-def _value_products(x, xrow, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V,
-                    C: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
-    """(X Vᵀ, X Uᵀ) [C, C], summed over the value axis in blocks; X: the rows ``xrow`` of ``x`` [·, V]."""
-    xv = tl.zeros([C, C], dtype=tl.float32)
-    xu = tl.zeros([C, C], dtype=tl.float32)
+def _value_products(do, row, dr_in, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C: tl.constexpr,
+                    BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """(dO Vᵀ, dO Uᵀ, dR Vᵀ, dR Uᵀ) [C, C], summed over the value axis in blocks, each tile read once:
+    dO the rows ``row`` of ``do``, dR and U the rows ``urow`` of ``dr_in`` and ``u_in`` [·, V]."""
+    ov = tl.zeros([C, C], dtype=tl.float32)
+    ou = tl.zeros([C, C], dtype=tl.float32)
+    rv_ = tl.zeros([C, C], dtype=tl.float32)
+    ru = tl.zeros([C, C], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
         mv = rv < V
         m = mt[:, None] & mv[None, :]
-        xx = tl.load(x + xrow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
-        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
-        uu = tl.load(u_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
-        xv += _dot(xx, tl.trans(vv), DOT)
-        xu += _dot(xx, tl.trans(uu), DOT)
-    return xv, xu
+        dO = tl.load(do + row[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
+        dR = tl.load(dr_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
+        vv = tl.trans(_tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv))
+        uu = tl.trans(tl.load(u_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32))
+        ov += _dot(dO, vv, DOT)
+        ou += _dot(dO, uu, DOT)
+        rv_ += _dot(dR, vv, DOT)
+        ru += _dot(dR, uu, DOT)
+    return ov, ou, rv_, ru
 
 
 @triton.jit
-def _key_products(x, sx0, sx1, sx2, sx3, y, sy0, sy1, sy2, sy3, z, sz0, sz1, sz2, sz3,
+def _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3, b, sb0, sb1, sb2, sb3,
                   i_b, i_h, t, mt, K, C: tl.constexpr, BK: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
-    """(x yᵀ, x zᵀ) [C, C] of the chunk's tiles, summed over the key axis in blocks."""
-    xy = tl.zeros([C, C], dtype=tl.float32)
-    xz = tl.zeros([C, C], dtype=tl.float32)
+    """(q kᵀ, q aᵀ, b kᵀ, b aᵀ) [C, C] of the chunk's tiles, summed over the key axis in blocks, each
+    tile read once."""
+    qk = tl.zeros([C, C], dtype=tl.float32)
+    qa = tl.zeros([C, C], dtype=tl.float32)
+    bk = tl.zeros([C, C], dtype=tl.float32)
+    ba = tl.zeros([C, C], dtype=tl.float32)
     for i_k in range(0, tl.cdiv(K, BK)):
         rk = i_k * BK + tl.arange(0, BK)
         mk = rk < K
-        xx = _tile(x, sx0, sx1, sx2, sx3, i_b, i_h, t, rk, mt, mk)
-        xy += _dot(xx, tl.trans(_tile(y, sy0, sy1, sy2, sy3, i_b, i_h, t, rk, mt, mk)), DOT)
-        xz += _dot(xx, tl.trans(_tile(z, sz0, sz1, sz2, sz3, i_b, i_h, t, rk, mt, mk)), DOT)
-    return xy, xz
+        qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
+        bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
+        kk = tl.trans(_tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk))
+        aa = tl.trans(_tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk))
+        qk += _dot(qq, kk, DOT)
+        qa += _dot(qq, aa, DOT)
+        bk += _dot(bb, kk, DOT)
+        ba += _dot(bb, aa, DOT)
+    return qk, qa, bk, ba
 
 
 @triton.jit
@@ -114,24 +128,20 @@ def chunk_dmat_kernel(
     g, G = _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C, SCALAR)
     causal = rc[:, None] >= rc[None, :]
     strict = rc[:, None] > rc[None, :]
-    # the output's two matrices, then the corrections' (one pair at a time: fewer live accumulators)
-    dQk, dQa = _value_products(do, row, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C, BV, DOT)
+    dQk, dQa, dMak, dMab = _value_products(
+        do, row, dr_in, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C, BV, DOT
+    )  # fmt: skip
     dPk = _masked(dQk, G, G, causal, SCALAR)
     dPa = _masked(dQa, G, G, causal, SCALAR)
-    tl.store(pm, dPk.to(dmat.dtype.element_ty))
-    tl.store(pm + C * C, dPa.to(dmat.dtype.element_ty))
-    dMak, dMab = _value_products(
-        dr_in, urow, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C, BV, DOT
-    )
     dPmak = _masked(dMak, G - g, G, strict, SCALAR)
     dPmab = _masked(dMab, G - g, G, strict, SCALAR)
+    tl.store(pm, dPk.to(dmat.dtype.element_ty))
+    tl.store(pm + C * C, dPa.to(dmat.dtype.element_ty))
     tl.store(pm + 2 * C * C, dPmak.to(dmat.dtype.element_ty))
     tl.store(pm + 3 * C * C, dPmab.to(dmat.dtype.element_ty))
     if SCALAR:
-        qk, qa = _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
-                               i_b, i_h, t, mt, K, C, BK, DOT)  # fmt: skip
-        bk, ba = _key_products(b, sb0, sb1, sb2, sb3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
-                               i_b, i_h, t, mt, K, C, BK, DOT)  # fmt: skip
+        qk, qa, bk, ba = _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
+                                       b, sb0, sb1, sb2, sb3, i_b, i_h, t, mt, K, C, BK, DOT)  # fmt: skip
         dg = _decay_grad_scan(dPk * qk + dPa * qa, rc, False) + _decay_grad_scan(
             dPmak * bk + dPmab * ba, rc, True
         )
