@@ -314,7 +314,7 @@ def _dqa(lw, q, a, do, U, per_token: dict) -> torch.Tensor:
     V = do.shape[-1]
     du = torch.empty_like(U, dtype=torch.float32)
     bv = min(LAUNCH["dqa_bv"], max(16, triton.next_power_of_2(V)))
-    launch = dict(per_token, BK=key_block(K, False), BV=bv)
+    launch = dict(per_token, BV=bv)
     launch["num_warps"] = LAUNCH["dqa_warps"] or launch.get("num_warps")
     grid = (B * H, U.shape[1] // per_token["C"], triton.cdiv(V, bv))  # U: [B · H, chunks · C, V]
     chunk_dqa_kernel[grid](lw, q, a, *strides(lw), *strides(q), *strides(a), do, du, T, H, K, V, **launch)
@@ -347,8 +347,7 @@ def chunked_backward(
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b = ab if ab else (q, q)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
-    BKb = key_block(K, bool(ab))
-    per_token = dict(meta, BK=BKb) | token_launch()
+    per_token = dict(meta, BK=key_block(K)) | token_launch()
     du = _dqa(lw, q, a, do, U, per_token) if ab else states  # Q_aᵀ dO; the walk makes it dU in place
     walk = walk_launch("dstates", meta, V, None if ab else K)
     chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
@@ -361,7 +360,7 @@ def chunked_backward(
         lw, q, k, b, *sw, *sq, *sk, *sb, dstates, inv if ab else states, du, do, dv, dR, T, H, K, V,
         LOWRANK=bool(ab), **per_token,
     )  # fmt: skip
-    NK = triton.cdiv(K, key_block(K, bool(ab), bool(ab)))
+    NK = triton.cdiv(K, key_block(K, split=bool(ab)))
     scalar = lw.dim() == 3
     parts = NK + bool(ab)  # with a correction, the matrices' partial sum too (chunked_dqk.py)
     dlw = torch.empty(

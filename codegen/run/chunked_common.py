@@ -170,8 +170,9 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 
 
 #: launch settings: the largest block of value columns per program; the largest block of the key axis
-#: of the backward's per-token kernels (None: 32 in a delta rule's dv kernel, which holds three [C, C]
-#: accumulators, else 64; the delta rule's dq/dk: ``split_bk``; the walks: ``walk_bk``);
+#: of the backward's per-token kernels (None: 64; the delta rule's dq/dk: ``split_bk``; the walks:
+#: ``walk_bk``. A delta rule's dv kernel took 32 while it summed three [C, C] matrices; with two, 64
+#: measured 0.318 against 0.363 ms a GDN_100m call on an H200, benchmarks/results/round-16/);
 #: warps per program. ``states_*`` and ``dstates_*``: the two kernels that walk the chunks in order
 #: (the forward's ``chunk_states_kernel``, the backward's ``chunk_dstates_kernel``), each with its own
 #: value block and warps (None: ``bv``, ``warps``) and software-pipelining stages (each stage holds a
@@ -314,10 +315,10 @@ def token_launch() -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def key_block(K: int, lowrank: bool, split: bool = False) -> int:
+def key_block(K: int, split: bool = False) -> int:
     """The key axis' block in the backward's per-token kernels (at least 16: ``tl.dot``'s minimum);
     ``split``: chunked_dqk.py's kernels, which hold no [C, C] accumulator (``LAUNCH["split_bk"]``)."""
-    bk = LAUNCH["split_bk"] if split else 32 if lowrank else 64
+    bk = LAUNCH["split_bk"] if split else 64
     return min(LAUNCH["bk"] or bk, max(16, triton.next_power_of_2(K)))
 
 

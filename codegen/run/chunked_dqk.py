@@ -7,7 +7,9 @@ With a rank-one correction the per-token gradients need four [C, C] products ove
     dQ_k = dO Vᵀ, dQ_a = dO Uᵀ (causal), dM_ak = dR Vᵀ, dM_ab = dR Uᵀ (strictly causal),
 
 which do not depend on the key axis. ``chunk_dmat_kernel`` (one program per chunk) sums them over the
-value axis in blocks, applies the masks and, with one decay per head, the decay ratios
+value axis in blocks, all four in one pass that reads each tile once (a pass per pair took 0.39
+against 0.27 ms a GDN_100m call on an H200, benchmarks/results/round-16/), applies the masks and,
+with one decay per head, the decay ratios
 exp(G_t - G_τ), and stores them (4·C·C a chunk; fp32, or a 16-bit layer's type with
 ``LAUNCH["store_half"]``). With one decay per head it also sums the four
 matrices' share of the log-decays' gradient,
@@ -364,7 +366,7 @@ def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK
     N = states.shape[1]
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
     launch = dict(
-        per_token, BK=key_block(K, True, True), num_warps=LAUNCH["split_warps"] or per_token["num_warps"]
+        per_token, BK=key_block(K, split=True), num_warps=LAUNCH["split_warps"] or per_token["num_warps"]
     )
     # the matrices' kernel walks the key axis in blocks of at most 32 (spills none at 8 warps)
     mat = dict(launch, BK=min(32, launch["BK"]))
