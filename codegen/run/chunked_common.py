@@ -215,10 +215,12 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: sums it fewer times: 116 registers, no spills at 128 and 8 warps for sm_90).
 #: ``split_bk`` and ``split_warps``: the key block and warps of the delta rule's dq/dk kernels
 #: (chunked_dqk.py). Compiled for sm_90 with Triton 3.6 at GDN_100m head shapes (one stage, 255
-#: registers each), spill stores a thread: the dq/dk kernel 740 B at a key block of 64 and 8 warps
-#: (135 KB shared), 100 B at 32 and 8 warps, 3,460 B at 64 and 4 warps; the matrices' kernel none at
-#: 8 warps (1,788 B at 4); the one-kernel form they replaced (1.33 against 2.40 ms a GDN_100m call on
-#: an H100) 2,880 B at 32 and 4 warps. ``dg_scan``: in ``chunk_dqk_kernel`` (no correction), a head's
+#: registers each, bf16 products, the 16-bit stores; benchmarks/kernel_resources.py), spill stores a
+#: thread of today's two-pass dq/dk kernel: 344 B at a key block of 64 and 8 warps, 36 B at 32 and 8,
+#: 2,740 B at 64 and 4; the one-pass matrices' kernel 92 B at 8 warps. On an H200 (round-16) the dq/dk
+#: kernel took 0.81 ms a GDN_100m call at 64 and 1.29 at 32. The one-kernel form they replaced (1.33
+#: against 2.40 ms a GDN_100m call on an H100) spilled 2,880 B at 32 and 4 warps.
+#: ``dg_scan``: in ``chunk_dqk_kernel`` (no correction), a head's
 #: decay gradient of the decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product
 #: with a 0/1 matrix (0); the delta rule's kernels always scan. ``o_half``: the op's output ``o`` in a
 #: bf16/fp16 layer's own type (its gradient read in that type), not fp32, where the decay is one per
