@@ -60,10 +60,10 @@ def _value_products(do, row, dr_in, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h,
                     BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
     """(dO Vᵀ, dO Uᵀ, dR Vᵀ, dR Uᵀ) [C, C], summed over the value axis in blocks, each tile read once:
     dO the rows ``row`` of ``do``, dR and U the rows ``urow`` of ``dr_in`` and ``u_in`` [·, V]."""
-    ov = tl.zeros([C, C], dtype=tl.float32)
-    ou = tl.zeros([C, C], dtype=tl.float32)
-    rv_ = tl.zeros([C, C], dtype=tl.float32)
-    ru = tl.zeros([C, C], dtype=tl.float32)
+    o_v = tl.zeros([C, C], dtype=tl.float32)
+    o_u = tl.zeros([C, C], dtype=tl.float32)
+    r_v = tl.zeros([C, C], dtype=tl.float32)
+    r_u = tl.zeros([C, C], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
         mv = rv < V
@@ -72,11 +72,11 @@ def _value_products(do, row, dr_in, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h,
         dR = tl.load(dr_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
         vv = tl.trans(_tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv))
         uu = tl.trans(tl.load(u_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32))
-        ov += _dot(dO, vv, DOT)
-        ou += _dot(dO, uu, DOT)
-        rv_ += _dot(dR, vv, DOT)
-        ru += _dot(dR, uu, DOT)
-    return ov, ou, rv_, ru
+        o_v += _dot(dO, vv, DOT)
+        o_u += _dot(dO, uu, DOT)
+        r_v += _dot(dR, vv, DOT)
+        r_u += _dot(dR, uu, DOT)
+    return o_v, o_u, r_v, r_u
 
 
 @triton.jit
