@@ -74,14 +74,20 @@ class LinearForm:
     #: the head axes the readout sums the op's output over (RetNet's two halves of a rotary key head):
     #: there each head's intra-chunk scores are multiplied as two 16-bit terms (``split_scores``)
     summed: tuple[str, ...] = ()
+    #: the correction and the write share their key (``_joint``): ``a`` is ``k`` and the update is
+    #: ``diag(w) S + k (bᵀS + v)ᵀ``, one rank-one term a token (GatedDeltaNet, E88 with identity)
+    joint: bool = False
 
     def describe(self) -> str:
         s = f"{self.state}[{', '.join(self.cell.states[self.state])}]"
         decay = "one decay per head" if self.scalar_decay else f"a decay per {self.key}"
         low = " + a rank-one correction a (bᵀS)" if self.a is not None else ""
+        update = f"{low} + a rank-one write k vᵀ"
+        if self.joint:
+            update = " + a rank-one delta update k (bᵀS + v)ᵀ (correction and write share the key k)"
         summed = f"; the readout sums heads {', '.join(self.summed)}" if self.summed else ""
         return (
-            f"chunked: {s} linear in the state, {decay}{low} + a rank-one write k vᵀ; "
+            f"chunked: {s} linear in the state, {decay}{update}; "
             f"key axis {self.key}, heads {', '.join(self.heads) or '-'}, "
             f"values {', '.join(self.values) or '-'}{summed}"
         )
@@ -244,6 +250,39 @@ def _merge(b: _Builder, pairs: list, what: str) -> tuple | None:
     raise NotLinear(f"{what} of rank {len(pairs)}: not yet (rank one only)")
 
 
+def _factors(b: _Builder, i: int) -> list[int]:
+    """The factors of a product of per-token values (through ``mul`` and ``neg``, which gives -1)."""
+    n = b.g[i]
+    if n.op is Op.MUL:
+        return _factors(b, n.args[0]) + _factors(b, n.args[1])
+    if n.op is Op.NEG:
+        return [b.const(-1.0), *_factors(b, n.args[0])]
+    return [i]
+
+
+def _joint(b: _Builder, key: str, a: int, k: int) -> tuple[int, int | None, int | None] | None:
+    """(κ, ρ_a, ρ_k) where the correction's ``a = ρ_a κ`` and the write's ``k = ρ_k κ`` are multiples
+    of one key-side value κ by values without the key axis (None: 1), else None. The two rank-one
+    terms are then one, ``a (bᵀS) + k vᵀ = κ ((ρ_a b)ᵀS + ρ_k v)ᵀ``, which the chunked kernels run with
+    one key tile and one value term in place of two (GatedDeltaNet's ``a = -αβ k̂``, ``k = β k̂``;
+    E88's ``a = -k̂``, ``k = k̂``)."""
+    fa, fk = _factors(b, a), _factors(b, k)
+    keyed = [sorted(f for f in fs if key in b.g[f].axes) for fs in (fa, fk)]
+    if not keyed[0] or keyed[0] != keyed[1]:
+        return None
+    kappa = None
+    for f in keyed[0]:
+        kappa = b.mul(kappa, f)
+    rho = []
+    for fs in (fa, fk):
+        r = None
+        for f in fs:
+            if key not in b.g[f].axes:
+                r = b.mul(r, f)
+        rho.append(r)
+    return kappa, rho[0], rho[1]
+
+
 def _reads(g: Graph, i: int, state: str) -> bool:
     return any(g[j].op is Op.STATE and g[j].attr == state for j in g.ancestors([i]))
 
@@ -307,6 +346,10 @@ def _linear_form(cell: Cell, b: _Builder | None = None, o_name: str = "o:") -> L
     one = b.const(1.0)
     a, bb = (None, None) if low is None else (low[0] or one, low[1] or one)
     k, v, q = write[0] or one, write[1] or one, q or one
+    joint = _joint(b, key, a, k) if a is not None else None
+    if joint is not None:  # one rank-one term: κ ((ρ_a b)ᵀS + ρ_k v)ᵀ
+        k, rho_a, rho_k = joint
+        a, bb, v = k, b.mul(rho_a, bb), b.mul(rho_k, v)
     if not positive(b.g, w, cell.positive):
         raise NotLinear("a decay that may be zero or negative: not yet (the chunks need its logarithm)")
     log_w = b.g[w].args[0] if b.g[w].op is Op.EXP else b.add(Op.LOG, (w,))
@@ -320,6 +363,6 @@ def _linear_form(cell: Cell, b: _Builder | None = None, o_name: str = "o:") -> L
     out = b.mul(g_out, o_leaf)
     for kk, vv in r.write:
         out = b.add(Op.ADD, (out, b.mul(kk, vv) if (kk, vv) != (None, None) else one))
-    return LinearForm(
-        cell, b.g, state, key, heads, values, log_w, key not in b.g[log_w].axes, a, bb, k, v, q, out, o_leaf
-    )
+    scalar, joint = key not in b.g[log_w].axes, joint is not None
+    coefficients = (log_w, scalar, a, bb, k, v, q, out, o_leaf)
+    return LinearForm(cell, b.g, state, key, heads, values, *coefficients, joint=joint)

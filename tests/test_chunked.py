@@ -121,12 +121,12 @@ def random_problem(scalar: bool, lowrank: bool, dtype, T=37, K=5, V=20, seed=0):
         return scale * torch.randn(*shape, generator=g, dtype=dtype)
 
     lw = -torch.rand(B, T, H, *(() if scalar else (K,)), generator=g, dtype=dtype)
-    ab = [r(B, T, H, K, scale=0.3), r(B, T, H, K, scale=0.3)] if lowrank else []
+    ab = [r(B, T, H, K, scale=0.3) for _ in range({False: 0, True: 2, "joint": 1}[lowrank])]
     return lw, r(B, T, H, K), r(B, T, H, K, scale=0.5), r(B, T, H, V), ab, r(B, H, K, V)
 
 
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
 def test_chunked_algebra_matches_the_recurrence(scalar, lowrank):
     """float64: the chunked form (T not a multiple of the chunk) is the recurrence, to rounding."""
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64)
@@ -153,7 +153,7 @@ def assert_backward_matches_autograd(lw, q, k, v, ab, h0):
 
 @pytest.mark.parametrize("bv", [64, 16], ids=["one-value-block", "value-blocks"])
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
 def test_triton_forward_matches_the_recurrence(scalar, lowrank, bv, monkeypatch):
     """Key size 5 and value size 20 (padded to blocks of 16 and 32, or two blocks of 16), 37 steps in
     chunks of 16."""
@@ -202,7 +202,7 @@ def test_layer_matches_reference_fp16():
 
 @pytest.mark.parametrize("bv", [64, 16], ids=["one-value-block", "value-blocks"])
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
 def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
     """Every gradient (log-decays, q, k, v, a, b, initial state) against autograd of the chunked form;
     value size 20 and key size 18 each in one block or in two blocks of 16 (the per-token kernels sum
@@ -216,7 +216,7 @@ def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
 
 
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
 def test_triton_backward_sums_value_block_products(scalar, lowrank, monkeypatch):
     """The products over the value axis (dO Vᵀ, dO Sᵀ; dO Uᵀ, dR Vᵀ, dR Uᵀ with a rank-one correction)
     summed over three value blocks of 16 (value size 40: the last one half full) with the key axis
@@ -245,7 +245,7 @@ class Spy:
         return self.real[grid]
 
 
-@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
 def test_dqk_kernels_by_form(scalar, lowrank, monkeypatch):
     """dq, dk (da, db) from chunked_dqk.py's two kernels for a delta rule and from ``chunk_dqk_kernel``
@@ -274,7 +274,7 @@ def test_one_kernel_decay_gradient_by_scan(monkeypatch):
     assert_backward_matches_autograd(lw, q, k, v, ab, h0)
 
 
-@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
 def test_walks_take_their_own_launch_settings(lowrank, monkeypatch):
     """``LAUNCH``'s ``states_*`` and ``dstates_*``: the two walks over the chunks in value blocks of 16
     and 32 (value size 40: three and two, the last part full) at 2 warps and 2 stages, the other
@@ -328,7 +328,7 @@ def strided_problem(scalar: bool, lowrank: bool):
 
 
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
 def test_triton_kernels_read_strided_coefficients(scalar, lowrank):
     """Views (a head stride of 0, a slice, a transposed layout) give the kernels' results on contiguous
     copies exactly, forward and every gradient (the broadcast ones before autograd sums them)."""

@@ -18,7 +18,7 @@ from archdsl.layer import RecurrentLayer
 F32, BF16 = torch.float32, torch.bfloat16
 KERNELS = {
     chunked_kernels: ("chunk_prep_kernel", "chunk_states_kernel", "chunk_output_kernel"),
-    chunked_backward: ("chunk_dstates_kernel", "chunk_dv_kernel", "chunk_dqk_kernel"),
+    chunked_backward: ("chunk_dstates_kernel", "chunk_dv_kernel", "chunk_dr_kernel", "chunk_dqk_kernel"),
     chunked_dqk: ("chunk_dmat_kernel", "chunk_dqkab_kernel"),
 }
 #: the stored intermediates' types in a bf16 layer with the switch on, by the pointer names the kernels

@@ -104,8 +104,8 @@ def _evaluate(graph: Graph, roots, leaves: dict, layout: Layout, env: dict | Non
 
 def _roles(form: LinearForm, suffix: str = "") -> dict[str, int]:
     roles = {"lw": form.log_w, "q": form.q, "k": form.k, "v": form.v}
-    if form.a is not None:
-        roles |= {"a": form.a, "b": form.b}
+    if form.a is not None:  # joint: a is k
+        roles |= {"b": form.b} if form.joint else {"a": form.a, "b": form.b}
     return {r + suffix: i for r, i in roles.items()}
 
 
@@ -296,7 +296,8 @@ class ChunkedCell:
         lw = self._block(env[f.log_w], f.heads if f.scalar_decay else hk, nh, (B, T))
         vec = [self._block(env[i], hk, nh, (B, T)) for i in (f.q, f.k)]
         v = self._block(env[f.v], (*f.heads, *f.values), nh, (B, T)).reshape(B, T, vec[0].shape[2], -1)
-        ab = [self._block(env[i], hk, nh, (B, T)) for i in (f.a, f.b)] if f.a is not None else []
+        low = () if f.a is None else (f.b,) if f.joint else (f.a, f.b)  # joint: a is k (``correction``)
+        ab = [self._block(env[i], hk, nh, (B, T)) for i in low]
         h0 = self._state0(f, state0, B, device)
         if device.type == "cuda":
             fits_on_gpu(self.layer.name, f.key, c.sizes[f.key], products(dtype, bool(ab)))

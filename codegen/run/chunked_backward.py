@@ -61,6 +61,7 @@ from archdsl.codegen.run.chunked_common import (
     _tile,
     _to_end,
     _wide_dot,
+    correction,
     key_block,
     strides,
     token_launch,
@@ -252,6 +253,28 @@ def chunk_dv_kernel(
 
 
 @triton.jit
+def chunk_dr_kernel(
+    inv_in, du, dv, dr_out, T, H, V, C: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """Every chunk at once, one block of value columns, a joint delta rule (a is k: U solves
+    (I - M_kb) U = B̃ S + V): the corrections' gradient dR = (I - M_kb)⁻ᵀ dU from the walk's dU, which
+    is all of dv; stored as dR (for the dq/dk kernels) and as dv."""
+    i_bh, n, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, C)
+    rc, rv = tl.arange(0, C), i_v * BV + tl.arange(0, BV)
+    mv = rv < V
+    t = n * C + rc
+    chunk = i_bh * N + n
+    pc = (chunk * C + rc)[:, None] * V + rv[None, :]
+    inv = tl.load(inv_in + (chunk * C + rc[:, None]) * C + rc[None, :])
+    dR = _dot(tl.trans(inv), tl.load(du + pc, mask=mv[None, :], other=0.0), DOT)
+    tl.store(dr_out + pc, dR.to(dr_out.dtype.element_ty), mask=mv[None, :])
+    pv, mtv = ((i_b * T + t) * H + i_h)[:, None] * V + rv[None, :], (t < T)[:, None] & mv[None, :]
+    tl.store(dv + pv, dR.to(dv.dtype.element_ty), mask=mtv)
+
+
+@triton.jit
 def chunk_dqk_kernel(
     lw, q, k, v,
     sw0, sw1, sw2, sw3, sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
@@ -345,7 +368,7 @@ def chunked_backward(
     dev = q.device
     dstates = torch.empty_like(states, dtype=store)
     dh0 = torch.empty(B, H, K, V, device=dev)
-    a, b = ab if ab else (q, q)
+    a, b, joint = correction(q, k, ab)
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
     per_token = dict(meta, BK=key_block(K)) | token_launch()
     du = _dqa(lw, q, a, do, U, per_token) if ab else states  # Q_aᵀ dO; the walk makes it dU in place
@@ -356,10 +379,12 @@ def chunked_backward(
     )  # fmt: skip
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
     dR = torch.empty_like(U, dtype=store) if ab else states
-    chunk_dv_kernel[(B * H, N, NV)](
-        lw, q, k, b, *sw, *sq, *sk, *sb, dstates, inv if ab else states, du, do, dv, dR, T, H, K, V,
-        LOWRANK=bool(ab), **per_token,
-    )  # fmt: skip
+    if joint:  # dv is dR
+        launch = {x: per_token[x] for x in ("C", "BV", "DOT", "num_warps")}
+        chunk_dr_kernel[(B * H, N, NV)](inv, du, dv, dR, T, H, V, **launch)
+    else:
+        args = (lw, q, k, b, *sw, *sq, *sk, *sb, dstates, inv if ab else states, du, do, dv, dR, T, H, K, V)
+        chunk_dv_kernel[(B * H, N, NV)](*args, LOWRANK=bool(ab), **per_token)
     NK = triton.cdiv(K, key_block(K, split=bool(ab)))
     scalar = lw.dim() == 3
     parts = NK + bool(ab)  # with a correction, the matrices' partial sum too (chunked_dqk.py)
@@ -368,8 +393,9 @@ def chunked_backward(
     )
     dq, dk = (torch.empty(x.shape, device=dev, dtype=x.dtype) for x in (q, k))
     dab = [torch.empty(x.shape, device=dev, dtype=x.dtype) for x in ab]
-    if ab:
-        dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, *dab, NK, per_token)
+    if ab:  # joint: a is k, its gradient dk
+        da, db = (dk, *dab) if joint else dab
+        dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK, per_token, joint)
     else:
         chunk_dqk_kernel[(B * H, N, NK)](
             lw, q, k, v, *sw, *sq, *sk, *sv, states, dstates, do, dlw, dq, dk, T, H, K, V,

@@ -363,6 +363,16 @@ def strides(x: torch.Tensor) -> tuple[int, ...]:
     return s if x.dim() == 4 else (*s, 0)
 
 
+def correction(q, k, ab) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(a, b, joint) of the coefficients' rank-one correction ``ab``: [a, b]; [b] where it shares the
+    write's key (``LinearForm.joint``: a is k); [] without one (a and b then stand in as ``q``, never
+    read)."""
+    if len(ab) == 1:
+        return k, ab[0], True
+    a, b = ab if ab else (q, q)
+    return a, b, False
+
+
 def _meta(lw, q, k, v, ab, chunk: int, dot: str) -> dict:
     assert chunk >= 16 and chunk & (chunk - 1) == 0, "the chunk must be a power of two, at least 16"
     assert dot in ("ieee", "tf32", "bf16", "fp16"), dot

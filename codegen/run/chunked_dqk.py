@@ -57,9 +57,10 @@ from archdsl.codegen.run.chunked_common import (
 
 @triton.jit
 def _value_products(do, row, dr_in, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C: tl.constexpr,
-                    BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                    BV: tl.constexpr, DOT: tl.constexpr, JOINT: tl.constexpr):  # fmt: skip
     """(dO Vᵀ, dO Uᵀ, dR Vᵀ, dR Uᵀ) [C, C], summed over the value axis in blocks, each tile read once:
-    dO the rows ``row`` of ``do``, dR and U the rows ``urow`` of ``dr_in`` and ``u_in`` [·, V]."""
+    dO the rows ``row`` of ``do``, dR and U the rows ``urow`` of ``dr_in`` and ``u_in`` [·, V]
+    (``JOINT``: V's two stay zero)."""
     o_v = tl.zeros([C, C], dtype=tl.float32)
     o_u = tl.zeros([C, C], dtype=tl.float32)
     r_v = tl.zeros([C, C], dtype=tl.float32)
@@ -70,20 +71,22 @@ def _value_products(do, row, dr_in, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h,
         m = mt[:, None] & mv[None, :]
         dO = tl.load(do + row[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
         dR = tl.load(dr_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32)
-        vv = tl.trans(_tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv))
         uu = tl.trans(tl.load(u_in + urow[:, None] * V + rv[None, :], mask=m, other=0.0).to(tl.float32))
-        o_v += _dot(dO, vv, DOT)
         o_u += _dot(dO, uu, DOT)
-        r_v += _dot(dR, vv, DOT)
         r_u += _dot(dR, uu, DOT)
+        if not JOINT:
+            vv = tl.trans(_tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv))
+            o_v += _dot(dO, vv, DOT)
+            r_v += _dot(dR, vv, DOT)
     return o_v, o_u, r_v, r_u
 
 
 @triton.jit
 def _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3, b, sb0, sb1, sb2, sb3,
-                  i_b, i_h, t, mt, K, C: tl.constexpr, BK: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                  i_b, i_h, t, mt, K, C: tl.constexpr, BK: tl.constexpr, DOT: tl.constexpr,
+                  JOINT: tl.constexpr):  # fmt: skip
     """(q kᵀ, q aᵀ, b kᵀ, b aᵀ) [C, C] of the chunk's tiles, summed over the key axis in blocks, each
-    tile read once."""
+    tile read once (``JOINT``: a is k, k's two stay zero)."""
     qk = tl.zeros([C, C], dtype=tl.float32)
     qa = tl.zeros([C, C], dtype=tl.float32)
     bk = tl.zeros([C, C], dtype=tl.float32)
@@ -93,12 +96,13 @@ def _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2
         mk = rk < K
         qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
         bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
-        kk = tl.trans(_tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk))
         aa = tl.trans(_tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk))
-        qk += _dot(qq, kk, DOT)
         qa += _dot(qq, aa, DOT)
-        bk += _dot(bb, kk, DOT)
         ba += _dot(bb, aa, DOT)
+        if not JOINT:
+            kk = tl.trans(_tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk))
+            qk += _dot(qq, kk, DOT)
+            bk += _dot(bb, kk, DOT)
     return qk, qa, bk, ba
 
 
@@ -109,11 +113,12 @@ def chunk_dmat_kernel(
     sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
     u_in, dr_in, do, dmat, dlw_part, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, JOINT: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once: the gradients of its four decayed matrices (Q_k, Q_a, M_ak, M_ab), masked
-    and (one decay per head) times their decay ratios, stored [4, C, C]; with one decay per head their
-    share of the log-decays' gradient, stored in ``dlw_part`` [B, T, H]."""
+    and (one decay per head) times their decay ratios, stored [4, C, C] (``JOINT``: a is k, the two
+    of Q_a and M_ab, [2, C, C]); with one decay per head their share of the log-decays' gradient,
+    stored in ``dlw_part`` [B, T, H]."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
@@ -126,28 +131,52 @@ def chunk_dmat_kernel(
     mt = t < T
     row = (i_b * T + t) * H + i_h
     urow = (i_bh * N + n) * C + rc
-    pm = dmat + (i_bh * N + n) * 4 * C * C + rc[:, None] * C + rc[None, :]
+    pm = dmat + (i_bh * N + n) * _slots(JOINT) * C * C + rc[:, None] * C + rc[None, :]
     g, G = _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C, SCALAR)
     causal = rc[:, None] >= rc[None, :]
     strict = rc[:, None] > rc[None, :]
     dQk, dQa, dMak, dMab = _value_products(
-        do, row, dr_in, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C, BV, DOT
+        do, row, dr_in, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h, t, mt, V, C, BV, DOT, JOINT
     )  # fmt: skip
     dPk = _masked(dQk, G, G, causal, SCALAR)
     dPa = _masked(dQa, G, G, causal, SCALAR)
     dPmak = _masked(dMak, G - g, G, strict, SCALAR)
     dPmab = _masked(dMab, G - g, G, strict, SCALAR)
-    tl.store(pm, dPk.to(dmat.dtype.element_ty))
-    tl.store(pm + C * C, dPa.to(dmat.dtype.element_ty))
-    tl.store(pm + 2 * C * C, dPmak.to(dmat.dtype.element_ty))
-    tl.store(pm + 3 * C * C, dPmab.to(dmat.dtype.element_ty))
+    pa, pab = _slot_offsets(pm, C, JOINT)
+    tl.store(pa, dPa.to(dmat.dtype.element_ty))
+    tl.store(pab, dPmab.to(dmat.dtype.element_ty))
+    if not JOINT:
+        tl.store(pm, dPk.to(dmat.dtype.element_ty))
+        tl.store(pm + 2 * C * C, dPmak.to(dmat.dtype.element_ty))
     if SCALAR:
-        qk, qa, bk, ba = _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
-                                       b, sb0, sb1, sb2, sb3, i_b, i_h, t, mt, K, C, BK, DOT)  # fmt: skip
+        qk, qa, bk, ba = _key_products(
+            q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
+            b, sb0, sb1, sb2, sb3, i_b, i_h, t, mt, K, C, BK, DOT, JOINT,
+        )  # fmt: skip
         dg = _decay_grad_scan(dPk * qk + dPa * qa, rc, False) + _decay_grad_scan(
             dPmak * bk + dPmab * ba, rc, True
         )
         tl.store(dlw_part + row, dg, mask=mt)
+
+
+@triton.jit
+def _slots(JOINT: tl.constexpr):
+    """The matrices' gradients a chunk stores: Q_k, Q_a, M_ak, M_ab (joint: Q_a, M_ab)."""
+    if JOINT:
+        n = 2
+    else:
+        n = 4
+    return n
+
+
+@triton.jit
+def _slot_offsets(pm, C: tl.constexpr, JOINT: tl.constexpr):
+    """(Q_a's, M_ab's) stored gradients in the chunk's matrices at ``pm`` (``_slots``)."""
+    if JOINT:
+        pa, pab = pm, pm + C * C
+    else:
+        pa, pab = pm + C * C, pm + 3 * C * C
+    return pa, pab
 
 
 @triton.jit
@@ -234,9 +263,10 @@ def _start_products(states, dstates, do, dr_in, chunk, row, mt, rk, mk, K, V, C:
 
 @triton.jit
 def _end_products(dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V,
-                  C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                  C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr,
+                  JOINT: tl.constexpr):  # fmt: skip
     """(V dSᵀ, U dSᵀ) [C, BK] of one key block with the chunk's end-state gradient dS, summed over the
-    value axis in blocks: the products dk and da take from it."""
+    value axis in blocks: the products dk and da take from it (``JOINT``: V dSᵀ stays zero)."""
     dk_end = tl.zeros([C, BK], dtype=tl.float32)
     da_end = tl.zeros([C, BK], dtype=tl.float32)
     urow = chunk * C + tl.arange(0, C)
@@ -245,10 +275,11 @@ def _end_products(dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, 
         mv = rv < V
         dS = tl.load(dstates + chunk * K * V + rk[:, None] * V + rv[None, :], mask=mk[:, None] & mv[None, :],
                      other=0.0).to(tl.float32)  # fmt: skip
-        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
         U = tl.load(u_in + urow[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
-        dk_end += _dot(vv, tl.trans(dS), DOT)
         da_end += _dot(U.to(tl.float32), tl.trans(dS), DOT)
+        if not JOINT:
+            vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+            dk_end += _dot(vv, tl.trans(dS), DOT)
     return dk_end, da_end
 
 
@@ -280,18 +311,42 @@ def _end_decay(sds, GC, SCALAR: tl.constexpr):
 
 @triton.jit
 def _row_sides(pm, qq, kk, aa, bb, dq_s, db_s, G, Gm, eG, eGm, dg, C: tl.constexpr, SCALAR: tl.constexpr,
-               DOT: tl.constexpr):  # fmt: skip
+               DOT: tl.constexpr, JOINT: tl.constexpr):  # fmt: skip
     """(dq, db, db's share of the decay gradient before each step, dg + dq's and the matrices' rows'
     shares) from the start-state products and ``chunk_dmat_kernel``'s matrices at ``pm``:
-    dq = dq_s Γ + dQ_k k + dQ_a a, db = db_s Γ_before + dM_ak k + dM_ab a."""
-    dqq, dg = _matrix_dx(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
-    dqa, dg = _matrix_dx(tl.load(pm + C * C), qq, aa, G, G, dg, False, SCALAR, DOT)
-    dqq += dq_s * eG + dqa
+    dq = dq_s Γ + dQ_k k + dQ_a a, db = db_s Γ_before + dM_ak k + dM_ab a (``JOINT``: no k terms)."""
+    pa, pab = _slot_offsets(pm, C, JOINT)
+    dqq, dg = _matrix_dx(tl.load(pa), qq, aa, G, G, dg, False, SCALAR, DOT)
+    dqq += dq_s * eG
     dg += tl.cumsum(_rowsum(dq_s * qq * eG, SCALAR), 0, reverse=True)
-    dbb, dg = _matrix_dx(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
-    dba, dg = _matrix_dx(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, True, SCALAR, DOT)
-    dbb += db_s * eGm + dba
+    dbb, dg = _matrix_dx(tl.load(pab), bb, aa, Gm, G, dg, True, SCALAR, DOT)
+    dbb += db_s * eGm
+    if not JOINT:
+        dqk, dg = _matrix_dx(tl.load(pm), qq, kk, G, G, dg, False, SCALAR, DOT)
+        dbk, dg = _matrix_dx(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, True, SCALAR, DOT)
+        dqq += dqk
+        dbb += dbk
     return dqq, dbb, _rowsum(db_s * bb * eGm, SCALAR), dg
+
+
+@triton.jit
+def _column_sides(pm, qq, kk, aa, bb, dk_end, da_end, G, Gm, eEnd, dg, C: tl.constexpr, SCALAR: tl.constexpr,
+                  DOT: tl.constexpr, JOINT: tl.constexpr):  # fmt: skip
+    """(da, dk, their share of the decay gradient after each step, dg + the matrices' columns' shares)
+    from the end-state products and ``chunk_dmat_kernel``'s matrices at ``pm``: da = da_end Γ_C/Γ +
+    dQ_aᵀ q + dM_abᵀ b, dk = dk_end Γ_C/Γ + dQ_kᵀ q + dM_akᵀ b (``JOINT``: a is k, dk not computed)."""
+    pa, pab = _slot_offsets(pm, C, JOINT)
+    daa, dg = _matrix_dy(tl.load(pa), qq, aa, G, G, dg, SCALAR, DOT)
+    dab, dg = _matrix_dy(tl.load(pab), bb, aa, Gm, G, dg, SCALAR, DOT)
+    daa += da_end * eEnd + dab
+    te = _rowsum(da_end * aa * eEnd, SCALAR)
+    dkk = dk_end
+    if not JOINT:
+        dkk, dg = _matrix_dy(tl.load(pm), qq, kk, G, G, dg, SCALAR, DOT)
+        dkb, dg = _matrix_dy(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, SCALAR, DOT)
+        dkk += dk_end * eEnd + dkb
+        te += _rowsum(dk_end * kk * eEnd, SCALAR)
+    return daa, dkk, te, dg
 
 
 @triton.jit
@@ -301,12 +356,13 @@ def chunk_dqkab_kernel(
     sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
     states, dstates, u_in, dr_in, do, dmat, dlw, dq, dk, da, db,
     T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, JOINT: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once, one block of the key axis: dq, dk, da, db and the log-decays' gradient
     from the products over the value axis and ``chunk_dmat_kernel``'s four matrices, in two passes
     that each hold two [C, BK] accumulators: dq and db (the rows' sides: dO Sᵀ, dR Sᵀ), then dk and
-    da (the columns' sides: V dSᵀ, U dSᵀ), each matrix read in both."""
+    da (the columns' sides: V dSᵀ, U dSᵀ), each matrix read in both. ``JOINT`` (a is k): no dk, the
+    key's gradient is da."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
@@ -321,34 +377,32 @@ def chunk_dqkab_kernel(
     row = (i_b * T + t) * H + i_h
     chunk = i_bh * N + n
     pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
-    pm = dmat + chunk * 4 * C * C + rc[:, None] * C + rc[None, :]
+    pm = dmat + chunk * _slots(JOINT) * C * C + rc[:, None] * C + rc[None, :]
     G, Gm, GC, eG, eEnd, eGm, dg = _token_decays(
         lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, C, BK, SCALAR
     )
     qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
-    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+    kk = qq  # JOINT: a is k (never read)
+    if not JOINT:
+        kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
     bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
     dq_s, db_s, sds = _start_products(
         states, dstates, do, dr_in, chunk, row, mt, rk, mk, K, V, C, BK, BV, DOT
     )
-    dqq, dbb, dGm, dg = _row_sides(pm, qq, kk, aa, bb, dq_s, db_s, G, Gm, eG, eGm, dg, C, SCALAR, DOT)
+    dqq, dbb, dGm, dg = _row_sides(pm, qq, kk, aa, bb, dq_s, db_s, G, Gm, eG, eGm, dg, C, SCALAR, DOT, JOINT)
     tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
     tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
     # the columns' sides: dk = dk_end Γ_C/Γ + dQ_kᵀ q + dM_akᵀ b, da = da_end Γ_C/Γ + dQ_aᵀ q + dM_abᵀ b
     dk_end, da_end = _end_products(
-        dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V, C, BK, BV, DOT
+        dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V, C, BK, BV, DOT, JOINT
     )  # fmt: skip
-    dkk, dg = _matrix_dy(tl.load(pm), qq, kk, G, G, dg, SCALAR, DOT)
-    dkb, dg = _matrix_dy(tl.load(pm + 2 * C * C), bb, kk, Gm, G, dg, SCALAR, DOT)
-    dkk += dk_end * eEnd + dkb
-    te = _rowsum(dk_end * kk * eEnd, SCALAR)
-    tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
-    daa, dg = _matrix_dy(tl.load(pm + C * C), qq, aa, G, G, dg, SCALAR, DOT)
-    dab, dg = _matrix_dy(tl.load(pm + 3 * C * C), bb, aa, Gm, G, dg, SCALAR, DOT)
-    daa += da_end * eEnd + dab
-    te += _rowsum(da_end * aa * eEnd, SCALAR)
+    daa, dkk, te, dg = _column_sides(
+        pm, qq, kk, aa, bb, dk_end, da_end, G, Gm, eEnd, dg, C, SCALAR, DOT, JOINT
+    )
     tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)
+    if not JOINT:
+        tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
     # dg_s = Σ_{t ≥ s} dG_t + Σ_{t < s} te_t + Σ_{t > s} dGm_t + Γ_C Σ S ⊙ dS + the matrices' share
     dg += (tl.cumsum(dGm, 0, reverse=True) - dGm) + (tl.cumsum(te, 0) - te) + _end_decay(sds, GC, SCALAR)
     if SCALAR:
@@ -357,9 +411,11 @@ def chunk_dqkab_kernel(
         tl.store(dlw + pk, dg.to(dlw.dtype.element_ty), mask=mtk)
 
 
-def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK: int, per_token: dict):
+def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK: int, per_token: dict,
+          joint: bool = False):  # fmt: skip
     """Launches the two kernels into dq, dk, da, db and ``dlw`` (one decay per head: NK + 1 partial
-    sums, the key blocks' and the matrices'); ``per_token``: the backward's per-token launch options."""
+    sums, the key blocks' and the matrices'); ``per_token``: the backward's per-token launch options.
+    ``joint``: a is k, whose gradient goes to ``da`` alone (``dk`` is not written)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     C = per_token["C"]
@@ -370,12 +426,14 @@ def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK
     )
     # the matrices' kernel walks the key axis in blocks of at most 32 (spills none at 8 warps)
     mat = dict(launch, BK=min(32, launch["BK"]))
-    dmat = torch.empty(B * H * N, 4, C, C, device=q.device, dtype=dstates.dtype)  # the backward's store
+    slots = 2 if joint else 4
+    dmat = torch.empty(B * H * N, slots, C, C, device=q.device, dtype=dstates.dtype)  # the backward's store
     part = dlw[NK] if dlw.dim() > lw.dim() else dlw  # the matrices' partial sum of a head's decay gradient
     chunk_dmat_kernel[(B * H, N)](
-        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, U, dR, do, dmat, part, T, H, K, V, **mat,
+        lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, U, dR, do, dmat, part, T, H, K, V, JOINT=joint,
+        **mat,
     )  # fmt: skip
     chunk_dqkab_kernel[(NK, N, B * H)](
         lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U, dR, do, dmat, dlw,
-        dq, dk, da, db, T, H, K, V, **launch,
+        dq, dk, da, db, T, H, K, V, JOINT=joint, **launch,
     )  # fmt: skip

@@ -36,6 +36,7 @@ from archdsl.codegen.run.chunked_common import (
     _split_dot,
     _tile,
     _to_end,
+    correction,
     forward_store,
     strides,
     walk_grid,
@@ -112,9 +113,10 @@ def chunk_prep_kernel(
     sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
     inv_out, w_out, u0_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, JOINT: tl.constexpr,
 ):  # fmt: skip
-    """Per chunk: T = (I - M_ab)⁻¹ [C, C], W = T B̃ [C, K] and U₀ = T M_ak V [C, V]."""
+    """Per chunk: T = (I - M_ab)⁻¹ [C, C], W = T B̃ [C, K] and U₀ = T M_ak V [C, V] (``JOINT``: a is
+    k, U₀ = T V)."""
     if SHARED:  # k, a and b in one layout: one offset computation
         sa0, sa1, sa2, sa3 = sk0, sk1, sk2, sk3
         sb0, sb1, sb2, sb3 = sk0, sk1, sk2, sk3
@@ -124,7 +126,6 @@ def chunk_prep_kernel(
     rc, rk = tl.arange(0, C), tl.arange(0, BK)
     t = n * C + rc
     mt, mk = t < T, rk < K
-    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
     bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
     g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
@@ -134,13 +135,18 @@ def chunk_prep_kernel(
     # M_ak and B̃ before the inverse: the [C, K] tiles of k, a, b are not held across it (at GDN_100m
     # head shapes they spilled 252 B a thread, compiled for sm_90 with Triton 3.6; now none)
     L = _decayed(bb, aa, Gm, G, strict, SCALAR, DOT)
-    Mak = _decayed(bb, kk, Gm, G, strict, SCALAR, DOT)
+    if not JOINT:
+        kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+        Mak = _decayed(bb, kk, Gm, G, strict, SCALAR, DOT)
     Bs = _from_start(bb, Gm, SCALAR)
     inv = _unit_lower_inverse(L, inv_out + chunk * C * C, rc, C)
     out_row = chunk * C + rc
     W = _dot(inv, Bs, DOT)
     tl.store(w_out + out_row[:, None] * K + rk[None, :], W.to(w_out.dtype.element_ty), mask=mk[None, :])
-    IM = _dot(inv, Mak, DOT)
+    if JOINT:  # (I - M_kb) U = B̃ S + V
+        IM = inv
+    else:
+        IM = _dot(inv, Mak, DOT)
     for i_v in range(0, tl.cdiv(V, BV)):
         rv = i_v * BV + tl.arange(0, BV)
         mv = rv < V
@@ -158,6 +164,7 @@ def chunk_states_kernel(
     w_in, u0_in, h0, states, u_out, ht, T, H, K: tl.constexpr, V: tl.constexpr,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+    JOINT: tl.constexpr,
 ):  # fmt: skip
     """The chunks in order: stores each chunk's start state (and its corrections U), passes the state.
     A program holds a [BK, BV] block of the state: without a correction the key rows evolve apart
@@ -182,10 +189,11 @@ def chunk_states_kernel(
         tl.store(states + chunk * K * V + pS, S.to(states.dtype.element_ty), mask=mS)
         t = n * C + rc
         mt = t < T
-        kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
-        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
         g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
-        new = _dot(tl.trans(_to_end(kk, G, GC, SCALAR)), vv, DOT)
+        if not JOINT:  # the write k vᵀ (joint: inside U)
+            kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+            vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+            new = _dot(tl.trans(_to_end(kk, G, GC, SCALAR)), vv, DOT)
         if LOWRANK:
             out_row = chunk * C + rc
             W = tl.load(w_in + out_row[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
@@ -195,7 +203,10 @@ def chunk_states_kernel(
             )
             tl.store(u_out + pu, U.to(u_out.dtype.element_ty), mask=mv[None, :])
             aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
-            new += _dot(tl.trans(_to_end(aa, G, GC, SCALAR)), U, DOT)
+            if JOINT:
+                new = _dot(tl.trans(_to_end(aa, G, GC, SCALAR)), U, DOT)
+            else:
+                new += _dot(tl.trans(_to_end(aa, G, GC, SCALAR)), U, DOT)
         S = _decay_state(S, GC, SCALAR) + new
     tl.store(ht + i_bh * K * V + pS, S, mask=mS)
 
@@ -208,9 +219,10 @@ def chunk_output_kernel(
     states, u_in, o, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
-    SPLIT: tl.constexpr,
+    SPLIT: tl.constexpr, JOINT: tl.constexpr,
 ):  # fmt: skip
-    """Every chunk at once: O = Q̃ S + Q_k V (+ Q_a U); ``SPLIT``: the scores Q_k as two 16-bit terms."""
+    """Every chunk at once: O = Q̃ S + Q_k V (+ Q_a U; ``JOINT``: a is k, O = Q̃ S + Q_k U); ``SPLIT``:
+    the scores Q_k as two 16-bit terms."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
@@ -226,15 +238,16 @@ def chunk_output_kernel(
     t = n * C + rc
     mt = t < T
     qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
-    kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
-    vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
     g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     causal = rc[:, None] >= rc[None, :]
     out = _dot(_from_start(qq, G, SCALAR), S, DOT)
-    if SPLIT:
-        out += _split_dot(_decayed(qq, kk, G, G, causal, SCALAR, DOT), vv, DOT)
-    else:
-        out += _dot(_decayed(qq, kk, G, G, causal, SCALAR, DOT), vv, DOT)
+    if not JOINT:
+        kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
+        vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
+        if SPLIT:
+            out += _split_dot(_decayed(qq, kk, G, G, causal, SCALAR, DOT), vv, DOT)
+        else:
+            out += _dot(_decayed(qq, kk, G, G, causal, SCALAR, DOT), vv, DOT)
     if LOWRANK:
         aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
         U = tl.load(u_in + (chunk * C + rc)[:, None] * V + rv[None, :], mask=mv[None, :], other=0.0)
@@ -258,7 +271,7 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32)
     states = torch.empty(B * H, N, K, V, device=dev, dtype=kept)
     ht = torch.empty(B, H, K, V, device=dev, dtype=f32)
     U = W = inv = None
-    a, b = ab if ab else (q, q)
+    a, b, joint = correction(q, k, ab)
     sw, sk, sv, sa, sb = (strides(x) for x in (lw, k, v, a, b))
     if ab:
         inv = torch.empty(B * H, N, chunk, chunk, device=dev, dtype=f32)
@@ -266,11 +279,13 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32)
         U0 = torch.empty(B * H, N * chunk, V, device=dev, dtype=kept)
         U = torch.empty_like(U0)
         prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
-        chunk_prep_kernel[(B * H, N)](lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, **prep)
+        chunk_prep_kernel[(B * H, N)](
+            lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, JOINT=joint, **prep
+        )  # fmt: skip
     walk = walk_launch("states", meta, V, None if ab else K)
     chunk_states_kernel[walk_grid(B * H, K, V, walk)](
         lw, k, v, a, *sw, *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
-        U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), **walk,
+        U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), JOINT=joint, **walk,
     )  # fmt: skip
     return states, ht, U, W, inv
 
@@ -296,10 +311,10 @@ def chunked_forward_kept(
     states, ht, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store)
     meta = _meta(lw, q, k, v, ab, chunk, dot)
     o = torch.empty(B, T, H, V, device=q.device, dtype=o_type)
-    a = ab[0] if ab else q
+    a, _, joint = correction(q, k, ab)
     grid = (B * H, states.shape[1], triton.cdiv(V, meta["BV"]))
     chunk_output_kernel[grid](
         lw, q, k, v, a, *(s for x in (lw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
-        T, H, K, V, LOWRANK=bool(ab), SPLIT=split, **meta,
+        T, H, K, V, LOWRANK=bool(ab), SPLIT=split, JOINT=joint, **meta,
     )  # fmt: skip
     return o, ht, [states, U, W, inv] if ab else [states]

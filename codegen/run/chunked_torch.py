@@ -18,6 +18,14 @@ state are matrix products:
     O = Q̃ S + Q_a U + Q_k V,       Q̃_t = q_t ⊙ Γ_t,  Q_y[t, τ] = Σ_i q_t y_τ Γ_t / Γ_τ  (τ ≤ t)
     S ← Γ_C S + (A ⊙ Γ_C/Γ)ᵀ U + (K ⊙ Γ_C/Γ)ᵀ V.
 
+When the correction and the write share their key (``LinearForm.joint``: ``a = k``, the update
+``diag(w) S + k (bᵀS + v)ᵀ``), the two rank-one terms are one: ``U`` is the whole value written,
+``(I - M_kb) U = B̃ S + V`` (fla's WY form: ``U = W S + T V``), and
+
+    O = Q̃ S + Q_k U,      S ← Γ_C S + (K ⊙ Γ_C/Γ)ᵀ U,
+
+half the intra-chunk products. The coefficients then come as ``ab = [b]``.
+
 Every product inside a chunk is independent of ``S``, so they are computed for all chunks at once; only
 the state passes from chunk to chunk. With one decay per head the decay ratios are an elementwise
 ``exp(G_t - G_τ)`` mask (never above 1); with a decay per key channel they factor as
@@ -54,7 +62,8 @@ def chunked_torch(lw, q, k, v, ab, h0, chunk: int):
     """(o [B, T, H, V], final state [B, H, K, V]) of the recurrence above.
 
     lw: log-decays, [B, T, H] (one per head) or [B, T, H, K]; q, k: [B, T, H, K]; v: [B, T, H, V];
-    ab: [] or [a, b], each [B, T, H, K]; h0: [B, H, K, V]. Computes in the dtype of its inputs."""
+    ab: [] (no correction), [a, b] or [b] (joint: ``a`` is ``k``), each [B, T, H, K]; h0: [B, H, K, V].
+    Computes in the dtype of its inputs."""
     B, T, H, K = q.shape
     C = chunk
     scalar = lw.dim() == 3
@@ -66,23 +75,24 @@ def chunked_torch(lw, q, k, v, ab, h0, chunk: int):
     qc, kc, vc = _chunks(q, C), _chunks(k, C), _chunks(v, C)
     q_s = qc * e(G).exp()  # Q̃
     k_end = kc * e(GC - G).exp()  # decayed to the chunk's end
-    Qk = _decay_matrix(qc, G, kc, G, scalar, strict=False)
-    inner = Qk @ vc  # O's part from the chunk's own writes (without corrections)
+    joint = len(ab) == 1
+    # O's part from the chunk's own writes without a correction (joint: all of it is in Q_k U)
+    inner = 0 if joint else _decay_matrix(qc, G, kc, G, scalar, strict=False) @ vc
     if ab:
-        ac, bc = _chunks(ab[0], C), _chunks(ab[1], C)
+        ac, bc = (kc, _chunks(ab[0], C)) if joint else (_chunks(ab[0], C), _chunks(ab[1], C))
         eye = torch.eye(C, dtype=q.dtype, device=q.device)
         lower = eye - _decay_matrix(bc, Gm, ac, G, scalar, strict=True)
         b_s = bc * e(Gm).exp()  # B̃
-        Mak = _decay_matrix(bc, Gm, kc, G, scalar, strict=True)
         W = torch.linalg.solve_triangular(lower, b_s, upper=False, unitriangular=True)
-        Uv = torch.linalg.solve_triangular(lower, Mak @ vc, upper=False, unitriangular=True)
+        R0 = vc if joint else _decay_matrix(bc, Gm, kc, G, scalar, strict=True) @ vc  # V or M_ak V
+        Uv = torch.linalg.solve_triangular(lower, R0, upper=False, unitriangular=True)
         Qa = _decay_matrix(qc, G, ac, G, scalar, strict=False)
         a_end = ac * e(GC - G).exp()
     S = h0
     outs = []
     for n in range(G.shape[2]):
-        o = q_s[:, :, n] @ S + inner[:, :, n]
-        new = k_end[:, :, n].transpose(-1, -2) @ vc[:, :, n]
+        o = q_s[:, :, n] @ S + (0 if joint else inner[:, :, n])
+        new = 0 if joint else k_end[:, :, n].transpose(-1, -2) @ vc[:, :, n]
         if ab:
             U = W[:, :, n] @ S + Uv[:, :, n]
             o = o + Qa[:, :, n] @ U
@@ -97,12 +107,13 @@ def chunked_torch(lw, q, k, v, ab, h0, chunk: int):
 def sequential_torch(lw, q, k, v, ab, h0):
     """The same recurrence step by step (the definition the chunked forms are tested against)."""
     S, outs = h0, []
+    a, b = ((k, ab[0]) if len(ab) == 1 else ab) if ab else (None, None)
     for t in range(q.shape[1]):
         w = lw[:, t].exp()
         w = w[..., None, None] if lw.dim() == 3 else w[..., None]
         new = w * S + k[:, t, :, :, None] * v[:, t, :, None, :]
         if ab:
-            new = new + ab[0][:, t, :, :, None] * (ab[1][:, t, :, :, None] * S).sum(2, keepdim=True)
+            new = new + a[:, t, :, :, None] * (b[:, t, :, :, None] * S).sum(2, keepdim=True)
         S = new
         outs.append((S * q[:, t, :, :, None]).sum(2))
     return torch.stack(outs, 1), S
