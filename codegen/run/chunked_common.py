@@ -213,7 +213,8 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: ``dqa_bv`` and ``dqa_warps``: the value block and warps of the delta rule's ``chunk_dqa_kernel``
 #: (Q_aᵀ dO before the backward's walk; each program sums Q_a over the key axis, so a wide value block
 #: sums it fewer times: 116 registers, no spills at 128 and 8 warps for sm_90).
-#: ``split_bk`` and ``split_warps``: the key block and warps of the delta rule's dq/dk kernels
+#: ``split_bk``, ``split_warps`` and ``split_stages``: the key block, warps and software-pipelining
+#: stages (None: ``token_stages``) of the delta rule's dq/dk kernels
 #: (chunked_dqk.py). Compiled for sm_90 with Triton 3.6 at GDN_100m head shapes (one stage, 255
 #: registers each, bf16 products, the 16-bit stores; benchmarks/kernel_resources.py), spill stores a
 #: thread of today's two-pass dq/dk kernel: 344 B at a key block of 64 and 8 warps, 36 B at 32 and 8,
@@ -245,6 +246,7 @@ LAUNCH = {
     "keep": True,
     "split_bk": 64,
     "split_warps": 8,
+    "split_stages": None,
     "dqa_bv": 128,
     "dqa_warps": 8,
     "dg_scan": 0,

@@ -424,6 +424,8 @@ def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK
     launch = dict(
         per_token, BK=key_block(K, split=True), num_warps=LAUNCH["split_warps"] or per_token["num_warps"]
     )
+    if LAUNCH["split_stages"]:
+        launch["num_stages"] = LAUNCH["split_stages"]
     # the matrices' kernel walks the key axis in blocks of at most 32 (spills none at 8 warps)
     mat = dict(launch, BK=min(32, launch["BK"]))
     slots = 2 if joint else 4
