@@ -212,7 +212,10 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: (112 MiB Mamba2_100m; docs/compiler.md, the chunked strategy's backward).
 #: ``dqa_bv`` and ``dqa_warps``: the value block and warps of the delta rule's ``chunk_dqa_kernel``
 #: (Q_aᵀ dO before the backward's walk; each program sums Q_a over the key axis, so a wide value block
-#: sums it fewer times: 116 registers, no spills at 128 and 8 warps for sm_90).
+#: sums it fewer times: 116 registers, no spills at 128 and 8 warps for sm_90; on an H200 with the
+#: joint form, 0.113 ms a GDN_100m call at 8 warps, 0.099 at 4, benchmarks/results/round-17/).
+#: ``prep_warps`` and ``output_warps``: the forward's ``chunk_prep_kernel`` and
+#: ``chunk_output_kernel``'s own warps (None: ``warps``).
 #: ``split_bk``, ``split_warps`` and ``split_stages``: the key block, warps and software-pipelining
 #: stages (None: ``token_stages``) of the delta rule's dq/dk kernels
 #: (chunked_dqk.py). Compiled for sm_90 with Triton 3.6 at GDN_100m head shapes (one stage, 255
@@ -220,7 +223,11 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: thread of today's two-pass dq/dk kernel: 344 B at a key block of 64 and 8 warps, 36 B at 32 and 8,
 #: 2,740 B at 64 and 4; the one-pass matrices' kernel 92 B at 8 warps. On an H200 (round-16) the dq/dk
 #: kernel took 0.81 ms a GDN_100m call at 64 and 1.29 at 32. The one-kernel form they replaced (1.33
-#: against 2.40 ms a GDN_100m call on an H100) spilled 2,880 B at 32 and 4 warps.
+#: against 2.40 ms a GDN_100m call on an H100) spilled 2,880 B at 32 and 4 warps. With the joint form
+#: (GatedDeltaNet's: no write tiles, two matrices; benchmarks/results/round-17/, H200, ms a GDN_100m
+#: call of dq/dk and the matrices' kernel): 0.567 and 0.224 at 8 warps and one stage; 0.437 and 0.167
+#: at 4 warps; 0.429 and 0.129 at 4 warps and two stages (today's); at 8 warps two stages took dq/dk
+#: to 0.602; at 4 warps a key block of 128 0.701, of 32 0.514.
 #: ``dg_scan``: in ``chunk_dqk_kernel`` (no correction), a head's
 #: decay gradient of the decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product
 #: with a 0/1 matrix (0); the delta rule's kernels always scan. ``o_half``: the op's output ``o`` in a
@@ -245,10 +252,12 @@ LAUNCH = {
     "token_warps": None,
     "keep": True,
     "split_bk": 64,
-    "split_warps": 8,
-    "split_stages": None,
+    "split_warps": 4,
+    "split_stages": 2,
     "dqa_bv": 128,
-    "dqa_warps": 8,
+    "dqa_warps": 4,
+    "prep_warps": None,
+    "output_warps": None,
     "dg_scan": 0,
     "o_half": True,
     "store_half": True,

@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 from archdsl.codegen.run.chunked_common import (
+    LAUNCH,
     _chunk_decays,
     _decay_state,
     _decayed,
@@ -278,7 +279,8 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32)
         W = torch.empty(B * H, N * chunk, K, device=dev, dtype=kept)
         U0 = torch.empty(B * H, N * chunk, V, device=dev, dtype=kept)
         U = torch.empty_like(U0)
-        prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED", "num_warps")}
+        prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED")}
+        prep["num_warps"] = LAUNCH["prep_warps"] or meta["num_warps"]
         chunk_prep_kernel[(B * H, N)](
             lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, JOINT=joint, **prep
         )  # fmt: skip
@@ -312,9 +314,10 @@ def chunked_forward_kept(
     meta = _meta(lw, q, k, v, ab, chunk, dot)
     o = torch.empty(B, T, H, V, device=q.device, dtype=o_type)
     a, _, joint = correction(q, k, ab)
+    warps = LAUNCH["output_warps"] or meta["num_warps"]
     grid = (B * H, states.shape[1], triton.cdiv(V, meta["BV"]))
     chunk_output_kernel[grid](
         lw, q, k, v, a, *(s for x in (lw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
-        T, H, K, V, LOWRANK=bool(ab), SPLIT=split, JOINT=joint, **meta,
+        T, H, K, V, LOWRANK=bool(ab), SPLIT=split, JOINT=joint, **dict(meta, num_warps=warps),
     )  # fmt: skip
     return o, ht, [states, U, W, inv] if ab else [states]
