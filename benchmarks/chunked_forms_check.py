@@ -5,16 +5,17 @@ decay per head and one per key channel, fp32 inputs with exact products and TF32
 benchmarks reach only the forms their specs have (every bundled delta rule is joint); this compiles
 and checks the general one with today's launch settings too.
 
-    python benchmarks/chunked_forms_check.py
+    python benchmarks/chunked_forms_check.py [--forms write delta joint] [--dots ieee tf32]
 """
 
 from __future__ import annotations
 
-import torch
+import argparse
 
-from archdsl.codegen.run.chunked_backward import chunked_backward  # noqa: E402
-from archdsl.codegen.run.chunked_kernels import chunked_forward  # noqa: E402
-from archdsl.codegen.run.chunked_torch import chunked_torch  # noqa: E402
+import torch
+from archdsl.codegen.run.chunked_backward import chunked_backward
+from archdsl.codegen.run.chunked_kernels import chunked_forward
+from archdsl.codegen.run.chunked_torch import chunked_torch
 
 
 def rel_rms(a, b) -> float:
@@ -52,12 +53,18 @@ def check(form: str, scalar: bool, dot: str, chunk: int = 64, T=300, K=128, V=12
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    forms, dots = ["write", "delta", "joint"], ["ieee", "tf32"]
+    ap.add_argument("--forms", nargs="*", default=forms, choices=forms)
+    ap.add_argument("--dots", nargs="*", default=dots, choices=dots)
+    args = ap.parse_args()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
-    for form in ("write", "delta", "joint"):
+    for form in args.forms:
         for scalar in (True, False):
-            for dot in ("ieee", "tf32"):
+            for dot in args.dots:
                 decay = "head decay" if scalar else "key decay"
-                print(f"{form:6} {decay:10} {dot:5}: worst rel-rms {check(form, scalar, dot):.1e}", flush=True)
+                worst = check(form, scalar, dot)
+                print(f"{form:6} {decay:10} {dot:5}: worst rel-rms {worst:.1e}", flush=True)
 
 
 if __name__ == "__main__":
