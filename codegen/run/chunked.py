@@ -31,7 +31,7 @@ from archdsl.codegen.emit.names import module_name
 from archdsl.codegen.hoist import TokenPart
 from archdsl.codegen.linear import LinearForm
 from archdsl.codegen.plan import make_token_plan
-from archdsl.codegen.run.chunked_common import interpreted, o_dtype, products, store_dtype
+from archdsl.codegen.run.chunked_common import LAUNCH, interpreted, o_dtype, products, store_dtype
 from archdsl.codegen.run.chunked_kernels import kernel_path
 from archdsl.codegen.run.maxplus_scan import max_plus_scan
 from archdsl.codegen.run.ops import chunked_op
@@ -296,7 +296,8 @@ class ChunkedCell:
         lw = self._block(env[f.log_w], f.heads if f.scalar_decay else hk, nh, (B, T))
         vec = [self._block(env[i], hk, nh, (B, T)) for i in (f.q, f.k)]
         v = self._block(env[f.v], (*f.heads, *f.values), nh, (B, T)).reshape(B, T, vec[0].shape[2], -1)
-        low = () if f.a is None else (f.b,) if f.joint else (f.a, f.b)  # joint: a is k (``correction``)
+        joint = f.joint and LAUNCH["joint"]  # a is k: ab = [b] (``chunked_common.correction``)
+        low = () if f.a is None else (f.b,) if joint else (f.a, f.b)
         ab = [self._block(env[i], hk, nh, (B, T)) for i in low]
         h0 = self._state0(f, state0, B, device)
         if device.type == "cuda":

@@ -215,7 +215,9 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: sums it fewer times: 116 registers, no spills at 128 and 8 warps for sm_90; on an H200 with the
 #: joint form, 0.113 ms a GDN_100m call at 8 warps, 0.099 at 4, benchmarks/results/round-17/).
 #: ``prep_warps`` and ``output_warps``: the forward's ``chunk_prep_kernel`` and
-#: ``chunk_output_kernel``'s own warps (None: ``warps``).
+#: ``chunk_output_kernel``'s own warps (None: ``warps``). ``joint``: a delta rule whose correction
+#: shares the write's key (``LinearForm.joint``) runs the kernels' joint form (one rank-one term);
+#: off, the general form with a = k, the same coefficients (for A/B comparisons).
 #: ``split_bk``, ``split_warps`` and ``split_stages``: the key block, warps and software-pipelining
 #: stages (None: ``token_stages``) of the delta rule's dq/dk kernels
 #: (chunked_dqk.py). Compiled for sm_90 with Triton 3.6 at GDN_100m head shapes (one stage, 255
@@ -258,6 +260,7 @@ LAUNCH = {
     "dqa_warps": 4,
     "prep_warps": None,
     "output_warps": None,
+    "joint": True,
     "dg_scan": 0,
     "o_half": True,
     "store_half": True,
