@@ -14,7 +14,9 @@ Elementwise products with per-token values scale the coefficients, sums add term
 turns ``diag`` into ``low``; anything else applied to a state-dependent value (``tanh``, a product of
 two state-dependent values, a sum over a non-key axis) refuses the class with its reason. The new
 state must come out as ``S' = diag(w) S + a (bᵀS) + k vᵀ`` (at most one rank-one correction and one
-write after merging terms that share a factor) and the readout as ``g ⊙ (S'ᵀ q) + p``.
+write after merging terms that share a factor) and the readout as ``g ⊙ (S'ᵀ q) + p``. Where ``a`` and
+``k`` are multiples of one key-side value (``_joint``), the form is joint: one rank-one term
+``k (bᵀS + v)ᵀ``, which the kernels run with half the intra-chunk products.
 
 ``classify`` and ``classification`` (``codegen/classify.py``) say whether a whole cell is in the
 class. The coefficients become nodes of a per-token graph, evaluated in parallel over (batch, time) before

@@ -40,6 +40,7 @@ def test_linear_specs_are_classified(name):
     assert form.heads == ("h",)
     assert form.scalar_decay == (name != "gla")  # GLA decays per key channel
     assert (form.a is not None) == (name in ("gdn", "e88"))  # the delta rule's rank-one correction
+    assert form.joint == (name in ("gdn", "e88"))  # ... which shares the write's key
     assert classification(layer_of(name)).startswith("chunked: ")
 
 
@@ -85,6 +86,59 @@ def test_fixed_decay_needs_a_positive_range(decay, chunked):
     else:
         reason = "a decay that may be zero or negative: not yet (the chunks need its logarithm)"
         assert classification(layer) == reason
+
+
+#: a delta rule whose correction's key side (``CORR``) may or may not be a multiple of the write's key
+DELTA = """
+rnn delta
+hyper dim = 8
+axis h = 2
+axis i = 4
+axis j = 4
+project x -> q[h, i], k[h, i], v[h, j], beta[h]
+C_PROJECTION
+kh = l2norm[i](k)
+s = sigmoid(beta)
+state S[h, i, j]
+S' = 0.9 * S + CORR * sum[i](S * kh) + s * kh * v
+y = sum[i](S' * q)
+output y
+"""
+
+
+def delta_spec(corr: str) -> str:
+    c = "project x -> c[h, i]" if "(c)" in corr else ""
+    return DELTA.replace("CORR", corr).replace("C_PROJECTION", c)
+
+
+@pytest.mark.parametrize(
+    "corr, joint",
+    [
+        ("-s * kh", True),  # GatedDeltaNet's shape: both terms on the key kh
+        ("-(0.5 * s) * kh", True),  # a product of head values and a negation: still one key
+        ("-s * l2norm[i](c)", False),  # another key: the general form
+        ("-s * kh * kh", False),  # kh twice is not kh
+    ],
+)
+def test_joint_form_needs_one_key(corr, joint):
+    """A correction and a write that are multiples of one key value by values without the key axis
+    are one rank-one term (``LinearForm.joint``); any other key side keeps the general form."""
+    from archdsl.lang.parser import parse
+
+    layer = instantiate(parse(delta_spec(corr)), None, {}).layer
+    form = classify(extract_cell(layer)).forms[0]
+    assert form.a is not None and form.joint == joint
+    assert ("delta update k (bᵀS + v)ᵀ" in classification(layer)) == joint
+    if joint:
+        assert form.a == form.k
+
+
+def test_general_delta_layer_matches_reference():
+    """A delta rule whose correction has its own key runs the general kernels (a, b and k apart)."""
+    from archdsl.lang.parser import parse
+
+    layer = instantiate(parse(delta_spec("-s * l2norm[i](c)")), None, {}).layer
+    compare_backends(layer, B=2, T=37, chunk=16, strategy="chunked")
 
 
 E74_DELTA = {"form": "full", "update": "delta", "proj": "noz", "nonlin": "identity"}

@@ -27,7 +27,8 @@ looping over the other, so that no program holds a whole [K, V] state or every g
 once:
 
 - ``chunk_dv_kernel`` (a block of value columns; the key axis in blocks): dv, and the corrections'
-  gradient dR = (I - M_ab)⁻ᵀ dU from the walk's dU, which it stores;
+  gradient dR = (I - M_ab)⁻ᵀ dU from the walk's dU, which it stores; in a joint delta rule (a is k,
+  U = T(B̃ S + V)) dv is dR, and ``chunk_dr_kernel`` computes it alone;
 - without a correction, ``chunk_dqk_kernel`` (a block of the key axis; the value axis in blocks): dq,
   dk and the log-decays' gradient; each key block's program sums the [C, C] product dO Vᵀ over the
   value axis itself. With a correction, ``codegen/run/chunked_dqk.py``'s two kernels: the four [C, C]

@@ -19,7 +19,8 @@ matrices' share of the log-decays' gradient,
 (Z_n of the two causal matrices, Z_s of the two strict ones, x yᵀ = q kᵀ, q aᵀ, b kᵀ, b aᵀ summed over
 the key axis): a cumulative sum along τ, a masked column sum and a shift by one step, every sum over
 exactly its terms (no total minus a partial sum, no product with a 0/1 matrix). It is stored as one
-more partial sum of the decay gradient beside the key blocks'.
+more partial sum of the decay gradient beside the key blocks'. A joint delta rule (``JOINT``: a is k)
+has two of the four matrices, Q_a and M_ab (``_slots``), and no dk.
 
 ``chunk_dqkab_kernel`` (one program per chunk and block of the key axis; the key blocks fastest in
 its grid, so that a chunk's programs run together and share its tiles in L2) works in two passes

@@ -13,6 +13,9 @@ with ``S`` the state at its start, the forward is three launches:
    ``tl.dot`` a chunk: the only sequential work.
 3. ``chunk_output_kernel`` (every chunk at once): ``O = Q̃ S + Q_k V + Q_a U``.
 
+A joint delta rule (``JOINT``: ``a`` is ``k``, ``chunked_common.correction``) skips every product of
+the write: ``U₀ = T V``, ``S ← Γ_C S + K_endᵀ U``, ``O = Q̃ S + Q_k U``.
+
 The backward (``codegen/run/chunked_backward.py``) takes what 1 and 2 computed from the forward
 (``LAUNCH["keep"]``: kept as the op's extra outputs) or reruns them, passes the state's gradient
 backwards through the chunks, then computes every per-token gradient for all chunks
