@@ -82,13 +82,15 @@ def generic_weights(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def chunked_op_inputs(lowrank: bool, B=2, T=21, H=2, K=5, V=6):
+def chunked_op_inputs(lowrank: bool | str, B=2, T=21, H=2, K=5, V=6):
     """Random inputs of the chunked op (``codegen/run/ops.chunked_op``): log-decays [B, T, H] (one
     per head), q, k [B, T, H, K], v [B, T, H, V] and, for a rank-one correction (``lowrank``), a, b
-    [B, T, H, K], all requiring gradients; and an initial state [B, H, K, V]."""
+    [B, T, H, K] (``"joint"``: b alone, the correction on k's key), all requiring gradients; and an
+    initial state [B, H, K, V]."""
     g = torch.Generator().manual_seed(0)
     xs = [-torch.rand(B, T, H, generator=g)]
-    xs += [torch.randn(B, T, H, R, generator=g) for R in (K, K, V, *((K, K) if lowrank else ()))]
+    ab = {False: (), True: (K, K), "joint": (K,)}[lowrank]
+    xs += [torch.randn(B, T, H, R, generator=g) for R in (K, K, V, *ab)]
     xs = [x.requires_grad_(True) for x in xs]
     return xs, torch.randn(B, H, K, V, generator=g, requires_grad=True)
 

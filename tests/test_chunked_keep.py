@@ -53,7 +53,7 @@ def test_kept_states_give_the_rerun_gradients(spec, monkeypatch):
         assert a.abs().sum() > 0
 
 
-@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
 def test_kept_tensors_have_their_fake_shapes(lowrank, monkeypatch):
     """``torch.library.opcheck``: the op's schema, its fake outputs (the kept tensors' shapes
     included) against the real ones, and its autograd registration; traced whole by
