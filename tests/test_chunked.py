@@ -447,3 +447,16 @@ def test_cell_hands_inputs_over_without_copies(monkeypatch):
     assert seen["dot"] == "bf16"  # no rank-one correction: 16-bit products
     assert q.stride(2) == k.stride(2) == 0
     assert lw.dtype == v.dtype == torch.float32
+
+
+def test_tf32_emulation_cuts_the_products_operands(monkeypatch):
+    """``LAUNCH["tf32_emulated"]``: under the interpreter "tf32" products read their operands cut to
+    TF32's 10 mantissa bits (off: exact fp32, as "ieee"), so the forward moves by TF32's rounding."""
+    from archdsl.codegen.run import chunked_common
+
+    lw, q, k, v, ab, h0 = random_problem(True, "joint", torch.float32)
+    exact = chunked_forward(lw, q, k, v, ab, h0, 16, "ieee")[0]
+    assert torch.equal(chunked_forward(lw, q, k, v, ab, h0, 16, "tf32")[0], exact)
+    monkeypatch.setitem(chunked_common.LAUNCH, "tf32_emulated", True)
+    cut = chunked_forward(lw, q, k, v, ab, h0, 16, "tf32")[0]
+    assert 1e-5 < rel_rms(cut, exact) < 1e-2  # 2.1e-3: truncation, compounded over 37 steps
