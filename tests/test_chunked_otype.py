@@ -88,3 +88,39 @@ def test_layer_half_o_without_kernels(monkeypatch):
     monkeypatch.setattr(chunked, "chunked_op", spy)
     compare_backends(layer_of("gla"), B=2, T=20, dtype=torch.bfloat16, chunk=16, strategy="chunked")
     assert seen["o"] == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    "name, coefficients",
+    [
+        ("mamba2", {"lw": torch.float32, "v": torch.bfloat16}),
+        ("gdn", {"lw": torch.float32, "q": torch.float32, "k": torch.float32, "v": torch.float32}),
+    ],
+    ids=["write-16-bit", "delta-fp32"],
+)
+def test_narrow_coefficients_and_output(name, coefficients, monkeypatch):
+    """A bf16 layer's coefficient kernel writes a form's coefficients in bf16 where its products are
+    bf16 (no correction), fp32 for a delta rule's TF32 products, the log-decays fp32 always; its
+    epilogue writes ``y`` in bf16; the layer stays within the harness' tolerance."""
+    from archdsl.codegen.run import chunked, runtime
+
+    seen, real_linear, real_forward = {}, chunked.chunked_linear, runtime.ParallelPart.forward
+
+    def linear(lw, q, k, v, *rest):
+        seen.update(lw=lw.dtype, q=q.dtype, k=k.dtype, v=v.dtype)
+        return real_linear(lw, q, k, v, *rest)
+
+    def forward(self, xs, cs):
+        outs = real_forward(self, xs, cs)
+        seen[self.kind] = [o.dtype for o in outs]
+        return outs
+
+    monkeypatch.setattr(chunked, "chunked_linear", linear)
+    monkeypatch.setattr(runtime.ParallelPart, "forward", forward)
+    compare_backends(layer_of(name), B=1, T=20, dtype=torch.bfloat16, chunk=16, strategy="chunked")
+    assert {r: seen[r] for r in coefficients} == coefficients
+    assert seen["readout"] == [torch.bfloat16]
+    monkeypatch.setitem(chunked_common.LAUNCH, "narrow", False)
+    seen.clear()
+    compare_backends(layer_of(name), B=1, T=20, dtype=torch.bfloat16, chunk=16, strategy="chunked")
+    assert seen["readout"] == [torch.float32] and set(seen["token"]) == {torch.float32}

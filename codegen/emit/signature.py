@@ -11,6 +11,7 @@ from archdsl.codegen.emit.names import RESERVED, Namespace
 # what the Python level of a module says itself; a spec name meeting one of these gets a suffix
 PY_WORDS = frozenset(
     ("torch", "triton", "tl", "B", "T", "NC", "L", "CHUNK", "chunk", "num_warps", "ctx", "grid", "apply")
+    + ("dtypes",)
 )
 
 

@@ -65,17 +65,17 @@ def emit_token_forward(part: TokenPart, plan: Plan, name: str, py: PyNames, kind
     _loads(k, g, order)
     k.compute(g, order, 2)
     for o, i in part.outputs.items():
-        _store_token(k, outs[o], g[i].axes, k.val(i), cast=False)
+        _store_token(k, outs[o], g[i].axes, k.val(i), cast=True)
     first = params[0]
     names = [py(("t", o), "") for o in part.outputs]
     launcher = [
-        *launcher_def(f"{name}_{kind}_fwd", params, plan),
-        f'    """-> {", ".join(names)} (fp32)."""',
+        *launcher_def(f"{name}_{kind}_fwd", [*params, "dtypes"], plan),
+        f'    """-> {", ".join(names)}, each of its type in ``dtypes`` (fp32 sums rounded once)."""',
         f"    B, T = {first}.shape[:2]",
     ]
-    for o in part.outputs:
+    for n, o in enumerate(part.outputs):
         shape = py.dims("B, T", part.output_axes(o))
-        launcher.append(f"    {py(('t', o), '')} = {first}.new_empty({shape}, dtype=torch.float32)")
+        launcher.append(f"    {py(('t', o), '')} = {first}.new_empty({shape}, dtype=dtypes[{n}])")
     launcher += sig.launch(f"{name}_{kind}_fwd_kernel", "(B, triton.cdiv(T, chunk))")
     launcher.append(f"    return {', '.join(names)}")
     return k.lines, launcher

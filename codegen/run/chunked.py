@@ -165,9 +165,29 @@ def _epilogue(fc: ChunkedForm) -> TokenPart | None:
     return TokenPart.of(dataclasses.replace(c, const_source=sources), g, inputs, consts, {"y": out}, names)
 
 
-def _parallel_parts(layer: LayerIR, coefficients: TokenPart | None, epilogue: TokenPart | None) -> dict:
+def _narrow(fc: ChunkedForm, coefficients: TokenPart | None) -> dict[str, frozenset]:
+    """The outputs of the parts around the ops that a 16-bit layer writes in its own type
+    (``ParallelPart.dtypes``; ``LAUNCH["narrow"]``): the layer's output ``y`` (rounded there rather
+    than by a copy after), and the coefficients of a form without a rank-one correction but its
+    log-decays, which the kernels sum and exponentiate: its forward products round their operands to
+    the 16-bit type already (``chunked_common.products``), so the kernels read half the bytes for
+    the same products. A delta rule's products are TF32 and its coefficients stay fp32: rounded to
+    bf16 they doubled e88's gradients' distance to the reference in the kernel harness (``dx``
+    7.4e-3 to 1.8e-2, T 33, chunks of 16, CPU interpreter) and took gdn's ``dt_bias`` past 2e-2."""
+    if not LAUNCH["narrow"]:
+        return {}
+    chosen = {i for f in fc.forms if f.a is None for r, i in _roles(f).items() if r != "lw"}
+    delta = {i for f in fc.forms if f.a is not None for i in _roles(f).values()}
+    chosen -= {f.log_w for f in fc.forms} | delta
+    outs = coefficients.outputs.items() if coefficients else ()
+    return {"token": frozenset(n for n, i in outs if i in chosen), "readout": frozenset({"y"})}
+
+
+def _parallel_parts(
+    layer: LayerIR, coefficients: TokenPart | None, epilogue: TokenPart | None, narrow: dict
+) -> dict:
     """{kind: ParallelPart} of the coefficients (``token``) and of everything after the chunked op
-    (``readout``) from one generated module; {} when there is neither."""
+    (``readout``) from one generated module; {} when there is neither. ``narrow``: ``_narrow``'s."""
     chosen = {"token": coefficients, "readout": epilogue}
     parts = [(k, p, make_token_plan(p.axes, p.sizes, p.graph)) for k, p in chosen.items() if p is not None]
     if not parts:
@@ -176,7 +196,7 @@ def _parallel_parts(layer: LayerIR, coefficients: TokenPart | None, epilogue: To
     module, digest, _ = load_module(
         emit_parts_module(layer, parts), stem + "_chunked", f"{layer.name} (chunked strategy)"
     )
-    return {k: ParallelPart(k, p, pp, module, digest, stem) for k, p, pp in parts}
+    return {k: ParallelPart(k, p, pp, module, digest, stem, narrow.get(k, frozenset())) for k, p, pp in parts}
 
 
 class ChunkedCell:
@@ -199,7 +219,8 @@ class ChunkedCell:
     @functools.cached_property
     def kernels(self) -> dict:
         """The per-token parts' generated kernels (written and imported on first use)."""
-        return _parallel_parts(self.layer, self.coefficients, self.epilogue)
+        narrow = _narrow(self.chunked, self.coefficients)
+        return _parallel_parts(self.layer, self.coefficients, self.epilogue, narrow)
 
     def describe(self) -> list[tuple[str, str]]:
         """(label, text) lines for ``archdsl compile``."""

@@ -172,13 +172,14 @@ def loop_op(cc):
 
 def part_op(pp):
     """``archdsl::<kind>_<hash>_<chunk>_<warps>`` of a ``runtime.ParallelPart``."""
-    name = f"archdsl::{pp.kind}_{pp.hash}_{pp.plan.chunk}_{pp.plan.num_warps}"
+    narrow = "".join(f"_{i}" for i, o in enumerate(pp.part.outputs) if o in pp.narrow)
+    name = f"archdsl::{pp.kind}_{pp.hash}_{pp.plan.chunk}_{pp.plan.num_warps}{narrow}"
 
     def forward(xs: list[torch.Tensor], cs: list[torch.Tensor]) -> list[torch.Tensor]:
         return pp.forward(xs, cs)
 
     def fake(xs, cs):
-        return [xs[0].new_empty(s, dtype=pp.dtype(xs[0])) for s in pp.shapes(xs[0])]
+        return [xs[0].new_empty(s, dtype=d) for s, d in zip(pp.shapes(xs[0]), pp.dtypes(xs))]
 
     def backward(
         xs: list[torch.Tensor], cs: list[torch.Tensor], douts: list[torch.Tensor]
@@ -198,8 +199,8 @@ def part_op(pp):
         saved = ctx.saved_tensors
         xs, cs = list(saved[: ctx.n]), list(saved[ctx.n :])
         douts = [
-            g if g is not None else xs[0].new_zeros(s, dtype=pp.dtype(xs[0]))
-            for g, s in zip(out_grads, pp.shapes(xs[0]))
+            g if g is not None else xs[0].new_zeros(s, dtype=d)
+            for g, s, d in zip(out_grads, pp.shapes(xs[0]), pp.dtypes(xs))
         ]
         out = bwd(xs, cs, douts)
         return out[: ctx.n], out[ctx.n :]

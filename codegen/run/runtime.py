@@ -129,11 +129,16 @@ def _ntiles(plan: Plan, axes) -> int:
 
 class ParallelPart:
     """A stateless per-token computation (codegen/hoist.py) as two kernels of the generated module,
-    ``<kind>_fwd_kernel`` and ``<kind>_bwd_kernel``, and a ``torch.library`` custom op with autograd."""
+    ``<kind>_fwd_kernel`` and ``<kind>_bwd_kernel``, and a ``torch.library`` custom op with autograd.
+    Its outputs are fp32, those named in ``narrow`` in the inputs' 16-bit type where one of them has
+    one (``dtypes``): the chunked strategy's key, query and value coefficients, as its kernels read
+    them (rounded once, from fp32 sums)."""
 
-    def __init__(self, kind: str, part, plan: Plan, module, digest: str, stem: str):
+    def __init__(
+        self, kind: str, part, plan: Plan, module, digest: str, stem: str, narrow: frozenset = frozenset()
+    ):
         self.kind, self.part, self.plan, self.module, self.hash = kind, part, plan, module, digest
-        self.stem = stem
+        self.stem, self.narrow = stem, narrow
         self.input_names, self.const_names = list(part.inputs), list(part.consts)
 
     def __call__(self, inputs: dict, frontier) -> list:
@@ -157,13 +162,15 @@ class ParallelPart:
         B, T = x.shape[:2]
         return [(B, T, *(self.part.sizes[a] for a in self.part.output_axes(o))) for o in self.part.outputs]
 
-    def dtype(self, x):
-        return torch.float32  # outputs stay fp32: the loop or the caller reads them
+    def dtypes(self, xs) -> list[torch.dtype]:
+        """Each output's type: fp32, or for one in ``narrow`` the first 16-bit type among ``xs``."""
+        half = next((x.dtype for x in xs if x.dtype in (torch.bfloat16, torch.float16)), torch.float32)
+        return [half if o in self.narrow else torch.float32 for o in self.part.outputs]
 
     # ---- the module's launchers ----------------------------------------------------------------
     def forward(self, xs, cs):
         launch = getattr(self.module, f"{self.stem}_{self.kind}_fwd")
-        outs = launch(*xs, *cs, chunk=self.plan.chunk, num_warps=self.plan.num_warps)
+        outs = launch(*xs, *cs, self.dtypes(xs), chunk=self.plan.chunk, num_warps=self.plan.num_warps)
         return list(outs) if isinstance(outs, tuple) else [outs]
 
     def backward(self, xs, cs, douts):
