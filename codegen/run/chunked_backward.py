@@ -54,7 +54,6 @@ from archdsl.codegen.run.chunked_common import (
     _decay_grad_scan,
     _decay_state,
     _dot,
-    _dot3,
     _from_start,
     _head_decays,
     _masked,
@@ -148,7 +147,6 @@ def chunk_dstates_kernel(
     w_in, do, du, dht, dstates, dh0, T, H, K: tl.constexpr, V: tl.constexpr,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
-    X3: tl.constexpr,
 ):  # fmt: skip
     """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards.
     A program holds a [BK, BV] block of it, the key axis in blocks without a correction and whole
@@ -177,24 +175,14 @@ def chunk_dstates_kernel(
         dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
         dO = dO.to(tl.float32)  # do: fp32 or o's 16-bit type
         g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
-        if X3 == 2:
-            dS_prev = _dot3(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
-        else:
-            dS_prev = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
+        dS_prev = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
         if LOWRANK:
             aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
             pu = du + (chunk * C + rc)[:, None] * V + rv[None, :]
-            if X3 > 0:
-                adS = _dot3(_to_end(aa, G, GC, SCALAR), dS, DOT)
-            else:
-                adS = _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
-            dU = tl.load(pu, mask=mv[None, :], other=0.0) + adS
+            dU = tl.load(pu, mask=mv[None, :], other=0.0) + _dot(_to_end(aa, G, GC, SCALAR), dS, DOT)
             tl.store(pu, dU, mask=mv[None, :])
             W = tl.load(w_in + (chunk * C + rc)[:, None] * K + rk[None, :], mask=mk[None, :], other=0.0)
-            if X3 > 0:
-                dS_prev += _dot3(tl.trans(W.to(tl.float32)), dU, DOT)
-            else:
-                dS_prev += _dot(tl.trans(W.to(tl.float32)), dU, DOT)
+            dS_prev += _dot(tl.trans(W.to(tl.float32)), dU, DOT)
         dS = dS_prev + _decay_state(dS, GC, SCALAR)
     tl.store(dh0 + i_bh * K * V + pS, dS, mask=mS)
 
@@ -388,7 +376,7 @@ def chunked_backward(
     walk = walk_launch("dstates", meta, V, None if ab else K)
     chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
         lw, q, a, *sw, *sq, *sa, W if ab else states, do, du, dht, dstates, dh0, T, H, K, V,
-        LOWRANK=bool(ab), X3=LAUNCH["dstates_x3"] if ab else 0, **walk,
+        LOWRANK=bool(ab), **walk,
     )  # fmt: skip
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
     dR = torch.empty_like(U, dtype=store) if ab else states

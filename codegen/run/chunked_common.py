@@ -49,24 +49,6 @@ def _dot(x, y, DOT: tl.constexpr):
 
 
 @triton.jit
-def _dot3(x, y, DOT: tl.constexpr):
-    """``_dot`` with TF32 products as three ("tf32x3": x·y ≈ xₕ·yₕ + xₕ·yₗ + xₗ·yₕ, each operand split
-    into TF32's high part and the TF32 rest): about fp32's precision for three times the tensor-core
-    work. For the chains whose rounding accumulates across chunks (the backward's walk); other types
-    as ``_dot``'s."""
-    if DOT == "tf32":
-        out = tl.dot(x, y, input_precision="tf32x3")
-    elif DOT == "tf32-emulated":
-        xh, yh = _tf32(x), _tf32(y)
-        out = tl.dot(xh, yh, input_precision="ieee")
-        out += tl.dot(xh, _tf32(y - yh), input_precision="ieee")
-        out += tl.dot(_tf32(x - xh), yh, input_precision="ieee")
-    else:
-        out = _dot(x, y, DOT)
-    return out
-
-
-@triton.jit
 def _split_dot(x, y, DOT: tl.constexpr):
     """``_dot`` with ``x`` as two terms of the 16-bit type, hi + lo: x rounded to about 2⁻¹⁸ of its
     size in bf16 (2⁻²⁴ in fp16), not 2⁻⁹ (2⁻¹²), for twice the tensor-core work. For scores summed
@@ -274,9 +256,6 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: rule's dR and its four matrices' gradients (``dmat``), and without a rank-one correction the
 #: chunks' start states; a delta rule's start states, U₀, U and W stay fp32 (``forward_store``). What
 #: is carried or summed stays fp32: the walks' running state, every product's accumulator, T⁻¹.
-#: ``narrow``: a bf16/fp16 layer's epilogue writes ``y`` in the layer's type, and its coefficient
-#: kernel a form's coefficients but the log-decays where the form has no rank-one correction
-#: (``chunked._narrow``); off, all fp32.
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -303,8 +282,6 @@ LAUNCH = {
     "dg_scan": 0,
     "o_half": True,
     "store_half": True,
-    "narrow": True,
-    "dstates_x3": 2,
 }
 
 
