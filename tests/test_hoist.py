@@ -5,6 +5,7 @@ import torch
 from archdsl.codegen import build_cell
 from archdsl.codegen.hoist import hoist
 from archdsl.codegen.run.runtime import HoistedCell
+from kernel_harness import compare_backends
 
 from archdsl.autodiff import extract_cell
 from archdsl.ir import Op
@@ -124,3 +125,21 @@ def test_a_pointwise_readout_stays_in_the_loop():
 
     part, cell = split_readout(extract_cell(e88(gate="sigmoid")))
     assert part is None and cell.output_axes == ("h", "j")
+
+
+def test_a_readout_after_the_loop_writes_a_16_bit_layers_type(monkeypatch):
+    """The readout kernel writes a bf16 layer's output in bf16 (no fp32 copy to round after it); the
+    per-token values the loop reads stay fp32; the layer within the harness' tolerance."""
+    from archdsl.codegen.run import runtime
+
+    seen, real = {}, runtime.ParallelPart.forward
+
+    def forward(self, xs, cs):
+        outs = real(self, xs, cs)
+        seen[self.kind] = {o.dtype for o in outs}
+        return outs
+
+    monkeypatch.setattr(runtime.ParallelPart, "forward", forward)
+    layer = instantiate(parse_file("specs/gdn.rnn"), "test").layer
+    compare_backends(layer, B=1, T=9, dtype=torch.bfloat16, chunk=4, strategy="loop")
+    assert seen == {"token": {torch.float32}, "readout": {torch.bfloat16}}

@@ -35,5 +35,10 @@ def build_loop(layer: LayerIR, cell: Cell, opts, parts: bool = True):
     compiled = CompiledCell(cell, backward, plan, module, digest, path, stem)
     if not part_plans:
         return compiled
-    kernels = {k: ParallelPart(k, p, pp, module, digest, stem) for k, p, pp in part_plans}
+    # the readout writes the layer's output in a 16-bit layer's type (no copy after it); the per-token
+    # values the loop reads stay fp32
+    narrow = {"readout": frozenset(around["readout"].outputs)} if "readout" in around else {}
+    kernels = {
+        k: ParallelPart(k, p, pp, module, digest, stem, narrow.get(k, frozenset())) for k, p, pp in part_plans
+    }
     return HoistedCell(compiled, whole, kernels.get("token"), kernels.get("readout"))
