@@ -256,6 +256,10 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: rule's dR and its four matrices' gradients (``dmat``), and without a rank-one correction the
 #: chunks' start states; a delta rule's start states, U₀, U and W stay fp32 (``forward_store``). What
 #: is carried or summed stays fp32: the walks' running state, every product's accumulator, T⁻¹.
+#: ``narrow``: a bf16/fp16 layer's epilogue writes ``y`` in the layer's type, and its coefficient
+#: kernel a form's coefficients but the log-decays where the form has no rank-one correction
+#: (``chunked._narrow``); off, all fp32. On an H200 (benchmarks/results/round-18/, alternating with
+#: the build before): Mamba2_100m 4.65 -> 4.46 ms GPU time a forward+backward, GDN_100m 3.97 -> 3.94.
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -282,6 +286,7 @@ LAUNCH = {
     "dg_scan": 0,
     "o_half": True,
     "store_half": True,
+    "narrow": True,
 }
 
 
