@@ -176,6 +176,7 @@ output y
         {"a": "H", "v": "torch", "k": "B"},
         {"i": "t"},
         {"i": "chunk", "j": "nc"},
+        {"q": "dtypes"},  # the per-token launcher's output types
     ],
     ids=lambda m: ",".join(f"{a}->{b}" for a, b in m.items()),
 )

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from archdsl.codegen.emit.names import RESERVED, Namespace
 
-# what the Python level of a module says itself; a spec name meeting one of these gets a suffix
+# what the Python level of a module says itself (the launchers' own keyword parameters among it); a
+# spec name meeting one of these gets a suffix
+LAUNCHER_WORDS = ("chunk", "num_warps", "dtypes")
 PY_WORDS = frozenset(
-    ("torch", "triton", "tl", "B", "T", "NC", "L", "CHUNK", "chunk", "num_warps", "ctx", "grid", "apply")
-    + ("dtypes",)
+    ("torch", "triton", "tl", "B", "T", "NC", "L", "CHUNK", "ctx", "grid", "apply", *LAUNCHER_WORDS)
 )
 
 

@@ -176,9 +176,9 @@ def _narrow(fc: ChunkedForm, coefficients: TokenPart | None) -> dict[str, frozen
     7.4e-3 to 1.8e-2, T 33, chunks of 16, CPU interpreter) and took gdn's ``dt_bias`` past 2e-2."""
     if not LAUNCH["narrow"]:
         return {}
-    chosen = {i for f in fc.forms if f.a is None for r, i in _roles(f).items() if r != "lw"}
-    delta = {i for f in fc.forms if f.a is not None for i in _roles(f).values()}
-    chosen -= {f.log_w for f in fc.forms} | delta
+    write = {i for f in fc.forms if f.a is None for i in _roles(f).values()}
+    kept = {f.log_w for f in fc.forms} | {i for f in fc.forms if f.a is not None for i in _roles(f).values()}
+    chosen = write - kept  # a node that a delta rule or a decay also reads stays fp32
     outs = coefficients.outputs.items() if coefficients else ()
     return {"token": frozenset(n for n, i in outs if i in chosen), "readout": frozenset({"y"})}
 

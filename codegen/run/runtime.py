@@ -131,8 +131,8 @@ class ParallelPart:
     """A stateless per-token computation (codegen/hoist.py) as two kernels of the generated module,
     ``<kind>_fwd_kernel`` and ``<kind>_bwd_kernel``, and a ``torch.library`` custom op with autograd.
     Its outputs are fp32, those named in ``narrow`` in the inputs' 16-bit type where one of them has
-    one (``dtypes``): the chunked strategy's key, query and value coefficients, as its kernels read
-    them (rounded once, from fp32 sums)."""
+    one (``dtypes``; rounded once, from fp32 sums): a readout's ``y``, and the chunked strategy's
+    coefficients where its kernels multiply them in that type (``chunked._narrow``)."""
 
     def __init__(
         self, kind: str, part, plan: Plan, module, digest: str, stem: str, narrow: frozenset = frozenset()
