@@ -425,8 +425,8 @@ def test_triton_low_precision_inputs(dtype, scalar):
 
 def test_cell_hands_inputs_over_without_copies(monkeypatch):
     """Mamba2's B and C (inputs of the cell, one per state channel, shared by the heads) reach the op
-    with a head stride of 0 (not broadcast into a copy); the log-decays and v as the generated kernels
-    wrote them (fp32)."""
+    with a head stride of 0 (not broadcast into a copy); the log-decays and v as the generated kernel
+    wrote them (fp32, and v in the layer's type: ``chunked._narrow``)."""
     from archdsl.codegen.run import chunked
 
     seen = {}
@@ -446,7 +446,7 @@ def test_cell_hands_inputs_over_without_copies(monkeypatch):
     lw, q, k, v = seen["xs"]
     assert seen["dot"] == "bf16"  # no rank-one correction: 16-bit products
     assert q.stride(2) == k.stride(2) == 0
-    assert lw.dtype == v.dtype == torch.float32
+    assert lw.dtype == torch.float32 and v.dtype == torch.bfloat16
 
 
 def test_tf32_emulation_cuts_the_products_operands(monkeypatch):

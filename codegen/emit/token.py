@@ -69,9 +69,11 @@ def emit_token_forward(part: TokenPart, plan: Plan, name: str, py: PyNames, kind
     first = params[0]
     names = [py(("t", o), "") for o in part.outputs]
     launcher = [
-        *launcher_def(f"{name}_{kind}_fwd", [*params, "dtypes"], plan),
-        f'    """-> {", ".join(names)}, each of its type in ``dtypes`` (fp32 sums rounded once)."""',
+        *launcher_def(f"{name}_{kind}_fwd", [*params, "dtypes=None"], plan),
+        f'    """-> {", ".join(names)}, each of its type in ``dtypes`` (fp32 sums rounded once; None:'
+        ' all fp32)."""',
         f"    B, T = {first}.shape[:2]",
+        f"    dtypes = dtypes or ({'torch.float32, ' * len(part.outputs)})",
     ]
     for n, o in enumerate(part.outputs):
         shape = py.dims("B, T", part.output_axes(o))
