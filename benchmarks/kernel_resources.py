@@ -14,7 +14,7 @@ constexprs, and without a correction (``--no-lowrank``) a block of ``--bk`` key 
 local Triton may differ from the GPU machine's: compare settings within one run. GLA_100m's walks:
 
     python benchmarks/kernel_resources.py chunk_states_kernel chunk_dstates_kernel --no-lowrank \
-        --per-channel --kv 128 --v 256 --bk 64 --bv 64 --stages 1 --warps 4
+        --per-channel --kv 128 --v 256 --bk 64 --bv 64 --stages 1 --warps 4 [--cumsum]
 
 The short convolution's kernels (``codegen/run/shortconv.py``) at GDN_100m's q: x a bf16 slice of
 the projection (channel stride 1, token stride a multiple of 16, as the GPU specialises them), dy
@@ -145,6 +145,9 @@ def main():
     ap.add_argument("--maxnreg", type=int, help="registers a thread at most (ptxas' .maxnreg; default: none)")
     ap.add_argument("--scan", action="store_true", help="chunk_dqk_kernel: the decay gradient by a scan")
     ap.add_argument(
+        "--cumsum", action="store_true", help="the walks read cumulative log-decays (LAUNCH['walk_cumsum'])"
+    )
+    ap.add_argument(
         "--store-half", action="store_true", help="the stored intermediates in bf16 as LAUNCH['store_half']"
     )
     ap.add_argument("--bt", type=int, nargs="*", default=[32], help="convolution: tokens a program")
@@ -178,6 +181,8 @@ def main():
             SHARED=True,
             LOWRANK=not args.no_lowrank,
             SCAN=args.scan,
+            CUM=args.cumsum,
+            JOINT=False,
         )
         stored = STORED | ({"states"} if args.no_lowrank else set()) if args.store_half else set()
         line = attempt(name, consts, warps, stages, args.maxnreg, HALF | stored)

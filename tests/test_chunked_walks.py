@@ -2,7 +2,8 @@
 with the key axis in blocks (``LAUNCH["walk_bk"]``): without a rank-one correction each block of key
 rows of the state evolves apart, so a program holds a [BK, BV] block of it; with one the key axis
 stays whole. Against the recurrence (float64) and the reference layer, at key sizes that are not a
-multiple of the block, and the launches they take."""
+multiple of the block, the launches they take, and the chunk-local cumulative log-decays they read
+(``LAUNCH["walk_cumsum"]``) or scan themselves."""
 
 import pytest
 import torch
@@ -68,11 +69,13 @@ def assert_walks_match_the_recurrence(lw, q, k, v, ab, h0):
     ids=["three-key-blocks", "key-smaller-than-block", "key-whole"],
 )
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-def test_split_walks_match_the_recurrence(scalar, K, walk_bk, blocks, monkeypatch):
+@pytest.mark.parametrize("cumsum", [True, False], ids=["cumsum", "scan"])
+def test_split_walks_match_the_recurrence(cumsum, scalar, K, walk_bk, blocks, monkeypatch):
     """Without a correction, key size 40 in blocks of 16 (the last half full), 18 in one block of 32
     (the block clamped to the padded key size) and 40 whole (``walk_bk`` None); value size 40 in the
     walks' blocks of 16 (three, the last half full); 37 steps (two chunks of 16 and a partial one), a
     given initial state. Each walk launches (B·H, value blocks, key blocks) programs."""
+    monkeypatch.setitem(chunked_common.LAUNCH, "walk_cumsum", cumsum)
     monkeypatch.setitem(chunked_common.LAUNCH, "walk_bk", walk_bk)
     monkeypatch.setitem(chunked_common.LAUNCH, "states_bv", 16)
     monkeypatch.setitem(chunked_common.LAUNCH, "dstates_bv", 16)
@@ -84,9 +87,11 @@ def test_split_walks_match_the_recurrence(scalar, K, walk_bk, blocks, monkeypatc
     assert seen == [(name, (B * H, 3, NK), BK) for name in ORDER]
 
 
-def test_walks_hold_the_key_axis_whole_with_a_correction(monkeypatch):
+@pytest.mark.parametrize("cumsum", [True, False], ids=["cumsum", "scan"])
+def test_walks_hold_the_key_axis_whole_with_a_correction(cumsum, monkeypatch):
     """A delta rule's walks contract the state over the key axis (U = W S + U₀, Wᵀ dU): one block of
     the padded key size whatever ``walk_bk`` says, and the result still matches the recurrence."""
+    monkeypatch.setitem(chunked_common.LAUNCH, "walk_cumsum", cumsum)
     monkeypatch.setitem(chunked_common.LAUNCH, "walk_bk", 16)
     seen = record_walks(monkeypatch)
     lw, q, k, v, ab, h0 = random_problem(False, True, torch.float32, T=37, K=18, V=20, seed=6)
@@ -121,3 +126,20 @@ def test_layer_with_split_walks_matches_reference(name, sizes, monkeypatch):
     seen = record_walks(monkeypatch)
     compare_backends(layer_of(name, **sizes), B=2, T=37, chunk=16, strategy="chunked")
     assert {(n, grid[2], bk) for n, grid, bk in seen} == {(n, 3, 16) for n in WALKS}
+
+
+@pytest.mark.parametrize("shape", [(2, 37, 3), (2, 37, 3, 130)], ids=["head-decay", "key-decay"])
+def test_walk_decays_are_chunk_local_cumulative_sums(shape, monkeypatch):
+    """``walk_decays``: the log-decays' inclusive cumulative sums restarted at every chunk of 16 (37
+    steps: the last chunk partial; 130 key channels: three blocks of 64), fp32 and contiguous, from
+    strided bf16 log-decays; with ``walk_cumsum`` off, the log-decays themselves."""
+    B, T, H = shape[:3]
+    lw = -torch.rand(B, T, 2 * H, *shape[3:]).bfloat16()[:, :, ::2]
+    gc, cum = chunked_kernels.walk_decays(lw, 16)
+    pad = torch.zeros(B, 48 - T, *lw.shape[2:])
+    chunks = torch.cat([lw.float(), pad], 1).unflatten(1, (3, 16))
+    expected = chunks.cumsum(2).flatten(1, 2)[:, :T]
+    assert cum and gc.dtype == torch.float32 and gc.is_contiguous()
+    assert torch.allclose(gc, expected, rtol=1e-6, atol=1e-6)
+    monkeypatch.setitem(chunked_common.LAUNCH, "walk_cumsum", False)
+    assert chunked_kernels.walk_decays(lw, 16) == (lw, False)

@@ -70,7 +70,7 @@ from archdsl.codegen.run.chunked_common import (
     walk_launch,
 )
 from archdsl.codegen.run.chunked_dqk import _state_products, dqkab
-from archdsl.codegen.run.chunked_kernels import chunk_states
+from archdsl.codegen.run.chunked_kernels import _walk_decays, chunk_states, walk_decays
 
 
 @triton.jit
@@ -147,6 +147,7 @@ def chunk_dstates_kernel(
     w_in, do, du, dht, dstates, dh0, T, H, K: tl.constexpr, V: tl.constexpr,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+    CUM: tl.constexpr,
 ):  # fmt: skip
     """The chunks in reverse: stores the gradient of each chunk's end state, passes it backwards.
     A program holds a [BK, BV] block of it, the key axis in blocks without a correction and whole
@@ -174,7 +175,7 @@ def chunk_dstates_kernel(
         qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
         dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
         dO = dO.to(tl.float32)  # do: fp32 or o's 16-bit type
-        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+        G, GC = _walk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C, SCALAR, CUM)
         dS_prev = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
         if LOWRANK:
             aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
@@ -374,9 +375,10 @@ def chunked_backward(
     per_token = dict(meta, BK=key_block(K)) | token_launch()
     du = _dqa(lw, q, a, do, U, per_token) if ab else states  # Q_aᵀ dO; the walk makes it dU in place
     walk = walk_launch("dstates", meta, V, None if ab else K)
+    gc, cum = walk_decays(lw, chunk)
     chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
-        lw, q, a, *sw, *sq, *sa, W if ab else states, do, du, dht, dstates, dh0, T, H, K, V,
-        LOWRANK=bool(ab), **walk,
+        gc, q, a, *strides(gc), *sq, *sa, W if ab else states, do, du, dht, dstates, dh0, T, H, K, V,
+        LOWRANK=bool(ab), CUM=cum, **walk,
     )  # fmt: skip
     dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
     dR = torch.empty_like(U, dtype=store) if ab else states

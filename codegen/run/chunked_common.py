@@ -260,6 +260,9 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: kernel a form's coefficients but the log-decays where the form has no rank-one correction
 #: (``chunked._narrow``); off, all fp32. On an H200 (benchmarks/results/round-18/, alternating with
 #: the build before): Mamba2_100m 4.65 -> 4.46 ms GPU time a forward+backward, GDN_100m 3.97 -> 3.94.
+#: ``walk_cumsum``: the walks read the chunk-local cumulative log-decays from one parallel launch
+#: before them (``chunked_kernels.walk_decays``) where they would scan each chunk's inside their
+#: sequential loop (GLA_100m's walks, sm_90: 33 → 16 KB shared memory, 24 → 0 B spilled a thread).
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -287,6 +290,7 @@ LAUNCH = {
     "o_half": True,
     "store_half": True,
     "narrow": True,
+    "walk_cumsum": True,
 }
 
 

@@ -53,6 +53,62 @@ def kernel_path() -> str:
 
 
 @triton.jit
+def chunk_cumsum_kernel(
+    lw, sw0, sw1, sw2, sw3, gc, T, H, K, C: tl.constexpr, BK: tl.constexpr, SCALAR: tl.constexpr
+):  # fmt: skip
+    """Every chunk at once: the chunk-local inclusive cumulative log-decays G, fp32, in ``gc`` (lw's
+    shape, contiguous), for the walks (``_walk_decays``), whose sequential loop then loads G and the
+    chunk's total Γ_C where it would scan the chunk's log-decays."""
+    i_bh, n = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    t = n * C + tl.arange(0, C)
+    mt = t < T
+    row = (i_b * T + t) * H + i_h
+    if SCALAR:
+        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
+        tl.store(gc + row, tl.cumsum(g, 0), mask=mt)
+    else:
+        for i_k in range(0, tl.cdiv(K, BK)):
+            rk = i_k * BK + tl.arange(0, BK)
+            mk = rk < K
+            G = tl.cumsum(_tile(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk), 0)
+            tl.store(gc + row[:, None] * K + rk[None, :], G, mask=mt[:, None] & mk[None, :])
+
+
+@triton.jit
+def _walk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C: tl.constexpr,
+                 SCALAR: tl.constexpr, CUM: tl.constexpr):  # fmt: skip
+    """(G, Γ_C) of chunk ``n`` for a walk: ``CUM``, loaded from ``chunk_cumsum_kernel``'s G (0 past
+    T, where the operands are 0 too) and its row at the chunk's last step; else ``_chunk_decays``'."""
+    if CUM:
+        last = tl.minimum(n * C + C - 1, T - 1)
+        if SCALAR:
+            G = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0)
+            GC = tl.load(lw + i_b * sw0 + i_h * sw2 + last * sw1)
+        else:
+            G = _tile(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk)
+            GC = tl.load(lw + i_b * sw0 + i_h * sw2 + last * sw1 + rk * sw3, mask=mk, other=0.0)
+    else:
+        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+    return G, GC
+
+
+def walk_decays(lw: torch.Tensor, chunk: int) -> tuple[torch.Tensor, bool]:
+    """What a walk reads for its decays, and its ``CUM``: with ``LAUNCH["walk_cumsum"]`` the
+    chunk-local cumulative log-decays (``chunk_cumsum_kernel``, one launch), else ``lw`` itself."""
+    if not LAUNCH["walk_cumsum"]:
+        return lw, False
+    B, T, H = lw.shape[:3]
+    K = lw.shape[3] if lw.dim() == 4 else 1
+    gc = torch.empty(lw.shape, device=lw.device, dtype=torch.float32)
+    BK = min(64, max(16, triton.next_power_of_2(K)))
+    chunk_cumsum_kernel[(B * H, -(-T // chunk))](
+        lw, *strides(lw), gc, T, H, K, C=chunk, BK=BK, SCALAR=lw.dim() == 3
+    )  # fmt: skip
+    return gc, True
+
+
+@triton.jit
 def _diagonal_inverses(p, C: tl.constexpr):
     """Writes T_ii = (I - L_ii)⁻¹ over the C/16 diagonal 16×16 blocks of the strictly lower L at ``p``
     (row stride C), all blocks at once as one [C/16, 16, 16] tile, by forward substitution: row t of
@@ -168,7 +224,7 @@ def chunk_states_kernel(
     w_in, u0_in, h0, states, u_out, ht, T, H, K: tl.constexpr, V: tl.constexpr,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
-    JOINT: tl.constexpr,
+    JOINT: tl.constexpr, CUM: tl.constexpr,
 ):  # fmt: skip
     """The chunks in order: stores each chunk's start state (and its corrections U), passes the state.
     A program holds a [BK, BV] block of the state: without a correction the key rows evolve apart
@@ -193,7 +249,7 @@ def chunk_states_kernel(
         tl.store(states + chunk * K * V + pS, S.to(states.dtype.element_ty), mask=mS)
         t = n * C + rc
         mt = t < T
-        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+        G, GC = _walk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C, SCALAR, CUM)
         if not JOINT:  # the write k vᵀ (joint: inside U)
             kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
             vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
@@ -288,9 +344,10 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32)
             lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, JOINT=joint, **prep
         )  # fmt: skip
     walk = walk_launch("states", meta, V, None if ab else K)
+    gc, cum = walk_decays(lw, chunk)
     chunk_states_kernel[walk_grid(B * H, K, V, walk)](
-        lw, k, v, a, *sw, *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
-        U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), JOINT=joint, **walk,
+        gc, k, v, a, *strides(gc), *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
+        U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), JOINT=joint, CUM=cum, **walk,
     )  # fmt: skip
     return states, ht, U, W, inv
 
