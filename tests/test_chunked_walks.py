@@ -83,7 +83,6 @@ def test_split_walks_match_the_recurrence(cumsum, scalar, K, walk_bk, blocks, mo
     lw, q, k, v, ab, h0 = random_problem(scalar, False, torch.float32, T=37, K=K, V=40, seed=5)
     assert_walks_match_the_recurrence(lw, q, k, v, ab, h0)
     NK, BK = blocks
-    B, _, H, _ = q.shape
     assert seen == [(name, (B * H, 3, NK), BK) for name in ORDER]
 
 
@@ -143,3 +142,21 @@ def test_walk_decays_are_chunk_local_cumulative_sums(shape, monkeypatch):
     assert torch.allclose(gc, expected, rtol=1e-6, atol=1e-6)
     monkeypatch.setitem(chunked_common.LAUNCH, "walk_cumsum", False)
     assert chunked_kernels.walk_decays(lw, 16) == (lw, False)
+
+
+@pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
+def test_output_and_dv_take_their_own_value_blocks(scalar, monkeypatch):
+    """``output_bv``, ``dv_bv``, ``dv_warps`` (``kernel_launch``): the output kernel and ``chunk_dv_kernel``
+    in three value blocks of 16 (value size 40) where the others take one of 64, and still the
+    recurrence's output and gradients."""
+    for key, value in [("output_bv", 16), ("dv_bv", 16), ("dv_warps", 2)]:
+        monkeypatch.setitem(chunked_common.LAUNCH, key, value)
+    launch = chunked_common.kernel_launch("dv", dict(BV=64, num_warps=4), 40)
+    assert launch == dict(BV=16, num_warps=2)
+    assert chunked_common.kernel_launch("dqa", dict(BV=64, num_warps=4), 8)["BV"] == 16  # padded V
+    seen = []
+    for name, mod in [("chunk_output_kernel", chunked_kernels), ("chunk_dv_kernel", chunked_backward)]:
+        monkeypatch.setattr(mod, name, Launches(getattr(mod, name), name, seen))
+    lw, q, k, v, ab, h0 = random_problem(scalar, False, torch.float32, T=37, K=18, V=40, seed=7)
+    assert_walks_match_the_recurrence(lw, q, k, v, ab, h0)
+    assert [(name, grid[2]) for name, grid, _ in seen] == [("chunk_output_kernel", 3), ("chunk_dv_kernel", 3)]

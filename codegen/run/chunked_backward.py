@@ -63,6 +63,7 @@ from archdsl.codegen.run.chunked_common import (
     _to_end,
     _wide_dot,
     correction,
+    kernel_launch,
     key_block,
     strides,
     token_launch,
@@ -338,10 +339,8 @@ def _dqa(lw, q, a, do, U, per_token: dict) -> torch.Tensor:
     B, T, H, K = q.shape
     V = do.shape[-1]
     du = torch.empty_like(U, dtype=torch.float32)
-    bv = min(LAUNCH["dqa_bv"], max(16, triton.next_power_of_2(V)))
-    launch = dict(per_token, BV=bv)
-    launch["num_warps"] = LAUNCH["dqa_warps"] or launch.get("num_warps")
-    grid = (B * H, U.shape[1] // per_token["C"], triton.cdiv(V, bv))  # U: [B · H, chunks · C, V]
+    launch = kernel_launch("dqa", per_token, V)
+    grid = (B * H, U.shape[1] // per_token["C"], triton.cdiv(V, launch["BV"]))  # U: [B · H, chunks · C, V]
     chunk_dqa_kernel[grid](lw, q, a, *strides(lw), *strides(q), *strides(a), do, du, T, H, K, V, **launch)
     return du
 
@@ -387,7 +386,8 @@ def chunked_backward(
         chunk_dr_kernel[(B * H, N, NV)](inv, du, dv, dR, T, H, V, **launch)
     else:
         args = (lw, q, k, b, *sw, *sq, *sk, *sb, dstates, inv if ab else states, du, do, dv, dR, T, H, K, V)
-        chunk_dv_kernel[(B * H, N, NV)](*args, LOWRANK=bool(ab), **per_token)
+        launch = kernel_launch("dv", per_token, V)
+        chunk_dv_kernel[(B * H, N, triton.cdiv(V, launch["BV"]))](*args, LOWRANK=bool(ab), **launch)
     NK = triton.cdiv(K, key_block(K, split=bool(ab)))
     scalar = lw.dim() == 3
     parts = NK + bool(ab)  # with a correction, the matrices' partial sum too (chunked_dqk.py)

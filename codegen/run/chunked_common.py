@@ -226,9 +226,11 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: sums it fewer times: 116 registers, no spills at 128 and 8 warps for sm_90; on an H200 with the
 #: joint form, 0.113 ms a GDN_100m call at 8 warps, 0.099 at 4, benchmarks/results/round-17/).
 #: ``prep_warps`` and ``output_warps``: the forward's ``chunk_prep_kernel`` and
-#: ``chunk_output_kernel``'s own warps (None: ``warps``). ``joint``: a delta rule whose correction
-#: shares the write's key (``LinearForm.joint``) runs the kernels' joint form (one rank-one term);
-#: off, the general form with a = k, the same coefficients (for A/B comparisons). ``tf32_emulated``:
+#: ``chunk_output_kernel``'s own warps (None: ``warps``); ``output_bv``, ``dv_bv`` and ``dv_warps``:
+#: the output kernel's and ``chunk_dv_kernel``'s own value block and warps (``kernel_launch``).
+#: ``joint``: a delta rule whose correction shares the write's key (``LinearForm.joint``) runs the
+#: kernels' joint form (one rank-one term); off, the general form with a = k, the same coefficients
+#: (for A/B comparisons). ``tf32_emulated``:
 #: under the interpreter, "tf32" products with their operands cut to TF32's 10 mantissa bits
 #: (``_tf32``) as a GPU's tensor cores read them, not exact fp32: off by default, because with it
 #: gdn's bf16 ``A_log`` gradient in the kernel harness (T 33, chunks of 16) is 4.1e-2 off the
@@ -284,6 +286,9 @@ LAUNCH = {
     "dqa_warps": 4,
     "prep_warps": None,
     "output_warps": None,
+    "output_bv": None,
+    "dv_warps": None,
+    "dv_bv": None,
     "joint": True,
     "tf32_emulated": False,
     "dg_scan": 0,
@@ -335,14 +340,23 @@ def walk_launch(walk: str, meta: dict, V: int, K: int | None = None) -> dict:
     ``LAUNCH["walk_bk"]`` of them a program (a power of two, at least 16, at most the padded K; no
     ``K``, or a ``walk_bk`` of None or 0: the key axis whole, ``meta``'s block, as a correction
     needs)."""
-    bv, warps, bk = LAUNCH[f"{walk}_bv"], LAUNCH[f"{walk}_warps"], LAUNCH["walk_bk"]
-    out = dict(meta, num_stages=LAUNCH[f"{walk}_stages"])
+    bk = LAUNCH["walk_bk"]
+    out = kernel_launch(walk, dict(meta, num_stages=LAUNCH[f"{walk}_stages"]), V)
+    if K and bk:
+        out["BK"] = min(max(16, triton.next_power_of_2(bk)), max(16, triton.next_power_of_2(K)))
+    return out
+
+
+def kernel_launch(kernel: str, launch: dict, V: int) -> dict:
+    """``launch`` with one kernel's own value block and warps where ``LAUNCH`` sets them
+    (``{kernel}_bv``, at most the padded V; ``{kernel}_warps``): "states", "dstates", "dqa", "dv",
+    "output"."""
+    out = dict(launch)
+    bv, warps = LAUNCH.get(f"{kernel}_bv"), LAUNCH.get(f"{kernel}_warps")
     if bv:
         out["BV"] = min(bv, max(16, triton.next_power_of_2(V)))
     if warps:
         out["num_warps"] = warps
-    if K and bk:
-        out["BK"] = min(max(16, triton.next_power_of_2(bk)), max(16, triton.next_power_of_2(K)))
     return out
 
 

@@ -42,6 +42,7 @@ from archdsl.codegen.run.chunked_common import (
     _to_end,
     correction,
     forward_store,
+    kernel_launch,
     strides,
     walk_grid,
     walk_launch,
@@ -374,10 +375,10 @@ def chunked_forward_kept(
     meta = _meta(lw, q, k, v, ab, chunk, dot)
     o = torch.empty(B, T, H, V, device=q.device, dtype=o_type)
     a, _, joint = correction(q, k, ab)
-    warps = LAUNCH["output_warps"] or meta["num_warps"]
-    grid = (B * H, states.shape[1], triton.cdiv(V, meta["BV"]))
+    launch = kernel_launch("output", meta, V)
+    grid = (B * H, states.shape[1], triton.cdiv(V, launch["BV"]))
     chunk_output_kernel[grid](
         lw, q, k, v, a, *(s for x in (lw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
-        T, H, K, V, LOWRANK=bool(ab), SPLIT=split, JOINT=joint, **dict(meta, num_warps=warps),
+        T, H, K, V, LOWRANK=bool(ab), SPLIT=split, JOINT=joint, **launch,
     )  # fmt: skip
     return o, ht, [states, U, W, inv] if ab else [states]
