@@ -83,6 +83,7 @@ def test_split_walks_match_the_recurrence(cumsum, scalar, K, walk_bk, blocks, mo
     lw, q, k, v, ab, h0 = random_problem(scalar, False, torch.float32, T=37, K=K, V=40, seed=5)
     assert_walks_match_the_recurrence(lw, q, k, v, ab, h0)
     NK, BK = blocks
+    B, _, H, _ = q.shape
     assert seen == [(name, (B * H, 3, NK), BK) for name in ORDER]
 
 
