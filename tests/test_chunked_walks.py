@@ -146,18 +146,25 @@ def test_walk_decays_are_chunk_local_cumulative_sums(shape, monkeypatch):
 
 
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-def test_output_and_dv_take_their_own_value_blocks(scalar, monkeypatch):
-    """``output_bv``, ``dv_bv``, ``dv_warps`` (``kernel_launch``): the output kernel and ``chunk_dv_kernel``
-    in three value blocks of 16 (value size 40) where the others take one of 64, and still the
-    recurrence's output and gradients."""
+@pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
+def test_output_and_dv_take_their_own_value_blocks(lowrank, scalar, monkeypatch):
+    """``output_bv``, ``dv_bv``, ``dv_warps`` (``kernel_launch``): without a rank-one correction the
+    output kernel and ``chunk_dv_kernel`` run in three value blocks of 16 (value size 40) where the
+    others take one of 64; with one, both take the common block. Either way the recurrence's output
+    and gradients."""
     for key, value in [("output_bv", 16), ("dv_bv", 16), ("dv_warps", 2)]:
         monkeypatch.setitem(chunked_common.LAUNCH, key, value)
+    monkeypatch.setitem(chunked_common.LAUNCH, "joint", False)  # a delta rule's dv kernel, not dr's
     launch = chunked_common.kernel_launch("dv", dict(BV=64, num_warps=4), 40)
     assert launch == dict(BV=16, num_warps=2)
     assert chunked_common.kernel_launch("dqa", dict(BV=64, num_warps=4), 8)["BV"] == 16  # padded V
     seen = []
     for name, mod in [("chunk_output_kernel", chunked_kernels), ("chunk_dv_kernel", chunked_backward)]:
         monkeypatch.setattr(mod, name, Launches(getattr(mod, name), name, seen))
-    lw, q, k, v, ab, h0 = random_problem(scalar, False, torch.float32, T=37, K=18, V=40, seed=7)
+    lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float32, T=37, K=18, V=40, seed=7)
     assert_walks_match_the_recurrence(lw, q, k, v, ab, h0)
-    assert [(name, grid[2]) for name, grid, _ in seen] == [("chunk_output_kernel", 3), ("chunk_dv_kernel", 3)]
+    blocks = 1 if lowrank else 3
+    assert [(name, grid[2]) for name, grid, _ in seen] == [
+        ("chunk_output_kernel", blocks),
+        ("chunk_dv_kernel", blocks),
+    ]

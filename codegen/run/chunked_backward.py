@@ -386,7 +386,7 @@ def chunked_backward(
         chunk_dr_kernel[(B * H, N, NV)](inv, du, dv, dR, T, H, V, **launch)
     else:
         args = (lw, q, k, b, *sw, *sq, *sk, *sb, dstates, inv if ab else states, du, do, dv, dR, T, H, K, V)
-        launch = kernel_launch("dv", per_token, V)
+        launch = kernel_launch("dv", per_token, V) if not ab else per_token  # a correction's: common block
         chunk_dv_kernel[(B * H, N, triton.cdiv(V, launch["BV"]))](*args, LOWRANK=bool(ab), **launch)
     NK = triton.cdiv(K, key_block(K, split=bool(ab)))
     scalar = lw.dim() == 3

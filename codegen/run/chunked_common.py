@@ -227,9 +227,11 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: joint form, 0.113 ms a GDN_100m call at 8 warps, 0.099 at 4, benchmarks/results/round-17/).
 #: ``prep_warps`` and ``output_warps``: the forward's ``chunk_prep_kernel`` and
 #: ``chunk_output_kernel``'s own warps (None: ``warps``); ``output_bv``, ``dv_bv`` and ``dv_warps``:
-#: the output kernel's and ``chunk_dv_kernel``'s own value block and warps (``kernel_launch``). Each
-#: value block recomputes the chunk's scores over the whole key axis: on an H200 (round-19, GLA_100m,
-#: V 256) the output kernel took 0.155 ms a call at 64, 0.089 at 128; dv at 8 warps 0.366 against 0.244.
+#: the output kernel's and ``chunk_dv_kernel``'s own value block and warps (``kernel_launch``), for a
+#: form without a rank-one correction (with one, the common block). Each value block recomputes the
+#: chunk's scores over the whole key axis: on an H200 (round-19, GLA_100m, V 256, ms a call) output
+#: 0.155 at 64, 0.089 at 128, 0.082 at 256; dv 0.245 at 64, 0.225 at 128, 0.32 at 256, 0.366 at 8
+#: warps. GDN_100m's output (a correction): 0.19 at 64, 0.25 at 128.
 #: ``joint``: a delta rule whose correction shares the write's key (``LinearForm.joint``) runs the
 #: kernels' joint form (one rank-one term); off, the general form with a = k, the same coefficients
 #: (for A/B comparisons). ``tf32_emulated``:
@@ -290,7 +292,7 @@ LAUNCH = {
     "output_warps": None,
     "output_bv": 128,
     "dv_warps": None,
-    "dv_bv": None,
+    "dv_bv": 128,
     "joint": True,
     "tf32_emulated": False,
     "dg_scan": 0,

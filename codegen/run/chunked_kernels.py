@@ -376,6 +376,8 @@ def chunked_forward_kept(
     o = torch.empty(B, T, H, V, device=q.device, dtype=o_type)
     a, _, joint = correction(q, k, ab)
     launch = kernel_launch("output", meta, V)
+    if ab:  # a correction's output holds a block of U too: the common block (LAUNCH's comment)
+        launch["BV"] = meta["BV"]
     grid = (B * H, states.shape[1], triton.cdiv(V, launch["BV"]))
     chunk_output_kernel[grid](
         lw, q, k, v, a, *(s for x in (lw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
