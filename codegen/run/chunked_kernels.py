@@ -13,6 +13,9 @@ with ``S`` the state at its start, the forward is three launches:
    ``tl.dot`` a chunk: the only sequential work.
 3. ``chunk_output_kernel`` (every chunk at once): ``O = Q̃ S + Q_k V + Q_a U``.
 
+Before 2 (and before the backward's walk), ``chunk_cumsum_kernel`` writes the chunk-local cumulative
+log-decays the walks read (``LAUNCH["walk_cumsum"]``; off, they scan each chunk themselves).
+
 A joint delta rule (``JOINT``: ``a`` is ``k``, ``chunked_common.correction``) skips every product of
 the write: ``U₀ = T V``, ``S ← Γ_C S + K_endᵀ U``, ``O = Q̃ S + Q_k U``.
 

@@ -1,0 +1,30 @@
+#!/bin/bash
+# session 19, call 3 (one GPU): GLA_100m's output at a value block of 128 (new default) or 256 and dv at 128 or 256
+# (4 warps); GDN_100m's output at 64 against 128; then gla.rnn against fla's chunk_gla in one process
+R=$1
+C=$(cat $R/.gpu_main/commit)
+D=/tmp/s19c
+mkdir -p $D /tmp/w19c && cd /tmp/w19c && ln -sfn $R/specs specs && ln -sfn $R/tests tests && mkdir -p bench && cp $R/benchmarks/*.py bench/
+T0=$(date +%s); END=$((T0 + 580))
+left() { echo $(( END - $(date +%s) )); }
+stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $D/times.txt; }
+pack() { (cd $D && tar czf $OUT/r.tgz . 2>/dev/null); }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > $D/device.txt; python3 -c "import torch,triton,fla;print(torch.__version__, triton.__version__, fla.__version__)" >> $D/device.txt 2>&1
+echo $C > $D/commit.txt; date -u > $D/date.txt
+layers() {  # label, case, launch...
+  local label=$1 case=$2; shift 2
+  stamp "layers $label"
+  timeout $(left) python3 bench/chunked.py --chunk 64 --no-loop --no-peers --profile --cases "$case" --commit $C --out $D/layers-$label.md ${@:+--launch "$@"} > $D/layers-$label.log 2>&1
+  stamp "layers $label rc=$?"; pack
+}
+layers l1-def "gla GLA_100m"; layers l1-o256 "gla GLA_100m" output_bv=256; layers l1-dv128 "gla GLA_100m" dv_bv=128; layers l1-dv256 "gla GLA_100m" dv_bv=256
+layers g1-o64 "gdn GDN_100m" output_bv=64; layers g1-def "gdn GDN_100m"
+layers l2-def "gla GLA_100m"; layers l2-o256 "gla GLA_100m" output_bv=256; layers l2-dv128 "gla GLA_100m" dv_bv=128; layers l2-dv256 "gla GLA_100m" dv_bv=256
+layers g2-o64 "gdn GDN_100m" output_bv=64; layers g2-def "gdn GDN_100m"
+stamp "gla peers"
+( while sleep 20; do pack; done ) & P=$!
+timeout $(left) python3 bench/chunked.py --chunk 64 --no-loop --profile --cases "gla GLA_100m" --commit $C --out $D/gla.md > $D/gla.log 2>&1
+stamp "gla peers rc=$?"; kill $P; pack
+cat $D/times.txt; cat $D/gla.md
+for f in $D/layers-*.log; do echo "== $f $(grep 'Self CUDA time total' $f)"; grep -E "^ *chunk_|token|readout" $f | awk '{print $1, $(NF-3), $(NF-1)}'; done
+grep -E "Self CUDA time total|^profile" $D/gla.log
