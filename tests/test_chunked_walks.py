@@ -2,8 +2,9 @@
 with the key axis in blocks (``LAUNCH["walk_bk"]``): without a rank-one correction each block of key
 rows of the state evolves apart, so a program holds a [BK, BV] block of it; with one the key axis
 stays whole. Against the recurrence (float64) and the reference layer, at key sizes that are not a
-multiple of the block, the launches they take, and the chunk-local cumulative log-decays they read
-(``LAUNCH["walk_cumsum"]``) or scan themselves."""
+multiple of the block, the launches they take, and the chunk-local cumulative log-decays they (and
+the output, dv and dq/dk kernels) read (``LAUNCH["walk_cumsum"]``, ``LAUNCH["parallel_cumsum"]``) or
+scan themselves."""
 
 import pytest
 import torch
@@ -69,13 +70,17 @@ def assert_walks_match_the_recurrence(lw, q, k, v, ab, h0):
     ids=["three-key-blocks", "key-smaller-than-block", "key-whole"],
 )
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("cumsum", [True, False], ids=["cumsum", "scan"])
-def test_split_walks_match_the_recurrence(cumsum, scalar, K, walk_bk, blocks, monkeypatch):
+@pytest.mark.parametrize(
+    "walks, parallel", [(True, True), (True, False), (False, True)], ids=["cumsum", "cumsum-walks", "scan"]
+)
+def test_split_walks_match_the_recurrence(walks, parallel, scalar, K, walk_bk, blocks, monkeypatch):
     """Without a correction, key size 40 in blocks of 16 (the last half full), 18 in one block of 32
     (the block clamped to the padded key size) and 40 whole (``walk_bk`` None); value size 40 in the
     walks' blocks of 16 (three, the last half full); 37 steps (two chunks of 16 and a partial one), a
-    given initial state. Each walk launches (B·H, value blocks, key blocks) programs."""
-    monkeypatch.setitem(chunked_common.LAUNCH, "walk_cumsum", cumsum)
+    given initial state. Each walk launches (B·H, value blocks, key blocks) programs. The cumulative
+    log-decays read by the walks and the kernels over every chunk, by the walks only, or by none."""
+    monkeypatch.setitem(chunked_common.LAUNCH, "walk_cumsum", walks)
+    monkeypatch.setitem(chunked_common.LAUNCH, "parallel_cumsum", parallel)
     monkeypatch.setitem(chunked_common.LAUNCH, "walk_bk", walk_bk)
     monkeypatch.setitem(chunked_common.LAUNCH, "states_bv", 16)
     monkeypatch.setitem(chunked_common.LAUNCH, "dstates_bv", 16)
@@ -129,20 +134,20 @@ def test_layer_with_split_walks_matches_reference(name, sizes, monkeypatch):
 
 
 @pytest.mark.parametrize("shape", [(2, 37, 3), (2, 37, 3, 130)], ids=["head-decay", "key-decay"])
-def test_walk_decays_are_chunk_local_cumulative_sums(shape, monkeypatch):
-    """``walk_decays``: the log-decays' inclusive cumulative sums restarted at every chunk of 16 (37
+def test_cumulative_decays_are_chunk_local_cumulative_sums(shape, monkeypatch):
+    """``cumulative_decays``: the log-decays' inclusive cumulative sums restarted at every chunk of 16 (37
     steps: the last chunk partial; 130 key channels: three blocks of 64), fp32 and contiguous, from
     strided bf16 log-decays; with ``walk_cumsum`` off, the log-decays themselves."""
     B, T, H = shape[:3]
     lw = -torch.rand(B, T, 2 * H, *shape[3:]).bfloat16()[:, :, ::2]
-    gc, cum = chunked_kernels.walk_decays(lw, 16)
+    gc, cum = chunked_kernels.cumulative_decays(lw, 16)
     pad = torch.zeros(B, 48 - T, *lw.shape[2:])
     chunks = torch.cat([lw.float(), pad], 1).unflatten(1, (3, 16))
     expected = chunks.cumsum(2).flatten(1, 2)[:, :T]
     assert cum and gc.dtype == torch.float32 and gc.is_contiguous()
     assert torch.allclose(gc, expected, rtol=1e-6, atol=1e-6)
     monkeypatch.setitem(chunked_common.LAUNCH, "walk_cumsum", False)
-    assert chunked_kernels.walk_decays(lw, 16) == (lw, False)
+    assert chunked_kernels.cumulative_decays(lw, 16) == (lw, False)
 
 
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
@@ -168,3 +173,20 @@ def test_output_and_dv_take_their_own_value_blocks(lowrank, scalar, monkeypatch)
         ("chunk_output_kernel", blocks),
         ("chunk_dv_kernel", blocks),
     ]
+
+
+def test_parallel_kernels_read_cumulative_decays_per_key_channel(monkeypatch):
+    """``parallel_decays``: with ``parallel_cumsum`` (off by default) the output, dv and dq/dk kernels
+    read the cumulative log-decays where they were computed and the decay is one per key channel; a
+    head's decay, the switch off or no cumulative log-decays leave them the log-decays."""
+
+    def reads(lw, decays):
+        x, cum = chunked_kernels.parallel_decays(lw, decays)
+        return "G" if x is decays[0] and cum else "g" if x is lw and not cum else "?"
+
+    lw, gc, head = torch.zeros(2, 5, 3, 4), torch.ones(2, 5, 3, 4), torch.zeros(2, 5, 3)
+    assert reads(lw, (gc, True)) == "g"  # off by default
+    monkeypatch.setitem(chunked_common.LAUNCH, "parallel_cumsum", True)
+    assert reads(lw, (gc, True)) == "G"
+    assert reads(lw, (lw, False)) == "g"
+    assert reads(head, (head + 1, True)) == "g"

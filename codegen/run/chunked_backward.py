@@ -71,7 +71,12 @@ from archdsl.codegen.run.chunked_common import (
     walk_launch,
 )
 from archdsl.codegen.run.chunked_dqk import _state_products, dqkab
-from archdsl.codegen.run.chunked_kernels import _walk_decays, chunk_states, walk_decays
+from archdsl.codegen.run.chunked_kernels import (
+    _cumulative_decays,
+    chunk_states,
+    cumulative_decays,
+    parallel_decays,
+)
 
 
 @triton.jit
@@ -176,7 +181,7 @@ def chunk_dstates_kernel(
         qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
         dO = tl.load(do + row[:, None] * V + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
         dO = dO.to(tl.float32)  # do: fp32 or o's 16-bit type
-        G, GC = _walk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C, SCALAR, CUM)
+        G, GC = _cumulative_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C, SCALAR, CUM)
         dS_prev = _dot(tl.trans(_from_start(qq, G, SCALAR)), dO, DOT)
         if LOWRANK:
             aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
@@ -207,6 +212,7 @@ def chunk_dv_kernel(
     dstates, inv_in, du, do, dv, dr_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
+    CUM: tl.constexpr = False,
 ):  # fmt: skip
     """Every chunk at once, one block of value columns: dv = Q_kᵀ dO + K_end dS (+ M_akᵀ dR), and the
     corrections' gradient dR = (I - M_ab)⁻ᵀ dU (``chunk_dstates_kernel``'s dU), stored for the dq/dk
@@ -233,7 +239,10 @@ def chunk_dv_kernel(
         kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
         dS = tl.load(dstates + chunk * K * V + rk[:, None] * V + rv[None, :],
                      mask=mk[:, None] & mv[None, :], other=0.0).to(tl.float32)  # fmt: skip
-        g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+        if LOWRANK:  # M_ak needs the log-decays themselves
+            g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+        else:
+            G, GC = _cumulative_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C, SCALAR, CUM)
         Qk += _decayed_raw(qq, kk, G, G, SCALAR, DOT)
         dvv += _dot(_to_end(kk, G, GC, SCALAR), dS, DOT)
         if LOWRANK:
@@ -284,6 +293,7 @@ def chunk_dqk_kernel(
     states, dstates, do, dlw, dq, dk,
     T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, SCAN: tl.constexpr = False,
+    CUM: tl.constexpr = False,
 ):  # fmt: skip
     """Every chunk at once, one block of the key axis, no rank-one correction (the delta rule's:
     ``codegen/run/chunked_dqk.py``): the products over the value axis (dO Sᵀ, V dSᵀ, dO Vᵀ) summed
@@ -306,7 +316,7 @@ def chunk_dqk_kernel(
     )  # fmt: skip
     qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
     kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
-    g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+    G, GC = _cumulative_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C, SCALAR, CUM)
     if SCALAR:
         eG, eEnd = tl.exp(G)[:, None], tl.exp(GC - G)[:, None]
     else:
@@ -345,6 +355,28 @@ def _dqa(lw, q, a, do, U, per_token: dict) -> torch.Tensor:
     return du
 
 
+def _dv(lw, q, k, v, ab, decays, states, dstates, inv, du, do, per_token: dict, store) -> tuple:
+    """(dv, dR): ``chunk_dr_kernel`` for a joint delta rule (dv is dR), else ``chunk_dv_kernel`` (dR
+    stored in ``store`` with a correction; without one ``states`` stands in for it, never written)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N = states.shape[1]
+    a, b, joint = correction(q, k, ab)
+    dv = torch.empty(v.shape, device=q.device, dtype=v.dtype)
+    dR = torch.empty_like(du, dtype=store) if ab else states
+    if joint:
+        launch = {x: per_token[x] for x in ("C", "BV", "DOT", "num_warps")}
+        chunk_dr_kernel[(B * H, N, triton.cdiv(V, launch["BV"]))](inv, du, dv, dR, T, H, V, **launch)
+    else:
+        gw, cum = parallel_decays(lw, decays) if not ab else (lw, False)  # a correction's M_ak reads g
+        args = (gw, q, k, b, *(s for x in (gw, q, k, b) for s in strides(x)), dstates, inv if ab else states)
+        launch = kernel_launch("dv", per_token, V) if not ab else per_token  # a correction's: common block
+        chunk_dv_kernel[(B * H, N, triton.cdiv(V, launch["BV"]))](
+            *args, du, do, dv, dR, T, H, K, V, LOWRANK=bool(ab), CUM=cum, **launch
+        )  # fmt: skip
+    return dv, dR
+
+
 def chunked_backward(
     lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=(), store=torch.float32
 ) -> list:
@@ -360,34 +392,26 @@ def chunked_backward(
     B, T, H, K = q.shape
     V = v.shape[-1]
     meta = _meta(lw, q, k, v, ab, chunk, dot)
-    NV = triton.cdiv(V, meta["BV"])
+    decays = cumulative_decays(lw, chunk)
     if kept:
         states, U, W, inv = kept if ab else (kept[0], None, None, None)
     else:
-        states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store)
+        states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store, decays)
     N = states.shape[1]
     dev = q.device
     dstates = torch.empty_like(states, dtype=store)
     dh0 = torch.empty(B, H, K, V, device=dev)
     a, b, joint = correction(q, k, ab)
-    sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
     per_token = dict(meta, BK=key_block(K)) | token_launch()
     du = _dqa(lw, q, a, do, U, per_token) if ab else states  # Q_aᵀ dO; the walk makes it dU in place
     walk = walk_launch("dstates", meta, V, None if ab else K)
-    gc, cum = walk_decays(lw, chunk)
+    gc, cum = decays
     chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
-        gc, q, a, *strides(gc), *sq, *sa, W if ab else states, do, du, dht, dstates, dh0, T, H, K, V,
+        gc, q, a, *strides(gc), *strides(q), *strides(a), W if ab else states, do, du, dht, dstates, dh0,
+        T, H, K, V,
         LOWRANK=bool(ab), CUM=cum, **walk,
     )  # fmt: skip
-    dv = torch.empty(v.shape, device=dev, dtype=v.dtype)
-    dR = torch.empty_like(U, dtype=store) if ab else states
-    if joint:  # dv is dR
-        launch = {x: per_token[x] for x in ("C", "BV", "DOT", "num_warps")}
-        chunk_dr_kernel[(B * H, N, NV)](inv, du, dv, dR, T, H, V, **launch)
-    else:
-        args = (lw, q, k, b, *sw, *sq, *sk, *sb, dstates, inv if ab else states, du, do, dv, dR, T, H, K, V)
-        launch = kernel_launch("dv", per_token, V) if not ab else per_token  # a correction's: common block
-        chunk_dv_kernel[(B * H, N, triton.cdiv(V, launch["BV"]))](*args, LOWRANK=bool(ab), **launch)
+    dv, dR = _dv(lw, q, k, v, ab, decays, states, dstates, inv, du, do, per_token, store)
     NK = triton.cdiv(K, key_block(K, split=bool(ab)))
     scalar = lw.dim() == 3
     parts = NK + bool(ab)  # with a correction, the matrices' partial sum too (chunked_dqk.py)
@@ -400,9 +424,11 @@ def chunked_backward(
         da, db = (dk, *dab) if joint else dab
         dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK, per_token, joint)
     else:
+        gw, cum = parallel_decays(lw, decays)
         chunk_dqk_kernel[(B * H, N, NK)](
-            lw, q, k, v, *sw, *sq, *sk, *sv, states, dstates, do, dlw, dq, dk, T, H, K, V,
-            SCAN=bool(LAUNCH["dg_scan"]), **per_token,
+            gw, q, k, v, *(s for x in (gw, q, k, v) for s in strides(x)), states, dstates, do, dlw, dq, dk,
+            T, H, K, V,
+            SCAN=bool(LAUNCH["dg_scan"]), CUM=cum, **per_token,
         )  # fmt: skip
     if scalar:
         dlw = dlw.sum(0).to(lw.dtype)

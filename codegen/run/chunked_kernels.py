@@ -14,7 +14,8 @@ with ``S`` the state at its start, the forward is three launches:
 3. ``chunk_output_kernel`` (every chunk at once): ``O = Q̃ S + Q_k V + Q_a U``.
 
 Before 2 (and before the backward's walk), ``chunk_cumsum_kernel`` writes the chunk-local cumulative
-log-decays the walks read (``LAUNCH["walk_cumsum"]``; off, they scan each chunk themselves).
+log-decays the walks read (``LAUNCH["walk_cumsum"]``; off, they scan each chunk themselves), and
+with a decay per key channel the output, dv and dq/dk kernels too (``LAUNCH["parallel_cumsum"]``).
 
 A joint delta rule (``JOINT``: ``a`` is ``k``, ``chunked_common.correction``) skips every product of
 the write: ``U₀ = T V``, ``S ← Γ_C S + K_endᵀ U``, ``O = Q̃ S + Q_k U``.
@@ -61,8 +62,9 @@ def chunk_cumsum_kernel(
     lw, sw0, sw1, sw2, sw3, gc, T, H, K, C: tl.constexpr, BK: tl.constexpr, SCALAR: tl.constexpr
 ):  # fmt: skip
     """Every chunk at once: the chunk-local inclusive cumulative log-decays G, fp32, in ``gc`` (lw's
-    shape, contiguous), for the walks (``_walk_decays``), whose sequential loop then loads G and the
-    chunk's total Γ_C where it would scan the chunk's log-decays."""
+    shape, contiguous), for the kernels that read only G and the chunk's total Γ_C
+    (``_cumulative_decays``): the walks, whose sequential loop then loads them where it would scan the
+    chunk's log-decays, and with a decay per key channel the output, dv and dq/dk kernels."""
     i_bh, n = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     t = n * C + tl.arange(0, C)
@@ -80,9 +82,9 @@ def chunk_cumsum_kernel(
 
 
 @triton.jit
-def _walk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C: tl.constexpr,
-                 SCALAR: tl.constexpr, CUM: tl.constexpr):  # fmt: skip
-    """(G, Γ_C) of chunk ``n`` for a walk: ``CUM``, loaded from ``chunk_cumsum_kernel``'s G (0 past
+def _cumulative_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C: tl.constexpr,
+                       SCALAR: tl.constexpr, CUM: tl.constexpr):  # fmt: skip
+    """(G, Γ_C) of chunk ``n``: ``CUM``, loaded from ``chunk_cumsum_kernel``'s G (0 past
     T, where the operands are 0 too) and its row at the chunk's last step; else ``_chunk_decays``'."""
     if CUM:
         last = tl.minimum(n * C + C - 1, T - 1)
@@ -97,8 +99,8 @@ def _walk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C: tl.co
     return G, GC
 
 
-def walk_decays(lw: torch.Tensor, chunk: int) -> tuple[torch.Tensor, bool]:
-    """What a walk reads for its decays, and its ``CUM``: with ``LAUNCH["walk_cumsum"]`` the
+def cumulative_decays(lw: torch.Tensor, chunk: int) -> tuple[torch.Tensor, bool]:
+    """What the walks read for their decays, and their ``CUM``: with ``LAUNCH["walk_cumsum"]`` the
     chunk-local cumulative log-decays (``chunk_cumsum_kernel``, one launch), else ``lw`` itself."""
     if not LAUNCH["walk_cumsum"]:
         return lw, False
@@ -110,6 +112,15 @@ def walk_decays(lw: torch.Tensor, chunk: int) -> tuple[torch.Tensor, bool]:
         lw, *strides(lw), gc, T, H, K, C=chunk, BK=BK, SCALAR=lw.dim() == 3
     )  # fmt: skip
     return gc, True
+
+
+def parallel_decays(lw: torch.Tensor, decays: tuple[torch.Tensor, bool]) -> tuple[torch.Tensor, bool]:
+    """What the kernels over every chunk at once that need only G read (output, dv and dq/dk without a
+    correction), and their ``CUM``: ``cumulative_decays``' G where it was computed, the decay is one
+    per key channel (a ``[C, BK]`` scan each; a head's is a ``[C]`` one) and
+    ``LAUNCH["parallel_cumsum"]``; else ``lw``."""
+    gc, cum = decays
+    return (gc, True) if cum and lw.dim() == 4 and LAUNCH["parallel_cumsum"] else (lw, False)
 
 
 @triton.jit
@@ -253,7 +264,7 @@ def chunk_states_kernel(
         tl.store(states + chunk * K * V + pS, S.to(states.dtype.element_ty), mask=mS)
         t = n * C + rc
         mt = t < T
-        G, GC = _walk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C, SCALAR, CUM)
+        G, GC = _cumulative_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C, SCALAR, CUM)
         if not JOINT:  # the write k vᵀ (joint: inside U)
             kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
             vv = _tile(v, sv0, sv1, sv2, sv3, i_b, i_h, t, rv, mt, mv)
@@ -283,7 +294,7 @@ def chunk_output_kernel(
     states, u_in, o, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, LOWRANK: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr,
-    SPLIT: tl.constexpr, JOINT: tl.constexpr,
+    SPLIT: tl.constexpr, JOINT: tl.constexpr, CUM: tl.constexpr = False,
 ):  # fmt: skip
     """Every chunk at once: O = Q̃ S + Q_k V (+ Q_a U; ``JOINT``: a is k, O = Q̃ S + Q_k U); ``SPLIT``:
     the scores Q_k as two 16-bit terms."""
@@ -302,7 +313,7 @@ def chunk_output_kernel(
     t = n * C + rc
     mt = t < T
     qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
-    g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
+    G, GC = _cumulative_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C, SCALAR, CUM)
     causal = rc[:, None] >= rc[None, :]
     out = _dot(_from_start(qq, G, SCALAR), S, DOT)
     if not JOINT:
@@ -321,12 +332,13 @@ def chunk_output_kernel(
     tl.store(o + row[:, None] * V + rv[None, :], out.to(o.dtype.element_ty), mask=mt[:, None] & mv[None, :])
 
 
-def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32):
+def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32, decays=None):
     """Kernels 1 and 2: (the state at every chunk's start [B·H, N, K, V], final state [B, H, K, V],
     the corrections U [B·H, N·C, V] or None, W [B·H, N·C, K] or None, T⁻¹ [B·H, N, C, C] or None).
     The coefficients may have any float type and any strides (``strides``); the start states, U, W
     (and U₀ between the kernels) are stored in ``forward_store(store, …)`` (``store``:
-    ``chunked_common.store_dtype``'s), the final state and T⁻¹ in fp32."""
+    ``chunked_common.store_dtype``'s), the final state and T⁻¹ in fp32. ``decays``:
+    ``cumulative_decays(lw, chunk)`` where the caller has it (computed here otherwise)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = -(-T // chunk)
@@ -348,7 +360,7 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32)
             lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, JOINT=joint, **prep
         )  # fmt: skip
     walk = walk_launch("states", meta, V, None if ab else K)
-    gc, cum = walk_decays(lw, chunk)
+    gc, cum = decays or cumulative_decays(lw, chunk)
     chunk_states_kernel[walk_grid(B * H, K, V, walk)](
         gc, k, v, a, *strides(gc), *sk, *sv, *sa, W if ab else states, U0 if ab else states, h0, states,
         U if ab else states, ht, T, H, K, V, LOWRANK=bool(ab), JOINT=joint, CUM=cum, **walk,
@@ -374,7 +386,8 @@ def chunked_forward_kept(
     h0 = h0.float().contiguous()
     B, T, H, K = q.shape
     V = v.shape[-1]
-    states, ht, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store)
+    decays = cumulative_decays(lw, chunk)
+    states, ht, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store, decays)
     meta = _meta(lw, q, k, v, ab, chunk, dot)
     o = torch.empty(B, T, H, V, device=q.device, dtype=o_type)
     a, _, joint = correction(q, k, ab)
@@ -382,8 +395,9 @@ def chunked_forward_kept(
     if ab:  # a correction's output holds a block of U too: the common block (LAUNCH's comment)
         launch["BV"] = meta["BV"]
     grid = (B * H, states.shape[1], triton.cdiv(V, launch["BV"]))
+    gw, cum = parallel_decays(lw, decays)
     chunk_output_kernel[grid](
-        lw, q, k, v, a, *(s for x in (lw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
-        T, H, K, V, LOWRANK=bool(ab), SPLIT=split, JOINT=joint, **launch,
+        gw, q, k, v, a, *(s for x in (gw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
+        T, H, K, V, LOWRANK=bool(ab), SPLIT=split, JOINT=joint, CUM=cum, **launch,
     )  # fmt: skip
     return o, ht, [states, U, W, inv] if ab else [states]
