@@ -361,7 +361,7 @@ def _dv(lw, q, k, v, ab, decays, states, dstates, inv, du, do, per_token: dict, 
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = states.shape[1]
-    a, b, joint = correction(q, k, ab)
+    _, b, joint = correction(q, k, ab)
     dv = torch.empty(v.shape, device=q.device, dtype=v.dtype)
     dR = torch.empty_like(du, dtype=store) if ab else states
     if joint:
@@ -408,8 +408,7 @@ def chunked_backward(
     gc, cum = decays
     chunk_dstates_kernel[walk_grid(B * H, K, V, walk)](
         gc, q, a, *strides(gc), *strides(q), *strides(a), W if ab else states, do, du, dht, dstates, dh0,
-        T, H, K, V,
-        LOWRANK=bool(ab), CUM=cum, **walk,
+        T, H, K, V, LOWRANK=bool(ab), CUM=cum, **walk,
     )  # fmt: skip
     dv, dR = _dv(lw, q, k, v, ab, decays, states, dstates, inv, du, do, per_token, store)
     NK = triton.cdiv(K, key_block(K, split=bool(ab)))
@@ -427,8 +426,7 @@ def chunked_backward(
         gw, cum = parallel_decays(lw, decays)
         chunk_dqk_kernel[(B * H, N, NK)](
             gw, q, k, v, *(s for x in (gw, q, k, v) for s in strides(x)), states, dstates, do, dlw, dq, dk,
-            T, H, K, V,
-            SCAN=bool(LAUNCH["dg_scan"]), CUM=cum, **per_token,
+            T, H, K, V, SCAN=bool(LAUNCH["dg_scan"]), CUM=cum, **per_token,
         )  # fmt: skip
     if scalar:
         dlw = dlw.sum(0).to(lw.dtype)
