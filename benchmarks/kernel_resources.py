@@ -145,7 +145,9 @@ def main():
     ap.add_argument("--maxnreg", type=int, help="registers a thread at most (ptxas' .maxnreg; default: none)")
     ap.add_argument("--scan", action="store_true", help="chunk_dqk_kernel: the decay gradient by a scan")
     ap.add_argument(
-        "--cumsum", action="store_true", help="the walks read cumulative log-decays (LAUNCH['walk_cumsum'])"
+        "--cumsum",
+        action="store_true",
+        help="the kernels read cumulative log-decays (CUM: LAUNCH['walk_cumsum'], LAUNCH['parallel_cumsum'])",
     )
     ap.add_argument(
         "--store-half", action="store_true", help="the stored intermediates in bf16 as LAUNCH['store_half']"
