@@ -98,8 +98,8 @@ PEERS = {
 }
 
 
-def profile(label: str, module, x) -> float:
-    """Prints the ten CUDA kernels that take most of three forward+backward, after the timed runs;
+def profile(label: str, module, x, rows: int = 16) -> float:
+    """Prints the ``rows`` CUDA kernels that take most of three forward+backward, after the timed runs;
     returns the GPU time of one (ms: the kernels' summed time, the table's "Self CUDA time total" / 3),
     which launch overhead and host jitter do not move as they move ``do_bench``'s wall time."""
     params = [p for p in module.parameters() if p.requires_grad]
@@ -113,12 +113,19 @@ def profile(label: str, module, x) -> float:
         torch.cuda.synchronize()
     print(f"profile: {label} (3 forward+backward)", flush=True)
     events = prof.key_averages()
-    print(events.table(sort_by="cuda_time_total", row_limit=16), flush=True)
+    print(events.table(sort_by="cuda_time_total", row_limit=rows), flush=True)
     return sum(e.self_device_time_total for e in events) / 3 / 1000
 
 
 def bench_case(
-    name: str, B: int, T: int, chunks: list[int], prof: bool = False, peers: bool = True, loop: bool = True
+    name: str,
+    B: int,
+    T: int,
+    chunks: list[int],
+    prof: bool = False,
+    peers: bool = True,
+    loop: bool = True,
+    rows: int = 16,
 ) -> list[str]:
     path, preset, sets = CASES[name]
     layer = instantiate(parse_file(path), preset, sets).layer
@@ -155,7 +162,7 @@ def bench_case(
             continue
         if base is None:
             base = (fb, y)
-        gpu = f"{profile(f'{name}, {label}', module, x):.2f}" if prof else ""
+        gpu = f"{profile(f'{name}, {label}', module, x, rows):.2f}" if prof else ""
         rows.append(
             f"| {name} | {label} | {fwd:.2f} | {fb:.2f} | {fb / base[0]:.2f}x | {gpu} | {first:.1f} | "
             f"{rel_rms(y, base[1]):.1e} | {peak:.1f} |"
@@ -177,6 +184,7 @@ def main():
         "--profile", action="store_true", help="print each side's top CUDA kernels; the GPU time column"
     )
     ap.add_argument("--no-loop", action="store_true", help="no sequential-loop side")
+    ap.add_argument("--rows", type=int, default=16, help="kernels in each --profile table")
     ap.add_argument(
         "--launch",
         nargs="*",
@@ -221,7 +229,7 @@ def main():
     ]  # fmt: skip
     for name in args.cases:
         lines += bench_case(
-            name, args.B, args.T, args.chunk, args.profile, not args.no_peers, not args.no_loop
+            name, args.B, args.T, args.chunk, args.profile, not args.no_peers, not args.no_loop, args.rows
         )
         print("\n".join(lines[-3:]), flush=True)
     text = "\n".join(lines) + "\n"

@@ -80,7 +80,7 @@ def test_stored_copies_are_rounded_once_and_read_widened(lowrank):
     o16, s16, kept16 = chunked_forward_kept(lw, q, k, v, ab, h0, 16, "ieee", F32, BF16)
     assert torch.equal(s16, s32)
     if lowrank:
-        assert [t.dtype for t in kept16] == [F32] * 4
+        assert [t.dtype for t in kept16] == [F32] * 5  # states, U, W, T⁻¹, G
         assert all(torch.equal(a, b) for a, b in zip(kept16, kept32)) and torch.equal(o16, o32)
     else:
         assert kept16[0].dtype == BF16 and torch.equal(kept16[0], rounded(kept32[0]))
@@ -165,13 +165,13 @@ def test_fp32_layer_unchanged_by_the_switch(name, monkeypatch):
 @pytest.mark.parametrize("lowrank", [False, True], ids=["write", "delta"])
 def test_fake_outputs_have_the_stored_types(lowrank, monkeypatch):
     """``torch.library.opcheck`` of the op with 16-bit storage: its fake kept tensors have the real
-    ones' types (bf16 states without a correction; fp32 states, U, W and T⁻¹ with one)."""
+    ones' types (bf16 states without a correction; fp32 states, U, W and T⁻¹ with one; then G, fp32)."""
     from archdsl.codegen.run.ops import chunked_op
 
     monkeypatch.setitem(chunked_common.LAUNCH, "keep", True)
     xs, h0 = chunked_op_inputs(lowrank)
     op = chunked_op(16, "ieee", F32, BF16)
     out = op(xs, h0)
-    assert [t.dtype for t in out[2:]] == ([F32] * 4 if lowrank else [BF16])
+    assert [t.dtype for t in out[2:]] == ([F32] * 4 if lowrank else [BF16]) + [F32]
     tests = ("test_schema", "test_faketensor", "test_autograd_registration")
     torch.library.opcheck(op.custom, (xs, h0), test_utils=tests)

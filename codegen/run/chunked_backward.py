@@ -383,8 +383,9 @@ def chunked_backward(
     """[dlw, dq, dk, dv, *dab, dh0] of the chunked recurrence from the Triton kernels, each gradient
     contiguous in its input's type (dh0 fp32); the coefficients as ``chunked_forward`` takes them,
     ``do`` in its own type (fp32, or the 16-bit type of a 16-bit ``o``: read as it is, no copy).
-    ``kept``: the forward's states (and U, W, T⁻¹), ``chunked_forward_kept``'s third value; empty:
-    kernels 1 and 2 rerun here (``chunk_states``: storing in ``forward_store(store, …)``).
+    ``kept``: the forward's states (and U, W, T⁻¹; then G where it made them),
+    ``chunked_forward_kept``'s third value; empty: kernels 1 and 2 rerun here (``chunk_states``:
+    storing in ``forward_store(store, …)``).
     ``store``: ``chunked_common.store_dtype``'s, the type of the states' gradients, dR and the
     matrices' gradients."""
     h0, dht = (x.float().contiguous() for x in (h0, dht))
@@ -392,9 +393,10 @@ def chunked_backward(
     B, T, H, K = q.shape
     V = v.shape[-1]
     meta = _meta(lw, q, k, v, ab, chunk, dot)
-    decays = cumulative_decays(lw, chunk)
+    n = 4 if ab else 1  # the kept tensors before G
+    decays = (kept[n], True) if len(kept) > n else cumulative_decays(lw, chunk)
     if kept:
-        states, U, W, inv = kept if ab else (kept[0], None, None, None)
+        states, U, W, inv = kept[:n] if ab else (kept[0], None, None, None)
     else:
         states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store, decays)
     N = states.shape[1]

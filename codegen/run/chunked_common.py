@@ -216,8 +216,8 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: time of three forward+backward fell from 27.7/28.0 to 27.5/27.4 ms (GDN_100m: dq/dk 2.65 -> 2.39,
 #: dv 0.40 -> 0.52 ms) and from 17.4/17.6 to 16.4/16.6 ms (Mamba2_100m: dq/dk 0.68 -> 0.56, dv 0.44
 #: -> 0.23 ms); 8 warps at one stage were slower for Mamba2 (17.3 ms). ``keep``: the forward keeps
-#: every chunk's start state (and a delta rule's U, W and T⁻¹, fp32) for the backward, which otherwise
-#: reruns the forward's prep and states kernels: the same gradients to the bit where both use the same
+#: every chunk's start state (a delta rule's U, W and T⁻¹, fp32; G, ``walk_cumsum``) for the backward,
+#: which otherwise reruns the forward's kernels 1 and 2: the same gradients to the bit where both use the same
 #: products (fp32 layers, delta rules; a 16-bit layer without a correction keeps states from 16-bit
 #: products, the rerun's are TF32), for 288 MiB more held per GDN_100m layer at B 32, T 512, C 64
 #: (112 MiB Mamba2_100m; docs/compiler.md, the chunked strategy's backward).

@@ -382,7 +382,9 @@ def chunked_forward_kept(
     lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32, store=torch.float32, split=False
 ):
     """``chunked_forward``'s (o, final state) and what ``chunked_backward`` would rerun kernels 1 and 2
-    for: [states] without a rank-one correction, [states, U, W, T⁻¹] with one (``chunk_states``)."""
+    for: [states] without a rank-one correction, [states, U, W, T⁻¹] with one (``chunk_states``),
+    followed by the chunk-local cumulative log-decays G where they were computed
+    (``cumulative_decays``: ``LAUNCH["walk_cumsum"]``), which the backward reads too."""
     h0 = h0.float().contiguous()
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -400,4 +402,5 @@ def chunked_forward_kept(
         gw, q, k, v, a, *(s for x in (gw, q, k, v, a) for s in strides(x)), states, U if ab else states, o,
         T, H, K, V, LOWRANK=bool(ab), SPLIT=split, JOINT=joint, CUM=cum, **launch,
     )  # fmt: skip
-    return o, ht, [states, U, W, inv] if ab else [states]
+    kept = [states, U, W, inv] if ab else [states]
+    return o, ht, kept + [decays[0]] if decays[1] else kept  # G too, where computed

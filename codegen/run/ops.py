@@ -282,13 +282,15 @@ def chunked_op(
     ``o_type``: o's (``chunked_common.o_dtype``; its gradient is read in the type it comes in).
     ``s_type``: the stored intermediates' (``chunked_common.store_dtype``; the kept states, U and W:
     ``forward_store``'s). With ``LAUNCH["keep"]`` (read here, per call) the Triton forward also
-    returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward would otherwise rerun.
+    returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward would otherwise rerun,
+    and with ``LAUNCH["walk_cumsum"]`` too the chunk-local cumulative log-decays G.
     ``split``: the forward's intra-chunk scores as two terms of a 16-bit type
     (``LinearForm.split_scores``)."""
     from archdsl.codegen.run.chunked_common import LAUNCH
 
     keep = bool(LAUNCH["keep"])
-    name = _chunked_name(chunk, dot, o_type, s_type, keep, split)
+    decays = keep and bool(LAUNCH["walk_cumsum"])  # G kept too (read per call, as ``keep``)
+    name = _chunked_name(chunk, dot, o_type, s_type, keep, split, decays)
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
@@ -305,7 +307,7 @@ def chunked_op(
             return [o.to(o_type).contiguous(), ht.float().contiguous()]
 
     def fake(xs, h0):
-        return _chunked_fake(xs, h0, chunk, keep, o_type, s_type)
+        return _chunked_fake(xs, h0, chunk, keep, o_type, s_type, decays)
 
     def backward(xs: list[Tensor], h0: Tensor, kept: list[Tensor], do: Tensor, dht: Tensor) -> list[Tensor]:
         from archdsl.codegen.run.chunked_backward import chunked_backward
@@ -331,23 +333,31 @@ def chunked_op(
 
 
 def _chunked_name(
-    chunk: int, dot: str, o_type: torch.dtype, s_type: torch.dtype, keep: bool, split: bool = False
+    chunk: int,
+    dot: str,
+    o_type: torch.dtype,
+    s_type: torch.dtype,
+    keep: bool,
+    split: bool = False,
+    decays: bool = False,
 ) -> str:
-    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep][_split]``: one op per chunk, products'
-    type, o's and the stored intermediates' types (where not fp32), ``keep`` and ``split``."""
+    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep[g]][_split]``: one op per chunk,
+    products' type, o's and the stored intermediates' types (where not fp32), ``keep`` (``g``: G
+    kept too, ``decays``) and ``split``."""
     half = "".join(
         f"_{tag}" + str(t).removeprefix("torch.")
         for tag, t in (("o", o_type), ("s", s_type))
         if t != torch.float32
     )
-    return f"archdsl::chunked_c{chunk}_{dot}{half}" + ("_keep" if keep else "") + ("_split" if split else "")
+    kept = ("_keep" if keep else "") + ("g" if keep and decays else "")
+    return f"archdsl::chunked_c{chunk}_{dot}{half}{kept}" + ("_split" if split else "")
 
 
 def _chunked_fake(
-    xs, h0, chunk: int, keep: bool, o_type: torch.dtype, s_type: torch.dtype
+    xs, h0, chunk: int, keep: bool, o_type: torch.dtype, s_type: torch.dtype, decays: bool = False
 ) -> list[torch.Tensor]:
     """The chunked op's outputs on shapes only: o, the final state and, with ``keep``, the kept tensors
-    (states, U, W in ``forward_store``'s type, T⁻¹ in fp32)."""
+    (states, U, W in ``forward_store``'s type, T⁻¹ in fp32; with ``decays`` G, fp32, as the log-decays)."""
     from archdsl.codegen.run.chunked_common import forward_store
 
     B, T, H, K = xs[1].shape
@@ -360,6 +370,8 @@ def _chunked_fake(
         if len(xs) > 4:
             out += [xs[1].new_empty(B * H, N * chunk, R, dtype=s_type) for R in (V, K)]
             out.append(xs[1].new_empty(B * H, N, chunk, chunk, dtype=torch.float32))
+        if decays:
+            out.append(xs[0].new_empty(xs[0].shape, dtype=torch.float32))
     return out
 
 
