@@ -98,13 +98,15 @@ PEERS = {
 }
 
 
-def profile(label: str, module, x, rows: int = 16) -> float:
-    """Prints the ``rows`` CUDA kernels that take most of three forward+backward, after the timed runs;
-    returns the GPU time of one (ms: the kernels' summed time, the table's "Self CUDA time total" / 3),
-    which launch overhead and host jitter do not move as they move ``do_bench``'s wall time."""
+def profile(label: str, module, x, rows: int = 16, ops: bool = False) -> float:
+    """Prints the ``rows`` CUDA kernels that take most of three forward+backward, after the timed runs
+    (``ops``: then the PyTorch operators that launched the most GPU time, by input shapes); returns
+    the GPU time of one (ms: the kernels' summed time, the table's "Self CUDA time total" / 3), which
+    launch overhead and host jitter do not move as they move ``do_bench``'s wall time."""
     params = [p for p in module.parameters() if p.requires_grad]
     xg = x.clone().requires_grad_(True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    kinds = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if ops else [])
+    with torch.profiler.profile(activities=kinds, record_shapes=ops) as prof:
         for _ in range(3):
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 y = module(xg)
@@ -114,6 +116,11 @@ def profile(label: str, module, x, rows: int = 16) -> float:
     print(f"profile: {label} (3 forward+backward)", flush=True)
     events = prof.key_averages()
     print(events.table(sort_by="cuda_time_total", row_limit=rows), flush=True)
+    if ops:
+        by_shape = prof.key_averages(group_by_input_shape=True)
+        print(
+            by_shape.table(sort_by="device_time_total", row_limit=rows, max_name_column_width=40), flush=True
+        )
     return sum(e.self_device_time_total for e in events) / 3 / 1000
 
 
@@ -122,11 +129,11 @@ def bench_case(
     B: int,
     T: int,
     chunks: list[int],
-    prof: bool = False,
+    prof: dict | None = None,
     peers: bool = True,
     loop: bool = True,
-    rows: int = 16,
 ) -> list[str]:
+    """The table's rows of one case; ``prof``: ``profile``'s options (rows, ops), None: no profile."""
     path, preset, sets = CASES[name]
     layer = instantiate(parse_file(path), preset, sets).layer
     sides = []
@@ -162,7 +169,7 @@ def bench_case(
             continue
         if base is None:
             base = (fb, y)
-        gpu = f"{profile(f'{name}, {label}', module, x, rows):.2f}" if prof else ""
+        gpu = f"{profile(f'{name}, {label}', module, x, **prof):.2f}" if prof is not None else ""
         rows.append(
             f"| {name} | {label} | {fwd:.2f} | {fb:.2f} | {fb / base[0]:.2f}x | {gpu} | {first:.1f} | "
             f"{rel_rms(y, base[1]):.1e} | {peak:.1f} |"
@@ -185,6 +192,14 @@ def main():
     )
     ap.add_argument("--no-loop", action="store_true", help="no sequential-loop side")
     ap.add_argument("--rows", type=int, default=16, help="kernels in each --profile table")
+    ap.add_argument("--ops", action="store_true", help="with --profile: the operators by input shapes too")
+    ap.add_argument(
+        "--conv",
+        nargs="*",
+        default=[],
+        metavar="fwd.KEY=N|bwd.KEY=N",
+        help="the short convolutions' launch settings (codegen/run/shortconv.py FORWARD, BACKWARD)",
+    )
     ap.add_argument(
         "--launch",
         nargs="*",
@@ -203,6 +218,15 @@ def main():
                 f"--launch: expected KEY=N with KEY one of {', '.join(chunked_common.LAUNCH)}, found {item!r}"
             )
         chunked_common.LAUNCH[key] = int(value)
+    from archdsl.codegen.run import shortconv
+
+    for item in args.conv:
+        key, _, value = item.partition("=")
+        side, _, name = key.partition(".")
+        table = {"fwd": shortconv.FORWARD, "bwd": shortconv.BACKWARD}.get(side, {})
+        if name not in table or not value.isdigit():
+            ap.error(f"--conv: expected fwd.KEY=N or bwd.KEY=N (shortconv.FORWARD/BACKWARD), found {item!r}")
+        table[name] = int(value)
     commit = (
         args.commit
         or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
@@ -217,6 +241,7 @@ def main():
         "`python benchmarks/chunked.py " + " ".join(f"--{k} {v}" for k, v in (("B", args.B), ("T", args.T)))
         + f" --chunk {' '.join(map(str, args.chunk))}"
         + (f" --launch {' '.join(args.launch)}" if args.launch else "")
+        + (f" --conv {' '.join(args.conv)}" if args.conv else "")
         + "`",
         "",
         "Times in ms (do_bench); ratio: fwd+bwd over the chunked layer's; GPU: the profiler's summed kernel "
@@ -229,7 +254,13 @@ def main():
     ]  # fmt: skip
     for name in args.cases:
         lines += bench_case(
-            name, args.B, args.T, args.chunk, args.profile, not args.no_peers, not args.no_loop, args.rows
+            name,
+            args.B,
+            args.T,
+            args.chunk,
+            {"rows": args.rows, "ops": args.ops} if args.profile else None,
+            not args.no_peers,
+            not args.no_loop,
         )
         print("\n".join(lines[-3:]), flush=True)
     text = "\n".join(lines) + "\n"

@@ -176,7 +176,7 @@ def test_output_and_dv_take_their_own_value_blocks(lowrank, scalar, monkeypatch)
 
 
 def test_parallel_kernels_read_cumulative_decays_per_key_channel(monkeypatch):
-    """``parallel_decays``: with ``parallel_cumsum`` (off by default) the output, dv and dq/dk kernels
+    """``parallel_decays``: with ``parallel_cumsum`` (on by default) the output, dv and dq/dk kernels
     read the cumulative log-decays where they were computed and the decay is one per key channel; a
     head's decay, the switch off or no cumulative log-decays leave them the log-decays."""
 
@@ -185,8 +185,9 @@ def test_parallel_kernels_read_cumulative_decays_per_key_channel(monkeypatch):
         return "G" if x is decays[0] and cum else "g" if x is lw and not cum else "?"
 
     lw, gc, head = torch.zeros(2, 5, 3, 4), torch.ones(2, 5, 3, 4), torch.zeros(2, 5, 3)
-    assert reads(lw, (gc, True)) == "g"  # off by default
+    assert reads(lw, (gc, True)) == "G"  # on by default
+    monkeypatch.setitem(chunked_common.LAUNCH, "parallel_cumsum", False)
+    assert reads(lw, (gc, True)) == "g"
     monkeypatch.setitem(chunked_common.LAUNCH, "parallel_cumsum", True)
-    assert reads(lw, (gc, True)) == "G"
     assert reads(lw, (lw, False)) == "g"
     assert reads(head, (head + 1, True)) == "g"

@@ -270,7 +270,7 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: before them (``chunked_kernels.walk_decays``) where they would scan each chunk's inside their
 #: sequential loop (GLA_100m's walks, sm_90: 33 → 16 KB shared memory, 24 → 0 B spilled a thread).
 #: ``parallel_cumsum``: with a decay per key channel the output, dv and dq/dk kernels read them too
-#: (off: not yet timed on a GPU; compiled for sm_90 on the CPU it moved their spills either way).
+#: (H200, round-20, GLA_100m: 2.138 -> 2.100 ms a forward+backward; dq/dk 0.413 -> 0.390, dv 0.223 -> 0.207).
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -302,7 +302,7 @@ LAUNCH = {
     "store_half": True,
     "narrow": True,
     "walk_cumsum": True,
-    "parallel_cumsum": False,
+    "parallel_cumsum": True,
 }
 
 

@@ -25,7 +25,8 @@ from archdsl.codegen.run.ops import register
 
 from archdsl.recompute import recomputable
 
-BT, BC = 32, 64  # tokens and channels per program
+#: the forward's block of tokens and channels a program, and its warps
+FORWARD = {"bt": 32, "bc": 64, "warps": 4}
 
 #: the backward: ``kernel`` ``walk`` (``_conv_bwd_walk``) or ``halo`` (``_conv_bwd_halo``, the kernel
 #: before it, kept to time one against the other); ``bt``, ``bc``: tokens and channels a block,
@@ -199,7 +200,7 @@ def _conv_bwd_walk(
         tl.store(db + part * C + c, tl.sum(dbs, 0), mask=cm)
 
 
-def _grid(x: torch.Tensor, bt: int = BT, bc: int = BC):
+def _grid(x: torch.Tensor, bt: int, bc: int):
     N, T, C = x.shape
     return N, triton.cdiv(T, bt), triton.cdiv(C, bc)
 
@@ -208,8 +209,10 @@ def _forward(x, w, b=None, *, silu: bool):
     N, T, C = x.shape
     has_bias, b = b is not None, w if b is None else b
     y = torch.empty(N, T, C, device=x.device, dtype=torch.float32)
-    _conv_fwd[_grid(x)](
-        x, w, b, y, T, C, *x.stride(), K=w.shape[1], HAS_BIAS=has_bias, SILU=silu, BT=BT, BC=BC
+    bt, bc = FORWARD["bt"], FORWARD["bc"]
+    _conv_fwd[_grid(x, bt, bc)](
+        x, w, b, y, T, C, *x.stride(), K=w.shape[1], HAS_BIAS=has_bias, SILU=silu, BT=bt, BC=bc,
+        num_warps=FORWARD["warps"],
     )  # fmt: skip
     return y
 
