@@ -25,8 +25,11 @@ from archdsl.codegen.run.ops import register
 
 from archdsl.recompute import recomputable
 
-#: the forward's block of tokens and channels a program, and its warps
-FORWARD = {"bt": 32, "bc": 64, "warps": 4}
+#: the forward's block of tokens and channels a program, and its warps. On an H200 (round-20 call 2,
+#: GDN_100m's three convolutions, each run twice a forward+backward: the backward remakes them), µs a
+#: launch: 50.7 at 32 x 64 (the setting until then), 40.2 at 64 x 64, 34.3 at 32 x 128, 33.3 at
+#: 16 x 128, 43.2 at 128 x 64 with 8 warps, 65.5 at 64 x 128 with 8 warps.
+FORWARD = {"bt": 16, "bc": 128, "warps": 4}
 
 #: the backward: ``kernel`` ``walk`` (``_conv_bwd_walk``) or ``halo`` (``_conv_bwd_halo``, the kernel
 #: before it, kept to time one against the other); ``bt``, ``bc``: tokens and channels a block,
