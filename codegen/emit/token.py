@@ -1,5 +1,9 @@
 """The kernels of a stateless per-token part (the values hoisted before the loop, or the readout
-after it) and their launchers: one program per (batch element, CHUNK tokens), no recurrence."""
+after it) and their launchers: one program per (batch element, CHUNK tokens), no recurrence.
+
+An input is read at its batch and token strides (kernel arguments), so a slice of a projection's
+output, whose tokens lie a projection's width apart, is read where it is; within a token its
+elements are compact (``runtime.token_strided``). Outputs and gradients are compact."""
 
 from __future__ import annotations
 
@@ -20,20 +24,35 @@ def _kernel(part: TokenPart, g, plan: Plan, py: PyNames, names: dict) -> _Kernel
 
 
 def _leaves(k: _Kernel, part: TokenPart, py: PyNames, sig: Signature) -> list[str]:
-    """The part's inputs and constants as parameters; returns their Python names."""
+    """The part's inputs (each with its batch and token strides) and constants as parameters; returns
+    their Python names."""
     out = []
     for n in part.inputs:
-        sig.arg(k.ptr("in", n), py(("t", n), n))
-        out.append(py(("t", n), n))
+        t = py(("t", n), n)
+        sig.arg(k.ptr("in", n), t)
+        sig.arg(_stride(k, "sb", n), f"{t}.stride(0)")
+        sig.arg(_stride(k, "st", n), f"{t}.stride(1)")
+        out.append(t)
     for c in part.consts:
         sig.arg(k.ptr("const", c), py(("c", c), k.label(c)))
         out.append(py(("c", c), k.label(c)))
     return out
 
 
-def _loads(k: _Kernel, g, order) -> None:
+def _stride(k: _Kernel, which: str, name: str) -> str:
+    """An input's batch (``sb``) or token (``st``) stride argument."""
+    return k.ns((which, name), f"{which}_{k.label(name)}")
+
+
+def _loads(k: _Kernel, g, order, strided) -> None:
+    """Loads the inputs of this token: those in ``strided`` at their strides, the rest (the outputs'
+    cotangents) compact."""
     for n, i in _leaf_ids(g, order, Op.INPUT).items():
-        at = f"{k.ptr('in', n)} + (i_b * T + t) * {k.numel(g[i].axes)}"
+        if n in strided:
+            sb, st = _stride(k, "sb", n), _stride(k, "st", n)
+            at = f"{k.ptr('in', n)} + i_b * {sb} + tl.cast(t, tl.int64) * {st}"
+        else:
+            at = f"{k.ptr('in', n)} + (i_b * T + t) * {k.numel(g[i].axes)}"
         k.w(f"{k.val(i)} = {k.load(at, g[i].axes, 't < T')}", 2)
 
 
@@ -62,7 +81,7 @@ def emit_token_forward(part: TokenPart, plan: Plan, name: str, py: PyNames, kind
     k.load_consts(part, _leaf_ids(g, order, Op.PARAM))
     k.w("for s in range(CHUNK):")
     k.w("t = i_s * CHUNK + s  # this program's tokens: i_s * CHUNK …", 2)
-    _loads(k, g, order)
+    _loads(k, g, order, part.inputs)
     k.compute(g, order, 2)
     for o, i in part.outputs.items():
         _store_token(k, outs[o], g[i].axes, k.val(i), cast=True)
@@ -117,7 +136,7 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str, py: PyNames, kin
         k.w(f"{k.dblk('const', c)} = tl.zeros({k.shape(g[acc].axes)}, tl.float32)")
     k.w("for s in range(CHUNK):")
     k.w("t = i_s * CHUNK + s", 2)
-    _loads(k, g, order)
+    _loads(k, g, order, part.inputs)
     k.compute(g, order, 2, skip={i for _, sums in summed.values() for i in sums})
     for n, ax in part.inputs.items():
         _store_token(k, d_in[n], ax, k.val(bwd.d_inputs[n]), cast=True)
@@ -133,7 +152,8 @@ def emit_token_backward(part: TokenPart, plan: Plan, name: str, py: PyNames, kin
     launcher += [f"    {py(('d', o), '')} = {py(('d', o), '')}.contiguous()" for o in part.outputs]
     rets = []
     for n in part.inputs:
-        launcher.append(f"    {d_py(py, 'd', n)} = torch.empty_like({py(('t', n), '')})")
+        t = py(("t", n), "")
+        launcher.append(f"    {d_py(py, 'd', n)} = {t}.new_empty({t}.shape)")
         rets.append(d_py(py, "d", n))
     for c, ax in part.consts.items():
         shape = py.dims("B * triton.cdiv(T, chunk)", ax)

@@ -287,9 +287,6 @@ class ChunkedCell:
         leaves = self._leaves(c, inputs, frontier, layout)
         roots = [i for f in self.forms for i in _roles(f).values()]
         fused = x0.is_cuda or interpreted()
-        if fused and len(self.kernels) == 2:  # an input both kernels read is made contiguous once
-            shared = set(self.coefficients.inputs) & set(self.epilogue.inputs)
-            inputs = {n: t.contiguous() if n in shared else t for n, t in inputs.items()}
         env = {}
         if fused and "token" in self.kernels:
             part = self.kernels["token"]
