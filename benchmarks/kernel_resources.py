@@ -185,6 +185,7 @@ def main():
             SCAN=args.scan,
             CUM=args.cumsum,
             JOINT=False,
+            TIED=False,
         )
         stored = STORED | ({"states"} if args.no_lowrank else set()) if args.store_half else set()
         line = attempt(name, consts, warps, stages, args.maxnreg, HALF | stored)

@@ -79,6 +79,10 @@ class LinearForm:
     #: the correction and the write share their key (``_joint``): ``a`` is ``k`` and the update is
     #: ``diag(w) S + k (bᵀS + v)ᵀ``, one rank-one term a token (GatedDeltaNet, E88 with identity)
     joint: bool = False
+    #: a joint form whose read vector is the key again times a per-token value without the key axis,
+    #: ``b = σ k``: σ's node (GatedDeltaNet's ``σ = -αβ``), which the kernels read in place of ``b``
+    #: (one value a token, not a vector); None otherwise, or where σ does not vary per token
+    tie: int | None = None
 
     def describe(self) -> str:
         s = f"{self.state}[{', '.join(self.cell.states[self.state])}]"
@@ -87,6 +91,8 @@ class LinearForm:
         update = f"{low} + a rank-one write k vᵀ"
         if self.joint:
             update = " + a rank-one delta update k (bᵀS + v)ᵀ (correction and write share the key k)"
+        if self.tie is not None:
+            update = update.removesuffix(")") + "; b = σ k, one σ a token)"
         summed = f"; the readout sums heads {', '.join(self.summed)}" if self.summed else ""
         return (
             f"chunked: {s} linear in the state, {decay}{update}; "
@@ -285,6 +291,19 @@ def _joint(b: _Builder, key: str, a: int, k: int) -> tuple[int, int | None, int 
     return kappa, rho[0], rho[1]
 
 
+def _tie(b: _Builder, key: str, read: int, kappa: int, rho_a: int | None) -> int | None:
+    """σ where the joint form's read vector ``ρ_a read`` is ``σ κ`` (``read``'s factors with the key
+    axis are κ's), σ varying per token (GatedDeltaNet: ``read = k̂``, ``σ = ρ_a = -αβ``); else None
+    (E88's σ = -1 is a constant: its kernels read b whole)."""
+    same = _joint(b, key, read, kappa)
+    if same is None:
+        return None
+    sigma = b.mul(rho_a, same[1])
+    if sigma is None or not any(b.g[j].op is Op.INPUT for j in b.g.ancestors([sigma])):
+        return None
+    return sigma
+
+
 def _reads(g: Graph, i: int, state: str) -> bool:
     return any(g[j].op is Op.STATE and g[j].attr == state for j in g.ancestors([i]))
 
@@ -349,8 +368,10 @@ def _linear_form(cell: Cell, b: _Builder | None = None, o_name: str = "o:") -> L
     a, bb = (None, None) if low is None else (low[0] or one, low[1] or one)
     k, v, q = write[0] or one, write[1] or one, q or one
     joint = _joint(b, key, a, k) if a is not None else None
+    tie = None
     if joint is not None:  # one rank-one term: κ ((ρ_a b)ᵀS + ρ_k v)ᵀ
         k, rho_a, rho_k = joint
+        tie = _tie(b, key, bb, k, rho_a)
         a, bb, v = k, b.mul(rho_a, bb), b.mul(rho_k, v)
     if not positive(b.g, w, cell.positive):
         raise NotLinear("a decay that may be zero or negative: not yet (the chunks need its logarithm)")
@@ -367,4 +388,4 @@ def _linear_form(cell: Cell, b: _Builder | None = None, o_name: str = "o:") -> L
         out = b.add(Op.ADD, (out, b.mul(kk, vv) if (kk, vv) != (None, None) else one))
     scalar, joint = key not in b.g[log_w].axes, joint is not None
     coefficients = (log_w, scalar, a, bb, k, v, q, out, o_leaf)
-    return LinearForm(cell, b.g, state, key, heads, values, *coefficients, joint=joint)
+    return LinearForm(cell, b.g, state, key, heads, values, *coefficients, joint=joint, tie=tie)

@@ -85,12 +85,14 @@ def generic_weights(model: torch.nn.Module) -> torch.nn.Module:
 def chunked_op_inputs(lowrank: bool | str, B=2, T=21, H=2, K=5, V=6):
     """Random inputs of the chunked op (``codegen/run/ops.chunked_op``): log-decays [B, T, H] (one
     per head), q, k [B, T, H, K], v [B, T, H, V] and, for a rank-one correction (``lowrank``), a, b
-    [B, T, H, K] (``"joint"``: b alone, the correction on k's key), all requiring gradients; and an
+    [B, T, H, K] (``"joint"``: b alone, the correction on k's key; ``"tied"``: σ [B, T, H] alone, the
+    read vectors σ k), all requiring gradients; and an
     initial state [B, H, K, V]."""
     g = torch.Generator().manual_seed(0)
     xs = [-torch.rand(B, T, H, generator=g)]
-    ab = {False: (), True: (K, K), "joint": (K,)}[lowrank]
+    ab = {False: (), True: (K, K), "joint": (K,), "tied": ()}[lowrank]
     xs += [torch.randn(B, T, H, R, generator=g) for R in (K, K, V, *ab)]
+    xs += [torch.randn(B, T, H, generator=g)] if lowrank == "tied" else []  # σ: read vectors σ k
     xs = [x.requires_grad_(True) for x in xs]
     return xs, torch.randn(B, H, K, V, generator=g, requires_grad=True)
 

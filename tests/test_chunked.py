@@ -14,6 +14,7 @@ from kernel_harness import compare_backends, rel_rms
 from archdsl.autodiff import extract_cell
 from archdsl.lang.checker import instantiate
 from archdsl.lang.parser import parse_file
+from archdsl.layer import RecurrentLayer
 
 LINEAR = {
     "gdn": {"heads": 3},
@@ -41,6 +42,7 @@ def test_linear_specs_are_classified(name):
     assert form.scalar_decay == (name != "gla")  # GLA decays per key channel
     assert (form.a is not None) == (name in ("gdn", "e88"))  # the delta rule's rank-one correction
     assert form.joint == (name in ("gdn", "e88"))  # ... which shares the write's key
+    assert (form.tie is not None) == (name == "gdn")  # b = -αβ k̂ (e88's σ = -1: no per-token value)
     assert classification(layer_of(name)).startswith("chunked: ")
 
 
@@ -129,6 +131,8 @@ def test_joint_form_needs_one_key(corr, joint):
     form = classify(extract_cell(layer)).forms[0]
     assert form.a is not None and form.joint == joint
     assert ("delta update k (bᵀS + v)ᵀ" in classification(layer)) == joint
+    assert (form.tie is not None) == joint  # the read vector is kh: b = σ kh, σ = ρ_a
+    assert ("b = σ k, one σ a token" in classification(layer)) == joint
     if joint:
         assert form.a == form.k
 
@@ -175,12 +179,13 @@ def random_problem(scalar: bool, lowrank: bool, dtype, T=37, K=5, V=20, seed=0):
         return scale * torch.randn(*shape, generator=g, dtype=dtype)
 
     lw = -torch.rand(B, T, H, *(() if scalar else (K,)), generator=g, dtype=dtype)
-    ab = [r(B, T, H, K, scale=0.3) for _ in range({False: 0, True: 2, "joint": 1}[lowrank])]
+    ab = [r(B, T, H, K, scale=0.3) for _ in range({False: 0, True: 2, "joint": 1, "tied": 0}[lowrank])]
+    ab += [r(B, T, H, scale=0.6)] if lowrank == "tied" else []  # σ: the read vectors σ k
     return lw, r(B, T, H, K), r(B, T, H, K, scale=0.5), r(B, T, H, V), ab, r(B, H, K, V)
 
 
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint", "tied"], ids=["write", "delta", "joint", "tied"])
 def test_chunked_algebra_matches_the_recurrence(scalar, lowrank):
     """float64: the chunked form (T not a multiple of the chunk) is the recurrence, to rounding."""
     lw, q, k, v, ab, h0 = random_problem(scalar, lowrank, torch.float64)
@@ -207,7 +212,7 @@ def assert_backward_matches_autograd(lw, q, k, v, ab, h0):
 
 @pytest.mark.parametrize("bv", [64, 16], ids=["one-value-block", "value-blocks"])
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint", "tied"], ids=["write", "delta", "joint", "tied"])
 def test_triton_forward_matches_the_recurrence(scalar, lowrank, bv, monkeypatch):
     """Key size 5 and value size 20 (padded to blocks of 16 and 32, or two blocks of 16), 37 steps in
     chunks of 16."""
@@ -256,7 +261,7 @@ def test_layer_matches_reference_fp16():
 
 @pytest.mark.parametrize("bv", [64, 16], ids=["one-value-block", "value-blocks"])
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint", "tied"], ids=["write", "delta", "joint", "tied"])
 def test_triton_backward_matches_autograd(scalar, lowrank, bv, monkeypatch):
     """Every gradient (log-decays, q, k, v, a, b, initial state) against autograd of the chunked form;
     value size 20 and key size 18 each in one block or in two blocks of 16 (the per-token kernels sum
@@ -299,7 +304,7 @@ class Spy:
         return self.real[grid]
 
 
-@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint", "tied"], ids=["write", "delta", "joint", "tied"])
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
 def test_dqk_kernels_by_form(scalar, lowrank, monkeypatch):
     """dq, dk (da, db) from chunked_dqk.py's two kernels for a delta rule and from ``chunk_dqk_kernel``
@@ -382,7 +387,7 @@ def strided_problem(scalar: bool, lowrank: bool):
 
 
 @pytest.mark.parametrize("scalar", [True, False], ids=["head-decay", "key-decay"])
-@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint", "tied"], ids=["write", "delta", "joint", "tied"])
 def test_triton_kernels_read_strided_coefficients(scalar, lowrank):
     """Views (a head stride of 0, a slice, a transposed layout) give the kernels' results on contiguous
     copies exactly, forward and every gradient (the broadcast ones before autograd sums them)."""
@@ -460,3 +465,33 @@ def test_tf32_emulation_cuts_the_products_operands(monkeypatch):
     monkeypatch.setitem(chunked_common.LAUNCH, "tf32_emulated", True)
     cut = chunked_forward(lw, q, k, v, ab, h0, 16, "tf32")[0]
     assert 1e-5 < rel_rms(cut, exact) < 1e-2  # 2.1e-3: truncation, compounded over 37 steps
+
+
+def test_tied_correction_reaches_the_kernels_as_one_value_a_token(monkeypatch):
+    """GatedDeltaNet's read vector -αβ k̂ reaches the chunked op as σ [B, T, H] (``LAUNCH["tie"]``),
+    b [B, T, H, K] with the switch off; the layer's output and every gradient agree (fp32, T 37,
+    chunks of 16: the same values, summed in another order)."""
+    from archdsl.codegen.run import chunked, chunked_common
+
+    def run(tie: bool):
+        monkeypatch.setitem(chunked_common.LAUNCH, "tie", tie)
+        shapes = []
+        real = chunked.chunked_linear
+        with monkeypatch.context() as mp:
+            mp.setattr(
+                chunked, "chunked_linear", lambda *a, **k: shapes.append(a[4][0].dim()) or real(*a, **k)
+            )
+            return shapes, _gdn_run()
+
+    def _gdn_run():
+        layer = layer_of("gdn")
+        m = RecurrentLayer(layer, backend="triton", seed=0, chunk=16, strategy="chunked")
+        x = torch.randn(2, 37, layer.dim, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        y, _ = m(x)
+        params = [p for p in m.parameters() if p.requires_grad]
+        return [y, *torch.autograd.grad((y * y).sum(), [x, *params])]
+
+    (tied_shapes, tied), (whole_shapes, whole) = run(True), run(False)
+    assert (tied_shapes, whole_shapes) == ([3], [4])
+    for a, b in zip(tied, whole, strict=True):
+        assert rel_rms(a, b) < 1e-5

@@ -71,7 +71,7 @@ def test_kept_states_give_the_rerun_gradients(spec, monkeypatch):
 
 
 @pytest.mark.parametrize("decays", [True, False], ids=["G-kept", "no-G"])
-@pytest.mark.parametrize("lowrank", [False, True, "joint"], ids=["write", "delta", "joint"])
+@pytest.mark.parametrize("lowrank", [False, True, "joint", "tied"], ids=["write", "delta", "joint", "tied"])
 def test_kept_tensors_have_their_fake_shapes(lowrank, decays, monkeypatch):
     """``torch.library.opcheck``: the op's schema, its fake outputs (the kept tensors' shapes
     included) against the real ones, and its autograd registration; traced whole by

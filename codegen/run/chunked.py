@@ -102,10 +102,21 @@ def _evaluate(graph: Graph, roots, leaves: dict, layout: Layout, env: dict | Non
     return env
 
 
+def _correction(form: LinearForm) -> tuple[int, ...]:
+    """The nodes of the op's rank-one correction ``ab`` (``chunked_common.correction``): (a, b); (b,)
+    where it shares the write's key (``LAUNCH["joint"]``), (σ,) where its read vector is σ k too
+    (``LAUNCH["tie"]``); () without one."""
+    if form.a is None:
+        return ()
+    if not (form.joint and LAUNCH["joint"]):
+        return (form.a, form.b)
+    return (form.tie,) if form.tie is not None and LAUNCH["tie"] else (form.b,)
+
+
 def _roles(form: LinearForm, suffix: str = "") -> dict[str, int]:
     roles = {"lw": form.log_w, "q": form.q, "k": form.k, "v": form.v}
-    if form.a is not None:  # joint: a is k
-        roles |= {"b": form.b} if form.joint else {"a": form.a, "b": form.b}
+    low = _correction(form)
+    roles |= dict(zip(("a", "b")[2 - len(low) :], low))
     return {r + suffix: i for r, i in roles.items()}
 
 
@@ -314,9 +325,7 @@ class ChunkedCell:
         lw = self._block(env[f.log_w], f.heads if f.scalar_decay else hk, nh, (B, T))
         vec = [self._block(env[i], hk, nh, (B, T)) for i in (f.q, f.k)]
         v = self._block(env[f.v], (*f.heads, *f.values), nh, (B, T)).reshape(B, T, vec[0].shape[2], -1)
-        joint = f.joint and LAUNCH["joint"]  # a is k: ab = [b] (``chunked_common.correction``)
-        low = () if f.a is None else (f.b,) if joint else (f.a, f.b)
-        ab = [self._block(env[i], hk, nh, (B, T)) for i in low]
+        ab = [self._block(env[i], f.heads if i == f.tie else hk, nh, (B, T)) for i in _correction(f)]
         h0 = self._state0(f, state0, B, device)
         if device.type == "cuda":
             fits_on_gpu(self.layer.name, f.key, c.sizes[f.key], products(dtype, bool(ab)))

@@ -187,17 +187,11 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: warps per program. ``states_*`` and ``dstates_*``: the two kernels that walk the chunks in order
 #: (the forward's ``chunk_states_kernel``, the backward's ``chunk_dstates_kernel``), each with its own
 #: value block and warps (None: ``bv``, ``warps``) and software-pipelining stages (each stage holds a
-#: chunk's [C, K] tiles in shared memory; ``walk_launch``). Compiled for sm_90 with Triton 3.9 at
-#: GDN_100m head shapes (the key axis whole, 128; TF32; benchmarks/results/walks-1/), spill stores a
-#: thread at one stage, with K and V compile-time constants in the walks (before: runtime): states
-#: 576 B (1,848) at a value block of 64 and 4 warps (today's), 212 (420) at 64 and 8 warps, 44 (644)
-#: at 32 and 4, 20 (16) at 32 and 8, none (84) at 32, 8 warps and two stages (115 KB shared);
-#: dstates 1,696 (2,056), 712 (1,140), 1,120 (1,284), 372 (744) and 564 B (696). Two stages at 64
-#: take 164 KB of shared memory (one program per SM). Timed on an H100 (benchmarks/results/chunked-7/,
-#: GPU time of three GDN_100m / Mamba2_100m forward+backward, one call): today's settings 17.17 /
-#: 14.54 ms; 8 warps in both walks 17.82 / 14.72; in states only 17.26 / 14.55; dstates at a value
-#: block of 32 18.06 / 14.32; blocks of 32 and 8 warps in both, in the call before, slower walks
-#: (states 0.63 ms a call, dstates 0.83, against 0.35 and 0.59 at today's), with two stages too.
+#: chunk's [C, K] tiles in shared memory; ``walk_launch``). Their spills at each setting, compiled for
+#: sm_90 at GDN_100m head shapes: benchmarks/results/walks-1/. Timed on an H100 (chunked-7/, GPU time
+#: of three GDN_100m / Mamba2_100m forward+backward, one call): today's settings 17.17 / 14.54 ms; 8
+#: warps in both walks 17.82 / 14.72; in states only 17.26 / 14.55; dstates at a value block of 32
+#: 18.06 / 14.32; blocks of 32 and 8 warps in both, in the call before, slower walks.
 #: Earlier (chunked-2/): 4 warps beat
 #: 8 in every setting, and a key block of 64 in the delta rule's per-token kernel spills (32.6 ms
 #: against 4.9 ms at 32). ``walk_bk``: the walks' block of key rows without a rank-one correction
@@ -242,22 +236,17 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: against the 2e-2 bound; the precision of a delta rule's decay gradient is open
 #: (benchmarks/results/round-17/).
 #: ``split_bk``, ``split_warps`` and ``split_stages``: the key block, warps and software-pipelining
-#: stages (None: ``token_stages``) of the delta rule's dq/dk kernels
-#: (chunked_dqk.py). Compiled for sm_90 with Triton 3.6 at GDN_100m head shapes (one stage, 255
-#: registers each, bf16 products, the 16-bit stores; benchmarks/kernel_resources.py), spill stores a
-#: thread of today's two-pass dq/dk kernel: 344 B at a key block of 64 and 8 warps, 36 B at 32 and 8,
-#: 2,740 B at 64 and 4; the one-pass matrices' kernel 92 B at 8 warps. On an H200 (round-16) the dq/dk
-#: kernel took 0.81 ms a GDN_100m call at 64 and 1.29 at 32. The one-kernel form they replaced (1.33
-#: against 2.40 ms a GDN_100m call on an H100) spilled 2,880 B at 32 and 4 warps. With the joint form
+#: stages (None: ``token_stages``) of the delta rule's dq/dk kernels (chunked_dqk.py; their spills,
+#: compiled for sm_90: round-16/). On an H200 (round-16) the dq/dk kernel took 0.81 ms a GDN_100m call
+#: at a key block of 64 and 1.29 at 32. With the joint form
 #: (GatedDeltaNet's: no write tiles, two matrices; benchmarks/results/round-17/, H200, ms a GDN_100m
 #: call of dq/dk and the matrices' kernel): 0.567 and 0.224 at 8 warps and one stage; 0.437 and 0.167
 #: at 4 warps; 0.429 and 0.129 at 4 warps and two stages (today's); at 8 warps two stages took dq/dk
-#: to 0.602; at 4 warps a key block of 128 0.701, of 32 0.514.
-#: ``dg_scan``: in ``chunk_dqk_kernel`` (no correction), a head's
-#: decay gradient of the decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1) or by a product
-#: with a 0/1 matrix (0); the delta rule's kernels always scan. ``o_half``: the op's output ``o`` in a
-#: bf16/fp16 layer's own type (its gradient read in that type), not fp32, where the decay is one per
-#: key channel (``o_dtype``). ``store_half``: the big intermediates one kernel writes and others read
+#: to 0.602; at 4 warps a key block of 128 0.701, of 32 0.514. ``dg_scan``: in ``chunk_dqk_kernel``
+#: (no correction), a head's decay gradient of the decayed [C, C] matrix by a scan (``_decay_grad_scan``, 1)
+#: or by a product with a 0/1 matrix (0); the delta rule's kernels always scan. ``o_half``: the op's output
+#: ``o`` in a bf16/fp16 layer's own type (its gradient read in that type), not fp32, where the decay is one
+#: per key channel (``o_dtype``). ``store_half``: the big intermediates one kernel writes and others read
 #: stored in a bf16/fp16 layer's own type, not fp32 (``store_dtype``): the states' gradients, a delta
 #: rule's dR and its four matrices' gradients (``dmat``), and without a rank-one correction the
 #: chunks' start states; a delta rule's start states, U₀, U and W stay fp32 (``forward_store``). What
@@ -271,6 +260,8 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: sequential loop (GLA_100m's walks, sm_90: 33 → 16 KB shared memory, 24 → 0 B spilled a thread).
 #: ``parallel_cumsum``: with a decay per key channel the output, dv and dq/dk kernels read them too
 #: (H200, round-20, GLA_100m: 2.138 -> 2.100 ms a forward+backward; dq/dk 0.413 -> 0.390, dv 0.223 -> 0.207).
+#: ``tie``: a joint correction whose read vector is the key times one value a token (``LinearForm.tie``:
+#: GatedDeltaNet's b = -αβ k̂) reaches the kernels as that value, [B, T, H] (off: b whole, [B, T, H, K]).
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -303,6 +294,7 @@ LAUNCH = {
     "narrow": True,
     "walk_cumsum": True,
     "parallel_cumsum": True,
+    "tie": True,
 }
 
 
@@ -425,10 +417,15 @@ def strides(x: torch.Tensor) -> tuple[int, ...]:
     return s if x.dim() == 4 else (*s, 0)
 
 
+def tied(ab) -> bool:
+    """Is the correction tied (``correction``: one σ a token, b = σ k)?"""
+    return len(ab) == 1 and ab[0].dim() == 3
+
+
 def correction(q, k, ab) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(a, b, joint) of the coefficients' rank-one correction ``ab``: [a, b]; [b] where it shares the
-    write's key (``LinearForm.joint``: a is k); [] without one (a and b then stand in as ``q``, never
-    read)."""
+    write's key (``LinearForm.joint``: a is k; b [B, T, H]: tied, ``LinearForm.tie``, the read vector
+    b k); [] without one (a and b then stand in as ``q``, never read)."""
     if len(ab) == 1:
         return k, ab[0], True
     a, b = ab if ab else (q, q)
@@ -444,7 +441,7 @@ def _meta(lw, q, k, v, ab, chunk: int, dot: str) -> dict:
     BK, BV = blocks(q.shape[-1], v.shape[-1])
     # q, k (a, b) in one layout (as one generated kernel writes them): one offset computation for all,
     # not one per tensor (the delta rule's dq/dk kernel spills otherwise: 3.6 ms against 2.6 ms)
-    shared = all(strides(x) == strides(q) for x in (k, *ab))
+    shared = all(strides(x) == strides(q) for x in (k, *ab) if x.dim() == 4)  # a tied b: its own
     return dict(
         C=chunk, BK=BK, BV=BV, SCALAR=lw.dim() == 3, DOT=dot, SHARED=shared, num_warps=LAUNCH["warps"]
     )

@@ -8,32 +8,24 @@ With a rank-one correction the per-token gradients need four [C, C] products ove
 
 which do not depend on the key axis. ``chunk_dmat_kernel`` (one program per chunk) sums them over the
 value axis in blocks, all four in one pass that reads each tile once (a pass per pair took 0.39
-against 0.27 ms a GDN_100m call on an H200, benchmarks/results/round-16/), applies the masks and,
-with one decay per head, the decay ratios
-exp(G_t - G_τ), and stores them (4·C·C a chunk; fp32, or a 16-bit layer's type with
-``LAUNCH["store_half"]``). With one decay per head it also sums the four
-matrices' share of the log-decays' gradient,
+against 0.27 ms a GDN_100m call on an H200, round-16/), applies the masks and, with one decay per
+head, the decay ratios exp(G_t - G_τ), and stores them (4·C·C a chunk; ``store_dtype``'s type). With
+one decay per head it also sums the four matrices' share of the log-decays' gradient,
 
     dg_s = Σ_{τ < s ≤ t} Z_n[t, τ] + Σ_{τ < s < t} Z_s[t, τ],   Z = dP ⊙ (x yᵀ)
 
 (Z_n of the two causal matrices, Z_s of the two strict ones, x yᵀ = q kᵀ, q aᵀ, b kᵀ, b aᵀ summed over
 the key axis): a cumulative sum along τ, a masked column sum and a shift by one step, every sum over
-exactly its terms (no total minus a partial sum, no product with a 0/1 matrix). It is stored as one
-more partial sum of the decay gradient beside the key blocks'. A joint delta rule (``JOINT``: a is k)
-has two of the four matrices, Q_a and M_ab (``_slots``), and no dk.
+exactly its terms, stored as one more partial sum of the decay gradient beside the key blocks'. A
+joint delta rule (``JOINT``: a is k) has two of the four matrices, Q_a and M_ab (``_slots``), and no dk.
 
-``chunk_dqkab_kernel`` (one program per chunk and block of the key axis; the key blocks fastest in
-its grid, so that a chunk's programs run together and share its tiles in L2) works in two passes
-over the value axis, each summing two [C, K] products: the rows' sides dq and db from the start
-state (dO Sᵀ, dR Sᵀ; ``_start_products``), then the columns' sides dk and da from the end-state
-gradient (V dSᵀ, U dSᵀ; ``_end_products``), each adding the matrices' products with the chunk's
-tiles (dP y in the first, dPᵀ x in the second; each matrix read in both). One pass of four
-accumulators took 7% longer (GDN_100m on an H200, 0.89 against 0.83 ms a call,
-benchmarks/results/round-16/). Holding no [C, C] accumulator, it takes key blocks of 64
-(``LAUNCH["split_bk"]``; at 32, 1.29 ms in the same call): half the programs. Both kernels run at
-``LAUNCH["split_warps"]`` (8: compiled for sm_90, the fewest spills; ``LAUNCH`` in
-``chunked_common.py`` has the numbers). The forms without a correction take their products with
-the states from ``_state_products`` (``chunk_dqk_kernel``).
+``chunk_dqkab_kernel`` (one program per chunk and block of the key axis, the key blocks fastest in
+its grid: a chunk's programs share its tiles in L2) works in two passes over the value axis, each
+summing two [C, K] products: the rows' sides dq and db from the start state (dO Sᵀ, dR Sᵀ), then the
+columns' sides dk and da from the end-state gradient (V dSᵀ, U dSᵀ), each adding the matrices'
+products with the chunk's tiles (one pass of four accumulators took 7% longer, round-16/). Holding no
+[C, C] accumulator, it takes key blocks of 64 (``LAUNCH["split_bk"]``; its warps and stages there).
+The forms without a correction take their products with the states from ``_state_products``.
 """
 
 from __future__ import annotations
@@ -53,7 +45,9 @@ from archdsl.codegen.run.chunked_common import (
     _wide_dot,
     key_block,
     strides,
+    tied,
 )
+from archdsl.codegen.run.chunked_kernels import _b_tile, _store_db
 
 
 @triton.jit
@@ -85,9 +79,9 @@ def _value_products(do, row, dr_in, v, sv0, sv1, sv2, sv3, u_in, urow, i_b, i_h,
 @triton.jit
 def _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3, b, sb0, sb1, sb2, sb3,
                   i_b, i_h, t, mt, K, C: tl.constexpr, BK: tl.constexpr, DOT: tl.constexpr,
-                  JOINT: tl.constexpr):  # fmt: skip
+                  JOINT: tl.constexpr, TIED: tl.constexpr):  # fmt: skip
     """(q kᵀ, q aᵀ, b kᵀ, b aᵀ) [C, C] of the chunk's tiles, summed over the key axis in blocks, each
-    tile read once (``JOINT``: a is k, k's two stay zero)."""
+    tile read once (``JOINT``: a is k, k's two stay zero; ``TIED``: b one value a token times a)."""
     qk = tl.zeros([C, C], dtype=tl.float32)
     qa = tl.zeros([C, C], dtype=tl.float32)
     bk = tl.zeros([C, C], dtype=tl.float32)
@@ -96,8 +90,9 @@ def _key_products(q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2
         rk = i_k * BK + tl.arange(0, BK)
         mk = rk < K
         qq = _tile(q, sq0, sq1, sq2, sq3, i_b, i_h, t, rk, mt, mk)
-        bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
-        aa = tl.trans(_tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk))
+        aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
+        bb = _b_tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk, aa, TIED)
+        aa = tl.trans(aa)
         qa += _dot(qq, aa, DOT)
         ba += _dot(bb, aa, DOT)
         if not JOINT:
@@ -114,7 +109,7 @@ def chunk_dmat_kernel(
     sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
     u_in, dr_in, do, dmat, dlw_part, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, JOINT: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, JOINT: tl.constexpr, TIED: tl.constexpr,
 ):  # fmt: skip
     """Every chunk at once: the gradients of its four decayed matrices (Q_k, Q_a, M_ak, M_ab), masked
     and (one decay per head) times their decay ratios, stored [4, C, C] (``JOINT``: a is k, the two
@@ -123,7 +118,8 @@ def chunk_dmat_kernel(
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
-        sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
+        if not TIED:
+            sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
     i_bh, n = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
@@ -152,7 +148,7 @@ def chunk_dmat_kernel(
     if SCALAR:
         qk, qa, bk, ba = _key_products(
             q, sq0, sq1, sq2, sq3, k, sk0, sk1, sk2, sk3, a, sa0, sa1, sa2, sa3,
-            b, sb0, sb1, sb2, sb3, i_b, i_h, t, mt, K, C, BK, DOT, JOINT,
+            b, sb0, sb1, sb2, sb3, i_b, i_h, t, mt, K, C, BK, DOT, JOINT, TIED,
         )  # fmt: skip
         dg = _decay_grad_scan(dPk * qk + dPa * qa, rc, False) + _decay_grad_scan(
             dPmak * bk + dPmab * ba, rc, True
@@ -357,26 +353,23 @@ def chunk_dqkab_kernel(
     sv0, sv1, sv2, sv3, sa0, sa1, sa2, sa3, sb0, sb1, sb2, sb3,
     states, dstates, u_in, dr_in, do, dmat, dlw, dq, dk, da, db,
     T, H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, JOINT: tl.constexpr,
+    SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, JOINT: tl.constexpr, TIED: tl.constexpr,
 ):  # fmt: skip
-    """Every chunk at once, one block of the key axis: dq, dk, da, db and the log-decays' gradient
-    from the products over the value axis and ``chunk_dmat_kernel``'s four matrices, in two passes
-    that each hold two [C, BK] accumulators: dq and db (the rows' sides: dO Sᵀ, dR Sᵀ), then dk and
-    da (the columns' sides: V dSᵀ, U dSᵀ), each matrix read in both. ``JOINT`` (a is k): no dk, the
-    key's gradient is da."""
+    """Every chunk at once, one key block: dq, dk, da, db and the log-decays' gradient from the products
+    over the value axis and ``chunk_dmat_kernel``'s matrices, in two passes of two [C, BK] accumulators:
+    dq and db (dO Sᵀ, dR Sᵀ), then dk and da (V dSᵀ, U dSᵀ). ``JOINT`` (a is k): no dk, the key's
+    gradient is da. ``TIED`` (b = σ a): db is σ's, a partial a key block (``_store_db``)."""
     if SHARED:
         sk0, sk1, sk2, sk3 = sq0, sq1, sq2, sq3
         sa0, sa1, sa2, sa3 = sq0, sq1, sq2, sq3
-        sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
+        if not TIED:
+            sb0, sb1, sb2, sb3 = sq0, sq1, sq2, sq3
     i_k, n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # key blocks fastest: L2
     i_b, i_h = i_bh // H, i_bh % H
-    N = tl.cdiv(T, C)
     rc, rk = tl.arange(0, C), i_k * BK + tl.arange(0, BK)
-    mk = rk < K
-    t = n * C + rc
+    t, mk = n * C + rc, rk < K
     mt = t < T
-    row = (i_b * T + t) * H + i_h
-    chunk = i_bh * N + n
+    row, chunk = (i_b * T + t) * H + i_h, i_bh * tl.cdiv(T, C) + n
     pk, mtk = row[:, None] * K + rk[None, :], mt[:, None] & mk[None, :]
     pm = dmat + chunk * _slots(JOINT) * C * C + rc[:, None] * C + rc[None, :]
     G, Gm, GC, eG, eEnd, eGm, dg = _token_decays(
@@ -387,13 +380,15 @@ def chunk_dqkab_kernel(
     if not JOINT:
         kk = _tile(k, sk0, sk1, sk2, sk3, i_b, i_h, t, rk, mt, mk)
     aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
-    bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
+    bb = _b_tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk, aa, TIED)
     dq_s, db_s, sds = _start_products(
         states, dstates, do, dr_in, chunk, row, mt, rk, mk, K, V, C, BK, BV, DOT
     )
     dqq, dbb, dGm, dg = _row_sides(pm, qq, kk, aa, bb, dq_s, db_s, G, Gm, eG, eGm, dg, C, SCALAR, DOT, JOINT)
     tl.store(dq + pk, dqq.to(dq.dtype.element_ty), mask=mtk)
-    tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
+    _store_db(
+        db, da, dbb, aa, b, sb0, sb1, sb2, i_b, i_h, t, mt, row + i_k * tl.num_programs(2) * T, pk, mtk, TIED
+    )
     # the columns' sides: dk = dk_end Γ_C/Γ + dQ_kᵀ q + dM_akᵀ b, da = da_end Γ_C/Γ + dQ_aᵀ q + dM_abᵀ b
     dk_end, da_end = _end_products(
         dstates, v, sv0, sv1, sv2, sv3, u_in, chunk, i_b, i_h, t, mt, rk, mk, K, V, C, BK, BV, DOT, JOINT
@@ -401,6 +396,8 @@ def chunk_dqkab_kernel(
     daa, dkk, te, dg = _column_sides(
         pm, qq, kk, aa, bb, dk_end, da_end, G, Gm, eEnd, dg, C, SCALAR, DOT, JOINT
     )
+    if TIED:  # σ db_b, held in da since the first pass
+        daa += tl.load(da + pk, mask=mtk, other=0.0).to(tl.float32)
     tl.store(da + pk, daa.to(da.dtype.element_ty), mask=mtk)
     if not JOINT:
         tl.store(dk + pk, dkk.to(dk.dtype.element_ty), mask=mtk)
@@ -416,11 +413,9 @@ def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK
           joint: bool = False):  # fmt: skip
     """Launches the two kernels into dq, dk, da, db and ``dlw`` (one decay per head: NK + 1 partial
     sums, the key blocks' and the matrices'); ``per_token``: the backward's per-token launch options.
-    ``joint``: a is k, whose gradient goes to ``da`` alone (``dk`` is not written)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    C = per_token["C"]
-    N = states.shape[1]
+    ``joint``: a is k, whose gradient goes to ``da`` alone (``dk`` is not written); a joint ``b`` of
+    [B, T, H] is tied (``chunked_common.tied``): its gradient is summed from one partial a key block."""
+    (B, T, H, K), V, C, N = q.shape, v.shape[-1], per_token["C"], states.shape[1]
     sw, sq, sk, sv, sa, sb = (strides(x) for x in (lw, q, k, v, a, b))
     launch = dict(
         per_token, BK=key_block(K, split=True), num_warps=LAUNCH["split_warps"] or per_token["num_warps"]
@@ -429,14 +424,17 @@ def dqkab(lw, q, k, v, a, b, states, dstates, U, dR, do, dlw, dq, dk, da, db, NK
         launch["num_stages"] = LAUNCH["split_stages"]
     # the matrices' kernel walks the key axis in blocks of at most 32 (spills none at 8 warps)
     mat = dict(launch, BK=min(32, launch["BK"]))
-    slots = 2 if joint else 4
-    dmat = torch.empty(B * H * N, slots, C, C, device=q.device, dtype=dstates.dtype)  # the backward's store
+    dmat = torch.empty(B * H * N, 2 if joint else 4, C, C, device=q.device, dtype=dstates.dtype)  # slots
     part = dlw[NK] if dlw.dim() > lw.dim() else dlw  # the matrices' partial sum of a head's decay gradient
+    tie = joint and tied([b])
     chunk_dmat_kernel[(B * H, N)](
         lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, U, dR, do, dmat, part, T, H, K, V, JOINT=joint,
-        **mat,
+        TIED=tie, **mat,
     )  # fmt: skip
+    db_parts = torch.empty(NK, *b.shape, device=q.device) if tie else db  # σ's: a partial a key block
     chunk_dqkab_kernel[(NK, N, B * H)](
         lw, q, k, v, a, b, *sw, *sq, *sk, *sv, *sa, *sb, states, dstates, U, dR, do, dmat, dlw,
-        dq, dk, da, db, T, H, K, V, JOINT=joint, **launch,
+        dq, dk, da, db_parts, T, H, K, V, JOINT=joint, TIED=tie, **launch,
     )  # fmt: skip
+    if tie:
+        db.copy_(db_parts.sum(0))

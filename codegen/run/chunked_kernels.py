@@ -48,6 +48,7 @@ from archdsl.codegen.run.chunked_common import (
     forward_store,
     kernel_launch,
     strides,
+    tied,
     walk_grid,
     walk_launch,
 )
@@ -182,6 +183,31 @@ def _unit_lower_inverse(L, p, rc, C: tl.constexpr):
 
 
 @triton.jit
+def _b_tile(b, s0, s1, s2, s3, i_b, i_h, t, r, mt, mr, kk, TIED: tl.constexpr):
+    """The correction's read vectors b [len(t), len(r)] (``_tile``); ``TIED``: b is [B, T, H], one σ
+    a token, and the read vectors σ_t k_t of the key tile ``kk`` (``LinearForm.tie``)."""
+    if TIED:
+        out = tl.load(b + i_b * s0 + i_h * s2 + t * s1, mask=mt, other=0.0).to(tl.float32)[:, None] * kk
+    else:
+        out = _tile(b, s0, s1, s2, s3, i_b, i_h, t, r, mt, mr)
+    return out
+
+
+@triton.jit
+def _store_db(db, da, dbb, aa, b, sb0, sb1, sb2, i_b, i_h, t, mt, part, pk, mtk, TIED: tl.constexpr):
+    """Stores the first pass's db: b's gradient ``dbb`` [C, BK]; ``TIED`` (b = σ a) σ's, this key
+    block's partial sum Σ dbb ⊙ a at ``part`` (its rows in the block's [B, T, H]), and σ dbb, a's
+    share, into ``da``, which the second pass reads back and adds to."""
+    if TIED:
+        tl.store(db + part, tl.sum(dbb * aa, 1), mask=mt)
+        sig = tl.load(b + i_b * sb0 + i_h * sb2 + t * sb1, mask=mt, other=0.0).to(tl.float32)[:, None]
+        tl.store(da + pk, (sig * dbb).to(da.dtype.element_ty), mask=mtk)
+        tl.debug_barrier()  # read back by the same program after the second pass
+    else:
+        tl.store(db + pk, dbb.to(db.dtype.element_ty), mask=mtk)
+
+
+@triton.jit
 def chunk_prep_kernel(
     lw, k, v, a, b,
     sw0, sw1, sw2, sw3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
@@ -189,12 +215,14 @@ def chunk_prep_kernel(
     inv_out, w_out, u0_out, T, H, K, V,
     C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     SCALAR: tl.constexpr, DOT: tl.constexpr, SHARED: tl.constexpr, JOINT: tl.constexpr,
+    TIED: tl.constexpr,
 ):  # fmt: skip
     """Per chunk: T = (I - M_ab)⁻¹ [C, C], W = T B̃ [C, K] and U₀ = T M_ak V [C, V] (``JOINT``: a is
-    k, U₀ = T V)."""
+    k, U₀ = T V; ``TIED``: b one value a token, the read vectors b k)."""
     if SHARED:  # k, a and b in one layout: one offset computation
         sa0, sa1, sa2, sa3 = sk0, sk1, sk2, sk3
-        sb0, sb1, sb2, sb3 = sk0, sk1, sk2, sk3
+        if not TIED:
+            sb0, sb1, sb2, sb3 = sk0, sk1, sk2, sk3
     i_bh, n = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, C)
@@ -202,7 +230,7 @@ def chunk_prep_kernel(
     t = n * C + rc
     mt, mk = t < T, rk < K
     aa = _tile(a, sa0, sa1, sa2, sa3, i_b, i_h, t, rk, mt, mk)
-    bb = _tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk)
+    bb = _b_tile(b, sb0, sb1, sb2, sb3, i_b, i_h, t, rk, mt, mk, aa, TIED)
     g, G, GC = _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR)
     Gm = G - g  # the decay before step t
     strict = rc[:, None] > rc[None, :]
@@ -357,7 +385,8 @@ def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32,
         prep = {x: meta[x] for x in ("C", "BK", "BV", "SCALAR", "DOT", "SHARED")}
         prep["num_warps"] = LAUNCH["prep_warps"] or meta["num_warps"]
         chunk_prep_kernel[(B * H, N)](
-            lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, JOINT=joint, **prep
+            lw, k, v, a, b, *sw, *sk, *sv, *sa, *sb, inv, W, U0, T, H, K, V, JOINT=joint, TIED=tied(ab),
+            **prep,
         )  # fmt: skip
     walk = walk_launch("states", meta, V, None if ab else K)
     gc, cum = decays or cumulative_decays(lw, chunk)

@@ -24,7 +24,8 @@ When the correction and the write share their key (``LinearForm.joint``: ``a = k
 
     O = Q̃ S + Q_k U,      S ← Γ_C S + (K ⊙ Γ_C/Γ)ᵀ U,
 
-half the intra-chunk products. The coefficients then come as ``ab = [b]``.
+half the intra-chunk products. The coefficients then come as ``ab = [b]``, or as ``ab = [σ]`` with
+σ [B, T, H] one value a token where the read vector is ``σ k`` (tied: ``LinearForm.tie``).
 
 Every product inside a chunk is independent of ``S``, so they are computed for all chunks at once; only
 the state passes from chunk to chunk. With one decay per head the decay ratios are an elementwise
@@ -58,14 +59,21 @@ def _decay_matrix(x, gx, y, gy, scalar: bool, strict: bool) -> torch.Tensor:
     return m.masked_fill(~mask, 0.0)
 
 
+def untied(k: torch.Tensor, ab: list) -> list:
+    """``ab`` with a tied correction's σ [B, T, H] as its read vectors σ k [B, T, H, K]."""
+    return [ab[0][..., None] * k] if len(ab) == 1 and ab[0].dim() == 3 else list(ab)
+
+
 def chunked_torch(lw, q, k, v, ab, h0, chunk: int):
     """(o [B, T, H, V], final state [B, H, K, V]) of the recurrence above.
 
     lw: log-decays, [B, T, H] (one per head) or [B, T, H, K]; q, k: [B, T, H, K]; v: [B, T, H, V];
-    ab: [] (no correction), [a, b] or [b] (joint: ``a`` is ``k``), each [B, T, H, K]; h0: [B, H, K, V].
+    ab: [] (no correction), [a, b] or [b] (joint: ``a`` is ``k``), each [B, T, H, K], or [σ] (tied:
+    [B, T, H], b = σ k); h0: [B, H, K, V].
     Computes in the dtype of its inputs."""
     B, T, H, K = q.shape
     C = chunk
+    ab = untied(k, ab)
     scalar = lw.dim() == 3
     g = _chunks(lw, C)
     G = g.cumsum(3)  # inclusive, chunk-local
@@ -107,6 +115,7 @@ def chunked_torch(lw, q, k, v, ab, h0, chunk: int):
 def sequential_torch(lw, q, k, v, ab, h0):
     """The same recurrence step by step (the definition the chunked forms are tested against)."""
     S, outs = h0, []
+    ab = untied(k, ab)
     a, b = ((k, ab[0]) if len(ab) == 1 else ab) if ab else (None, None)
     for t in range(q.shape[1]):
         w = lw[:, t].exp()

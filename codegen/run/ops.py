@@ -281,11 +281,9 @@ def chunked_op(
     coefficients come in their own type and strides (a stride may be 0) and are saved as they come.
     ``o_type``: o's (``chunked_common.o_dtype``; its gradient is read in the type it comes in).
     ``s_type``: the stored intermediates' (``chunked_common.store_dtype``; the kept states, U and W:
-    ``forward_store``'s). With ``LAUNCH["keep"]`` (read here, per call) the Triton forward also
-    returns, and saves, the chunks' states (and U, W, T⁻¹) that the backward would otherwise rerun,
-    and with ``LAUNCH["walk_cumsum"]`` too the chunk-local cumulative log-decays G.
-    ``split``: the forward's intra-chunk scores as two terms of a 16-bit type
-    (``LinearForm.split_scores``)."""
+    ``forward_store``'s). With ``LAUNCH["keep"]`` (read here, per call) the Triton forward also returns,
+    and saves, what the backward would otherwise rerun (``chunked_forward_kept``). ``split``: the
+    intra-chunk scores as two terms of a 16-bit type (``LinearForm.split_scores``)."""
     from archdsl.codegen.run.chunked_common import LAUNCH
 
     keep = bool(LAUNCH["keep"])
