@@ -350,8 +350,6 @@ def _dqa(lw, q, a, do, U, per_token: dict) -> torch.Tensor:
     V = do.shape[-1]
     du = torch.empty_like(U, dtype=torch.float32)
     launch = kernel_launch("dqa", per_token, V)
-    if LAUNCH["dqa_x3"] and launch["DOT"] == "tf32":  # three TF32 products: about fp32's accuracy
-        launch["DOT"] = "tf32x3"
     grid = (B * H, U.shape[1] // per_token["C"], triton.cdiv(V, launch["BV"]))  # U: [B · H, chunks · C, V]
     chunk_dqa_kernel[grid](lw, q, a, *strides(lw), *strides(q), *strides(a), do, du, T, H, K, V, **launch)
     return du

@@ -262,7 +262,6 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: (H200, round-20, GLA_100m: 2.138 -> 2.100 ms a forward+backward; dq/dk 0.413 -> 0.390, dv 0.223 -> 0.207).
 #: ``tie``: a joint correction whose read vector is the key times one value a token (``LinearForm.tie``:
 #: GatedDeltaNet's b = -αβ k̂) reaches the kernels as that value, [B, T, H] (off: b whole, [B, T, H, K]).
-#: ``dqa_x3``: ``chunk_dqa_kernel``'s TF32 products as three ("tf32x3"), for a delta rule's decay gradient.
 LAUNCH = {
     "bv": 64,
     "bk": None,
@@ -296,7 +295,6 @@ LAUNCH = {
     "walk_cumsum": True,
     "parallel_cumsum": True,
     "tie": True,
-    "dqa_x3": False,
 }
 
 
