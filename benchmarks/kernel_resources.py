@@ -9,7 +9,7 @@ these: above about 114 KB of shared memory a program has the SM to itself (4 war
     python benchmarks/kernel_resources.py _conv_bwd_walk _conv_bwd_halo --bt 16 32 --bc 64 128
 
 GDN_100m / Mamba2_100m head shapes: chunk 64, value block 64, one decay per head, TF32 products, q/k
-(a, b) bf16 in one layout (GatedDeltaNet's kernels as it runs them: ``--joint --tied``); the walks
+(a, b) bf16 in one layout (GatedDeltaNet's kernels as it runs them: ``--tied``); the walks
 (states, dstates) take K and V (``--kv``, ``--v``) as constexprs, and without a correction
 (``--no-lowrank``) a block of ``--bk`` key rows a program. The local Triton may differ from the GPU
 machine's: compare settings within one run. GLA_100m's walks:
@@ -147,7 +147,7 @@ def main():
         help="the correction shares the write's key (JOINT: GatedDeltaNet, E88)",
     )
     ap.add_argument(
-        "--tied", action="store_true", help="with --joint, b one value a token (TIED: GatedDeltaNet's)"
+        "--tied", action="store_true", help="joint, and b one value a token (TIED: GatedDeltaNet's)"
     )
     ap.add_argument("--per-channel", action="store_true", help="a decay per key channel (GLA), not per head")
     ap.add_argument("--dot", default="tf32", choices=["tf32", "bf16", "ieee"], help="the products' type")
@@ -193,8 +193,8 @@ def main():
             LOWRANK=not args.no_lowrank,
             SCAN=args.scan,
             CUM=args.cumsum,
-            JOINT=args.joint,
-            TIED=args.joint and args.tied,
+            JOINT=args.joint or args.tied,
+            TIED=args.tied,
         )
         stored = STORED | ({"states"} if args.no_lowrank else set()) if args.store_half else set()
         line = attempt(name, consts, warps, stages, args.maxnreg, HALF | stored)

@@ -85,6 +85,13 @@ def _tile(x, s0, s1, s2, s3, i_b, i_h, t, r, mt, mr):
 
 
 @triton.jit
+def _head_row(x, s0, s1, s2, i_b, i_h, t, mt):
+    """The values of ``x`` [B, T, H] (one a head and step) at batch element ``i_b``, head ``i_h`` and
+    steps ``t``, as fp32 (0 outside ``mt``)."""
+    return tl.load(x + i_b * s0 + i_h * s2 + t * s1, mask=mt, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _decayed(x, y, gx, gy, mask, SCALAR: tl.constexpr, DOT: tl.constexpr):
     """M[t, τ] = Σ_i x_t[i] y_τ[i] exp(gx_t[i] - gy_τ[i]) where ``mask``, else 0."""
     if SCALAR:
@@ -100,7 +107,7 @@ def _decayed(x, y, gx, gy, mask, SCALAR: tl.constexpr, DOT: tl.constexpr):
 def _chunk_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk, SCALAR: tl.constexpr):
     """(g, G, Γ_C): the chunk's log-decays (fp32), their inclusive cumulative sum and the chunk's total."""
     if SCALAR:
-        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
+        g = _head_row(lw, sw0, sw1, sw2, i_b, i_h, t, mt)
     else:
         g = _tile(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk)
     return g, tl.cumsum(g, 0), tl.sum(g, 0)
@@ -160,7 +167,7 @@ def _masked(m, gx, gy, mask, SCALAR: tl.constexpr):
 def _head_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, mt, C: tl.constexpr, SCALAR: tl.constexpr):
     """(g, G) of a head-wide decay, [C] (zeros for a decay per key channel: each key block has its own)."""
     if SCALAR:
-        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
+        g = _head_row(lw, sw0, sw1, sw2, i_b, i_h, t, mt)
     else:
         g = tl.zeros([C], dtype=tl.float32)
     return g, tl.cumsum(g, 0)
@@ -186,21 +193,17 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: measured 0.318 against 0.363 ms a GDN_100m call on an H200, benchmarks/results/round-16/);
 #: warps per program. ``states_*`` and ``dstates_*``: the two kernels that walk the chunks in order
 #: (the forward's ``chunk_states_kernel``, the backward's ``chunk_dstates_kernel``), each with its own
-#: value block and warps (None: ``bv``, ``warps``) and software-pipelining stages (each stage holds a
-#: chunk's [C, K] tiles in shared memory; ``walk_launch``). Their spills at each setting, compiled for
-#: sm_90 at GDN_100m head shapes: benchmarks/results/walks-1/. Timed on an H100 (chunked-7/, GPU time
-#: of three GDN_100m / Mamba2_100m forward+backward, one call): today's settings 17.17 / 14.54 ms; 8
-#: warps in both walks 17.82 / 14.72; in states only 17.26 / 14.55; dstates at a value block of 32
-#: 18.06 / 14.32; blocks of 32 and 8 warps in both, in the call before, slower walks.
-#: Earlier (chunked-2/): 4 warps beat
-#: 8 in every setting, and a key block of 64 in the delta rule's per-token kernel spills (32.6 ms
-#: against 4.9 ms at 32). ``walk_bk``: the walks' block of key rows without a rank-one correction
-#: (GLA, Mamba2: the decay is diagonal in the key axis, so blocks of rows evolve apart; a correction
-#: contracts the state over the key axis, and its walks hold it whole; None or 0: whole). Compiled
-#: for sm_90 with Triton 3.9 at GLA_100m head shapes (K 128, V 256, a decay per key channel, TF32;
-#: benchmarks/results/walks-2/), at a value block of 64, 4 warps and one stage, spill stores a
-#: thread (states / dstates): 132 / 156 B whole, 16 / 132 at 64, none at 32, every one at 217-255
-#: registers, two programs (8 warps) an SM; at 8 warps and a block of 32 both take 128 registers
+#: value block and warps (None: ``bv``, ``warps``) and software-pipelining stages (each stage holds a chunk's
+#: [C, K] tiles in shared memory; ``walk_launch``). Their spills at each setting, compiled for sm_90 at
+#: GDN_100m head shapes: benchmarks/results/walks-1/. On an H100 (chunked-7/, one call) 8 warps in either walk
+#: or both, and dstates at a value block of 32, were slower. Earlier (chunked-2/): 4 warps beat 8 in every
+#: setting. ``walk_bk``: the walks' block of key rows without a rank-one correction (GLA, Mamba2: the decay is
+#: diagonal in the key axis, so blocks of rows evolve apart; a correction contracts the state over the key
+#: axis, and its walks hold it whole; None or 0: whole). Compiled for sm_90 with Triton 3.9 at GLA_100m head
+#: shapes (K 128, V 256, a decay per key channel, TF32; benchmarks/results/walks-2/), at a value block of 64,
+#: 4 warps and one stage, spill stores a thread (states / dstates): 132 / 156 B whole, 16 / 132 at 64, none at
+#: 32, every one at 217-255 registers, two programs (8 warps) an SM; at 8 warps and a block of 32 both take
+#: 128 registers
 #: and spill nothing (16 warps an SM). On an H200 (benchmarks/results/chunked-8/, GPU time of a
 #: GLA_100m forward+backward, one call): 2.51 ms whole, 2.43 at 64, 2.50 at 32. ``token_stages`` and
 #: ``token_warps``: the backward's per-token kernels' own stages and warps (None: Triton's default

@@ -40,6 +40,7 @@ from archdsl.codegen.run.chunked_common import (
     _decayed,
     _dot,
     _from_start,
+    _head_row,
     _meta,
     _split_dot,
     _tile,
@@ -72,7 +73,7 @@ def chunk_cumsum_kernel(
     mt = t < T
     row = (i_b * T + t) * H + i_h
     if SCALAR:
-        g = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0).to(tl.float32)
+        g = _head_row(lw, sw0, sw1, sw2, i_b, i_h, t, mt)
         tl.store(gc + row, tl.cumsum(g, 0), mask=mt)
     else:
         for i_k in range(0, tl.cdiv(K, BK)):
@@ -90,7 +91,7 @@ def _cumulative_decays(lw, sw0, sw1, sw2, sw3, i_b, i_h, n, t, rk, mt, mk, T, C:
     if CUM:
         last = tl.minimum(n * C + C - 1, T - 1)
         if SCALAR:
-            G = tl.load(lw + i_b * sw0 + i_h * sw2 + t * sw1, mask=mt, other=0.0)
+            G = _head_row(lw, sw0, sw1, sw2, i_b, i_h, t, mt)
             GC = tl.load(lw + i_b * sw0 + i_h * sw2 + last * sw1)
         else:
             G = _tile(lw, sw0, sw1, sw2, sw3, i_b, i_h, t, rk, mt, mk)
@@ -187,7 +188,7 @@ def _b_tile(b, s0, s1, s2, s3, i_b, i_h, t, r, mt, mr, kk, TIED: tl.constexpr):
     """The correction's read vectors b [len(t), len(r)] (``_tile``); ``TIED``: b is [B, T, H], one σ
     a token, and the read vectors σ_t k_t of the key tile ``kk`` (``LinearForm.tie``)."""
     if TIED:
-        out = tl.load(b + i_b * s0 + i_h * s2 + t * s1, mask=mt, other=0.0).to(tl.float32)[:, None] * kk
+        out = _head_row(b, s0, s1, s2, i_b, i_h, t, mt)[:, None] * kk
     else:
         out = _tile(b, s0, s1, s2, s3, i_b, i_h, t, r, mt, mr)
     return out
@@ -200,7 +201,7 @@ def _store_db(db, da, dbb, aa, b, sb0, sb1, sb2, i_b, i_h, t, mt, part, pk, mtk,
     share, into ``da``, which the second pass reads back and adds to."""
     if TIED:
         tl.store(db + part, tl.sum(dbb * aa, 1), mask=mt)
-        sig = tl.load(b + i_b * sb0 + i_h * sb2 + t * sb1, mask=mt, other=0.0).to(tl.float32)[:, None]
+        sig = _head_row(b, sb0, sb1, sb2, i_b, i_h, t, mt)[:, None]
         tl.store(da + pk, (sig * dbb).to(da.dtype.element_ty), mask=mtk)
         tl.debug_barrier()  # read back by the same program after the second pass
     else:
