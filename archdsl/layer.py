@@ -130,6 +130,10 @@ class RecurrentLayer(nn.Module):
         ``positions``: what ``position()`` reads ([B, T] or [T]; 0, 1, …, T - 1 when None). Nothing
         is left in a reference cycle: the values are freed when the caller drops them."""
         ir, B, T = self.ir, x.shape[0], x.shape[1]
+        # under autocast, x rounded once for every projection that reads it (each linear would round
+        # its own copy: GDN_100m's two projections of x, two casts of [B, T, dim] and their gradients)
+        reads_x = any(p.source == "x" for p in ir.projections)
+        x_in = x.to(storage_dtype(x)) if reads_x else x
         values: dict[str, torch.Tensor] = {}  # by name, and every node's value on the way (env)
         env: dict[int, torch.Tensor] = {}
         layout = Layout(ir, compute_dtype(x), x.device, storage_dtype(x))
@@ -155,7 +159,7 @@ class RecurrentLayer(nn.Module):
                     evaluate(ir, self._sequence_order[name], env, leaf, layout)
                     values[name] = layout.compact(env[node], ir.graph[node].axes, (B, T))
                 else:
-                    self._project_one(self._projection_of[name], x, values, env, leaf, layout)
+                    self._project_one(self._projection_of[name], x_in, values, env, leaf, layout)
             return values[name]
 
         fns["get"] = get

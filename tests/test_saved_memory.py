@@ -57,9 +57,10 @@ def test_saved_bytes_per_token_within_the_math(layer, dtype):
 
 def _kept(layer, dtype) -> list[tuple[str, torch.Tensor]]:
     """(owner, tensor) of every tensor the backward keeps (recipes left out: they hold nothing)."""
-    x = torch.randn(B, T, layer.ir.dim, requires_grad=True)
+    leaf = torch.randn(B, T, layer.ir.dim, requires_grad=True)
     with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-        y, _ = layer(x)
+        # x made by an op, as a model's layers see it: autocast caches its casts of leaves only
+        y, _ = layer(leaf * 1.0)
     return [(owner, data) for owner, data in kept(y) if isinstance(data, torch.Tensor)]
 
 
@@ -68,14 +69,27 @@ def _values(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(0, dtype=t.dtype).set_(t.untyped_storage()).double()
 
 
+@pytest.fixture(scope="module")
+def gdn():
+    """Two projections of x (GatedDeltaNet's q, k, v, g and its a, b)."""
+    return build("specs/gdn.rnn", None, {"dim": 48, "heads": 2, "n": 16}, strategy="chunked", chunk=CHUNK)
+
+
+@pytest.mark.parametrize("spec", ["mamba2", "gdn"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-def test_no_saved_tensor_copies_another(layer, dtype):
+def test_no_saved_tensor_copies_another(layer, gdn, spec, dtype):
     """No per-token tensor the backward keeps holds values another kept storage already holds: an fp32
-    copy of a bf16 tensor (the upcast saved beside its original), or a contiguous copy of a slice of
-    the projection's output (which today's main kept for z and dt_raw: the per-token kernels read
-    their inputs contiguous). Random activations share no values by chance: a per-token tensor whose
-    every value another storage holds is a copy."""
-    kept = [(o, t) for o, t in _kept(layer, _dtype(dtype)) if t.dim() >= 2 and t.shape[:2] == (B, T)]
+    copy of a bf16 tensor (the upcast saved beside its original), a contiguous copy of a slice of
+    the projection's output (which an earlier main kept for mamba2's z and dt_raw: the per-token
+    kernels read their inputs contiguous), or a second bf16 copy of x (each projection of x under
+    autocast rounded its own). Random activations share no values by chance: a per-token tensor
+    whose every value another storage holds is a copy."""
+    model = layer if spec == "mamba2" else gdn
+    kept = [  # [B, T, ...], or [B·T, ...] as a matrix product saves its input
+        (o, t)
+        for o, t in _kept(model, _dtype(dtype))
+        if t.dim() >= 2 and (t.shape[:2] == (B, T) or t.shape[0] == B * T)
+    ]
     storages = {t.untyped_storage().data_ptr(): (o, t) for o, t in kept}
     for owner, t in kept:
         mine = t.untyped_storage().data_ptr()
