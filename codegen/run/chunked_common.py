@@ -298,6 +298,8 @@ LAUNCH = {
     "walk_cumsum": True,
     "parallel_cumsum": True,
     "tie": True,
+    "half_products": False,
+    "half_forward": False,
 }
 
 
@@ -331,7 +333,7 @@ def forward_store(store: torch.dtype, lowrank: bool) -> torch.dtype:
     nearest as a GPU does) these four in bf16 put ``A_log``'s gradient 6.0e-2 off the reference (W
     alone 3.0e-2, S 1.4e-2, U 1.2e-2, U₀ 1.2e-2) and E88 identity's 1.7e-2, against 4.5e-3 and
     8.6e-3 with only the backward's in bf16 (benchmarks/results/store-half/)."""
-    return torch.float32 if lowrank else store
+    return torch.float32 if lowrank and not LAUNCH["half_forward"] else store
 
 
 def walk_launch(walk: str, meta: dict, V: int, K: int | None = None) -> dict:
@@ -400,14 +402,14 @@ def products(dtype: torch.dtype, lowrank: bool) -> str:
     triangular solve and the decay gradients' sums amplify the rounding), while mamba2's and GLA's
     outputs stay within 1.4e-2 (the backward: ``backward_products``)."""
     dot = DOTS[dtype]
-    return "tf32" if lowrank and dot in ("bf16", "fp16") else dot
+    return "tf32" if lowrank and dot in ("bf16", "fp16") and not LAUNCH["half_products"] else dot
 
 
 def backward_products(dot: str) -> str:
     """The backward's products' type: TF32 in place of 16-bit operands. With bf16 products Mamba2's
     ``dt_bias`` gradient measured 2.3e-2 to 2.8e-2 off the reference on an H100 (T 130, chunks of 16
     and 64), against 6.4e-3 with TF32: the decay gradients sum many products that cancel."""
-    return "tf32" if dot in ("bf16", "fp16") else dot
+    return "tf32" if dot in ("bf16", "fp16") and not LAUNCH["half_products"] else dot
 
 
 def strides(x: torch.Tensor) -> tuple[int, ...]:
