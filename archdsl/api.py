@@ -48,8 +48,9 @@ class Layer(RecurrentLayer):
     >>> y_t, state = layer.step(x_t, state)   # one token: x_t [batch, dim]
 
     ``backend``: ``"reference"`` (the PyTorch interpreter, any device) or ``"triton"`` (the compiled
-    kernels; on the CPU only under ``TRITON_INTERPRET=1``). ``strategy``, ``chunk``, ``tile`` and
-    ``num_warps`` choose how the triton backend compiles (``archdsl compile --help``). ``seed``
+    kernels; on the CPU only under ``TRITON_INTERPRET=1``). ``strategy``, ``chunk``, ``tile``,
+    ``num_warps`` and ``products`` choose how the triton backend compiles (``archdsl compile
+    --help``). ``seed``
     makes the initialisation reproducible. Every other keyword sets a hyper or a choice of the spec.
     """
 
@@ -64,9 +65,16 @@ class Layer(RecurrentLayer):
         chunk: int | None = None,
         tile: int | None = None,
         num_warps: int | None = None,
+        products: str | None = None,
         **settings,
     ):
-        options = {"strategy": strategy, "chunk": chunk, "tile": tile, "num_warps": num_warps}
+        options = {
+            "strategy": strategy,
+            "chunk": chunk,
+            "tile": tile,
+            "num_warps": num_warps,
+            "products": products,
+        }
         super().__init__(
             layer_ir(spec, preset, **settings),
             backend=backend,
@@ -120,13 +128,14 @@ def compile(  # noqa: A001 (archdsl.compile reads as the command it mirrors)
     chunk: int | None = None,
     tile: int | None = None,
     num_warps: int | None = None,
+    products: str | None = None,
     **settings,
 ):
     """The compiled cell of a spec: ``.strategy``, ``.hash``, ``.path`` (the generated Triton module),
     ``.describe()`` and ``cell(inputs, frontier, state0) -> (y, final states)``; as ``archdsl compile``."""
     from archdsl.codegen import build_cell
 
-    return build_cell(layer_ir(spec, preset, **settings), chunk, tile, num_warps, strategy)
+    return build_cell(layer_ir(spec, preset, **settings), chunk, tile, num_warps, strategy, products)
 
 
 def fit(

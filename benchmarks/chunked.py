@@ -132,14 +132,18 @@ def bench_case(
     prof: dict | None = None,
     peers: bool = True,
     loop: bool = True,
+    products: tuple[str, ...] = ("tf32",),
 ) -> list[str]:
-    """The table's rows of one case; ``prof``: ``profile``'s options (rows, ops), None: no profile."""
+    """The table's rows of one case; ``prof``: ``profile``'s options (rows, ops), None: no profile;
+    one chunked side per chunk and ``products`` setting (``archdsl compile --products``)."""
     path, preset, sets = CASES[name]
     layer = instantiate(parse_file(path), preset, sets).layer
     sides = []
     for chunk in chunks:
-        side = RecurrentLayer(layer, backend="triton", seed=0, chunk=chunk, strategy="chunked").cuda()
-        sides.append((f"archdsl chunked (C {chunk})", side))
+        for kind in products:
+            opts = dict(chunk=chunk, strategy="chunked", products=kind)
+            side = RecurrentLayer(layer, backend="triton", seed=0, **opts).cuda()
+            sides.append((f"archdsl chunked (C {chunk}" + (", half)" if kind == "half" else ")"), side))
     ours = sides[0][1]
     if loop:
         sides.append(
@@ -207,6 +211,13 @@ def main():
         metavar="KEY=N",
         help="launch settings of the chunked kernels (chunked_common.LAUNCH), e.g. token_stages=1",
     )
+    ap.add_argument(
+        "--products",
+        nargs="*",
+        default=["tf32"],
+        choices=["tf32", "half"],
+        help="one chunked side per setting of archdsl compile --products (default tf32)",
+    )
     ap.add_argument("--commit", default="", help="the archdsl commit measured (default: git's HEAD)")
     args = ap.parse_args()
     from archdsl.codegen.run import chunked_common
@@ -242,6 +253,7 @@ def main():
         + f" --chunk {' '.join(map(str, args.chunk))}"
         + (f" --launch {' '.join(args.launch)}" if args.launch else "")
         + (f" --conv {' '.join(args.conv)}" if args.conv else "")
+        + (f" --products {' '.join(args.products)}" if args.products != ["tf32"] else "")
         + "`",
         "",
         "Times in ms (do_bench); ratio: fwd+bwd over the chunked layer's; GPU: the profiler's summed kernel "
@@ -261,6 +273,7 @@ def main():
             {"rows": args.rows, "ops": args.ops} if args.profile else None,
             not args.no_peers,
             not args.no_loop,
+            tuple(args.products),
         )
         print("\n".join(lines[-3:]), flush=True)
     text = "\n".join(lines) + "\n"

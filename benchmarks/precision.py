@@ -6,7 +6,7 @@ The kernel harness compares the compiled kernels with the reference at the same 
 script says how far each bf16 side is from exact arithmetic, so a precision setting of ours can be
 judged against what the library's users already accept.
 
-    python benchmarks/precision.py --specs gdn --variants "" "half_products=1" --shapes 2x128,2x512
+    python benchmarks/precision.py --specs gdn --variants "" "products=half" --shapes 2x128,2x512
 
 prints one markdown table per spec and shape (``--out``: also writes them to a file). Needs CUDA and
 the library (benchmarks/oracle_maps.py's table says which).
@@ -38,15 +38,19 @@ from archdsl.layer import RecurrentLayer  # noqa: E402
 DEVICE = "cuda"
 
 
-def settings(variant: str) -> dict:
-    """``"key=1,other=0"`` -> {key: 1, other: 0} (``chunked_common.LAUNCH`` keys)."""
-    out = {}
+def settings(variant: str) -> tuple[dict, dict]:
+    """``"products=half,key=1"`` -> ({"products": "half"}, {key: 1}): the layer's compile options
+    (``products``) and ``chunked_common.LAUNCH`` settings."""
+    options, launch = {}, {}
     for item in filter(None, variant.replace(" ", ",").split(",")):
         key, _, value = item.partition("=")
-        if key not in chunked_common.LAUNCH:
-            raise SystemExit(f"error: --variants: no launch setting '{key}' (expected one of LAUNCH's keys)")
-        out[key] = int(value)
-    return out
+        if key == "products":
+            options[key] = value
+        elif key in chunked_common.LAUNCH:
+            launch[key] = int(value)
+        else:
+            raise SystemExit(f"error: --variants: expected products=… or one of LAUNCH's keys, found '{key}'")
+    return options, launch
 
 
 def distances(spec: str, B: int, T: int, variants: list[str], chunk: int) -> dict[str, dict]:
@@ -55,10 +59,10 @@ def distances(spec: str, B: int, T: int, variants: list[str], chunk: int) -> dic
     library, preset, build, rows = LAYERS[spec]
     ir = instantiate(parse_file(ROOT / "specs" / f"{spec}.rnn"), preset, {}).layer
     torch.manual_seed(0)
-    ours = generic_weights(RecurrentLayer(ir, backend="triton", seed=0, chunk=chunk, strategy="chunked"))
-    ours = ours.to(DEVICE, torch.bfloat16)
+    base = generic_weights(RecurrentLayer(ir, backend="triton", seed=0, chunk=chunk, strategy="chunked"))
+    base = base.to(DEVICE, torch.bfloat16)
     truth = RecurrentLayer(ir, backend="reference", seed=0).to(DEVICE)
-    truth.load_state_dict(ours.state_dict())  # the rounded weights, in fp32
+    truth.load_state_dict(base.state_dict())  # the rounded weights, in fp32
     try:
         lib = build(ir, "chunk").to(DEVICE)
         copy_weights(truth, lib, rows, VIEWS.get(spec))
@@ -72,7 +76,11 @@ def distances(spec: str, B: int, T: int, variants: list[str], chunk: int) -> dic
     sides = {}
     saved = dict(chunked_common.LAUNCH)
     for variant in variants:
-        chunked_common.LAUNCH.update(settings(variant))
+        options, launch = settings(variant)
+        ours = RecurrentLayer(ir, backend="triton", seed=0, chunk=chunk, strategy="chunked", **options)
+        ours = ours.to(DEVICE, torch.bfloat16)
+        ours.load_state_dict(base.state_dict())
+        chunked_common.LAUNCH.update(launch)
         try:
             sides[f"archdsl {variant or 'defaults'}"] = _errors(_grads(ours, x, w, rows, spec, True), exact)
         finally:
@@ -104,7 +112,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--specs", default="gdn", help="comma-separated specs of benchmarks/oracle_maps.py")
     ap.add_argument(
-        "--variants", nargs="+", default=[""], help='launch settings of ours, e.g. "" "half_products=1"'
+        "--variants", nargs="+", default=[""], help='settings of ours, e.g. "" "products=half" "tie=0"'
     )
     ap.add_argument("--shapes", default="2x128,2x512", help="comma-separated BxT")
     ap.add_argument("--chunk", type=int, default=64)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from archdsl.codegen.emit.module import emit_module
 from archdsl.codegen.plan import Plan, make_plan
-from archdsl.codegen.run.strategies import STRATEGIES, Options, applicable, choose
+from archdsl.codegen.run.strategies import STRATEGIES, Options, applicable, check_options, choose
 
 from archdsl.autodiff import extract_cell
 from archdsl.ir import LayerIR
@@ -24,6 +24,7 @@ def compile_cell(
     tile: int | None = None,
     num_warps: int | None = None,
     strategy: str | None = None,
+    products: str | None = None,
 ):
     """The layer's cell as a callable ``(inputs, frontier, state0) -> (y, final states)``.
 
@@ -31,10 +32,13 @@ def compile_cell(
     the backward keeps O(B * state * T / C)), the chunked form's chunk (64, a power of two >= 16).
     ``tile``/``num_warps``: the block of the split axis and the warps per program; when both are
     None and the strategy is tunable they are measured on the first CUDA call (``codegen/run/tune.py``).
-    ``strategy``: force an entry of ``STRATEGIES`` by name (an error says why it does not apply)."""
+    ``strategy``: force an entry of ``STRATEGIES`` by name (an error says why it does not apply).
+    ``products``: the chunked strategy's tensor-core products in a 16-bit layer, "tf32" (None) or
+    "half" (``codegen/run/chunked.py``'s ``PRODUCTS``)."""
     cell = extract_cell(layer)
     chosen = choose(layer, cell, strategy)
-    opts = Options(chunk, tile, num_warps)
+    opts = Options(chunk, tile, num_warps, products)
+    check_options(layer, chosen, opts)
     if chosen.tunable and tile is None and num_warps is None:
         from archdsl.codegen.run.tune import TunedCell
 
@@ -48,10 +52,13 @@ def build_cell(
     tile: int | None,
     num_warps: int | None,
     strategy: str | None = None,
+    products: str | None = None,
 ):
     """The compiled cell at these settings, without measuring any (``compile_cell`` less the tuner)."""
     cell = extract_cell(layer)
-    return choose(layer, cell, strategy).build(layer, cell, Options(chunk, tile, num_warps))
+    chosen, opts = choose(layer, cell, strategy), Options(chunk, tile, num_warps, products)
+    check_options(layer, chosen, opts)
+    return chosen.build(layer, cell, opts)
 
 
 def short_conv(x, weight, bias, silu: bool):

@@ -1,4 +1,5 @@
-"""``archdsl compile SPEC [--preset NAME] [--set k=v …] [-o DIR] [--chunk C] [--tile N] [--warps N]``."""
+"""``archdsl compile SPEC [--preset NAME] [--set k=v …] [-o DIR] [--chunk C] [--tile N] [--warps N]
+[--strategy NAME] [--products tf32|half]``."""
 
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def add_arguments(p) -> None:
         help="warps per program, a power of two (default: measured on the GPU)",
     )
     p.add_argument("--strategy", help="force an execution strategy (default: the first that applies)")
+    p.add_argument(
+        "--products",
+        choices=["tf32", "half"],
+        help="the chunked strategy's tensor-core products in a bf16/fp16 layer: tf32 (default: a delta "
+        "rule and every backward multiply fp32 operands as TF32) or half (every product in the layer's "
+        "16-bit type, as fla and mamba_ssm: faster, less exact at small key sizes)",
+    )
 
 
 def run(args) -> int:
@@ -46,7 +54,7 @@ def run(args) -> int:
     from archdsl.autodiff import extract_cell
 
     layer = instantiate(parse_file(resolve_spec(args.spec)), args.preset, parse_sets(args.set)).layer
-    cc = build_cell(layer, args.chunk, args.tile, args.warps, args.strategy)
+    cc = build_cell(layer, args.chunk, args.tile, args.warps, args.strategy, args.products)
     settings = ", ".join(f"{k}={v}" for k, v in {**layer.hypers, **layer.choices}.items())
     print(f"{layer.name}: compiled ({settings})")
     tuned = False

@@ -31,6 +31,13 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--seed", type=A.nonnegative_int, default=0, help="seed of the weights and inputs")
     p.add_argument("--strategy", help="force an execution strategy (default: the first that applies)")
+    p.add_argument(
+        "--products",
+        choices=["tf32", "half"],
+        help="the chunked strategy's tensor-core products in a bf16/fp16 layer: tf32 (default: a delta "
+        "rule and every backward multiply fp32 operands as TF32) or half (every product in the layer's "
+        "16-bit type, as fla and mamba_ssm: faster, less exact at small key sizes)",
+    )
 
 
 def run(args) -> int:
@@ -50,7 +57,8 @@ def run(args) -> int:
     layer = instantiate(parse_file(resolve_spec(args.spec)), args.preset, parse_sets(args.set)).layer
     torch.manual_seed(args.seed)
     ref = RecurrentLayer(layer, seed=args.seed).to(device)
-    ker = RecurrentLayer(layer, backend="triton", seed=args.seed, chunk=args.chunk, strategy=args.strategy)
+    options = {"chunk": args.chunk, "strategy": args.strategy, "products": args.products}
+    ker = RecurrentLayer(layer, backend="triton", seed=args.seed, **options)
     ker = ker.to(device)
     ker.load_state_dict(ref.state_dict())
     B, T = args.batch, args.seq

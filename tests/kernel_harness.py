@@ -106,12 +106,14 @@ def compare_backends(
     chunk: int = 4,
     device: str = "cpu",
     strategy: str | None = None,
+    products: str | None = None,
 ) -> dict[str, float]:
     """Run reference and compiled layers with the same weights; assert everything agrees.
-    ``strategy``: the execution strategy to compile with (default: the first that applies)."""
+    ``strategy``: the execution strategy to compile with (default: the first that applies);
+    ``products``: the chunked strategy's (``archdsl compile --products``)."""
     torch.manual_seed(seed)
     ref = generic_weights(RecurrentLayer(layer, seed=seed)).to(device)
-    opts = dict(chunk=chunk, tile=None, num_warps=1, strategy=strategy)
+    opts = dict(chunk=chunk, tile=None, num_warps=1, strategy=strategy, products=products)
     ker = RecurrentLayer(layer, backend="triton", seed=seed, **opts).to(device)
     ker.load_state_dict(ref.state_dict())
     x = torch.randn(B, T, layer.dim, device=device)

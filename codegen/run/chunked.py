@@ -43,17 +43,27 @@ from archdsl.ir import Graph, LayerIR, Node, Op
 from archdsl.reference import Layout, apply, compute_dtype
 
 
-def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype, split: bool = False):
+def chunked_linear(lw, q, k, v, ab, h0, chunk: int, dtype: torch.dtype, split=False, half=False):
     """The chunked recurrence on the coefficients as they are (their own float types, any strides:
     no copy); ``dtype``: the layer's, which picks the products' type (``chunked_common.products``:
     exact fp32 for fp32 layers, bf16/fp16 operands with fp32 accumulation for bf16/fp16 layers, TF32
     for a delta rule's) and o's (``chunked_common.o_dtype``: fp32, or a 16-bit layer's own where the
     decay is one per key channel) and the intermediates' the kernels store (``store_dtype``);
-    ``split``: ``LinearForm.split_scores``."""
-    dot, o_type = products(dtype, bool(ab)), o_dtype(dtype, lw.dim() == 3)
-    op = chunked_op(chunk, dot, o_type, store_dtype(dtype), split)
+    ``split``: ``LinearForm.split_scores``; ``half``: the ``products="half"`` option (every product,
+    o and the stored intermediates in a 16-bit layer's own type)."""
+    dot, o_type = products(dtype, bool(ab), half), o_dtype(dtype, lw.dim() == 3, half)
+    op = chunked_op(chunk, dot, o_type, store_dtype(dtype), split, half)
     out = op([lw, q, k, v, *ab], h0.float().contiguous())
     return out[0], out[1]  # after them the op's kept tensors (for its backward)
+
+
+#: the ``products`` option's values (``archdsl compile --products``), as ``archdsl compile`` prints them
+PRODUCTS = {
+    "tf32": "a 16-bit layer's delta rule and every backward multiply fp32 operands as TF32, the rest "
+    "in the layer's type (fp32 layers: exact)",
+    "half": "every product in a 16-bit layer's own type, o and the stored intermediates too, as fla "
+    "and mamba_ssm (fp32 layers: exact)",
+}
 
 
 #: the widest padded key axis whose exact fp32 products fit a GPU: at 256 the output kernel alone
@@ -176,7 +186,7 @@ def _epilogue(fc: ChunkedForm) -> TokenPart | None:
     return TokenPart.of(dataclasses.replace(c, const_source=sources), g, inputs, consts, {"y": out}, names)
 
 
-def _narrow(fc: ChunkedForm, coefficients: TokenPart | None) -> dict[str, frozenset]:
+def _narrow(fc: ChunkedForm, coefficients: TokenPart | None, half: bool = False) -> dict[str, frozenset]:
     """The outputs of the parts around the ops that a 16-bit layer writes in its own type
     (``ParallelPart.dtypes``; ``LAUNCH["narrow"]``): the layer's output ``y`` (rounded there rather
     than by a copy after), and the coefficients of a form without a rank-one correction but its
@@ -184,11 +194,13 @@ def _narrow(fc: ChunkedForm, coefficients: TokenPart | None) -> dict[str, frozen
     the 16-bit type already (``chunked_common.products``), so the kernels read half the bytes for
     the same products. A delta rule's products are TF32 and its coefficients stay fp32: rounded to
     bf16 they doubled e88's gradients' distance to the reference in the kernel harness (``dx``
-    7.4e-3 to 1.8e-2, T 33, chunks of 16, CPU interpreter) and took gdn's ``dt_bias`` past 2e-2."""
+    7.4e-3 to 1.8e-2, T 33, chunks of 16, CPU interpreter) and took gdn's ``dt_bias`` past 2e-2;
+    with ``half`` (``products="half"``: 16-bit products there too) they are narrowed as well."""
     if not LAUNCH["narrow"]:
         return {}
-    write = {i for f in fc.forms if f.a is None for i in _roles(f).values()}
-    kept = {f.log_w for f in fc.forms} | {i for f in fc.forms if f.a is not None for i in _roles(f).values()}
+    write = {i for f in fc.forms if f.a is None or half for i in _roles(f).values()}
+    kept = {f.log_w for f in fc.forms}
+    kept |= set() if half else {i for f in fc.forms if f.a is not None for i in _roles(f).values()}
     chosen = write - kept  # a node that a delta rule or a decay also reads stays fp32
     outs = coefficients.outputs.items() if coefficients else ()
     return {"token": frozenset(n for n, i in outs if i in chosen), "readout": frozenset({"y"})}
@@ -215,10 +227,11 @@ class ChunkedCell:
 
     strategy = "chunked"
 
-    def __init__(self, layer: LayerIR, chunked: ChunkedForm, chunk: int):
+    def __init__(self, layer: LayerIR, chunked: ChunkedForm, chunk: int, half: bool = False):
         self.chunked, self.forms, self.readouts, self.chunk = chunked, chunked.forms, chunked.readouts, chunk
+        self.half = half  # the ``products="half"`` option
         self.cell = c = chunked.cell
-        self.hash = f"{layer.fingerprint()}_c{chunk}"
+        self.hash = f"{layer.fingerprint()}_c{chunk}" + ("_half" if half else "")
         self.path = kernel_path()
         self.description = chunked.describe()
         self.sizes = c.sizes
@@ -230,7 +243,7 @@ class ChunkedCell:
     @functools.cached_property
     def kernels(self) -> dict:
         """The per-token parts' generated kernels (written and imported on first use)."""
-        narrow = _narrow(self.chunked, self.coefficients)
+        narrow = _narrow(self.chunked, self.coefficients, self.half)
         return _parallel_parts(self.layer, self.coefficients, self.epilogue, narrow)
 
     def describe(self) -> list[tuple[str, str]]:
@@ -247,6 +260,7 @@ class ChunkedCell:
                 "per-token coefficients before, g ⊙ o + p and the readout after: generated kernels "
                 "on a GPU, PyTorch elsewhere" + (f" (cut at {cut})" if cut else ""),
             ),
+            ("products", PRODUCTS["half" if self.half else "tf32"]),
         ]
 
     def _block(self, t: torch.Tensor, axes, merge: int, BT) -> torch.Tensor:
@@ -328,8 +342,8 @@ class ChunkedCell:
         ab = [self._block(env[i], f.heads if i == f.tie else hk, nh, (B, T)) for i in _correction(f)]
         h0 = self._state0(f, state0, B, device)
         if device.type == "cuda":
-            fits_on_gpu(self.layer.name, f.key, c.sizes[f.key], products(dtype, bool(ab)))
-        o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, dtype, f.split_scores)
+            fits_on_gpu(self.layer.name, f.key, c.sizes[f.key], products(dtype, bool(ab), self.half))
+        o, hT = chunked_linear(lw, vec[0], vec[1], v, ab, h0, self.chunk, dtype, f.split_scores, self.half)
         o = self._unblock(f, o.reshape(B, T, *(c.sizes[a] for a in f.heads + f.values)))
         return o, self._final(f, hT, B)
 

@@ -378,7 +378,7 @@ def _dv(lw, q, k, v, ab, decays, states, dstates, inv, du, do, per_token: dict, 
 
 
 def chunked_backward(
-    lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=(), store=torch.float32
+    lw, q, k, v, ab, h0, do, dht, chunk: int, dot: str, kept=(), store=torch.float32, half=False
 ) -> list:
     """[dlw, dq, dk, dv, *dab, dh0] of the chunked recurrence from the Triton kernels, each gradient
     contiguous in its input's type (dh0 fp32); the coefficients as ``chunked_forward`` takes them,
@@ -387,7 +387,7 @@ def chunked_backward(
     ``chunked_forward_kept``'s third value; empty: kernels 1 and 2 rerun here (``chunk_states``:
     storing in ``forward_store(store, …)``).
     ``store``: ``chunked_common.store_dtype``'s, the type of the states' gradients, dR and the
-    matrices' gradients."""
+    matrices' gradients; ``half``: the ``products="half"`` option (the rerun's stores)."""
     h0, dht = (x.float().contiguous() for x in (h0, dht))
     do = do.contiguous()
     B, T, H, K = q.shape
@@ -398,7 +398,7 @@ def chunked_backward(
     if kept:
         states, U, W, inv = kept[:n] if ab else (kept[0], None, None, None)
     else:
-        states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store, decays)
+        states, _, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store, decays, half)
     N = states.shape[1]
     dev = q.device
     dstates = torch.empty_like(states, dtype=store)

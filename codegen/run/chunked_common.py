@@ -202,9 +202,8 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: axis, and its walks hold it whole; None or 0: whole). Compiled for sm_90 with Triton 3.9 at GLA_100m head
 #: shapes (K 128, V 256, a decay per key channel, TF32; benchmarks/results/walks-2/), at a value block of 64,
 #: 4 warps and one stage, spill stores a thread (states / dstates): 132 / 156 B whole, 16 / 132 at 64, none at
-#: 32, every one at 217-255 registers, two programs (8 warps) an SM; at 8 warps and a block of 32 both take
-#: 128 registers
-#: and spill nothing (16 warps an SM). On an H200 (benchmarks/results/chunked-8/, GPU time of a
+#: 32, every one at 217-255 registers, two programs (8 warps) an SM; at 8 warps and a block of 32 both
+#: take 128 registers and spill nothing (16 warps an SM). On an H200 (benchmarks/results/chunked-8/,
 #: GLA_100m forward+backward, one call): 2.51 ms whole, 2.43 at 64, 2.50 at 32. ``token_stages`` and
 #: ``token_warps``: the backward's per-token kernels' own stages and warps (None: Triton's default
 #: stages, ``warps``). Compiled for sm_90, their loops' three default stages take 160-230 KB of shared
@@ -236,8 +235,7 @@ def _decay_grad_scan(Z, rc, SHIFTED: tl.constexpr):
 #: (``_tf32``) as a GPU's tensor cores read them, not exact fp32: off by default, because with it
 #: gdn's bf16 ``A_log`` gradient in the kernel harness (T 33, chunks of 16) is 4.1e-2 off the
 #: reference (round 16's kernels 5.1e-2, the general kernels on the joint coefficients 3.2e-2)
-#: against the 2e-2 bound; the precision of a delta rule's decay gradient is open
-#: (benchmarks/results/round-17/).
+#: against the 2e-2 bound; a delta rule's decay gradient's precision is open (round-17/).
 #: ``split_bk``, ``split_warps`` and ``split_stages``: the key block, warps and software-pipelining
 #: stages (None: ``token_stages``) of the delta rule's dq/dk kernels (chunked_dqk.py; their spills,
 #: compiled for sm_90: round-16/). On an H200 (round-16) the dq/dk kernel took 0.81 ms a GDN_100m call
@@ -298,22 +296,20 @@ LAUNCH = {
     "walk_cumsum": True,
     "parallel_cumsum": True,
     "tie": True,
-    "half_products": False,
-    "half_forward": False,
 }
 
 
-def o_dtype(dtype: torch.dtype, head_decay: bool) -> torch.dtype:
+def o_dtype(dtype: torch.dtype, head_decay: bool, half: bool = False) -> torch.dtype:
     """The chunked op's output type for a layer of ``dtype`` whose decay is one per head
     (``head_decay``) or one per key channel: with ``LAUNCH["o_half"]``, a bf16/fp16 layer's own type
     where the decay is per key channel (half the bytes the readout reads and its backward writes;
-    ``o`` summed in fp32 and rounded once), else fp32. A head-wide decay's gradient sums ``do``'s
-    products over the head's whole state, where rounding ``do`` to 16 bits does not average out: on
-    an H200, Mamba2's ``dt_bias`` gradient measured 1.7e-2 and 2.3e-2 off the reference with a bf16
-    ``o`` (chunks of 64 and 16; 6.3e-3 with fp32), against GLA's worst 4.7e-3
-    (benchmarks/results/chunked-8/)."""
-    half = LAUNCH["o_half"] and not head_decay and dtype in (torch.bfloat16, torch.float16)
-    return dtype if half else torch.float32
+    ``o`` summed in fp32 and rounded once) or everywhere with ``half`` (``products``), else fp32. A
+    head-wide decay's gradient sums ``do``'s products over the head's whole state, where rounding
+    ``do`` to 16 bits does not average out: on an H200, Mamba2's ``dt_bias`` gradient measured 1.7e-2
+    and 2.3e-2 off the reference with a bf16 ``o`` (chunks of 64 and 16; 6.3e-3 with fp32), against
+    GLA's worst 4.7e-3 (benchmarks/results/chunked-8/)."""
+    narrow = half or (LAUNCH["o_half"] and not head_decay)
+    return dtype if narrow and dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
 def store_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -325,15 +321,16 @@ def store_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if half else torch.float32
 
 
-def forward_store(store: torch.dtype, lowrank: bool) -> torch.dtype:
+def forward_store(store: torch.dtype, lowrank: bool, half: bool = False) -> torch.dtype:
     """The type of the forward's stored intermediates (the chunks' start states; a delta rule's U₀, U,
-    W) given ``store_dtype``'s: the same without a rank-one correction, fp32 with one. A delta rule's
+    W) given ``store_dtype``'s: the same without a rank-one correction or with ``half``
+    (``products``), fp32 with one. A delta rule's
     walk reads W and U₀ back into the state it carries, and its decay gradients sum products with S and
     U that cancel: on the kernel harness' bf16 gdn (T 33, chunks of 16, the interpreter rounding to
     nearest as a GPU does) these four in bf16 put ``A_log``'s gradient 6.0e-2 off the reference (W
     alone 3.0e-2, S 1.4e-2, U 1.2e-2, U₀ 1.2e-2) and E88 identity's 1.7e-2, against 4.5e-3 and
     8.6e-3 with only the backward's in bf16 (benchmarks/results/store-half/)."""
-    return torch.float32 if lowrank and not LAUNCH["half_forward"] else store
+    return torch.float32 if lowrank and not half else store
 
 
 def walk_launch(walk: str, meta: dict, V: int, K: int | None = None) -> dict:
@@ -395,21 +392,22 @@ def blocks(K: int, V: int) -> tuple[int, int]:
 DOTS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-def products(dtype: torch.dtype, lowrank: bool) -> str:
+def products(dtype: torch.dtype, lowrank: bool, half: bool = False) -> str:
     """The forward's products' type for a layer of ``dtype``: ``DOTS``, except TF32 in place of 16-bit
-    operands for a delta rule (``lowrank``). Measured on the kernel harness' bf16 layers: with bf16
-    operands gdn's decay gradients are 4e-2 to 1e-1 off the reference and e88's 2e-2 (the corrections'
-    triangular solve and the decay gradients' sums amplify the rounding), while mamba2's and GLA's
-    outputs stay within 1.4e-2 (the backward: ``backward_products``)."""
+    operands for a delta rule (``lowrank``) unless ``half`` (``products="half"``: every product in the
+    16-bit type, as fla's and mamba_ssm's). On the kernel harness' bf16 layers (key axis 3), bf16
+    operands put gdn's decay gradients 4e-2 to 1e-1 off the reference and e88's 2e-2 (the triangular
+    solve and the decay gradients' sums amplify rounding), mamba2's and GLA's outputs within 1.4e-2;
+    at GDN_100m's key axis of 128, gdn within 1e-2 of the fp32 reference (benchmarks/results/round-21/)."""
     dot = DOTS[dtype]
-    return "tf32" if lowrank and dot in ("bf16", "fp16") and not LAUNCH["half_products"] else dot
+    return "tf32" if lowrank and dot in ("bf16", "fp16") and not half else dot
 
 
-def backward_products(dot: str) -> str:
-    """The backward's products' type: TF32 in place of 16-bit operands. With bf16 products Mamba2's
-    ``dt_bias`` gradient measured 2.3e-2 to 2.8e-2 off the reference on an H100 (T 130, chunks of 16
-    and 64), against 6.4e-3 with TF32: the decay gradients sum many products that cancel."""
-    return "tf32" if dot in ("bf16", "fp16") and not LAUNCH["half_products"] else dot
+def backward_products(dot: str, half: bool = False) -> str:
+    """The backward's products' type: TF32 in place of 16-bit operands unless ``half``. With bf16
+    products Mamba2's ``dt_bias`` gradient measured 2.3e-2 to 2.8e-2 off the reference on an H100 (T
+    130, chunks of 16 and 64), against 6.4e-3 with TF32: the decay gradients sum products that cancel."""
+    return "tf32" if dot in ("bf16", "fp16") and not half else dot
 
 
 def strides(x: torch.Tensor) -> tuple[int, ...]:

@@ -361,18 +361,19 @@ def chunk_output_kernel(
     tl.store(o + row[:, None] * V + rv[None, :], out.to(o.dtype.element_ty), mask=mt[:, None] & mv[None, :])
 
 
-def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32, decays=None):
+def chunk_states(lw, q, k, v, ab, h0, chunk: int, dot: str, store=torch.float32, decays=None, half=False):
     """Kernels 1 and 2: (the state at every chunk's start [B·H, N, K, V], final state [B, H, K, V],
     the corrections U [B·H, N·C, V] or None, W [B·H, N·C, K] or None, T⁻¹ [B·H, N, C, C] or None).
     The coefficients may have any float type and any strides (``strides``); the start states, U, W
     (and U₀ between the kernels) are stored in ``forward_store(store, …)`` (``store``:
     ``chunked_common.store_dtype``'s), the final state and T⁻¹ in fp32. ``decays``:
-    ``cumulative_decays(lw, chunk)`` where the caller has it (computed here otherwise)."""
+    ``cumulative_decays(lw, chunk)`` where the caller has it (computed here otherwise); ``half``: the
+    ``products="half"`` option (``forward_store``)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = -(-T // chunk)
     meta = _meta(lw, q, k, v, ab, chunk, dot)
-    dev, f32, kept = q.device, torch.float32, forward_store(store, bool(ab))
+    dev, f32, kept = q.device, torch.float32, forward_store(store, bool(ab), half)
     states = torch.empty(B * H, N, K, V, device=dev, dtype=kept)
     ht = torch.empty(B, H, K, V, device=dev, dtype=f32)
     U = W = inv = None
@@ -409,17 +410,19 @@ def chunked_forward(
 
 
 def chunked_forward_kept(
-    lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32, store=torch.float32, split=False
-):
+    lw, q, k, v, ab, h0, chunk: int, dot: str, o_type=torch.float32, store=torch.float32, split=False,
+    half=False,
+):  # fmt: skip
     """``chunked_forward``'s (o, final state) and what ``chunked_backward`` would rerun kernels 1 and 2
     for: [states] without a rank-one correction, [states, U, W, T⁻¹] with one (``chunk_states``),
     followed by the chunk-local cumulative log-decays G where they were computed
-    (``cumulative_decays``: ``LAUNCH["walk_cumsum"]``), which the backward reads too."""
+    (``cumulative_decays``: ``LAUNCH["walk_cumsum"]``), which the backward reads too; ``half``: the
+    ``products="half"`` option (``chunk_states``)."""
     h0 = h0.float().contiguous()
     B, T, H, K = q.shape
     V = v.shape[-1]
     decays = cumulative_decays(lw, chunk)
-    states, ht, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store, decays)
+    states, ht, U, W, inv = chunk_states(lw, q, k, v, ab, h0, chunk, dot, store, decays, half)
     meta = _meta(lw, q, k, v, ab, chunk, dot)
     o = torch.empty(B, T, H, V, device=q.device, dtype=o_type)
     a, _, joint = correction(q, k, ab)

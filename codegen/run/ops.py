@@ -274,9 +274,11 @@ def chunked_op(
     o_type: torch.dtype = torch.float32,
     s_type: torch.dtype = torch.float32,
     split: bool = False,
+    half: bool = False,
 ):
     """``_chunked_name``'s op: the Triton kernels on a GPU or under the interpreter (the forward's
-    products of type ``dot``, ``chunked_common.products``; the backward's ``backward_products``), else
+    products of type ``dot``, ``chunked_common.products``; the backward's ``backward_products``; with
+    ``half``, the ``products="half"`` option, each in the layer's 16-bit type), else
     the same algebra in PyTorch (``chunked_torch``, in fp32 or fp64), its gradients by autograd. The
     coefficients come in their own type and strides (a stride may be 0) and are saved as they come.
     ``o_type``: o's (``chunked_common.o_dtype``; its gradient is read in the type it comes in).
@@ -288,14 +290,14 @@ def chunked_op(
 
     keep = bool(LAUNCH["keep"])
     decays = keep and bool(LAUNCH["walk_cumsum"])  # G kept too (read per call, as ``keep``)
-    name = _chunked_name(chunk, dot, o_type, s_type, keep, split, decays)
+    name = _chunked_name(chunk, dot, o_type, s_type, keep, split, decays, half)
 
     def forward(xs: list[torch.Tensor], h0: torch.Tensor) -> list[torch.Tensor]:
         lw, q, k, v, *ab = xs
         if q.is_cuda or interpreted():
             from archdsl.codegen.run.chunked_kernels import chunked_forward_kept
 
-            o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type, s_type, split)
+            o, ht, kept = chunked_forward_kept(lw, q, k, v, ab, h0, chunk, dot, o_type, s_type, split, half)
             return [o, ht, *(kept if keep else [])]
         from archdsl.codegen.run.chunked_torch import chunked_torch
 
@@ -305,14 +307,15 @@ def chunked_op(
             return [o.to(o_type).contiguous(), ht.float().contiguous()]
 
     def fake(xs, h0):
-        return _chunked_fake(xs, h0, chunk, keep, o_type, s_type, decays)
+        return _chunked_fake(xs, h0, chunk, keep, o_type, s_type, decays, half)
 
     def backward(xs: list[Tensor], h0: Tensor, kept: list[Tensor], do: Tensor, dht: Tensor) -> list[Tensor]:
         from archdsl.codegen.run.chunked_backward import chunked_backward
         from archdsl.codegen.run.chunked_common import backward_products
 
         lw, q, k, v, *ab = xs
-        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, backward_products(dot), kept, s_type)
+        dots = backward_products(dot, half)
+        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, dots, kept, s_type, half)
 
     def grads(ctx, out_grads, bwd):
         saved = ctx.saved_tensors
@@ -338,21 +341,23 @@ def _chunked_name(
     keep: bool,
     split: bool = False,
     decays: bool = False,
+    half: bool = False,
 ) -> str:
-    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep[g]][_split]``: one op per chunk,
-    products' type, o's and the stored intermediates' types (where not fp32), ``keep`` (``g``: G
-    kept too, ``decays``) and ``split``."""
-    half = "".join(
+    """``archdsl::chunked_c<C>_<dot>[_o<type>][_s<type>][_keep[g]][_split][_half]``: one op per
+    chunk, products' type, o's and the stored intermediates' types (where not fp32), ``keep`` (``g``:
+    G kept too, ``decays``), ``split`` and ``half``."""
+    types = "".join(
         f"_{tag}" + str(t).removeprefix("torch.")
         for tag, t in (("o", o_type), ("s", s_type))
         if t != torch.float32
     )
     kept = ("_keep" if keep else "") + ("g" if keep and decays else "")
-    return f"archdsl::chunked_c{chunk}_{dot}{half}{kept}" + ("_split" if split else "")
+    tail = ("_split" if split else "") + ("_half" if half else "")
+    return f"archdsl::chunked_c{chunk}_{dot}{types}{kept}{tail}"
 
 
 def _chunked_fake(
-    xs, h0, chunk: int, keep: bool, o_type: torch.dtype, s_type: torch.dtype, decays: bool = False
+    xs, h0, chunk: int, keep: bool, o_type: torch.dtype, s_type: torch.dtype, decays=False, half=False
 ) -> list[torch.Tensor]:
     """The chunked op's outputs on shapes only: o, the final state and, with ``keep``, the kept tensors
     (states, U, W in ``forward_store``'s type, T⁻¹ in fp32; with ``decays`` G, fp32, as the log-decays)."""
@@ -360,7 +365,7 @@ def _chunked_fake(
 
     B, T, H, K = xs[1].shape
     V = xs[3].shape[-1]
-    s_type = forward_store(s_type, len(xs) > 4)
+    s_type = forward_store(s_type, len(xs) > 4, half)
     out = [xs[1].new_empty(B, T, H, V, dtype=o_type), torch.empty_like(h0)]
     if keep and (xs[1].is_cuda or interpreted()):  # chunk_states' shapes and types
         N = -(-T // chunk)

@@ -56,6 +56,9 @@ class Options:
     # length of the chunked form; None: the strategy's default
     tile: int | None = None  # block of the split axis, or rows per program (a power of two)
     num_warps: int | None = None  # a power of two, at most 32
+    #: the chunked strategy's tensor-core products in a 16-bit layer (``chunked.PRODUCTS``): "tf32"
+    #: (None: the default) or "half"
+    products: str | None = None
 
     def __post_init__(self):
         """The same checks as the command line's (``archdsl/args.py``), for callers of the API."""
@@ -66,6 +69,8 @@ class Options:
         w = self.num_warps
         if w is not None and not (isinstance(w, int) and 1 <= w <= 32 and w & (w - 1) == 0):
             raise ArchdslError(f"num_warps must be a power of two from 1 to 32, found {w!r}")
+        if self.products not in (None, "tf32", "half"):
+            raise ArchdslError(f"products must be 'tf32' or 'half', found {self.products!r}")
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,7 @@ def _build_chunked(layer: LayerIR, cell: Cell, opts: Options) -> Compiled:
             f"--chunk {chunk}: the chunked strategy's chunk is a power of two of at least 16 "
             f"(the smallest block of a tensor-core product); the default is {CHUNKED_DEFAULT}"
         )
-    return ChunkedCell(layer, chunked, chunk)
+    return ChunkedCell(layer, chunked, chunk, half=opts.products == "half")
 
 
 STRATEGIES: list[Strategy] = [
@@ -215,6 +220,15 @@ def by_name(name: str) -> Strategy:
 def applicable(layer: LayerIR, cell: Cell) -> list[tuple[Strategy, str | None]]:
     """Every strategy with why it does not apply to this cell (None where it does), in order."""
     return [(s, s.why_not(layer, cell)) for s in STRATEGIES]
+
+
+def check_options(layer: LayerIR, strategy: Strategy, opts: Options) -> None:
+    """An ArchdslError where ``opts`` asks for what ``strategy`` does not do."""
+    if opts.products == "half" and strategy.name != "chunked":
+        raise ArchdslError(
+            f"--products half: only the chunked strategy reads it, and '{layer.name}' runs the "
+            f"{strategy.name} strategy (name --strategy chunked where it applies)"
+        )
 
 
 def choose(layer: LayerIR, cell: Cell, name: str | None = None) -> Strategy:
