@@ -5,6 +5,8 @@ forward and every backward on fp32 operands (``chunked_common.products``)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from archdsl.codegen.run import chunked_backward, chunked_kernels
@@ -111,3 +113,20 @@ def test_compile_prints_the_products(capsys):
         "products       a 16-bit layer's delta rule and every backward multiply fp32"
         in capsys.readouterr().out
     )
+
+
+def test_a_model_gives_products_to_every_layer_and_refuses_them_where_they_cannot_apply():
+    """``archdsl train --products half``: each layer of the LM compiles with it; a reference backend or
+    a spec that does not run the chunked strategy is refused before anything trains."""
+    from archdsl.lm.config import ModelConfig
+    from archdsl.lm.zoo import build_model
+
+    cfg = ModelConfig(
+        "gdn", sets={"dim": 64, "heads": 1, "n": 64}, depth=2, backend="triton", products="half"
+    )
+    model = build_model(cfg)
+    assert [m.layer.compile_options["products"] for m in model.mixers] == ["half", "half"]
+    with pytest.raises(ArchdslError, match="add --backend triton"):
+        build_model(dataclasses.replace(cfg, backend="reference"))
+    with pytest.raises(ArchdslError, match="only the chunked strategy reads it, and 'e88'"):
+        build_model(ModelConfig("e88", preset="test", backend="triton", products="half"))

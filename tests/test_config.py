@@ -25,6 +25,7 @@ MODELS = [
     ModelConfig("e88", preset="E88_b56n32"),  # depth 32 from the preset
     ModelConfig("e88", preset="E88_b56n32", depth=20),  # the preset's depth overridden
     ModelConfig("e88", params=250_000, align=128, tolerance=0.05, backend="triton"),
+    ModelConfig("gdn", preset="GDN_100m", backend="triton", products="half"),
     # entries that look like numbers or like none stay what they were
     ModelConfig("specs/e88.rnn", sets={"heads": 8, "n": "16", "gate": "none", "decay": 0.5, "q": '"x"'}),
 ]

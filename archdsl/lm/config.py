@@ -33,6 +33,9 @@ class ModelConfig:
     align: int = 1  # the solved width is a multiple of this (128 in the research code)
     backend: str = "reference"  # spec cell backend: "reference" | "triton"
     seed: int = 0  # initialisation seed
+    #: a spec's chunked kernels' products under bf16/fp16 (``archdsl compile --products``): None (tf32)
+    #: or "half"; the triton backend and the chunked strategy only
+    products: str | None = None
     tolerance: float = 0.1  # give up when no width lands within this fraction of `params`
     # (±10%: the research search's rule; the nearest count always wins)
 

@@ -35,6 +35,7 @@ def build_model(cfg: ModelConfig) -> LanguageModel:
         else:
             _check_backend(cfg.backend)
             layer = budget.spec_layer(cfg)  # the one resolution of the spec for this model
+            _check_products(cfg, layer)
             counted = budget.spec_sizes(cfg, layer)
             model = spec_lm(cfg, layer)
     if model.info["params"] != counted.params:  # a package version with other shapes than we count
@@ -55,6 +56,19 @@ def _check_backend(backend: str) -> None:
         raise ArchdslError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
 
 
+def _check_products(cfg: ModelConfig, layer: LayerIR) -> None:
+    """An ArchdslError, before any training, where ``products`` cannot apply to this model."""
+    if cfg.products is None:
+        return
+    from archdsl.autodiff import extract_cell
+    from archdsl.codegen.run.strategies import Options, check_options, choose
+
+    opts = Options(products=cfg.products)  # checks the value
+    if cfg.backend != "triton":
+        raise ArchdslError(f"--products {cfg.products}: the compiled kernels' setting; add --backend triton")
+    check_options(layer, choose(layer, extract_cell(layer)), opts)
+
+
 def spec_lm(cfg: ModelConfig, layer: LayerIR) -> LanguageModel:
     """One ``RecurrentLayer`` of the checked ``layer`` per layer of the LM (each with its own
     initialisation); the bundled lstm/gru specs are baselines, with variants.md §5's LayerNorm."""
@@ -68,7 +82,8 @@ def spec_lm(cfg: ModelConfig, layer: LayerIR) -> LanguageModel:
 def spec_mixers(cfg: ModelConfig, layer: LayerIR) -> tuple[list, dict]:
     from archdsl.layer import RecurrentLayer
 
-    mixers = [TakeFirst(RecurrentLayer(layer, backend=cfg.backend)) for _ in range(cfg.depth)]
+    options = {"products": cfg.products} if cfg.products else {}
+    mixers = [TakeFirst(RecurrentLayer(layer, backend=cfg.backend, **options)) for _ in range(cfg.depth)]
     info = {
         "model": cfg.model,
         "kind": "spec",

@@ -39,6 +39,12 @@ def add_arguments(p) -> None:
     )
     m.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
     m.add_argument("--backend", default="reference", help="spec cell backend: reference | triton")
+    m.add_argument(
+        "--products",
+        choices=["tf32", "half"],
+        help="a spec's chunked kernels under bf16: tf32 (default) or half (the libraries' 16-bit "
+        "products; archdsl compile --help)",
+    )
     b = p.add_argument_group("budget (exactly one)").add_mutually_exclusive_group(required=True)
     b.add_argument(
         "--minutes", type=A.positive_float, help="timed training minutes (warm-up and evaluation excluded)"
@@ -144,7 +150,7 @@ def _training_arguments(t) -> None:
 
 #: config fields with a flag of their own (``--eval-bytes`` sets ``eval_bytes``); any field, these
 #: included, is also ``--config KEY=VALUE`` (archdsl/config.py reads both the same way)
-MODEL_FLAGS = ("preset", "params", "dim", "depth", "align", "backend", "seed")
+MODEL_FLAGS = ("preset", "params", "dim", "depth", "align", "backend", "products", "seed")
 TRAIN_FLAGS = (
     *("minutes", "steps", "tokens", "batch", "seq", "lr", "optimizer", "warmup", "precision", "weights"),
     *("val", "eval_bytes", "device", "out", "seed", "log_every", "eval_every", "checkpoint_every"),
