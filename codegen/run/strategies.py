@@ -227,7 +227,7 @@ def check_options(layer: LayerIR, strategy: Strategy, opts: Options) -> None:
     if opts.products == "half" and strategy.name != "chunked":
         raise ArchdslError(
             f"--products half: only the chunked strategy reads it, and '{layer.name}' runs the "
-            f"{strategy.name} strategy (name --strategy chunked where it applies)"
+            f"{strategy.name} strategy (archdsl compile SPEC lists the strategies that apply to it)"
         )
 
 
