@@ -148,9 +148,9 @@ def test_a_bf16_retnet_multiplies_in_bf16_on_the_chunked_strategy(monkeypatch):
     seen = []
     original = chunked.chunked_op
 
-    def spy(chunk, dot, o_type, store, split):
-        seen.append((dot, o_type, store, split))
-        return original(chunk, dot, o_type, store, split)
+    def spy(chunk, dot, o_type, store, split, half):
+        seen.append((dot, o_type, store, split, half))
+        return original(chunk, dot, o_type, store, split, half)
 
     monkeypatch.setattr(chunked, "chunked_op", spy)
     layer = RecurrentLayer(retnet(), backend="triton", strategy="chunked", chunk=16, seed=0)
@@ -158,7 +158,7 @@ def test_a_bf16_retnet_multiplies_in_bf16_on_the_chunked_strategy(monkeypatch):
         y, _ = layer(torch.randn(1, 20, layer.ir.dim))
     # o in fp32 (a decay per head: chunked_common.o_dtype); intermediates in the layer's bf16; the
     # scores in two bf16 terms (the readout sums the halves p: tests/test_split_scores.py)
-    assert seen == [("bf16", torch.float32, torch.bfloat16, True)]
+    assert seen == [("bf16", torch.float32, torch.bfloat16, True, False)]
     assert y.dtype == torch.bfloat16
 
 

@@ -277,18 +277,17 @@ def chunked_op(
     half: bool = False,
 ):
     """``_chunked_name``'s op: the Triton kernels on a GPU or under the interpreter (the forward's
-    products of type ``dot``, ``chunked_common.products``; the backward's ``backward_products``; with
-    ``half``, the ``products="half"`` option, each in the layer's 16-bit type), else
-    the same algebra in PyTorch (``chunked_torch``, in fp32 or fp64), its gradients by autograd. The
-    coefficients come in their own type and strides (a stride may be 0) and are saved as they come.
-    ``o_type``: o's (``chunked_common.o_dtype``; its gradient is read in the type it comes in).
-    ``s_type``: the stored intermediates' (``chunked_common.store_dtype``; the kept states, U and W:
-    ``forward_store``'s). With ``LAUNCH["keep"]`` (read here, per call) the Triton forward also returns,
-    and saves, what the backward would otherwise rerun (``chunked_forward_kept``). ``split``: the
-    intra-chunk scores as two terms of a 16-bit type (``LinearForm.split_scores``)."""
-    from archdsl.codegen.run.chunked_common import LAUNCH
+    products of type ``dot``, ``chunked_common.products``; the backward's ``backward_products``;
+    ``half``: the ``products="half"`` option), else the same algebra in PyTorch (``chunked_torch``, fp32
+    or fp64), its gradients by autograd. The coefficients come in their own type and strides (a stride
+    may be 0) and are saved as they come. ``o_type``: o's (``chunked_common.o_dtype``; its gradient is
+    read in the type it comes in). ``s_type``: the stored intermediates' (``store_dtype``; the kept
+    states, U and W: ``forward_store``'s). With ``LAUNCH["keep"]`` (read per call) the Triton forward
+    also returns, and saves, what the backward would otherwise rerun (``chunked_forward_kept``).
+    ``split``: the intra-chunk scores as two terms of a 16-bit type (``LinearForm.split_scores``)."""
+    from archdsl.codegen.run.chunked_common import LAUNCH, backward_products
 
-    keep = bool(LAUNCH["keep"])
+    keep, bdot = bool(LAUNCH["keep"]), backward_products(dot, half)
     decays = keep and bool(LAUNCH["walk_cumsum"])  # G kept too (read per call, as ``keep``)
     name = _chunked_name(chunk, dot, o_type, s_type, keep, split, decays, half)
 
@@ -311,11 +310,8 @@ def chunked_op(
 
     def backward(xs: list[Tensor], h0: Tensor, kept: list[Tensor], do: Tensor, dht: Tensor) -> list[Tensor]:
         from archdsl.codegen.run.chunked_backward import chunked_backward
-        from archdsl.codegen.run.chunked_common import backward_products
 
-        lw, q, k, v, *ab = xs
-        dots = backward_products(dot, half)
-        return chunked_backward(lw, q, k, v, ab, h0, do, dht, chunk, dots, kept, s_type, half)
+        return chunked_backward(*xs[:4], xs[4:], h0, do, dht, chunk, bdot, kept, s_type, half)
 
     def grads(ctx, out_grads, bwd):
         saved = ctx.saved_tensors
