@@ -200,7 +200,8 @@ def _narrow(fc: ChunkedForm, coefficients: TokenPart | None, half: bool = False)
         return {}
     write = {i for f in fc.forms if f.a is None or half for i in _roles(f).values()}
     kept = {f.log_w for f in fc.forms}
-    kept |= set() if half else {i for f in fc.forms if f.a is not None for i in _roles(f).values()}
+    if not half:  # a delta rule's coefficients stay fp32 for its TF32 products
+        kept |= {i for f in fc.forms if f.a is not None for i in _roles(f).values()}
     chosen = write - kept  # a node that a delta rule or a decay also reads stays fp32
     outs = coefficients.outputs.items() if coefficients else ()
     return {"token": frozenset(n for n, i in outs if i in chosen), "readout": frozenset({"y"})}
