@@ -351,3 +351,19 @@ def test_bad_modes_are_refused_before_any_run(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "b" / "results.json").exists()
+
+
+def test_products_is_a_models_setting_that_reaches_its_train_command():
+    """``gdn:products=half`` sets the kernels' products for that model alone (archdsl train --products);
+    a model that cannot take it is a row with its reason, found before anything trains."""
+    argv = ["gdn:GDN_100m,products=half", "gdn:GDN_100m", "e88:products=half", "mamba2:products=half"]
+    args = bench_args([*argv, "--minutes", "1", "--backend", "triton"])
+    half, plain, e88, mamba2 = bench.entries(args)
+    assert (half.cfg.products, half.cfg.sets, plain.cfg.products) == ("half", {}, None)
+    cmd = bench.train_command(half.cfg, args, Path("runs/x"))
+    assert cmd[cmd.index("--products") + 1] == "half"
+    assert "--products" not in bench.train_command(plain.cfg, args, Path("runs/y"))
+    assert e88.cfg is None and "only the chunked strategy reads it, and 'e88'" in e88.error
+    assert mamba2.cfg is None and "'mamba2' is a baseline" in mamba2.error
+    (reference,) = bench.entries(bench_args(["gdn:products=half", "--minutes", "1"]))
+    assert "add --backend triton" in reference.error

@@ -35,7 +35,7 @@ def build_model(cfg: ModelConfig) -> LanguageModel:
         else:
             _check_backend(cfg.backend)
             layer = budget.spec_layer(cfg)  # the one resolution of the spec for this model
-            _check_products(cfg, layer)
+            check_products(cfg, layer)
             counted = budget.spec_sizes(cfg, layer)
             model = spec_lm(cfg, layer)
     if model.info["params"] != counted.params:  # a package version with other shapes than we count
@@ -56,16 +56,20 @@ def _check_backend(backend: str) -> None:
         raise ArchdslError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
 
 
-def _check_products(cfg: ModelConfig, layer: LayerIR) -> None:
-    """An ArchdslError, before any training, where ``products`` cannot apply to this model."""
+def check_products(cfg: ModelConfig, layer: LayerIR | None = None) -> None:
+    """An ArchdslError, before any training, where ``cfg.products`` cannot apply to this model
+    (``layer``: its spec's checked layer, read here when None)."""
     if cfg.products is None:
         return
     from archdsl.autodiff import extract_cell
     from archdsl.codegen.run.strategies import Options, check_options, choose
 
     opts = Options(products=cfg.products)  # checks the value
+    if cfg.model in BASELINES:
+        raise ArchdslError(f"--products {cfg.products}: a spec's setting; '{cfg.model}' is a baseline")
     if cfg.backend != "triton":
         raise ArchdslError(f"--products {cfg.products}: the compiled kernels' setting; add --backend triton")
+    layer = layer or budget.spec_layer(cfg)
     check_options(layer, choose(layer, extract_cell(layer)), opts)
 
 

@@ -11,7 +11,8 @@ that finished).
 
 MODEL is a baseline (mamba2, fla-gdn, llama, lstm, gru, nn-lstm, nn-gru), a spec (path or bundled
 name), a preset of a bundled spec (``E88_d12h32``), or ``SPEC:ITEM,ITEM…`` where an item is a preset
-name or a ``key=value`` setting (``e88:heads=32,n=16``, ``e88:E88_h8n64,gate=silu``).
+name or a ``key=value`` setting (``e88:heads=32,n=16``, ``e88:E88_h8n64,gate=silu``); ``products=half``
+there is the compiled kernels' setting (``archdsl train --products``): ``gdn:products=half``.
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ def parse_model(text: str, args):
     name, _, items = text.partition(":")
     preset, sets = None, []
     for item in filter(None, (i.strip() for i in items.split(","))):
-        if "=" in item:
+        if item.startswith("products="):  # the kernels' setting, not the spec's (archdsl train --products)
+            sets.append(item)
+        elif "=" in item:
             sets.append(f"sets.{item}")
         elif preset is None:
             preset = item
@@ -182,6 +185,10 @@ def entries(args) -> list[Entry]:
             cfg = parse_model(text, args)
             cfg = budget.solve(cfg, target, args.tolerance) if target else cfg
             budget.sizes(cfg)  # a bad setting or width fails here, before any training
+            if cfg.products is not None:  # refused here, before any model trains
+                from archdsl.lm.zoo import check_products
+
+                check_products(cfg)
             out.append(Entry(text, cfg))
         except ArchdslError as e:
             out.append(Entry(text, None, e.message + (f" ({e.hint})" if e.hint else "")))
