@@ -46,6 +46,12 @@ def compile_cell(
     return chosen.build(layer, cell, opts)
 
 
+def check_settings(layer: LayerIR, strategy: str | None = None, products: str | None = None) -> None:
+    """The ArchdslError ``compile_cell`` would raise for these settings, without compiling."""
+    cell = extract_cell(layer)
+    check_options(layer, choose(layer, cell, strategy), Options(products=products))
+
+
 def build_cell(
     layer: LayerIR,
     chunk: int | None,
@@ -74,6 +80,7 @@ __all__ = [
     "Plan",
     "applicable",
     "build_cell",
+    "check_settings",
     "compile_cell",
     "emit_module",
     "make_plan",

@@ -61,16 +61,13 @@ def check_products(cfg: ModelConfig, layer: LayerIR | None = None) -> None:
     (``layer``: its spec's checked layer, read here when None)."""
     if cfg.products is None:
         return
-    from archdsl.autodiff import extract_cell
-    from archdsl.codegen.run.strategies import Options, check_options, choose
+    from archdsl.codegen import check_settings
 
-    opts = Options(products=cfg.products)  # checks the value
     if cfg.model in BASELINES:
         raise ArchdslError(f"--products {cfg.products}: a spec's setting; '{cfg.model}' is a baseline")
     if cfg.backend != "triton":
         raise ArchdslError(f"--products {cfg.products}: the compiled kernels' setting; add --backend triton")
-    layer = layer or budget.spec_layer(cfg)
-    check_options(layer, choose(layer, extract_cell(layer)), opts)
+    check_settings(layer or budget.spec_layer(cfg), products=cfg.products)
 
 
 def spec_lm(cfg: ModelConfig, layer: LayerIR) -> LanguageModel:
