@@ -50,8 +50,8 @@ class Layer(RecurrentLayer):
     ``backend``: ``"reference"`` (the PyTorch interpreter, any device) or ``"triton"`` (the compiled
     kernels; on the CPU only under ``TRITON_INTERPRET=1``). ``strategy``, ``chunk``, ``tile``,
     ``num_warps`` and ``products`` choose how the triton backend compiles (``archdsl compile
-    --help``). ``seed``
-    makes the initialisation reproducible. Every other keyword sets a hyper or a choice of the spec.
+    --help``). ``seed`` makes the initialisation reproducible. Every other keyword sets a hyper or a
+    choice of the spec.
     """
 
     def __init__(
