@@ -167,3 +167,19 @@ def storage(text: str) -> str:
     if not path.exists():
         writable_dir(str(path.parent) or ".")
     return t
+
+
+#: ``--products`` (``archdsl compile``, ``verify``, ``train``; ``Options.products``): the chunked
+#: strategy's tensor-core products in a bf16/fp16 layer (``codegen/run/chunked.py``'s ``PRODUCTS``)
+PRODUCTS = ("tf32", "half")
+
+
+def add_products(p) -> None:
+    """The one ``--products`` flag of every command that compiles a spec."""
+    p.add_argument(
+        "--products",
+        choices=PRODUCTS,
+        help="the chunked strategy's tensor-core products in a bf16/fp16 layer: tf32 (default: a delta "
+        "rule and every backward multiply fp32 operands as TF32) or half (every product in the layer's "
+        "16-bit type, as fla and mamba_ssm: faster, less exact at small key sizes)",
+    )

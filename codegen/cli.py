@@ -39,13 +39,7 @@ def add_arguments(p) -> None:
         help="warps per program, a power of two (default: measured on the GPU)",
     )
     p.add_argument("--strategy", help="force an execution strategy (default: the first that applies)")
-    p.add_argument(
-        "--products",
-        choices=["tf32", "half"],
-        help="the chunked strategy's tensor-core products in a bf16/fp16 layer: tf32 (default: a delta "
-        "rule and every backward multiply fp32 operands as TF32) or half (every product in the layer's "
-        "16-bit type, as fla and mamba_ssm: faster, less exact at small key sizes)",
-    )
+    A.add_products(p)
 
 
 def run(args) -> int:

@@ -39,12 +39,7 @@ def add_arguments(p) -> None:
     )
     m.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
     m.add_argument("--backend", default="reference", help="spec cell backend: reference | triton")
-    m.add_argument(
-        "--products",
-        choices=["tf32", "half"],
-        help="a spec's chunked kernels under bf16: tf32 (default) or half (the libraries' 16-bit "
-        "products; archdsl compile --help)",
-    )
+    A.add_products(m)
     b = p.add_argument_group("budget (exactly one)").add_mutually_exclusive_group(required=True)
     b.add_argument(
         "--minutes", type=A.positive_float, help="timed training minutes (warm-up and evaluation excluded)"

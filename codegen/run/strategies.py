@@ -31,6 +31,7 @@ from archdsl.codegen.analysis import find_matvecs, persistent_form, step_cell
 from archdsl.codegen.classify import classify
 from archdsl.codegen.plan import make_plan
 
+from archdsl.args import PRODUCTS
 from archdsl.autodiff import Cell
 from archdsl.errors import ArchdslError
 from archdsl.ir import LayerIR
@@ -69,8 +70,9 @@ class Options:
         w = self.num_warps
         if w is not None and not (isinstance(w, int) and 1 <= w <= 32 and w & (w - 1) == 0):
             raise ArchdslError(f"num_warps must be a power of two from 1 to 32, found {w!r}")
-        if self.products not in (None, "tf32", "half"):
-            raise ArchdslError(f"products must be 'tf32' or 'half', found {self.products!r}")
+        if self.products not in (None, *PRODUCTS):
+            expected = " or ".join(f"'{p}'" for p in PRODUCTS)
+            raise ArchdslError(f"products must be {expected}, found {self.products!r}")
 
 
 @dataclass(frozen=True)
