@@ -39,8 +39,9 @@ class RecurrentLayer(nn.Module):
 
     ``state`` (and the returned states) is a dict from the spec's state names to tensors
     [B, *axes] (fp32; zeros when absent). ``step(x_t [B, dim], state)`` runs one token. Parameters:
-    ``proj.<outputs>.weight`` (one fused GEMM per ``project`` line, e.g. ``proj.q_k_v.weight``; a
-    single output's rows as [*axes, in] by ``projection_weight(name)``), ``params.<name>`` (the
+    ``proj.<outputs>.weight`` (one weight per ``project`` line, e.g. ``proj.q_k_v.weight``; a
+    single output's rows as [*axes, in] by ``projection_weight(name)``; the lines that read ``x`` run
+    as one GEMM), ``params.<name>`` (the
     spec's ``param`` lines) and ``out.weight`` (the output projection back to ``dim``)."""
 
     #: cheap saved values remade in the backward (archdsl/recompute.py); a compiled model sets False
@@ -99,12 +100,12 @@ class RecurrentLayer(nn.Module):
         self._cell = None
         self.compile_options = compile_options
         # static facts of the IR, computed once (torch.compile then traces only tensor work)
-        self._inputs = tuple(layer.inputs())
-        self._frontier = tuple(layer.frontier())
+        self._inputs, self._frontier = tuple(layer.inputs()), tuple(layer.frontier())
         self._frontier_order = sorted(layer.graph.ancestors(self._frontier))
         self._pre_order = {name: sorted(layer.graph.ancestors([node])) for name, node in layer.pre.items()}
         self._convs, self._sequence_order = _fused_convolutions(layer)
         self._projection_of = {name: k for k, p in enumerate(layer.projections) for name, _ in p.outputs}
+        self._x_gemm = _x_gemm(layer)
         self._x_axes = next((n.axes for n in layer.graph.nodes if n.op is Op.INPUT and n.attr == "x"), ())
 
     def _bias(self, p: Projection, nums: dict, gen) -> torch.Tensor:
@@ -183,6 +184,10 @@ class RecurrentLayer(nn.Module):
 
     def _project_one(self, k: int, x, values, env, leaf, layout) -> None:
         ir, p, (B, T) = self.ir, self.ir.projections[k], x.shape[:2]
+        if k in self._x_gemm:  # every plain projection of x at once: one GEMM
+            w, bias = self._x_weights(x.dtype)
+            self._split(nn.functional.linear(x, w, bias), self._x_gemm, values)
+            return
         if p.source == "x":
             src = x
         else:
@@ -193,11 +198,28 @@ class RecurrentLayer(nn.Module):
         w = self.proj[key].weight
         if key in self.proj_sn:
             w = self.proj_sn[key](w)
-        out = nn.functional.linear(src, w, self.proj[key].bias)
+        self._split(nn.functional.linear(src, w, self.proj[key].bias), (k,), values)
+
+    def _x_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weights (and biases: zeros where a projection has none) of the projections in
+        ``_x_gemm`` stacked in ``dtype``, x's (one GEMM reads x once, and its backward writes x's
+        gradient once, not a sum of one a projection)."""
+        lins = [self.proj[self.proj_keys[k]] for k in self._x_gemm]
+        w = torch.cat([lin.weight.to(dtype) for lin in lins])
+        if all(lin.bias is None for lin in lins):
+            return w, None
+        zero = lins[0].weight.new_zeros((), dtype=dtype)
+        biases = [zero.expand(lin.out_features) if lin.bias is None else lin.bias.to(dtype) for lin in lins]
+        return w, torch.cat(biases)
+
+    def _split(self, out: torch.Tensor, projections, values) -> None:
+        """The outputs of ``projections`` (indices) from their GEMM's ``out`` [B, T, Σ] into ``values``."""
+        ir, (B, T) = self.ir, out.shape[:2]
+        outputs = [o for k in projections for o in ir.projections[k].outputs]
         # one split, not a slice per output: its backward is one concatenation of the outputs'
         # gradients, where slices' would each scatter into a zero tensor of the whole width and add
-        pieces = out.split([ir.numel(axes) for _, axes in p.outputs], -1)
-        for (name, axes), piece in zip(p.outputs, pieces):
+        pieces = out.split([ir.numel(axes) for _, axes in outputs], -1)
+        for (name, axes), piece in zip(outputs, pieces):
             values[name] = piece.reshape(B, T, *(ir.sizes[a] for a in axes))
 
     def _const_leaf(self, layout):
@@ -334,6 +356,13 @@ class RecurrentLayer(nn.Module):
 
     def _rename_old_keys(self, state_dict, prefix, *args) -> None:
         rename_positional(self.proj_keys, state_dict, prefix)
+
+
+def _x_gemm(layer: LayerIR) -> tuple[int, ...]:
+    """The projections (indices) that run as one GEMM: those of ``x`` without a spectral norm, when
+    there are several (none otherwise: a single one runs as it is)."""
+    plain = [k for k, p in enumerate(layer.projections) if p.source == "x" and p.spectral_norm is None]
+    return tuple(plain) if len(plain) > 1 else ()
 
 
 @dataclass(frozen=True)
