@@ -2,8 +2,9 @@
 
 A spec with several ``project x -> …`` lines (gdn's q_k_v_g and a_b, e88's q_k_v and a) keeps one
 weight per line (the parameters and their names do not change) but multiplies ``x`` by their rows
-stacked, biases included (zeros where a line has none). A projection with a spectral norm keeps its
-own GEMM, and so does a projection of another source.
+stacked, biases included (zeros where a line has none), padded with zero rows to a multiple of 8
+(rows of whole 16 bytes for cuBLAS). A projection with a spectral norm keeps its own GEMM, and so does
+a projection of another source.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def test_under_autocast_the_stack_is_in_xs_rounded_type():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, _ = model(x)
         w, bias = model._x_weights(torch.bfloat16)
-    assert w.dtype == bias.dtype == torch.bfloat16 and w.shape == (9 + 2 + 3, 8)
+    assert w.dtype == bias.dtype == torch.bfloat16 and w.shape == (9 + 2 + 3 + 2, 8)
     torch.testing.assert_close(bias[9:11], torch.zeros(2, dtype=torch.bfloat16))  # c has no bias
+    assert not w[14:].any() and not bias[14:].any()  # two zero rows: 16 a multiple of 8
     ref, _ = layer()(x)
     torch.testing.assert_close(y.float(), ref, rtol=5e-2, atol=5e-2)
