@@ -20,6 +20,7 @@ from archdsl.errors import ArchdslError
 
 from . import study as st
 from .feasible import feasible
+from .repro import check_products
 from .space import DEFAULT_DEPTH, DEFAULT_MODEL, Space, number, parse_range
 
 DEFAULT_TRIALS = 20
@@ -44,6 +45,7 @@ DEFINING = (
     "seq",
     "eval_bytes",
     "backend",
+    "products",
     "device",
     "align",
     "seed",
@@ -136,11 +138,10 @@ def add_arguments(p) -> None:
         help="held-out bytes scored per evaluation (default 1M; 4K on the CPU)",
     )
     p.add_argument("--backend", choices=("reference", "triton"), help="cell backend of spec models")
+    A.add_products(p)
     p.add_argument("--device", type=A.device, help="cuda or cpu (default: cuda when present)")
     p.add_argument("--align", type=A.positive_int, help="the solved width is a multiple of this (default 1)")
-    p.add_argument(
-        "--seed", type=A.nonnegative_int, help="seed of the sampler and of every trial (default 0)"
-    )
+    p.add_argument("--seed", type=A.nonnegative_int, help="seed of the sampler and every trial (default 0)")
     p.add_argument(
         "--trial-timeout",
         dest="trial_timeout",
@@ -203,6 +204,7 @@ def new_settings(args) -> st.Settings:
         "seq",
         "eval_bytes",
         "backend",
+        "products",
         "device",
         "align",
         "seed",
@@ -221,6 +223,7 @@ def new_settings(args) -> st.Settings:
     if s.trials < 1 or s.minutes <= 0 or s.budget < 1:
         raise ArchdslError("--trials, --minutes and --budget must be positive")
     space = Space(s.models, {k: parse_range(k, v) for k, v in overrides.items()}, fixed)  # errors now
+    check_products(s, space)  # refused before any trial
     region = feasible(space, s.budget, s.tolerance, s.align)
     if region.count() == 0 and not _depth_given(space, s):
         # the default depth suits budgets of millions; a small budget is met by shallower models
