@@ -223,7 +223,8 @@ class RecurrentLayer(nn.Module):
         sizes = [ir.numel(axes) for _, axes in outputs]
         # one split, not a slice per output: its backward is one concatenation of the outputs'
         # gradients, where slices' would each scatter into a zero tensor of the whole width and add
-        pieces = out.split([*sizes, out.shape[-1] - sum(sizes)], -1)
+        rest = out.shape[-1] - sum(sizes)  # the padding's columns (an empty piece would add a zeros op)
+        pieces = out.split([*sizes, rest] if rest else sizes, -1)
         for (name, axes), piece in zip(outputs, pieces):
             values[name] = piece.reshape(B, T, *(ir.sizes[a] for a in axes))
 
