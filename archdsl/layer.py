@@ -41,8 +41,8 @@ class RecurrentLayer(nn.Module):
     [B, *axes] (fp32; zeros when absent). ``step(x_t [B, dim], state)`` runs one token. Parameters:
     ``proj.<outputs>.weight`` (one weight per ``project`` line, e.g. ``proj.q_k_v.weight``; a
     single output's rows as [*axes, in] by ``projection_weight(name)``; the lines that read ``x`` run
-    as one GEMM), ``params.<name>`` (the
-    spec's ``param`` lines) and ``out.weight`` (the output projection back to ``dim``)."""
+    as one GEMM over many tokens), ``params.<name>`` (the spec's ``param`` lines) and ``out.weight``
+    (the output projection back to ``dim``)."""
 
     #: cheap saved values remade in the backward (archdsl/recompute.py); a compiled model sets False
     recompute: bool = True
@@ -184,7 +184,7 @@ class RecurrentLayer(nn.Module):
 
     def _project_one(self, k: int, x, values, env, leaf, layout) -> None:
         ir, p, (B, T) = self.ir, self.ir.projections[k], x.shape[:2]
-        if k in self._x_gemm:  # every plain projection of x at once: one GEMM
+        if k in self._x_gemm and x.shape[0] * x.shape[1] >= self._x_rows():  # every plain one of x at once
             w, bias = self._x_weights(x.dtype)
             self._split(nn.functional.linear(x, w, bias), self._x_gemm, values)
             return
@@ -199,6 +199,14 @@ class RecurrentLayer(nn.Module):
         if key in self.proj_sn:
             w = self.proj_sn[key](w)
         self._split(nn.functional.linear(src, w, self.proj[key].bias), (k,), values)
+
+    def _x_rows(self) -> int:
+        """The rows of ``_x_weights``' stack. Stacking copies the weights every call, so one GEMM is
+        taken where the tokens are at least as many: a training or prefill batch, not a decode step
+        (``step``: a few tokens, where the projections read their weights once each and the copy
+        would read and write them again)."""
+        rows = sum(self.proj[self.proj_keys[k]].out_features for k in self._x_gemm)
+        return rows + -rows % 8  # and the padding (``_x_weights``)
 
     def _x_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The weights (and biases: zeros where a projection has none) of the projections in

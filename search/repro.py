@@ -37,7 +37,7 @@ def model_config(cand: Candidate, s: Settings, seed: int) -> ModelConfig:
 def check_products(s: Settings, space: Space) -> None:
     """``--products`` refused before any trial where no trial could take it: without the compiled
     kernels, or with baselines only. A trial whose layer does not run the chunked strategy (a
-    baseline; a key axis where the loop is chosen) trains without it (``repro.model_config``)."""
+    baseline; a key axis where the loop is chosen) trains without it (``model_config``)."""
     if s.products is None:
         return
     if s.backend != "triton":

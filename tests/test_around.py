@@ -40,7 +40,7 @@ class _Count(TorchDispatchMode):
 def count_fwd_bwd(spec: str, sets: dict) -> Counter:
     layer = instantiate(parse_file(ROOT / "specs" / f"{spec}.rnn"), None, sets).layer
     m = RecurrentLayer(layer, backend="triton", seed=0, chunk=16, strategy="chunked")
-    x = torch.randn(2, 8, layer.dim, requires_grad=True)
+    x = torch.randn(2, 24, layer.dim, requires_grad=True)  # more tokens than gdn's stacked projections' rows
     params = [p for p in m.parameters() if p.requires_grad]
 
     def once():

@@ -3,8 +3,9 @@
 A spec with several ``project x -> …`` lines (gdn's q_k_v_g and a_b, e88's q_k_v and a) keeps one
 weight per line (the parameters and their names do not change) but multiplies ``x`` by their rows
 stacked, biases included (zeros where a line has none), padded with zero rows to a multiple of 8
-(rows of whole 16 bytes for cuBLAS). A projection with a spectral norm keeps its own GEMM, and so does
-a projection of another source.
+(rows of whole 16 bytes for cuBLAS), where the tokens are at least as many as the stacked rows (a
+decode step's few tokens keep one GEMM a line: stacking copies the weights). A projection with a
+spectral norm keeps its own GEMM, and so does a projection of another source.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def forward_products(model: RecurrentLayer, x: torch.Tensor) -> list[int]:
 @pytest.mark.parametrize("third", ["", "spectral_norm(0.9)"], ids=["plain", "spectral"])
 def test_one_gemm_reads_x_and_gives_what_one_gemm_a_line_gives(third):
     model = layer(third)
-    x = torch.randn(2, 5, 8)
+    x = torch.randn(2, 9, 8)  # 18 tokens: at least the stack's 16 rows
     widths = forward_products(model, x)
     # x (width 8) multiplied once for the plain lines, once more for a spectral one; the output map
     # and `project a` read other widths
@@ -99,7 +100,7 @@ def test_the_parameters_and_their_names_stay_one_a_line():
 
 def test_under_autocast_the_stack_is_in_xs_rounded_type():
     model = layer()
-    x = torch.randn(2, 5, 8)
+    x = torch.randn(2, 9, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, _ = model(x)
         w, bias = model._x_weights(torch.bfloat16)
@@ -108,3 +109,21 @@ def test_under_autocast_the_stack_is_in_xs_rounded_type():
     assert not w[14:].any() and not bias[14:].any()  # two zero rows: 16 a multiple of 8
     ref, _ = layer()(x)
     torch.testing.assert_close(y.float(), ref, rtol=5e-2, atol=5e-2)
+
+
+def test_a_few_tokens_keep_one_gemm_a_line_and_give_the_same():
+    """A decode step (``step``) and a batch of fewer tokens than the stack's rows multiply the lines
+    apart; a sequence fed token by token still equals the full forward, which stacks them."""
+    model = layer()
+    assert model._x_rows() == 16
+    assert forward_products(model, torch.randn(2, 8, 8)).count(8) == 1  # 16 tokens: one GEMM
+    assert forward_products(model, torch.randn(3, 5, 8)).count(8) == 3  # 15 tokens: a GEMM a line
+    x = torch.randn(2, 9, 8)
+    with torch.no_grad():
+        y, final = model(x)
+        state, steps = None, []
+        for t in range(9):
+            y_t, state = model.step(x[:, t], state)
+            steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(state["s"], final["s"], rtol=1e-5, atol=1e-6)
