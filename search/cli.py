@@ -20,7 +20,7 @@ from archdsl.errors import ArchdslError
 
 from . import study as st
 from .feasible import feasible
-from .repro import check_products
+from .repro import refuse_products
 from .space import DEFAULT_DEPTH, DEFAULT_MODEL, Space, number, parse_range
 
 DEFAULT_TRIALS = 20
@@ -223,7 +223,7 @@ def new_settings(args) -> st.Settings:
     if s.trials < 1 or s.minutes <= 0 or s.budget < 1:
         raise ArchdslError("--trials, --minutes and --budget must be positive")
     space = Space(s.models, {k: parse_range(k, v) for k, v in overrides.items()}, fixed)  # errors now
-    check_products(s, space)  # refused before any trial
+    refuse_products(s, space)  # before any trial
     region = feasible(space, s.budget, s.tolerance, s.align)
     if region.count() == 0 and not _depth_given(space, s):
         # the default depth suits budgets of millions; a small budget is met by shallower models

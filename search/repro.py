@@ -34,7 +34,7 @@ def model_config(cand: Candidate, s: Settings, seed: int) -> ModelConfig:
     return cfg if takes_products(cfg) else dataclasses.replace(cfg, products=None)
 
 
-def check_products(s: Settings, space: Space) -> None:
+def refuse_products(s: Settings, space: Space) -> None:
     """``--products`` refused before any trial where no trial could take it: without the compiled
     kernels, or with baselines only. A trial whose layer does not run the chunked strategy (a
     baseline; a key axis where the loop is chosen) trains without it (``model_config``)."""
