@@ -102,12 +102,35 @@ HISTORY = "x:history"
 
 
 def lookback(layer: LayerIR) -> int:
-    """How many earlier tokens the spec's sequence values read (0: none): the sum of its shifts."""
+    """How many earlier tokens the spec's sequence values read (0: none): the longest chain of shifts
+    from the input to a sequence value, each shift counting the tokens it reaches back (a convolution
+    over a window of 4, three). Shifts side by side (gdn's three convolutions) reach no further than
+    one; a shift of a value that already reaches back (a sequence value, or a projection of one, read
+    by name) adds to its reach."""
     if not layer.sequence:
         return 0
     g = layer.graph
-    shifts = [g[i] for i in g.ancestors(layer.sequence.values()) if g[i].op is Op.SHIFT]
-    return sum(1 if n.attr is None else layer.sizes[n.attr] - 1 for n in shifts)
+    source = {o: p.source for p in layer.projections for o, _ in p.outputs if p.source != "x"}
+    reach: dict[int, int] = {}
+
+    def of_node(i: int) -> int:
+        if i not in reach:
+            n = g[i]
+            step = (1 if n.attr is None else layer.sizes[n.attr] - 1) if n.op is Op.SHIFT else 0
+            if n.op is Op.INPUT:
+                reach[i] = step + of_name(n.attr)
+            else:
+                reach[i] = step + max((of_node(a) for a in n.args), default=0)
+        return reach[i]
+
+    def of_name(name: str) -> int:
+        if name in layer.sequence:
+            return of_node(layer.sequence[name])
+        if name in source:  # a projection of a per-token value: that value's reach
+            return of_node(layer.pre[source[name]])
+        return 0  # x, or a projection of x
+
+    return max(of_name(name) for name in layer.sequence)
 
 
 #: the state entry that counts the tokens a layer has seen, [batch] int64, for a spec that reads the

@@ -169,3 +169,26 @@ def test_sample_prints_text_from_a_trained_run(tmp_path, capsys):
     assert plain > 0.8, repr(sampled)  # uniform bytes: about 0.2
     assert cli.main(["sample", str(tmp_path / "nothing")]) == 2
     assert "no trained run here" in capsys.readouterr().err
+
+
+def test_history_is_the_longest_chain_of_shifts():
+    """A layer keeps as many earlier inputs as its longest chain of shifts reaches back: a convolution
+    over 4 tokens beside a token shift, 3; the token shift of that convolution's output, 3 + 1. With
+    no more history than that, token-by-token steps still equal the whole forward."""
+    import shift_oracles
+
+    from archdsl.layer_io import lookback
+
+    beside = shift_oracles.SPEC
+    chained = beside.replace("rs = r + 0.5 * (shift(r) - r)", "rs = r + 0.5 * (shift(uc) - r)")
+    assert chained != beside
+    for spec, reach in ((beside, 3), (chained, 4)):
+        ir = shift_oracles.layer_of(spec, "shifts.rnn")
+        assert lookback(ir) == reach
+        layer = RecurrentLayer(ir, seed=0)
+        x = torch.randn(2, 7, ir.dim, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            y, _ = layer(x)
+            y_s, final = stepwise(layer, x, None)
+        assert final["x:history"].shape[1] == reach
+        assert_close("y", y_s, y, 1e-6)
