@@ -171,6 +171,59 @@ def test_sample_prints_text_from_a_trained_run(tmp_path, capsys):
     assert "no trained run here" in capsys.readouterr().err
 
 
+def _greedy(stepper, logits, n: int) -> bytes:
+    """n bytes from a ``_Stepper`` after a prompt's ``logits``, each the most likely."""
+    token, out = logits[:, -1].argmax(-1), []
+    for _ in range(n - 1):
+        out.append(int(token))
+        token = stepper(token).argmax(-1)
+    return bytes([*out, int(token)])
+
+
+def test_generate_graphs_capture_once_the_states_keep_their_shapes(monkeypatch):
+    """``generate``'s steps run eagerly while a spec's history of earlier inputs grows, then one
+    captured step serves every later byte (here a stand-in that steps eagerly and counts: CUDA
+    graphs need a GPU, tests/test_gpu.py replays real ones); a capture that fails warns and decodes on
+    eagerly; either way the bytes are the eager steps' bytes."""
+    from archdsl.errors import ArchdslError
+    from archdsl.lm import generate as decoding
+    from archdsl.lm.zoo import build_model
+
+    made, replays = [], []
+
+    class Counted:  # GraphedStep's contract: built once, the states carried inside from then on
+        def __init__(self, model, token, states):
+            made.append([s["x:history"].shape[1] for s in states])
+            self.model, self.states = model, states
+
+        def __call__(self, token):
+            replays.append(token)
+            logits, self.states = decoding.step(self.model, token, self.states)
+            return logits
+
+    lm = build_model(ModelConfig("gdn", dim=8, depth=2, sets={"heads": 2, "n": 4}))
+    eager = bytes(lm.generate(torch.tensor([[97]]), 8, temperature=0, graphs=False)[0].tolist())
+    monkeypatch.setattr(decoding, "GraphedStep", Counted)
+    with torch.no_grad():
+        logits, states = lm.forward_state(torch.tensor([[97]]))
+        assert [s["x:history"].shape[1] for s in states] == [1, 1]  # one input seen, three to keep
+        assert _greedy(decoding._Stepper(lm, states, graphs=True), logits, 8) == eager[1:]
+    assert made == [[3, 3]]  # captured once, at the step after which the history stopped growing
+    assert len(replays) == 7 - 3  # steps 1 and 2 grew it, step 3 kept it (and captured)
+
+    def broken(*args):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(decoding, "GraphedStep", broken)
+    with torch.no_grad(), pytest.warns(UserWarning, match="without CUDA graphs .operation not permitted"):
+        logits, states = lm.forward_state(torch.tensor([[97]]))
+        stepper = decoding._Stepper(lm, states, graphs=True)
+        assert _greedy(stepper, logits, 8) == eager[1:]
+    assert stepper.graphs is False
+    with pytest.raises(ArchdslError, match="CUDA graphs need a model on a GPU, found one on cpu"):
+        lm.generate("a", 3, graphs=True)
+
+
 def test_history_is_the_longest_chain_of_shifts():
     """A layer keeps as many earlier inputs as its longest chain of shifts reaches back: a convolution
     over 4 tokens beside a token shift, 3; the token shift of that convolution's output, 3 + 1. With

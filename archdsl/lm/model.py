@@ -66,6 +66,9 @@ class LanguageModel(nn.Module):
         """One byte per row: token [B] -> (logits [B, 256], the states after it)."""
         return decoding.step(self, token, states)
 
-    def generate(self, prompt, n: int, temperature: float = 1.0, top_k: int | None = None, seed=None):
-        """The prompt (str, bytes or [B, T] bytes) followed by ``n`` sampled bytes, of the same type."""
-        return decoding.generate(self, prompt, n, temperature, top_k, seed)
+    def generate(
+        self, prompt, n: int, temperature: float = 1.0, top_k: int | None = None, seed=None, graphs=None
+    ):
+        """The prompt (str, bytes or [B, T] bytes) followed by ``n`` sampled bytes, of the same type;
+        ``graphs``: each byte's step replayed as a CUDA graph (None: on a GPU)."""
+        return decoding.generate(self, prompt, n, temperature, top_k, seed, graphs)

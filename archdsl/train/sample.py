@@ -1,5 +1,5 @@
-"""``archdsl sample RUN [--prompt TEXT] [--bytes N] [--temperature T] [--top-k K] [--seed S]``: text from
-a trained run.
+"""``archdsl sample RUN [--prompt TEXT] [--bytes N] [--temperature T] [--top-k K] [--seed S] [--eager]``:
+text from a trained run.
 
 The model is rebuilt from the run's checkpoint (``RUN/checkpoint.safetensors``: its model config and
 weights, read without running any code). A schedule-free run saves its training weights; sampling
@@ -32,6 +32,11 @@ def add_arguments(p) -> None:
         "--backend",
         choices=("reference", "triton"),
         help="cell backend (default: the run's on a GPU, the reference on the CPU)",
+    )
+    p.add_argument(
+        "--eager",
+        action="store_true",
+        help="on a GPU, run each byte's step eagerly, not replayed as a CUDA graph (the same bytes)",
     )
 
 
@@ -89,6 +94,7 @@ def run(args) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ArchdslError("--device cuda was asked for, but torch sees no CUDA GPU")
     model = load_trained(args.run, device, args.backend)
-    text = model.generate(args.prompt, args.bytes, args.temperature, args.top_k, args.seed)
+    graphs = False if args.eager else None  # None: graphs on a GPU
+    text = model.generate(args.prompt, args.bytes, args.temperature, args.top_k, args.seed, graphs)
     sys.stdout.write(text + "\n")
     return 0
