@@ -35,6 +35,9 @@ CASES = {
 }
 
 
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
 def layer_for(case: str) -> RecurrentLayer:
     spec, preset = CASES[case]
     return RecurrentLayer(instantiate(parse_file(spec), preset).layer, backend="triton", seed=0).cuda()
@@ -53,9 +56,9 @@ def train_call(layer: RecurrentLayer, B: int, T: int):
     return call
 
 
-def step_call(layer: RecurrentLayer):
-    layer = layer.to(torch.bfloat16)
-    x = torch.randn(1, layer.ir.dim, device="cuda", dtype=torch.bfloat16)
+def step_call(layer: RecurrentLayer, dtype=torch.bfloat16):
+    layer = layer.to(dtype)
+    x = torch.randn(1, layer.ir.dim, device="cuda", dtype=dtype)
     box = {"s": layer.init_state(1)}
 
     def call():
@@ -121,6 +124,7 @@ def main():
     ap.add_argument("--cases", nargs="*", default=["gdn", "e88", "mamba2"], choices=list(CASES))
     ap.add_argument("--B", type=int, default=32)
     ap.add_argument("--T", type=int, default=512)
+    ap.add_argument("--step-dtype", default="bf16", choices=["bf16", "fp32"], help="the step's weights")
     ap.add_argument("--calls", type=int, default=20, help="timed forward+backward calls (steps: 10x)")
     ap.add_argument("--cprofile", help="write each case's Python and operator profiles into this folder")
     args = ap.parse_args()
@@ -130,7 +134,7 @@ def main():
         layer = layer_for(case)
         for what, call, n in (
             (f"fwd+bwd B {args.B} T {args.T}", train_call(layer, args.B, args.T), args.calls),
-            ("step B 1", step_call(layer), 10 * args.calls),
+            (f"step B 1 {args.step_dtype}", step_call(layer, DTYPES[args.step_dtype]), 10 * args.calls),
         ):
             m = measure(call, n)
             cells = [case, what, *(f"{m[k]:.3f}" for k in ("wall", "host", "gpu")), f"{m['kernels']:.0f}"]
