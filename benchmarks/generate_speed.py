@@ -52,19 +52,17 @@ def main():
         lm = build_model(ModelConfig(spec, preset=preset or None, backend="triton"))
         lm = lm.cuda().eval()
         prompt = torch.randint(0, 256, (args.batch, 64), generator=torch.Generator().manual_seed(0))
-        eager, a = timed(lm, prompt, args.bytes, False)
-        graphs, b = timed(lm, prompt, args.bytes, True)
-        per = [1e3 * s / args.bytes for s in (eager, graphs)]
-        cells = [
-            item,
-            f"{lm.info['params'] / 1e6:.1f}M",
-            str(len(lm.mixers)),
-            f"{per[0]:.2f}",
-            f"{per[1]:.2f}",
-        ]
-        print(
-            "| " + " | ".join([*cells, f"{per[0] / per[1]:.1f}x", str(torch.equal(a, b))]) + " |", flush=True
-        )
+        for precision in args.precision:
+            bf16 = precision == "bf16"
+            eager, a = timed(lm, prompt, args.bytes, False, bf16)
+            graphs, b = timed(lm, prompt, args.bytes, True, bf16)
+            per = [1e3 * s / args.bytes for s in (eager, graphs)]
+            size = f"{lm.info['params'] / 1e6:.1f}M"
+            cells = [item, size, str(len(lm.mixers)), precision, *(f"{p:.2f}" for p in per)]
+            print(
+                "| " + " | ".join([*cells, f"{per[0] / per[1]:.1f}x", str(torch.equal(a, b))]) + " |",
+                flush=True,
+            )
         del lm
         torch.cuda.empty_cache()
 

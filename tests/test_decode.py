@@ -149,6 +149,7 @@ def test_sample_prints_text_from_a_trained_run(tmp_path, capsys):
     result = train(ModelConfig("e88", preset="demo", depth=1), cfg)
     assert result.status == "ok"
     model = load_trained(out)
+    assert model.info["precision"] == "fp32"  # the CPU run's, resolved from "auto"
     data = ByteData([VAL], None, val_fraction=0.05, seed=0)
     total, n = 0.0, 0
     with torch.no_grad():
@@ -169,6 +170,20 @@ def test_sample_prints_text_from_a_trained_run(tmp_path, capsys):
     assert plain > 0.8, repr(sampled)  # uniform bytes: about 0.2
     assert cli.main(["sample", str(tmp_path / "nothing")]) == 2
     assert "no trained run here" in capsys.readouterr().err
+
+
+def test_sample_decodes_in_the_precision_its_evaluation_ran_in():
+    """A run trained under bf16 autocast (the GPU's "auto") samples under it on a GPU; an fp32 run in
+    fp32; on the CPU always fp32."""
+    from archdsl.train.sample import decode_precision
+
+    runs, devices = ("auto", "bf16", "fp32"), ("cuda", "cuda:1", "cpu")
+    got = {(p, d): decode_precision(p, d) for p in runs for d in devices}
+    assert got == {
+        ("auto", "cuda"): "bf16", ("auto", "cuda:1"): "bf16", ("auto", "cpu"): "fp32",
+        ("bf16", "cuda"): "bf16", ("bf16", "cuda:1"): "bf16", ("bf16", "cpu"): "fp32",
+        ("fp32", "cuda"): "fp32", ("fp32", "cuda:1"): "fp32", ("fp32", "cpu"): "fp32",
+    }  # fmt: skip
 
 
 def _greedy(stepper, logits, n: int) -> bytes:

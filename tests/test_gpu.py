@@ -135,7 +135,8 @@ def test_first_call_under_inference_tunes_and_decodes(mode, tmp_path, monkeypatc
 )
 def test_generate_replays_cuda_graphs_with_the_eager_bytes(model, sets):
     """``generate`` on a GPU replays one captured step per byte (or, where a capture fails, warns
-    and steps eagerly) and gives the eager steps' bytes, greedy and sampled."""
+    and steps eagerly) and gives the eager steps' bytes, greedy and sampled, in fp32 and under bf16
+    autocast."""
     import warnings
 
     from archdsl.lm import generate as decoding
@@ -158,11 +159,15 @@ def test_generate_replays_cuda_graphs_with_the_eager_bytes(model, sets):
         try:
             graphed = lm.generate(prompt, 24, temperature=0, graphs=True)
             sampled = lm.generate(prompt, 24, temperature=0.8, seed=3, graphs=True)
+            with torch.autocast("cuda", torch.bfloat16):  # a caller's autocast, its cast cache on
+                halved = lm.generate(prompt, 24, temperature=0, graphs=True)
         finally:
             decoding.GraphedStep.__call__ = real
+    with torch.autocast("cuda", torch.bfloat16):
+        assert torch.equal(halved, lm.generate(prompt, 24, temperature=0, graphs=False))
     assert torch.equal(graphed, lm.generate(prompt, 24, temperature=0, graphs=False))
     assert torch.equal(sampled, lm.generate(prompt, 24, temperature=0.8, seed=3, graphs=False))
     fell_back = [str(w.message) for w in caught if "without CUDA graphs" in str(w.message)]
     assert replays or fell_back, "neither a replay nor a fallback"
     if model != "lstm":
-        assert not fell_back and len(replays) == 2 * (23 - 1), fell_back
+        assert not fell_back and len(replays) == 3 * (23 - 1), fell_back

@@ -82,13 +82,17 @@ class GraphedStep:
     def __init__(self, model, token: torch.Tensor, states: States):
         self.token = token.clone()
         self.states = [{k: v.clone() for k, v in s.items()} for s in states]
+        # a caller's autocast as it is, its cast cache off: the graph must not read casts made outside it
+        cast = torch.autocast(
+            "cuda", torch.get_autocast_dtype("cuda"), torch.is_autocast_enabled("cuda"), cache_enabled=False
+        )
         side = torch.cuda.Stream()  # a first step off the capture: kernels compiled and tuned for it
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), cast:
             step(model, self.token, self.states)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph), cast:
             self.logits, new = step(model, self.token, self.states)
             for old, s in zip(self.states, new):
                 for name, t in s.items():

@@ -3,7 +3,9 @@ text from a trained run.
 
 The model is rebuilt from the run's checkpoint (``RUN/checkpoint.safetensors``: its model config and
 weights, read without running any code). A schedule-free run saves its training weights; sampling
-uses the averaged weights its evaluation scored, which the saved optimizer state gives back.
+uses the averaged weights its evaluation scored, which the saved optimizer state gives back, in the
+precision that evaluation ran in (``decode_precision``: bf16 autocast on a GPU unless the run trained
+in fp32). On a GPU each byte's step is replayed as a CUDA graph (``--eager``: not).
 """
 
 from __future__ import annotations
@@ -72,7 +74,16 @@ def load_trained(run: str | Path, device: str = "cpu", backend: str | None = Non
         ) from None
     if blob["train_config"].get("optimizer") == "schedulefree":
         _averaged_weights(model, blob)
+    model.info["precision"] = blob["train_config"].get("precision", "auto")
     return model.to(torch.device(device)).eval()
+
+
+def decode_precision(trained: str, device: str) -> str:
+    """The precision a run's bytes are sampled in: its training's (``--precision``; "auto": bf16 on
+    a GPU), the one its held-out evaluation scored; fp32 on the CPU, whose bf16 autocast is slow."""
+    if not device.startswith("cuda"):
+        return "fp32"
+    return "bf16" if trained in ("auto", "bf16") else "fp32"
 
 
 def _averaged_weights(model, blob: dict) -> None:
@@ -95,6 +106,9 @@ def run(args) -> int:
         raise ArchdslError("--device cuda was asked for, but torch sees no CUDA GPU")
     model = load_trained(args.run, device, args.backend)
     graphs = False if args.eager else None  # None: graphs on a GPU
-    text = model.generate(args.prompt, args.bytes, args.temperature, args.top_k, args.seed, graphs)
+    bf16 = decode_precision(model.info["precision"], device) == "bf16"
+    # the cast cache off: a CUDA graph must not read casts made outside it
+    with torch.autocast("cuda", torch.bfloat16, enabled=bf16, cache_enabled=False):
+        text = model.generate(args.prompt, args.bytes, args.temperature, args.top_k, args.seed, graphs)
     sys.stdout.write(text + "\n")
     return 0
