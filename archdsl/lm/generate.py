@@ -7,7 +7,7 @@ the logits of the whole sequence fed at once.
 
 On a GPU, ``generate`` replays each byte's step as one CUDA graph (``GraphedStep``): a byte through
 every layer is hundreds of small kernels, each with Python around its launch, so an eager step waits
-on the host (0.5–2.5 ms a layer on an H200 for 25–75 µs of GPU work, benchmarks/host_time.py).
+on the host (0.75–3.5 ms a layer on an H200 for 25–75 µs of GPU work, benchmarks/host_time.py).
 """
 
 from __future__ import annotations
