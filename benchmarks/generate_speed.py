@@ -24,8 +24,8 @@ from archdsl.lm.zoo import build_model
 
 def timed(lm, prompt, n: int, graphs: bool, bf16: bool) -> tuple[float, torch.Tensor]:
     """(seconds of a run of ``n`` greedy bytes after ``prompt``, the bytes), after a first run;
-    ``bf16``: under bf16 autocast, as ``archdsl train`` evaluates on a GPU (its cast cache off, as
-    CUDA graphs need)."""
+    ``bf16``: under bf16 autocast, as ``archdsl train`` evaluates on a GPU (its cast cache off on both
+    sides: ``GraphedStep`` captures without it)."""
     with torch.autocast("cuda", torch.bfloat16, enabled=bf16, cache_enabled=False):
         lm.generate(prompt, n, temperature=0, graphs=graphs)
         torch.cuda.synchronize()

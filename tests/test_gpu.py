@@ -133,7 +133,7 @@ def test_first_call_under_inference_tunes_and_decodes(mode, tmp_path, monkeypatc
     ],
     ids=["loop", "chunked", "persistent"],
 )
-def test_generate_replays_cuda_graphs_with_the_eager_bytes(model, sets):
+def test_generate_replays_cuda_graphs_with_the_eager_bytes(model, sets, monkeypatch):
     """``generate`` on a GPU replays one captured step per byte (or, where a capture fails, warns
     and steps eagerly) and gives the eager steps' bytes, greedy and sampled, in fp32 and under bf16
     autocast."""
@@ -153,16 +153,14 @@ def test_generate_replays_cuda_graphs_with_the_eager_bytes(model, sets):
         replays.append(1)
         return real(self, token)
 
+    monkeypatch.setattr(decoding.GraphedStep, "__call__", counted)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        decoding.GraphedStep.__call__ = counted
-        try:
-            graphed = lm.generate(prompt, 24, temperature=0, graphs=True)
-            sampled = lm.generate(prompt, 24, temperature=0.8, seed=3, graphs=True)
-            with torch.autocast("cuda", torch.bfloat16):  # a caller's autocast, its cast cache on
-                halved = lm.generate(prompt, 24, temperature=0, graphs=True)
-        finally:
-            decoding.GraphedStep.__call__ = real
+        graphed = lm.generate(prompt, 24, temperature=0, graphs=True)
+        sampled = lm.generate(prompt, 24, temperature=0.8, seed=3, graphs=True)
+        with torch.autocast("cuda", torch.bfloat16):  # a caller's autocast, its cast cache on
+            halved = lm.generate(prompt, 24, temperature=0, graphs=True)
+    monkeypatch.undo()
     with torch.autocast("cuda", torch.bfloat16):
         assert torch.equal(halved, lm.generate(prompt, 24, temperature=0, graphs=False))
     assert torch.equal(graphed, lm.generate(prompt, 24, temperature=0, graphs=False))

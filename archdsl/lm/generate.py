@@ -67,7 +67,7 @@ def step(model, token: torch.Tensor, states: States | None = None):
 
 
 def _shapes(states: States) -> list:
-    return [None if s is None else {k: (v.shape, v.dtype) for k, v in s.items()} for s in states]
+    return [{k: (v.shape, v.dtype) for k, v in s.items()} for s in states]
 
 
 class GraphedStep:
