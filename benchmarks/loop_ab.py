@@ -6,6 +6,9 @@ installed archdsl (the base and the change) in one GPU session and compare the r
 
     python benchmarks/loop_ab.py --label base --fla --out base.md
     python benchmarks/loop_ab.py --label change --out change.md
+
+``--chunk`` sets the loop's checkpoint stride (16, the default; 1 keeps every step's state and the
+backward recomputes nothing). Each row reports the peak memory of one forward+backward.
 """
 
 from __future__ import annotations
@@ -35,16 +38,29 @@ SHAPES = {
 }
 
 
-def run_shape(name, B, T, dtype, dev, tile=None, warps=None):
+def peak_mib(cc, ins, front) -> float:
+    """Peak memory of one forward+backward above what was allocated before it (MiB)."""
+    ins_g = {k: v.clone().requires_grad_(True) for k, v in ins.items()}
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    y = cc(ins_g, front)[0]
+    torch.autograd.grad(y, list(ins_g.values()), torch.ones_like(y), allow_unused=True)
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def run_shape(name, B, T, dtype, dev, chunk=16, tile=None, warps=None):
     """One shape's row; ``tile`` and ``warps`` fix the plan (None: autotuned, as on a first call)."""
     path, preset, ov = SHAPES[name]
     layer = instantiate(parse_file(path), preset, overrides=ov).layer
     ins, front = cell_inputs(layer, B, T, dtype, dev)
-    cc = compile_cell(layer, chunk=16, tile=tile, num_warps=warps)
+    cc = compile_cell(layer, chunk=chunk, tile=tile, num_warps=warps)
     fwd, fb = time_cell(cc, ins, front, B, T, dtype)
     plan = getattr(cc, "chosen", cc).plan
     tile, warps = plan.block[plan.split[-1]], plan.num_warps
-    row = {"shape": name, "fwd_ms": fwd, "fwdbwd_ms": fb, "tile": tile, "warps": warps}
+    row = {"shape": name, "chunk": chunk, "fwd_ms": fwd, "fwdbwd_ms": fb, "tile": tile, "warps": warps}
+    row["peak_mib"] = peak_mib(cc, ins, front)
     if path.endswith("e88.rnn"):
         s = layer.sizes  # the key axis as the kernel holds it: padded to a power of two
         f_fwd, f_bwd = measure(B, s["h"], plan.block["i"], s["j"], tile, warps, T)
@@ -59,6 +75,7 @@ def main():
     ap.add_argument("--T", type=int, default=512)
     ap.add_argument("--fla", action="store_true", help="also time fla's chunked GDN (6x128, expand_v 2)")
     ap.add_argument("--shapes", default=",".join(SHAPES), help="shape, or shape:tile:warps for a fixed plan")
+    ap.add_argument("--chunk", type=int, default=16, help="the loop's checkpoint stride (1: every step)")
     ap.add_argument("--out")
     args = ap.parse_args()
     dev, dtype = "cuda", torch.bfloat16
@@ -70,24 +87,28 @@ def main():
     for name in args.shapes.split(","):
         name, *plan = name.split(":")
         try:
-            rows.append(run_shape(name, args.B, args.T, dtype, dev, *map(int, plan)))
+            rows.append(run_shape(name, args.B, args.T, dtype, dev, args.chunk, *map(int, plan)))
         except Exception as e:  # report and go on: the other shapes stay useful
             print(f"{name} failed: {type(e).__name__}: {e}", flush=True)
             continue
         print(json.dumps(rows[-1]), flush=True)
     head = (
         f"{args.label}: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-        f"triton {triton.__version__}, B {args.B}, T {args.T}, bf16"
+        f"triton {triton.__version__}, B {args.B}, T {args.T}, bf16, checkpoint stride {args.chunk}"
     )
-    lines = [head, "", "| shape | plan | fwd ms | fwd+bwd ms | us/step | floor fwd+bwd ms | of floor |"]
-    lines.append("|---|---|---|---|---|---|---|")
+    lines = [
+        head,
+        "",
+        "| shape | plan | fwd ms | fwd+bwd ms | us/step | floor fwd+bwd ms | of floor | peak MiB |",
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
         plan = f"tile {r['tile']}, warps {r['warps']}" if "tile" in r else "-"
         floor = r.get("floor_fwdbwd_ms")
         floor_ms, share = (f"{floor:.3f}", f"{floor / r['fwdbwd_ms']:.0%}") if floor else ("-", "-")
         lines.append(
             f"| {r['shape']} | {plan} | {r['fwd_ms']:.3f} | {r['fwdbwd_ms']:.3f} | "
-            f"{r['fwdbwd_ms'] / args.T * 1e3:.2f} | {floor_ms} | {share} |"
+            f"{r['fwdbwd_ms'] / args.T * 1e3:.2f} | {floor_ms} | {share} | {r.get('peak_mib', 0):.0f} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

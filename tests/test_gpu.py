@@ -49,6 +49,18 @@ def test_every_spec_on_the_gpu(path):
     compare_backends(_layer(path, heads=3), B=3, T=37, chunk=8, device="cuda")
 
 
+LOOP_SPECS = [p for p in SPECS if p.stem in ("e88", "e10", "mlstm", "gdn", "mamba", "lstm")]
+
+
+@pytest.mark.parametrize("path", LOOP_SPECS, ids=lambda p: p.stem)
+def test_loop_keeping_every_state_on_the_gpu(path):
+    """The loop with a checkpoint at every step: the forward writes each step's state and stashed
+    values, and the backward's one reverse walk reads them back (B 3, T 37, 3 heads)."""
+    from kernel_harness import compare_backends
+
+    compare_backends(_layer(path, heads=3), B=3, T=37, chunk=1, strategy="loop", device="cuda")
+
+
 def test_fused_loop_many_programs_deterministic():
     """E88 with the value axis in tiles of 4: 3 x 4 x 4 programs per launch sharing the backward
     scratch buffers (one region each); two runs must agree bit for bit (a race would differ)."""

@@ -53,6 +53,16 @@ def test_kernel_single_step_single_head(path, strategy):
     compare_backends(small(path, heads=1), B=1, T=1, chunk=16, strategy=strategy)
 
 
+LOOP_CASES = [(p, s) for p, s in CASES if s == "loop"]
+
+
+@pytest.mark.parametrize(("path", "strategy"), cases_params(LOOP_CASES))
+def test_loop_keeping_every_state_matches_reference(path, strategy):
+    """A checkpoint at every step (chunk=1): the forward keeps each step's state and the values the
+    backward reads back, and the backward walks the sequence once, recomputing nothing."""
+    compare_backends(small(path, heads=3), B=3, T=9, chunk=1, strategy=strategy)
+
+
 def test_e88_long_sequence_bf16_fp16():
     layer = instantiate(parse_file("specs/e88.rnn"), overrides={"dim": 7, "heads": 1, "n": 3}).layer
     compare_backends(layer, B=1, T=63, chunk=16)

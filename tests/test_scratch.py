@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import numpy as np
+import pytest
 import torch
 from op_oracles import default_params, frontier_of, layer_of, random_inputs
 
@@ -93,15 +94,18 @@ output y
 """
 
 
-def test_programs_of_a_launch_touch_disjoint_memory():
+@pytest.mark.parametrize("chunk", [2, 1], ids=["segments-recomputed", "every-state-kept"])
+def test_programs_of_a_launch_touch_disjoint_memory(chunk):
     """A small delta rule (a hoisted per-token part with a parameter, values stashed by the
-    recompute): B 2, 2 tiles of the value axis, 2 checkpoint segments; every launch."""
+    recompute, or kept by the forward at ``chunk=1``): B 2, 2 tiles of the value axis, 2 checkpoint
+    segments; every launch."""
     from archdsl.codegen import build_cell
-    from archdsl.codegen.emit.fused import stash_nodes
+    from archdsl.codegen.emit.fused import kept_values, stash_nodes
 
     layer = layer_of(DELTA)
-    cc = build_cell(layer, 2, 2, 1)
+    cc = build_cell(layer, chunk, 2, 1)
     assert cc.plan.n_tiles == 2 and cc.token is not None and stash_nodes(cc.core.cell, cc.core.bwd)
+    assert bool(kept_values(cc.core.cell, cc.core.bwd, cc.plan)) == (chunk == 1)
     with record_accesses() as launches:
         _run(cc, layer, 2, 3)
     assert len(launches) == 4 and all(len({p for p, _ in x["stores"]}) >= 2 for x in launches)

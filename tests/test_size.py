@@ -24,8 +24,6 @@ LONG_FUNCTIONS = {
     "archdsl/train/cli.py:_training_arguments": "the train command's flags, one statement each",
     "search/cli.py:add_arguments": "a flat list of the search command's flags, one statement each",
     "search/cli.py:new_settings": "being shortened in #14 (one config encoding)",
-    "codegen/emit/fused.py:emit_backward": "the loop's backward kernel in the order it runs: segment "
-    "recompute, then the reverse steps; its parts share the kernel writer's local state",
     "codegen/verify.py:run": "being split in #14",
 }
 

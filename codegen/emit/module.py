@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections import Counter
 
 from archdsl.codegen.emit.format import format_source
-from archdsl.codegen.emit.fused import emit_backward, emit_forward
+from archdsl.codegen.emit.fused import emit_forward, saved_names
+from archdsl.codegen.emit.fused_backward import emit_backward
 from archdsl.codegen.emit.names import identifier, module_name
 from archdsl.codegen.emit.signature import PyNames, call
 from archdsl.codegen.emit.token import emit_token_backward, emit_token_forward
@@ -120,13 +121,13 @@ def emit_module(layer: LayerIR, cell: Cell, bwd: Backward, plan: Plan, parts=())
     kernels, launchers, header = [], [], _header(layer, cell, bwd, plan, kinds)
     if "token" in kinds:
         _part(kinds["token"], name, py, "token", kernels, launchers)
-    fwd_kernel, fwd_launcher = emit_forward(cell, plan, name, py, y_name)
+    fwd_kernel, fwd_launcher = emit_forward(cell, bwd, plan, name, py, y_name)
     bwd_kernel, bwd_launcher = emit_backward(cell, bwd, plan, name, py, y_name)
     kernels += [fwd_kernel, bwd_kernel]
     launchers += [fwd_launcher, bwd_launcher]
     if readout:
         _part(readout, name, py, "readout", kernels, launchers)
-    api = functions(layer, cell, name, camel, py, kinds, y_name)
+    api = functions(layer, cell, name, camel, py, kinds, y_name, saved_names(cell, bwd, plan, py))
     return _assemble(layer, header, plan.axes, py, kernels, launchers, api)
 
 
@@ -196,12 +197,13 @@ _ROLE = {"token": "The per-token values before the loop.", "readout": "The reado
 
 
 def functions(
-    layer: LayerIR, cell: Cell, name: str, camel: str, py: PyNames, kinds, y_name: str
+    layer: LayerIR, cell: Cell, name: str, camel: str, py: PyNames, kinds, y_name: str, ck: list[str]
 ) -> list[str]:
-    """The ``torch.autograd.Function`` of the loop and of each part, and the public function."""
+    """The ``torch.autograd.Function`` of the loop and of each part, and the public function; ``ck``:
+    what the loop's forward keeps for its backward (``fused.saved_names``)."""
     states = list(cell.states)
     ins = [py(("t", n), "") for n in cell.inputs] + [py(("c", c), "") for c in cell.consts]
-    h0, ht, ck = ([py((r, s), "") for s in states] for r in ("h0", "ht", "ck"))
+    h0, ht = ([py((r, s), "") for s in states] for r in ("h0", "ht"))
     y = py(("t", y_name), "")
     out = [
         "\n".join(

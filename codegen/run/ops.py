@@ -124,6 +124,7 @@ def loop_op(cc):
     """``archdsl::cell_<hash>_<chunk>_<warps>_<tiles>`` of a ``runtime.CompiledCell``."""
     name = f"archdsl::cell_{cc.hash}_{cc.plan.chunk}_{cc.plan.num_warps}_{cc.plan.n_tiles}"
     n_s, cell = len(cc.state_names), cc.cell
+    states = [tuple(cell.sizes[a] for a in cell.states[s]) for s in cc.state_names]
 
     def forward(xs: list[torch.Tensor], cs: list[torch.Tensor], h0: list[torch.Tensor]) -> list[torch.Tensor]:
         y, ht, ck = cc.forward(xs, cs, h0)
@@ -131,11 +132,9 @@ def loop_op(cc):
 
     def fake(xs, cs, h0):
         B, T = xs[0].shape[:2]
-        nc = -(-T // cc.plan.chunk)
-        states = [tuple(cell.sizes[a] for a in cell.states[s]) for s in cc.state_names]
         y = xs[0].new_empty(B, T, *(cell.sizes[a] for a in cell.output_axes))
         ht = [xs[0].new_empty(B, *shape, dtype=torch.float32) for shape in states]
-        ck = [xs[0].new_empty(B, nc, *shape, dtype=torch.float32) for shape in states]
+        ck = [xs[0].new_empty(shape, dtype=torch.float32) for shape in cc.saved_shapes(B, T)]
         return [y, *ht, *ck]
 
     def backward(
@@ -160,7 +159,11 @@ def loop_op(cc):
         dy, dht = out_grads[0], list(out_grads[1 : 1 + n_s])
         if dy is None:
             dy = xs[0].new_zeros(*xs[0].shape[:2], *(cell.sizes[a] for a in cell.output_axes))
-        dht = [d if d is not None else torch.zeros_like(c[:, 0]) for d, c in zip(dht, ck)]
+        B = xs[0].shape[0]
+        dht = [
+            d if d is not None else xs[0].new_zeros(B, *shape, dtype=torch.float32)
+            for d, shape in zip(dht, states)
+        ]
         out = bwd(list(xs), list(cs), list(ck), dy, dht)
         return out[:n_x], out[n_x : n_x + n_c], out[n_x + n_c :]
 

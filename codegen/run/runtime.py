@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from archdsl.codegen.emit.fused import keeps_history, kept_values
 from archdsl.codegen.plan import Plan
 from archdsl.codegen.run.cachedir import cache_dir
 from archdsl.codegen.run.ops import loop_op, part_op
@@ -67,15 +68,30 @@ class CompiledCell:
         """(label, text) lines for ``archdsl compile``: the plan of the loop."""
         info = self.plan.describe(self.cell.states)
         split = ", ".join(info["split_axes"]) or "-"
+        stride = info["checkpoint_stride"]
+        checkpoints = (
+            "every step's state kept by the forward (the backward recomputes nothing)"
+            if keeps_history(self.plan)
+            else f"every {stride} steps (backward recomputes each segment once)"
+        )
         return [
             ("grid", f"{info['grid']} programs; split axes {split}; blocks {info['blocks']}"),
             ("state/program", f"{info['state_bytes_per_program']:,} bytes in registers (fp32)"),
-            (
-                "checkpoints",
-                f"every {info['checkpoint_stride']} steps (backward recomputes each segment once)",
-            ),
+            ("checkpoints", checkpoints),
             ("warps", str(info["num_warps"])),
         ]
+
+    def saved_shapes(self, B: int, T: int) -> list[tuple]:
+        """The shapes of what the forward keeps for the backward (``fused.saved_names``): each
+        state's checkpoints, or with ``chunk=1`` each state's and kept value's flat history."""
+        plan, cell = self.plan, self.cell
+        if not keeps_history(plan):
+            nc = -(-T // plan.chunk)
+            return [(B, nc, *(cell.sizes[a] for a in ax)) for ax in cell.states.values()]
+        tiles = B * plan.n_tiles
+        out = [(tiles * (T + 1) * _block_numel(plan, ax),) for ax in cell.states.values()]
+        kept = kept_values(cell, self.bwd, plan)
+        return out + [(tiles * T * _block_numel(plan, cell.graph[i].axes),) for i in kept]
 
     def __call__(self, inputs, frontier, state0=None):
         xs = [inputs[n].contiguous() for n in self.input_names]
