@@ -2,7 +2,7 @@
 (E88 or E75, any plan, any version of the code generator), imported on its own and timed through its
 public function, forward and forward+backward, B 32, T 512, bf16 inputs, best of three interleaved
 rounds. Files are named ``<label>_<spec>_<plan>.py`` (``base_e88_t16w2.py``); the first file of each
-spec is the one the others' outputs and gradients are compared with.
+spec and shape is the one the others' outputs and gradients are compared with.
 
     python benchmarks/module_ab.py base_e88_t16w2.py change_e88_t16w2.py …
 """
@@ -10,6 +10,7 @@ spec is the one the others' outputs and gradients are compared with.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import sys
 
@@ -37,8 +38,10 @@ def inputs(module, spec: str):
     if spec == "e75":  # bl, k, v, q; b_beta
         xs = [r(B, T, H, J), r(B, T, H, I), r(B, T, H, J), r(B, T, H, I)]
         cs = [torch.full((H, J), 2.0, device=DEV)]
-    else:  # e88: a, k, v, q; c0 = -exp(A_log), dt_bias
+    else:  # e88: a, k, v, q (and g with a gate); c0 = -exp(A_log), dt_bias
         xs = [r(B, T, H), r(B, T, H, I), r(B, T, H, J), r(B, T, H, I)]
+        if "g" in inspect.signature(getattr(module, spec)).parameters:
+            xs.append(r(B, T, H, J))
         cs = [-torch.rand(H, device=DEV, generator=g) * 4, torch.rand(H, device=DEV, generator=g) * -3]
     return [x.bfloat16() for x in xs], cs, r(B, T, H, J).bfloat16()
 
@@ -59,8 +62,9 @@ def main():
         cg = [c.clone().requires_grad_(True) for c in cs]
         y, _ = fn(*xg, *cg)
         out = [y, *torch.autograd.grad(y, [*xg, *cg], dy)]
-        first.setdefault(spec, out)
-        err = max(rel(a, b) for a, b in zip(out, first[spec]))
+        key = (spec, module.H, module.I, module.J)  # a shape's modules are compared with its first
+        first.setdefault(key, out)
+        err = max(rel(a, b) for a, b in zip(out, first[key]))
         runs[label] = (fn, xs, cs, xg, cg, dy, err, [])
     for _ in range(3):
         for fn, xs, cs, xg, cg, dy, _, times in runs.values():
@@ -72,7 +76,7 @@ def main():
             fwd = do_bench(lambda fn=fn, xs=xs, cs=cs: fn(*xs, *cs), warmup=5, rep=40)
             times.append((fwd, do_bench(fwdbwd, warmup=5, rep=40)))
     print(torch.cuda.get_device_name(), torch.__version__)
-    print("| module | fwd ms | fwd+bwd ms | max rel err vs first of its spec |")
+    print("| module | fwd ms | fwd+bwd ms | max rel err vs first of its shape |")
     print("|---|---|---|---|")
     for label, (*_, err, times) in runs.items():
         fwd, both = min(t[0] for t in times), min(t[1] for t in times)

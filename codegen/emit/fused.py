@@ -21,6 +21,11 @@ from archdsl.ir import Graph, Kind, Op
 #: steps whose per-token values are in flight while a step computes (E88_d12h32 on an H100: two
 #: ran 2-4% slower than one, the extra registers costing more than the longer lead saved)
 AHEAD = 1
+#: at ``chunk=1``: does the forward keep the stashed values (E88's ``delta``) as well as the states?
+#: If not, the backward recomputes them from the kept states, off its chain of carried cotangents
+KEEP_STASH = True
+#: at ``chunk=1``: the cache modifier of the forward's stores of its histories ("": the default)
+HISTORY_STORE = ""
 
 
 def keeps_history(plan: Plan) -> bool:
@@ -32,7 +37,9 @@ def keeps_history(plan: Plan) -> bool:
 def kept_values(cell: Cell, bwd: Backward, plan: Plan) -> list[int]:
     """The stashed values with buffers of their own (``stash_nodes``) that the forward keeps for the
     backward: with ``chunk=1`` only."""
-    return [i for i, s in stash_nodes(cell, bwd).items() if s is None] if keeps_history(plan) else []
+    if not (keeps_history(plan) and KEEP_STASH):
+        return []
+    return [i for i, s in stash_nodes(cell, bwd).items() if s is None]
 
 
 def saved_names(cell: Cell, bwd: Backward, plan: Plan, py: PyNames) -> list[str]:
@@ -132,8 +139,9 @@ def emit_forward(
         k.w(f"pid = i_b * {plan.n_tiles} + i_s")
     tensors = [*((k.ptr("in", n), ax) for n, ax in cell.inputs.items())]
     tensors += [(k.ptr("const", c), ax) for c, ax in cell.consts.items()]
-    tensors += [(p[s], cell.states[s]) for p in (h0, ht) for s in states] + [(p_y, cell.output_axes)]
+    tensors += [(p[s], cell.states[s]) for p in (h0, ht) for s in states]
     tensors += [(ck[s], ax, True) if history else (ck[s], ax) for s, ax in cell.states.items()]
+    tensors += [(p_y, cell.output_axes)]
     tensors += [(p_kept[i], g[i].axes, True) for i in kept]
     _rebase(k, tensors)
     k.load_consts(cell, _leaf_ids(g, order, Op.PARAM))
@@ -160,7 +168,8 @@ def _fwd_steps(k: _Kernel, cell: Cell, order, p_y: str, ht: dict, ck: dict, p_ke
     _prefetch_next(k, loads, lambda d: f"t + {d}", lambda d: f"t + {d} < T", 2)
     if history:  # every step's state, as the program's registers (padding included)
         for s in states:
-            k.w(f"tl.store({ck[s]} + (pid * (T + 1) + t) * {_block(plan, cell.states[s])}, {k.blk(s)})", 2)
+            at = f"{ck[s]} + (pid * (T + 1) + t) * {_block(plan, cell.states[s])}"
+            k.w(f"tl.store({at}, {k.blk(s)}{_modifier()})", 2)
     else:
         k.w("if t % CHUNK == 0:", 2)
         for s in states:
@@ -168,7 +177,7 @@ def _fwd_steps(k: _Kernel, cell: Cell, order, p_y: str, ht: dict, ck: dict, p_ke
             k.store(at, k.blk(s), cell.states[s], 3)
     k.compute(g, order, 2)
     for i in p_kept:
-        k.w(f"tl.store({p_kept[i]} + (pid * T + t) * {_block(plan, g[i].axes)}, {k.val(i)})", 2)
+        k.w(f"tl.store({p_kept[i]} + (pid * T + t) * {_block(plan, g[i].axes)}, {k.val(i)}{_modifier()})", 2)
     y_ax = cell.output_axes
     y_val = f"{k.val(cell.output)}.to({p_y}.dtype.element_ty)"
     k.store(f"{p_y} + (i_b * T + t) * {k.numel(y_ax)}", y_val, y_ax, 2)
@@ -178,6 +187,10 @@ def _fwd_steps(k: _Kernel, cell: Cell, order, p_y: str, ht: dict, ck: dict, p_ke
         k.store(f"{ht[s]} + i_b * {k.numel(cell.states[s])}", k.blk(s), cell.states[s])
         if history:  # the last new state, read back as S' by the backward's last step
             k.w(f"tl.store({ck[s]} + (pid * (T + 1) + T) * {_block(plan, cell.states[s])}, {k.blk(s)})")
+
+
+def _modifier() -> str:
+    return f', cache_modifier="{HISTORY_STORE}"' if HISTORY_STORE else ""
 
 
 def _block(plan: Plan, axes) -> int:

@@ -20,6 +20,7 @@ from archdsl.codegen.emit.fused import (
     _sizes,
     _token_loads,
     keeps_history,
+    kept_values,
     launcher_def,
     saved_names,
     stash_nodes,
@@ -37,8 +38,10 @@ from archdsl.ir import Op
 #: two parts add up to the same bits in either order, more would not, so more are stored apart and
 #: summed after the kernel, keeping the gradients deterministic
 ADD_TILES = 2
-#: what the reverse walk loads one step ahead from the recompute's scratch: the states, the stash
-AHEAD_SCRATCH = ("state", "stash")
+#: steps before its step that the reverse walk loads a state or stashed value: from the recompute's
+#: scratch (written moments before, in L2), and from the forward's histories at ``chunk=1``
+AHEAD_SCRATCH = 1
+AHEAD_HISTORY = 1
 
 
 def missing_split(plan: Plan, axes) -> tuple[str, ...]:
@@ -89,6 +92,8 @@ class _BackwardKernel:
         g = self.g = bwd.graph
         self.outs = [*bwd.d_state.values(), *bwd.d_inputs.values(), *bwd.d_consts.values()]
         self.stash = stash = stash_nodes(cell, bwd)
+        if keeps_history(plan) and not kept_values(cell, bwd, plan):  # recomputed from the kept states
+            self.stash = stash = {i: s for i, s in stash.items() if s is not None}
         self.own = own = [i for i, s in stash.items() if s is None]
         self.order = sorted(g.ancestors(self.outs, stop=stash))  # the stash is read, not recomputed
         self.fwd_order = _needed(cell.graph, [*cell.next_state.values(), *stash])
@@ -189,7 +194,8 @@ class _BackwardKernel:
         loads = _token_loads(k, g, self.order)
         _prefetch_first(k, loads, lambda d: f"t0 + L - {d + 1}", lambda d: f"L > {d}", ind)
         leaves = _leaf_ids(g, self.order, Op.STATE)
-        scratch = _ScratchReads(k, cell, self.stash, leaves, self.state_at, self.stash_at)
+        ahead = AHEAD_HISTORY if keeps_history(plan) else AHEAD_SCRATCH
+        scratch = _ScratchReads(k, cell, self.stash, leaves, self.state_at, self.stash_at, ahead)
         scratch.first(ind)
         k.w("for s2 in range(L):", ind)
         k.w("s = L - 1 - s2", ind + 1)
@@ -223,47 +229,50 @@ _SHARED = {
 
 class _ScratchReads:
     """The reverse walk's reads of the states and stashed values (the recompute's scratch or the
-    forward's histories): each loaded one step ahead (``n_S``, ``n_delta``) so the load overlaps the
-    step before it; a new state ``S'`` is the ``S`` the step after it read, carried in registers."""
+    forward's histories): each loaded ``ahead`` steps before its step (``n_S``, ``n2_S``, …) so the
+    load overlaps the steps in between; a new state ``S'`` is the ``S`` the step after it read,
+    carried in registers."""
 
-    def __init__(self, k, cell, stash, leaves, state_at, stash_at):
+    def __init__(self, k, cell, stash, leaves, state_at, stash_at, ahead: int):
         self.k, self.stash, self.leaves, self.state_at, self.stash_at = k, stash, leaves, state_at, stash_at
         self.states = [s for s in cell.states if s in leaves]
         self.carried = {i: s for i, s in stash.items() if s in self.states}
+        self.ahead = ahead
 
     def reads(self):
-        """(register, next-step register or None, address at step ``{s}``) of every value loaded;
-        the next-step register is None where the value is loaded in its own step."""
+        """(register, its node, address at step ``{s}``) of every value loaded."""
         k = self.k
-        out = []
-        for s in self.states:
-            nxt = k.nxt(self.leaves[s]) if "state" in AHEAD_SCRATCH else None
-            out.append((k.val(self.leaves[s]), nxt, self.state_at(s, "{s}")))
+        out = [(k.val(self.leaves[s]), self.leaves[s], self.state_at(s, "{s}")) for s in self.states]
         for i, s in self.stash.items():
-            nxt = k.nxt(i) if "stash" in AHEAD_SCRATCH else None
             if s is None:
-                out.append((k.val(i), nxt, self.stash_at(i, "{s}")))
+                out.append((k.val(i), i, self.stash_at(i, "{s}")))
             elif i not in self.carried:
-                out.append((k.val(i), nxt, self.state_at(s, "{s} + 1")))
+                out.append((k.val(i), i, self.state_at(s, "{s} + 1")))
         return out
 
     def first(self, ind: int) -> None:
-        """Before the walk: the last step's values, and the new states it reads (carried after)."""
+        """Before the walk: the last steps' values, and the new states the last step reads (carried
+        after)."""
         for s in self.carried.values():
             self.k.w(f"{self.k.val(self.leaves[s])} = tl.load({self.state_at(s, 'L')})", ind)
-        for _, nxt, at in self.reads():
-            if nxt is not None:
-                self.k.w(f"{nxt} = tl.load({at.format(s='L - 1')})", ind)
+        for d in range(self.ahead):
+            for _, i, at in self.reads():
+                mask = f", mask=z0 + L > {d}, other=0.0" if d else ""
+                self.k.w(f"{self.k.nxt(i, d)} = tl.load({at.format(s=f'L - {d + 1}')}{mask})", ind)
 
     def step(self, ind: int) -> None:
+        k = self.k
         for i, s in self.carried.items():
-            self.k.w(f"{self.k.val(i)} = {self.k.val(self.leaves[s])}", ind)
-        for val, nxt, at in self.reads():
-            if nxt is None:
-                self.k.w(f"{val} = tl.load({at.format(s='s')})", ind)
+            k.w(f"{k.val(i)} = {k.val(self.leaves[s])}", ind)
+        for val, i, at in self.reads():
+            if not self.ahead:
+                k.w(f"{val} = tl.load({at.format(s='s')})", ind)
                 continue
-            self.k.w(f"{val} = {nxt}", ind)
-            self.k.w(f"{nxt} = tl.load({at.format(s='s - 1')}, mask=z0 + s > 0, other=0.0)", ind)
+            k.w(f"{val} = {k.nxt(i)}", ind)
+            for d in range(1, self.ahead):
+                k.w(f"{k.nxt(i, d - 1)} = {k.nxt(i, d)}", ind)
+            at = at.format(s=f"s - {self.ahead}")
+            k.w(f"{k.nxt(i, self.ahead - 1)} = tl.load({at}, mask=z0 + s > {self.ahead - 1}, other=0.0)", ind)
 
 
 def _bwd_launcher(
