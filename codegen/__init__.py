@@ -15,6 +15,7 @@ from archdsl.codegen.plan import Plan, make_plan
 from archdsl.codegen.run.strategies import STRATEGIES, Options, applicable, check_options, choose
 
 from archdsl.autodiff import extract_cell
+from archdsl.errors import ArchdslError
 from archdsl.ir import LayerIR
 
 
@@ -46,10 +47,20 @@ def compile_cell(
     return chosen.build(layer, cell, opts)
 
 
-def check_settings(layer: LayerIR, strategy: str | None = None, products: str | None = None) -> None:
-    """The ArchdslError ``compile_cell`` would raise for these settings, without compiling."""
+def check_settings(
+    layer: LayerIR, strategy: str | None = None, products: str | None = None, keep_states: bool = False
+) -> None:
+    """The ArchdslError ``compile_cell`` would raise for these settings, without compiling;
+    ``keep_states``: the loop's checkpoint stride of 1 (``archdsl train --keep-states``), an error
+    where the layer runs another strategy."""
     cell = extract_cell(layer)
-    check_options(layer, choose(layer, cell, strategy), Options(products=products))
+    chosen = choose(layer, cell, strategy)
+    check_options(layer, chosen, Options(products=products))
+    if keep_states and chosen.name != "loop":
+        raise ArchdslError(
+            f"--keep-states: the fused loop's setting (its forward keeps every step's state), and "
+            f"'{layer.name}' runs the {chosen.name} strategy (archdsl compile SPEC says which and why)"
+        )
 
 
 def build_cell(

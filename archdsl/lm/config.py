@@ -36,6 +36,9 @@ class ModelConfig:
     #: a spec's chunked kernels' products under bf16/fp16 (``archdsl compile --products``): None (tf32)
     #: or "half"; the triton backend and the chunked strategy only
     products: str | None = None
+    #: the loop strategy's forward keeps every step's state (a checkpoint stride of 1, ``archdsl
+    #: compile --chunk 1``): its backward recomputes nothing, for B x T states of memory a layer
+    keep_states: bool = False
     tolerance: float = 0.1  # give up when no width lands within this fraction of `params`
     # (±10%: the research search's rule; the nearest count always wins)
 

@@ -30,12 +30,15 @@ def build_model(cfg: ModelConfig) -> LanguageModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if cfg.model in BASELINES:
+            check_products(cfg)  # a spec's settings: refused here
+            check_keep_states(cfg)
             counted = budget.baseline_sizes(cfg)
             model = baseline_lm(cfg, counted)
         else:
             _check_backend(cfg.backend)
             layer = budget.spec_layer(cfg)  # the one resolution of the spec for this model
             check_products(cfg, layer)
+            check_keep_states(cfg, layer)
             counted = budget.spec_sizes(cfg, layer)
             model = spec_lm(cfg, layer)
     if model.info["params"] != counted.params:  # a package version with other shapes than we count
@@ -70,6 +73,19 @@ def check_products(cfg: ModelConfig, layer: LayerIR | None = None) -> None:
     check_settings(layer or budget.spec_layer(cfg), products=cfg.products)
 
 
+def check_keep_states(cfg: ModelConfig, layer: LayerIR | None = None) -> None:
+    """An ArchdslError, before any training, where ``cfg.keep_states`` cannot apply to this model."""
+    if not cfg.keep_states:
+        return
+    from archdsl.codegen import check_settings
+
+    if cfg.model in BASELINES:
+        raise ArchdslError(f"--keep-states: a spec's setting; '{cfg.model}' is a baseline")
+    if cfg.backend != "triton":
+        raise ArchdslError("--keep-states: the compiled kernels' setting; add --backend triton")
+    check_settings(layer or budget.spec_layer(cfg), keep_states=True)
+
+
 def spec_lm(cfg: ModelConfig, layer: LayerIR) -> LanguageModel:
     """One ``RecurrentLayer`` of the checked ``layer`` per layer of the LM (each with its own
     initialisation); the bundled lstm/gru specs are baselines, with variants.md §5's LayerNorm."""
@@ -84,6 +100,8 @@ def spec_mixers(cfg: ModelConfig, layer: LayerIR) -> tuple[list, dict]:
     from archdsl.layer import RecurrentLayer
 
     options = {"products": cfg.products} if cfg.products else {}
+    if cfg.keep_states:
+        options["chunk"] = 1  # a checkpoint at every step
     mixers = [TakeFirst(RecurrentLayer(layer, backend=cfg.backend, **options)) for _ in range(cfg.depth)]
     info = {
         "model": cfg.model,

@@ -12,7 +12,8 @@ that finished).
 MODEL is a baseline (mamba2, fla-gdn, llama, lstm, gru, nn-lstm, nn-gru), a spec (path or bundled
 name), a preset of a bundled spec (``E88_d12h32``), or ``SPEC:ITEM,ITEM…`` where an item is a preset
 name or a ``key=value`` setting (``e88:heads=32,n=16``, ``e88:E88_h8n64,gate=silu``); ``products=half``
-there is the compiled kernels' setting (``archdsl train --products``): ``gdn:products=half``.
+and ``keep_states=true`` there are the compiled kernels' settings (``archdsl train --products``,
+``--keep-states``): ``gdn:products=half``, ``E88_d12h32:keep_states=true``.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def parse_model(text: str, args):
     name, _, items = text.partition(":")
     preset, sets = None, []
     for item in filter(None, (i.strip() for i in items.split(","))):
-        if item.startswith("products="):  # the kernels' setting, not the spec's (archdsl train --products)
+        if item.startswith(("products=", "keep_states=")):  # the kernels' settings, not the spec's
             sets.append(item)
         elif "=" in item:
             sets.append(f"sets.{item}")
@@ -185,10 +186,11 @@ def entries(args) -> list[Entry]:
             cfg = parse_model(text, args)
             cfg = budget.solve(cfg, target, args.tolerance) if target else cfg
             budget.sizes(cfg)  # a bad setting or width fails here, before any training
-            if cfg.products is not None:  # refused here, before any model trains
-                from archdsl.lm.zoo import check_products
+            if cfg.products is not None or cfg.keep_states:  # refused here, before any model trains
+                from archdsl.lm.zoo import check_keep_states, check_products
 
                 check_products(cfg)
+                check_keep_states(cfg)
             out.append(Entry(text, cfg))
         except ArchdslError as e:
             out.append(Entry(text, None, e.message + (f" ({e.hint})" if e.hint else "")))

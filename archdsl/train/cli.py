@@ -40,6 +40,12 @@ def add_arguments(p) -> None:
     m.add_argument("--set", action="append", default=[], metavar="K=V", help="override a hyper or choice")
     m.add_argument("--backend", default="reference", help="spec cell backend: reference | triton")
     A.add_products(m)
+    m.add_argument(
+        "--keep-states",
+        action="store_true",
+        help="the fused loop's forward keeps every step's state, so its backward recomputes nothing: "
+        "faster, for B x T states of memory a layer (the loop strategy only)",
+    )
     b = p.add_argument_group("budget (exactly one)").add_mutually_exclusive_group(required=True)
     b.add_argument(
         "--minutes", type=A.positive_float, help="timed training minutes (warm-up and evaluation excluded)"
@@ -145,7 +151,7 @@ def _training_arguments(t) -> None:
 
 #: config fields with a flag of their own (``--eval-bytes`` sets ``eval_bytes``); any field, these
 #: included, is also ``--config KEY=VALUE`` (archdsl/config.py reads both the same way)
-MODEL_FLAGS = ("preset", "params", "dim", "depth", "align", "backend", "products", "seed")
+MODEL_FLAGS = ("preset", "params", "dim", "depth", "align", "backend", "products", "keep_states", "seed")
 TRAIN_FLAGS = (
     *("minutes", "steps", "tokens", "batch", "seq", "lr", "optimizer", "warmup", "precision", "weights"),
     *("val", "eval_bytes", "device", "out", "seed", "log_every", "eval_every", "checkpoint_every"),
@@ -153,7 +159,7 @@ TRAIN_FLAGS = (
     "compile_mode",
 )
 SHORTHANDS = ("heads", "n", "expansion")  # --heads H is --set heads=H
-SWITCHES = ("resume", "force", "compile", "pack")  # store_true flags
+SWITCHES = ("resume", "force", "compile", "pack", "keep_states")  # store_true flags
 LISTS = ("data", "log_to")  # flags that take several values
 #: where and how a run is kept, not what it computes: a reproduce command leaves them out
 PLACEMENT = ("out", "progress", "checkpoint", "report_fractions", "resume", "force")
