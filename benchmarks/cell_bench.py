@@ -49,7 +49,21 @@ def rel_rms(a, b) -> float:
     return ((a - b).pow(2).mean().sqrt() / (b.pow(2).mean().sqrt() + 1e-30)).item()
 
 
-def time_cell(cc, ins, front, B, T, dtype):
+def timed(fn, graphs: bool = False) -> float:
+    """ms of one call of ``fn``: ``do_bench``'s wall time, or with ``graphs`` the calls replayed as one
+    CUDA graph (``do_bench_cudagraph``: GPU time, no host launch overhead; wall time where ``fn`` cannot
+    be captured, with a line saying so)."""
+    if graphs:
+        from triton.testing import do_bench_cudagraph
+
+        try:
+            return do_bench_cudagraph(fn, rep=50)
+        except Exception as e:  # noqa: BLE001 - reported, and the wall time stands in
+            print(f"CUDA graph capture failed ({type(e).__name__}: {e}); wall time instead", flush=True)
+    return do_bench(fn, warmup=5, rep=50)
+
+
+def time_cell(cc, ins, front, B, T, dtype, graphs: bool = False):
     ins_g = {k: v.clone().requires_grad_(True) for k, v in ins.items()}
 
     def fwd():
@@ -62,7 +76,9 @@ def time_cell(cc, ins, front, B, T, dtype):
         y = cc(ins_g, front)[0]
         torch.autograd.grad(y, list(ins_g.values()), dy, allow_unused=True)
 
-    return do_bench(fwd, warmup=5, rep=50), do_bench(fwdbwd, warmup=5, rep=50)
+    fwdbwd()  # the first call tunes the plan, outside any graph
+    torch.cuda.synchronize()
+    return timed(fwd, graphs), timed(fwdbwd, graphs)
 
 
 def check(layer, cc, ins, front, T_check):
@@ -95,7 +111,7 @@ def check(layer, cc, ins, front, T_check):
     return errs
 
 
-def fla_gdn(B, T, H, K, V, dtype, dev):
+def fla_gdn(B, T, H, K, V, dtype, dev, graphs: bool = False):
     import fla.ops.common.chunk_o as chunk_o
 
     chunk_o.TRITON_ABOVE_3_7_1 = True  # see ../shared/device/README.md: gradients checked there
@@ -123,7 +139,7 @@ def fla_gdn(B, T, H, K, V, dtype, dev):
 
     fwdbwd()  # compile and autotune before timing
     torch.cuda.synchronize()
-    return do_bench(fwd, warmup=5, rep=50), do_bench(fwdbwd, warmup=5, rep=50)
+    return timed(fwd, graphs), timed(fwdbwd, graphs)
 
 
 def fla_gradient_check(H, K, V, dev, B=4, T=512):

@@ -50,13 +50,13 @@ def peak_mib(cc, ins, front) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def run_shape(name, B, T, dtype, dev, chunk=16, tile=None, warps=None):
+def run_shape(name, B, T, dtype, dev, chunk=16, graphs=False, tile=None, warps=None):
     """One shape's row; ``tile`` and ``warps`` fix the plan (None: autotuned, as on a first call)."""
     path, preset, ov = SHAPES[name]
     layer = instantiate(parse_file(path), preset, overrides=ov).layer
     ins, front = cell_inputs(layer, B, T, dtype, dev)
     cc = compile_cell(layer, chunk=chunk, tile=tile, num_warps=warps)
-    fwd, fb = time_cell(cc, ins, front, B, T, dtype)
+    fwd, fb = time_cell(cc, ins, front, B, T, dtype, graphs)
     plan = getattr(cc, "chosen", cc).plan
     tile, warps = plan.block[plan.split[-1]], plan.num_warps
     row = {"shape": name, "chunk": chunk, "fwd_ms": fwd, "fwdbwd_ms": fb, "tile": tile, "warps": warps}
@@ -79,25 +79,31 @@ def main():
     ap.add_argument("--fla", action="store_true", help="also time fla's chunked GDN (6x128, expand_v 2)")
     ap.add_argument("--shapes", default=",".join(SHAPES), help="shape, or shape:tile:warps for a fixed plan")
     ap.add_argument("--chunk", type=int, default=16, help="the loop's checkpoint stride (1: every step)")
+    ap.add_argument(
+        "--graphs",
+        action="store_true",
+        help="time each side replayed as one CUDA graph: GPU time without the host's launch overhead",
+    )
     ap.add_argument("--out")
     args = ap.parse_args()
     dev, dtype = "cuda", torch.bfloat16
     rows = []
     if args.fla:
-        f_fwd, f_fb = fla_gdn(args.B, args.T, 6, 128, 256, dtype, dev)
+        f_fwd, f_fb = fla_gdn(args.B, args.T, 6, 128, 256, dtype, dev, args.graphs)
         rows.append({"shape": "fla chunk GDN (6x128, expand_v 2)", "fwd_ms": f_fwd, "fwdbwd_ms": f_fb})
         print(json.dumps(rows[-1]), flush=True)
     for name in args.shapes.split(","):
         name, *plan = name.split(":")
         try:
-            rows.append(run_shape(name, args.B, args.T, dtype, dev, args.chunk, *map(int, plan)))
+            rows.append(run_shape(name, args.B, args.T, dtype, dev, args.chunk, args.graphs, *map(int, plan)))
         except Exception as e:  # report and go on: the other shapes stay useful
             print(f"{name} failed: {type(e).__name__}: {e}", flush=True)
             continue
         print(json.dumps(rows[-1]), flush=True)
     head = (
         f"{args.label}: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-        f"triton {triton.__version__}, B {args.B}, T {args.T}, bf16, checkpoint stride {args.chunk}"
+        f"triton {triton.__version__}, B {args.B}, T {args.T}, bf16, checkpoint stride {args.chunk}, "
+        f"{'CUDA-graph replay (GPU time)' if args.graphs else 'do_bench wall time'}"
     )
     lines = [
         head,

@@ -136,6 +136,25 @@ def test_first_call_under_inference_tunes_and_decodes(mode, tmp_path, monkeypatc
     assert rel < 1e-5
 
 
+def test_tuning_times_the_plans_replayed_as_cuda_graphs(tmp_path, monkeypatch):
+    """The tuner times each candidate plan replayed as a CUDA graph (GPU time, not the host's launch
+    overhead); a layer that a graph cannot capture would be timed by the wall clock, with a line
+    saying so. E88 at a checkpoint stride of 1, a cold autotune cache."""
+    from archdsl.codegen.run import tune
+
+    from archdsl.layer import RecurrentLayer
+
+    said = []
+    monkeypatch.setattr(tune, "progress", said.append)
+    monkeypatch.setenv("ARCHDSL_CACHE", str(tmp_path))
+    layer = _layer(ROOT / "specs" / "e88.rnn", heads=4)
+    m = RecurrentLayer(layer, backend="triton", seed=0, chunk=1).cuda()
+    x = torch.randn(4, 64, layer.dim, device="cuda", requires_grad=True)
+    m(x)[0].sum().backward()
+    assert any(s.startswith("tuned e88") for s in said), said
+    assert not any("wall time" in s for s in said), said
+
+
 @pytest.mark.parametrize(
     ("model", "sets"),
     [

@@ -199,9 +199,7 @@ def _fwd_buffers(cell: Cell, plan: Plan, py: PyNames, y_name: str, saved, kept) 
     first = py(("t", next(iter(cell.inputs))), "")
     y = py(("t", y_name), y_name)
     what = (
-        "every step's states and the values its backward reads"
-        if keeps_history(plan)
-        else "the checkpoints every chunk steps"
+        "every step's states and kept values" if keeps_history(plan) else "the checkpoints every chunk steps"
     )
     lines = [
         f'    """-> {y} (the inputs\' dtype), the final states, {what} (fp32)."""',
