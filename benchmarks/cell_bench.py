@@ -63,7 +63,20 @@ def timed(fn, graphs: bool = False) -> float:
     return do_bench(fn, warmup=5, rep=50)
 
 
-def time_cell(cc, ins, front, B, T, dtype, graphs: bool = False):
+def gpu_ms(fn, calls: int = 3) -> float:
+    """GPU time of one call of ``fn`` (ms): the profiler's summed kernel time over ``calls`` calls,
+    which neither the host's launch overhead nor its jitter moves."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / calls / 1000
+
+
+def time_cell(cc, ins, front, B, T, dtype, graphs: bool = False, gpu: bool = False):
+    """(forward ms, forward+backward ms) by ``timed``, and with ``gpu`` forward+backward's GPU time."""
     ins_g = {k: v.clone().requires_grad_(True) for k, v in ins.items()}
 
     def fwd():
@@ -78,7 +91,8 @@ def time_cell(cc, ins, front, B, T, dtype, graphs: bool = False):
 
     fwdbwd()  # the first call tunes the plan, outside any graph
     torch.cuda.synchronize()
-    return timed(fwd, graphs), timed(fwdbwd, graphs)
+    times = timed(fwd, graphs), timed(fwdbwd, graphs)
+    return (*times, gpu_ms(fwdbwd)) if gpu else times
 
 
 def check(layer, cc, ins, front, T_check):
@@ -111,7 +125,8 @@ def check(layer, cc, ins, front, T_check):
     return errs
 
 
-def fla_gdn(B, T, H, K, V, dtype, dev, graphs: bool = False):
+def fla_gdn(B, T, H, K, V, dtype, dev, graphs: bool = False, gpu: bool = False):
+    """fla's chunked GatedDeltaNet kernel at these sizes, timed as ``time_cell`` times a cell."""
     import fla.ops.common.chunk_o as chunk_o
 
     chunk_o.TRITON_ABOVE_3_7_1 = True  # see ../shared/device/README.md: gradients checked there
@@ -139,7 +154,8 @@ def fla_gdn(B, T, H, K, V, dtype, dev, graphs: bool = False):
 
     fwdbwd()  # compile and autotune before timing
     torch.cuda.synchronize()
-    return timed(fwd, graphs), timed(fwdbwd, graphs)
+    times = timed(fwd, graphs), timed(fwdbwd, graphs)
+    return (*times, gpu_ms(fwdbwd)) if gpu else times
 
 
 def fla_gradient_check(H, K, V, dev, B=4, T=512):
