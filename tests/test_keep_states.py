@@ -78,3 +78,27 @@ def test_keep_states_is_a_models_setting_that_reaches_its_train_command():
         plain.cfg, bench_args(["x", "--minutes", "1"]), Path("r")
     )
     assert gdn.cfg is None and "'gdn' runs the chunked strategy" in gdn.error
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_the_custom_ops_fake_shapes_are_what_the_forward_keeps(chunk):
+    """torch.compile traces the loop's op by its fake, which must give the shapes the forward returns:
+    each state's checkpoints at a stride above 1, its flat history and the kept values at 1."""
+    from archdsl.codegen import build_cell
+
+    from archdsl.lang.checker import instantiate
+    from archdsl.lang.parser import parse_file
+
+    layer = instantiate(parse_file("specs/e88.rnn"), overrides={"dim": 8, "heads": 2, "n": 3}).layer
+    cc = build_cell(layer, chunk, None, 1).core  # the loop between the per-token kernels
+    cell = cc.cell
+
+    def shape(ax):
+        return [cell.sizes[a] for a in ax]
+
+    xs = [torch.randn(2, 5, *shape(ax)) for ax in cell.inputs.values()]
+    cs = [torch.randn(*shape(ax)) for ax in cell.consts.values()]
+    h0 = [torch.zeros(2, *shape(ax)) for ax in cell.states.values()]
+    _, _, kept = cc.forward(xs, cs, h0)
+    assert [tuple(k.shape) for k in kept] == cc.saved_shapes(2, 5)
+    assert len(kept) == (2 if chunk == 1 else 1)  # S, and delta kept at a stride of 1

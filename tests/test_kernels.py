@@ -96,12 +96,14 @@ def test_every_op_has_rules():
     assert CELL_OPS - leaves <= set(TORCH), CELL_OPS - leaves - set(TORCH)
 
 
-def test_torch_compile_keeps_the_layer_whole():
-    """fullgraph=True fails on any graph break; the compiled layer is one custom op."""
+@pytest.mark.parametrize("chunk", [4, 1], ids=["checkpoints", "every-state-kept"])
+def test_torch_compile_keeps_the_layer_whole(chunk):
+    """fullgraph=True fails on any graph break; the compiled layer is one custom op (its fake gives
+    the shapes of what the forward keeps: checkpoints, or every step's state and kept values)."""
     from archdsl.layer import RecurrentLayer
 
     layer = instantiate(parse_file("specs/e88.rnn"), overrides={"dim": 8, "heads": 2, "n": 3}).layer
-    m = RecurrentLayer(layer, backend="triton", seed=0, chunk=4, num_warps=1, tile=None)
+    m = RecurrentLayer(layer, backend="triton", seed=0, chunk=chunk, num_warps=1, tile=None)
     x = torch.randn(2, 5, 8)
     eager = m(x)[0]
     compiled = torch.compile(lambda x: m(x)[0], fullgraph=True, backend="aot_eager")
