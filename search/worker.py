@@ -136,6 +136,7 @@ def record_result(trial, res: dict, depth: int) -> None:
         "last100_loss",
         "val_bpb",
         "peak_mem_bytes",
+        "peak_reserved_bytes",
         "params",
         "state_per_layer",
         "wall_s",

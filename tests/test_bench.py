@@ -34,7 +34,8 @@ FAKE_TRAIN = textwrap.dedent("""
         print("error: CUDA graphs could not capture the step", file=sys.stderr)
         sys.exit(1)
     result = {"status": "ok", "steps": 190, "tokens": 190 * 64, "tokens_per_s": speed, "last100_loss": 3.21,
-              "val_bpb": 4.56, "peak_mem_bytes": None, "params": 4242, "state_per_layer": 64,
+              "val_bpb": 4.56, "peak_mem_bytes": 2**30, "peak_reserved_bytes": 3 * 2**30, "params": 4242,
+              "state_per_layer": 64,
               "curve": curve, "info": {"model": model, "dim": dim, "depth": 2, "backend": "reference"},
               "argv": argv}
     print("step 190 loss 3.21")
@@ -93,6 +94,7 @@ def test_bench_tabulates_every_model_and_keeps_going(fake_trainer, tmp_path, cap
     header = "| " + " | ".join(benchtable.COLUMNS) + " |"
     assert header in md and md.count("\n| ") == 5  # header + 4 rows
     assert "| 3.2100 | 4.5600 | 12.3K |" in md
+    assert "| 128 | 1.0 GiB | 3.0 GiB | ok |" in md  # state per layer, peak memory, reserved
     assert (out / "loss_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     argv = doc["runs"]["e88:heads=2,n=8"]["argv"]  # what the child was given
     assert argv[argv.index("--steps") + 1] == "3" and argv[argv.index("--seed") + 1] == "0"

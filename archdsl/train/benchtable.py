@@ -38,6 +38,7 @@ COLUMNS = (
     "n_state",
     "State/layer",
     "peak memory",
+    "reserved",
     "Status",
 )
 
@@ -75,6 +76,7 @@ def row(entry: Entry, result: dict | None, planned: str | None = None) -> dict:
         "n_state": pick("n_state"),
         "state_per_layer": pick("state_per_layer"),
         "peak_mem_bytes": r.get("peak_mem_bytes"),
+        "peak_reserved_bytes": r.get("peak_reserved_bytes"),
         "status": status,
         "reason": reason,
         "backend": info.get("backend"),
@@ -108,6 +110,7 @@ def cells(r: dict) -> list[str]:
         fmt(r["n_state"], str),
         fmt(r["state_per_layer"], "{:,}".format),
         fmt(r["peak_mem_bytes"], lambda v: f"{v / 2**30:.1f} GiB"),
+        fmt(r["peak_reserved_bytes"], lambda v: f"{v / 2**30:.1f} GiB"),
         status.replace("|", "/").replace("\n", " "),
     ]
 

@@ -52,7 +52,10 @@ class TrainResult:
     tokens_per_s: float  # batch * seq * steps / timed seconds
     last100_loss: float | None  # nats per byte, mean training loss of the last 100 steps
     val_bpb: float | None  # held-out bits per byte at the end (or at pruning)
-    peak_mem_bytes: int | None  # peak CUDA memory of the timed steps; None on CPU
+    peak_mem_bytes: int | None  # peak CUDA memory of the timed steps' tensors; None on CPU
+    #: peak CUDA memory the process held in the timed steps: the caching allocator's pools, CUDA
+    #: graphs' private pools included (a replayed graph's tensors are not counted in peak_mem_bytes)
+    peak_reserved_bytes: int | None
     params: int
     state_per_layer: int | None
     wall_s: float  # wall clock of the whole run, warm-up and evaluation included
@@ -382,7 +385,9 @@ class Trainer:
 
     def result(self, status: str, message: str, bpb: float | None) -> TrainResult:
         cfg, p = self.cfg, self.progress
-        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        cuda = self.device.type == "cuda"
+        peak = torch.cuda.max_memory_allocated(self.device) if cuda else None
+        reserved = torch.cuda.max_memory_reserved(self.device) if cuda else None
         split = asdict(self.data.split)
         return TrainResult(
             status=status,
@@ -392,6 +397,7 @@ class Trainer:
             last100_loss=sum(p.losses) / len(p.losses) if p.losses else None,
             val_bpb=bpb,
             peak_mem_bytes=peak,
+            peak_reserved_bytes=reserved,
             params=self.params,
             state_per_layer=self.info.get("state_per_layer"),
             wall_s=self.wall_base + time.perf_counter() - self.t0,
