@@ -26,7 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--chunk",
         type=A.positive_int,
-        help="steps per block: the loop's checkpoint stride (default 16), the chunked chunk (default 64)",
+        help="steps per block: the loop's checkpoint stride (default 16; 1 keeps every step's state and "
+        "its backward recomputes nothing), the chunked chunk (default 64)",
     )
     p.add_argument(
         "--tile",
