@@ -68,3 +68,26 @@ def test_plan_counts_the_values_a_program_holds(cache):
     plan = compile_cell(spec_layer(solve(cfg0, "100M", cfg0.tolerance))).build(None, None).plan
     assert plan.block["h"] == 1 and plan.num_warps == 16
     assert plan.block["i"] * plan.block["j"] * plan.block["l"] == 32768
+
+
+def test_plans_are_timed_as_cuda_graphs_or_by_the_wall_clock_with_a_line(monkeypatch):
+    """The timer the tuner uses: CUDA-graph replay (GPU time) where the probe call captures; where it
+    cannot, the wall clock, and a progress line says so (the GPU side: tests/test_gpu.py)."""
+    import triton.testing
+
+    said, used = [], []
+    monkeypatch.setattr(tune, "progress", said.append)
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: used.append("wall") or 2.0)
+    monkeypatch.setattr(triton.testing, "do_bench_cudagraph", lambda fn, **kw: used.append("graph") or 1.0)
+    assert tune._graph_timer(lambda: None)(lambda: None) == 1.0
+    assert (used, said) == (["graph", "graph"], [])
+
+    def no_capture(fn, **kw):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    used.clear()
+    monkeypatch.setattr(triton.testing, "do_bench_cudagraph", no_capture)
+    assert tune._graph_timer(lambda: None)(lambda: None) == 2.0
+    assert used == ["wall"] and said == [
+        "tuning by wall time: a CUDA graph could not capture the layer (RuntimeError)"
+    ]
