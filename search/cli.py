@@ -20,7 +20,7 @@ from archdsl.errors import ArchdslError
 
 from . import study as st
 from .feasible import feasible
-from .repro import refuse_products
+from .repro import refuse_kernel_settings
 from .space import DEFAULT_DEPTH, DEFAULT_MODEL, Space, number, parse_range
 
 DEFAULT_TRIALS = 20
@@ -46,6 +46,7 @@ DEFINING = (
     "eval_bytes",
     "backend",
     "products",
+    "keep_states",
     "device",
     "align",
     "seed",
@@ -139,6 +140,14 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--backend", choices=("reference", "triton"), help="cell backend of spec models")
     A.add_products(p)
+    p.add_argument(
+        "--keep-states",
+        dest="keep_states",
+        action="store_true",
+        default=None,
+        help="trials on the fused loop keep every step's state (archdsl train --keep-states): faster, "
+        "for B x T states of memory a layer",
+    )
     p.add_argument("--device", type=A.device, help="cuda or cpu (default: cuda when present)")
     p.add_argument("--align", type=A.positive_int, help="the solved width is a multiple of this (default 1)")
     p.add_argument("--seed", type=A.nonnegative_int, help="seed of the sampler and every trial (default 0)")
@@ -205,6 +214,7 @@ def new_settings(args) -> st.Settings:
         "eval_bytes",
         "backend",
         "products",
+        "keep_states",
         "device",
         "align",
         "seed",
@@ -223,7 +233,7 @@ def new_settings(args) -> st.Settings:
     if s.trials < 1 or s.minutes <= 0 or s.budget < 1:
         raise ArchdslError("--trials, --minutes and --budget must be positive")
     space = Space(s.models, {k: parse_range(k, v) for k, v in overrides.items()}, fixed)  # errors now
-    refuse_products(s, space)  # before any trial
+    refuse_kernel_settings(s, space)  # before any trial
     region = feasible(space, s.budget, s.tolerance, s.align)
     if region.count() == 0 and not _depth_given(space, s):
         # the default depth suits budgets of millions; a small budget is met by shallower models

@@ -19,7 +19,8 @@ from .study import Settings
 
 def model_config(cand: Candidate, s: Settings, seed: int) -> ModelConfig:
     """The width is left to the budget solver unless the space searched it; the study's
-    ``--products`` where the trial's layer runs the chunked strategy (``takes_products``)."""
+    ``--products`` where the trial's layer runs the chunked strategy, its ``--keep-states`` where it
+    runs the fused loop (``takes``)."""
     cfg = ModelConfig(
         cand.model,
         sets=dict(cand.sets),
@@ -29,33 +30,38 @@ def model_config(cand: Candidate, s: Settings, seed: int) -> ModelConfig:
         align=s.align,
         backend=s.backend,
         products=s.products,
+        keep_states=bool(s.keep_states),
         seed=seed,
     )
-    return cfg if takes_products(cfg) else dataclasses.replace(cfg, products=None)
+    if not takes(cfg, "products"):
+        cfg = dataclasses.replace(cfg, products=None)
+    return cfg if takes(cfg, "keep_states") else dataclasses.replace(cfg, keep_states=False)
 
 
-def refuse_products(s: Settings, space: Space) -> None:
-    """``--products`` refused before any trial where no trial could take it: without the compiled
-    kernels, or with baselines only. A trial whose layer does not run the chunked strategy (a
-    baseline; a key axis where the loop is chosen) trains without it (``model_config``)."""
-    if s.products is None:
-        return
-    if s.backend != "triton":
-        raise ArchdslError(f"--products {s.products}: the compiled kernels' setting; add --backend triton")
-    if not any(ms.is_spec for ms in space.models):
-        raise ArchdslError(f"--products {s.products}: a spec's setting; this search has only baselines")
+def refuse_kernel_settings(s: Settings, space: Space) -> None:
+    """``--products`` and ``--keep-states`` refused before any trial where no trial could take them:
+    without the compiled kernels, or with baselines only. A trial whose layer does not run their
+    strategy (a baseline; a key axis where another strategy is chosen) trains without them
+    (``model_config``)."""
+    given = [f"--products {s.products}"] if s.products is not None else []
+    given += ["--keep-states"] if s.keep_states else []
+    for flag in given:
+        if s.backend != "triton":
+            raise ArchdslError(f"{flag}: the compiled kernels' setting; add --backend triton")
+        if not any(ms.is_spec for ms in space.models):
+            raise ArchdslError(f"{flag}: a spec's setting; this search has only baselines")
 
 
-def takes_products(cfg: ModelConfig) -> bool:
-    """Whether ``cfg``'s kernels read its ``products``: a spec whose layer, at the trial's sizes,
-    runs the chunked strategy (``archdsl train`` refuses the flag elsewhere; a search's trial then
-    trains without it, and its command says so)."""
-    if cfg.products is None:
+def takes(cfg: ModelConfig, setting: str) -> bool:
+    """Whether ``cfg``'s kernels read its ``products`` (a spec whose layer, at the trial's sizes,
+    runs the chunked strategy) or its ``keep_states`` (one on the fused loop); ``archdsl train``
+    refuses the flag elsewhere, and a search's trial then trains without it, its command saying so."""
+    if not getattr(cfg, setting):
         return True
-    from archdsl.lm.zoo import check_products  # torch and the compiler: only where a setting is given
+    from archdsl.lm import zoo  # torch and the compiler: only where a setting is given
 
     try:
-        check_products(cfg)
+        zoo.check_products(cfg) if setting == "products" else zoo.check_keep_states(cfg)
     except ArchdslError:
         return False
     return True

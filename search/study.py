@@ -59,6 +59,7 @@ class Settings:
     eval_bytes: int | None = None
     backend: str = "reference"  # cell backend of spec models: "reference" | "triton"
     products: str | None = None  # the chunked kernels' products (archdsl train --products); None: tf32
+    keep_states: bool = False  # the fused loop keeps every state (archdsl train --keep-states)
     device: str | None = None  # None -> the trainer picks (cuda when present)
     seed: int = 0  # seed of every trial's model; with (study, worker, start) it seeds each sampler
     seeds: int = 2  # extra seeds for the top-k re-runs (0: none)

@@ -65,3 +65,31 @@ def test_a_search_where_no_trial_could_take_it_is_refused_before_any_trial(argv,
     with pytest.raises(ArchdslError) as e:
         settings(*argv)
     assert e.value.message == message
+
+
+def test_keep_states_reaches_every_loop_trial_and_no_other(tmp_path):
+    """``archdsl search --keep-states``: a trial on the fused loop (e88) trains with it and its command
+    says so; one on the chunked strategy (gdn at a key axis of 128) or a baseline trains without it."""
+    s = settings("e88", "gdn", "llama", "--backend", "triton", "--keep-states")
+    assert s.keep_states and "keep_states" in cli.DEFINING
+    e88 = Candidate("e88", {"heads": 2, "n": 16}, depth=2, lr=1e-3, dim=64)
+    assert model_config(e88, s, 0).keep_states and " --keep-states " in command(e88, s, tmp_path) + " "
+    for cand in (
+        Candidate("gdn", {"heads": 2, "n": 128}, depth=2, lr=1e-3, dim=64),
+        Candidate("llama", {}, depth=2, lr=1e-3),
+    ):
+        assert not model_config(cand, s, 0).keep_states
+        assert "--keep-states" not in command(cand, s, tmp_path)
+    assert not settings("e88", "--backend", "triton").keep_states
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["e88", "--keep-states"], "--keep-states: the compiled kernels' setting; add --backend triton"),
+        (["llama", "--backend", "triton", "--keep-states"], "--keep-states: a spec's setting; this search"),
+    ],
+)
+def test_keep_states_is_refused_where_no_trial_could_take_it(argv, message):
+    with pytest.raises(ArchdslError, match=message):
+        settings(*argv)
