@@ -3,7 +3,7 @@
 replayed as a CUDA graph, so the GPU's time decides and not the host's launch overhead (at a
 checkpoint stride of 1 an E88 layer's forward+backward takes about as long on the host as on the GPU;
 round 24); where capture fails, by wall time. Results are cached on disk per (generated source of the
-default plan, checkpoint stride, GPU, batch); sequence length is not part of the key. Search workers
+default plan, checkpoint stride, GPU, batch, timing); sequence length is not part of the key. Search workers
 tune in parallel processes: each entry is added under an exclusive lock on the cache file, so no
 worker's entry is lost to another's write."""
 
