@@ -26,32 +26,9 @@ from .space import DEFAULT_DEPTH, DEFAULT_MODEL, Space, number, parse_range
 DEFAULT_TRIALS = 20
 #: flags that define a study: given with --resume/--join they would silently not apply, so they are refused
 DEFINING = (
-    "models",
-    "budget",
-    "minutes",
-    "data",
-    "val",
-    "objective",
-    "multi",
-    "sampler",
-    "no_prune",
-    "heads",
-    "n",
-    "depth",
-    "lr",
-    "space",
-    "set",
-    "batch",
-    "seq",
-    "eval_bytes",
-    "backend",
-    "products",
-    "keep_states",
-    "device",
-    "align",
-    "seed",
-    "trial_timeout",
-    "tolerance",
+    *("models", "budget", "minutes", "data", "val", "objective", "multi", "sampler", "no_prune"),
+    *("heads", "n", "depth", "lr", "space", "set", "batch", "seq", "eval_bytes", "backend", "products"),
+    *("keep_states", "device", "align", "seed", "trial_timeout", "tolerance"),
 )
 
 
