@@ -102,3 +102,19 @@ def test_the_custom_ops_fake_shapes_are_what_the_forward_keeps(chunk):
     _, _, kept = cc.forward(xs, cs, h0)
     assert [tuple(k.shape) for k in kept] == cc.saved_shapes(2, 5)
     assert len(kept) == (2 if chunk == 1 else 1)  # S, and delta kept at a stride of 1
+
+
+def test_a_run_trained_keeping_states_samples_on_the_cpu(tmp_path):
+    """A run trained with ``--keep-states`` loads for sampling on the CPU, where the reference backend
+    stands in for the kernels and the kernels' settings do not apply (they were refused there)."""
+    from archdsl.lm.config import ModelConfig
+    from archdsl.train.config import TrainConfig
+    from archdsl.train.sample import load_trained
+    from archdsl.train.trainer import train
+
+    cfg = ModelConfig("e88", preset="test", sets={"dim": 8, "heads": 2, "n": 3}, depth=1, backend="triton")
+    run = TrainConfig(steps=1, batch=2, seq=8, device="cpu", eval_bytes=64, out=str(tmp_path), progress=False)
+    assert train(dataclasses.replace(cfg, keep_states=True), run).status == "ok"
+    model = load_trained(tmp_path)
+    assert model.info["backend"] == "reference" and model.info["config"]["keep_states"] is False
+    assert model.generate(b"ab", 4, temperature=0)[:2] == b"ab"

@@ -64,6 +64,8 @@ def load_trained(run: str | Path, device: str = "cpu", backend: str | None = Non
         cfg = dataclasses.replace(cfg, backend=backend)
     elif device == "cpu":
         cfg = dataclasses.replace(cfg, backend="reference")  # the kernels need a GPU (or the interpreter)
+    if cfg.backend != "triton":  # the kernels' own settings: the reference reads neither
+        cfg = dataclasses.replace(cfg, products=None, keep_states=False)
     model = build_model(cfg)
     try:
         model.load_state_dict(blob["model"])
