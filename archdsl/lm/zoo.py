@@ -62,28 +62,26 @@ def _check_backend(backend: str) -> None:
 def check_products(cfg: ModelConfig, layer: LayerIR | None = None) -> None:
     """An ArchdslError, before any training, where ``cfg.products`` cannot apply to this model
     (``layer``: its spec's checked layer, read here when None)."""
-    if cfg.products is None:
-        return
-    from archdsl.codegen import check_settings
-
-    if cfg.model in BASELINES:
-        raise ArchdslError(f"--products {cfg.products}: a spec's setting; '{cfg.model}' is a baseline")
-    if cfg.backend != "triton":
-        raise ArchdslError(f"--products {cfg.products}: the compiled kernels' setting; add --backend triton")
-    check_settings(layer or budget.spec_layer(cfg), products=cfg.products)
+    if cfg.products is not None:
+        _check_kernel_setting(cfg, f"--products {cfg.products}", layer, products=cfg.products)
 
 
 def check_keep_states(cfg: ModelConfig, layer: LayerIR | None = None) -> None:
     """An ArchdslError, before any training, where ``cfg.keep_states`` cannot apply to this model."""
-    if not cfg.keep_states:
-        return
+    if cfg.keep_states:
+        _check_kernel_setting(cfg, "--keep-states", layer, keep_states=True)
+
+
+def _check_kernel_setting(cfg: ModelConfig, flag: str, layer: LayerIR | None, **setting) -> None:
+    """A compiled kernels' setting (``flag`` on the command line) refused for a baseline, without the
+    triton backend, or where the spec's strategy does not read it (``codegen.check_settings``)."""
     from archdsl.codegen import check_settings
 
     if cfg.model in BASELINES:
-        raise ArchdslError(f"--keep-states: a spec's setting; '{cfg.model}' is a baseline")
+        raise ArchdslError(f"{flag}: a spec's setting; '{cfg.model}' is a baseline")
     if cfg.backend != "triton":
-        raise ArchdslError("--keep-states: the compiled kernels' setting; add --backend triton")
-    check_settings(layer or budget.spec_layer(cfg), keep_states=True)
+        raise ArchdslError(f"{flag}: the compiled kernels' setting; add --backend triton")
+    check_settings(layer or budget.spec_layer(cfg), **setting)
 
 
 def spec_lm(cfg: ModelConfig, layer: LayerIR) -> LanguageModel:
